@@ -1,0 +1,6 @@
+//! tealight: a local LLM inference server for Qwen3 on candle, speaking the OpenAI API.
+
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};

@@ -1,0 +1,236 @@
+//! Finds a checkpoint's files: a local directory, or a Hugging Face repo id resolved through the
+//! hub's cache (offline first; downloads only when the cache lacks a file and the hub is allowed).
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+pub const SINGLE_WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// The files of one checkpoint, all checked to exist.
+#[derive(Debug, Clone)]
+pub struct CheckpointFiles {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub generation_config: Option<PathBuf>,
+    pub tokenizer: PathBuf,
+    pub tokenizer_config: Option<PathBuf>,
+    pub weights: Vec<PathBuf>,
+}
+
+impl CheckpointFiles {
+    /// Resolves `--model`: an existing directory is used as is; anything else that looks like
+    /// `org/name` is looked up in the hub cache.
+    pub fn resolve(model: &str) -> Result<Self> {
+        let path = Path::new(model);
+        if path.is_dir() {
+            return Self::from_dir(path);
+        }
+        if looks_like_repo_id(model) {
+            return hub::resolve(model);
+        }
+        Err(Error::checkpoint(
+            path,
+            "no such directory, and not a Hugging Face repo id (org/name)",
+        ))
+    }
+
+    /// Collects the files of a checkpoint directory, naming the first one that is missing.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let required = |name: &str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::checkpoint(&p, "missing file"))
+            }
+        };
+        let optional = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        let config = required(CONFIG_FILE)?;
+        let tokenizer = required(TOKENIZER_FILE)?;
+        let weights = weight_files(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            generation_config: optional(GENERATION_CONFIG_FILE),
+            tokenizer,
+            tokenizer_config: optional(TOKENIZER_CONFIG_FILE),
+            weights,
+        })
+    }
+}
+
+/// `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join(WEIGHTS_INDEX_FILE);
+    if index.is_file() {
+        let shards = shard_names(&index)?;
+        return shards
+            .into_iter()
+            .map(|name| {
+                let p = dir.join(&name);
+                if p.is_file() {
+                    Ok(p)
+                } else {
+                    Err(Error::checkpoint(
+                        &p,
+                        format!("missing file (listed in {WEIGHTS_INDEX_FILE})"),
+                    ))
+                }
+            })
+            .collect();
+    }
+    let single = dir.join(SINGLE_WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    Err(Error::checkpoint(
+        dir,
+        format!("no weights: neither {SINGLE_WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} is there"),
+    ))
+}
+
+/// The distinct shard file names of a safetensors index, in first-seen order.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| Error::checkpoint(index, format!("cannot read: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::checkpoint(index, format!("invalid JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::checkpoint(index, "no \"weight_map\" object"))?;
+    let mut names: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::checkpoint(
+                index,
+                format!("weight_map entry {tensor:?} is not a file name"),
+            )
+        })?;
+        if !names.iter().any(|n| n == file) {
+            names.push(file.to_owned());
+        }
+    }
+    if names.is_empty() {
+        return Err(Error::checkpoint(index, "weight_map is empty"));
+    }
+    Ok(names)
+}
+
+fn looks_like_repo_id(s: &str) -> bool {
+    let mut parts = s.split('/');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+mod hub {
+    use super::*;
+    use hf_hub::{Cache, Repo, RepoType};
+
+    /// The hub cache root: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+    pub fn cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("HF_HUB_CACHE").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(dir));
+        }
+        if let Some(home) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(home).join("hub"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+    }
+
+    fn offline() -> bool {
+        std::env::var("HF_HUB_OFFLINE")
+            .map(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes" | "ON" | "on"))
+            .unwrap_or(false)
+    }
+
+    pub fn resolve(repo_id: &str) -> Result<CheckpointFiles> {
+        let cache_root = cache_dir().ok_or_else(|| {
+            Error::checkpoint(
+                repo_id,
+                "no hub cache directory (set HF_HUB_CACHE or HF_HOME)",
+            )
+        })?;
+        let cache = Cache::new(cache_root.clone());
+        let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
+        if let Some(config) = cached.get(CONFIG_FILE)
+            && let Some(dir) = config.parent()
+            && let Ok(files) = CheckpointFiles::from_dir(dir)
+        {
+            return Ok(files);
+        }
+        if offline() {
+            return Err(Error::checkpoint(
+                cache_root.join(format!("models--{}", repo_id.replace('/', "--"))),
+                format!("{repo_id} is not complete in the hub cache and HF_HUB_OFFLINE is set"),
+            ));
+        }
+        download(repo_id, cache_root)
+    }
+
+    /// Fetches the checkpoint's files into the cache, then reads them from there.
+    fn download(repo_id: &str, cache_root: PathBuf) -> Result<CheckpointFiles> {
+        let fail = |e: hf_hub::api::sync::ApiError| {
+            Error::checkpoint(
+                repo_id,
+                format!("cannot download from the Hugging Face hub: {e}"),
+            )
+        };
+        let api = hf_hub::api::sync::ApiBuilder::new()
+            .with_cache_dir(cache_root)
+            .with_progress(true)
+            .build()
+            .map_err(fail)?;
+        let repo = api.model(repo_id.to_owned());
+        let config = repo.get(CONFIG_FILE).map_err(fail)?;
+        repo.get(TOKENIZER_FILE).map_err(fail)?;
+        for optional in [GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE] {
+            let _ = repo.get(optional);
+        }
+        match repo.get(WEIGHTS_INDEX_FILE) {
+            Ok(index) => {
+                for shard in shard_names(&index)? {
+                    repo.get(&shard).map_err(fail)?;
+                }
+            }
+            Err(_) => {
+                repo.get(SINGLE_WEIGHTS_FILE).map_err(fail)?;
+            }
+        }
+        let dir = config
+            .parent()
+            .ok_or_else(|| Error::checkpoint(&config, "downloaded file has no directory"))?;
+        CheckpointFiles::from_dir(dir)
+    }
+}
+
+pub use hub::cache_dir as hub_cache_dir;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_id_shape() {
+        assert!(looks_like_repo_id("Qwen/Qwen3-4B"));
+        assert!(looks_like_repo_id("org/name.v2"));
+        assert!(!looks_like_repo_id("./Qwen3-4B"));
+        assert!(!looks_like_repo_id("/abs/path"));
+        assert!(!looks_like_repo_id("a/b/c"));
+        assert!(!looks_like_repo_id("plain"));
+        assert!(!looks_like_repo_id("../x"));
+    }
+}

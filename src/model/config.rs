@@ -1,0 +1,200 @@
+//! Qwen3's `config.json`, as transformers writes it (both the older top-level `rope_theta` layout
+//! and the newer `rope_parameters` block).
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+pub const QWEN3_ARCHITECTURE: &str = "Qwen3ForCausalLM";
+
+/// The fields of config.json the model needs, resolved (defaults applied, rope found).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Qwen3Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+    /// The dtype the checkpoint says it was trained/stored in (`torch_dtype` or `dtype`).
+    pub stored_dtype: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRopeParameters {
+    rope_theta: Option<f64>,
+    rope_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    architectures: Option<Vec<String>>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    max_position_embeddings: usize,
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<RawRopeParameters>,
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    attention_bias: bool,
+    hidden_act: Option<String>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+impl Qwen3Config {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
+        Self::from_json(&text).map_err(|message| Error::checkpoint(path, message))
+    }
+
+    /// Parses and checks config.json text; the error is a sentence without the path.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let raw: RawConfig =
+            serde_json::from_str(text).map_err(|e| format!("invalid config JSON: {e}"))?;
+        if let Some(archs) = &raw.architectures
+            && !archs.iter().any(|a| a == QWEN3_ARCHITECTURE)
+        {
+            return Err(format!(
+                "architecture {archs:?} is not supported: tealight runs {QWEN3_ARCHITECTURE}"
+            ));
+        }
+        if let Some(act) = &raw.hidden_act
+            && act != "silu"
+        {
+            return Err(format!(
+                "hidden_act {act:?} is not supported (expected \"silu\")"
+            ));
+        }
+        let rope_type = raw
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.clone())
+            .or_else(|| {
+                raw.rope_scaling
+                    .as_ref()
+                    .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+                    .and_then(|t| t.as_str().map(str::to_owned))
+            });
+        if let Some(kind) = rope_type
+            && kind != "default"
+        {
+            return Err(format!(
+                "rope type {kind:?} is not supported (only the default RoPE is)"
+            ));
+        }
+        let rope_theta = raw
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_theta)
+            .or(raw.rope_theta)
+            .unwrap_or(10_000.0);
+        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
+        if raw.num_attention_heads == 0 || num_key_value_heads == 0 {
+            return Err("num_attention_heads and num_key_value_heads must be positive".into());
+        }
+        if raw.num_attention_heads % num_key_value_heads != 0 {
+            return Err(format!(
+                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({num_key_value_heads})",
+                raw.num_attention_heads
+            ));
+        }
+        let head_dim = raw
+            .head_dim
+            .unwrap_or(raw.hidden_size / raw.num_attention_heads);
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(format!("head_dim {head_dim} must be even and positive"));
+        }
+        Ok(Self {
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            max_position_embeddings: raw.max_position_embeddings,
+            rms_norm_eps: raw.rms_norm_eps,
+            rope_theta,
+            tie_word_embeddings: raw.tie_word_embeddings,
+            attention_bias: raw.attention_bias,
+            stored_dtype: raw.torch_dtype.or(raw.dtype),
+        })
+    }
+
+    /// Query heads that share one key/value head.
+    pub fn kv_group_size(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+
+    /// Bytes of K+V one token occupies across all layers at `dtype_size` bytes per element.
+    pub fn kv_bytes_per_token(&self, dtype_size: usize) -> usize {
+        2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * dtype_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{"architectures":["Qwen3ForCausalLM"],"vocab_size":1000,"hidden_size":64,
+        "intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+        "max_position_embeddings":512,"rms_norm_eps":1e-6"#;
+
+    fn parse(extra: &str) -> std::result::Result<Qwen3Config, String> {
+        Qwen3Config::from_json(&format!("{BASE}{extra}}}"))
+    }
+
+    #[test]
+    fn top_level_rope_theta_and_default_head_dim() {
+        let c = parse(r#","rope_theta":1000000.0,"tie_word_embeddings":true"#).unwrap();
+        assert_eq!(c.rope_theta, 1e6);
+        assert_eq!(c.head_dim, 16);
+        assert!(c.tie_word_embeddings);
+        assert_eq!(c.kv_group_size(), 2);
+    }
+
+    #[test]
+    fn rope_parameters_block_and_explicit_head_dim() {
+        let c = parse(r#","head_dim":32,"rope_parameters":{"rope_theta":5000.0,"rope_type":"default"},"dtype":"bfloat16""#)
+            .unwrap();
+        assert_eq!(c.rope_theta, 5000.0);
+        assert_eq!(c.head_dim, 32);
+        assert!(!c.tie_word_embeddings);
+        assert_eq!(c.stored_dtype.as_deref(), Some("bfloat16"));
+    }
+
+    #[test]
+    fn rejects_other_architectures_and_rope_types() {
+        let other = BASE.replace("Qwen3ForCausalLM", "LlamaForCausalLM") + "}";
+        let err = Qwen3Config::from_json(&other).unwrap_err();
+        assert!(err.contains("LlamaForCausalLM"), "{err}");
+        let err = parse(r#","rope_scaling":{"rope_type":"yarn","factor":4.0}"#).unwrap_err();
+        assert!(err.contains("yarn"), "{err}");
+    }
+
+    #[test]
+    fn bad_json_is_an_error_not_a_panic() {
+        assert!(
+            Qwen3Config::from_json("{not json")
+                .unwrap_err()
+                .contains("invalid config JSON")
+        );
+        assert!(Qwen3Config::from_json(r#"{"vocab_size":1}"#).is_err());
+    }
+}

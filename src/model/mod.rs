@@ -1,0 +1,19 @@
+//! Qwen3 on candle: checkpoint discovery, weights, config, the batched varlen forward and its
+//! paged KV cache.
+
+pub mod attention;
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod kv_cache;
+pub mod layers;
+pub mod loader;
+pub mod qwen3;
+pub mod weights;
+
+pub use attention::AttentionBackend;
+pub use batch::{BatchInput, SequenceChunk};
+pub use config::Qwen3Config;
+pub use kv_cache::KvCache;
+pub use loader::{LoadedModel, load_model};
+pub use qwen3::Qwen3Model;

@@ -1,0 +1,244 @@
+//! The Qwen3 decoder over a varlen batch and a paged KV cache.
+//!
+//! Per layer: RMSNorm → fused q|k|v projection → per-head RMSNorm of q and k → RoPE → paged
+//! attention (GQA) → o_proj + residual → RMSNorm → fused gate|up → SwiGLU → down_proj + residual.
+
+use super::attention::{AttentionBackend, AttentionMetadata};
+use super::batch::BatchInput;
+use super::config::Qwen3Config;
+use super::kv_cache::KvCache;
+use super::layers::{Projection, RmsNorm, RotaryTables};
+use super::weights::WeightStore;
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+
+struct DecoderLayer {
+    input_norm: RmsNorm,
+    qkv: Projection,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    o_proj: Projection,
+    post_attention_norm: RmsNorm,
+    gate_up: Projection,
+    down: Projection,
+}
+
+pub struct Qwen3Model {
+    cfg: Qwen3Config,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Projection,
+    rotary: RotaryTables,
+    device: Device,
+    dtype: DType,
+}
+
+impl DecoderLayer {
+    fn load(store: &WeightStore, cfg: &Qwen3Config, i: usize) -> Result<Self> {
+        let p = format!("model.layers.{i}");
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (q_out, kv_out) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+        let attn = |name: &str| format!("{p}.self_attn.{name}");
+        let mlp = |name: &str| format!("{p}.mlp.{name}");
+        let eps = cfg.rms_norm_eps;
+        Ok(Self {
+            input_norm: RmsNorm::load(store, &format!("{p}.input_layernorm.weight"), h, eps)?,
+            qkv: Projection::load(
+                store,
+                &[&attn("q_proj"), &attn("k_proj"), &attn("v_proj")],
+                &[q_out, kv_out, kv_out],
+                h,
+                cfg.attention_bias,
+            )?,
+            q_norm: RmsNorm::load(store, &attn("q_norm.weight"), d, eps)?,
+            k_norm: RmsNorm::load(store, &attn("k_norm.weight"), d, eps)?,
+            o_proj: Projection::load(store, &[&attn("o_proj")], &[h], q_out, cfg.attention_bias)?,
+            post_attention_norm: RmsNorm::load(
+                store,
+                &format!("{p}.post_attention_layernorm.weight"),
+                h,
+                eps,
+            )?,
+            gate_up: Projection::load(
+                store,
+                &[&mlp("gate_proj"), &mlp("up_proj")],
+                &[cfg.intermediate_size, cfg.intermediate_size],
+                h,
+                false,
+            )?,
+            down: Projection::load(
+                store,
+                &[&mlp("down_proj")],
+                &[h],
+                cfg.intermediate_size,
+                false,
+            )?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        step: &Step,
+        layer_kv: &super::kv_cache::LayerKv,
+        cfg: &Qwen3Config,
+    ) -> Result<Tensor> {
+        let t = x.dim(0)?;
+        let (heads, kv_heads, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+
+        let h = self.input_norm.forward(x)?;
+        let qkv = self.qkv.forward(&h)?;
+        let q = qkv.narrow(1, 0, heads * d)?.reshape((t, heads, d))?;
+        let k = qkv
+            .narrow(1, heads * d, kv_heads * d)?
+            .reshape((t, kv_heads, d))?;
+        let v = qkv
+            .narrow(1, (heads + kv_heads) * d, kv_heads * d)?
+            .reshape((t, kv_heads, d))?;
+        let q = step
+            .rotary
+            .apply(&self.q_norm.forward(&q)?, &step.cos, &step.sin)?;
+        let k = step
+            .rotary
+            .apply(&self.k_norm.forward(&k)?, &step.cos, &step.sin)?;
+        let attn = step
+            .attention
+            .forward(&q, &k, &v.contiguous()?, layer_kv, step.scale)?;
+        let x = (x + self.o_proj.forward(&attn)?)?;
+
+        let h = self.post_attention_norm.forward(&x)?;
+        let gate_up = self.gate_up.forward(&h)?;
+        let inter = cfg.intermediate_size;
+        let act = (candle_nn::ops::silu(&gate_up.narrow(1, 0, inter)?)?
+            * gate_up.narrow(1, inter, inter)?)?;
+        Ok((x + self.down.forward(&act)?)?)
+    }
+}
+
+/// What every layer of one step shares.
+struct Step<'a> {
+    rotary: &'a RotaryTables,
+    cos: Tensor,
+    sin: Tensor,
+    attention: AttentionMetadata,
+    scale: f64,
+}
+
+impl Qwen3Model {
+    pub fn load(store: &WeightStore, cfg: &Qwen3Config) -> Result<Self> {
+        let (device, dtype) = (store.device().clone(), store.dtype());
+        let embed_tokens = store.get(
+            "model.embed_tokens.weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+        )?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(store, cfg, i))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(
+            store,
+            "model.norm.weight",
+            cfg.hidden_size,
+            cfg.rms_norm_eps,
+        )?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Projection::from_weight(embed_tokens.clone())
+        } else {
+            Projection::from_weight(
+                store.get("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?,
+            )
+        };
+        let rotary = RotaryTables::new(
+            cfg.head_dim,
+            cfg.max_position_embeddings,
+            cfg.rope_theta,
+            dtype,
+            &device,
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+            device,
+            dtype,
+        })
+    }
+
+    /// Checkpoint tensors the model reads (sizes the load progress bar).
+    pub fn tensor_count(cfg: &Qwen3Config) -> u64 {
+        let per_layer = 11 + if cfg.attention_bias { 4 } else { 0 };
+        (2 + per_layer * cfg.num_hidden_layers + usize::from(!cfg.tie_word_embeddings)) as u64
+    }
+
+    pub fn config(&self) -> &Qwen3Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Runs one step: writes every token's K/V into its slot and returns the f32 logits of the
+    /// last token of each chunk that asked for them, `[chunks needing logits, vocab]`.
+    pub fn forward(
+        &self,
+        batch: &BatchInput,
+        cache: &KvCache,
+        backend: AttentionBackend,
+    ) -> Result<Tensor> {
+        batch
+            .validate(cache.block_size(), cache.num_blocks())
+            .map_err(|e| Error::Internal(format!("invalid batch: {e}")))?;
+        if let Some(c) = batch
+            .chunks
+            .iter()
+            .find(|c| c.context_len > self.cfg.max_position_embeddings)
+        {
+            return Err(Error::Internal(format!(
+                "context of {} tokens exceeds max_position_embeddings {}",
+                c.context_len, self.cfg.max_position_embeddings
+            )));
+        }
+        let device = &self.device;
+        let ids = Tensor::new(batch.token_ids.as_slice(), device)?;
+        let positions = Tensor::new(batch.positions(), device)?;
+        let (cos, sin) = self.rotary.select(&positions)?;
+        let kv_shape = (self.cfg.num_key_value_heads, self.cfg.head_dim);
+        let step = Step {
+            rotary: &self.rotary,
+            cos,
+            sin,
+            attention: AttentionMetadata::new(
+                backend,
+                batch,
+                cache.block_size(),
+                kv_shape,
+                device,
+            )?,
+            scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
+        };
+
+        let mut x = self.embed_tokens.index_select(&ids, 0)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, &step, cache.layer(i), &self.cfg)?;
+        }
+        let rows = batch.logits_rows();
+        if rows.is_empty() {
+            return Ok(Tensor::zeros((0, self.cfg.vocab_size), DType::F32, device)?);
+        }
+        let last = x.index_select(&Tensor::new(rows, device)?, 0)?;
+        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+}
