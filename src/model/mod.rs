@@ -9,6 +9,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod loader;
 pub mod qwen3;
+pub mod synthetic;
 pub mod weights;
 
 pub use attention::AttentionBackend;

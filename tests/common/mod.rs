@@ -1,0 +1,179 @@
+//! Shared helpers for the integration tests: reference fixtures, synthetic checkpoints, and a
+//! minimal single-sequence driver over the batched forward.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tealight::model::loader::{DtypeChoice, LoadedModel, load_model};
+use tealight::model::{
+    AttentionBackend, BatchInput, KvCache, SequenceChunk, checkpoint::CheckpointFiles,
+};
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn tiny_model_dir() -> PathBuf {
+    repo_path("models/qwen3-tiny")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Fixtures {
+    pub models: Vec<ModelFixtures>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelFixtures {
+    pub shape: String,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub messages: serde_json::Value,
+    pub tools: Option<serde_json::Value>,
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub logits_stride: usize,
+    pub logits_sample: Vec<f32>,
+    pub top_ids: Vec<u32>,
+    pub top_logits: Vec<f32>,
+    pub greedy: Vec<u32>,
+}
+
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let text =
+            std::fs::read_to_string(repo_path("tests/fixtures/reference.json")).expect("fixtures");
+        serde_json::from_str(&text).expect("fixture JSON")
+    })
+}
+
+pub fn model_fixtures(shape: &str) -> &'static ModelFixtures {
+    fixtures()
+        .models
+        .iter()
+        .find(|m| m.shape == shape)
+        .expect("shape in fixtures")
+}
+
+/// Directory of a synthetic checkpoint: the committed tiny model, or one rebuilt once per test
+/// process into a temp dir.
+pub fn checkpoint_dir(shape: &str) -> PathBuf {
+    if shape == "tiny" {
+        return tiny_model_dir();
+    }
+    static DIRS: OnceLock<std::sync::Mutex<Vec<(String, tempfile::TempDir)>>> = OnceLock::new();
+    let dirs = DIRS.get_or_init(Default::default);
+    let mut dirs = dirs.lock().unwrap();
+    if let Some((_, d)) = dirs.iter().find(|(s, _)| s == shape) {
+        return d.path().to_path_buf();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tealight::model::synthetic::SyntheticSpec::by_name(shape).expect("known shape");
+    tealight::model::synthetic::write_checkpoint(&spec, dir.path(), &tiny_model_dir()).unwrap();
+    let path = dir.path().to_path_buf();
+    dirs.push((shape.to_owned(), dir));
+    path
+}
+
+pub fn load(shape: &str, dtype: DtypeChoice) -> LoadedModel {
+    let files = CheckpointFiles::from_dir(&checkpoint_dir(shape)).unwrap();
+    load_model(files, &Device::Cpu, dtype).unwrap()
+}
+
+pub const BLOCK_SIZE: usize = 16;
+
+/// A sequence's blocks, deliberately non-contiguous and descending so paging is exercised.
+pub fn scattered_blocks(first: u32, count: usize, stride: u32) -> Vec<u32> {
+    (0..count as u32)
+        .rev()
+        .map(|i| first + i * stride)
+        .collect()
+}
+
+pub fn cache_for(loaded: &LoadedModel, num_blocks: usize) -> KvCache {
+    let m = &loaded.model;
+    KvCache::new(m.config(), num_blocks, BLOCK_SIZE, m.dtype(), &Device::Cpu).unwrap()
+}
+
+/// Prefills `prompt` in chunks of `chunk` tokens, then decodes `steps` greedy tokens.
+/// Returns the logits after the prompt and the greedy tokens.
+pub fn greedy_run(
+    loaded: &LoadedModel,
+    cache: &KvCache,
+    blocks: &[u32],
+    prompt: &[u32],
+    steps: usize,
+    chunk: usize,
+    backend: AttentionBackend,
+) -> (Vec<f32>, Vec<u32>) {
+    let model = &loaded.model;
+    let mut fed = 0;
+    let mut first_logits = None;
+    while fed < prompt.len() {
+        let n = chunk.min(prompt.len() - fed);
+        let batch = BatchInput {
+            token_ids: prompt[fed..fed + n].to_vec(),
+            chunks: vec![SequenceChunk {
+                num_query_tokens: n,
+                context_len: fed + n,
+                block_table: blocks.to_vec(),
+                needs_logits: fed + n == prompt.len(),
+            }],
+        };
+        let logits = model.forward(&batch, cache, backend).unwrap();
+        fed += n;
+        if fed == prompt.len() {
+            first_logits = Some(logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap());
+        }
+    }
+    let first_logits = first_logits.unwrap();
+    let mut tokens = vec![argmax(&first_logits)];
+    while tokens.len() < steps {
+        let batch = BatchInput {
+            token_ids: vec![*tokens.last().unwrap()],
+            chunks: vec![SequenceChunk {
+                num_query_tokens: 1,
+                context_len: prompt.len() + tokens.len(),
+                block_table: blocks.to_vec(),
+                needs_logits: true,
+            }],
+        };
+        let logits = model.forward(&batch, cache, backend).unwrap();
+        tokens.push(argmax(
+            &logits.squeeze(0).unwrap().to_vec1::<f32>().unwrap(),
+        ));
+    }
+    (first_logits, tokens)
+}
+
+pub fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn blocks_needed(tokens: usize) -> usize {
+    tokens.div_ceil(BLOCK_SIZE)
+}
+
+pub fn dtype_of(loaded: &LoadedModel) -> DType {
+    loaded.model.dtype()
+}

@@ -1,0 +1,213 @@
+//! The forward pass against HF transformers (f32) on the same synthetic checkpoints:
+//! last-position logits, greedy continuations, and batching/chunking invariance.
+
+mod common;
+
+use common::*;
+use tealight::model::loader::DtypeChoice;
+use tealight::model::{AttentionBackend, BatchInput, SequenceChunk};
+
+const SHAPES: [&str; 2] = ["tiny", "tiny-untied"];
+const LOGITS_TOLERANCE: f32 = 1e-3;
+
+#[test]
+fn rust_generator_rebuilds_the_committed_tiny_model_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tealight::model::synthetic::SyntheticSpec::tiny();
+    tealight::model::synthetic::write_checkpoint(&spec, dir.path(), &tiny_model_dir()).unwrap();
+    let rebuilt = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let committed = std::fs::read(tiny_model_dir().join("model.safetensors")).unwrap();
+    assert!(
+        rebuilt == committed,
+        "synthetic_qwen3.py and synthetic.rs disagree"
+    );
+}
+
+fn check_against_transformers(shape: &str, backend: AttentionBackend) {
+    let loaded = load(shape, DtypeChoice::F32);
+    for case in &model_fixtures(shape).cases {
+        let n = case.prompt_ids.len() + case.greedy.len();
+        let blocks = scattered_blocks(3, blocks_needed(n), 2);
+        let cache = cache_for(&loaded, 3 + 2 * blocks.len());
+        let (logits, greedy) = greedy_run(
+            &loaded,
+            &cache,
+            &blocks,
+            &case.prompt_ids,
+            case.greedy.len(),
+            512,
+            backend,
+        );
+        let sample: Vec<f32> = logits.iter().step_by(case.logits_stride).copied().collect();
+        let diff = max_abs_diff(&sample, &case.logits_sample);
+        assert!(
+            diff <= LOGITS_TOLERANCE,
+            "{shape}/{}: logits differ by {diff}",
+            case.name
+        );
+        for (id, want) in case.top_ids.iter().zip(&case.top_logits) {
+            let got = logits[*id as usize];
+            assert!(
+                (got - want).abs() <= LOGITS_TOLERANCE,
+                "{shape}/{}: top logit {id}: {got} vs {want}",
+                case.name
+            );
+        }
+        assert_eq!(
+            greedy, case.greedy,
+            "{shape}/{}: greedy tokens differ",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn cpu_backend_matches_transformers() {
+    for shape in SHAPES {
+        check_against_transformers(shape, AttentionBackend::Cpu);
+    }
+}
+
+#[test]
+fn generic_backend_matches_transformers() {
+    for shape in SHAPES {
+        check_against_transformers(shape, AttentionBackend::Generic);
+    }
+}
+
+/// Chunked prefill (prompt fed in pieces) gives the same logits and tokens as one-shot prefill.
+#[test]
+fn chunked_prefill_equals_one_shot() {
+    for shape in SHAPES {
+        let loaded = load(shape, DtypeChoice::F32);
+        let case = model_fixtures(shape)
+            .cases
+            .iter()
+            .max_by_key(|c| c.prompt_ids.len())
+            .unwrap();
+        let blocks = scattered_blocks(1, blocks_needed(case.prompt_ids.len() + 8), 3);
+        let cache = cache_for(&loaded, 1 + 3 * blocks.len());
+        for backend in [AttentionBackend::Cpu, AttentionBackend::Generic] {
+            let (whole, whole_tokens) = greedy_run(
+                &loaded,
+                &cache,
+                &blocks,
+                &case.prompt_ids,
+                8,
+                usize::MAX,
+                backend,
+            );
+            for chunk in [1, 7, 16, 100] {
+                let (chunked, tokens) = greedy_run(
+                    &loaded,
+                    &cache,
+                    &blocks,
+                    &case.prompt_ids,
+                    8,
+                    chunk,
+                    backend,
+                );
+                let diff = max_abs_diff(&whole, &chunked);
+                assert!(
+                    diff <= 1e-4,
+                    "{shape} chunk {chunk} {backend:?}: logits differ by {diff}"
+                );
+                assert_eq!(tokens, whole_tokens, "{shape} chunk {chunk} {backend:?}");
+            }
+        }
+    }
+}
+
+/// All prompts prefilled in one step, then decoded together, equal each run alone; the step
+/// mixes a prefill of one sequence with decodes of others.
+#[test]
+fn batched_step_equals_each_sequence_alone() {
+    for shape in SHAPES {
+        let loaded = load(shape, DtypeChoice::F32);
+        let cases = &model_fixtures(shape).cases;
+        let steps = 6;
+        let tables: Vec<Vec<u32>> = {
+            let mut next = 0u32;
+            cases
+                .iter()
+                .map(|c| {
+                    let n = blocks_needed(c.prompt_ids.len() + steps);
+                    let t: Vec<u32> = (0..n as u32)
+                        .map(|i| next + i * cases.len() as u32)
+                        .collect();
+                    next += 1;
+                    t
+                })
+                .collect()
+        };
+        let num_blocks = tables.iter().flatten().max().unwrap() + 1;
+        for backend in [AttentionBackend::Cpu, AttentionBackend::Generic] {
+            let cache = cache_for(&loaded, num_blocks as usize);
+            // Step 1: every sequence but the last prefills; step 2: the last prefills while the
+            // others decode; then all decode together.
+            let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); cases.len()];
+            let mut first_logits: Vec<Option<Vec<f32>>> = vec![None; cases.len()];
+            let last = cases.len() - 1;
+            for step in 0..steps + 1 {
+                let mut batch = BatchInput::default();
+                let mut order = Vec::new();
+                for (i, c) in cases.iter().enumerate() {
+                    let prefill_now = (i < last && step == 0) || (i == last && step == 1);
+                    let (ids, ctx) = if prefill_now {
+                        (c.prompt_ids.clone(), c.prompt_ids.len())
+                    } else if let Some(&t) = outputs[i].last() {
+                        if outputs[i].len() >= steps {
+                            continue;
+                        }
+                        (vec![t], c.prompt_ids.len() + outputs[i].len())
+                    } else {
+                        continue;
+                    };
+                    batch.chunks.push(SequenceChunk {
+                        num_query_tokens: ids.len(),
+                        context_len: ctx,
+                        block_table: tables[i].clone(),
+                        needs_logits: true,
+                    });
+                    batch.token_ids.extend(ids);
+                    order.push(i);
+                }
+                if order.is_empty() {
+                    break;
+                }
+                let logits = loaded
+                    .model
+                    .forward(&batch, &cache, backend)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
+                for (row, &i) in order.iter().enumerate() {
+                    if first_logits[i].is_none() {
+                        first_logits[i] = Some(logits[row].clone());
+                    }
+                    outputs[i].push(argmax(&logits[row]));
+                }
+            }
+            for (i, c) in cases.iter().enumerate() {
+                let blocks = scattered_blocks(0, blocks_needed(c.prompt_ids.len() + steps), 1);
+                let solo_cache = cache_for(&loaded, blocks.len());
+                let (solo_logits, solo) = greedy_run(
+                    &loaded,
+                    &solo_cache,
+                    &blocks,
+                    &c.prompt_ids,
+                    steps,
+                    512,
+                    backend,
+                );
+                let diff = max_abs_diff(first_logits[i].as_ref().unwrap(), &solo_logits);
+                assert!(
+                    diff <= 1e-4,
+                    "{shape}/{} {backend:?}: batched logits differ by {diff}",
+                    c.name
+                );
+                assert_eq!(outputs[i], solo, "{shape}/{} {backend:?}", c.name);
+            }
+        }
+    }
+}
