@@ -1,6 +1,7 @@
 //! tealight: a local LLM inference server for Qwen3 on candle, speaking the OpenAI API.
 
 pub mod error;
+pub mod engine;
 pub mod model;
 
 pub use error::{Error, Result};

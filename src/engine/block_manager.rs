@@ -1,0 +1,330 @@
+//! Paged KV-cache blocks: allocation with reference counts, and prefix caching.
+//!
+//! A full block whose KV has been computed is registered under a hash chained over every token
+//! of the sequence up to its end, so equal prefixes map to equal hashes. A new sequence reuses the
+//! registered blocks of its longest matching prefix. Freed blocks keep their contents and stay
+//! findable until the allocator needs them; they are evicted least-recently-freed first, and
+//! blocks holding nothing reusable go before any cached one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+pub type BlockId = u32;
+
+#[derive(Debug, Clone, Default)]
+struct Block {
+    ref_count: u32,
+    /// Set once the block is full and registered in the prefix cache.
+    hash: Option<u64>,
+    /// The tokens the hash covers in this block (guards against hash collisions).
+    tokens: Vec<u32>,
+    /// Position in the free queue while `ref_count == 0`.
+    free_key: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct BlockManager {
+    block_size: usize,
+    blocks: Vec<Block>,
+    /// Free blocks ordered by eviction priority (smallest key evicted first).
+    free: BTreeMap<i64, BlockId>,
+    next_front: i64,
+    next_back: i64,
+    cached: HashMap<u64, BlockId>,
+    prefix_caching: bool,
+}
+
+/// Result of looking up a prompt in the prefix cache and reserving its blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub blocks: Vec<BlockId>,
+    /// Leading tokens whose KV is already in the returned blocks.
+    pub cached_tokens: usize,
+}
+
+impl BlockManager {
+    pub fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> Self {
+        let mut manager = Self {
+            block_size,
+            blocks: vec![Block::default(); num_blocks],
+            free: BTreeMap::new(),
+            next_front: -1,
+            next_back: 0,
+            cached: HashMap::new(),
+            prefix_caching,
+        };
+        for id in 0..num_blocks as BlockId {
+            manager.push_free(id, false);
+        }
+        manager
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn num_free(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn num_used(&self) -> usize {
+        self.blocks.len() - self.free.len()
+    }
+
+    pub fn blocks_for(&self, tokens: usize) -> usize {
+        tokens.div_ceil(self.block_size)
+    }
+
+    /// Hash of a full block given the hash of the block before it.
+    pub fn chain_hash(parent: Option<u64>, tokens: &[u32]) -> u64 {
+        let mut h = DefaultHasher::new();
+        parent.hash(&mut h);
+        tokens.hash(&mut h);
+        h.finish()
+    }
+
+    /// Reserves blocks for the first `needed_tokens` of `tokens`, reusing cached blocks of the
+    /// longest matching prefix. Never reuses the block holding the last token, so the step that
+    /// computes the last position writes only into blocks this sequence owns alone. Returns
+    /// `None` (and changes nothing) when the pool cannot supply the rest.
+    pub fn allocate(&mut self, tokens: &[u32], needed_tokens: usize) -> Option<Allocation> {
+        let hits = self.lookup(tokens);
+        let total = self.blocks_for(needed_tokens).max(hits.len());
+        let fresh = total - hits.len();
+        let hits_from_free = hits.iter().filter(|&&b| self.blocks[b as usize].ref_count == 0).count();
+        if self.free.len() < fresh + hits_from_free {
+            return None;
+        }
+        let mut blocks = Vec::with_capacity(total);
+        for &b in &hits {
+            self.retain(b);
+            blocks.push(b);
+        }
+        for _ in 0..fresh {
+            blocks.push(self.take_free()?);
+        }
+        Some(Allocation {
+            cached_tokens: hits.len() * self.block_size,
+            blocks,
+        })
+    }
+
+    /// Number of prompt tokens the prefix cache would serve (for admission decisions).
+    pub fn lookup(&self, tokens: &[u32]) -> Vec<BlockId> {
+        if !self.prefix_caching || tokens.is_empty() {
+            return Vec::new();
+        }
+        let reusable = (tokens.len() - 1) / self.block_size;
+        let mut parent = None;
+        let mut hits = Vec::new();
+        for chunk in tokens.chunks(self.block_size).take(reusable) {
+            let h = Self::chain_hash(parent, chunk);
+            match self.cached.get(&h) {
+                Some(&b) if self.blocks[b as usize].tokens == chunk => hits.push(b),
+                _ => break,
+            }
+            parent = Some(h);
+        }
+        hits
+    }
+
+    /// Grows `table` so it covers `tokens` positions. Returns false (table unchanged) when the
+    /// pool is short.
+    pub fn grow(&mut self, table: &mut Vec<BlockId>, tokens: usize) -> bool {
+        let needed = self.blocks_for(tokens).saturating_sub(table.len());
+        if needed > self.free.len() {
+            return false;
+        }
+        for _ in 0..needed {
+            match self.take_free() {
+                Some(b) => table.push(b),
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Registers the full blocks of a sequence whose KV is computed up to `computed` tokens.
+    /// `hashes` is the sequence's chain so far; it is extended in place.
+    pub fn register_full_blocks(&mut self, table: &[BlockId], tokens: &[u32], computed: usize, hashes: &mut Vec<u64>) {
+        if !self.prefix_caching {
+            return;
+        }
+        let full = (computed / self.block_size).min(table.len());
+        while hashes.len() < full {
+            let i = hashes.len();
+            let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
+            let h = Self::chain_hash(hashes.last().copied(), chunk);
+            hashes.push(h);
+            let b = table[i];
+            let block = &mut self.blocks[b as usize];
+            if block.hash.is_none() && !self.cached.contains_key(&h) {
+                block.hash = Some(h);
+                block.tokens = chunk.to_vec();
+                self.cached.insert(h, b);
+            }
+        }
+    }
+
+    /// Releases a sequence's blocks. Later blocks are evicted before earlier ones, which other
+    /// prompts are more likely to share.
+    pub fn free(&mut self, table: &[BlockId]) {
+        for &b in table.iter().rev() {
+            let block = &mut self.blocks[b as usize];
+            debug_assert!(block.ref_count > 0, "double free of block {b}");
+            block.ref_count = block.ref_count.saturating_sub(1);
+            if block.ref_count == 0 {
+                let cached = block.hash.is_some();
+                self.push_free(b, cached);
+            }
+        }
+    }
+
+    fn retain(&mut self, b: BlockId) {
+        let block = &mut self.blocks[b as usize];
+        if let Some(key) = block.free_key.take() {
+            self.free.remove(&key);
+        }
+        block.ref_count += 1;
+    }
+
+    fn take_free(&mut self) -> Option<BlockId> {
+        let (_, b) = self.free.pop_first()?;
+        let block = &mut self.blocks[b as usize];
+        block.free_key = None;
+        if let Some(h) = block.hash.take() {
+            self.cached.remove(&h);
+            block.tokens.clear();
+        }
+        block.ref_count = 1;
+        Some(b)
+    }
+
+    /// Cached blocks go to the back (evicted last); empty ones to the front.
+    fn push_free(&mut self, b: BlockId, back: bool) {
+        let key = if back {
+            self.next_back += 1;
+            self.next_back
+        } else {
+            self.next_front -= 1;
+            self.next_front
+        };
+        self.blocks[b as usize].free_key = Some(key);
+        self.free.insert(key, b);
+    }
+
+    /// Checks internal consistency (tests and debug assertions).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (id, block) in self.blocks.iter().enumerate() {
+            let in_free = block.free_key.is_some_and(|k| self.free.get(&k) == Some(&(id as BlockId)));
+            if (block.ref_count == 0) != in_free {
+                return Err(format!("block {id}: ref_count {} but in free queue: {in_free}", block.ref_count));
+            }
+            if let Some(h) = block.hash
+                && self.cached.get(&h) != Some(&(id as BlockId))
+            {
+                return Err(format!("block {id}: hash not registered"));
+            }
+        }
+        if self.free.len() != self.blocks.iter().filter(|b| b.ref_count == 0).count() {
+            return Err("free queue holds a block twice".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(n: usize, salt: u32) -> Vec<u32> {
+        (0..n as u32).map(|i| i * 7 + salt).collect()
+    }
+
+    #[test]
+    fn allocate_and_free_return_every_block() {
+        let mut m = BlockManager::new(8, 4, true);
+        let a = m.allocate(&toks(10, 0), 10).unwrap();
+        assert_eq!(a.blocks.len(), 3);
+        assert_eq!(a.cached_tokens, 0);
+        assert_eq!(m.num_free(), 5);
+        m.free(&a.blocks);
+        assert_eq!(m.num_free(), 8);
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn shared_prefix_hits_after_registration() {
+        let mut m = BlockManager::new(16, 4, true);
+        let prompt = toks(13, 0);
+        let a = m.allocate(&prompt, 13).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, &prompt, 13, &mut hashes);
+        assert_eq!(hashes.len(), 3);
+        // Same first 12 tokens, different tail: three blocks hit while `a` still runs.
+        let mut other = prompt[..12].to_vec();
+        other.extend([999, 998]);
+        let b = m.allocate(&other, other.len()).unwrap();
+        assert_eq!(b.cached_tokens, 12);
+        assert_eq!(&b.blocks[..3], &a.blocks[..3]);
+        // After both finish, the cached blocks survive and hit again.
+        m.free(&a.blocks);
+        m.free(&b.blocks);
+        let c = m.allocate(&prompt, 13).unwrap();
+        assert_eq!(c.cached_tokens, 12);
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_block_with_the_last_token_is_never_reused() {
+        let mut m = BlockManager::new(8, 4, true);
+        let prompt = toks(8, 1);
+        let a = m.allocate(&prompt, 8).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, &prompt, 8, &mut hashes);
+        m.free(&a.blocks);
+        let b = m.allocate(&prompt, 8).unwrap();
+        assert_eq!(b.cached_tokens, 4, "exactly-full prompt must recompute its last block");
+        assert_ne!(b.blocks[1], a.blocks[1]);
+    }
+
+    #[test]
+    fn eviction_prefers_blocks_without_reusable_content() {
+        let mut m = BlockManager::new(4, 2, true);
+        let prompt = toks(5, 2);
+        let a = m.allocate(&prompt, 5).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, &prompt, 5, &mut hashes);
+        m.free(&a.blocks);
+        // Needs one fresh block: the uncached never-used one goes first, the cache survives.
+        let _x = m.allocate(&toks(2, 50), 2).unwrap();
+        assert_eq!(m.lookup(&prompt).len(), 2);
+    }
+
+    #[test]
+    fn disabled_prefix_caching_never_hits() {
+        let mut m = BlockManager::new(8, 4, false);
+        let prompt = toks(9, 0);
+        let a = m.allocate(&prompt, 9).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, &prompt, 9, &mut hashes);
+        m.free(&a.blocks);
+        assert_eq!(m.allocate(&prompt, 9).unwrap().cached_tokens, 0);
+    }
+
+    #[test]
+    fn allocation_fails_cleanly_when_short() {
+        let mut m = BlockManager::new(2, 4, true);
+        assert!(m.allocate(&toks(12, 0), 12).is_none());
+        assert_eq!(m.num_free(), 2);
+        let mut table = Vec::new();
+        assert!(m.grow(&mut table, 8));
+        assert!(!m.grow(&mut table, 9));
+        assert_eq!(table.len(), 2);
+        m.check_invariants().unwrap();
+    }
+}

@@ -1,0 +1,307 @@
+//! Continuous batching: each step picks which sequences run and how many tokens each feeds,
+//! under a token budget and a sequence cap, the way vLLM's scheduler does.
+//!
+//! Order of business every step: running sequences first (decodes, and the next chunk of prompts
+//! still prefilling), oldest first; then waiting sequences in arrival order (FIFO, no
+//! overtaking). When the KV pool cannot give a running sequence its next block, the newest
+//! running sequence is preempted: its blocks are freed and it goes back to the front of the
+//! queue, to be recomputed later (its generated tokens are kept).
+
+use super::block_manager::{BlockId, BlockManager};
+use std::collections::VecDeque;
+
+/// The scheduling view of a sequence: its tokens and where its KV lives.
+#[derive(Debug, Clone)]
+pub struct SequenceCore {
+    pub id: u64,
+    /// Prompt followed by every generated token.
+    pub tokens: Vec<u32>,
+    pub prompt_len: usize,
+    /// Leading tokens whose KV is in the cache.
+    pub num_computed: usize,
+    pub block_table: Vec<BlockId>,
+    pub block_hashes: Vec<u64>,
+    /// Prompt tokens served by the prefix cache at the last admission.
+    pub cached_tokens: usize,
+    pub preemptions: u32,
+}
+
+impl SequenceCore {
+    pub fn new(id: u64, prompt: Vec<u32>) -> Self {
+        Self {
+            id,
+            prompt_len: prompt.len(),
+            tokens: prompt,
+            num_computed: 0,
+            block_table: Vec::new(),
+            block_hashes: Vec::new(),
+            cached_tokens: 0,
+            preemptions: 0,
+        }
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+
+    /// Tokens still to be fed before the next token can be sampled.
+    pub fn pending(&self) -> usize {
+        self.tokens.len() - self.num_computed
+    }
+}
+
+/// A sequence plus whatever the engine keeps beside it (sampler, detokenizer, channel).
+pub struct Entry<T> {
+    pub core: SequenceCore,
+    pub data: T,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+}
+
+/// One sequence's work in a step: feed `num_tokens` tokens starting at `num_computed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledChunk {
+    /// Index into `Scheduler::running` after `schedule` returns.
+    pub index: usize,
+    pub num_tokens: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct StepStats {
+    pub preempted: usize,
+    pub prefix_queries: usize,
+    pub prefix_hit_tokens: usize,
+    pub prefix_query_tokens: usize,
+}
+
+pub struct Scheduler<T> {
+    cfg: SchedulerConfig,
+    pub blocks: BlockManager,
+    pub waiting: VecDeque<Entry<T>>,
+    pub running: Vec<Entry<T>>,
+}
+
+impl<T> Scheduler<T> {
+    pub fn new(cfg: SchedulerConfig, blocks: BlockManager) -> Self {
+        Self {
+            cfg,
+            blocks,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, entry: Entry<T>) {
+        self.waiting.push_back(entry);
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// Decides the next step. Returns the chunks to run (indices into `running`).
+    pub fn schedule(&mut self, stats: &mut StepStats) -> Vec<ScheduledChunk> {
+        let mut budget = self.cfg.max_num_batched_tokens;
+        let mut chunks: Vec<ScheduledChunk> = Vec::new();
+
+        // Running sequences, oldest first. Decodes take one token; unfinished prefills take what
+        // the budget leaves. A sequence that cannot get its blocks preempts the newest.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let core = &self.running[i].core;
+            let want = core.pending().min(budget);
+            let target = core.num_computed + want;
+            loop {
+                let entry = &mut self.running[i];
+                if self.blocks.grow(&mut entry.core.block_table, target) {
+                    chunks.push(ScheduledChunk { index: i, num_tokens: want });
+                    budget -= want;
+                    i += 1;
+                    break;
+                }
+                // Preempt the newest running sequence (possibly this one).
+                let victim = self.running.len() - 1;
+                self.preempt(victim);
+                stats.preempted += 1;
+                chunks.retain(|c| c.index != victim);
+                if victim == i {
+                    break;
+                }
+            }
+        }
+
+        // Waiting sequences in arrival order, while there is budget and room.
+        while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
+            let Some(entry) = self.waiting.front() else { break };
+            let core = &entry.core;
+            let hit_blocks = self.blocks.lookup(&core.tokens).len();
+            let cached = hit_blocks * self.blocks.block_size();
+            let want = (core.tokens.len() - cached).min(budget);
+            // Keep a sliver of the pool free for running decodes so admission does not thrash.
+            let watermark = (self.blocks.num_blocks() / 100).max(1).min(self.blocks.num_free());
+            let fresh = self.blocks.blocks_for(cached + want).saturating_sub(hit_blocks);
+            if fresh + watermark > self.blocks.num_free() && !self.running.is_empty() {
+                break;
+            }
+            let Some(alloc) = self.blocks.allocate(&core.tokens, cached + want) else {
+                break;
+            };
+            let Some(mut entry) = self.waiting.pop_front() else { break };
+            stats.prefix_queries += 1;
+            stats.prefix_query_tokens += entry.core.tokens.len();
+            stats.prefix_hit_tokens += alloc.cached_tokens;
+            entry.core.num_computed = alloc.cached_tokens;
+            entry.core.cached_tokens = alloc.cached_tokens;
+            entry.core.block_table = alloc.blocks;
+            let want = entry.core.pending().min(budget);
+            chunks.push(ScheduledChunk {
+                index: self.running.len(),
+                num_tokens: want,
+            });
+            budget -= want;
+            self.running.push(entry);
+        }
+        chunks
+    }
+
+    /// Frees a running sequence's blocks and puts it back at the head of the queue.
+    fn preempt(&mut self, index: usize) {
+        let mut entry = self.running.remove(index);
+        self.blocks.free(&entry.core.block_table);
+        entry.core.block_table.clear();
+        entry.core.block_hashes.clear();
+        entry.core.num_computed = 0;
+        entry.core.preemptions += 1;
+        self.waiting.push_front(entry);
+    }
+
+    /// After a step: records computed tokens and registers newly full blocks for reuse.
+    pub fn commit(&mut self, chunk: ScheduledChunk) {
+        let core = &mut self.running[chunk.index].core;
+        core.num_computed += chunk.num_tokens;
+        self.blocks
+            .register_full_blocks(&core.block_table, &core.tokens, core.num_computed, &mut core.block_hashes);
+    }
+
+    /// Removes finished (or cancelled) running sequences, freeing their blocks.
+    pub fn retire(&mut self, mut finished: impl FnMut(&Entry<T>) -> bool) -> Vec<Entry<T>> {
+        let mut done = Vec::new();
+        let mut kept = Vec::with_capacity(self.running.len());
+        for entry in self.running.drain(..) {
+            if finished(&entry) {
+                self.blocks.free(&entry.core.block_table);
+                done.push(entry);
+            } else {
+                kept.push(entry);
+            }
+        }
+        self.running = kept;
+        done
+    }
+
+    /// Removes waiting sequences matching `cancelled` (their receivers were dropped).
+    pub fn drop_waiting(&mut self, mut cancelled: impl FnMut(&Entry<T>) -> bool) -> usize {
+        let before = self.waiting.len();
+        self.waiting.retain(|e| !cancelled(e));
+        before - self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(blocks: usize, bs: usize, seqs: usize, tokens: usize) -> Scheduler<()> {
+        Scheduler::new(
+            SchedulerConfig {
+                max_num_seqs: seqs,
+                max_num_batched_tokens: tokens,
+            },
+            BlockManager::new(blocks, bs, true),
+        )
+    }
+
+    fn entry(id: u64, len: usize) -> Entry<()> {
+        Entry {
+            core: SequenceCore::new(id, (0..len as u32).map(|t| t + id as u32 * 1000).collect()),
+            data: (),
+        }
+    }
+
+    /// Runs a step: commits every chunk and appends a token to sequences that finished prefill.
+    fn step(s: &mut Scheduler<()>) -> Vec<(u64, usize)> {
+        let chunks = s.schedule(&mut StepStats::default());
+        let mut out = Vec::new();
+        for c in &chunks {
+            s.commit(*c);
+            let core = &mut s.running[c.index].core;
+            out.push((core.id, c.num_tokens));
+            if core.pending() == 0 {
+                core.tokens.push(7);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn long_prompt_is_chunked_and_decodes_keep_flowing() {
+        let mut s = sched(64, 4, 8, 10);
+        s.add(entry(1, 3));
+        assert_eq!(step(&mut s), vec![(1, 3)]);
+        s.add(entry(2, 25));
+        // Decode of 1 comes first, then 9 tokens of the long prompt.
+        assert_eq!(step(&mut s), vec![(1, 1), (2, 9)]);
+        assert_eq!(step(&mut s), vec![(1, 1), (2, 9)]);
+        assert_eq!(step(&mut s), vec![(1, 1), (2, 7)]);
+        assert_eq!(step(&mut s), vec![(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn fifo_admission_respects_the_sequence_cap() {
+        let mut s = sched(64, 4, 2, 100);
+        for id in 1..=3 {
+            s.add(entry(id, 4));
+        }
+        assert_eq!(step(&mut s), vec![(1, 4), (2, 4)]);
+        assert_eq!(s.waiting.front().map(|e| e.core.id), Some(3));
+    }
+
+    #[test]
+    fn preempts_the_newest_when_blocks_run_out_and_recovers() {
+        // 5 blocks of 2 tokens; two 3-token prompts take 2 blocks each.
+        let mut s = sched(5, 2, 4, 100);
+        s.add(entry(1, 3));
+        s.add(entry(2, 3));
+        assert_eq!(step(&mut s), vec![(1, 3), (2, 3)]);
+        assert_eq!(step(&mut s), vec![(1, 1), (2, 1)]);
+        // Both need a third block; only one is left, so the newest (2) is preempted.
+        assert_eq!(step(&mut s), vec![(1, 1)]);
+        let preempted = &s.waiting[0].core;
+        assert_eq!((preempted.id, preempted.num_computed, preempted.tokens.len()), (2, 0, 5));
+        s.retire(|e| e.core.id == 1);
+        // Re-admitted: its full blocks are still in the prefix cache, so only the tail is recomputed.
+        let mut stats = StepStats::default();
+        let chunks = s.schedule(&mut stats);
+        assert_eq!(chunks, vec![ScheduledChunk { index: 0, num_tokens: 1 }]);
+        assert_eq!(stats.prefix_hit_tokens, 4);
+        s.blocks.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn prefix_cache_hit_skips_computed_tokens() {
+        let mut s = sched(32, 4, 4, 100);
+        s.add(entry(1, 10));
+        step(&mut s);
+        let mut e = entry(2, 0);
+        e.core = SequenceCore::new(2, s.running[0].core.tokens[..9].iter().copied().chain([55, 56]).collect());
+        s.add(e);
+        let mut stats = StepStats::default();
+        let chunks = s.schedule(&mut stats);
+        assert_eq!(stats.prefix_hit_tokens, 8);
+        assert_eq!(chunks[1].num_tokens, 3);
+    }
+}
