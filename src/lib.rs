@@ -1,8 +1,8 @@
 //! tealight: a local LLM inference server for Qwen3 on candle, speaking the OpenAI API.
 
 pub mod device;
-pub mod error;
 pub mod engine;
+pub mod error;
 pub mod model;
 
 pub use error::{Error, Result};

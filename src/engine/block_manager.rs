@@ -95,7 +95,10 @@ impl BlockManager {
         let hits = self.lookup(tokens);
         let total = self.blocks_for(needed_tokens).max(hits.len());
         let fresh = total - hits.len();
-        let hits_from_free = hits.iter().filter(|&&b| self.blocks[b as usize].ref_count == 0).count();
+        let hits_from_free = hits
+            .iter()
+            .filter(|&&b| self.blocks[b as usize].ref_count == 0)
+            .count();
         if self.free.len() < fresh + hits_from_free {
             return None;
         }
@@ -150,7 +153,13 @@ impl BlockManager {
 
     /// Registers the full blocks of a sequence whose KV is computed up to `computed` tokens.
     /// `hashes` is the sequence's chain so far; it is extended in place.
-    pub fn register_full_blocks(&mut self, table: &[BlockId], tokens: &[u32], computed: usize, hashes: &mut Vec<u64>) {
+    pub fn register_full_blocks(
+        &mut self,
+        table: &[BlockId],
+        tokens: &[u32],
+        computed: usize,
+        hashes: &mut Vec<u64>,
+    ) {
         if !self.prefix_caching {
             return;
         }
@@ -220,9 +229,14 @@ impl BlockManager {
     /// Checks internal consistency (tests and debug assertions).
     pub fn check_invariants(&self) -> Result<(), String> {
         for (id, block) in self.blocks.iter().enumerate() {
-            let in_free = block.free_key.is_some_and(|k| self.free.get(&k) == Some(&(id as BlockId)));
+            let in_free = block
+                .free_key
+                .is_some_and(|k| self.free.get(&k) == Some(&(id as BlockId)));
             if (block.ref_count == 0) != in_free {
-                return Err(format!("block {id}: ref_count {} but in free queue: {in_free}", block.ref_count));
+                return Err(format!(
+                    "block {id}: ref_count {} but in free queue: {in_free}",
+                    block.ref_count
+                ));
             }
             if let Some(h) = block.hash
                 && self.cached.get(&h) != Some(&(id as BlockId))
@@ -288,7 +302,10 @@ mod tests {
         m.register_full_blocks(&a.blocks, &prompt, 8, &mut hashes);
         m.free(&a.blocks);
         let b = m.allocate(&prompt, 8).unwrap();
-        assert_eq!(b.cached_tokens, 4, "exactly-full prompt must recompute its last block");
+        assert_eq!(
+            b.cached_tokens, 4,
+            "exactly-full prompt must recompute its last block"
+        );
         assert_ne!(b.blocks[1], a.blocks[1]);
     }
 

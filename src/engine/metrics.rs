@@ -1,7 +1,10 @@
 //! Engine counters for `/metrics`, named after vLLM's (`vllm:` → `tealight:`) so existing
 //! dashboards map over.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 pub struct EngineMetrics {
     registry: Registry,
@@ -21,7 +24,8 @@ pub struct EngineMetrics {
 }
 
 const LATENCY_BUCKETS: [f64; 18] = [
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    30.0, 60.0,
 ];
 
 impl EngineMetrics {
@@ -39,13 +43,26 @@ impl EngineMetrics {
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid gauge");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid counter");
         let histogram = |name: &str, help: &str| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())).expect("valid histogram")
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+                .expect("valid histogram")
         };
         Self {
-            requests_running: register!(gauge("tealight:num_requests_running", "Requests in the running batch.")),
-            requests_waiting: register!(gauge("tealight:num_requests_waiting", "Requests waiting to be scheduled.")),
-            kv_blocks_used: register!(gauge("tealight:kv_cache_blocks_used", "KV-cache blocks in use.")),
-            kv_blocks_total: register!(gauge("tealight:kv_cache_blocks_total", "KV-cache blocks in the pool.")),
+            requests_running: register!(gauge(
+                "tealight:num_requests_running",
+                "Requests in the running batch."
+            )),
+            requests_waiting: register!(gauge(
+                "tealight:num_requests_waiting",
+                "Requests waiting to be scheduled."
+            )),
+            kv_blocks_used: register!(gauge(
+                "tealight:kv_cache_blocks_used",
+                "KV-cache blocks in use."
+            )),
+            kv_blocks_total: register!(gauge(
+                "tealight:kv_cache_blocks_total",
+                "KV-cache blocks in the pool."
+            )),
             prefix_cache_queries: register!(counter(
                 "tealight:prefix_cache_queries_total",
                 "Prompt tokens looked up in the prefix cache."
@@ -54,12 +71,24 @@ impl EngineMetrics {
                 "tealight:prefix_cache_hits_total",
                 "Prompt tokens served by the prefix cache."
             )),
-            preemptions: register!(counter("tealight:num_preemptions_total", "Sequences preempted for KV space.")),
-            prompt_tokens: register!(counter("tealight:prompt_tokens_total", "Prompt tokens prefilled.")),
-            generation_tokens: register!(counter("tealight:generation_tokens_total", "Tokens generated.")),
+            preemptions: register!(counter(
+                "tealight:num_preemptions_total",
+                "Sequences preempted for KV space."
+            )),
+            prompt_tokens: register!(counter(
+                "tealight:prompt_tokens_total",
+                "Prompt tokens prefilled."
+            )),
+            generation_tokens: register!(counter(
+                "tealight:generation_tokens_total",
+                "Tokens generated."
+            )),
             request_success: register!(
                 IntCounterVec::new(
-                    Opts::new("tealight:request_success_total", "Finished requests by finish reason."),
+                    Opts::new(
+                        "tealight:request_success_total",
+                        "Finished requests by finish reason."
+                    ),
                     &["finished_reason"],
                 )
                 .expect("valid counter vec")
@@ -96,7 +125,11 @@ impl EngineMetrics {
     /// Fraction of prompt tokens served by the prefix cache so far.
     pub fn prefix_hit_rate(&self) -> f64 {
         let q = self.prefix_cache_queries.get();
-        if q == 0 { 0.0 } else { self.prefix_cache_hits.get() as f64 / q as f64 }
+        if q == 0 {
+            0.0
+        } else {
+            self.prefix_cache_hits.get() as f64 / q as f64
+        }
     }
 }
 

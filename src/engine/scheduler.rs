@@ -118,7 +118,10 @@ impl<T> Scheduler<T> {
             loop {
                 let entry = &mut self.running[i];
                 if self.blocks.grow(&mut entry.core.block_table, target) {
-                    chunks.push(ScheduledChunk { index: i, num_tokens: want });
+                    chunks.push(ScheduledChunk {
+                        index: i,
+                        num_tokens: want,
+                    });
                     budget -= want;
                     i += 1;
                     break;
@@ -136,21 +139,30 @@ impl<T> Scheduler<T> {
 
         // Waiting sequences in arrival order, while there is budget and room.
         while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
-            let Some(entry) = self.waiting.front() else { break };
+            let Some(entry) = self.waiting.front() else {
+                break;
+            };
             let core = &entry.core;
             let hit_blocks = self.blocks.lookup(&core.tokens).len();
             let cached = hit_blocks * self.blocks.block_size();
             let want = (core.tokens.len() - cached).min(budget);
             // Keep a sliver of the pool free for running decodes so admission does not thrash.
-            let watermark = (self.blocks.num_blocks() / 100).max(1).min(self.blocks.num_free());
-            let fresh = self.blocks.blocks_for(cached + want).saturating_sub(hit_blocks);
+            let watermark = (self.blocks.num_blocks() / 100)
+                .max(1)
+                .min(self.blocks.num_free());
+            let fresh = self
+                .blocks
+                .blocks_for(cached + want)
+                .saturating_sub(hit_blocks);
             if fresh + watermark > self.blocks.num_free() && !self.running.is_empty() {
                 break;
             }
             let Some(alloc) = self.blocks.allocate(&core.tokens, cached + want) else {
                 break;
             };
-            let Some(mut entry) = self.waiting.pop_front() else { break };
+            let Some(mut entry) = self.waiting.pop_front() else {
+                break;
+            };
             stats.prefix_queries += 1;
             stats.prefix_query_tokens += entry.core.tokens.len();
             stats.prefix_hit_tokens += alloc.cached_tokens;
@@ -183,8 +195,12 @@ impl<T> Scheduler<T> {
     pub fn commit(&mut self, chunk: ScheduledChunk) {
         let core = &mut self.running[chunk.index].core;
         core.num_computed += chunk.num_tokens;
-        self.blocks
-            .register_full_blocks(&core.block_table, &core.tokens, core.num_computed, &mut core.block_hashes);
+        self.blocks.register_full_blocks(
+            &core.block_table,
+            &core.tokens,
+            core.num_computed,
+            &mut core.block_hashes,
+        );
     }
 
     /// Removes finished (or cancelled) running sequences, freeing their blocks.
@@ -281,12 +297,21 @@ mod tests {
         // Both need a third block; only one is left, so the newest (2) is preempted.
         assert_eq!(step(&mut s), vec![(1, 1)]);
         let preempted = &s.waiting[0].core;
-        assert_eq!((preempted.id, preempted.num_computed, preempted.tokens.len()), (2, 0, 5));
+        assert_eq!(
+            (preempted.id, preempted.num_computed, preempted.tokens.len()),
+            (2, 0, 5)
+        );
         s.retire(|e| e.core.id == 1);
         // Re-admitted: its full blocks are still in the prefix cache, so only the tail is recomputed.
         let mut stats = StepStats::default();
         let chunks = s.schedule(&mut stats);
-        assert_eq!(chunks, vec![ScheduledChunk { index: 0, num_tokens: 1 }]);
+        assert_eq!(
+            chunks,
+            vec![ScheduledChunk {
+                index: 0,
+                num_tokens: 1
+            }]
+        );
         assert_eq!(stats.prefix_hit_tokens, 4);
         s.blocks.check_invariants().unwrap();
     }
@@ -297,7 +322,14 @@ mod tests {
         s.add(entry(1, 10));
         step(&mut s);
         let mut e = entry(2, 0);
-        e.core = SequenceCore::new(2, s.running[0].core.tokens[..9].iter().copied().chain([55, 56]).collect());
+        e.core = SequenceCore::new(
+            2,
+            s.running[0].core.tokens[..9]
+                .iter()
+                .copied()
+                .chain([55, 56])
+                .collect(),
+        );
         s.add(e);
         let mut stats = StepStats::default();
         let chunks = s.schedule(&mut stats);

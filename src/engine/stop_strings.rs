@@ -37,7 +37,11 @@ impl StopStrings {
             .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
             .min_by(|(a, s1), (b, s2)| a.cmp(b).then(s2.len().cmp(&s1.len())));
         if let Some((at, stop)) = found {
-            let end = if self.include_in_output { at + stop.len() } else { at };
+            let end = if self.include_in_output {
+                at + stop.len()
+            } else {
+                at
+            };
             let text = self.held[..end].to_owned();
             let matched = stop.clone();
             self.held.clear();
@@ -62,7 +66,9 @@ impl StopStrings {
             .map(|(i, _)| i)
             .find(|&i| {
                 let tail = &held[i..];
-                self.stops.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
+                self.stops
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
             })
             .map(|i| held.len() - i)
             .unwrap_or(0)
@@ -96,24 +102,39 @@ mod tests {
         assert_eq!(s.push("O"), StopScan::Continue(String::new()));
         assert_eq!(
             s.push("Pxyz"),
-            StopScan::Stopped { text: String::new(), matched: "STOP".into() }
+            StopScan::Stopped {
+                text: String::new(),
+                matched: "STOP".into()
+            }
         );
     }
 
     #[test]
     fn false_alarm_is_released() {
-        assert_eq!(run(&["STOP"], false, &["ST", "ART", " end"]), ("START end".into(), None));
+        assert_eq!(
+            run(&["STOP"], false, &["ST", "ART", " end"]),
+            ("START end".into(), None)
+        );
     }
 
     #[test]
     fn include_stop_str_in_output() {
-        assert_eq!(run(&["\n\n"], true, &["a\n", "\nb"]), ("a\n\n".into(), Some("\n\n".into())));
+        assert_eq!(
+            run(&["\n\n"], true, &["a\n", "\nb"]),
+            ("a\n\n".into(), Some("\n\n".into()))
+        );
     }
 
     #[test]
     fn earliest_of_several_stops_wins_and_unicode_is_safe() {
-        assert_eq!(run(&["界", "x"], false, &["你好世", "界x"]), ("你好世".into(), Some("界".into())));
-        assert_eq!(run(&["é!"], false, &["caf", "é", "?"]), ("café?".into(), None));
+        assert_eq!(
+            run(&["界", "x"], false, &["你好世", "界x"]),
+            ("你好世".into(), Some("界".into()))
+        );
+        assert_eq!(
+            run(&["é!"], false, &["caf", "é", "?"]),
+            ("café?".into(), None)
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Qwen3Config {
         if raw.num_attention_heads == 0 || num_key_value_heads == 0 {
             return Err("num_attention_heads and num_key_value_heads must be positive".into());
         }
-        if raw.num_attention_heads % num_key_value_heads != 0 {
+        if !raw.num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({num_key_value_heads})",
                 raw.num_attention_heads
@@ -117,7 +117,7 @@ impl Qwen3Config {
         let head_dim = raw
             .head_dim
             .unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {head_dim} must be even and positive"));
         }
         Ok(Self {
