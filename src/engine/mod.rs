@@ -1,6 +1,19 @@
 //! The serving engine: continuous batching over a paged KV cache with prefix caching.
+//!
+//! `handle` (submit → event stream) is the only door; `core` runs steps on the engine thread;
+//! `scheduler` + `block_manager` decide what runs and where its KV lives; `sequence` turns
+//! sampled tokens into text, stop decisions and events.
 
 pub mod block_manager;
+pub mod config;
+pub mod core;
+pub mod handle;
 pub mod metrics;
+pub mod request;
 pub mod scheduler;
+pub mod sequence;
 pub mod stop_strings;
+
+pub use config::EngineConfig;
+pub use handle::{EngineHandle, EngineInfo, EventStream};
+pub use request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};

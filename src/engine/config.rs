@@ -1,0 +1,66 @@
+//! Engine limits and KV-pool sizing.
+
+use crate::model::{AttentionBackend, Qwen3Config};
+
+/// Default CPU KV budget when `--kv-cache-memory` is not given.
+pub const DEFAULT_CPU_KV_BYTES: usize = 4 << 30;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Prompt + completion limit per sequence.
+    pub max_model_len: usize,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    /// Requests allowed to wait for admission before `submit` reports overload.
+    pub max_waiting: usize,
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub enable_prefix_caching: bool,
+    pub attention_backend: AttentionBackend,
+}
+
+impl EngineConfig {
+    /// Sensible defaults for a model, with the KV pool sized from `kv_bytes`.
+    pub fn for_model(cfg: &Qwen3Config, kv_bytes: usize, kv_dtype_size: usize) -> Self {
+        let block_size = 16;
+        let per_block = cfg.kv_bytes_per_token(kv_dtype_size) * block_size;
+        let num_blocks = (kv_bytes / per_block).max(1);
+        Self {
+            max_model_len: cfg.max_position_embeddings,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 2048,
+            max_waiting: 1024,
+            block_size,
+            num_blocks,
+            enable_prefix_caching: true,
+            attention_backend: AttentionBackend::Auto,
+        }
+    }
+
+    pub fn pool_tokens(&self) -> usize {
+        self.num_blocks * self.block_size
+    }
+
+    /// Rejects settings under which an accepted request could never finish.
+    pub fn validate(&self, model_limit: usize) -> Result<(), String> {
+        if self.max_model_len == 0 || self.max_model_len > model_limit {
+            return Err(format!(
+                "--max-model-len {} must be between 1 and the model's max_position_embeddings ({model_limit})",
+                self.max_model_len
+            ));
+        }
+        if self.max_model_len > self.pool_tokens() {
+            return Err(format!(
+                "--max-model-len {} is larger than the KV cache can hold ({} blocks = {} tokens); \
+                 lower --max-model-len or give the cache more memory",
+                self.max_model_len,
+                self.num_blocks,
+                self.pool_tokens()
+            ));
+        }
+        if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 || self.block_size == 0 {
+            return Err("--max-num-seqs, --max-num-batched-tokens and the block size must be positive".into());
+        }
+        Ok(())
+    }
+}

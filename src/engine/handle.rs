@@ -1,0 +1,274 @@
+//! The engine's thread and the handle the rest of the program talks to it through.
+//!
+//! `submit` hands a request to the engine thread and returns its event stream; dropping the
+//! stream cancels the request (the engine notices the closed channel at its next step and frees
+//! the blocks). The waiting queue is bounded: beyond `max_waiting` submit fails fast with
+//! `Error::Overloaded`. `shutdown` refuses new work and lets running requests finish, up to a
+//! deadline.
+
+use super::config::EngineConfig;
+use super::core::EngineCore;
+use super::metrics::EngineMetrics;
+use super::request::{Event, GenerationRequest};
+use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
+use super::sequence::RequestState;
+use super::block_manager::BlockManager;
+use super::stop_strings::StopStrings;
+use crate::error::{Error, Result};
+use crate::model::{KvCache, Qwen3Model};
+use crate::sampling::{Sampler, SequenceSampler};
+use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+enum Command {
+    Submit(Box<Entry<RequestState>>),
+    Drain { deadline: Instant },
+}
+
+/// What the engine serves, for the API layer (limits, model facts).
+#[derive(Debug, Clone)]
+pub struct EngineInfo {
+    pub max_model_len: usize,
+    pub vocab_size: usize,
+    pub num_blocks: usize,
+    pub block_size: usize,
+    pub eos_ids: Vec<u32>,
+}
+
+pub struct EngineHandle {
+    commands: Mutex<mpsc::Sender<Command>>,
+    metrics: Arc<EngineMetrics>,
+    queued: Arc<AtomicUsize>,
+    draining: AtomicBool,
+    next_id: AtomicU64,
+    max_waiting: usize,
+    info: EngineInfo,
+    tokenizer: Arc<Tokenizer>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A request's events: deltas, then exactly one `Finished` or `Error`.
+pub struct EventStream {
+    rx: UnboundedReceiver<Event>,
+}
+
+impl EventStream {
+    /// The next event; `None` only if the engine thread is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// Blocking variant for callers outside an async runtime.
+    pub fn blocking_recv(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
+    }
+}
+
+impl EngineHandle {
+    /// Starts the engine thread; it owns the model and the KV cache from here on.
+    pub fn start(
+        model: Qwen3Model,
+        tokenizer: Arc<Tokenizer>,
+        eos_ids: Vec<u32>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        config
+            .validate(model.config().max_position_embeddings)
+            .map_err(Error::invalid_request)?;
+        let backend = config.attention_backend.resolve(model.device())?;
+        let config = EngineConfig {
+            attention_backend: backend,
+            ..config
+        };
+        let cache = KvCache::new(model.config(), config.num_blocks, config.block_size, model.dtype(), model.device())?;
+        tracing::info!(
+            blocks = config.num_blocks,
+            tokens = config.pool_tokens(),
+            "KV cache: {} blocks = {} tokens",
+            config.num_blocks,
+            config.pool_tokens()
+        );
+        let info = EngineInfo {
+            max_model_len: config.max_model_len,
+            vocab_size: model.config().vocab_size,
+            num_blocks: config.num_blocks,
+            block_size: config.block_size,
+            eos_ids: eos_ids.clone(),
+        };
+        let metrics = Arc::new(EngineMetrics::new());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                max_num_seqs: config.max_num_seqs,
+                max_num_batched_tokens: config.max_num_batched_tokens,
+            },
+            BlockManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching),
+        );
+        let max_waiting = config.max_waiting;
+        let core = EngineCore {
+            model,
+            cache,
+            scheduler,
+            sampler: Sampler::new(),
+            config,
+            eos_ids,
+            metrics: metrics.clone(),
+            queued: queued.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tealight-engine".into())
+            .spawn(move || run_loop(core, rx))?;
+        Ok(Self {
+            commands: Mutex::new(tx),
+            metrics,
+            queued,
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            max_waiting,
+            info,
+            tokenizer,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Queues a request. Fails fast when the server is draining, overloaded, or the prompt
+    /// cannot fit the context.
+    pub fn submit(&self, request: GenerationRequest) -> Result<EventStream> {
+        if self.is_draining() {
+            return Err(Error::Unavailable("the server is shutting down".into()));
+        }
+        let prompt_len = request.prompt_ids.len();
+        let limit = self.info.max_model_len;
+        if prompt_len == 0 {
+            return Err(Error::invalid("prompt", "the prompt is empty"));
+        }
+        if prompt_len >= limit {
+            return Err(Error::invalid(
+                "messages",
+                format!(
+                    "This model's maximum context length is {limit} tokens. However, your prompt has \
+                     {prompt_len} tokens, which leaves no room for a completion."
+                ),
+            ));
+        }
+        if let Some(&bad) = request.prompt_ids.iter().find(|&&t| t as usize >= self.info.vocab_size) {
+            return Err(Error::invalid("prompt", format!("token id {bad} is out of the vocabulary")));
+        }
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::Overloaded(format!(
+                "the server is overloaded: {} requests are already waiting",
+                self.max_waiting
+            )));
+        }
+        let (tx, rx) = unbounded_channel();
+        let room = limit - prompt_len;
+        let state = RequestState {
+            events: tx,
+            sampler: SequenceSampler::new(request.sampling, &request.prompt_ids),
+            detokenizer: IncrementalDetokenizer::new(self.tokenizer.clone(), request.skip_special_tokens),
+            stops: StopStrings::new(request.stop, request.include_stop_str_in_output),
+            max_tokens: request.max_tokens.unwrap_or(room).min(room),
+            min_tokens: request.min_tokens,
+            ignore_eos: request.ignore_eos,
+            stop_token_ids: request.stop_token_ids,
+            arrival: request.arrival,
+            first_token_at: None,
+            last_token_at: None,
+            cached_prompt_tokens: None,
+            finished: None,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            core: SequenceCore::new(id, request.prompt_ids),
+            data: state,
+        };
+        let sent = self
+            .commands
+            .lock()
+            .map_err(|_| Error::Internal("engine handle poisoned".into()))?
+            .send(Command::Submit(Box::new(entry)));
+        if sent.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::Unavailable("the engine has stopped".into()));
+        }
+        Ok(EventStream { rx })
+    }
+
+    /// Refuses new requests, lets running and waiting ones finish until `timeout`, aborts the
+    /// rest, and joins the engine thread.
+    pub fn shutdown(&self, timeout: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        if let Ok(tx) = self.commands.lock() {
+            let _ = tx.send(Command::Drain {
+                deadline: Instant::now() + timeout,
+            });
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+fn run_loop(mut core: EngineCore, commands: mpsc::Receiver<Command>) {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        // Block while idle; otherwise take whatever arrived and keep stepping.
+        if core.scheduler.is_idle() {
+            if deadline.is_some() {
+                return;
+            }
+            match commands.recv_timeout(Duration::from_millis(500)) {
+                Ok(cmd) => apply(&mut core, cmd, &mut deadline),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        while let Ok(cmd) = commands.try_recv() {
+            apply(&mut core, cmd, &mut deadline);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            core.abort_all();
+            return;
+        }
+        if !core.step() && !core.scheduler.is_idle() {
+            // Nothing could be scheduled (e.g. all waiting requests were cancelled this step).
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn apply(core: &mut EngineCore, cmd: Command, deadline: &mut Option<Instant>) {
+    match cmd {
+        Command::Submit(entry) => core.scheduler.add(*entry),
+        Command::Drain { deadline: d } => *deadline = Some(d),
+    }
+}

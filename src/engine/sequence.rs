@@ -1,0 +1,156 @@
+//! Per-request state beside the scheduler's view: sampler, detokenizer, stop conditions, the
+//! client's event channel, and latency timestamps.
+
+use super::request::{Event, FinishReason, StopReason, TokenLogprob, Usage};
+use super::scheduler::SequenceCore;
+use super::stop_strings::{StopScan, StopStrings};
+use crate::sampling::{SampledToken, SequenceSampler};
+use crate::tokenizer::IncrementalDetokenizer;
+use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
+
+pub struct RequestState {
+    pub events: UnboundedSender<Event>,
+    pub sampler: SequenceSampler,
+    pub detokenizer: IncrementalDetokenizer,
+    pub stops: StopStrings,
+    /// Generated tokens allowed (already capped by the context limit).
+    pub max_tokens: usize,
+    pub min_tokens: usize,
+    pub ignore_eos: bool,
+    pub stop_token_ids: Vec<u32>,
+    pub arrival: Instant,
+    pub first_token_at: Option<Instant>,
+    pub last_token_at: Option<Instant>,
+    /// Prompt tokens served by the prefix cache when first admitted.
+    pub cached_prompt_tokens: Option<usize>,
+    pub finished: Option<FinishReason>,
+}
+
+/// What one sampled token did to a request.
+pub struct TokenOutcome {
+    /// Seconds since the previous token (none for the first).
+    pub inter_token: Option<f64>,
+    pub first_token: Option<f64>,
+    pub finished: Option<FinishReason>,
+}
+
+impl RequestState {
+    /// Tokens that may not be sampled yet because `min_tokens` has not been reached.
+    pub fn suppressed_tokens(&self, output_len: usize, eos_ids: &[u32]) -> Vec<u32> {
+        if output_len >= self.min_tokens {
+            return Vec::new();
+        }
+        let mut ids: Vec<u32> = self.stop_token_ids.clone();
+        if !self.ignore_eos {
+            ids.extend_from_slice(eos_ids);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Handles a token already appended to `core.tokens`: stop checks, text, events.
+    pub fn on_token(&mut self, core: &SequenceCore, sampled: &SampledToken, eos_ids: &[u32], max_model_len: usize) -> TokenOutcome {
+        let now = Instant::now();
+        let first_token = self.first_token_at.is_none().then(|| (now - self.arrival).as_secs_f64());
+        let inter_token = self.last_token_at.map(|t| (now - t).as_secs_f64());
+        self.first_token_at.get_or_insert(now);
+        self.last_token_at = Some(now);
+
+        let token = sampled.id;
+        let output_len = core.output_len();
+        let checks_active = output_len >= self.min_tokens;
+        let mut stop: Option<StopReason> = None;
+        let mut text = String::new();
+        if checks_active && !self.ignore_eos && eos_ids.contains(&token) {
+            stop = Some(StopReason::Eos);
+        } else if checks_active && self.stop_token_ids.contains(&token) {
+            stop = Some(StopReason::TokenId(token));
+        } else {
+            let delta = match self.detokenizer.push(token) {
+                Ok(d) => d,
+                Err(e) => return self.fail(format!("detokenizer: {e}")),
+            };
+            match self.stops.push(&delta) {
+                StopScan::Continue(t) => text = t,
+                StopScan::Stopped { text: t, matched } => {
+                    text = t;
+                    if checks_active {
+                        stop = Some(StopReason::String(matched));
+                    } else {
+                        // A stop string before min_tokens does not end the request; keep it.
+                        text.push_str(&matched);
+                    }
+                }
+            }
+        }
+        let mut reason = stop.as_ref().map(|_| FinishReason::Stop);
+        if reason.is_none() && (output_len >= self.max_tokens || core.tokens.len() >= max_model_len) {
+            reason = Some(FinishReason::Length);
+            let tail = self.detokenizer.finish().unwrap_or_default();
+            match self.stops.push(&tail) {
+                StopScan::Continue(t) => text.push_str(&t),
+                StopScan::Stopped { text: t, .. } => text.push_str(&t),
+            }
+            text.push_str(&self.stops.flush());
+        }
+        let logprobs = if sampled.logprob.is_nan() {
+            Vec::new()
+        } else {
+            vec![TokenLogprob {
+                token_id: token,
+                logprob: sampled.logprob,
+                top: sampled.top_logprobs.clone(),
+            }]
+        };
+        let delivered = self
+            .events
+            .send(Event::Delta {
+                text,
+                token_ids: vec![token],
+                logprobs,
+            })
+            .is_ok();
+        if !delivered {
+            reason = Some(FinishReason::Abort);
+        }
+        if let Some(r) = reason {
+            self.finish(core, r, stop);
+        }
+        TokenOutcome {
+            inter_token,
+            first_token,
+            finished: reason,
+        }
+    }
+
+    /// Sends the final event (if the client still listens) and marks the request done.
+    pub fn finish(&mut self, core: &SequenceCore, reason: FinishReason, stop_reason: Option<StopReason>) {
+        self.finished = Some(reason);
+        let usage = Usage {
+            prompt_tokens: core.prompt_len,
+            completion_tokens: core.output_len(),
+            cached_tokens: self.cached_prompt_tokens.unwrap_or(0),
+        };
+        let _ = self.events.send(Event::Finished {
+            reason,
+            stop_reason,
+            usage,
+        });
+    }
+
+    fn fail(&mut self, message: String) -> TokenOutcome {
+        let _ = self.events.send(Event::Error(message));
+        self.finished = Some(FinishReason::Abort);
+        TokenOutcome {
+            inter_token: None,
+            first_token: None,
+            finished: Some(FinishReason::Abort),
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.events.is_closed()
+    }
+}
