@@ -2,5 +2,6 @@
 
 pub mod error;
 pub mod model;
+pub mod sampling;
 
 pub use error::{Error, Result};
