@@ -13,7 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::selection::{Candidate, RowSpec, pick, scaled, sort_candidates, top_p_prefix};
@@ -32,7 +32,7 @@ const NO_BUCKET: u16 = u16::MAX;
 
 /// Samples one token per row of `processed` (`[R, vocab]`, bias and penalties applied) with
 /// `specs[r]` (temperature, truncation, uniform). Same contract as
-/// [`super::device::select_device`].
+/// [`super::device::select_device`]. CPU f32 tensors are read in place; others are copied.
 pub fn select_host(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> {
     let (rows, vocab) = processed.dims2()?;
     if specs.len() != rows {
@@ -44,9 +44,20 @@ pub fn select_host(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> {
     if rows == 0 {
         return Ok(Vec::new());
     }
-    let data = processed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    let picked: Vec<Option<u32>> = data
-        .par_iter()
+    let t = processed
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let data = match &*storage {
+        Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
+        _ => return Err(Error::Internal("sampling: host rows not on the CPU".into())),
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Internal("sampling: host rows not contiguous".into()))?;
+    let picked: Vec<Option<u32>> = data[start..end]
+        .par_chunks(vocab)
         .zip(specs.par_iter())
         .map(|(row, spec)| select_row(row, spec))
         .collect();
@@ -62,23 +73,30 @@ pub fn select_host(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// One row; `None` only for rows without a usable maximum (NaN).
+/// One row of processed logits; `None` only for rows without a usable maximum (NaN).
 pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
-    let y: Vec<f32> = x.iter().map(|&v| scaled(v, spec.temperature)).collect();
-    let ymax = y.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // Cheap pre-filter (a superset of the eligible tokens: min-p and non-negligible weight).
-    let floor = spec.ln_min_p().max(NEGLIGIBLE);
-    let tau_k = if spec.top_k_active(y.len()) {
-        kth_largest(&y, ymax, floor, spec.top_k)
+    let t = spec.temperature;
+    // `scaled` is monotone, so it commutes with max and with order statistics: both are taken
+    // on the raw logits and scaled once, with no vocab-sized temporary.
+    let k_active = spec.top_k_active(x.len());
+    let (xmax, kth) = if k_active && spec.top_k <= HEAP_MAX_K {
+        max_and_kth_by_heap(x, spec.top_k)
     } else {
-        f32::NEG_INFINITY
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let kth = if k_active {
+            kth_by_select(x, spec.top_k)
+        } else {
+            f32::NEG_INFINITY
+        };
+        (max, kth)
     };
+    let tau_k = scaled(kth, t);
     let row = Row {
-        y: &y,
-        ymax,
-        floor,
+        x,
+        t,
+        ymax: scaled(xmax, t),
+        floor: spec.ln_min_p().max(NEGLIGIBLE),
         tau_k,
-        ln_min_p: spec.ln_min_p(),
     };
     match row.collect_small() {
         Some(mut cands) => {
@@ -95,36 +113,41 @@ pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
     }
 }
 
-/// The k-th largest `y` among tokens with `y - ymax >= floor`; `-inf` if there are fewer.
-fn kth_largest(y: &[f32], ymax: f32, floor: f32, k: usize) -> f32 {
-    let above = |v: f32| v - ymax >= floor;
-    if k <= HEAP_MAX_K {
-        let mut heap: BinaryHeap<Reverse<OrdF32>> = BinaryHeap::with_capacity(k + 1);
-        for &v in y {
-            if !above(v) {
-                continue;
+/// The row maximum and (for `k <= HEAP_MAX_K`) the k-th largest value, in one pass with a
+/// size-k min-heap. Eligibility (min-p, zero weight) is applied later: both sets are top
+/// segments of the same order, so intersecting them gives the same survivors either way.
+fn max_and_kth_by_heap(x: &[f32], k: usize) -> (f32, f32) {
+    let mut max = f32::NEG_INFINITY;
+    let mut heap: BinaryHeap<Reverse<OrdF32>> = BinaryHeap::with_capacity(k + 1);
+    // The heap's minimum once it is full: only larger values can enter.
+    let mut kth = f32::NEG_INFINITY;
+    for &v in x {
+        max = max.max(v);
+        if heap.len() < k {
+            heap.push(Reverse(OrdF32(v)));
+            if heap.len() == k {
+                kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
             }
-            if heap.len() < k {
-                heap.push(Reverse(OrdF32(v)));
-            } else if let Some(Reverse(min)) = heap.peek()
-                && v > min.0
-            {
-                heap.pop();
-                heap.push(Reverse(OrdF32(v)));
-            }
+        } else if v > kth {
+            heap.pop();
+            heap.push(Reverse(OrdF32(v)));
+            kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
         }
-        match heap.peek() {
-            Some(Reverse(min)) if heap.len() == k => min.0,
-            _ => f32::NEG_INFINITY,
-        }
-    } else {
-        let mut vals: Vec<f32> = y.iter().copied().filter(|&v| above(v)).collect();
-        if vals.len() < k {
-            return f32::NEG_INFINITY;
-        }
-        let (_, kth, _) = vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        *kth
     }
+    if heap.len() < k {
+        kth = f32::NEG_INFINITY;
+    }
+    (max, kth)
+}
+
+/// The k-th largest value for large k, by `select_nth_unstable` on a copy.
+fn kth_by_select(x: &[f32], k: usize) -> f32 {
+    let mut vals = x.to_vec();
+    if k == 0 || vals.len() < k {
+        return f32::NEG_INFINITY;
+    }
+    let (_, kth, _) = vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
 }
 
 /// Total order on f32 for the heap (`total_cmp`).
@@ -144,20 +167,21 @@ impl Ord for OrdF32 {
 
 /// A row with its thresholds resolved up to top-k.
 struct Row<'a> {
-    y: &'a [f32],
+    x: &'a [f32],
+    t: f32,
     ymax: f32,
+    /// `max(ln min_p, NEGLIGIBLE)`: the bound on `y - ymax`.
     floor: f32,
     tau_k: f32,
-    ln_min_p: f32,
 }
 
 impl Row<'_> {
     /// The candidate for token `i` if it survives min-p and top-k with a positive weight.
     #[inline]
     fn candidate(&self, i: usize) -> Option<Candidate> {
-        let y = self.y[i];
+        let y = scaled(self.x[i], self.t);
         let d = y - self.ymax;
-        if d < self.floor || y < self.tau_k || d < self.ln_min_p {
+        if !(d >= self.floor && y >= self.tau_k) {
             return None;
         }
         let w = d.exp();
@@ -171,7 +195,7 @@ impl Row<'_> {
     /// All survivors, unless there are more than [`DIRECT_MAX`].
     fn collect_small(&self) -> Option<Vec<Candidate>> {
         let mut out = Vec::new();
-        for i in 0..self.y.len() {
+        for i in 0..self.x.len() {
             if let Some(c) = self.candidate(i) {
                 if out.len() == DIRECT_MAX {
                     return None;
@@ -189,7 +213,7 @@ impl Row<'_> {
     /// Large survivor sets: bucket masses, then sort only the bucket where a boundary falls.
     fn select_bucketed(&self, spec: &RowSpec) -> Option<u32> {
         let mut mass = vec![0f64; BUCKETS];
-        let mut tag = vec![NO_BUCKET; self.y.len()];
+        let mut tag = vec![NO_BUCKET; self.x.len()];
         for (i, t) in tag.iter_mut().enumerate() {
             if let Some(c) = self.candidate(i) {
                 let b = self.bucket_of(&c);
@@ -303,9 +327,23 @@ mod tests {
     #[test]
     fn kth_largest_with_heap_and_select() {
         let y: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 5000) as f32).collect();
-        assert_eq!(kth_largest(&y, 4999.0, f32::NEG_INFINITY, 10), 4990.0);
-        assert_eq!(kth_largest(&y, 4999.0, f32::NEG_INFINITY, 2000), 3000.0);
-        assert_eq!(kth_largest(&y, 4999.0, -5.0, 10), f32::NEG_INFINITY);
+        assert_eq!(max_and_kth_by_heap(&y, 10), (4999.0, 4990.0));
+        assert_eq!(kth_by_select(&y, 10), 4990.0);
+        assert_eq!(kth_by_select(&y, 2000), 3000.0);
+        let ties = [3.0f32, 1.0, 3.0, 2.0, 3.0];
+        assert_eq!(max_and_kth_by_heap(&ties, 2), (3.0, 3.0));
+        assert_eq!(max_and_kth_by_heap(&ties, 4), (3.0, 2.0));
+        assert_eq!(kth_by_select(&ties, 4), 2.0);
+        assert_eq!(max_and_kth_by_heap(&ties, 9).1, f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn signed_zeros_form_one_tie_group() {
+        // -0.0 and +0.0 are one group ordered by id, as on the device.
+        let x = [-0.0f32, 0.0, -0.0, 0.0];
+        assert_eq!(support(&x, spec(0, 1.0, 0.0, 0.0)), vec![0, 1, 2, 3]);
+        assert_eq!(select_row(&x, &spec(0, 1.0, 0.0, 0.3)), Some(1));
+        assert_eq!(select_row(&x, &spec(0, 1.0, 0.0, 0.6)), Some(2));
     }
 
     #[test]

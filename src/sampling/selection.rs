@@ -71,10 +71,12 @@ impl RowSpec {
     }
 }
 
-/// The temperature-scaled logit every comparison is made on.
+/// The temperature-scaled logit every comparison is made on. Adding `0.0` turns `-0.0` into
+/// `+0.0`: the host sorts with `total_cmp`, which would otherwise split a tie group that
+/// device comparisons (`==`) treat as one.
 #[inline]
 pub(crate) fn scaled(x: f32, temperature: f32) -> f32 {
-    (x / temperature).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+    (x / temperature).clamp(-LOGIT_CLAMP, LOGIT_CLAMP) + 0.0
 }
 
 /// Rank inside a tied group: `floor((target - above) / w)`, clamped to the group.
