@@ -49,8 +49,11 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
     };
 
     let x = processed.to_dtype(DType::F32)?;
-    let y = x
-        .broadcast_div(&column_f32(&|s| s.temperature)?)?
+    let y = x.broadcast_div(&column_f32(&|s| s.temperature)?)?;
+    let lowest = Tensor::full(-LOGIT_CLAMP, (rows, vocab), dev)?;
+    let y = y
+        .ne(&y)?
+        .where_cond(&lowest, &y)?
         .clamp(-LOGIT_CLAMP, LOGIT_CLAMP)?;
     let ymax = y.max_keepdim(1)?;
     let d = y.broadcast_sub(&ymax)?;
@@ -123,7 +126,7 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
     }
     if let Some(r) = picked.iter().position(|&id| id as usize >= vocab) {
         return Err(Error::Internal(format!(
-            "sampling: logits row {r} has no finite maximum (NaN logits)"
+            "sampling: no token could be selected in logits row {r}"
         )));
     }
     Ok(picked)
@@ -144,6 +147,8 @@ struct Search<'a> {
     rows: usize,
     vocab: usize,
     dev: &'a Device,
+    below_all: Tensor,
+    above_all: Tensor,
 }
 
 impl<'a> Search<'a> {
@@ -164,6 +169,8 @@ impl<'a> Search<'a> {
             rows,
             vocab,
             dev,
+            below_all: Tensor::full(BELOW_ALL, (rows, vocab), dev)?,
+            above_all: Tensor::full(f32::MAX, (rows, vocab), dev)?,
         })
     }
 
@@ -203,18 +210,18 @@ impl<'a> Search<'a> {
             hi = ok.where_cond(&mid, &hi)?;
             lo = ok.where_cond(&lo, &mid)?;
         }
-        let below_all = Tensor::full(BELOW_ALL, (self.rows, self.vocab), self.dev)?;
-        let above_all = Tensor::full(f32::MAX, (self.rows, self.vocab), self.dev)?;
-        let y_active = active.where_cond(self.y, &below_all)?;
+        let y_active = active.where_cond(self.y, &self.below_all)?;
         // Snap: the next active value above lo is the answer iff the predicate holds there;
         // otherwise it becomes the new lo. Each round moves every unresolved row up by one
         // distinct value, so the loop ends after at most `vocab` rounds.
         for _ in 0..=self.vocab {
             let next = y_active
                 .broadcast_gt(&lo)?
-                .where_cond(&y_active, &above_all)?
+                .where_cond(&y_active, &self.above_all)?
                 .min_keepdim(1)?;
-            let ok = holds(&next)?;
+            // A row with no active value left above lo is finished too (it cannot happen for
+            // finite logits; it keeps a degenerate row from walking the whole vocabulary).
+            let ok = holds(&next)?.maximum(&next.ge(f32::MAX)?)?;
             if ok.flatten_all()?.to_vec1::<u8>()?.iter().all(|&b| b != 0) {
                 return Ok(next);
             }
@@ -309,6 +316,27 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn nan_and_infinite_logits_behave_like_the_host() {
+        let x = Tensor::new(
+            &[
+                [f32::NAN, 1.0, f32::NAN, 1.0],
+                [f32::NAN, f32::NAN, f32::NAN, f32::NAN],
+                [f32::NEG_INFINITY, 2.0, f32::INFINITY, f32::INFINITY],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        for u in [0.0, 0.3, 0.6, 0.9] {
+            let specs = [spec(0, 1.0, 0.0, u); 3];
+            assert_eq!(
+                select_device(&x, &specs).unwrap(),
+                select_host(&x, &specs).unwrap(),
+                "u {u}"
+            );
         }
     }
 

@@ -8,7 +8,6 @@
 
 use candle_core::{DType, Tensor};
 
-use super::host::log_normalizer;
 use crate::error::Result;
 
 /// One row's request: its index in the batch, the token that was chosen, how many
@@ -48,6 +47,13 @@ pub fn logprobs_host(raw: &Tensor, requests: &[LogprobRequest]) -> Result<Vec<Ro
             }
         })
         .collect())
+}
+
+/// `(max, ln Σ exp(x - max))` of a row, the sum in f64.
+fn log_normalizer(x: &[f32]) -> (f32, f32) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = x.iter().map(|&v| ((v - max).exp()) as f64).sum();
+    (max, sum.ln() as f32)
 }
 
 /// The `n` largest entries of `x` by value, ties by id, in that order.
@@ -199,6 +205,14 @@ mod tests {
                 assert!((v as f64 - l0[id as usize]).abs() < 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn log_normalizer_matches_definition() {
+        let (max, lse) = log_normalizer(&[1.0, 2.0, 3.0]);
+        let expect = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln() - 3.0;
+        assert_eq!(max, 3.0);
+        assert!((lse as f64 - expect).abs() < 1e-6);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! For one row of processed logits `x` (bias and penalties already applied) and a uniform `u`:
 //!
-//! 1. `y = clamp(x / T, ±1e30)`, `w = exp(y - max y)` computed in f32 and summed in f64. Tokens
+//! 1. `y = clamp(x / T, ±1e30)` (NaN → -1e30), `w = exp(y - max y)` computed in f32 and summed
+//!    in f64. Tokens
 //!    with `w == 0` (more than ~104 below the maximum after temperature) can never be drawn
 //!    and are left out of every step.
 //! 2. min-p keeps `y - max y >= ln(min_p)`; top-k keeps `y >= ` the k-th largest `y`. Both keep
@@ -71,12 +72,18 @@ impl RowSpec {
     }
 }
 
-/// The temperature-scaled logit every comparison is made on. Adding `0.0` turns `-0.0` into
-/// `+0.0`: the host sorts with `total_cmp`, which would otherwise split a tie group that
-/// device comparisons (`==`) treat as one.
+/// The temperature-scaled logit every comparison is made on. NaN (a model bug) counts as the
+/// lowest value, so such a row still samples among its real logits instead of stalling or
+/// erroring. Adding `0.0` turns `-0.0` into `+0.0`: the host sorts with `total_cmp`, which
+/// would otherwise split a tie group that device comparisons (`==`) treat as one.
 #[inline]
 pub(crate) fn scaled(x: f32, temperature: f32) -> f32 {
-    (x / temperature).clamp(-LOGIT_CLAMP, LOGIT_CLAMP) + 0.0
+    let y = x / temperature;
+    if y.is_nan() {
+        -LOGIT_CLAMP
+    } else {
+        y.clamp(-LOGIT_CLAMP, LOGIT_CLAMP) + 0.0
+    }
 }
 
 /// Rank inside a tied group: `floor((target - above) / w)`, clamped to the group.
