@@ -29,6 +29,8 @@ const DIRECT_MAX: usize = 4096;
 const BUCKETS_PER_LOGIT: f32 = 4.0;
 const BUCKETS: usize = 448; // covers max y - y in [0, 112)
 const NO_BUCKET: u16 = u16::MAX;
+/// Elements tested at once by the branch-free pre-scans.
+const SCAN_CHUNK: usize = 64;
 
 /// Samples one token per row of `processed` (`[R, vocab]`, bias and penalties applied) with
 /// `specs[r]` (temperature, truncation, uniform). Same contract as
@@ -98,7 +100,13 @@ pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
         floor: spec.ln_min_p().max(NEGLIGIBLE),
         tau_k,
     };
-    match row.collect_small() {
+    // Without top-k or min-p nearly every token survives: go straight to the buckets.
+    let small = if k_active || spec.min_p > 0.0 || x.len() <= DIRECT_MAX {
+        row.collect_small()
+    } else {
+        None
+    };
+    match small {
         Some(mut cands) => {
             sort_candidates(&mut cands);
             let z1: f64 = cands.iter().map(|c| c.w).sum();
@@ -113,29 +121,30 @@ pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
     }
 }
 
-/// The row maximum and (for `k <= HEAP_MAX_K`) the k-th largest value, in one pass with a
-/// size-k min-heap. Eligibility (min-p, zero weight) is applied later: both sets are top
-/// segments of the same order, so intersecting them gives the same survivors either way.
+/// The row maximum and the k-th largest value (`k <= HEAP_MAX_K`) with a size-k min-heap.
+/// Eligibility (min-p, zero weight) is applied later: both sets are top segments of the same
+/// order, so intersecting them gives the same survivors either way.
 fn max_and_kth_by_heap(x: &[f32], k: usize) -> (f32, f32) {
-    let mut max = f32::NEG_INFINITY;
-    let mut heap: BinaryHeap<Reverse<OrdF32>> = BinaryHeap::with_capacity(k + 1);
-    // The heap's minimum once it is full: only larger values can enter.
-    let mut kth = f32::NEG_INFINITY;
-    for &v in x {
-        max = max.max(v);
-        if heap.len() < k {
-            heap.push(Reverse(OrdF32(v)));
-            if heap.len() == k {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if x.len() < k || k == 0 {
+        return (max, f32::NEG_INFINITY);
+    }
+    let (head, rest) = x.split_at(k);
+    let mut heap: BinaryHeap<Reverse<OrdF32>> = head.iter().map(|&v| Reverse(OrdF32(v))).collect();
+    let mut kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
+    // Almost no value beats the running k-th largest: test whole chunks with a branch-free
+    // (vectorisable) scan and only walk the rare chunk that has a contender.
+    for chunk in rest.chunks(SCAN_CHUNK) {
+        if !chunk.iter().fold(false, |any, &v| any | (v > kth)) {
+            continue;
+        }
+        for &v in chunk {
+            if v > kth {
+                heap.pop();
+                heap.push(Reverse(OrdF32(v)));
                 kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
             }
-        } else if v > kth {
-            heap.pop();
-            heap.push(Reverse(OrdF32(v)));
-            kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
         }
-    }
-    if heap.len() < k {
-        kth = f32::NEG_INFINITY;
     }
     (max, kth)
 }
@@ -179,12 +188,11 @@ impl Row<'_> {
     /// The candidate for token `i` if it survives min-p and top-k with a positive weight.
     #[inline]
     fn candidate(&self, i: usize) -> Option<Candidate> {
-        let y = scaled(self.x[i], self.t);
-        let d = y - self.ymax;
-        if !(d >= self.floor && y >= self.tau_k) {
+        if !self.in_bounds(self.x[i]) {
             return None;
         }
-        let w = d.exp();
+        let y = scaled(self.x[i], self.t);
+        let w = (y - self.ymax).exp();
         (w > 0.0).then_some(Candidate {
             y,
             id: i as u32,
@@ -192,15 +200,28 @@ impl Row<'_> {
         })
     }
 
+    /// Whether token `i` passes the min-p and top-k bounds (before the weight test).
+    #[inline]
+    fn in_bounds(&self, v: f32) -> bool {
+        let y = scaled(v, self.t);
+        (y - self.ymax >= self.floor) & (y >= self.tau_k)
+    }
+
     /// All survivors, unless there are more than [`DIRECT_MAX`].
     fn collect_small(&self) -> Option<Vec<Candidate>> {
         let mut out = Vec::new();
-        for i in 0..self.x.len() {
-            if let Some(c) = self.candidate(i) {
-                if out.len() == DIRECT_MAX {
-                    return None;
+        for (c, chunk) in self.x.chunks(SCAN_CHUNK).enumerate() {
+            // With top-k or min-p most chunks hold no survivor; a branch-free scan skips them.
+            if !chunk.iter().fold(false, |any, &v| any | self.in_bounds(v)) {
+                continue;
+            }
+            for i in c * SCAN_CHUNK..c * SCAN_CHUNK + chunk.len() {
+                if let Some(cand) = self.candidate(i) {
+                    if out.len() == DIRECT_MAX {
+                        return None;
+                    }
+                    out.push(cand);
                 }
-                out.push(c);
             }
         }
         Some(out)
@@ -328,6 +349,14 @@ mod tests {
         assert_eq!(max_and_kth_by_heap(&ties, 4), (3.0, 2.0));
         assert_eq!(kth_by_select(&ties, 4), 2.0);
         assert_eq!(max_and_kth_by_heap(&ties, 9).1, f32::NEG_INFINITY);
+        // contenders late in long rows (several chunks)
+        let mut long = vec![0.0f32; 1000];
+        long[999] = 5.0;
+        long[500] = 4.0;
+        long[3] = 3.0;
+        assert_eq!(max_and_kth_by_heap(&long, 2), (5.0, 4.0));
+        assert_eq!(max_and_kth_by_heap(&long, 3), (5.0, 3.0));
+        assert_eq!(max_and_kth_by_heap(&long, 4), (5.0, 0.0));
     }
 
     #[test]
