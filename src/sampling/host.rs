@@ -22,10 +22,11 @@ use crate::error::{Error, Result};
 /// Tokens further than this below the maximum (after temperature) have zero weight in f32
 /// (`exp(-104)` underflows); skipping them early is only a shortcut, the exact test is `w > 0`.
 const NEGLIGIBLE: f32 = -110.0;
-/// Up to this k, top-k uses a heap; above it, `select_nth_unstable`.
-const HEAP_MAX_K: usize = 1024;
 /// Survivor sets up to this size are sorted outright; larger ones go through the buckets.
 const DIRECT_MAX: usize = 4096;
+/// Up to this k, top-k uses a heap (and its survivors are sorted outright); above it,
+/// `select_nth_unstable` on a copy of the row.
+const HEAP_MAX_K: usize = DIRECT_MAX;
 const BUCKETS_PER_LOGIT: f32 = 4.0;
 const BUCKETS: usize = 448; // covers max y - y in [0, 112)
 const NO_BUCKET: u16 = u16::MAX;
