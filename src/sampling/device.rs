@@ -64,6 +64,9 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
     let w = w32.to_dtype(DType::F64)?;
     let zero = Tensor::zeros((1, 1), DType::F64, dev)?.broadcast_as((rows, vocab))?;
     let search = Search::new(&y, &ymax, rows, vocab, dev)?;
+    // The last threshold applied: every later answer is at or above it, so later searches
+    // start their bracket there instead of 110 below the maximum.
+    let mut floor: Option<Tensor> = None;
 
     if specs.iter().any(|s| s.top_k_active(vocab)) {
         let k = column_f32(&|s| {
@@ -74,8 +77,9 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
             }
         })?;
         let ones = keep.to_dtype(DType::F32)?;
-        let tau = search.min_value(&keep, &ones, &k, Bound::Below)?;
+        let tau = search.min_value(&keep, &ones, &k, Bound::Below, None)?;
         keep = keep.mul(&y.broadcast_ge(&tau)?)?;
+        floor = Some(tau);
     }
     let mut kept_w = keep.where_cond(&w, &zero)?;
     let mut z = kept_w.sum_keepdim(1)?;
@@ -89,14 +93,15 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
             }
         })?;
         let target = p.mul(&z)?;
-        let tau = search.min_value(&keep, &kept_w, &target, Bound::Below)?;
+        let tau = search.min_value(&keep, &kept_w, &target, Bound::Below, floor.as_ref())?;
         keep = keep.mul(&y.broadcast_ge(&tau)?)?;
         kept_w = keep.where_cond(&w, &zero)?;
         z = kept_w.sum_keepdim(1)?;
+        floor = Some(tau);
     }
 
     let target = column_f64(&|s| s.u)?.mul(&z)?;
-    let sigma = search.min_value(&keep, &kept_w, &target, Bound::AtMost)?;
+    let sigma = search.min_value(&keep, &kept_w, &target, Bound::AtMost, floor.as_ref())?;
     let above = y
         .broadcast_gt(&sigma)?
         .where_cond(&kept_w, &zero)?
@@ -161,7 +166,7 @@ impl<'a> Search<'a> {
     ) -> Result<Self> {
         // Strictly below every token with a positive weight, even when max y is so large
         // that subtracting 110 alone would round back to it.
-        let lo = ymax.affine(1.0, -110.0)?.sub(&(ymax.abs()? * 1e-6)?)?;
+        let lo = strictly_below(&ymax.affine(1.0, -110.0)?)?;
         Ok(Search {
             y,
             lo,
@@ -181,13 +186,15 @@ impl<'a> Search<'a> {
     }
 
     /// Per row, the smallest `y` among `active` tokens with
-    /// `Σ weight[y_j > y] (< | <=) target`. `weight` must be zero outside `active`.
+    /// `Σ weight[y_j > y] (< | <=) target`. `weight` must be zero outside `active`; `floor`,
+    /// when given, is at or below every active value.
     fn min_value(
         &self,
         active: &Tensor,
         weight: &Tensor,
         target: &Tensor,
         bound: Bound,
+        floor: Option<&Tensor>,
     ) -> Result<Tensor> {
         let zero = Tensor::zeros((1, 1), weight.dtype(), self.dev)?
             .broadcast_as((self.rows, self.vocab))?;
@@ -203,7 +210,11 @@ impl<'a> Search<'a> {
             })
         };
         // Invariant: the answer lies in (lo, hi].
-        let (mut lo, mut hi) = (self.lo.clone(), self.hi.clone());
+        let mut lo = match floor {
+            Some(f) => strictly_below(f)?,
+            None => self.lo.clone(),
+        };
+        let mut hi = self.hi.clone();
         for _ in 0..BISECT_STEPS {
             let mid = ((&lo + &hi)? * 0.5)?;
             let ok = holds(&mid)?;
@@ -231,6 +242,12 @@ impl<'a> Search<'a> {
             "sampling: threshold search did not converge".into(),
         ))
     }
+}
+
+/// A value strictly below `t` (elementwise), even where `t` is too large for a small step to
+/// register. Only used as an exclusive lower end of a search bracket.
+fn strictly_below(t: &Tensor) -> Result<Tensor> {
+    Ok(t.sub(&t.abs()?.affine(1e-6, 1e-30)?)?)
 }
 
 /// For each row, the id of rank `ranks[r]` (0-based, ascending ids) among the tokens of
