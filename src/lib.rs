@@ -4,5 +4,6 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod sampling;
 
 pub use error::{Error, Result};

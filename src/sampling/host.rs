@@ -1,0 +1,423 @@
+//! Selection on the host: exact top-k / top-p / min-p and inverse-CDF sampling, one row per
+//! rayon task, reading CPU tensors in place (other devices' rows are copied over first).
+//!
+//! The vocabulary is never fully sorted in the common cases:
+//! - with top-k (Qwen3's default is 20) a size-k heap finds the k-th largest value in one pass
+//!   and only the few survivors are sorted;
+//! - otherwise (top-p / min-p / plain sampling) survivors are binned by `max y - y` into
+//!   quarter-logit buckets with their mass; walking buckets in order finds the one bucket where
+//!   the top-p boundary (and later the sampled token) lies, and only that bucket is sorted.
+//!
+//! Semantics are those of [`super::selection`].
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use candle_core::{DType, Device, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::selection::{Candidate, RowSpec, pick, scaled, sort_candidates, top_p_prefix};
+use crate::error::{Error, Result};
+
+/// Tokens further than this below the maximum (after temperature) have zero weight in f32
+/// (`exp(-104)` underflows); skipping them early is only a shortcut, the exact test is `w > 0`.
+const NEGLIGIBLE: f32 = -110.0;
+/// Survivor sets up to this size are sorted outright; larger ones go through the buckets.
+const DIRECT_MAX: usize = 4096;
+/// Up to this k, top-k uses a heap (and its survivors are sorted outright); above it,
+/// `select_nth_unstable` on a copy of the row.
+const HEAP_MAX_K: usize = DIRECT_MAX;
+const BUCKETS_PER_LOGIT: f32 = 4.0;
+const BUCKETS: usize = 448; // covers max y - y in [0, 112)
+const NO_BUCKET: u16 = u16::MAX;
+/// Elements tested at once by the branch-free pre-scans.
+const SCAN_CHUNK: usize = 64;
+
+/// Samples one token per row of `processed` (`[R, vocab]`, bias and penalties applied) with
+/// `specs[r]` (temperature, truncation, uniform). Same contract as
+/// [`super::device::select_device`]. CPU f32 tensors are read in place; others are copied.
+pub fn select_host(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> {
+    let (rows, vocab) = processed.dims2()?;
+    if specs.len() != rows {
+        return Err(Error::Internal(format!(
+            "sampling: {} row specs for {rows} logits rows",
+            specs.len()
+        )));
+    }
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let t = processed
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let data = match &*storage {
+        Storage::Cpu(cpu) => cpu.as_slice::<f32>()?,
+        _ => return Err(Error::Internal("sampling: host rows not on the CPU".into())),
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::Internal("sampling: host rows not contiguous".into()))?;
+    let picked: Vec<Option<u32>> = data[start..end]
+        .par_chunks(vocab)
+        .zip(specs.par_iter())
+        .map(|(row, spec)| select_row(row, spec))
+        .collect();
+    picked
+        .into_iter()
+        .enumerate()
+        .map(|(r, id)| match id {
+            Some(id) if (id as usize) < vocab => Ok(id),
+            _ => Err(Error::Internal(format!(
+                "sampling: no token could be selected in logits row {r}"
+            ))),
+        })
+        .collect()
+}
+
+/// One row of processed logits; `None` only for an empty row.
+pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
+    let t = spec.temperature;
+    // `scaled` is monotone, so it commutes with max and with order statistics: both are taken
+    // on the raw logits and scaled once, with no vocab-sized temporary.
+    let k_active = spec.top_k_active(x.len());
+    let (xmax, kth) = if k_active && spec.top_k <= HEAP_MAX_K {
+        max_and_kth_by_heap(x, spec.top_k)
+    } else {
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let kth = if k_active {
+            kth_by_select(x, spec.top_k)
+        } else {
+            f32::NEG_INFINITY
+        };
+        (max, kth)
+    };
+    let tau_k = scaled(kth, t);
+    let row = Row {
+        x,
+        t,
+        ymax: scaled(xmax, t),
+        floor: spec.ln_min_p().max(NEGLIGIBLE),
+        tau_k,
+    };
+    // Without top-k or min-p nearly every token survives: go straight to the buckets.
+    let small = if k_active || spec.min_p > 0.0 || x.len() <= DIRECT_MAX {
+        row.collect_small()
+    } else {
+        None
+    };
+    match small {
+        Some(mut cands) => {
+            sort_candidates(&mut cands);
+            let z1: f64 = cands.iter().map(|c| c.w).sum();
+            let (kept, z2) = if spec.top_p_active() {
+                top_p_prefix(&cands, 0.0, spec.top_p as f64 * z1)
+            } else {
+                (cands.len(), z1)
+            };
+            pick(&cands[..kept], 0.0, spec.u * z2)
+        }
+        None => row.select_bucketed(spec),
+    }
+}
+
+/// The row maximum and the k-th largest value (`k <= HEAP_MAX_K`) with a size-k min-heap.
+/// Eligibility (min-p, zero weight) is applied later: both sets are top segments of the same
+/// order, so intersecting them gives the same survivors either way.
+fn max_and_kth_by_heap(x: &[f32], k: usize) -> (f32, f32) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if x.len() < k || k == 0 {
+        return (max, f32::NEG_INFINITY);
+    }
+    let (head, rest) = x.split_at(k);
+    let mut heap: BinaryHeap<Reverse<OrdF32>> = head.iter().map(|&v| Reverse(OrdF32(v))).collect();
+    let mut kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
+    // Almost no value beats the running k-th largest: test whole chunks with a branch-free
+    // (vectorisable) scan and only walk the rare chunk that has a contender.
+    for chunk in rest.chunks(SCAN_CHUNK) {
+        if !chunk.iter().fold(false, |any, &v| any | (v > kth)) {
+            continue;
+        }
+        for &v in chunk {
+            if v > kth {
+                heap.pop();
+                heap.push(Reverse(OrdF32(v)));
+                kth = heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.0);
+            }
+        }
+    }
+    (max, kth)
+}
+
+/// The k-th largest value for large k, by `select_nth_unstable` on a copy.
+fn kth_by_select(x: &[f32], k: usize) -> f32 {
+    let mut vals = x.to_vec();
+    if k == 0 || vals.len() < k {
+        return f32::NEG_INFINITY;
+    }
+    let (_, kth, _) = vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
+}
+
+/// Total order on f32 for the heap (`total_cmp`).
+#[derive(Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A row with its thresholds resolved up to top-k.
+struct Row<'a> {
+    x: &'a [f32],
+    t: f32,
+    ymax: f32,
+    /// `max(ln min_p, NEGLIGIBLE)`: the bound on `y - ymax`.
+    floor: f32,
+    tau_k: f32,
+}
+
+impl Row<'_> {
+    /// The candidate for token `i` if it survives min-p and top-k with a positive weight.
+    #[inline]
+    fn candidate(&self, i: usize) -> Option<Candidate> {
+        if !self.in_bounds(self.x[i]) {
+            return None;
+        }
+        let y = scaled(self.x[i], self.t);
+        let w = (y - self.ymax).exp();
+        (w > 0.0).then_some(Candidate {
+            y,
+            id: i as u32,
+            w: w as f64,
+        })
+    }
+
+    /// Whether token `i` passes the min-p and top-k bounds (before the weight test).
+    #[inline]
+    fn in_bounds(&self, v: f32) -> bool {
+        let y = scaled(v, self.t);
+        (y - self.ymax >= self.floor) & (y >= self.tau_k)
+    }
+
+    /// All survivors, unless there are more than [`DIRECT_MAX`].
+    fn collect_small(&self) -> Option<Vec<Candidate>> {
+        let mut out = Vec::new();
+        for (c, chunk) in self.x.chunks(SCAN_CHUNK).enumerate() {
+            // With top-k or min-p most chunks hold no survivor; a branch-free scan skips them.
+            if !chunk.iter().fold(false, |any, &v| any | self.in_bounds(v)) {
+                continue;
+            }
+            for i in c * SCAN_CHUNK..c * SCAN_CHUNK + chunk.len() {
+                if let Some(cand) = self.candidate(i) {
+                    if out.len() == DIRECT_MAX {
+                        return None;
+                    }
+                    out.push(cand);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn bucket_of(&self, c: &Candidate) -> usize {
+        (((self.ymax - c.y) * BUCKETS_PER_LOGIT) as usize).min(BUCKETS - 1)
+    }
+
+    /// Large survivor sets: bucket masses, then sort only the bucket where a boundary falls.
+    fn select_bucketed(&self, spec: &RowSpec) -> Option<u32> {
+        let mut mass = vec![0f64; BUCKETS];
+        let mut tag = vec![NO_BUCKET; self.x.len()];
+        for (i, t) in tag.iter_mut().enumerate() {
+            if let Some(c) = self.candidate(i) {
+                let b = self.bucket_of(&c);
+                mass[b] += c.w;
+                *t = b as u16;
+            }
+        }
+        let members = |b: usize| -> Vec<Candidate> {
+            let mut m: Vec<Candidate> = tag
+                .iter()
+                .enumerate()
+                .filter(|&(_, &t)| t as usize == b)
+                .filter_map(|(i, _)| self.candidate(i))
+                .collect();
+            sort_candidates(&mut m);
+            m
+        };
+        let nonempty: Vec<usize> = (0..BUCKETS).filter(|&b| mass[b] > 0.0).collect();
+        let &last = nonempty.last()?;
+
+        // top-p: find the bucket holding the boundary; everything before it is kept whole.
+        let mut cum = 0.0;
+        let mut boundary: Option<(usize, Vec<Candidate>, f64)> = None;
+        if spec.top_p_active() {
+            let z1: f64 = nonempty.iter().map(|&b| mass[b]).sum();
+            let target = spec.top_p as f64 * z1;
+            for &b in &nonempty {
+                if cum + mass[b] < target {
+                    cum += mass[b];
+                    continue;
+                }
+                let mut m = members(b);
+                let (kept, z2) = top_p_prefix(&m, cum, target);
+                m.truncate(kept);
+                boundary = Some((b, m, z2));
+                break;
+            }
+        }
+        let (last, last_members, z2) = match boundary {
+            Some(found) => found,
+            None => (last, Vec::new(), nonempty.iter().map(|&b| mass[b]).sum()),
+        };
+
+        // Inverse CDF: skip whole buckets while their mass stays at or below the target.
+        let target = spec.u * z2;
+        let mut cum = 0.0;
+        for &b in nonempty.iter().take_while(|&&b| b < last) {
+            if cum + mass[b] <= target {
+                cum += mass[b];
+                continue;
+            }
+            return pick(&members(b), cum, target);
+        }
+        if last_members.is_empty() {
+            pick(&members(last), cum, target)
+        } else {
+            pick(&last_members, cum, target)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(top_k: usize, top_p: f32, min_p: f32, u: f64) -> RowSpec {
+        RowSpec {
+            temperature: 1.0,
+            top_k,
+            top_p,
+            min_p,
+            u,
+        }
+    }
+
+    /// Which ids can come out for a spec, scanning u over [0, 1).
+    fn support(x: &[f32], s: RowSpec) -> Vec<u32> {
+        let mut ids: Vec<u32> = (0..2000)
+            .map(|i| {
+                select_row(
+                    x,
+                    &RowSpec {
+                        u: i as f64 / 2000.0,
+                        ..s
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    #[test]
+    fn top_k_keeps_ties() {
+        let x = [1.0f32, 3.0, 2.0, 2.0, 0.0];
+        assert_eq!(support(&x, spec(1, 1.0, 0.0, 0.0)), vec![1]);
+        assert_eq!(support(&x, spec(2, 1.0, 0.0, 0.0)), vec![1, 2, 3]);
+        assert_eq!(support(&x, spec(3, 1.0, 0.0, 0.0)), vec![1, 2, 3]);
+        assert_eq!(support(&x, spec(4, 1.0, 0.0, 0.0)), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn kth_largest_with_heap_and_select() {
+        let y: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 5000) as f32).collect();
+        assert_eq!(max_and_kth_by_heap(&y, 10), (4999.0, 4990.0));
+        assert_eq!(kth_by_select(&y, 10), 4990.0);
+        assert_eq!(kth_by_select(&y, 2000), 3000.0);
+        let ties = [3.0f32, 1.0, 3.0, 2.0, 3.0];
+        assert_eq!(max_and_kth_by_heap(&ties, 2), (3.0, 3.0));
+        assert_eq!(max_and_kth_by_heap(&ties, 4), (3.0, 2.0));
+        assert_eq!(kth_by_select(&ties, 4), 2.0);
+        assert_eq!(max_and_kth_by_heap(&ties, 9).1, f32::NEG_INFINITY);
+        // contenders late in long rows (several chunks)
+        let mut long = vec![0.0f32; 1000];
+        long[999] = 5.0;
+        long[500] = 4.0;
+        long[3] = 3.0;
+        assert_eq!(max_and_kth_by_heap(&long, 2), (5.0, 4.0));
+        assert_eq!(max_and_kth_by_heap(&long, 3), (5.0, 3.0));
+        assert_eq!(max_and_kth_by_heap(&long, 4), (5.0, 0.0));
+    }
+
+    #[test]
+    fn signed_zeros_form_one_tie_group() {
+        // -0.0 and +0.0 are one group ordered by id, as on the device.
+        let x = [-0.0f32, 0.0, -0.0, 0.0];
+        assert_eq!(support(&x, spec(0, 1.0, 0.0, 0.0)), vec![0, 1, 2, 3]);
+        assert_eq!(select_row(&x, &spec(0, 1.0, 0.0, 0.3)), Some(1));
+        assert_eq!(select_row(&x, &spec(0, 1.0, 0.0, 0.6)), Some(2));
+    }
+
+    #[test]
+    fn bucketed_path_matches_direct_path() {
+        // 20k tokens forces the bucket path; compare with the direct path on a subset rule.
+        let mut x: Vec<f32> = (0..20_000u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 1000) as f32 / 100.0)
+            .collect();
+        x[17] = 12.0;
+        for &(top_p, u) in &[(1.0f32, 0.3f64), (0.9, 0.7), (0.5, 0.999), (0.05, 0.1)] {
+            let s = spec(0, top_p, 0.0, u);
+            let fast = select_row(&x, &s).unwrap();
+            // Reference: sort everything.
+            let ymax = 12.0f32;
+            let mut all: Vec<Candidate> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| Candidate {
+                    y,
+                    id: i as u32,
+                    w: ((y - ymax).exp()) as f64,
+                })
+                .collect();
+            sort_candidates(&mut all);
+            let z: f64 = all.iter().map(|c| c.w).sum();
+            let (kept, z2) = if top_p < 1.0 {
+                top_p_prefix(&all, 0.0, top_p as f64 * z)
+            } else {
+                (all.len(), z)
+            };
+            let slow = pick(&all[..kept], 0.0, u * z2).unwrap();
+            assert_eq!(fast, slow, "top_p {top_p} u {u}");
+        }
+    }
+
+    #[test]
+    fn nan_logits_count_as_lowest() {
+        assert_eq!(
+            support(&[f32::NAN, 1.0, f32::NAN], spec(0, 1.0, 0.0, 0.0)),
+            vec![1]
+        );
+        assert_eq!(
+            support(&[f32::NAN, f32::NAN], spec(0, 1.0, 0.0, 0.0)),
+            vec![0, 1]
+        );
+    }
+
+    #[test]
+    fn negative_infinity_logits_are_never_drawn() {
+        let x = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY];
+        assert_eq!(support(&x, spec(0, 1.0, 0.0, 0.0)), vec![1]);
+        assert_eq!(support(&x, spec(3, 0.5, 0.0, 0.0)), vec![1]);
+    }
+}
