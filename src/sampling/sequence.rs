@@ -22,6 +22,8 @@ pub struct SequenceSampler {
     /// How often each token occurs in the output so far.
     output_counts: HashMap<u32, u32>,
     output_len: usize,
+    /// Tokens that may not be picked this step (EOS and stop tokens before `min_tokens`).
+    suppressed: Vec<u32>,
 }
 
 /// How one token's logit is rewritten before selection:
@@ -73,6 +75,7 @@ impl SequenceSampler {
             prompt_tokens,
             output_counts: HashMap::new(),
             output_len: 0,
+            suppressed: Vec::new(),
         }
     }
 
@@ -98,6 +101,14 @@ impl SequenceSampler {
         self.output_len
     }
 
+    /// Sets the tokens banned from the next draw (their logits become `-inf`); the engine
+    /// uses it to hold back EOS and stop tokens until `min_tokens` are generated.
+    pub fn set_suppressed(&mut self, mut tokens: Vec<u32>) {
+        tokens.sort_unstable();
+        tokens.dedup();
+        self.suppressed = tokens;
+    }
+
     /// The one uniform in `[0, 1)` this sequence consumes for a sampled (non-greedy) token.
     pub(crate) fn next_uniform(&mut self) -> f64 {
         self.rng.random::<f64>()
@@ -107,12 +118,13 @@ impl SequenceSampler {
     /// parameters touch no logit.
     pub(crate) fn adjustments(&self) -> Vec<Adjustment> {
         let p = &self.params;
-        if !p.modifies_logits() {
+        if !p.modifies_logits() && self.suppressed.is_empty() {
             return Vec::new();
         }
         let repetition_on = p.repetition_penalty != 1.0;
         let output_on = repetition_on || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
         let mut ids: Vec<u32> = p.logit_bias.iter().map(|&(id, _)| id).collect();
+        ids.extend_from_slice(&self.suppressed);
         if repetition_on {
             ids.extend_from_slice(&self.prompt_tokens);
         }
@@ -125,10 +137,13 @@ impl SequenceSampler {
             .map(|id| {
                 let count = self.output_count(id);
                 let in_history = count > 0 || self.prompt_tokens.binary_search(&id).is_ok();
-                let bias = p
-                    .logit_bias
-                    .binary_search_by_key(&id, |&(i, _)| i)
-                    .map_or(0.0, |k| p.logit_bias[k].1);
+                let bias = if self.suppressed.binary_search(&id).is_ok() {
+                    f32::NEG_INFINITY
+                } else {
+                    p.logit_bias
+                        .binary_search_by_key(&id, |&(i, _)| i)
+                        .map_or(0.0, |k| p.logit_bias[k].1)
+                };
                 Adjustment {
                     id,
                     bias,
