@@ -2,5 +2,6 @@
 
 pub mod error;
 pub mod model;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
