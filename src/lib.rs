@@ -5,5 +5,6 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod sampling;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

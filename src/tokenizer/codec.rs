@@ -1,0 +1,106 @@
+//! Text ↔ token ids, over the `tokenizers` crate's `tokenizer.json`.
+//!
+//! The wrapper exists so the rest of the crate sees one error type and never the `tokenizers`
+//! crate's boxed errors, and so the set of special ids is computed once: the detokenizer asks
+//! "is this id special?" for every generated token.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A loaded `tokenizer.json`.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Ids of added tokens marked `special: true` (e.g. `<|im_end|>`), the ones that
+    /// `skip_special_tokens` drops. Qwen3's `<think>`/`<tool_call>` are added but not special.
+    special_ids: HashSet<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("special_ids", &self.special_ids.len())
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Loads a `tokenizer.json`. Errors name the file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| Error::checkpoint(path, format!("not a valid tokenizer.json: {e}")))?;
+        Ok(Self::from_inner(inner))
+    }
+
+    /// Wraps an already built `tokenizers` tokenizer.
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+        let special_ids = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, token)| token.special)
+            .map(|(id, _)| id)
+            .collect();
+        Self { inner, special_ids }
+    }
+
+    /// Token ids of `text`. Special-token strings that occur in `text` (e.g. a literal
+    /// `<|im_end|>` in a rendered prompt) become their special ids, as in transformers.
+    /// `add_special_tokens` applies the tokenizer's post-processor (Qwen3's adds nothing).
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode_fast(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Text of `ids`. Ids outside the vocabulary contribute nothing (a model whose embedding is
+    /// padded past the vocabulary can sample them). Incomplete UTF-8 at the end or between
+    /// byte-level pieces comes out as U+FFFD, exactly like transformers' `decode`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("decode: {e}")))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The vocabulary string of `id` (byte-level form, e.g. `Ġhello`), not its decoded text.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Number of ids the tokenizer knows, added tokens included. A model's embedding may be
+    /// larger (Qwen3: 151 669 here vs 151 936 rows).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Whether `id` is an added token marked special, i.e. dropped by `skip_special_tokens`.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special_ids.contains(&id)
+    }
+
+    /// Whether `id` decodes to anything at all.
+    pub fn is_known(&self, id: u32) -> bool {
+        self.inner.id_to_token(id).is_some()
+    }
+
+    /// All special ids, sorted.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.special_ids.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The underlying `tokenizers` tokenizer, for what this wrapper does not cover.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}

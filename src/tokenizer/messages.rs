@@ -1,0 +1,174 @@
+//! Shaping request messages into what chat templates expect.
+//!
+//! Two steps, kept apart because they belong to different layers:
+//!
+//! * [`prepare_messages`] is the server's job (vLLM does the same): OpenAI clients may send
+//!   `content` as an array of parts, or `null`/nothing on an assistant message that only makes
+//!   tool calls. Templates concatenate `content` as a string, so parts are joined and a missing
+//!   content becomes `""`.
+//! * [`template_messages`] is what transformers' `apply_chat_template` does before rendering,
+//!   and [`super::ChatTemplate::render`] applies it: keys whose value is `null` are dropped,
+//!   and the reasoning of a message is offered under every name templates read it by.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Separator between the text parts of one message's content, as vLLM joins them.
+pub const CONTENT_PART_SEPARATOR: &str = "\n";
+
+/// Names a message's reasoning is passed under, in transformers' order of preference.
+/// `reasoning_content` is what Qwen3's template reads; vLLM now emits `reasoning`.
+const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning"];
+
+/// Checks the messages of a chat request and flattens their content to strings.
+///
+/// Each message must be an object with a string `role`. `content` may be a string, `null` or
+/// missing (→ `""`), or an array of `{"type": "text", "text": ...}` parts (→ their texts joined
+/// with `"\n"`). Any other part type (images, audio, files) is rejected: this server only
+/// runs text models. Other fields (`tool_calls`, `tool_call_id`, `reasoning_content`, ...) are
+/// passed through untouched.
+pub fn prepare_messages(messages: &[Value]) -> Result<Vec<Value>> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let Value::Object(fields) = message else {
+                return Err(invalid(format!("messages[{i}] must be an object")));
+            };
+            match fields.get("role") {
+                Some(Value::String(_)) => {}
+                Some(_) => return Err(invalid(format!("messages[{i}].role must be a string"))),
+                None => return Err(invalid(format!("messages[{i}] is missing 'role'"))),
+            }
+            let content = match fields.get("content") {
+                None | Some(Value::Null) => String::new(),
+                Some(content) => flatten_content(content)
+                    .map_err(|reason| invalid(format!("messages[{i}].content{reason}")))?,
+            };
+            let mut fields = fields.clone();
+            fields.insert("content".into(), Value::String(content));
+            Ok(Value::Object(fields))
+        })
+        .collect()
+}
+
+/// The text of one `content` value: a string, or an array of text parts. The error is the
+/// rest of a message that starts with the field's name.
+fn flatten_content(content: &Value) -> std::result::Result<String, String> {
+    let parts = match content {
+        Value::String(s) => return Ok(s.clone()),
+        Value::Array(parts) => parts,
+        _ => return Err(" must be a string or an array of content parts".into()),
+    };
+    let mut texts = Vec::with_capacity(parts.len());
+    for (j, part) in parts.iter().enumerate() {
+        let kind = part.get("type").and_then(Value::as_str);
+        match (kind, part.get("text")) {
+            (Some("text"), Some(Value::String(text))) => texts.push(text.as_str()),
+            (Some("text"), _) => return Err(format!("[{j}].text must be a string")),
+            (Some(other), _) => {
+                return Err(format!(
+                    "[{j}]: content part type '{other}' is not supported (text only)"
+                ));
+            }
+            (None, _) => return Err(format!("[{j}] must be an object with a 'type'")),
+        }
+    }
+    Ok(texts.join(CONTENT_PART_SEPARATOR))
+}
+
+/// The messages as transformers hands them to the template: `null`-valued keys removed, and
+/// when a message carries reasoning under any of `reasoning_content`, `thinking` or
+/// `reasoning`, it is also set as `reasoning_content` (and as `thinking`, unless present).
+pub fn template_messages(messages: &[Value]) -> Result<Vec<Value>> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let Value::Object(fields) = message else {
+                return Err(invalid(format!("messages[{i}] must be an object")));
+            };
+            let fields: Map<String, Value> = fields
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let reasoning = REASONING_FIELDS
+                .iter()
+                .find_map(|name| fields.get(*name))
+                .cloned();
+            let Some(reasoning) = reasoning else {
+                return Ok(Value::Object(fields));
+            };
+            // Python: {"thinking": reasoning, **message, "reasoning_content": reasoning}
+            let mut aliased = Map::with_capacity(fields.len() + 2);
+            aliased.insert("thinking".into(), reasoning.clone());
+            aliased.extend(fields);
+            aliased.insert("reasoning_content".into(), reasoning);
+            Ok(Value::Object(aliased))
+        })
+        .collect()
+}
+
+fn invalid(message: String) -> Error {
+    Error::invalid("messages", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn content_parts_are_joined_and_null_content_is_empty() {
+        let out = prepare_messages(&[
+            json!({"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}),
+            json!({"role": "assistant", "content": null, "tool_calls": []}),
+            json!({"role": "assistant"}),
+            json!({"role": "user", "content": []}),
+        ])
+        .unwrap();
+        assert_eq!(out[0]["content"], "a\nb");
+        assert_eq!(out[1]["content"], "");
+        assert_eq!(out[1]["tool_calls"], json!([]));
+        assert_eq!(out[2]["content"], "");
+        assert_eq!(out[3]["content"], "");
+    }
+
+    #[test]
+    fn non_text_parts_and_malformed_messages_are_invalid_requests() {
+        let bad = [
+            json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}),
+            json!({"role": "user", "content": [{"type": "text"}]}),
+            json!({"role": "user", "content": ["bare string"]}),
+            json!({"role": "user", "content": 5}),
+            json!({"content": "no role"}),
+            json!({"role": 1, "content": "x"}),
+            json!("not an object"),
+        ];
+        for message in bad {
+            match prepare_messages(std::slice::from_ref(&message)) {
+                Err(Error::InvalidRequest { param, message: text }) => {
+                    assert_eq!(param.as_deref(), Some("messages"), "{text}");
+                }
+                other => panic!("{message}: expected InvalidRequest, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn template_messages_drop_nulls_and_alias_reasoning() {
+        let out = template_messages(&[json!({
+            "role": "assistant", "content": "x", "tool_calls": null, "reasoning": "r"
+        })])
+        .unwrap();
+        let keys: Vec<&str> = out[0].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["thinking", "role", "content", "reasoning", "reasoning_content"]);
+        assert_eq!(out[0]["reasoning_content"], "r");
+
+        let out = template_messages(&[json!({"role": "assistant", "reasoning_content": null, "thinking": "t"})])
+            .unwrap();
+        assert_eq!(out[0]["reasoning_content"], "t");
+    }
+}
