@@ -297,3 +297,14 @@ fn kwargs_override_special_tokens_but_not_render_arguments() {
         "<override>|True|1|None"
     );
 }
+
+#[test]
+fn shared_types_can_cross_threads() {
+    // One template and one tokenizer serve every request handler; each sequence's
+    // detokenizer lives on the engine thread.
+    fn shared<T: Send + Sync>() {}
+    fn owned<T: Send>() {}
+    shared::<ChatTemplate>();
+    shared::<Tokenizer>();
+    owned::<tealight::tokenizer::IncrementalDetokenizer>();
+}
