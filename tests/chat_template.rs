@@ -14,7 +14,8 @@ fn model_dir() -> PathBuf {
 }
 
 fn fixtures() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates/cases.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates/cases.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -62,7 +63,9 @@ fn every_fixture_case_renders_byte_identical_and_tokenizes_identically() {
         let rendered = render_case(template, case);
         if case["error"].as_bool().unwrap() {
             if let Ok(prompt) = rendered {
-                failures.push(format!("{name}: transformers fails, but rendered {prompt:?}"));
+                failures.push(format!(
+                    "{name}: transformers fails, but rendered {prompt:?}"
+                ));
             }
             continue;
         }
@@ -107,7 +110,12 @@ fn fixture_covers_the_required_shapes() {
     let long = find("long_prompt");
     assert!(long["ids"].as_array().unwrap().len() >= 300);
     let no_think = find("enable_thinking_false");
-    assert!(no_think["prompt"].as_str().unwrap().ends_with("<think>\n\n</think>\n\n"));
+    assert!(
+        no_think["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<think>\n\n</think>\n\n")
+    );
 }
 
 #[test]
@@ -129,7 +137,10 @@ fn special_tokens_come_from_the_tokenizer_config() {
         "pad_token": 5
     });
     let tokens = special_tokens_from_config(&config);
-    assert_eq!(Value::Object(tokens), json!({"bos_token": "<s>", "eos_token": "</s>"}));
+    assert_eq!(
+        Value::Object(tokens),
+        json!({"bos_token": "<s>", "eos_token": "</s>"})
+    );
 }
 
 #[test]
@@ -149,23 +160,45 @@ fn template_loads_from_model_dir_flag_file_and_literal() {
     assert_eq!(from_dir.source(), qwen3_template().source());
 
     // chat_template.jinja takes priority, and still sees the config's special tokens.
-    std::fs::write(dir.join("chat_template.jinja"), "{{ messages[0].content }}{{ eos_token }}\n").unwrap();
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{{ messages[0].content }}{{ eos_token }}\n",
+    )
+    .unwrap();
     let from_dir = ChatTemplate::from_model_dir(&dir).unwrap();
-    assert_eq!(from_dir.render(&messages, None, true, &none).unwrap(), "hi<|im_end|>");
+    assert_eq!(
+        from_dir.render(&messages, None, true, &none).unwrap(),
+        "hi<|im_end|>"
+    );
 
     let flag_file = dir.join("custom.jinja");
     std::fs::write(&flag_file, "[{{ messages | length }}]").unwrap();
     let from_file = ChatTemplate::from_flag(flag_file.to_str().unwrap(), Map::new()).unwrap();
-    assert_eq!(from_file.render(&messages, None, true, &none).unwrap(), "[1]");
+    assert_eq!(
+        from_file.render(&messages, None, true, &none).unwrap(),
+        "[1]"
+    );
 
-    let literal = ChatTemplate::from_flag("{% for m in messages %}{{ m.role }}{% endfor %}", Map::new()).unwrap();
-    assert_eq!(literal.render(&messages, None, true, &none).unwrap(), "user");
+    let literal = ChatTemplate::from_flag(
+        "{% for m in messages %}{{ m.role }}{% endfor %}",
+        Map::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        literal.render(&messages, None, true, &none).unwrap(),
+        "user"
+    );
 
     match ChatTemplate::from_flag("/no/such/template.jinja", Map::new()) {
-        Err(Error::Checkpoint { path, .. }) => assert_eq!(path, PathBuf::from("/no/such/template.jinja")),
+        Err(Error::Checkpoint { path, .. }) => {
+            assert_eq!(path, PathBuf::from("/no/such/template.jinja"))
+        }
         other => panic!("expected a checkpoint error, got {other:?}"),
     }
-    assert!(matches!(ChatTemplate::new("{% if %}", Map::new()), Err(Error::Template(_))));
+    assert!(matches!(
+        ChatTemplate::new("{% if %}", Map::new()),
+        Err(Error::Template(_))
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -185,8 +218,18 @@ fn config_list_of_templates_picks_tool_use_when_tools_are_given() {
     let template = ChatTemplate::from_tokenizer_config(&path).unwrap();
     let messages = [json!({"role": "user", "content": "x"})];
     let tools = [json!({"type": "function"})];
-    assert_eq!(template.render(&messages, None, false, &Map::new()).unwrap(), "plain<eos>");
-    assert_eq!(template.render(&messages, Some(&tools), false, &Map::new()).unwrap(), "tools=1");
+    assert_eq!(
+        template
+            .render(&messages, None, false, &Map::new())
+            .unwrap(),
+        "plain<eos>"
+    );
+    assert_eq!(
+        template
+            .render(&messages, Some(&tools), false, &Map::new())
+            .unwrap(),
+        "tools=1"
+    );
 
     std::fs::write(&path, "{not json").unwrap();
     match ChatTemplate::from_tokenizer_config(&path) {
@@ -194,7 +237,10 @@ fn config_list_of_templates_picks_tool_use_when_tools_are_given() {
         other => panic!("expected a checkpoint error, got {other:?}"),
     }
     std::fs::write(&path, "{}").unwrap();
-    assert!(matches!(ChatTemplate::from_tokenizer_config(&path), Err(Error::Checkpoint { .. })));
+    assert!(matches!(
+        ChatTemplate::from_tokenizer_config(&path),
+        Err(Error::Checkpoint { .. })
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -203,7 +249,10 @@ fn user_input_that_breaks_the_template_is_an_error_not_a_panic() {
     let template = qwen3_template();
     let none = Map::new();
     // Empty conversation.
-    assert!(matches!(template.render(&[], None, true, &none), Err(Error::InvalidRequest { .. })));
+    assert!(matches!(
+        template.render(&[], None, true, &none),
+        Err(Error::InvalidRequest { .. })
+    ));
     // A user message whose content is not a string: the template calls .startswith on it.
     let odd = [json!({"role": "user", "content": {"nested": true}})];
     assert!(template.render(&odd, None, true, &none).is_err());
@@ -220,7 +269,12 @@ fn user_input_that_breaks_the_template_is_an_error_not_a_panic() {
     ));
     // raise_exception in a custom template surfaces its message.
     let strict = ChatTemplate::new("{{ raise_exception('only users here') }}", Map::new()).unwrap();
-    match strict.render(&[json!({"role": "user", "content": "x"})], None, true, &none) {
+    match strict.render(
+        &[json!({"role": "user", "content": "x"})],
+        None,
+        true,
+        &none,
+    ) {
         Err(Error::Template(message)) => assert!(message.contains("only users here"), "{message}"),
         other => panic!("expected a template error, got {other:?}"),
     }
@@ -242,4 +296,15 @@ fn kwargs_override_special_tokens_but_not_render_arguments() {
         template.render(&messages, None, true, &extra).unwrap(),
         "<override>|True|1|None"
     );
+}
+
+#[test]
+fn shared_types_can_cross_threads() {
+    // One template and one tokenizer serve every request handler; each sequence's
+    // detokenizer lives on the engine thread.
+    fn shared<T: Send + Sync>() {}
+    fn owned<T: Send>() {}
+    shared::<ChatTemplate>();
+    shared::<Tokenizer>();
+    owned::<tealight::tokenizer::IncrementalDetokenizer>();
 }

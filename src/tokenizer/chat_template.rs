@@ -58,8 +58,11 @@ impl ChatTemplate {
     /// Compiles a template source; `special_tokens` are the variables such as `eos_token`
     /// (see [`special_tokens_from_config`]).
     pub fn new(source: impl Into<String>, special_tokens: Map<String, Value>) -> Result<Self> {
-        Self::from_named(vec![(DEFAULT_NAME.to_owned(), source.into())], special_tokens)
-            .map_err(Error::Template)
+        Self::from_named(
+            vec![(DEFAULT_NAME.to_owned(), source.into())],
+            special_tokens,
+        )
+        .map_err(Error::Template)
     }
 
     /// The template and special tokens of a `tokenizer_config.json`. Its `chat_template` may
@@ -71,9 +74,18 @@ impl ChatTemplate {
         let special_tokens = special_tokens_from_config(&config);
         let sources = match config.get("chat_template") {
             Some(Value::String(source)) => vec![(DEFAULT_NAME.to_owned(), source.clone())],
-            Some(Value::Array(entries)) => named_sources(entries)
-                .ok_or_else(|| Error::checkpoint(path, "chat_template list entries need a string name and template"))?,
-            Some(_) => return Err(Error::checkpoint(path, "chat_template must be a string or a list")),
+            Some(Value::Array(entries)) => named_sources(entries).ok_or_else(|| {
+                Error::checkpoint(
+                    path,
+                    "chat_template list entries need a string name and template",
+                )
+            })?,
+            Some(_) => {
+                return Err(Error::checkpoint(
+                    path,
+                    "chat_template must be a string or a list",
+                ));
+            }
             None => return Err(Error::checkpoint(path, "has no chat_template")),
         };
         Self::from_named(sources, special_tokens)

@@ -100,6 +100,12 @@ impl IncrementalDetokenizer {
         self.read < self.window.len()
     }
 
+    /// How many ids the next step will decode at most: the per-token cost. It stays a handful
+    /// of tokens however long the stream gets.
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
     /// The window ends in U+FFFD. If the newest token does not continue the bytes before it,
     /// everything up to that token is final: emit it and move the offsets there.
     fn emit_final_part(&mut self, text: &str) -> Result<String> {

@@ -44,12 +44,13 @@ fn python_formatter(
     state: &mut State,
     value: &Value,
 ) -> Result<(), Error> {
-    if value.kind() == ValueKind::Number && !value.is_integer() {
-        if let Ok(f) = f64::try_from(value.clone()) {
-            return out
-                .write_str(&pyjson::float_repr(f))
-                .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()));
-        }
+    if value.kind() == ValueKind::Number
+        && !value.is_integer()
+        && let Ok(f) = f64::try_from(value.clone())
+    {
+        return out
+            .write_str(&pyjson::float_repr(f))
+            .map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()));
     }
     minijinja::escape_formatter(out, state, value)
 }
@@ -57,7 +58,12 @@ fn python_formatter(
 /// Python methods called on template values. The argument-less `strip`/`lstrip`/`rstrip` use
 /// Python's notion of whitespace (which also covers U+001C..U+001F); everything else comes
 /// from minijinja-contrib's `pycompat`.
-fn python_methods(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+fn python_methods(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
     if let Some(s) = value.as_str() {
         let trim: Option<fn(&str) -> &str> = match method {
             "strip" => Some(|s| s.trim_matches(is_python_space)),
@@ -139,7 +145,9 @@ mod tests {
 
     #[test]
     fn loop_controls_are_enabled() {
-        let out = render("{% for i in range(5) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}");
+        let out = render(
+            "{% for i in range(5) %}{% if i == 3 %}{% break %}{% endif %}{{ i }}{% endfor %}",
+        );
         assert_eq!(out.unwrap(), "012");
     }
 }

@@ -149,7 +149,10 @@ mod tests {
         ];
         for message in bad {
             match prepare_messages(std::slice::from_ref(&message)) {
-                Err(Error::InvalidRequest { param, message: text }) => {
+                Err(Error::InvalidRequest {
+                    param,
+                    message: text,
+                }) => {
                     assert_eq!(param.as_deref(), Some("messages"), "{text}");
                 }
                 other => panic!("{message}: expected InvalidRequest, got {other:?}"),
@@ -163,12 +166,28 @@ mod tests {
             "role": "assistant", "content": "x", "tool_calls": null, "reasoning": "r"
         })])
         .unwrap();
-        let keys: Vec<&str> = out[0].as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["thinking", "role", "content", "reasoning", "reasoning_content"]);
+        let keys: Vec<&str> = out[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "thinking",
+                "role",
+                "content",
+                "reasoning",
+                "reasoning_content"
+            ]
+        );
         assert_eq!(out[0]["reasoning_content"], "r");
 
-        let out = template_messages(&[json!({"role": "assistant", "reasoning_content": null, "thinking": "t"})])
-            .unwrap();
+        let out = template_messages(&[
+            json!({"role": "assistant", "reasoning_content": null, "thinking": "t"}),
+        ])
+        .unwrap();
         assert_eq!(out[0]["reasoning_content"], "t");
     }
 }

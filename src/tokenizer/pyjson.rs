@@ -79,7 +79,10 @@ pub fn tojson_filter(value: &Value, rest: Rest<ValueOrKwargs>) -> Result<String,
             } else if let Some(n) = v.as_i64() {
                 " ".repeat(usize::try_from(n).unwrap_or(0))
             } else {
-                return Err(invalid(format!("tojson indent must be int or str, not {}", v.kind())));
+                return Err(invalid(format!(
+                    "tojson indent must be int or str, not {}",
+                    v.kind()
+                )));
             });
             // Python: with an indent and no explicit separators, the item separator is ",".
             options.item_separator = ",".into();
@@ -92,7 +95,11 @@ pub fn tojson_filter(value: &Value, rest: Rest<ValueOrKwargs>) -> Result<String,
                 options.item_separator = item.as_str().unwrap_or_default().to_owned();
                 options.key_separator = key.as_str().unwrap_or_default().to_owned();
             }
-            _ => return Err(invalid("tojson separators must be a pair of strings".into())),
+            _ => {
+                return Err(invalid(
+                    "tojson separators must be a pair of strings".into(),
+                ));
+            }
         }
     }
     dumps(value, &options)
@@ -105,7 +112,12 @@ pub fn dumps(value: &Value, options: &DumpOptions) -> Result<String, Error> {
     Ok(out)
 }
 
-fn write_value(out: &mut String, value: &Value, opts: &DumpOptions, depth: usize) -> Result<(), Error> {
+fn write_value(
+    out: &mut String,
+    value: &Value,
+    opts: &DumpOptions,
+    depth: usize,
+) -> Result<(), Error> {
     if depth > 512 {
         return Err(invalid("tojson: value nested too deeply".into()));
     }
@@ -113,7 +125,9 @@ fn write_value(out: &mut String, value: &Value, opts: &DumpOptions, depth: usize
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => write_number(out, value, "NaN", "Infinity")?,
-        ValueKind::String => write_string(out, value.as_str().unwrap_or_default(), opts.ensure_ascii),
+        ValueKind::String => {
+            write_string(out, value.as_str().unwrap_or_default(), opts.ensure_ascii)
+        }
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
             write_container(out, '[', ']', items.len(), opts, depth, |out, i| {
@@ -137,7 +151,9 @@ fn write_value(out: &mut String, value: &Value, opts: &DumpOptions, depth: usize
             })?;
         }
         kind => {
-            return Err(invalid(format!("Object of type {kind} is not JSON serializable")));
+            return Err(invalid(format!(
+                "Object of type {kind} is not JSON serializable"
+            )));
         }
     }
     Ok(())
@@ -217,7 +233,11 @@ fn float_repr_with(f: f64, nan: &str, inf: &str) -> String {
         return nan.to_owned();
     }
     if f.is_infinite() {
-        return if f < 0.0 { format!("-{inf}") } else { inf.to_owned() };
+        return if f < 0.0 {
+            format!("-{inf}")
+        } else {
+            inf.to_owned()
+        };
     }
     // Rust's `{:e}` prints the shortest digits that round-trip, like Python's repr.
     let sci = format!("{:e}", f.abs());
@@ -238,7 +258,11 @@ fn float_repr_with(f: f64, nan: &str, inf: &str) -> String {
         }
     } else {
         let (first, rest) = digits.split_at(1);
-        let dot = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let dot = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{first}{dot}e{esign}{:02}", exp.abs())
     }
@@ -307,7 +331,9 @@ mod tests {
 
     #[test]
     fn dumps_uses_python_separators_and_keeps_unicode() {
-        let v = Value::from(minijinja::value::Serde(serde_json::json!({"b": [1, 2.0, null], "a": "é\"<&>\u{1}"})));
+        let v = Value::from(minijinja::value::Serde(
+            serde_json::json!({"b": [1, 2.0, null], "a": "é\"<&>\u{1}"}),
+        ));
         assert_eq!(
             dumps(&v, &DumpOptions::default()).unwrap(),
             r#"{"b": [1, 2.0, null], "a": "é\"<&>\u0001"}"#
@@ -317,7 +343,9 @@ mod tests {
             sort_keys: true,
             ..DumpOptions::default()
         };
-        let v = Value::from(minijinja::value::Serde(serde_json::json!({"z": "😀", "a": "ü"})));
+        let v = Value::from(minijinja::value::Serde(
+            serde_json::json!({"z": "😀", "a": "ü"}),
+        ));
         assert_eq!(
             dumps(&v, &ascii).unwrap(),
             r#"{"a": "\u00fc", "z": "\ud83d\ude00"}"#
