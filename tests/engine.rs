@@ -10,10 +10,13 @@ use tealight::sampling::SamplingParams;
 
 fn prompt(tokenizer: &tealight::tokenizer::Tokenizer, i: usize) -> Vec<u32> {
     let shared = "You are a careful assistant. Answer briefly and precisely. ";
-    let text = if i % 3 == 0 {
+    let text = if i.is_multiple_of(3) {
         format!("{shared}Question {i}: what is {i} plus {}?", i * 3)
     } else {
-        format!("Request number {i}: {}", "tell me a story about a cat ".repeat(1 + i % 5))
+        format!(
+            "Request number {i}: {}",
+            "tell me a story about a cat ".repeat(1 + i % 5)
+        )
     };
     tokenizer.encode(&text, false).unwrap()
 }
@@ -42,7 +45,10 @@ fn seeded(prompt: Vec<u32>, max_tokens: usize, seed: u64) -> GenerationRequest {
 fn wait_for_idle_blocks(engine: &tealight::engine::EngineHandle) {
     let start = Instant::now();
     while engine.metrics().kv_blocks_used.get() != 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "KV blocks still in use");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "KV blocks still in use"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -56,14 +62,21 @@ fn concurrent_requests_equal_solo_runs() {
         .map(|i| {
             let p = prompt(&tok, i);
             let n = 4 + (i * 5) % 19;
-            if i % 2 == 0 { greedy(p, n) } else { seeded(p, n, 1000 + i as u64) }
+            if i % 2 == 0 {
+                greedy(p, n)
+            } else {
+                seeded(p, n, 1000 + i as u64)
+            }
         })
         .collect();
     let solo: Vec<Vec<u32>> = requests
         .iter()
         .map(|r| collect(engine.submit(r.clone()).unwrap()).1)
         .collect();
-    let streams: Vec<_> = requests.iter().map(|r| engine.submit(r.clone()).unwrap()).collect();
+    let streams: Vec<_> = requests
+        .iter()
+        .map(|r| engine.submit(r.clone()).unwrap())
+        .collect();
     for (i, (s, want)) in streams.into_iter().zip(&solo).enumerate() {
         let (_, tokens, reason, usage) = collect(s);
         assert_eq!(&tokens, want, "request {i} differs when batched");
@@ -84,25 +97,39 @@ fn preemption_under_memory_pressure_keeps_outputs() {
         c.enable_prefix_caching = false;
     });
     let requests: Vec<GenerationRequest> = (0..6).map(|i| greedy(prompt(&tok, i), 40)).collect();
-    let solo: Vec<Vec<u32>> = requests.iter().map(|r| collect(engine.submit(r.clone()).unwrap()).1).collect();
-    let streams: Vec<_> = requests.iter().map(|r| engine.submit(r.clone()).unwrap()).collect();
+    let solo: Vec<Vec<u32>> = requests
+        .iter()
+        .map(|r| collect(engine.submit(r.clone()).unwrap()).1)
+        .collect();
+    let streams: Vec<_> = requests
+        .iter()
+        .map(|r| engine.submit(r.clone()).unwrap())
+        .collect();
     for (s, want) in streams.into_iter().zip(&solo) {
         assert_eq!(&collect(s).1, want);
     }
-    assert!(engine.metrics().preemptions.get() > 0, "the pool was meant to force preemption");
+    assert!(
+        engine.metrics().preemptions.get() > 0,
+        "the pool was meant to force preemption"
+    );
     wait_for_idle_blocks(&engine);
 }
 
 #[test]
 fn prefix_cache_hit_gives_the_same_output_and_is_counted() {
     let (engine, tok) = start_engine(|_| {});
-    let long = tok.encode(&"shared system prompt with many words ".repeat(12), false).unwrap();
+    let long = tok
+        .encode(&"shared system prompt with many words ".repeat(12), false)
+        .unwrap();
     let (_, first, _, u1) = collect(engine.submit(greedy(long.clone(), 8)).unwrap());
     let hits_before = engine.metrics().prefix_cache_hits.get();
     let (_, second, _, u2) = collect(engine.submit(greedy(long.clone(), 8)).unwrap());
     assert_eq!(first, second);
     assert_eq!(u1.cached_tokens, 0);
-    assert!(u2.cached_tokens >= 16 * ((long.len() - 1) / 16) && u2.cached_tokens > 0, "{u2:?}");
+    assert!(
+        u2.cached_tokens >= 16 * ((long.len() - 1) / 16) && u2.cached_tokens > 0,
+        "{u2:?}"
+    );
     assert!(engine.metrics().prefix_cache_hits.get() > hits_before);
 }
 
@@ -128,7 +155,9 @@ fn context_limit_ends_with_length_and_long_prompts_are_rejected() {
     assert_eq!(usage.completion_tokens, 64 - p.len());
     let too_long: Vec<u32> = (0..64).map(|i| 100 + i).collect();
     match engine.submit(greedy(too_long, 1)) {
-        Err(tealight::Error::InvalidRequest { message, .. }) => assert!(message.contains("64"), "{message}"),
+        Err(tealight::Error::InvalidRequest { message, .. }) => {
+            assert!(message.contains("64"), "{message}")
+        }
         other => panic!("expected a rejection, got {:?}", other.map(|_| ())),
     }
 }
@@ -177,8 +206,13 @@ fn full_queue_is_refused_and_shutdown_drains() {
     });
     let mut running = engine.submit(greedy(prompt(&tok, 1), 60)).unwrap();
     assert!(matches!(running.blocking_recv(), Some(Event::Delta { .. })));
-    let waiting: Vec<_> = (0..2).map(|i| engine.submit(greedy(prompt(&tok, i), 3)).unwrap()).collect();
-    assert!(matches!(engine.submit(greedy(prompt(&tok, 3), 3)), Err(tealight::Error::Overloaded(_))));
+    let waiting: Vec<_> = (0..2)
+        .map(|i| engine.submit(greedy(prompt(&tok, i), 3)).unwrap())
+        .collect();
+    assert!(matches!(
+        engine.submit(greedy(prompt(&tok, 3), 3)),
+        Err(tealight::Error::Overloaded(_))
+    ));
     // Shutdown lets everything accepted finish, and refuses new work.
     let drained = std::thread::spawn(move || {
         let mut n = 0;
@@ -191,7 +225,10 @@ fn full_queue_is_refused_and_shutdown_drains() {
         n
     });
     engine.shutdown(Duration::from_secs(60));
-    assert!(matches!(engine.submit(greedy(prompt(&tok, 3), 3)), Err(tealight::Error::Unavailable(_))));
+    assert!(matches!(
+        engine.submit(greedy(prompt(&tok, 3), 3)),
+        Err(tealight::Error::Unavailable(_))
+    ));
     assert_eq!(drained.join().unwrap(), 1);
     for s in waiting {
         assert_eq!(collect(s).2, FinishReason::Length);

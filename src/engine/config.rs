@@ -59,7 +59,10 @@ impl EngineConfig {
             ));
         }
         if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 || self.block_size == 0 {
-            return Err("--max-num-seqs, --max-num-batched-tokens and the block size must be positive".into());
+            return Err(
+                "--max-num-seqs, --max-num-batched-tokens and the block size must be positive"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -58,7 +58,9 @@ impl EngineCore {
                 needs_logits: end == core.tokens.len(),
             });
         }
-        let logits = self.model.forward(&batch, &self.cache, self.config.attention_backend)?;
+        let logits = self
+            .model
+            .forward(&batch, &self.cache, self.config.attention_backend)?;
 
         let prompt_tokens: usize = chunks
             .iter()
@@ -117,7 +119,10 @@ impl EngineCore {
         let done = self.scheduler.retire(|e| e.data.finished.is_some());
         for entry in done {
             if let Some(reason) = entry.data.finished {
-                self.metrics.request_success.with_label_values(&[reason.as_str()]).inc();
+                self.metrics
+                    .request_success
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
                 self.metrics
                     .e2e_request_latency
                     .observe(entry.data.arrival.elapsed().as_secs_f64());
@@ -149,21 +154,29 @@ impl EngineCore {
     fn note_admissions(&mut self, waiting_before: &[u64], stats: &StepStats) {
         let mut first_admissions = 0;
         for entry in &mut self.scheduler.running {
-            if entry.data.cached_prompt_tokens.is_none() && waiting_before.contains(&entry.core.id) {
+            if entry.data.cached_prompt_tokens.is_none() && waiting_before.contains(&entry.core.id)
+            {
                 entry.data.cached_prompt_tokens = Some(entry.core.cached_tokens);
                 first_admissions += 1;
             }
         }
         self.queued.fetch_sub(first_admissions, Ordering::Relaxed);
-        self.metrics.prefix_cache_queries.inc_by(stats.prefix_query_tokens as u64);
-        self.metrics.prefix_cache_hits.inc_by(stats.prefix_hit_tokens as u64);
+        self.metrics
+            .prefix_cache_queries
+            .inc_by(stats.prefix_query_tokens as u64);
+        self.metrics
+            .prefix_cache_hits
+            .inc_by(stats.prefix_hit_tokens as u64);
         self.metrics.preemptions.inc_by(stats.preempted as u64);
     }
 
     pub fn fail_running(&mut self, message: &str) {
         for entry in &mut self.scheduler.running {
             if entry.data.finished.is_none() {
-                let _ = entry.data.events.send(super::request::Event::Error(message.to_owned()));
+                let _ = entry
+                    .data
+                    .events
+                    .send(super::request::Event::Error(message.to_owned()));
                 entry.data.finished = Some(FinishReason::Abort);
             }
         }
@@ -190,6 +203,8 @@ impl EngineCore {
         self.metrics.requests_running.set(s.running.len() as i64);
         self.metrics.requests_waiting.set(s.waiting.len() as i64);
         self.metrics.kv_blocks_used.set(s.blocks.num_used() as i64);
-        self.metrics.kv_blocks_total.set(s.blocks.num_blocks() as i64);
+        self.metrics
+            .kv_blocks_total
+            .set(s.blocks.num_blocks() as i64);
     }
 }

@@ -6,13 +6,13 @@
 //! `Error::Overloaded`. `shutdown` refuses new work and lets running requests finish, up to a
 //! deadline.
 
+use super::block_manager::BlockManager;
 use super::config::EngineConfig;
 use super::core::EngineCore;
 use super::metrics::EngineMetrics;
 use super::request::{Event, GenerationRequest};
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
-use super::block_manager::BlockManager;
 use super::stop_strings::StopStrings;
 use crate::error::{Error, Result};
 use crate::model::{KvCache, Qwen3Model};
@@ -85,7 +85,13 @@ impl EngineHandle {
             attention_backend: backend,
             ..config
         };
-        let cache = KvCache::new(model.config(), config.num_blocks, config.block_size, model.dtype(), model.device())?;
+        let cache = KvCache::new(
+            model.config(),
+            config.num_blocks,
+            config.block_size,
+            model.dtype(),
+            model.device(),
+        )?;
         tracing::info!(
             blocks = config.num_blocks,
             tokens = config.pool_tokens(),
@@ -107,7 +113,11 @@ impl EngineHandle {
                 max_num_seqs: config.max_num_seqs,
                 max_num_batched_tokens: config.max_num_batched_tokens,
             },
-            BlockManager::new(config.num_blocks, config.block_size, config.enable_prefix_caching),
+            BlockManager::new(
+                config.num_blocks,
+                config.block_size,
+                config.enable_prefix_caching,
+            ),
         );
         let max_waiting = config.max_waiting;
         let core = EngineCore {
@@ -173,8 +183,15 @@ impl EngineHandle {
                 ),
             ));
         }
-        if let Some(&bad) = request.prompt_ids.iter().find(|&&t| t as usize >= self.info.vocab_size) {
-            return Err(Error::invalid("prompt", format!("token id {bad} is out of the vocabulary")));
+        if let Some(&bad) = request
+            .prompt_ids
+            .iter()
+            .find(|&&t| t as usize >= self.info.vocab_size)
+        {
+            return Err(Error::invalid(
+                "prompt",
+                format!("token id {bad} is out of the vocabulary"),
+            ));
         }
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -188,7 +205,10 @@ impl EngineHandle {
         let state = RequestState {
             events: tx,
             sampler: SequenceSampler::new(request.sampling, &request.prompt_ids),
-            detokenizer: IncrementalDetokenizer::new(self.tokenizer.clone(), request.skip_special_tokens),
+            detokenizer: IncrementalDetokenizer::new(
+                self.tokenizer.clone(),
+                request.skip_special_tokens,
+            ),
             stops: StopStrings::new(request.stop, request.include_stop_str_in_output),
             max_tokens: request.max_tokens.unwrap_or(room).min(room),
             min_tokens: request.min_tokens,

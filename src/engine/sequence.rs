@@ -51,9 +51,18 @@ impl RequestState {
     }
 
     /// Handles a token already appended to `core.tokens`: stop checks, text, events.
-    pub fn on_token(&mut self, core: &SequenceCore, sampled: &SampledToken, eos_ids: &[u32], max_model_len: usize) -> TokenOutcome {
+    pub fn on_token(
+        &mut self,
+        core: &SequenceCore,
+        sampled: &SampledToken,
+        eos_ids: &[u32],
+        max_model_len: usize,
+    ) -> TokenOutcome {
         let now = Instant::now();
-        let first_token = self.first_token_at.is_none().then(|| (now - self.arrival).as_secs_f64());
+        let first_token = self
+            .first_token_at
+            .is_none()
+            .then(|| (now - self.arrival).as_secs_f64());
         let inter_token = self.last_token_at.map(|t| (now - t).as_secs_f64());
         self.first_token_at.get_or_insert(now);
         self.last_token_at = Some(now);
@@ -86,7 +95,8 @@ impl RequestState {
             }
         }
         let mut reason = stop.as_ref().map(|_| FinishReason::Stop);
-        if reason.is_none() && (output_len >= self.max_tokens || core.tokens.len() >= max_model_len) {
+        if reason.is_none() && (output_len >= self.max_tokens || core.tokens.len() >= max_model_len)
+        {
             reason = Some(FinishReason::Length);
             let tail = self.detokenizer.finish().unwrap_or_default();
             match self.stops.push(&tail) {
@@ -126,7 +136,12 @@ impl RequestState {
     }
 
     /// Sends the final event (if the client still listens) and marks the request done.
-    pub fn finish(&mut self, core: &SequenceCore, reason: FinishReason, stop_reason: Option<StopReason>) {
+    pub fn finish(
+        &mut self,
+        core: &SequenceCore,
+        reason: FinishReason,
+        stop_reason: Option<StopReason>,
+    ) {
         self.finished = Some(reason);
         let usage = Usage {
             prompt_tokens: core.prompt_len,

@@ -181,7 +181,10 @@ pub fn dtype_of(loaded: &LoadedModel) -> DType {
 /// Starts an engine on the tiny model with `tweak` applied to the default configuration.
 pub fn start_engine(
     tweak: impl FnOnce(&mut tealight::engine::EngineConfig),
-) -> (tealight::engine::EngineHandle, std::sync::Arc<tealight::tokenizer::Tokenizer>) {
+) -> (
+    tealight::engine::EngineHandle,
+    std::sync::Arc<tealight::tokenizer::Tokenizer>,
+) {
     let loaded = load("tiny", DtypeChoice::Auto);
     let tokenizer = std::sync::Arc::new(
         tealight::tokenizer::Tokenizer::from_file(tiny_model_dir().join("tokenizer.json")).unwrap(),
@@ -190,24 +193,41 @@ pub fn start_engine(
     let mut config = tealight::engine::EngineConfig::for_model(&cfg, 64 << 20, 4);
     config.max_model_len = 4096;
     tweak(&mut config);
-    let engine = tealight::engine::EngineHandle::start(loaded.model, tokenizer.clone(), vec![151645, 151643], config)
-        .unwrap();
+    let engine = tealight::engine::EngineHandle::start(
+        loaded.model,
+        tokenizer.clone(),
+        vec![151645, 151643],
+        config,
+    )
+    .unwrap();
     (engine, tokenizer)
 }
 
 /// Drains a stream: (text, tokens, finish reason, usage).
 pub fn collect(
     mut stream: tealight::engine::EventStream,
-) -> (String, Vec<u32>, tealight::engine::FinishReason, tealight::engine::Usage) {
+) -> (
+    String,
+    Vec<u32>,
+    tealight::engine::FinishReason,
+    tealight::engine::Usage,
+) {
     let mut text = String::new();
     let mut tokens = Vec::new();
     loop {
-        match stream.blocking_recv().expect("stream ended without a finish") {
-            tealight::engine::Event::Delta { text: t, token_ids, .. } => {
+        match stream
+            .blocking_recv()
+            .expect("stream ended without a finish")
+        {
+            tealight::engine::Event::Delta {
+                text: t, token_ids, ..
+            } => {
                 text.push_str(&t);
                 tokens.extend(token_ids);
             }
-            tealight::engine::Event::Finished { reason, usage, .. } => return (text, tokens, reason, usage),
+            tealight::engine::Event::Finished { reason, usage, .. } => {
+                return (text, tokens, reason, usage);
+            }
             tealight::engine::Event::Error(e) => panic!("engine error: {e}"),
         }
     }
