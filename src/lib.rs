@@ -1,5 +1,7 @@
 //! tealight: a local LLM inference server for Qwen3 on candle, speaking the OpenAI API.
 
+pub mod api;
+pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod error;

@@ -2,8 +2,17 @@
 
 use crate::model::{AttentionBackend, Qwen3Config};
 
-/// Default CPU KV budget when `--kv-cache-memory` is not given.
+/// Default CPU KV budget when `--kv-cache-memory` is not given: at most this much...
 pub const DEFAULT_CPU_KV_BYTES: usize = 4 << 30;
+/// ...and no more than this many full-length contexts (small models need far less than 4 GiB).
+pub const DEFAULT_CPU_KV_CONTEXTS: usize = 4;
+
+/// The CPU KV budget for a model when none is given.
+pub fn default_cpu_kv_bytes(cfg: &Qwen3Config, dtype_size: usize) -> usize {
+    let full_contexts =
+        cfg.kv_bytes_per_token(dtype_size) * cfg.max_position_embeddings * DEFAULT_CPU_KV_CONTEXTS;
+    full_contexts.min(DEFAULT_CPU_KV_BYTES)
+}
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

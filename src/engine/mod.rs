@@ -16,4 +16,6 @@ pub mod stop_strings;
 
 pub use config::EngineConfig;
 pub use handle::{EngineHandle, EngineInfo, EventStream};
-pub use request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};
+pub use request::{
+    Event, FinishReason, GenerationRequest, GuidedDecoding, StopReason, TokenLogprob, Usage,
+};

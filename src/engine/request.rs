@@ -17,7 +17,21 @@ pub struct GenerationRequest {
     pub ignore_eos: bool,
     pub include_stop_str_in_output: bool,
     pub skip_special_tokens: bool,
+    /// Constrains what may be generated (structured outputs, forced tool calls).
+    pub guided: Option<GuidedDecoding>,
     pub arrival: Instant,
+}
+
+/// An output constraint enforced token by token while sampling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GuidedDecoding {
+    /// Any JSON object (`response_format: {"type": "json_object"}`).
+    JsonObject,
+    /// JSON valid under this JSON Schema (`response_format: {"type": "json_schema"}`).
+    JsonSchema(serde_json::Value),
+    /// A Lark grammar in llguidance's dialect (may embed `%json{...}` schemas); used for
+    /// forced tool calls.
+    Lark(String),
 }
 
 impl GenerationRequest {
@@ -32,6 +46,7 @@ impl GenerationRequest {
             ignore_eos: false,
             include_stop_str_in_output: false,
             skip_special_tokens: true,
+            guided: None,
             arrival: Instant::now(),
         }
     }
