@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tealight::model::loader::{DtypeChoice, load_model};
 use tealight::model::synthetic::{SyntheticSpec, write_checkpoint};
-use tealight::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk, checkpoint::CheckpointFiles};
+use tealight::model::{
+    AttentionBackend, BatchInput, KvCache, SequenceChunk, checkpoint::CheckpointFiles,
+};
 
 const BLOCK: usize = 16;
 const CONTEXT: usize = 128;
@@ -25,7 +27,12 @@ fn model_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("target/bench-models/0.6b");
     if !dir.join("model.safetensors").is_file() {
-        write_checkpoint(&SyntheticSpec::qwen3_0_6b(), &dir, &root.join("models/qwen3-tiny")).expect("write checkpoint");
+        write_checkpoint(
+            &SyntheticSpec::qwen3_0_6b(),
+            &dir,
+            &root.join("models/qwen3-tiny"),
+        )
+        .expect("write checkpoint");
     }
     dir
 }
@@ -47,7 +54,9 @@ fn decode_batch(n: usize, context: usize) -> BatchInput {
             .map(|s| SequenceChunk {
                 num_query_tokens: 1,
                 context_len: context + 1,
-                block_table: (0..blocks_per_seq as u32).map(|b| (s * blocks_per_seq) as u32 + b).collect(),
+                block_table: (0..blocks_per_seq as u32)
+                    .map(|b| (s * blocks_per_seq) as u32 + b)
+                    .collect(),
                 needs_logits: true,
             })
             .collect(),
@@ -70,12 +79,22 @@ fn forward(c: &mut Criterion) {
     let files = CheckpointFiles::from_dir(&model_dir()).expect("checkpoint");
     let loaded = load_model(files, &Device::Cpu, dtype()).expect("load");
     let model = &loaded.model;
-    let cache = KvCache::new(model.config(), 16 * 16 + 64, BLOCK, model.dtype(), &Device::Cpu).expect("cache");
+    let cache = KvCache::new(
+        model.config(),
+        16 * 16 + 64,
+        BLOCK,
+        model.dtype(),
+        &Device::Cpu,
+    )
+    .expect("cache");
     let backend = AttentionBackend::Cpu;
     let tag = format!("{:?}", model.dtype()).to_lowercase();
 
     let mut group = c.benchmark_group(format!("qwen3-0.6b-{tag}"));
-    group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(20));
     for n in [1usize, 16] {
         let batch = decode_batch(n, CONTEXT);
         group.throughput(Throughput::Elements(n as u64));
@@ -85,7 +104,9 @@ fn forward(c: &mut Criterion) {
     }
     let prefill = prefill_batch(512);
     group.throughput(Throughput::Elements(512));
-    group.bench_function("prefill_512", |b| b.iter(|| model.forward(&prefill, &cache, backend).expect("forward")));
+    group.bench_function("prefill_512", |b| {
+        b.iter(|| model.forward(&prefill, &cache, backend).expect("forward"))
+    });
     group.finish();
 }
 

@@ -19,7 +19,10 @@ use tealight::sampling::SamplingParams;
 use tealight::tokenizer::Tokenizer;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -31,11 +34,22 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/bench-models/0.6b"));
     if !dir.join("config.json").is_file() {
-        write_checkpoint(&SyntheticSpec::qwen3_0_6b(), &dir, &root.join("models/qwen3-tiny")).expect("checkpoint");
+        write_checkpoint(
+            &SyntheticSpec::qwen3_0_6b(),
+            &dir,
+            &root.join("models/qwen3-tiny"),
+        )
+        .expect("checkpoint");
     }
     let requests = env_usize("TEALIGHT_BENCH_REQUESTS", 16);
-    let (min_in, max_in) = (env_usize("TEALIGHT_BENCH_MIN_INPUT", 32), env_usize("TEALIGHT_BENCH_MAX_INPUT", 256));
-    let (min_out, max_out) = (env_usize("TEALIGHT_BENCH_MIN_OUTPUT", 16), env_usize("TEALIGHT_BENCH_MAX_OUTPUT", 64));
+    let (min_in, max_in) = (
+        env_usize("TEALIGHT_BENCH_MIN_INPUT", 32),
+        env_usize("TEALIGHT_BENCH_MAX_INPUT", 256),
+    );
+    let (min_out, max_out) = (
+        env_usize("TEALIGHT_BENCH_MIN_OUTPUT", 16),
+        env_usize("TEALIGHT_BENCH_MAX_OUTPUT", 64),
+    );
     let dtype = match std::env::var("TEALIGHT_BENCH_DTYPE").as_deref() {
         Ok("f16") => DtypeChoice::F16,
         Ok("bf16") => DtypeChoice::Bf16,
@@ -56,17 +70,23 @@ fn main() {
         .iter()
         .map(|(p, o)| serde_json::json!({"prompt_ids": p, "output_len": o}))
         .collect();
-    std::fs::write(out_dir.join("workload.json"), serde_json::to_string(&json).expect("json")).expect("write workload");
+    std::fs::write(
+        out_dir.join("workload.json"),
+        serde_json::to_string(&json).expect("json"),
+    )
+    .expect("write workload");
 
     let files = CheckpointFiles::from_dir(&dir).expect("checkpoint files");
     let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer).expect("tokenizer"));
     let loaded = load_model(files, &Device::Cpu, dtype).expect("load");
     let model = loaded.model;
     let dtype_name = format!("{:?}", model.dtype()).to_lowercase();
-    let mut config = EngineConfig::for_model(model.config(), 2 << 30, model.dtype().size_in_bytes());
+    let mut config =
+        EngineConfig::for_model(model.config(), 2 << 30, model.dtype().size_in_bytes());
     config.max_model_len = 4096;
     config.max_num_batched_tokens = env_usize("TEALIGHT_BENCH_BATCHED_TOKENS", 512);
-    let engine = EngineHandle::start(model, tokenizer, vec![151645, 151643], config).expect("engine");
+    let engine =
+        EngineHandle::start(model, tokenizer, vec![151645, 151643], config).expect("engine");
 
     let started = Instant::now();
     let streams: Vec<_> = workload

@@ -172,7 +172,7 @@ mod hub {
         {
             return Ok(files);
         }
-        if offline() {
+        if offline {
             return Err(Error::checkpoint(
                 cache_root.join(format!("models--{}", repo_id.replace('/', "--"))),
                 format!("{repo_id} is not complete in the hub cache and HF_HUB_OFFLINE is set"),
@@ -217,7 +217,7 @@ mod hub {
     }
 }
 
-pub use hub::cache_dir as hub_cache_dir;
+pub use hub::{cache_dir as hub_cache_dir, resolve_in as resolve_in_hub_cache};
 
 #[cfg(test)]
 mod tests {

@@ -59,7 +59,7 @@ impl AttentionMetadata {
                 generic::GenericMetadata::new(batch, block_size, kv_shape, device)?,
             ),
             AttentionBackend::Cpu => {
-                AttentionMetadata::Cpu(cpu::CpuMetadata::new(batch, block_size))
+                AttentionMetadata::Cpu(cpu::CpuMetadata::new(batch, block_size)?)
             }
         })
     }
