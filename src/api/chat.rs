@@ -311,7 +311,7 @@ impl ChatStream {
     }
 
     fn take_logprobs(&mut self, index: usize) -> Option<ChatLogprobs> {
-        if !self.ctx.logprobs {
+        if !self.ctx.logprobs || self.pending_logprobs[index].is_empty() {
             return None;
         }
         Some(ChatLogprobs {

@@ -34,7 +34,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ))
-        .layer(DefaultBodyLimit::max(config.limits.max_body_bytes));
+        .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            reject_oversized,
+        ));
     if let Some(origins) = &config.allowed_origins {
         router = router.layer(cors(origins));
     }
@@ -66,6 +70,29 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_origin(allow)
         .allow_methods(Any)
         .allow_headers(Any)
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it (the body
+/// limit alone only trips after 32 MiB have been received).
+async fn reject_oversized(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = state.config().limits.max_body_bytes as u64;
+    if declared.is_some_and(|n| n > limit) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is too large (limit {limit} bytes)"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Gives error responses produced outside the handlers (axum's 405, a layer's 413) the API's
