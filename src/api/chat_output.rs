@@ -138,3 +138,70 @@ impl MessageBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn run(text: &str, cuts: &[usize]) -> MessageBuilder {
+        let mut parser = ChoiceParser::new(Some(false), true);
+        let mut message = MessageBuilder::default();
+        let mut points: Vec<usize> = cuts
+            .iter()
+            .map(|&c| c % (text.len() + 1))
+            .filter(|&c| text.is_char_boundary(c))
+            .collect();
+        points.sort_unstable();
+        points.push(text.len());
+        let mut last = 0;
+        for c in points {
+            if c >= last {
+                message.add(parser.push(&text[last..c]));
+                last = c;
+            }
+        }
+        message.add(parser.finish());
+        message
+    }
+
+    fn summary(m: &MessageBuilder) -> (String, String, Vec<(String, String)>) {
+        let calls = m
+            .tool_calls
+            .iter()
+            .map(|c| (c.function.name.clone(), c.function.arguments.clone()))
+            .collect();
+        (m.reasoning.clone(), m.content.clone(), calls)
+    }
+
+    #[test]
+    fn reasoning_then_calls() {
+        let text = "<think>\nI should call it.\n</think>\n\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": \"}\"}}\n</tool_call>";
+        let m = run(text, &[]);
+        assert_eq!(
+            summary(&m),
+            (
+                "I should call it.".into(),
+                String::new(),
+                vec![("f".into(), "{\"a\": \"}\"}".into())]
+            )
+        );
+        assert!(m.tool_calls[0].id.starts_with("call_"));
+    }
+
+    proptest! {
+        /// Streamed and one-shot parsing of a reasoning block plus tool calls agree.
+        #[test]
+        fn chunking_does_not_change_the_message(
+            cuts in prop::collection::vec(0usize..400, 0..30),
+            nested in any::<bool>(),
+        ) {
+            let args = if nested { r#"{"q": {"x": [1, {"y": "你好 }"}]}, "z": "\u00e9"}"# } else { "{}" };
+            let text = format!(
+                "<think>\nplan\n</think>\n\nSure.<tool_call>\n{{\"name\": \"a\", \"arguments\": {args}}}\n</tool_call>\n<tool_call>\n{{\"name\": \"b\", \"arguments\": {{\"k\": 1}}}}\n</tool_call>"
+            );
+            prop_assert_eq!(summary(&run(&text, &cuts)), summary(&run(&text, &[])));
+            prop_assert_eq!(&run(&text, &cuts).tool_calls[0].function.arguments, args);
+        }
+    }
+}
