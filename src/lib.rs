@@ -6,6 +6,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod parsers;
 pub mod sampling;
 pub mod tokenizer;
 

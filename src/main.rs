@@ -57,7 +57,9 @@ fn init_logging() {
 }
 
 fn run_serve(args: cli::serve::ServeArgs) -> tealight::Result<()> {
-    let loaded = cli::serve::load(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(tealight::api::serve(loaded, &args))
+    let result = runtime.block_on(tealight::api::run(args));
+    // A model still loading when the process was told to stop is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
