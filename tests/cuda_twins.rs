@@ -9,6 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tealight::kernels::check::{batch_of, random_specs, reference};
 use tealight::kernels::kv_write::WriteKv;
 use tealight::kernels::paged_attention::{PagedAttention, twin};
 use tealight::kernels::plan::{
@@ -23,48 +24,16 @@ use tealight::model::{AttentionBackend, BatchInput, SequenceChunk};
 
 // ---- random batches ---------------------------------------------------------------------------
 
-/// A batch of `chunks` sequences over a pool of `num_blocks` blocks, each a decode token or a
-/// prefill chunk over a cached prefix, with block tables drawn without reuse from the pool.
+/// A batch of `chunks` sequences: decode tokens and prefill chunks over cached prefixes, with
+/// scattered, shuffled block tables (shared with `tealight debug kernels`).
 fn random_batch(
     rng: &mut ChaCha8Rng,
     chunks: usize,
     block_size: usize,
     max_context: usize,
 ) -> (BatchInput, usize) {
-    let mut specs = Vec::new();
-    for _ in 0..chunks {
-        let context = rng.random_range(1..=max_context);
-        let query = match rng.random_range(0..3) {
-            0 => 1,
-            1 => rng.random_range(1..=context.min(PREFILL_MIN_QUERY)),
-            _ => rng.random_range(1..=context),
-        };
-        specs.push((query, context));
-    }
-    let total_blocks: usize = specs.iter().map(|(_, c)| c.div_ceil(block_size) + 1).sum();
-    let num_blocks = total_blocks + 3;
-    let mut pool: Vec<u32> = (0..num_blocks as u32).collect();
-    // Shuffle so tables are scattered and out of order.
-    for i in (1..pool.len()).rev() {
-        let j = rng.random_range(0..=i);
-        pool.swap(i, j);
-    }
-    let mut batch = BatchInput::default();
-    for (query, context) in specs {
-        // Tables may be longer than needed, like the engine's.
-        let n = context.div_ceil(block_size) + rng.random_range(0..2);
-        let table: Vec<u32> = pool.drain(..n).collect();
-        batch.chunks.push(SequenceChunk {
-            num_query_tokens: query,
-            context_len: context,
-            block_table: table,
-            needs_logits: true,
-        });
-        batch
-            .token_ids
-            .extend((0..query).map(|_| rng.random_range(0..1000)));
-    }
-    (batch, num_blocks)
+    let specs = random_specs(rng, chunks, max_context);
+    batch_of(rng, &specs, block_size)
 }
 
 fn shape(heads: usize, kv_heads: usize, head_dim: usize) -> HeadShape {
@@ -92,8 +61,8 @@ fn plan_follows_the_batch_index_math() {
         let positions = batch.positions();
         let offsets = batch.query_offsets();
         assert_eq!(plan.num_tokens, batch.num_tokens());
-        for t in 0..batch.num_tokens() {
-            assert_eq!(plan.token_visible()[t], positions[t] + 1);
+        for (t, &pos) in positions.iter().enumerate() {
+            assert_eq!(plan.token_visible()[t], pos + 1);
             let s = plan.token_seq()[t] as usize;
             assert!(offsets[s] <= t && t < offsets[s + 1]);
         }
@@ -198,57 +167,6 @@ fn host_constants_match_the_kernel_sources() {
 }
 
 // ---- the twins against a plain softmax --------------------------------------------------------
-
-/// Causal attention of every token over its sequence's cache, in f64, straight from the batch.
-fn reference(
-    batch: &BatchInput,
-    block_size: usize,
-    hs: HeadShape,
-    scale: f64,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-) -> Vec<f64> {
-    let (h, kvh, d) = (hs.num_heads, hs.num_kv_heads, hs.head_dim);
-    let group = hs.group();
-    let positions = batch.positions();
-    let offsets = batch.query_offsets();
-    let mut out = vec![0f64; batch.num_tokens() * h * d];
-    for (s, chunk) in batch.chunks.iter().enumerate() {
-        for t in offsets[s]..offsets[s + 1] {
-            let visible = positions[t] as usize + 1;
-            for head in 0..h {
-                let kv = head / group;
-                let qr = &q[(t * h + head) * d..][..d];
-                let slots: Vec<usize> = (0..visible)
-                    .map(|p| slot_of(&chunk.block_table, p, block_size) as usize)
-                    .collect();
-                let scores: Vec<f64> = slots
-                    .iter()
-                    .map(|&sl| {
-                        let kr = &k[(sl * kvh + kv) * d..][..d];
-                        qr.iter()
-                            .zip(kr)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum::<f64>()
-                            * scale
-                    })
-                    .collect();
-                let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
-                let l: f64 = e.iter().sum();
-                let o = &mut out[(t * h + head) * d..][..d];
-                for (j, &sl) in slots.iter().enumerate() {
-                    let vr = &v[(sl * kvh + kv) * d..][..d];
-                    for (oo, x) in o.iter_mut().zip(vr) {
-                        *oo += e[j] / l * *x as f64;
-                    }
-                }
-            }
-        }
-    }
-    out
-}
 
 fn random_values(rng: &mut ChaCha8Rng, n: usize, amplitude: f32) -> Vec<f32> {
     (0..n)

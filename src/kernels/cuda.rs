@@ -7,7 +7,7 @@ use super::paged_attention::PagedAttention;
 use super::plan::{HeadShape, MAX_GROUP};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaSlice, CudaStream, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{DType, Layout, Result, Storage, bail};
@@ -88,11 +88,14 @@ pub(super) fn write_kv(
         bail!("write-kv: rows of {row_bytes} bytes cannot be copied in 16-bit words")
     };
     let dev = dst.device().clone();
-    let func = dev.get_or_load_custom_func(
-        &format!("tl_write_kv_w{word}"),
-        KV_CACHE_MODULE,
-        KV_CACHE_PTX,
-    )?;
+    let func = dev
+        .get_or_load_custom_func(
+            &format!("tl_write_kv_w{word}"),
+            KV_CACHE_MODULE,
+            KV_CACHE_PTX,
+        )?
+        .into_cuda_function();
+    let stream = dev.cuda_stream();
     let plan = Plan {
         all: meta.as_cuda_slice::<u32>()?,
         base: meta_l.start_offset(),
@@ -106,8 +109,10 @@ pub(super) fn write_kv(
         shared_mem_bytes: 0,
     };
 
+    #[allow(clippy::too_many_arguments)]
     fn launch<T: CudaDType + DeviceRepr>(
-        func: &candle_core::cuda_backend::CudaFunc,
+        stream: &CudaStream,
+        func: &CudaFunction,
         dst: &mut CudaStorage,
         d0: usize,
         src: &CudaStorage,
@@ -119,7 +124,7 @@ pub(super) fn write_kv(
     ) -> Result<()> {
         let src = src.as_cuda_slice::<T>()?.slice(s0..);
         let mut dst = dst.as_cuda_slice_mut::<T>()?.slice_mut(d0..);
-        let mut b = func.builder();
+        let mut b = stream.launch_builder(func);
         b.arg(&mut dst);
         b.arg(&src);
         b.arg(slots);
@@ -132,9 +137,15 @@ pub(super) fn write_kv(
     }
     let (d0, s0) = (dst_l.start_offset(), src_l.start_offset());
     match dtype {
-        DType::F32 => launch::<f32>(&func, dst, d0, src, s0, &slots, row_words, rows, cfg),
-        DType::F16 => launch::<f16>(&func, dst, d0, src, s0, &slots, row_words, rows, cfg),
-        DType::BF16 => launch::<bf16>(&func, dst, d0, src, s0, &slots, row_words, rows, cfg),
+        DType::F32 => launch::<f32>(
+            &stream, &func, dst, d0, src, s0, &slots, row_words, rows, cfg,
+        ),
+        DType::F16 => launch::<f16>(
+            &stream, &func, dst, d0, src, s0, &slots, row_words, rows, cfg,
+        ),
+        DType::BF16 => launch::<bf16>(
+            &stream, &func, dst, d0, src, s0, &slots, row_words, rows, cfg,
+        ),
         other => bail!("write-kv: unsupported dtype {other:?}"),
     }
 }

@@ -35,7 +35,7 @@ impl WriteKv {
         }
         let row = dst_l.shape().elem_count() / dims[0];
         let n = src_l.shape().elem_count();
-        if row == 0 || n % row != 0 || n / row != self.slots.len() {
+        if row == 0 || !n.is_multiple_of(row) || n / row != self.slots.len() {
             bail!(
                 "write-kv: source {:?} does not fit {} slots of cache {:?}",
                 src_l.shape(),

@@ -34,6 +34,7 @@
 //! scripts/gpu/check.sh: the `cuda` attention backend stays opt-in (`--attention-backend cuda`);
 //! `auto` keeps `generic` on CUDA until that check has passed on a GPU.
 
+pub mod check;
 pub mod kv_write;
 pub mod paged_attention;
 pub mod plan;

@@ -27,7 +27,7 @@ pub struct CudaMetadata {
     block_size: usize,
     device: Device,
     /// Built at the first layer, once the query shape and dtype are known; shared by all layers.
-    plan: OnceCell<(AttentionPlan, Tensor)>,
+    plan: OnceCell<Box<(AttentionPlan, Tensor)>>,
     poison: bool,
 }
 
@@ -72,12 +72,12 @@ fn poison_outputs() -> bool {
 impl CudaMetadata {
     fn plan(&self, shape: HeadShape, dtype: DType) -> Result<&(AttentionPlan, Tensor)> {
         if let Some(p) = self.plan.get() {
-            return Ok(p);
+            return Ok(p.as_ref());
         }
         let tensor_cores = crate::kernels::prefill_supported(dtype, shape.head_dim);
         let plan = AttentionPlan::new(&self.batch, self.block_size, shape, tensor_cores);
         let meta = Tensor::new(plan.packed.as_slice(), &self.device)?;
-        Ok(self.plan.get_or_init(|| (plan, meta)))
+        Ok(self.plan.get_or_init(|| Box::new((plan, meta))).as_ref())
     }
 
     pub fn forward(
