@@ -76,7 +76,7 @@ __device__ __forceinline__ void paged_attention(
   const int gn = (int)min((uint32_t)kMaxGroup, group - g0);
   const uint32_t* table = block_tables + (size_t)token_seq[t] * max_blocks;
 
-  extern __shared__ float smem[];
+  TL_DYNAMIC_SMEM(float, smem);
   float* stats = smem;                  // m[kMaxGroup], l[kMaxGroup]
   float* scores = smem + 2 * kMaxGroup;  // [kMaxGroup][partition_size]
   float* sums = scores;                  // reused after the P·V loop: [warps][kMaxGroup][D]
@@ -262,11 +262,7 @@ template <typename T> struct Mma;
 template <> struct Mma<__nv_bfloat16> {
   __device__ __forceinline__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                              uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    tl_mma_m16n8k16_bf16(c, a, b0, b1);
   }
   __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo (low 16 bits), .y = hi
@@ -276,11 +272,7 @@ template <> struct Mma<__nv_bfloat16> {
 template <> struct Mma<__half> {
   __device__ __forceinline__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                              uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    tl_mma_m16n8k16_f16(c, a, b0, b1);
   }
   __device__ __forceinline__ static uint32_t pack(float lo, float hi) {
     __half2 v = __floats2half2_rn(lo, hi);
@@ -290,11 +282,6 @@ template <> struct Mma<__half> {
 
 __device__ __forceinline__ uint32_t pack_u16(uint16_t lo, uint16_t hi) {
   return (uint32_t)lo | ((uint32_t)hi << 16);
-}
-
-__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src) {
-  const uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem_dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src));
 }
 
 // Rows of the tile: r in [0, 64) is row `row0 + r` of its chunk, i.e. token (row0 + r) / group,
@@ -381,15 +368,14 @@ __device__ __forceinline__ void prefill_attention(
       if (kp < kmax) {
         const size_t off =
             ((size_t)tl_slot_of(table, kp, block_size) * num_kv_heads + h) * D + part * 8;
-        cp_async_16(dk, k_cache + off);
-        cp_async_16(dv, v_cache + off);
+        tl_cp_async_16(dk, k_cache + off);
+        tl_cp_async_16(dv, v_cache + off);
       } else {
         *reinterpret_cast<uint4*>(dk) = make_uint4(0, 0, 0, 0);
         *reinterpret_cast<uint4*>(dv) = make_uint4(0, 0, 0, 0);
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::);
-    asm volatile("cp.async.wait_group 0;\n" ::);
+    tl_cp_async_wait_all();
     __syncthreads();
 
     // S = Q·Kᵀ for this warp's 16 rows × 64 keys.

@@ -5,11 +5,58 @@
 // N elements starts at a multiple of N elements from a 16-byte-aligned base.
 #pragma once
 
+#if defined(TL_EMULATE)
+// The kernels compiled as host C++ and run thread by thread on the CPU (kernels/emu/).
+#include "emu/emu.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#endif
 
 #define TL_FULL_MASK 0xffffffffu
+
+// ---- the few hardware-specific pieces, replaced by kernels/emu/emu.h under TL_EMULATE -------
+#if !defined(TL_EMULATE)
+#define TL_DYNAMIC_SMEM(T, name) extern __shared__ T name[]
+
+// D += A·B for one warp: m16n8k16, A row-major 16×16, B column-major 16×8, f32 accumulators.
+// Fragments as in the PTX ISA ("Matrix Fragments for mma.m16n8k16 with floating point type"):
+// with gid = lane / 4 and tig = lane % 4, a[0] = A[gid][2tig..+1], a[1] = A[gid+8][2tig..+1],
+// a[2] = A[gid][2tig+8..+9], a[3] = A[gid+8][2tig+8..+9]; b0 = B[2tig..+1][gid],
+// b1 = B[2tig+8..+9][gid]; c[0..1] = C[gid][2tig..+1], c[2..3] = C[gid+8][2tig..+1]. The element
+// with the lower index sits in the lower 16 bits of each register.
+__device__ __forceinline__ void tl_mma_m16n8k16_bf16(float (&c)[4], const uint32_t (&a)[4],
+                                                     uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void tl_mma_m16n8k16_f16(float (&c)[4], const uint32_t (&a)[4],
+                                                    uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 16 bytes global → shared without a register round trip; both addresses 16-byte aligned.
+__device__ __forceinline__ void tl_cp_async_16(void* smem_dst, const void* gmem_src) {
+  const uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem_dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src));
+}
+
+// Waits for this thread's outstanding cp.async copies (a __syncthreads must follow before other
+// threads read them).
+__device__ __forceinline__ void tl_cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\n" ::);
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+#endif
 
 __device__ __forceinline__ float tl_to_float(float x) { return x; }
 __device__ __forceinline__ float tl_to_float(__half x) { return __half2float(x); }

@@ -545,3 +545,59 @@ fn cuda_backend_batched_step_equals_each_sequence_alone() {
         assert_eq!(outputs[i], solo, "{}", c.name);
     }
 }
+
+// ---- the CUDA sources themselves, emulated on the CPU -------------------------------------------
+
+/// Compiles kernels/*.cu as host C++ against kernels/emu/emu.h (one OS thread per CUDA thread;
+/// warp shuffles, barriers and the mma.sync fragment layouts modelled) and runs the bf16 small
+/// cases: the kernels' own index math, fragments and merges must reproduce the twins. Skipped
+/// where no g++ with C++20 is installed. All dtypes: kernels/emu/run.sh.
+#[test]
+fn emulated_cuda_kernels_equal_their_twins() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("run_case");
+    let compiled = std::process::Command::new("g++")
+        .args([
+            "-std=c++20",
+            "-O1",
+            "-pthread",
+            "-fno-strict-aliasing",
+            "-I",
+        ])
+        .arg(repo_path("kernels"))
+        .arg(repo_path("kernels/emu/run_case.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .output();
+    match compiled {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "kernels/emu/run_case.cpp does not compile:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            eprintln!("skipped: no g++ ({e})");
+            return;
+        }
+    }
+    let mut files = Vec::new();
+    for (i, case) in tealight::kernels::check::small_cases(1)
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.dtype == DType::BF16)
+    {
+        let path = dir.path().join(format!("case-{i:02}.bin"));
+        tealight::kernels::check::dump_case(case, 1000 + i as u64, &path).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new(&exe)
+        .args(&files)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "emulated kernels differ from the twins:\n{report}"
+    );
+    assert_eq!(report.matches(" ok").count(), files.len(), "{report}");
+}

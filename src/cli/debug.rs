@@ -87,6 +87,16 @@ pub struct KernelsArgs {
     pub bench: bool,
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// The small cases (a few CTAs each) instead of the full list.
+    #[arg(long)]
+    pub small: bool,
+    /// Only cases whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Write each case with its twin results to DIR/case-NN.bin (for kernels/emu) instead of
+    /// running it.
+    #[arg(long, value_name = "DIR")]
+    pub dump: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -214,13 +224,34 @@ fn logits(args: LogitsArgs) -> Result<()> {
 }
 
 fn kernels(args: KernelsArgs) -> Result<()> {
+    let cases: Vec<check::KernelCase> = if args.small {
+        check::small_cases(args.seed)
+    } else {
+        check::cases(args.seed)
+    }
+    .into_iter()
+    .filter(|c| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| c.name.contains(o.as_str()))
+    })
+    .collect();
+    if let Some(dir) = &args.dump {
+        std::fs::create_dir_all(dir)?;
+        for (i, case) in cases.iter().enumerate() {
+            let path = dir.join(format!("case-{i:02}.bin"));
+            check::dump_case(case, args.seed * 1000 + i as u64, &path)?;
+            println!("{}\t{}", path.display(), case.name);
+        }
+        return Ok(());
+    }
     let device = select_device(args.device)?;
     println!(
         "{:<44} {:>6} {:>5} {:>9} {:>6} {:>10} {:>8}  result",
         "case", "tokens", "tiles", "partition", "cache", "rel_err", "tol"
     );
     let mut failed = 0;
-    for (i, case) in check::cases(args.seed).iter().enumerate() {
+    for (i, case) in cases.iter().enumerate() {
         let report = check::run_case(case, &device, args.seed * 1000 + i as u64)?;
         println!(
             "{:<44} {:>6} {:>5} {:>5}x{:<3} {:>6} {:>10.2e} {:>8.0e}  {}",

@@ -177,6 +177,64 @@ pub fn cases(seed: u64) -> Vec<KernelCase> {
     out
 }
 
+/// Small cases for the CPU emulation of the kernels (kernels/emu/), where every CUDA thread is an
+/// OS thread: a few CTAs each, but every path (split partitions and merge, single partition,
+/// prefill tiles over a cached prefix with partial tiles, head chunks, every head_dim).
+pub fn small_cases(seed: u64) -> Vec<KernelCase> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let mut add = |name: &str, hs: HeadShape, bs: usize, specs: Vec<(usize, usize)>| {
+            let (batch, num_blocks) = batch_of(&mut rng, &specs, bs);
+            out.push(KernelCase {
+                name: format!("{name} {dtype:?}").to_lowercase(),
+                dtype,
+                shape: hs,
+                block_size: bs,
+                num_blocks,
+                batch,
+            });
+        };
+        add(
+            "d128 g4 decode, split",
+            shape(8, 2, 128),
+            16,
+            vec![(1, 700), (1, 130)],
+        );
+        add(
+            "d128 g4 prefill over prefix + decode",
+            shape(8, 2, 128),
+            16,
+            vec![(40, 130), (1, 77), (3, 50), (17, 17)],
+        );
+        add(
+            "d32 g2 mixed",
+            shape(4, 2, 32),
+            16,
+            vec![(20, 90), (1, 33), (5, 5)],
+        );
+        add(
+            "d48 g4 mixed",
+            shape(4, 1, 48),
+            32,
+            vec![(18, 70), (1, 200)],
+        );
+        add(
+            "d64 g12 mixed",
+            shape(12, 1, 64),
+            16,
+            vec![(16, 40), (2, 66)],
+        );
+        add(
+            "d256 g1 mixed",
+            shape(2, 2, 256),
+            16,
+            vec![(20, 60), (1, 90)],
+        );
+    }
+    out
+}
+
 fn random_tensor(
     rng: &mut ChaCha8Rng,
     dims: &[usize],
@@ -197,54 +255,70 @@ fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
         .to_vec1::<f64>()?)
 }
 
-/// Runs one case on the CPU (twins) and on `device`.
-pub fn run_case(case: &KernelCase, device: &Device, seed: u64) -> Result<CaseReport> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let HeadShape {
-        num_heads,
-        num_kv_heads,
-        head_dim,
-    } = case.shape;
-    let t = case.batch.num_tokens();
-    let slots = case.num_blocks * case.block_size;
-    let dtype = case.dtype;
-    let cache_dims = [slots, num_kv_heads, head_dim];
-    let k_cache = random_tensor(&mut rng, &cache_dims, 3.0, dtype)?;
-    let v_cache = random_tensor(&mut rng, &cache_dims, 1.0, dtype)?;
-    let k_new = random_tensor(&mut rng, &[t, num_kv_heads, head_dim], 3.0, dtype)?;
-    let v_new = random_tensor(&mut rng, &[t, num_kv_heads, head_dim], 1.0, dtype)?;
-    let q = random_tensor(&mut rng, &[t, num_heads, head_dim], 1.0, dtype)?;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let tensor_cores = super::prefill_supported(dtype, head_dim);
-    let plan = AttentionPlan::new(&case.batch, case.block_size, case.shape, tensor_cores);
+/// The random inputs of a case and its plan.
+struct Inputs {
+    plan: AttentionPlan,
+    scale: f32,
+    k_cache: Tensor,
+    v_cache: Tensor,
+    k_new: Tensor,
+    v_new: Tensor,
+    q: Tensor,
+}
 
-    let run = |dev: &Device, poison: bool| -> Result<(Tensor, Tensor, Tensor)> {
+impl Inputs {
+    fn new(case: &KernelCase, seed: u64) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let HeadShape {
+            num_heads,
+            num_kv_heads,
+            head_dim,
+        } = case.shape;
+        let t = case.batch.num_tokens();
+        let slots = case.num_blocks * case.block_size;
+        let dtype = case.dtype;
+        let cache_dims = [slots, num_kv_heads, head_dim];
+        let tensor_cores = super::prefill_supported(dtype, head_dim);
+        Ok(Self {
+            k_cache: random_tensor(&mut rng, &cache_dims, 3.0, dtype)?,
+            v_cache: random_tensor(&mut rng, &cache_dims, 1.0, dtype)?,
+            k_new: random_tensor(&mut rng, &[t, num_kv_heads, head_dim], 3.0, dtype)?,
+            v_new: random_tensor(&mut rng, &[t, num_kv_heads, head_dim], 1.0, dtype)?,
+            q: random_tensor(&mut rng, &[t, num_heads, head_dim], 1.0, dtype)?,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            plan: AttentionPlan::new(&case.batch, case.block_size, case.shape, tensor_cores),
+        })
+    }
+
+    /// KV writes then attention on `dev`: (k cache, v cache, output).
+    fn run(&self, dev: &Device, poison: bool) -> Result<(Tensor, Tensor, Tensor)> {
+        let plan = &self.plan;
         let meta = Tensor::new(plan.packed.as_slice(), dev)?;
         // `copy`: fresh storage, so the writes never touch the shared initial cache.
-        let kc = k_cache.to_device(dev)?.copy()?;
-        let vc = v_cache.to_device(dev)?.copy()?;
-        WriteKv::apply(
-            &kc,
-            &k_new.to_device(dev)?,
-            &meta,
-            plan.ranges.slots.clone(),
-        )?;
-        WriteKv::apply(
-            &vc,
-            &v_new.to_device(dev)?,
-            &meta,
-            plan.ranges.slots.clone(),
-        )?;
+        let kc = self.k_cache.to_device(dev)?.copy()?;
+        let vc = self.v_cache.to_device(dev)?.copy()?;
+        let slots = plan.ranges.slots.clone();
+        WriteKv::apply(&kc, &self.k_new.to_device(dev)?, &meta, slots.clone())?;
+        WriteKv::apply(&vc, &self.v_new.to_device(dev)?, &meta, slots)?;
         let op = PagedAttention {
-            plan: &plan,
+            plan,
             meta: &meta,
-            scale,
+            scale: self.scale,
             poison,
         };
-        let out = op.forward(&q.to_device(dev)?, &kc, &vc)?;
+        let out = op.forward(&self.q.to_device(dev)?, &kc, &vc)?;
         dev.synchronize()?;
         Ok((kc, vc, out))
-    };
+    }
+}
+
+/// Runs one case on the CPU (twins) and on `device`.
+pub fn run_case(case: &KernelCase, device: &Device, seed: u64) -> Result<CaseReport> {
+    let inputs = Inputs::new(case, seed)?;
+    let plan = &inputs.plan;
+    let dtype = case.dtype;
+    let t = case.batch.num_tokens();
+    let run = |dev: &Device, poison: bool| inputs.run(dev, poison);
     let (k_twin, v_twin, out_twin) = run(&Device::Cpu, false)?;
     let (k_dev, v_dev, out_dev) = run(device, true)?;
 
@@ -267,6 +341,96 @@ pub fn run_case(case: &KernelCase, device: &Device, seed: u64) -> Result<CaseRep
         tolerance: tol,
         passed: cache_exact && !any_nan && rel_err <= tol,
     })
+}
+
+/// Raw little-endian bytes of a tensor's elements.
+fn raw_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let t = t.to_device(&Device::Cpu)?.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::F16 => t
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect(),
+        DType::BF16 => t
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect(),
+        other => return Err(crate::Error::Internal(format!("no raw dump for {other:?}"))),
+    })
+}
+
+/// Writes a case with its twin results for the kernel emulator (kernels/emu/run_case.cpp):
+/// a u32 header (layout in run_case.cpp), the packed plan, then q, the caches before the writes,
+/// the new K/V rows, the twin's caches after the writes and the twin's output, as raw elements.
+pub fn dump_case(case: &KernelCase, seed: u64, path: &std::path::Path) -> Result<()> {
+    let inputs = Inputs::new(case, seed)?;
+    let plan = &inputs.plan;
+    let (k_after, v_after, out) = inputs.run(&Device::Cpu, false)?;
+    let (gx, gy, gz) = plan.paged_grid();
+    let dtype_code = match case.dtype {
+        DType::F32 => 0u32,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+        other => return Err(crate::Error::Internal(format!("no kernels for {other:?}"))),
+    };
+    let r = &plan.ranges;
+    let mut header: Vec<u32> = vec![
+        0x3143_4c54, // "TLC1"
+        dtype_code,
+        case.shape.num_heads as u32,
+        case.shape.num_kv_heads as u32,
+        case.shape.head_dim as u32,
+        case.block_size as u32,
+        plan.num_tokens as u32,
+        (case.num_blocks * case.block_size) as u32,
+        plan.max_blocks as u32,
+        plan.partition_size as u32,
+        plan.max_partitions as u32,
+        gx as u32,
+        gy as u32,
+        gz as u32,
+        plan.paged_shared_bytes() as u32,
+        plan.num_tiles() as u32,
+        plan.packed.len() as u32,
+    ];
+    for range in [
+        &r.slots,
+        &r.block_tables,
+        &r.token_seq,
+        &r.token_visible,
+        &r.work_tokens,
+        &r.seq_q_start,
+        &r.seq_q_len,
+        &r.seq_ctx_len,
+        &r.tile_seq,
+        &r.tile_row0,
+    ] {
+        header.extend([range.start as u32, range.end as u32]);
+    }
+    header.push(inputs.scale.to_bits());
+    let mut bytes: Vec<u8> = header.iter().flat_map(|x| x.to_le_bytes()).collect();
+    bytes.extend(plan.packed.iter().flat_map(|x| x.to_le_bytes()));
+    for t in [
+        &inputs.q,
+        &inputs.k_cache,
+        &inputs.v_cache,
+        &inputs.k_new,
+        &inputs.v_new,
+        &k_after,
+        &v_after,
+        &out,
+    ] {
+        bytes.extend(raw_bytes(t)?);
+    }
+    std::fs::write(path, bytes)?;
+    Ok(())
 }
 
 /// Causal attention of every token over its sequence's cache in f64, straight from the batch
