@@ -4,7 +4,8 @@
 //! build.rs compiled from `kernels/*.cu`, and whose `cpu_fwd` is the twin: the same algorithm
 //! (same work split, same partition/tile sizes, same roundings) over the same index arrays
 //! ([`plan::AttentionPlan`]). The twins are what the tests here run; `tealight debug kernels` runs
-//! both on a GPU machine and compares them (scripts/gpu/check.sh).
+//! both on a GPU machine and compares them (scripts/gpu/check.sh); kernels/emu/ runs the CUDA
+//! sources on the CPU against the twins.
 //!
 //! | kernel (kernels/) | op | CPU twin |
 //! | --- | --- | --- |
@@ -15,24 +16,29 @@
 //! # Why own kernels, and not a crate
 //! Evaluated against tealight's constraints (candle 0.11.1, a paged cache of 16-token blocks,
 //! f32/f16/bf16, head_dim 128 and the test shapes 32/48, a CI budget of about 30 minutes on 2
-//! cores, CUDA 13.0 pinned):
-//! - `candle-flash-attn` 0.11.1 (FlashAttention-2, CUTLASS): 53 CUDA translation units; its
-//!   build script clones CUTLASS from GitHub at build time (no network to GitHub here or in CI),
-//!   and one of its kernel units alone took minutes to compile here (scripts/gpu/README.md has the
-//!   numbers: the whole crate is well over the CI budget). Its paged varlen path needs a block size
-//!   that is a multiple of 32, has no f32, and no decode split over long contexts for small
-//!   batches beyond its split-KV variants.
-//! - `candle-flash-attn-v3` 0.11.1 (Hopper FA3): 84 units, same CUTLASS download, longer still;
-//!   bf16/f16/fp8 only, head dims 64–256.
+//! cores, CUDA 13.0 pinned). Build times measured here with the pinned nvcc 13.0 for sm_90, the
+//! crates' own nvcc flags, and the CUTLASS commits their build scripts pin:
+//! - `candle-flash-attn` 0.11.1 (FlashAttention-2, CUTLASS): 53 translation units. One of them,
+//!   `flash_fwd_hdim128_bf16_causal_sm80.cu`, took 3 min 34 s of CPU; its split-KV sibling 2 min
+//!   42 s. At that rate the crate is roughly 2.5–3 CPU-hours — far over the CI budget on 2 cores (its
+//!   build script also uses only half the cores). Its build script clones CUTLASS from GitHub at
+//!   build time, which CI and these machines cannot reach. Functionally: its paged varlen path
+//!   needs a block size that is a multiple of 32 (tealight uses 16), and it has no f32.
+//! - `candle-flash-attn-v3` 0.11.1 (FlashAttention-3 for Hopper): 84 units, the same GitHub
+//!   download, and its pinned CUTLASS does not compile against CUDA 13.0 headers
+//!   (`PFN_cuTensorMapEncodeTiled` is undefined in `cutlass/cuda_host_adapter.hpp`); bf16/f16/fp8
+//!   only.
 //! - `mistralrs-paged-attn` 0.8.1 (vLLM's paged_attention + reshape_and_cache, MIT): depends on
 //!   candle-core 0.10.2; its ops take 0.10 tensors, so using it means moving the whole crate to
-//!   a second (older) candle or passing raw device pointers between two candle copies.
+//!   an older candle, or passing raw device pointers between two candle copies with two streams.
 //!
-//! Own kernels compile in seconds with the pinned nvcc (build.rs, only with `--features cuda`),
-//! cover every dtype and the test head dims, share their index math with the CPU code, and are
-//! small enough to read. Their cost is that they are unproven until a GPU runs
-//! scripts/gpu/check.sh: the `cuda` attention backend stays opt-in (`--attention-backend cuda`);
-//! `auto` keeps `generic` on CUDA until that check has passed on a GPU.
+//! Own kernels compile to PTX in seconds (build.rs, only with `--features cuda`), cover every
+//! dtype and the test head dims, share their index math with the CPU code, and are small enough
+//! to read. Their cost is that they are unproven until a GPU runs them. Two things stand in until
+//! then: the CPU twins (tests/cuda_twins.rs) and the emulator, which runs the `.cu` sources
+//! themselves on the CPU against the twins (kernels/emu/). The `cuda` attention backend stays
+//! opt-in (`--attention-backend cuda`): `auto` keeps `generic` on CUDA until
+//! scripts/gpu/check.sh has passed on a GPU.
 
 pub mod check;
 pub mod kv_write;
