@@ -20,6 +20,8 @@
 # BACKENDS (default "generic cuda"), SHAPES (default "0.6b 4b"), PYTHON. Logs go to
 # $OUT/check.log when $OUT is set. DEVICE=cpu BACKENDS="generic cpu" SHAPES=tiny runs the same
 # pipeline on a CPU build (a smoke test of the scripts on a machine without a GPU).
+# The stage_* functions are called indirectly ("stage_$stage").
+# shellcheck disable=SC2329
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/gpu/lib.sh

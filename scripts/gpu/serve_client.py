@@ -49,7 +49,9 @@ def wait(args):
         try:
             conn, _ = connection(args.base)
             conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
                 print("server is up", file=sys.stderr)
                 return 0
         except OSError:
