@@ -13,7 +13,7 @@ Per backend:
 - RMS and max |tealight − transformers f32|, against transformers bf16's own (the noise floor).
 Passes when there are at least --min-rows rows, top-1 agreement on decisive rows is at least
 --min-agreement, and the RMS error is at most --max-rms-ratio × transformers bf16's.
-The plain agreement with transformers bf16 (the brief's "≥ 99 %") is printed too, as information.
+The plain top-1 agreement with transformers bf16 (a "≥ 99 %" target) is printed too, as information.
 Exit code 1 if any backend fails.
 """
 
