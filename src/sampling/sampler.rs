@@ -1,7 +1,7 @@
 //! The batched entry point: one call per engine step turns a `[B, vocab]` logits tensor into
 //! one token per sequence.
 //!
-//! Order of work (vLLM's): bias and penalties on the logits tensor → greedy rows by argmax on
+//! Order of work (vLLM's): allowed-token masks (grammar constraints) → bias and penalties on the logits tensor → greedy rows by argmax on
 //! the device → the remaining rows through the selection implementation → logprobs from the
 //! raw logits for the rows that asked → every sequence records its token.
 //!
@@ -11,6 +11,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::allowed::apply_allowed;
 use super::device::select_device;
 use super::greedy::greedy_ids;
 use super::host::select_host;
@@ -85,6 +86,11 @@ impl Sampler {
             Backend::Device => false,
         };
         let raw = logits.to_dtype(DType::F32)?.contiguous()?;
+        // Grammar masks first, like vLLM: logprobs then describe the constrained distribution.
+        let raw = {
+            let masks: Vec<_> = seqs.iter().map(|s| s.allowed()).collect();
+            apply_allowed(&raw, &masks)?
+        };
         let processed = {
             let views: Vec<&SequenceSampler> = seqs.iter().map(|s| &**s).collect();
             process_logits(&raw, &views)?
