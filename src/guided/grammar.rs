@@ -179,7 +179,9 @@ mod tests {
         )
         .unwrap();
         assert!(g.starts_with("start: call (\"\\n\" call)*\ncall: call_0 | call_1\n"));
-        assert!(g.contains(r#"call_0: "<tool_call>\n{\"name\": \"search\", \"arguments\": " %json {"#));
+        assert!(
+            g.contains(r#"call_0: "<tool_call>\n{\"name\": \"search\", \"arguments\": " %json {"#)
+        );
         assert!(g.contains(r#"\"name\": \"say \\\"hi\\\"\""#));
         assert!(hermes_tool_call_grammar(&[], false).is_err());
     }

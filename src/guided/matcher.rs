@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use llguidance::api::StopReason as LlgStop;
+use llguidance::api::{ParserLimits, StopReason as LlgStop};
 use llguidance::toktrie::TokEnv;
 use llguidance::{Matcher, ParserFactory};
 
@@ -34,12 +34,25 @@ impl GuidedFactory {
     /// The factory for a model with `vocab_size` logits whose generation ends at `eos_ids`
     /// (the grammar allows these once its output is complete).
     pub fn new(tokenizer: &Tokenizer, vocab_size: usize, eos_ids: &[u32]) -> Result<Self> {
+        Self::with_limits(tokenizer, vocab_size, eos_ids, ParserLimits::default())
+    }
+
+    /// [`Self::new`] with llguidance's work limits (grammar size, lexer states, per-step
+    /// fuel) set to `limits` instead of its defaults. A request whose mask would exceed the
+    /// per-step limits fails with an error rather than stalling the batch.
+    pub fn with_limits(
+        tokenizer: &Tokenizer,
+        vocab_size: usize,
+        eos_ids: &[u32],
+        limits: ParserLimits,
+    ) -> Result<Self> {
         let start = Instant::now();
         let env: TokEnv = Arc::new(VocabEnv::new(tokenizer, vocab_size, eos_ids)?);
         let mut factory = ParserFactory::new_simple(&env)
             .map_err(|e| Error::Internal(format!("guided decoding: {e}")))?;
         // Warnings go to the request's error or our log, never to stderr.
         factory.quiet();
+        *factory.limits_mut() = limits;
         tracing::debug!(
             ms = start.elapsed().as_secs_f64() * 1e3,
             vocab = vocab_size,
@@ -113,7 +126,10 @@ impl GuidedMatcher {
     /// language, plus EOS once the output is complete. Fails if the matcher has failed (an
     /// internal limit, or no token can continue), which should end the request.
     pub fn next_mask(&mut self) -> std::result::Result<TokenMask, String> {
-        let vob = self.matcher.compute_mask_or_eos().map_err(|e| format!("{e:#}"))?;
+        let vob = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| format!("{e:#}"))?;
         let mask = TokenMask::from_words(vob.as_slice().to_vec(), self.vocab_size);
         if mask.count() == 0 {
             return Err("the grammar allows no token here".into());

@@ -28,5 +28,6 @@ pub mod vocab;
 pub use grammar::{
     ToolSpec, bounded_json_schema, hermes_tool_call_grammar, json_defaults, top_level_grammar,
 };
+pub use llguidance::api::ParserLimits;
 pub use matcher::{GuidedFactory, GuidedMatcher};
 pub use vocab::{VocabEnv, token_bytes};

@@ -131,8 +131,7 @@ fn fallback_byte(piece: &str) -> Option<u8> {
 /// GPT-2's table, reversed: printable Latin-1 characters stand for themselves, every other byte
 /// for U+0100 onwards in byte order.
 fn byte_level_table() -> HashMap<char, u8> {
-    let self_mapped =
-        |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let self_mapped = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut next = 0x100u32;
     let mut table = HashMap::with_capacity(256);
     for b in 0..=255u8 {
@@ -218,7 +217,10 @@ mod tests {
     fn qwen3() -> &'static Tokenizer {
         static T: OnceLock<Tokenizer> = OnceLock::new();
         T.get_or_init(|| {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/qwen3-tiny/tokenizer.json");
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/qwen3-tiny/tokenizer.json"
+            );
             Tokenizer::from_file(path).expect("tokenizer")
         })
     }
@@ -271,7 +273,10 @@ mod tests {
             "\u{0}\u{1f}\u{7f} control bytes \u{ffff}",
         ] {
             let ids = tok.encode(text, false).unwrap();
-            let bytes: Vec<u8> = ids.iter().flat_map(|&i| words[i as usize].clone()).collect();
+            let bytes: Vec<u8> = ids
+                .iter()
+                .flat_map(|&i| words[i as usize].clone())
+                .collect();
             assert_eq!(bytes, text.as_bytes(), "{text:?} as {ids:?}");
         }
     }
@@ -293,7 +298,10 @@ mod tests {
         assert_eq!(env.tokenize_bytes(b"<tool_call>"), vec![tool_call]);
         // Special-token text in forced bytes is text; with the marker it is the token.
         let as_text = env.tokenize_bytes(b"<|im_end|>");
-        assert!(!as_text.contains(&151645) && as_text.len() > 1, "{as_text:?}");
+        assert!(
+            !as_text.contains(&151645) && as_text.len() > 1,
+            "{as_text:?}"
+        );
         assert_eq!(trie.decode_raw(&as_text), b"<|im_end|>");
         assert_eq!(env.tokenize_bytes_special(b"a<|im_end|>"), {
             let mut v = env.tokenize_bytes(b"a");
@@ -305,7 +313,10 @@ mod tests {
         assert_eq!(trie.decode_raw(&env.tokenize_bytes(half)), half);
         // Text the tokenizer would normalize (NFD → NFC) keeps its exact bytes.
         let nfd = "e\u{301}";
-        assert_eq!(trie.decode_raw(&env.tokenize_bytes(nfd.as_bytes())), nfd.as_bytes());
+        assert_eq!(
+            trie.decode_raw(&env.tokenize_bytes(nfd.as_bytes())),
+            nfd.as_bytes()
+        );
     }
 
     #[test]
@@ -324,9 +335,11 @@ mod tests {
         for b in 0..=255u32 {
             vocab.insert(format!("<0x{b:02X}>"), (3 + b).into());
         }
-        for (i, t) in ["▁", "h", "e", "l", "o", "▁h", "he", "ll", "▁he", "▁hell", "▁hello"]
-            .iter()
-            .enumerate()
+        for (i, t) in [
+            "▁", "h", "e", "l", "o", "▁h", "he", "ll", "▁he", "▁hell", "▁hello",
+        ]
+        .iter()
+        .enumerate()
         {
             vocab.insert(t.to_string(), (259 + i).into());
         }
@@ -378,7 +391,10 @@ mod tests {
         // (with the space the normalizer prepends).
         let text = "hello 中h";
         let ids = tok.encode(text, false).unwrap();
-        let bytes: Vec<u8> = ids.iter().flat_map(|&i| words[i as usize].clone()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| words[i as usize].clone())
+            .collect();
         assert_eq!(bytes, format!(" {text}").as_bytes(), "{ids:?}");
     }
 

@@ -217,6 +217,46 @@ mod tests {
     }
 
     #[test]
+    fn allowed_masks_bind_greedy_and_random_rows_on_both_backends() {
+        use crate::sampling::TokenMask;
+        let logits = Tensor::new(
+            &[
+                [0.0f32, 9.0, 1.0, 2.0],
+                [5.0, 4.0, 3.0, 2.0],
+                [1.0, 2.0, 30.0, 0.0],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        for backend in [Backend::Host, Backend::Device] {
+            for seed in 0..20 {
+                let mut a = SequenceSampler::new(SamplingParams::greedy(), &[]);
+                a.set_allowed(Some(TokenMask::from_ids(&[0, 2], 4)));
+                let mut b = SequenceSampler::new(
+                    SamplingParams {
+                        seed: Some(seed),
+                        logprobs: Some(2),
+                        ..Default::default()
+                    },
+                    &[],
+                );
+                b.set_allowed(Some(TokenMask::from_ids(&[2, 3], 4)));
+                let mut c = SequenceSampler::new(SamplingParams::greedy(), &[]);
+                let out = Sampler::with_backend(backend)
+                    .sample(&logits, &mut [&mut a, &mut b, &mut c])
+                    .unwrap();
+                assert_eq!(out[0].id, 2, "greedy row obeys its mask");
+                assert!([2, 3].contains(&out[1].id), "{backend:?} seed {seed}");
+                assert_eq!(out[2].id, 2, "unmasked row untouched");
+                // Logprobs describe the constrained distribution.
+                let top: Vec<u32> = out[1].top_logprobs.iter().map(|t| t.0).collect();
+                assert_eq!(top, vec![2, 3]);
+                assert!(a.allowed().is_none() && b.allowed().is_none());
+            }
+        }
+    }
+
+    #[test]
     fn mismatched_batch_is_an_error() {
         let logits = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
         let mut a = SequenceSampler::new(SamplingParams::greedy(), &[]);

@@ -295,9 +295,16 @@ mod tests {
         let mut s = SequenceSampler::new(SamplingParams::default(), &[]);
         s.set_suppressed(vec![2]);
         s.set_allowed(Some(TokenMask::from_ids(&[2, 5], 8)));
-        assert_eq!(s.adjustments().len(), 1, "5 is still allowed: 2 stays banned");
+        assert_eq!(
+            s.adjustments().len(),
+            1,
+            "5 is still allowed: 2 stays banned"
+        );
         s.set_allowed(Some(TokenMask::from_ids(&[2], 8)));
-        assert!(s.adjustments().is_empty(), "only 2 is allowed: it must stay pickable");
+        assert!(
+            s.adjustments().is_empty(),
+            "only 2 is allowed: it must stay pickable"
+        );
         s.record(2);
         assert!(s.allowed().is_none(), "a recorded token clears the mask");
     }
