@@ -258,7 +258,6 @@ fn forced_tool_calls_follow_the_hermes_format() {
         "web_search" => &search,
         other => panic!("unknown tool {other}"),
     };
-    let tool_call_id = tok.token_to_id("<tool_call>").unwrap();
 
     // A named tool: exactly one call of it.
     let named = hermes_tool_call_grammar(&tools[..1], false).unwrap();
@@ -278,14 +277,12 @@ fn forced_tool_calls_follow_the_hermes_format() {
     let mut names = Vec::new();
     for (label, params) in param_sets() {
         let r = request(&prompt, params, GuidedDecoding::Lark(any.clone()));
-        let (text, tokens) = run_to_stop(&engine, r, &label);
+        let (text, _) = run_to_stop(&engine, r, &label);
         for call in parse_calls(&text) {
             let name = call["name"].as_str().unwrap().to_owned();
             validate(schema_of(&name), &call["arguments"]);
             names.push(name);
         }
-        // The grammar literal also admits the single added token the model was trained on.
-        let _ = tokens.contains(&tool_call_id);
     }
     assert!(!names.is_empty());
 }
