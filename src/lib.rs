@@ -5,6 +5,7 @@ pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod guided;
 pub mod kernels;
 pub mod model;
 pub mod parsers;
