@@ -80,7 +80,7 @@ impl CpuMetadata {
                 tiles.push(PrefillTile {
                     first_row: offsets[s] + start,
                     len,
-                    attend: GenericAttend::new(&tile, block_size, &device)?,
+                    attend: GenericAttend::new(&tile, block_size, &device)?.in_f32(),
                 });
             }
         }

@@ -63,6 +63,9 @@ pub struct GenericAttend {
     unpad_rows: Option<Tensor>,
     /// `[batch, 1, 1, max_query, max_context]` additive f32 mask (0 or -inf).
     mask: Tensor,
+    /// Run the matmuls in f32 whatever the model dtype (the CPU has no fast half-precision
+    /// gemm, and f32 keeps its scores as exact as the paged kernel's).
+    compute_f32: bool,
 }
 
 impl GenericAttend {
@@ -120,7 +123,14 @@ impl GenericAttend {
                 Some(Tensor::new(unpad_rows, device)?)
             },
             mask: Tensor::from_vec(mask, (n, 1, 1, max_query, max_context), device)?,
+            compute_f32: false,
         })
+    }
+
+    /// The same problem, computed in f32 (see `compute_f32`).
+    pub fn in_f32(mut self) -> Self {
+        self.compute_f32 = true;
+        self
     }
 
     /// `q`: `[T, heads, head_dim]` → `[T, heads * head_dim]`.
@@ -130,13 +140,15 @@ impl GenericAttend {
         let group = heads / kv_heads;
         let (b, mq, mk) = (self.batch, self.max_query, self.max_context);
         let dtype = q.dtype();
+        let work = if self.compute_f32 { DType::F32 } else { dtype };
 
         // [b, mq, heads, d] -> [b, kv_heads, group * mq, d]: query heads sharing a KV head are
         // stacked so one batched matmul serves the whole group (no K/V repetition).
         let q = match &self.pad_rows {
             Some(rows) => q.index_select(rows, 0)?,
             None => q.clone(),
-        };
+        }
+        .to_dtype(work)?;
         let q = q
             .reshape((b, mq, kv_heads, group, head_dim))?
             .permute((0, 2, 3, 1, 4))?
@@ -146,6 +158,7 @@ impl GenericAttend {
                 .index_select(&self.gather_slots, 0)?
                 .reshape((b, mk, kv_heads, head_dim))?
                 .transpose(1, 2)?
+                .to_dtype(work)?
                 .contiguous()?)
         };
         let k = gather(&cache.k)?;
@@ -156,16 +169,17 @@ impl GenericAttend {
             .reshape((b, kv_heads, group, mq, mk))?
             .broadcast_add(&self.mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?
-            .to_dtype(dtype)?
+            .to_dtype(work)?
             .reshape((b, kv_heads, group * mq, mk))?;
         let out = probs.matmul(&v)?; // [b, kv_heads, group * mq, d]
         let out = out
             .reshape((b, kv_heads, group, mq, head_dim))?
             .permute((0, 3, 1, 2, 4))?
             .reshape((b * mq, heads * head_dim))?;
-        Ok(match &self.unpad_rows {
+        let out = match &self.unpad_rows {
             Some(rows) => out.index_select(rows, 0)?,
             None => out,
-        })
+        };
+        Ok(out.to_dtype(dtype)?)
     }
 }
