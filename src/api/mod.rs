@@ -37,7 +37,6 @@ pub mod router;
 pub mod sse;
 pub mod state;
 pub mod tokenize;
-pub mod tool_grammar;
 pub mod tools;
 pub mod types;
 

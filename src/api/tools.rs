@@ -10,9 +10,17 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::state::ServerConfig;
-use super::tool_grammar::{FunctionSpec, forced_calls_grammar};
 use super::types::chat::ResponseFormat;
 use crate::engine::GuidedDecoding;
+use crate::guided::{ToolSpec, hermes_tool_call_grammar};
+
+/// A function the request declares.
+#[derive(Debug, Clone, PartialEq)]
+struct FunctionSpec {
+    name: String,
+    /// The `parameters` JSON Schema; `Null` when the tool gives none (any object).
+    parameters: Value,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolChoice {
@@ -88,9 +96,16 @@ pub fn plan(
             ));
         }
         let parallel = parallel_tool_calls.unwrap_or(true) && choice == ToolChoice::Required;
-        Some(GuidedDecoding::Lark(forced_calls_grammar(
-            &forced, parallel,
-        )))
+        let specs: Vec<ToolSpec<'_>> = forced
+            .iter()
+            .map(|f| ToolSpec {
+                name: &f.name,
+                parameters: Some(&f.parameters).filter(|p| !p.is_null()),
+            })
+            .collect();
+        let grammar = hermes_tool_call_grammar(&specs, parallel)
+            .map_err(|e| ApiError::invalid("tools", e))?;
+        Some(GuidedDecoding::Lark(grammar))
     };
     Ok(ToolPlan {
         parse_calls: choice != ToolChoice::None,
