@@ -1,0 +1,1 @@
+//! `tealight chat`: a multi-turn streaming chat in the terminal.
