@@ -28,7 +28,8 @@ impl History {
     }
 
     pub fn push_assistant(&mut self, text: &str) {
-        self.turns.push(json!({"role": "assistant", "content": text}));
+        self.turns
+            .push(json!({"role": "assistant", "content": text}));
     }
 
     /// Takes back the last user message (its answer failed), so the next question does not

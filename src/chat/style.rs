@@ -16,7 +16,11 @@ impl Style {
     }
 
     pub fn reasoning_end(self) -> &'static str {
-        if self.terminal { RESET } else { "\n</think>\n" }
+        if self.terminal {
+            "\x1b[0m\n"
+        } else {
+            "\n</think>\n"
+        }
     }
 
     pub fn dim(self, text: &str) -> String {
