@@ -7,7 +7,10 @@ pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod guided;
+pub mod kernels;
 pub mod model;
+pub mod parsers;
 pub mod sampling;
 pub mod tokenizer;
 

@@ -23,13 +23,16 @@ enum Command {
     Bench(Box<cli::bench::BenchArgs>),
     /// Chat with an OpenAI-compatible endpoint in the terminal.
     Chat(Box<cli::chat::ChatArgs>),
+    /// Checks for a GPU machine (scripts/gpu/): logits, kernels against their twins, streams.
+    #[command(hide = true)]
+    Debug(Box<cli::debug::DebugArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Serve(args) => args.threads,
-        Command::Bench(_) | Command::Chat(_) => None,
+        Command::Bench(_) | Command::Chat(_) | Command::Debug(_) => None,
     };
     cli::set_cpu_threads(threads);
     init_logging();
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(*args),
         Command::Bench(args) => cli::bench::run(*args),
         Command::Chat(args) => cli::chat::run(*args),
+        Command::Debug(args) => cli::debug::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,7 +61,9 @@ fn init_logging() {
 }
 
 fn run_serve(args: cli::serve::ServeArgs) -> tealight::Result<()> {
-    let loaded = cli::serve::load(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(tealight::api::serve(loaded, &args))
+    let result = runtime.block_on(tealight::api::run(args));
+    // A model still loading when the process was told to stop is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod debug;
 pub mod serve;
 
 use std::path::PathBuf;

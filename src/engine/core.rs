@@ -8,6 +8,7 @@ use super::sequence::RequestState;
 use crate::error::Result;
 use crate::model::{BatchInput, KvCache, Qwen3Model, SequenceChunk};
 use crate::sampling::{Sampler, SequenceSampler};
+use rayon::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -86,6 +87,7 @@ impl EngineCore {
             let banned = data.suppressed_tokens(core.output_len(), &self.eos_ids);
             data.sampler.set_suppressed(banned);
         }
+        self.constrain_rows(&sampled_rows);
         // Chunks are in running order, so the rows to sample are ascending indices.
         debug_assert!(sampled_rows.windows(2).all(|w| w[0] < w[1]));
         let mut samplers: Vec<&mut SequenceSampler> = self
@@ -101,6 +103,10 @@ impl EngineCore {
         let max_model_len = self.config.max_model_len;
         for (&i, sampled) in sampled_rows.iter().zip(&tokens) {
             let Entry { core, data } = &mut self.scheduler.running[i];
+            if data.finished.is_some() {
+                // Failed while constraining (its error is sent): the token is not its own.
+                continue;
+            }
             core.tokens.push(sampled.id);
             self.metrics.generation_tokens.inc();
             let outcome = data.on_token(core, sampled, &self.eos_ids, max_model_len);
@@ -112,6 +118,27 @@ impl EngineCore {
             }
         }
         Ok(())
+    }
+
+    /// Grammar masks for the constrained rows about to be sampled. Each mask depends only on
+    /// its own request, so they are computed in parallel; this runs after the forward pass is
+    /// queued, so on an accelerator it overlaps the model's work.
+    fn constrain_rows(&mut self, sampled_rows: &[usize]) {
+        let mut constrained: Vec<&mut RequestState> = self
+            .scheduler
+            .running
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, e)| e.data.guided.is_some() && sampled_rows.binary_search(i).is_ok())
+            .map(|(_, e)| &mut e.data)
+            .collect();
+        match constrained.len() {
+            0 => {}
+            1 => constrained[0].constrain_next_token(),
+            _ => constrained
+                .par_iter_mut()
+                .for_each(|d| d.constrain_next_token()),
+        }
     }
 
     /// Removes finished requests, freeing their blocks.

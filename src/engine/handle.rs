@@ -15,6 +15,7 @@ use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
 use super::stop_strings::StopStrings;
 use crate::error::{Error, Result};
+use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
 use crate::sampling::{Sampler, SequenceSampler};
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
@@ -49,6 +50,9 @@ pub struct EngineHandle {
     max_waiting: usize,
     info: EngineInfo,
     tokenizer: Arc<Tokenizer>,
+    /// Compiles output constraints; the reason it could not be built otherwise (then only
+    /// constrained requests are refused).
+    guided: std::result::Result<Arc<GuidedFactory>, String>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -106,6 +110,18 @@ impl EngineHandle {
             block_size: config.block_size,
             eos_ids: eos_ids.clone(),
         };
+        // Built once here (a trie over the whole vocabulary) and shared by every request.
+        let built = Instant::now();
+        let guided = GuidedFactory::new(&tokenizer, info.vocab_size, &eos_ids)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        match &guided {
+            Ok(_) => tracing::info!(
+                ms = built.elapsed().as_millis() as u64,
+                "guided decoding ready"
+            ),
+            Err(e) => tracing::warn!(error = %e, "guided decoding unavailable"),
+        }
         let metrics = Arc::new(EngineMetrics::new());
         let queued = Arc::new(AtomicUsize::new(0));
         let scheduler = Scheduler::new(
@@ -143,6 +159,7 @@ impl EngineHandle {
             max_waiting,
             info,
             tokenizer,
+            guided,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -157,6 +174,27 @@ impl EngineHandle {
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+
+    /// The constraint compiler, for callers that want to check a schema or grammar without
+    /// submitting (`None` if the tokenizer cannot be mapped to bytes).
+    pub fn guided_factory(&self) -> Option<&Arc<GuidedFactory>> {
+        self.guided.as_ref().ok()
+    }
+
+    /// Compiles a request's output constraint; failures are the client's (bad schema or
+    /// grammar) unless this server cannot constrain output at all.
+    fn compile_guided(&self, request: &GenerationRequest) -> Result<Option<GuidedMatcher>> {
+        let Some(spec) = &request.guided else {
+            return Ok(None);
+        };
+        match &self.guided {
+            Ok(factory) => factory.compile(spec).map(Some),
+            Err(why) => Err(Error::invalid(
+                "response_format",
+                format!("structured outputs are not available with this tokenizer: {why}"),
+            )),
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -193,6 +231,7 @@ impl EngineHandle {
                 format!("token id {bad} is out of the vocabulary"),
             ));
         }
+        let guided = self.compile_guided(&request)?;
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Overloaded(format!(
@@ -219,6 +258,7 @@ impl EngineHandle {
             last_token_at: None,
             cached_prompt_tokens: None,
             finished: None,
+            guided,
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {

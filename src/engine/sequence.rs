@@ -4,6 +4,7 @@
 use super::request::{Event, FinishReason, StopReason, TokenLogprob, Usage};
 use super::scheduler::SequenceCore;
 use super::stop_strings::{StopScan, StopStrings};
+use crate::guided::GuidedMatcher;
 use crate::sampling::{SampledToken, SequenceSampler};
 use crate::tokenizer::IncrementalDetokenizer;
 use std::time::Instant;
@@ -25,6 +26,8 @@ pub struct RequestState {
     /// Prompt tokens served by the prefix cache when first admitted.
     pub cached_prompt_tokens: Option<usize>,
     pub finished: Option<FinishReason>,
+    /// The output constraint (structured outputs, forced tool calls), if any.
+    pub guided: Option<GuidedMatcher>,
 }
 
 /// What one sampled token did to a request.
@@ -50,6 +53,21 @@ impl RequestState {
         ids
     }
 
+    /// Before sampling: restricts the next token to what the request's constraint allows
+    /// (nothing to do without one). A matcher failure ends the request with an error event;
+    /// the caller must then ignore whatever is sampled for it.
+    pub fn constrain_next_token(&mut self) {
+        let Some(guided) = self.guided.as_mut() else {
+            return;
+        };
+        match guided.next_mask() {
+            Ok(mask) => self.sampler.set_allowed(Some(mask)),
+            Err(e) => {
+                self.fail(format!("guided decoding: {e}"));
+            }
+        }
+    }
+
     /// Handles a token already appended to `core.tokens`: stop checks, text, events.
     pub fn on_token(
         &mut self,
@@ -68,6 +86,11 @@ impl RequestState {
         self.last_token_at = Some(now);
 
         let token = sampled.id;
+        let grammar_complete = match self.guided.as_mut().map(|g| g.commit(token)) {
+            Some(Err(e)) => return self.fail(format!("guided decoding: {e}")),
+            Some(Ok(done)) => done,
+            None => false,
+        };
         let output_len = core.output_len();
         let checks_active = output_len >= self.min_tokens;
         let mut stop: Option<StopReason> = None;
@@ -95,15 +118,25 @@ impl RequestState {
             }
         }
         let mut reason = stop.as_ref().map(|_| FinishReason::Stop);
-        if reason.is_none() && (output_len >= self.max_tokens || core.tokens.len() >= max_model_len)
-        {
-            reason = Some(FinishReason::Length);
-            let tail = self.detokenizer.finish().unwrap_or_default();
-            match self.stops.push(&tail) {
-                StopScan::Continue(t) => text.push_str(&t),
-                StopScan::Stopped { text: t, .. } => text.push_str(&t),
+        if reason.is_none() {
+            // A complete constrained output ends here, as if EOS followed (all the grammar
+            // would allow next); this outranks `min_tokens` and `ignore_eos`.
+            reason = if grammar_complete {
+                stop = Some(StopReason::Eos);
+                Some(FinishReason::Stop)
+            } else if output_len >= self.max_tokens || core.tokens.len() >= max_model_len {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            if reason.is_some() {
+                let tail = self.detokenizer.finish().unwrap_or_default();
+                match self.stops.push(&tail) {
+                    StopScan::Continue(t) => text.push_str(&t),
+                    StopScan::Stopped { text: t, .. } => text.push_str(&t),
+                }
+                text.push_str(&self.stops.flush());
             }
-            text.push_str(&self.stops.flush());
         }
         let logprobs = if sampled.logprob.is_nan() {
             Vec::new()

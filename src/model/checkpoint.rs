@@ -164,6 +164,12 @@ mod hub {
                 "no hub cache directory (set HF_HUB_CACHE or HF_HOME)",
             )
         })?;
+        resolve_in(repo_id, cache_root, offline())
+    }
+
+    /// Resolves `repo_id` in the hub cache at `cache_root`; downloads into it only when the
+    /// cache lacks files and `offline` is false.
+    pub fn resolve_in(repo_id: &str, cache_root: PathBuf, offline: bool) -> Result<CheckpointFiles> {
         let cache = Cache::new(cache_root.clone());
         let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
         if let Some(config) = cached.get(CONFIG_FILE)
@@ -172,7 +178,7 @@ mod hub {
         {
             return Ok(files);
         }
-        if offline() {
+        if offline {
             return Err(Error::checkpoint(
                 cache_root.join(format!("models--{}", repo_id.replace('/', "--"))),
                 format!("{repo_id} is not complete in the hub cache and HF_HUB_OFFLINE is set"),
@@ -217,7 +223,7 @@ mod hub {
     }
 }
 
-pub use hub::cache_dir as hub_cache_dir;
+pub use hub::{cache_dir as hub_cache_dir, resolve_in as resolve_in_hub_cache};
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //!
 //! - [`generation_config`]: the model's defaults (`generation_config.json`).
 //! - [`params`]: a request's parameters over those defaults, validated like vLLM.
+//! - [`allowed`]: allowed-token masks (grammar constraints), applied before everything else.
 //! - [`sequence`]: per-sequence state (parameters, own seeded generator, token history).
 //! - [`penalties`]: logit bias and repetition / frequency / presence penalties.
 //! - [`greedy`]: argmax with lowest-id ties, on the device.
@@ -11,11 +12,13 @@
 //! - [`sampler`]: the batched entry point tying these together.
 //!
 //! Choices that differ between servers, and the one made here (vLLM's, unless noted):
-//! - processing order: logit bias → repetition / frequency / presence penalties → (greedy:
-//!   argmax) → temperature → min-p → top-k → top-p on the renormalised survivors → draw;
+//! - processing order: allowed-token mask → logit bias → repetition / frequency / presence
+//!   penalties → (greedy: argmax) → temperature → min-p → top-k → top-p on the renormalised survivors → draw;
 //! - ties at a top-k / top-p / min-p boundary are kept whole; draws order tokens by
 //!   descending probability, ties by ascending id;
-//! - logprobs are the log-softmax of the raw model logits (vLLM's default `raw_logprobs`);
+//! - logprobs are the log-softmax of the raw model logits (vLLM's default `raw_logprobs`),
+//!   after the allowed-token mask when a grammar constrains the sequence (vLLM masks the logits
+//!   before its sampler sees them);
 //! - temperature below 1e-5 is greedy, between 1e-5 and 1e-2 it is raised to 1e-2;
 //! - every sequence owns its generator and draws one uniform per sampled token, so seeded
 //!   output does not depend on the batch it ran in.
@@ -39,6 +42,7 @@
 //! # Ok::<(), tealight::Error>(())
 //! ```
 
+pub mod allowed;
 pub mod device;
 pub mod generation_config;
 pub mod greedy;
@@ -50,6 +54,7 @@ pub mod sampler;
 pub mod selection;
 pub mod sequence;
 
+pub use allowed::TokenMask;
 pub use device::select_device;
 pub use generation_config::GenerationDefaults;
 pub use greedy::{argmax_lowest_id, greedy_ids};

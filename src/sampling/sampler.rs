@@ -1,7 +1,7 @@
 //! The batched entry point: one call per engine step turns a `[B, vocab]` logits tensor into
 //! one token per sequence.
 //!
-//! Order of work (vLLM's): bias and penalties on the logits tensor → greedy rows by argmax on
+//! Order of work (vLLM's): allowed-token masks (grammar constraints) → bias and penalties on the logits tensor → greedy rows by argmax on
 //! the device → the remaining rows through the selection implementation → logprobs from the
 //! raw logits for the rows that asked → every sequence records its token.
 //!
@@ -11,6 +11,7 @@
 
 use candle_core::{DType, Tensor};
 
+use super::allowed::apply_allowed;
 use super::device::select_device;
 use super::greedy::greedy_ids;
 use super::host::select_host;
@@ -85,6 +86,11 @@ impl Sampler {
             Backend::Device => false,
         };
         let raw = logits.to_dtype(DType::F32)?.contiguous()?;
+        // Grammar masks first, like vLLM: logprobs then describe the constrained distribution.
+        let raw = {
+            let masks: Vec<_> = seqs.iter().map(|s| s.allowed()).collect();
+            apply_allowed(&raw, &masks)?
+        };
         let processed = {
             let views: Vec<&SequenceSampler> = seqs.iter().map(|s| &**s).collect();
             process_logits(&raw, &views)?
@@ -208,6 +214,46 @@ mod tests {
             assert_eq!(out[2].top_logprobs[0].0, 2);
         }
         assert_eq!(a.output_count(1), 2);
+    }
+
+    #[test]
+    fn allowed_masks_bind_greedy_and_random_rows_on_both_backends() {
+        use crate::sampling::TokenMask;
+        let logits = Tensor::new(
+            &[
+                [0.0f32, 9.0, 1.0, 2.0],
+                [5.0, 4.0, 3.0, 2.0],
+                [1.0, 2.0, 30.0, 0.0],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        for backend in [Backend::Host, Backend::Device] {
+            for seed in 0..20 {
+                let mut a = SequenceSampler::new(SamplingParams::greedy(), &[]);
+                a.set_allowed(Some(TokenMask::from_ids(&[0, 2], 4)));
+                let mut b = SequenceSampler::new(
+                    SamplingParams {
+                        seed: Some(seed),
+                        logprobs: Some(2),
+                        ..Default::default()
+                    },
+                    &[],
+                );
+                b.set_allowed(Some(TokenMask::from_ids(&[2, 3], 4)));
+                let mut c = SequenceSampler::new(SamplingParams::greedy(), &[]);
+                let out = Sampler::with_backend(backend)
+                    .sample(&logits, &mut [&mut a, &mut b, &mut c])
+                    .unwrap();
+                assert_eq!(out[0].id, 2, "greedy row obeys its mask");
+                assert!([2, 3].contains(&out[1].id), "{backend:?} seed {seed}");
+                assert_eq!(out[2].id, 2, "unmasked row untouched");
+                // Logprobs describe the constrained distribution.
+                let top: Vec<u32> = out[1].top_logprobs.iter().map(|t| t.0).collect();
+                assert_eq!(top, vec![2, 3]);
+                assert!(a.allowed().is_none() && b.allowed().is_none());
+            }
+        }
     }
 
     #[test]

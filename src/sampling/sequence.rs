@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::allowed::TokenMask;
 use super::params::SamplingParams;
 
 /// The sampler's view of one running sequence.
@@ -24,6 +25,8 @@ pub struct SequenceSampler {
     output_len: usize,
     /// Tokens that may not be picked this step (EOS and stop tokens before `min_tokens`).
     suppressed: Vec<u32>,
+    /// The only tokens the next draw may pick (a grammar constraint); cleared by `record`.
+    allowed: Option<TokenMask>,
 }
 
 /// How one token's logit is rewritten before selection:
@@ -76,6 +79,7 @@ impl SequenceSampler {
             output_counts: HashMap::new(),
             output_len: 0,
             suppressed: Vec::new(),
+            allowed: None,
         }
     }
 
@@ -89,6 +93,8 @@ impl SequenceSampler {
     pub fn record(&mut self, token: u32) {
         *self.output_counts.entry(token).or_insert(0) += 1;
         self.output_len += 1;
+        // A grammar's mask describes one position; the next one needs a fresh mask.
+        self.allowed = None;
     }
 
     /// Occurrences of `token` in the output so far.
@@ -109,6 +115,36 @@ impl SequenceSampler {
         self.suppressed = tokens;
     }
 
+    /// Restricts the next draw to `mask` (every other logit becomes `-inf`, greedy rows
+    /// included); `None` lifts the restriction. The mask is dropped once a token is recorded.
+    ///
+    /// A constraint outranks `min_tokens`: when every allowed token is also suppressed (a
+    /// grammar that can only end, before `min_tokens`), the suppression is ignored for that
+    /// draw, since otherwise no token at all could be picked.
+    pub fn set_allowed(&mut self, mask: Option<TokenMask>) {
+        self.allowed = mask;
+    }
+
+    /// The mask set by [`Self::set_allowed`] for the next draw, if any.
+    pub fn allowed(&self) -> Option<&TokenMask> {
+        self.allowed.as_ref()
+    }
+
+    /// The suppressed tokens that apply to the next draw (see [`Self::set_allowed`]).
+    fn effective_suppressed(&self) -> &[u32] {
+        match &self.allowed {
+            Some(mask) if !self.suppressed.is_empty() => {
+                let hidden = self.suppressed.iter().filter(|&&t| mask.allows(t)).count();
+                if hidden == mask.count() {
+                    &[]
+                } else {
+                    &self.suppressed
+                }
+            }
+            _ => &self.suppressed,
+        }
+    }
+
     /// The one uniform in `[0, 1)` this sequence consumes for a sampled (non-greedy) token.
     pub(crate) fn next_uniform(&mut self) -> f64 {
         self.rng.random::<f64>()
@@ -118,13 +154,14 @@ impl SequenceSampler {
     /// parameters touch no logit.
     pub(crate) fn adjustments(&self) -> Vec<Adjustment> {
         let p = &self.params;
-        if !p.modifies_logits() && self.suppressed.is_empty() {
+        let suppressed = self.effective_suppressed();
+        if !p.modifies_logits() && suppressed.is_empty() {
             return Vec::new();
         }
         let repetition_on = p.repetition_penalty != 1.0;
         let output_on = repetition_on || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
         let mut ids: Vec<u32> = p.logit_bias.iter().map(|&(id, _)| id).collect();
-        ids.extend_from_slice(&self.suppressed);
+        ids.extend_from_slice(suppressed);
         if repetition_on {
             ids.extend_from_slice(&self.prompt_tokens);
         }
@@ -137,7 +174,7 @@ impl SequenceSampler {
             .map(|id| {
                 let count = self.output_count(id);
                 let in_history = count > 0 || self.prompt_tokens.binary_search(&id).is_ok();
-                let bias = if self.suppressed.binary_search(&id).is_ok() {
+                let bias = if suppressed.binary_search(&id).is_ok() {
                     f32::NEG_INFINITY
                 } else {
                     p.logit_bias
@@ -251,6 +288,25 @@ mod tests {
                 presence: 0.0
             }
         );
+    }
+
+    #[test]
+    fn allowed_mask_outranks_suppression_only_when_nothing_else_is_left() {
+        let mut s = SequenceSampler::new(SamplingParams::default(), &[]);
+        s.set_suppressed(vec![2]);
+        s.set_allowed(Some(TokenMask::from_ids(&[2, 5], 8)));
+        assert_eq!(
+            s.adjustments().len(),
+            1,
+            "5 is still allowed: 2 stays banned"
+        );
+        s.set_allowed(Some(TokenMask::from_ids(&[2], 8)));
+        assert!(
+            s.adjustments().is_empty(),
+            "only 2 is allowed: it must stay pickable"
+        );
+        s.record(2);
+        assert!(s.allowed().is_none(), "a recorded token clears the mask");
     }
 
     #[test]

@@ -1,13 +1,21 @@
-//! Paged attention on the CPU: reads K/V straight from the cache through the block tables (no
-//! gather copies), one task per (token, kv head) on rayon. This is also the CPU twin of a CUDA
-//! paged-attention kernel: same inputs, same index math (`batch::slot_of`).
+//! Attention on the CPU, in two parts chosen per chunk:
+//! - decode tokens (one query per sequence): paged attention reading K/V straight from the cache
+//!   through the block tables (no gather copies), one task per (token, kv head) on rayon. This is
+//!   also the CPU twin of a CUDA paged-decode kernel: same inputs, same index math
+//!   (`batch::slot_of`).
+//! - prefill chunks: query tiles of at most [`PREFILL_TILE`] tokens, each a dense matmul problem
+//!   over its gathered context ([`GenericAttend`]), where gemm does the work.
 
+use super::generic::GenericAttend;
 use crate::error::Result;
-use crate::model::batch::{BatchInput, slot_of};
+use crate::model::batch::{BatchInput, SequenceChunk, slot_of};
 use crate::model::kv_cache::LayerKv;
-use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, WithDType, bail};
+use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, WithDType, bail};
 use half::{bf16, f16};
 use rayon::prelude::*;
+
+/// Query rows per prefill tile: bounds the `[heads, tile, context]` score matrix.
+pub const PREFILL_TILE: usize = 256;
 
 /// One query token's view of its sequence: where its sequence's blocks are, and how many
 /// cached positions it may attend to (causal: up to and including its own).
@@ -17,32 +25,95 @@ struct QueryContext {
     visible: usize,
 }
 
+/// The decode tokens of a step.
+struct DecodeQueries {
+    /// Rows of the flat query holding decode tokens.
+    rows: Tensor,
+    queries: Vec<QueryContext>,
+}
+
+/// A run of prefill query rows attended as one dense problem.
+struct PrefillTile {
+    first_row: usize,
+    len: usize,
+    attend: GenericAttend,
+}
+
 pub struct CpuMetadata {
     block_size: usize,
     slots: Vec<u32>,
     block_tables: Vec<Vec<u32>>,
-    queries: Vec<QueryContext>,
+    decode: Option<DecodeQueries>,
+    tiles: Vec<PrefillTile>,
+    /// Maps output rows (decodes first, then tiles) back to token order; `None` if equal.
+    order: Option<Tensor>,
 }
 
 impl CpuMetadata {
-    pub fn new(batch: &BatchInput, block_size: usize) -> Self {
-        let queries = batch
-            .chunks
-            .iter()
-            .enumerate()
-            .flat_map(|(s, c)| {
-                (c.first_position()..c.context_len).map(move |pos| QueryContext {
+    pub fn new(batch: &BatchInput, block_size: usize) -> Result<Self> {
+        let device = Device::Cpu;
+        let offsets = batch.query_offsets();
+        let mut decode_rows = Vec::new();
+        let mut queries = Vec::new();
+        let mut tiles = Vec::new();
+        for (s, chunk) in batch.chunks.iter().enumerate() {
+            if chunk.num_query_tokens == 1 {
+                decode_rows.push(offsets[s] as u32);
+                queries.push(QueryContext {
                     sequence: s,
-                    visible: pos + 1,
-                })
+                    visible: chunk.context_len,
+                });
+                continue;
+            }
+            let first = chunk.first_position();
+            for start in (0..chunk.num_query_tokens).step_by(PREFILL_TILE) {
+                let len = PREFILL_TILE.min(chunk.num_query_tokens - start);
+                let tile = BatchInput {
+                    token_ids: Vec::new(),
+                    chunks: vec![SequenceChunk {
+                        num_query_tokens: len,
+                        context_len: first + start + len,
+                        block_table: chunk.block_table.clone(),
+                        needs_logits: false,
+                    }],
+                };
+                tiles.push(PrefillTile {
+                    first_row: offsets[s] + start,
+                    len,
+                    attend: GenericAttend::new(&tile, block_size, &device)?,
+                });
+            }
+        }
+        let mut produced: Vec<u32> = decode_rows.clone();
+        for t in &tiles {
+            produced.extend((t.first_row..t.first_row + t.len).map(|r| r as u32));
+        }
+        let in_order = produced.iter().enumerate().all(|(i, &r)| r as usize == i);
+        let order = if in_order {
+            None
+        } else {
+            let mut inverse = vec![0u32; produced.len()];
+            for (i, &row) in produced.iter().enumerate() {
+                inverse[row as usize] = i as u32;
+            }
+            Some(Tensor::new(inverse, &device)?)
+        };
+        let decode = if decode_rows.is_empty() {
+            None
+        } else {
+            Some(DecodeQueries {
+                rows: Tensor::new(decode_rows, &device)?,
+                queries,
             })
-            .collect();
-        Self {
+        };
+        Ok(Self {
             block_size,
             slots: batch.slot_mapping(block_size),
             block_tables: batch.chunks.iter().map(|c| c.block_table.clone()).collect(),
-            queries,
-        }
+            decode,
+            tiles,
+            order,
+        })
     }
 
     pub fn forward(
@@ -56,13 +127,35 @@ impl CpuMetadata {
         let write = WriteSlots { slots: &self.slots };
         cache.k.inplace_op2(&k.contiguous()?, &write)?;
         cache.v.inplace_op2(&v.contiguous()?, &write)?;
-        let op = PagedAttention {
-            meta: self,
-            scale: scale as f32,
+        let (_, heads, d) = q.dims3()?;
+        let mut pieces = Vec::with_capacity(self.tiles.len() + 1);
+        if let Some(decode) = &self.decode {
+            let op = PagedDecode {
+                block_size: self.block_size,
+                block_tables: &self.block_tables,
+                queries: &decode.queries,
+                scale: scale as f32,
+            };
+            let dq = q.index_select(&decode.rows, 0)?.contiguous()?;
+            let out = dq.apply_op3_no_bwd(&cache.k, &cache.v, &op)?;
+            pieces.push(out.reshape((decode.queries.len(), heads * d))?);
+        }
+        for tile in &self.tiles {
+            pieces.push(tile.attend.forward(
+                &q.narrow(0, tile.first_row, tile.len)?,
+                cache,
+                scale,
+            )?);
+        }
+        let out = if pieces.len() == 1 {
+            pieces.remove(0)
+        } else {
+            Tensor::cat(&pieces, 0)?
         };
-        let (t, heads, d) = q.dims3()?;
-        let out = q.contiguous()?.apply_op3_no_bwd(&cache.k, &cache.v, &op)?;
-        Ok(out.reshape((t, heads * d))?)
+        Ok(match &self.order {
+            Some(order) => out.index_select(order, 0)?,
+            None => out,
+        })
     }
 }
 
@@ -118,8 +211,11 @@ impl candle_core::InplaceOp2 for WriteSlots<'_> {
     }
 }
 
-struct PagedAttention<'a> {
-    meta: &'a CpuMetadata,
+/// Paged attention of one query token per sequence over its cached context.
+struct PagedDecode<'a> {
+    block_size: usize,
+    block_tables: &'a [Vec<u32>],
+    queries: &'a [QueryContext],
     scale: f32,
 }
 
@@ -127,6 +223,11 @@ struct PagedAttention<'a> {
 trait Element: WithDType + Copy + Send + Sync {
     fn widen(self) -> f32;
     fn narrow(x: f32) -> Self;
+    /// The row as f32: borrowed as is for f32, widened into `buf` otherwise.
+    fn row_as_f32<'a>(row: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
+        buf.iter_mut().zip(row).for_each(|(b, x)| *b = x.widen());
+        buf
+    }
 }
 
 impl Element for f32 {
@@ -135,6 +236,9 @@ impl Element for f32 {
     }
     fn narrow(x: f32) -> Self {
         x
+    }
+    fn row_as_f32<'a>(row: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
+        row
     }
 }
 
@@ -175,7 +279,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-impl PagedAttention<'_> {
+impl PagedDecode<'_> {
     fn run<T: Element>(
         &self,
         q: &[T],
@@ -186,56 +290,39 @@ impl PagedAttention<'_> {
         d: usize,
     ) -> Vec<T> {
         let group = heads / kv_heads;
-        let meta = self.meta;
-        let mut out = vec![T::zero(); meta.queries.len() * heads * d];
+        let mut out = vec![T::zero(); self.queries.len() * heads * d];
         out.par_chunks_mut(group * d)
             .enumerate()
             .for_each(|(item, out)| {
                 let (t, h) = (item / kv_heads, item % kv_heads);
-                let ctx = &meta.queries[t];
-                let table = &meta.block_tables[ctx.sequence];
-                let qs: Vec<Vec<f32>> = (0..group)
-                    .map(|g| {
-                        q[(t * heads + h * group + g) * d..][..d]
-                            .iter()
-                            .map(|x| x.widen())
-                            .collect()
-                    })
+                let ctx = &self.queries[t];
+                let table = &self.block_tables[ctx.sequence];
+                let visible = ctx.visible;
+                let qs: Vec<f32> = q[(t * heads + h * group) * d..][..group * d]
+                    .iter()
+                    .map(|x| x.widen())
                     .collect();
-                let mut scores = vec![0f32; group * ctx.visible];
-                let mut key = vec![0f32; d];
-                for j in 0..ctx.visible {
-                    let slot = slot_of(table, j, meta.block_size) as usize;
-                    let row = &k[(slot * kv_heads + h) * d..][..d];
-                    key.iter_mut()
-                        .zip(row)
-                        .for_each(|(dst, x)| *dst = x.widen());
-                    for (g, qg) in qs.iter().enumerate() {
-                        scores[g * ctx.visible + j] = dot(qg, &key) * self.scale;
+                let mut scores = vec![0f32; group * visible];
+                let mut widened = vec![0f32; d];
+                for j in 0..visible {
+                    let slot = slot_of(table, j, self.block_size) as usize;
+                    let key = T::row_as_f32(&k[(slot * kv_heads + h) * d..][..d], &mut widened);
+                    for g in 0..group {
+                        scores[g * visible + j] = dot(&qs[g * d..][..d], key) * self.scale;
                     }
                 }
-                let mut acc = vec![0f32; group * d];
                 for g in 0..group {
-                    let s = &mut scores[g * ctx.visible..][..ctx.visible];
-                    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    s.iter_mut().for_each(|x| {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    });
-                    s.iter_mut().for_each(|x| *x /= sum);
+                    softmax_in_place(&mut scores[g * visible..][..visible]);
                 }
-                for j in 0..ctx.visible {
-                    let slot = slot_of(table, j, meta.block_size) as usize;
-                    let row = &v[(slot * kv_heads + h) * d..][..d];
-                    key.iter_mut()
-                        .zip(row)
-                        .for_each(|(dst, x)| *dst = x.widen());
+                let mut acc = vec![0f32; group * d];
+                for j in 0..visible {
+                    let slot = slot_of(table, j, self.block_size) as usize;
+                    let value = T::row_as_f32(&v[(slot * kv_heads + h) * d..][..d], &mut widened);
                     for g in 0..group {
-                        let p = scores[g * ctx.visible + j];
+                        let p = scores[g * visible + j];
                         acc[g * d..][..d]
                             .iter_mut()
-                            .zip(&key)
+                            .zip(value)
                             .for_each(|(a, x)| *a += p * x);
                     }
                 }
@@ -247,7 +334,18 @@ impl PagedAttention<'_> {
     }
 }
 
-impl candle_core::CustomOp3 for PagedAttention<'_> {
+fn softmax_in_place(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in s.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    s.iter_mut().for_each(|x| *x *= inv);
+}
+
+impl candle_core::CustomOp3 for PagedDecode<'_> {
     fn name(&self) -> &'static str {
         "paged-attention-cpu"
     }
@@ -263,7 +361,7 @@ impl candle_core::CustomOp3 for PagedAttention<'_> {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (t, heads, d) = q_l.shape().dims3()?;
         let (_, kv_heads, kd) = k_l.shape().dims3()?;
-        if kd != d || heads % kv_heads != 0 || t != self.meta.queries.len() {
+        if kd != d || heads % kv_heads != 0 || t != self.queries.len() {
             bail!(
                 "paged-attention-cpu: q {:?} does not fit cache {:?}",
                 q_l.shape(),

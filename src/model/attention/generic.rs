@@ -7,20 +7,11 @@ use crate::model::batch::{BatchInput, slot_of};
 use crate::model::kv_cache::LayerKv;
 use candle_core::{DType, Device, Tensor};
 
+/// The generic backend: scatter-writes the step's K/V by slot, then [`GenericAttend`].
 pub struct GenericMetadata {
-    batch: usize,
-    max_query: usize,
-    max_context: usize,
-    /// `[T, kv_heads, head_dim]` u32: the slot of each token, repeated along the row (scatter index).
+    /// `[T, kv_heads, head_dim]` u32: the slot of each token, repeated along the row.
     write_index: Tensor,
-    /// `[batch * max_context]` slots to gather (padding points at slot 0 and is masked).
-    gather_slots: Tensor,
-    /// `[batch * max_query]` rows of the flat query to place in the padded layout.
-    pad_rows: Tensor,
-    /// `[T]` rows of the padded output that hold real tokens.
-    unpad_rows: Tensor,
-    /// `[batch, 1, 1, max_query, max_context]` additive f32 mask (0 or -inf).
-    mask: Tensor,
+    attend: GenericAttend,
 }
 
 impl GenericMetadata {
@@ -31,6 +22,51 @@ impl GenericMetadata {
         device: &Device,
     ) -> Result<Self> {
         let (kv_heads, head_dim) = kv_shape;
+        let slots = Tensor::new(batch.slot_mapping(block_size), device)?;
+        let t = batch.num_tokens();
+        let write_index = slots
+            .reshape((t, 1, 1))?
+            .broadcast_as((t, kv_heads, head_dim))?
+            .contiguous()?;
+        Ok(Self {
+            write_index,
+            attend: GenericAttend::new(batch, block_size, device)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &LayerKv,
+        scale: f64,
+    ) -> Result<Tensor> {
+        cache.k.scatter_set(&self.write_index, k, 0)?;
+        cache.v.scatter_set(&self.write_index, v, 0)?;
+        self.attend.forward(q, cache, scale)
+    }
+}
+
+/// Attention of a batch's queries over KV already in the cache, with matmuls: one padded
+/// `[batch, max_query, max_context]` problem.
+pub struct GenericAttend {
+    batch: usize,
+    max_query: usize,
+    max_context: usize,
+    /// `[batch * max_context]` slots to gather (padding points at slot 0 and is masked).
+    gather_slots: Tensor,
+    /// `[batch * max_query]` rows of the flat query to place in the padded layout; `None` when
+    /// the layout needs no padding (one chunk, or all decodes).
+    pad_rows: Option<Tensor>,
+    /// `[T]` rows of the padded output that hold real tokens (`None` as above).
+    unpad_rows: Option<Tensor>,
+    /// `[batch, 1, 1, max_query, max_context]` additive f32 mask (0 or -inf).
+    mask: Tensor,
+}
+
+impl GenericAttend {
+    pub fn new(batch: &BatchInput, block_size: usize, device: &Device) -> Result<Self> {
         let n = batch.chunks.len();
         let max_query = batch
             .chunks
@@ -45,6 +81,7 @@ impl GenericMetadata {
             .max()
             .unwrap_or(1);
         let offsets = batch.query_offsets();
+        let dense = batch.chunks.iter().all(|c| c.num_query_tokens == max_query);
 
         let mut gather = vec![0u32; n * max_context];
         let mut pad_rows = vec![0u32; n * max_query];
@@ -67,35 +104,27 @@ impl GenericMetadata {
                 }
             }
         }
-        let slots = Tensor::new(batch.slot_mapping(block_size), device)?;
-        let t = batch.num_tokens();
-        let write_index = slots
-            .reshape((t, 1, 1))?
-            .broadcast_as((t, kv_heads, head_dim))?
-            .contiguous()?;
         Ok(Self {
             batch: n,
             max_query,
             max_context,
-            write_index,
             gather_slots: Tensor::new(gather, device)?,
-            pad_rows: Tensor::new(pad_rows, device)?,
-            unpad_rows: Tensor::new(unpad_rows, device)?,
+            pad_rows: if dense {
+                None
+            } else {
+                Some(Tensor::new(pad_rows, device)?)
+            },
+            unpad_rows: if dense {
+                None
+            } else {
+                Some(Tensor::new(unpad_rows, device)?)
+            },
             mask: Tensor::from_vec(mask, (n, 1, 1, max_query, max_context), device)?,
         })
     }
 
-    pub fn forward(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        cache: &LayerKv,
-        scale: f64,
-    ) -> Result<Tensor> {
-        cache.k.scatter_set(&self.write_index, k, 0)?;
-        cache.v.scatter_set(&self.write_index, v, 0)?;
-
+    /// `q`: `[T, heads, head_dim]` → `[T, heads * head_dim]`.
+    pub fn forward(&self, q: &Tensor, cache: &LayerKv, scale: f64) -> Result<Tensor> {
         let (_, heads, head_dim) = q.dims3()?;
         let (_, kv_heads, _) = cache.k.dims3()?;
         let group = heads / kv_heads;
@@ -104,8 +133,11 @@ impl GenericMetadata {
 
         // [b, mq, heads, d] -> [b, kv_heads, group * mq, d]: query heads sharing a KV head are
         // stacked so one batched matmul serves the whole group (no K/V repetition).
+        let q = match &self.pad_rows {
+            Some(rows) => q.index_select(rows, 0)?,
+            None => q.clone(),
+        };
         let q = q
-            .index_select(&self.pad_rows, 0)?
             .reshape((b, mq, kv_heads, group, head_dim))?
             .permute((0, 2, 3, 1, 4))?
             .reshape((b, kv_heads, group * mq, head_dim))?;
@@ -131,6 +163,9 @@ impl GenericMetadata {
             .reshape((b, kv_heads, group, mq, head_dim))?
             .permute((0, 3, 1, 2, 4))?
             .reshape((b * mq, heads * head_dim))?;
-        Ok(out.index_select(&self.unpad_rows, 0)?)
+        Ok(match &self.unpad_rows {
+            Some(rows) => out.index_select(rows, 0)?,
+            None => out,
+        })
     }
 }

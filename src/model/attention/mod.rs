@@ -5,8 +5,10 @@
 //! - `generic`: device-generic candle ops (gather, masked matmul, softmax in f32). Runs anywhere;
 //!   the CPU tests exercise exactly what runs on CUDA.
 //! - `cpu`: paged attention reading the block tables directly (no gather copies), multithreaded.
+//! - `cuda`: tealight's own CUDA kernels (`crate::kernels`); opt-in until proven on a GPU.
 
 pub mod cpu;
+pub mod cuda;
 pub mod generic;
 
 use super::batch::BatchInput;
@@ -24,6 +26,8 @@ pub enum AttentionBackend {
     Generic,
     /// Paged attention on the CPU over block tables.
     Cpu,
+    /// Own CUDA kernels: paged decode, tensor-core varlen prefill, KV write by slot.
+    Cuda,
 }
 
 impl AttentionBackend {
@@ -35,6 +39,9 @@ impl AttentionBackend {
             (AttentionBackend::Cpu, d) if !d.is_cpu() => Err(Error::Device(
                 "the `cpu` attention backend runs only on the CPU device".into(),
             )),
+            (AttentionBackend::Cuda, d) if !d.is_cuda() => Err(Error::Device(
+                "the `cuda` attention backend runs only on a CUDA device".into(),
+            )),
             (backend, _) => Ok(backend),
         }
     }
@@ -44,6 +51,7 @@ impl AttentionBackend {
 pub enum AttentionMetadata {
     Generic(generic::GenericMetadata),
     Cpu(cpu::CpuMetadata),
+    Cuda(cuda::CudaMetadata),
 }
 
 impl AttentionMetadata {
@@ -59,8 +67,9 @@ impl AttentionMetadata {
                 generic::GenericMetadata::new(batch, block_size, kv_shape, device)?,
             ),
             AttentionBackend::Cpu => {
-                AttentionMetadata::Cpu(cpu::CpuMetadata::new(batch, block_size))
+                AttentionMetadata::Cpu(cpu::CpuMetadata::new(batch, block_size)?)
             }
+            AttentionBackend::Cuda => cuda::metadata(batch, block_size, kv_shape, device)?,
         })
     }
 
@@ -77,6 +86,7 @@ impl AttentionMetadata {
         match self {
             AttentionMetadata::Generic(m) => m.forward(q, k, v, cache, scale),
             AttentionMetadata::Cpu(m) => m.forward(q, k, v, cache, scale),
+            AttentionMetadata::Cuda(m) => m.forward(q, k, v, cache, scale),
         }
     }
 }

@@ -1,0 +1,114 @@
+//! Forward-pass throughput on a Qwen3-0.6B-shaped model with random weights: one decode step at
+//! batch 1 and 16 (context 128 each), and a 512-token prefill.
+//!
+//!     cargo bench --bench forward                      # f32 (the CPU default)
+//!     TEALIGHT_BENCH_DTYPE=f16 cargo bench --bench forward
+//!
+//! The checkpoint is generated once into `target/bench-models/0.6b` (or `$TEALIGHT_BENCH_MODEL`).
+//! `scripts/bench_forward.sh` runs this beside HF transformers on the same checkpoint.
+
+use candle_core::Device;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::path::PathBuf;
+use std::time::Duration;
+use tealight::model::loader::{DtypeChoice, load_model};
+use tealight::model::synthetic::{SyntheticSpec, write_checkpoint};
+use tealight::model::{
+    AttentionBackend, BatchInput, KvCache, SequenceChunk, checkpoint::CheckpointFiles,
+};
+
+const BLOCK: usize = 16;
+const CONTEXT: usize = 128;
+
+fn model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TEALIGHT_BENCH_MODEL") {
+        return PathBuf::from(dir);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/bench-models/0.6b");
+    if !dir.join("model.safetensors").is_file() {
+        write_checkpoint(
+            &SyntheticSpec::qwen3_0_6b(),
+            &dir,
+            &root.join("models/qwen3-tiny"),
+        )
+        .expect("write checkpoint");
+    }
+    dir
+}
+
+fn dtype() -> DtypeChoice {
+    match std::env::var("TEALIGHT_BENCH_DTYPE").as_deref() {
+        Ok("f16") => DtypeChoice::F16,
+        Ok("bf16") => DtypeChoice::Bf16,
+        _ => DtypeChoice::F32,
+    }
+}
+
+/// `n` sequences, each with `context` tokens cached, feeding one token each.
+fn decode_batch(n: usize, context: usize) -> BatchInput {
+    let blocks_per_seq = (context + 1).div_ceil(BLOCK);
+    BatchInput {
+        token_ids: (0..n as u32).map(|i| 1000 + i).collect(),
+        chunks: (0..n)
+            .map(|s| SequenceChunk {
+                num_query_tokens: 1,
+                context_len: context + 1,
+                block_table: (0..blocks_per_seq as u32)
+                    .map(|b| (s * blocks_per_seq) as u32 + b)
+                    .collect(),
+                needs_logits: true,
+            })
+            .collect(),
+    }
+}
+
+fn prefill_batch(len: usize) -> BatchInput {
+    BatchInput {
+        token_ids: (0..len as u32).map(|i| (i * 7919) % 150_000).collect(),
+        chunks: vec![SequenceChunk {
+            num_query_tokens: len,
+            context_len: len,
+            block_table: (0..len.div_ceil(BLOCK) as u32).collect(),
+            needs_logits: true,
+        }],
+    }
+}
+
+fn forward(c: &mut Criterion) {
+    let files = CheckpointFiles::from_dir(&model_dir()).expect("checkpoint");
+    let loaded = load_model(files, &Device::Cpu, dtype()).expect("load");
+    let model = &loaded.model;
+    let cache = KvCache::new(
+        model.config(),
+        16 * 16 + 64,
+        BLOCK,
+        model.dtype(),
+        &Device::Cpu,
+    )
+    .expect("cache");
+    let backend = AttentionBackend::Cpu;
+    let tag = format!("{:?}", model.dtype()).to_lowercase();
+
+    let mut group = c.benchmark_group(format!("qwen3-0.6b-{tag}"));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(20));
+    for n in [1usize, 16] {
+        let batch = decode_batch(n, CONTEXT);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("decode_b{n}_ctx{CONTEXT}"), |b| {
+            b.iter(|| model.forward(&batch, &cache, backend).expect("forward"))
+        });
+    }
+    let prefill = prefill_batch(512);
+    group.throughput(Throughput::Elements(512));
+    group.bench_function("prefill_512", |b| {
+        b.iter(|| model.forward(&prefill, &cache, backend).expect("forward"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);

@@ -1,0 +1,453 @@
+//! `POST /v1/chat/completions`: parse → validate → render the prompt → submit → respond (JSON or
+//! SSE).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::chat_output::{ChoiceDelta, ChoiceParser, MessageBuilder};
+use super::error::{ApiError, ApiResult};
+use super::extract::ApiJson;
+use super::logprobs::chat_entry;
+use super::request_builder::{self, GenerationFields, random_id};
+use super::sse::{self, Renderer, abort_error, error_event, json_event};
+use super::state::{AppState, unix_now};
+use super::tools;
+use super::types::chat::{
+    ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
+    ChatLogprobToken, ChatLogprobs, ChatMessage, ChunkChoice,
+};
+use super::types::common::{StopReasonValue, UsageInfo};
+use crate::engine::{Event, EventStream, FinishReason, Usage};
+use crate::parsers::prompt_opens_thinking;
+use crate::sampling::SamplingOverrides;
+use crate::tokenizer::{Tokenizer, prepare_messages};
+
+/// What every choice of one response shares.
+struct ChatContext {
+    id: String,
+    created: i64,
+    model: String,
+    tokenizer: Arc<Tokenizer>,
+    /// `Some(prompt_opened)` when the reasoning parser is on.
+    reasoning: Option<bool>,
+    parse_tools: bool,
+    logprobs: bool,
+    /// `echo`: the final assistant message's text, repeated before the output.
+    echo: Option<String>,
+    prompt_tokens: usize,
+}
+
+impl ChatContext {
+    fn parser(&self) -> ChoiceParser {
+        ChoiceParser::new(self.reasoning, self.parse_tools)
+    }
+
+    fn logprob_entries(&self, logprobs: &[crate::engine::TokenLogprob]) -> Vec<ChatLogprobToken> {
+        if !self.logprobs {
+            return Vec::new();
+        }
+        logprobs
+            .iter()
+            .map(|lp| chat_entry(&self.tokenizer, lp))
+            .collect()
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> ApiResult<Response> {
+    let ready = state.ready()?;
+    let config = state.config();
+    let model = ready.check_model(req.model.as_deref())?;
+    let plan = tools::plan(
+        req.tools.as_deref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls,
+        req.response_format.as_ref(),
+        config,
+    )?;
+    let messages = prepare_messages(&req.messages)?;
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let continue_final = req.continue_final_message.unwrap_or(false);
+    if continue_final && add_generation_prompt {
+        return Err(ApiError::invalid(
+            "continue_final_message",
+            "Cannot set both `continue_final_message` and `add_generation_prompt` to true.",
+        ));
+    }
+    let kwargs = req.chat_template_kwargs.clone().unwrap_or_default();
+    let template_tools = req.tools.as_deref().filter(|t| !t.is_empty());
+    let prompt = if continue_final {
+        ready
+            .template
+            .render_continue_final_message(&messages, template_tools, &kwargs)?
+    } else {
+        ready
+            .template
+            .render(&messages, template_tools, add_generation_prompt, &kwargs)?
+    };
+    let prompt_ids = ready.tokenizer.encode(&prompt, false)?;
+    let prompt_tokens = prompt_ids.len();
+
+    let logprobs = req.logprobs.unwrap_or(false);
+    if !logprobs && req.top_logprobs.is_some_and(|n| n != 0) {
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "when using top_logprobs, logprobs must be set to true",
+        ));
+    }
+    let fields = GenerationFields {
+        max_tokens: req
+            .max_completion_tokens
+            .map(|m| (m, "max_completion_tokens"))
+            .or(req.max_tokens.map(|m| (m, "max_tokens"))),
+        min_tokens: req.min_tokens,
+        n: req.n,
+        stop: req.stop,
+        stop_token_ids: req.stop_token_ids,
+        ignore_eos: req.ignore_eos,
+        skip_special_tokens: req.skip_special_tokens,
+        include_stop_str_in_output: req.include_stop_str_in_output,
+        sampling: SamplingOverrides {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: req.top_k,
+            min_p: req.min_p,
+            repetition_penalty: req.repetition_penalty,
+            presence_penalty: req.presence_penalty,
+            frequency_penalty: req.frequency_penalty,
+            logit_bias: req.logit_bias,
+            seed: req.seed,
+            logprobs: None,
+            top_logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0)),
+        },
+        guided: plan.guided,
+    };
+    let requests = request_builder::build(&ready, config, prompt_ids, "messages", fields)?;
+    let streams = request_builder::submit_all(&ready, requests)?;
+
+    let echo = req
+        .echo
+        .unwrap_or(false)
+        .then(|| messages.last())
+        .flatten()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+        .and_then(|m| m.get("content").and_then(Value::as_str))
+        .map(str::to_owned);
+    let ctx = ChatContext {
+        id: random_id("chatcmpl-"),
+        created: unix_now(),
+        model,
+        tokenizer: ready.tokenizer.clone(),
+        reasoning: config
+            .reasoning_parser
+            .then(|| prompt_opens_thinking(&prompt)),
+        parse_tools: plan.parse_calls,
+        logprobs,
+        echo,
+        prompt_tokens,
+    };
+    if req.stream.unwrap_or(false) {
+        let options = req.stream_options.unwrap_or_default();
+        let include_usage = options.include_usage.unwrap_or(false);
+        let renderer = ChatStream::new(
+            ctx,
+            streams.len(),
+            include_usage,
+            include_usage && options.continuous_usage_stats.unwrap_or(false),
+        );
+        return Ok(sse::response(streams, renderer));
+    }
+    Ok(Json(collect(ctx, streams).await?).into_response())
+}
+
+/// One finished choice of a non-streamed response.
+struct Collected {
+    message: MessageBuilder,
+    logprobs: Vec<ChatLogprobToken>,
+    finish_reason: &'static str,
+    stop_reason: Option<StopReasonValue>,
+    usage: Usage,
+}
+
+async fn collect(ctx: ChatContext, streams: Vec<EventStream>) -> ApiResult<ChatCompletionResponse> {
+    let mut choices = Vec::with_capacity(streams.len());
+    // The engine runs all choices at once; reading them in turn only orders the waiting.
+    for stream in streams {
+        choices.push(collect_choice(&ctx, stream).await?);
+    }
+    let prompt_tokens = choices.first().map_or(0, |c| c.usage.prompt_tokens);
+    let cached = choices.first().map_or(0, |c| c.usage.cached_tokens);
+    let completion_tokens = choices.iter().map(|c| c.usage.completion_tokens).sum();
+    let choices = choices
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let MessageBuilder {
+                reasoning,
+                content,
+                tool_calls,
+            } = c.message;
+            let content = format!("{}{content}", ctx.echo.as_deref().unwrap_or(""));
+            let reasoning = (!reasoning.is_empty()).then_some(reasoning);
+            ChatChoice {
+                index,
+                message: ChatMessage {
+                    role: "assistant",
+                    content: (!content.is_empty() || tool_calls.is_empty()).then_some(content),
+                    reasoning_content: reasoning.clone(),
+                    reasoning,
+                    tool_calls,
+                },
+                logprobs: ctx.logprobs.then_some(ChatLogprobs {
+                    content: c.logprobs,
+                }),
+                finish_reason: c.finish_reason,
+                stop_reason: c.stop_reason,
+            }
+        })
+        .collect();
+    Ok(ChatCompletionResponse {
+        id: ctx.id,
+        object: "chat.completion",
+        created: ctx.created,
+        model: ctx.model,
+        choices,
+        usage: UsageInfo::new(prompt_tokens, completion_tokens, Some(cached)),
+    })
+}
+
+async fn collect_choice(ctx: &ChatContext, mut stream: EventStream) -> ApiResult<Collected> {
+    let mut parser = ctx.parser();
+    let mut message = MessageBuilder::default();
+    let mut logprobs = Vec::new();
+    loop {
+        match stream.recv().await {
+            Some(Event::Delta {
+                text,
+                logprobs: lps,
+                ..
+            }) => {
+                logprobs.extend(ctx.logprob_entries(&lps));
+                message.add(parser.push(&text));
+            }
+            Some(Event::Finished {
+                reason,
+                stop_reason,
+                usage,
+            }) => {
+                message.add(parser.finish());
+                return Ok(Collected {
+                    finish_reason: finish_reason(reason, parser.called_tools())?,
+                    stop_reason: StopReasonValue::from_engine(stop_reason.as_ref()),
+                    message,
+                    logprobs,
+                    usage,
+                });
+            }
+            Some(Event::Error(message)) => return Err(ApiError::internal(message)),
+            None => {
+                return Err(ApiError::internal(
+                    "the engine stopped before the request finished",
+                ));
+            }
+        }
+    }
+}
+
+/// OpenAI's finish reason; an abort (shutdown) is an error, not a finish.
+fn finish_reason(reason: FinishReason, called_tools: bool) -> ApiResult<&'static str> {
+    match reason {
+        FinishReason::Stop if called_tools => Ok("tool_calls"),
+        FinishReason::Stop => Ok("stop"),
+        FinishReason::Length => Ok("length"),
+        FinishReason::Abort => Err(abort_error()),
+    }
+}
+
+/// Streamed chat: role chunk, deltas, finish chunk per choice; then usage and `[DONE]`.
+struct ChatStream {
+    ctx: ChatContext,
+    parsers: Vec<ChoiceParser>,
+    /// Logprobs of tokens whose text is not out yet; they ride on the next chunk.
+    pending_logprobs: Vec<Vec<ChatLogprobToken>>,
+    tokens: Vec<usize>,
+    usage: Vec<Option<Usage>>,
+    include_usage: bool,
+    continuous_usage: bool,
+}
+
+impl ChatStream {
+    fn new(ctx: ChatContext, n: usize, include_usage: bool, continuous_usage: bool) -> Self {
+        Self {
+            parsers: (0..n).map(|_| ctx.parser()).collect(),
+            pending_logprobs: vec![Vec::new(); n],
+            tokens: vec![0; n],
+            usage: vec![None; n],
+            ctx,
+            include_usage,
+            continuous_usage,
+        }
+    }
+
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> SseEvent {
+        let usage = self
+            .continuous_usage
+            .then(|| UsageInfo::new(self.ctx.prompt_tokens, self.tokens.iter().sum(), None));
+        json_event(&ChatCompletionChunk {
+            id: &self.ctx.id,
+            object: "chat.completion.chunk",
+            created: self.ctx.created,
+            model: &self.ctx.model,
+            choices,
+            usage,
+        })
+    }
+
+    fn take_logprobs(&mut self, index: usize) -> Option<ChatLogprobs> {
+        if !self.ctx.logprobs || self.pending_logprobs[index].is_empty() {
+            return None;
+        }
+        Some(ChatLogprobs {
+            content: std::mem::take(&mut self.pending_logprobs[index]),
+        })
+    }
+
+    /// Chunks for a parsed delta: text first, then each tool-call piece on its own.
+    fn delta_chunks(&mut self, index: usize, delta: ChoiceDelta) -> Vec<SseEvent> {
+        let mut deltas = Vec::new();
+        if !delta.content.is_empty() || !delta.reasoning.is_empty() {
+            let reasoning = (!delta.reasoning.is_empty()).then_some(delta.reasoning);
+            deltas.push(ChatDelta {
+                content: (!delta.content.is_empty()).then_some(delta.content),
+                reasoning_content: reasoning.clone(),
+                reasoning,
+                ..Default::default()
+            });
+        }
+        for call in delta.tool_calls {
+            deltas.push(ChatDelta {
+                tool_calls: Some(vec![call]),
+                ..Default::default()
+            });
+        }
+        let mut events = Vec::with_capacity(deltas.len());
+        for delta in deltas {
+            let logprobs = self.take_logprobs(index);
+            events.push(self.chunk(vec![ChunkChoice {
+                index,
+                delta,
+                logprobs,
+                finish_reason: None,
+                stop_reason: None,
+            }]));
+        }
+        events
+    }
+}
+
+impl Renderer for ChatStream {
+    fn start(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        for index in 0..self.parsers.len() {
+            events.push(self.chunk(vec![ChunkChoice {
+                index,
+                delta: ChatDelta {
+                    role: Some("assistant"),
+                    content: Some(String::new()),
+                    ..Default::default()
+                },
+                logprobs: None,
+                finish_reason: None,
+                stop_reason: None,
+            }]));
+            if let Some(echo) = self.ctx.echo.clone().filter(|e| !e.is_empty()) {
+                events.push(self.chunk(vec![ChunkChoice {
+                    index,
+                    delta: ChatDelta {
+                        content: Some(echo),
+                        ..Default::default()
+                    },
+                    logprobs: None,
+                    finish_reason: None,
+                    stop_reason: None,
+                }]));
+            }
+        }
+        events
+    }
+
+    fn event(&mut self, index: usize, event: Event) -> (Vec<SseEvent>, bool) {
+        match event {
+            Event::Delta {
+                text,
+                token_ids,
+                logprobs,
+            } => {
+                self.tokens[index] += token_ids.len();
+                let entries = self.ctx.logprob_entries(&logprobs);
+                self.pending_logprobs[index].extend(entries);
+                let delta = self.parsers[index].push(&text);
+                (self.delta_chunks(index, delta), false)
+            }
+            Event::Finished {
+                reason,
+                stop_reason,
+                usage,
+            } => {
+                let delta = self.parsers[index].finish();
+                let mut events = self.delta_chunks(index, delta);
+                let finish = match finish_reason(reason, self.parsers[index].called_tools()) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        events.push(error_event(&e));
+                        return (events, true);
+                    }
+                };
+                self.tokens[index] = usage.completion_tokens;
+                self.usage[index] = Some(usage);
+                let logprobs = self.take_logprobs(index);
+                events.push(self.chunk(vec![ChunkChoice {
+                    index,
+                    delta: ChatDelta::default(),
+                    logprobs,
+                    finish_reason: Some(finish),
+                    stop_reason: StopReasonValue::from_engine(stop_reason.as_ref()),
+                }]));
+                (events, false)
+            }
+            Event::Error(message) => (vec![error_event(&ApiError::internal(message))], true),
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.usage.iter().all(Option::is_some)
+    }
+
+    fn finish(&mut self) -> Vec<SseEvent> {
+        if !self.include_usage {
+            return Vec::new();
+        }
+        let usages: Vec<Usage> = self.usage.iter().flatten().copied().collect();
+        let prompt = usages
+            .first()
+            .map_or(self.ctx.prompt_tokens, |u| u.prompt_tokens);
+        let cached = usages.first().map(|u| u.cached_tokens);
+        let completion = usages.iter().map(|u| u.completion_tokens).sum();
+        let usage = UsageInfo::new(prompt, completion, cached);
+        vec![json_event(&ChatCompletionChunk {
+            id: &self.ctx.id,
+            object: "chat.completion.chunk",
+            created: self.ctx.created,
+            model: &self.ctx.model,
+            choices: Vec::new(),
+            usage: Some(usage),
+        })]
+    }
+}

@@ -1,0 +1,126 @@
+//! The one mapping from failures to HTTP: every error response, including the router's own
+//! (unknown route, wrong method, oversized or malformed body), has the body
+//! `{"error": {"message", "type", "param", "code"}}`.
+//!
+//! The shape is vLLM's current one: `type` is an error class name and `code` the HTTP status as
+//! a number. The class names are the ones the `openai` SDK raises for each status
+//! (`BadRequestError`, `AuthenticationError`, `NotFoundError`, `RateLimitError`,
+//! `InternalServerError`, ...), so a client sees the same name in the body and in the exception.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::error::Error;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A 400 naming the request field at fault.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The error class name for a status (the `openai` SDK's exception names where it has one).
+    pub fn type_name(status: StatusCode) -> &'static str {
+        match status.as_u16() {
+            400 => "BadRequestError",
+            401 => "AuthenticationError",
+            403 => "PermissionDeniedError",
+            404 => "NotFoundError",
+            405 => "MethodNotAllowedError",
+            408 => "RequestTimeoutError",
+            409 => "ConflictError",
+            413 => "RequestTooLargeError",
+            415 => "UnsupportedMediaTypeError",
+            422 => "UnprocessableEntityError",
+            429 => "RateLimitError",
+            503 => "ServiceUnavailableError",
+            s if s >= 500 => "InternalServerError",
+            _ => "BadRequestError",
+        }
+    }
+
+    /// The JSON body (also sent as the data of an error event inside a stream).
+    pub fn body(&self) -> Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": Self::type_name(self.status),
+                "param": self.param,
+                "code": self.status.as_u16(),
+            }
+        })
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidRequest { message, param } => Self {
+                status: StatusCode::BAD_REQUEST,
+                message,
+                param,
+            },
+            // A template fails on what the request's messages contain (e.g. its
+            // `raise_exception` for an unsupported role order).
+            Error::Template(message) => {
+                Self::invalid("messages", format!("chat template: {message}"))
+            }
+            Error::Tokenizer(message) => Self::bad_request(format!("tokenizer: {message}")),
+            Error::Overloaded(message) => Self::new(StatusCode::TOO_MANY_REQUESTS, message),
+            Error::Unavailable(message) => Self::unavailable(message),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Self::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = std::result::Result<T, ApiError>;

@@ -1,0 +1,124 @@
+//! `ApiJson<T>`: the JSON body extractor every POST route uses.
+//!
+//! Replaces axum's `Json` so that every way a body can be wrong ends in the API's error shape
+//! with the offending field named: a syntax error, a field of the wrong type
+//! (`param: "temperature"`), a missing required field (`param: "messages"`), a non-JSON
+//! content type, or a body over the size limit (413). Like OpenAI and vLLM, unknown fields are
+//! ignored, and a request without a `Content-Type` is read as JSON.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(value) = req.headers().get(header::CONTENT_TYPE) {
+            let mime = value.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = mime.split(';').next().unwrap_or_default().trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::bad_request(format!(
+                    "Content-Type must be application/json, got {essence:?}"
+                )));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Deserialises `bytes`, naming the field at fault in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let syntax = matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        );
+        let param = if syntax || path == "?" {
+            None
+        } else if path == "." || path.is_empty() {
+            missing_field(&inner.to_string())
+        } else {
+            Some(path.clone())
+        };
+        let message = if syntax {
+            format!("The request body is not valid JSON: {inner}")
+        } else if param.is_some() && path != "." {
+            format!("{path}: {inner}")
+        } else {
+            format!("Invalid request: {inner}")
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            param,
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The field of serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Req {
+        messages: Vec<String>,
+        temperature: Option<f64>,
+        nested: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        include_usage: Option<bool>,
+    }
+
+    fn param(body: &str) -> Option<String> {
+        parse_json::<Req>(body.as_bytes()).unwrap_err().param
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(param(r#"{"temperature": 1}"#).as_deref(), Some("messages"));
+        assert_eq!(
+            param(r#"{"messages": [], "temperature": "hot"}"#).as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            param(r#"{"messages": [], "nested": {"include_usage": 3}}"#).as_deref(),
+            Some("nested.include_usage")
+        );
+        assert_eq!(
+            param(r#"{"messages": [1]}"#).as_deref(),
+            Some("messages[0]")
+        );
+        assert_eq!(param("{not json"), None);
+        assert!(parse_json::<Req>(br#"{"messages": [], "unknown": 1}"#).is_ok());
+        assert!(parse_json::<Req>(br#"{"messages": []} trailing"#).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! From validated request fields to engine requests: limits, sampling resolution, `n` copies
+//! with their seeds, and submission.
+
+use super::error::{ApiError, ApiResult};
+use super::state::{Ready, ServerConfig};
+use super::types::common::StopSpec;
+use crate::engine::{EventStream, GenerationRequest, GuidedDecoding};
+use crate::sampling::{SamplingOverrides, SamplingParams};
+
+/// The generation fields chat and completions share.
+#[derive(Debug, Default)]
+pub struct GenerationFields {
+    /// `max_tokens` (or chat's `max_completion_tokens`) and the name the client used.
+    pub max_tokens: Option<(i64, &'static str)>,
+    pub min_tokens: Option<i64>,
+    pub n: Option<i64>,
+    pub stop: Option<StopSpec>,
+    pub stop_token_ids: Option<Vec<i64>>,
+    pub ignore_eos: Option<bool>,
+    pub skip_special_tokens: Option<bool>,
+    pub include_stop_str_in_output: Option<bool>,
+    pub sampling: SamplingOverrides,
+    pub guided: Option<GuidedDecoding>,
+}
+
+/// `n` engine requests for one prompt. `prompt_param` names the field errors about the prompt
+/// point at (`messages` or `prompt`).
+pub fn build(
+    ready: &Ready,
+    config: &ServerConfig,
+    prompt_ids: Vec<u32>,
+    prompt_param: &str,
+    fields: GenerationFields,
+) -> ApiResult<Vec<GenerationRequest>> {
+    let limits = &config.limits;
+    let n = fields.n.unwrap_or(1);
+    if n < 1 || n as usize > limits.max_n {
+        return Err(ApiError::invalid(
+            "n",
+            format!("n must be between 1 and {}, got {n}.", limits.max_n),
+        ));
+    }
+    let stop = fields.stop.map(StopSpec::into_vec).unwrap_or_default();
+    if stop.len() > limits.max_stop {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("at most {} stop strings are allowed", limits.max_stop),
+        ));
+    }
+    let vocab = ready.vocab_size();
+    let stop_token_ids = fields.stop_token_ids.unwrap_or_default();
+    if stop_token_ids.len() > limits.max_stop_token_ids {
+        return Err(ApiError::invalid(
+            "stop_token_ids",
+            format!(
+                "at most {} stop_token_ids are allowed",
+                limits.max_stop_token_ids
+            ),
+        ));
+    }
+    let stop_token_ids = stop_token_ids
+        .into_iter()
+        .map(|id| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&id| (id as usize) < vocab)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "stop_token_ids",
+                        format!("stop token id {id} is out of the vocabulary (size {vocab})"),
+                    )
+                })
+        })
+        .collect::<ApiResult<Vec<u32>>>()?;
+    if let Some(bias) = &fields.sampling.logit_bias
+        && bias.len() > limits.max_logit_bias
+    {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            format!(
+                "logit_bias may hold at most {} entries",
+                limits.max_logit_bias
+            ),
+        ));
+    }
+
+    let prompt_len = prompt_ids.len();
+    let max_len = ready.max_model_len();
+    if prompt_len == 0 {
+        return Err(ApiError::invalid(prompt_param, "the prompt is empty"));
+    }
+    if prompt_len >= max_len {
+        return Err(ApiError::invalid(
+            prompt_param,
+            format!(
+                "This model's maximum context length is {max_len} tokens. However, your request has \
+                 {prompt_len} input tokens, which leaves no room for a completion."
+            ),
+        ));
+    }
+    let max_tokens = match fields.max_tokens {
+        None => None,
+        Some((m, param)) if m < 1 => {
+            return Err(ApiError::invalid(
+                param,
+                format!("{param} must be at least 1, got {m}."),
+            ));
+        }
+        Some((m, param)) if prompt_len as i64 + m > max_len as i64 => {
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "This model's maximum context length is {max_len} tokens. However, you requested \
+                     {} tokens ({prompt_len} in the input, {m} in the completion). Please reduce the \
+                     length of the input or the completion.",
+                    prompt_len as i64 + m
+                ),
+            ));
+        }
+        Some((m, _)) => Some(m as usize),
+    };
+    let min_tokens = fields.min_tokens.unwrap_or(0);
+    if min_tokens < 0 || max_tokens.is_some_and(|m| min_tokens as usize > m) {
+        return Err(ApiError::invalid(
+            "min_tokens",
+            format!("min_tokens must be between 0 and max_tokens, got {min_tokens}."),
+        ));
+    }
+
+    let mut overrides = fields.sampling;
+    if overrides.seed.is_none() {
+        overrides.seed = config.default_seed.map(|s| s as i64);
+    }
+    let base_seed = overrides.seed;
+    let mut requests = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        // Seeded choices of one request must differ from each other but stay reproducible.
+        overrides.seed = base_seed.map(|s| if s == -1 { s } else { s.wrapping_add(i) });
+        let sampling = SamplingParams::resolve(&ready.defaults, &overrides, vocab)?;
+        let mut req = GenerationRequest::new(prompt_ids.clone(), sampling);
+        req.max_tokens = max_tokens;
+        req.min_tokens = min_tokens as usize;
+        req.stop = stop.clone();
+        req.stop_token_ids = stop_token_ids.clone();
+        req.ignore_eos = fields.ignore_eos.unwrap_or(false);
+        req.skip_special_tokens = fields.skip_special_tokens.unwrap_or(true);
+        req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
+        req.guided = fields.guided.clone();
+        requests.push(req);
+    }
+    Ok(requests)
+}
+
+/// Submits all requests or none: if one is refused, the streams already opened are dropped,
+/// which cancels them.
+pub fn submit_all(ready: &Ready, requests: Vec<GenerationRequest>) -> ApiResult<Vec<EventStream>> {
+    requests
+        .into_iter()
+        .map(|r| ready.engine.submit(r).map_err(ApiError::from))
+        .collect()
+}
+
+/// A random id with OpenAI's prefixes (`chatcmpl-`, `cmpl-`, `call_`).
+pub fn random_id(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}{tail}")
+}

@@ -1,0 +1,266 @@
+//! `tools`, `tool_choice`, `parallel_tool_calls` and `response_format`: what the template is
+//! given, whether the output is parsed for calls, and which constraint (if any) the sampler
+//! enforces.
+//!
+//! As in vLLM: `auto` needs `--enable-auto-tool-choice --tool-call-parser hermes` (and is the
+//! default when tools are given); `required` and a named function are forced by a grammar and
+//! their output is always parsed as Hermes calls; `none` renders the tools but parses nothing.
+
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::state::ServerConfig;
+use super::tool_grammar::{FunctionSpec, forced_calls_grammar};
+use super::types::chat::ResponseFormat;
+use crate::engine::GuidedDecoding;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    Required,
+    Named(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ToolPlan {
+    pub choice: ToolChoice,
+    /// Parse the output for Hermes tool calls.
+    pub parse_calls: bool,
+    pub guided: Option<GuidedDecoding>,
+}
+
+/// Checks the tool fields and decides how the request runs.
+pub fn plan(
+    tools: Option<&[Value]>,
+    tool_choice: Option<&Value>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<&ResponseFormat>,
+    config: &ServerConfig,
+) -> ApiResult<ToolPlan> {
+    let tools = tools.unwrap_or_default();
+    if tools.len() > config.limits.max_tools {
+        return Err(ApiError::invalid(
+            "tools",
+            format!("at most {} tools are allowed", config.limits.max_tools),
+        ));
+    }
+    let functions = tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| function_spec(i, t))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let choice = parse_choice(tool_choice, !functions.is_empty())?;
+    let guided_format = response_guided(response_format)?;
+
+    let forced: Vec<FunctionSpec> = match &choice {
+        ToolChoice::None | ToolChoice::Auto => Vec::new(),
+        _ if functions.is_empty() => {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "tool_choice requires tools to be given",
+            ));
+        }
+        ToolChoice::Required => functions.clone(),
+        ToolChoice::Named(name) => {
+            let f = functions.iter().find(|f| &f.name == name).ok_or_else(|| {
+                ApiError::invalid(
+                    "tool_choice",
+                    format!("tool_choice names the function {name:?}, which is not in tools"),
+                )
+            })?;
+            vec![f.clone()]
+        }
+    };
+    if choice == ToolChoice::Auto && !(config.auto_tool_choice && config.tool_parser) {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
+        ));
+    }
+    let guided = if forced.is_empty() {
+        guided_format
+    } else {
+        if guided_format.is_some() {
+            return Err(ApiError::invalid(
+                "response_format",
+                "response_format cannot be combined with a required or named tool_choice",
+            ));
+        }
+        let parallel = parallel_tool_calls.unwrap_or(true) && choice == ToolChoice::Required;
+        Some(GuidedDecoding::Lark(forced_calls_grammar(
+            &forced, parallel,
+        )))
+    };
+    Ok(ToolPlan {
+        parse_calls: choice != ToolChoice::None,
+        choice,
+        guided,
+    })
+}
+
+fn function_spec(i: usize, tool: &Value) -> ApiResult<FunctionSpec> {
+    let param = format!("tools[{i}]");
+    let bad = |msg: &str| ApiError::invalid(param.clone(), format!("{param}: {msg}"));
+    let kind = tool
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("function");
+    if kind != "function" {
+        return Err(bad("only tools of type \"function\" are supported"));
+    }
+    let function = tool
+        .get("function")
+        .filter(|f| f.is_object())
+        .ok_or_else(|| bad("missing the \"function\" object"))?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty() && n.len() <= 256 && !n.chars().any(char::is_control))
+        .ok_or_else(|| {
+            bad("function.name must be a non-empty string without control characters")
+        })?;
+    let parameters = match function.get("parameters") {
+        None | Some(Value::Null) => Value::Null,
+        Some(p @ (Value::Object(_) | Value::Bool(true))) => p.clone(),
+        Some(_) => return Err(bad("function.parameters must be a JSON Schema object")),
+    };
+    Ok(FunctionSpec {
+        name: name.to_owned(),
+        parameters,
+    })
+}
+
+fn parse_choice(value: Option<&Value>, have_tools: bool) -> ApiResult<ToolChoice> {
+    let bad = || {
+        ApiError::invalid(
+            "tool_choice",
+            "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+        )
+    };
+    match value {
+        None | Some(Value::Null) if have_tools => Ok(ToolChoice::Auto),
+        None | Some(Value::Null) => Ok(ToolChoice::None),
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => Ok(ToolChoice::None),
+            "auto" => Ok(ToolChoice::Auto),
+            "required" => Ok(ToolChoice::Required),
+            _ => Err(bad()),
+        },
+        Some(obj @ Value::Object(_)) => obj
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Named(n.to_owned()))
+            .ok_or_else(bad),
+        Some(_) => Err(bad()),
+    }
+}
+
+fn response_guided(format: Option<&ResponseFormat>) -> ApiResult<Option<GuidedDecoding>> {
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    match format.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(GuidedDecoding::JsonObject)),
+        "json_schema" => {
+            let schema = format
+                .json_schema
+                .as_ref()
+                .and_then(|s| s.schema.clone())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "response_format",
+                        "response_format json_schema needs json_schema.schema",
+                    )
+                })?;
+            match schema {
+                Value::Object(_) | Value::Bool(_) => Ok(Some(GuidedDecoding::JsonSchema(schema))),
+                _ => Err(ApiError::invalid(
+                    "response_format",
+                    "json_schema.schema must be a JSON Schema object",
+                )),
+            }
+        }
+        other => Err(ApiError::invalid(
+            "response_format",
+            format!(
+                "response_format type {other:?} is not supported (text, json_object, json_schema)"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(auto: bool) -> ServerConfig {
+        ServerConfig {
+            auto_tool_choice: auto,
+            tool_parser: auto,
+            ..Default::default()
+        }
+    }
+
+    fn tools() -> Vec<Value> {
+        vec![
+            json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}),
+        ]
+    }
+
+    #[test]
+    fn choices() {
+        let t = tools();
+        let p = plan(Some(&t), None, None, None, &config(true)).unwrap();
+        assert_eq!(p.choice, ToolChoice::Auto);
+        assert!(p.parse_calls && p.guided.is_none());
+        assert_eq!(
+            plan(Some(&t), None, None, None, &config(false))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("tool_choice")
+        );
+        let p = plan(
+            Some(&t),
+            Some(&json!("required")),
+            None,
+            None,
+            &config(false),
+        )
+        .unwrap();
+        assert!(
+            matches!(p.guided, Some(GuidedDecoding::Lark(ref g)) if g.contains("(\"\\n\" call)*"))
+        );
+        let named = json!({"type": "function", "function": {"name": "f"}});
+        let p = plan(Some(&t), Some(&named), None, None, &config(false)).unwrap();
+        assert!(
+            matches!(p.guided, Some(GuidedDecoding::Lark(ref g)) if g.starts_with("start: call\n"))
+        );
+        let p = plan(Some(&t), Some(&json!("none")), None, None, &config(false)).unwrap();
+        assert!(!p.parse_calls);
+        let missing = json!({"type": "function", "function": {"name": "g"}});
+        assert!(plan(Some(&t), Some(&missing), None, None, &config(false)).is_err());
+        assert!(plan(None, Some(&json!("required")), None, None, &config(false)).is_err());
+        assert!(
+            plan(
+                Some(&t),
+                Some(&json!("sometimes")),
+                None,
+                None,
+                &config(false)
+            )
+            .is_err()
+        );
+        let bad = vec![json!({"type": "function", "function": {"parameters": {}}})];
+        assert_eq!(
+            plan(Some(&bad), Some(&json!("none")), None, None, &config(false))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("tools[0]")
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Output parsers that split a model's raw text into the OpenAI message fields.
+//!
+//! Each parser is an incremental state machine over text deltas (`push` per delta, `finish` at
+//! the end) and its one-shot form is literally "push the whole text, then finish". Streaming and
+//! non-streaming responses therefore run the same code, which is what makes a streamed tool
+//! call's argument fragments concatenate to exactly the non-streamed `arguments` string.
+//!
+//! - [`reasoning`]: Qwen3's `<think>…</think>` block → `reasoning_content`.
+//! - [`hermes`]: Hermes-style `<tool_call>{"name", "arguments"}</tool_call>` → `tool_calls`.
+
+pub mod hermes;
+pub mod reasoning;
+mod tags;
+
+pub use hermes::{HermesDelta, HermesToolParser, ToolCallDelta};
+pub use reasoning::{Qwen3ReasoningParser, ReasoningDelta, prompt_opens_thinking};
