@@ -39,7 +39,9 @@ fn repo_id_resolves_through_a_hub_cache_without_network() {
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     for entry in std::fs::read_dir(tiny_model_dir()).unwrap() {
         let entry = entry.unwrap();
-        let blob = repo.join("blobs").join(format!("blob-{}", entry.file_name().to_string_lossy()));
+        let blob = repo
+            .join("blobs")
+            .join(format!("blob-{}", entry.file_name().to_string_lossy()));
         std::fs::copy(entry.path(), &blob).unwrap();
         std::os::unix::fs::symlink(&blob, snapshot.join(entry.file_name())).unwrap();
     }
@@ -72,13 +74,19 @@ fn missing_files_are_named() {
     assert!(load_err(dir.path()).contains("no weights"));
     std::fs::remove_file(dir.path().join("config.json")).unwrap();
     let err = load_err(dir.path());
-    assert!(err.contains("config.json") && err.contains("missing file"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("missing file"),
+        "{err}"
+    );
 
     let sharded = tempfile::tempdir().unwrap();
     copy_dir(&checkpoint_dir("tiny-untied"), sharded.path());
     std::fs::remove_file(sharded.path().join("model-00002-of-00002.safetensors")).unwrap();
     let err = load_err(sharded.path());
-    assert!(err.contains("model-00002-of-00002.safetensors") && err.contains("index"), "{err}");
+    assert!(
+        err.contains("model-00002-of-00002.safetensors") && err.contains("index"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -88,11 +96,21 @@ fn bad_config_is_reported_with_its_path() {
     let config = dir.path().join("config.json");
     std::fs::write(&config, "{ not json").unwrap();
     let err = load_err(dir.path());
-    assert!(err.contains("config.json") && err.contains("invalid config JSON"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("invalid config JSON"),
+        "{err}"
+    );
     let text = std::fs::read_to_string(tiny_model_dir().join("config.json")).unwrap();
-    std::fs::write(&config, text.replace("Qwen3ForCausalLM", "LlamaForCausalLM")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("Qwen3ForCausalLM", "LlamaForCausalLM"),
+    )
+    .unwrap();
     let err = load_err(dir.path());
-    assert!(err.contains("LlamaForCausalLM") && err.contains("Qwen3ForCausalLM"), "{err}");
+    assert!(
+        err.contains("LlamaForCausalLM") && err.contains("Qwen3ForCausalLM"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -105,18 +123,34 @@ fn broken_weights_are_reported_with_file_and_tensor() {
     // Truncated file.
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     let err = load_err(dir.path());
-    assert!(err.contains("model.safetensors") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("safetensors"),
+        "{err}"
+    );
 
     // A config that asks for a wider layer than the file holds: mis-shaped tensor.
     std::fs::write(&weights, &bytes).unwrap();
     let config = dir.path().join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("\"intermediate_size\": 384", "\"intermediate_size\": 512")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"intermediate_size\": 384", "\"intermediate_size\": 512"),
+    )
+    .unwrap();
     let err = load_err(dir.path());
-    assert!(err.contains("mlp.gate_proj.weight") && err.contains("[384, 128]") && err.contains("model.safetensors"), "{err}");
+    assert!(
+        err.contains("mlp.gate_proj.weight")
+            && err.contains("[384, 128]")
+            && err.contains("model.safetensors"),
+        "{err}"
+    );
 
     // A config with more layers than the file has: missing tensor.
-    std::fs::write(&config, text.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
+    )
+    .unwrap();
     let err = load_err(dir.path());
     assert!(err.contains("missing tensor model.layers.2."), "{err}");
 }

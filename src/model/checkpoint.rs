@@ -169,7 +169,11 @@ mod hub {
 
     /// Resolves `repo_id` in the hub cache at `cache_root`; downloads into it only when the
     /// cache lacks files and `offline` is false.
-    pub fn resolve_in(repo_id: &str, cache_root: PathBuf, offline: bool) -> Result<CheckpointFiles> {
+    pub fn resolve_in(
+        repo_id: &str,
+        cache_root: PathBuf,
+        offline: bool,
+    ) -> Result<CheckpointFiles> {
         let cache = Cache::new(cache_root.clone());
         let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
         if let Some(config) = cached.get(CONFIG_FILE)
