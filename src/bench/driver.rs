@@ -43,18 +43,14 @@ pub struct Options {
     /// Where the sweep plot goes (`.svg` and `.png` are added); only with several levels.
     pub plot: Option<PathBuf>,
     pub save_prompts: Option<PathBuf>,
+    /// Only make (and save) the prompts; contact no server.
+    pub prompts_only: bool,
     pub request_timeout: Duration,
     pub progress: bool,
 }
 
 /// Runs the benchmark; returns the results of each level.
 pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
-    let client = |e: super::openai::ClientError| Error::Unavailable(e.to_string());
-    let endpoint = Endpoint::new(&opts.base_url, opts.api_key.clone()).map_err(client)?;
-    let model = match &opts.model {
-        Some(model) => model.clone(),
-        None => endpoint.first_model().await.map_err(client)?,
-    };
     let tokenizer = PromptTokenizer::load(&opts.tokenizer)?;
     let overhead = match opts.endpoint {
         EndpointKind::Chat => tokenizer.chat_overhead()?,
@@ -66,7 +62,17 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
     let prompts = tokenizer.random_prompts(opts.num_prompts, text_len, opts.seed)?;
     if let Some(path) = &opts.save_prompts {
         save_prompts(path, &prompts)?;
+        eprintln!("Wrote {} prompts to {}", prompts.len(), path.display());
     }
+    if opts.prompts_only {
+        return Ok(Vec::new());
+    }
+    let client = |e: super::openai::ClientError| Error::Unavailable(e.to_string());
+    let endpoint = Endpoint::new(&opts.base_url, opts.api_key.clone()).map_err(client)?;
+    let model = match &opts.model {
+        Some(model) => model.clone(),
+        None => endpoint.first_model().await.map_err(client)?,
+    };
     let client_lens: Vec<usize> = prompts
         .iter()
         .map(|p| p.ids.len() + overhead.unwrap_or(0))

@@ -104,6 +104,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub save_prompts: Option<PathBuf>,
 
+    /// Only write the prompts (with --save-prompts) and stop, without contacting a server.
+    #[arg(long, requires = "save_prompts")]
+    pub prompts_only: bool,
+
     /// Seconds one request may take.
     #[arg(long, default_value_t = 3600.0)]
     pub request_timeout: f64,
@@ -176,6 +180,7 @@ impl BenchArgs {
             save_detailed: self.save_detailed,
             plot,
             save_prompts: self.save_prompts.clone(),
+            prompts_only: self.prompts_only,
             request_timeout: Duration::from_secs_f64(self.request_timeout),
             progress: !self.no_progress,
         })
