@@ -1,6 +1,8 @@
 //! tealight: a local LLM inference server for Qwen3 on candle, speaking the OpenAI API.
 
 pub mod api;
+pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod device;
 pub mod engine;
