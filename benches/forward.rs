@@ -110,5 +110,10 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward);
+// No plots: criterion's plotting backend panics on machines without system fonts.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = forward
+}
 criterion_main!(benches);

@@ -211,3 +211,98 @@ fn batched_step_equals_each_sequence_alone() {
         }
     }
 }
+
+/// One decode step's logits for sequence 0 (`ctx` cached tokens, next token `next`), computed
+/// with `others` sharing the step: `(prompt, cached)` pairs that each prefill `prompt` after
+/// `cached` tokens already in their blocks.
+fn decode_logits_with(
+    loaded: &tealight::model::LoadedModel,
+    cache: &tealight::model::KvCache,
+    tables: &[Vec<u32>],
+    seq0: (u32, usize),
+    others: &[(&[u32], usize)],
+    backend: AttentionBackend,
+) -> Vec<f32> {
+    let mut batch = BatchInput::default();
+    batch.chunks.push(SequenceChunk {
+        num_query_tokens: 1,
+        context_len: seq0.1 + 1,
+        block_table: tables[0].clone(),
+        needs_logits: true,
+    });
+    batch.token_ids.push(seq0.0);
+    for (i, &(ids, cached)) in others.iter().enumerate() {
+        batch.chunks.push(SequenceChunk {
+            num_query_tokens: ids.len(),
+            context_len: cached + ids.len(),
+            block_table: tables[i + 1].clone(),
+            needs_logits: true,
+        });
+        batch.token_ids.extend_from_slice(ids);
+    }
+    let logits = loaded.model.forward(&batch, cache, backend).unwrap();
+    logits.get(0).unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// Bit for bit, not within a tolerance: a decoding sequence's logits do not depend on what else
+/// is in the step (alone; with other decodes; with a prefill chunk), on the CPU's default
+/// attention backend. Seeded sampling's batch invariance rests on this: a last-bit difference
+/// is enough to move a draw on a flat distribution.
+#[test]
+fn decode_logits_are_bitwise_independent_of_the_batch() {
+    let loaded = load("tiny", DtypeChoice::F32);
+    let cases = &model_fixtures("tiny").cases;
+    let prompt = &cases[0].prompt_ids;
+    let tables: Vec<Vec<u32>> = (0..4)
+        .map(|s| scattered_blocks(s * 64, blocks_needed(prompt.len() + 2), 1))
+        .collect();
+    let cache = cache_for(&loaded, 4 * 64);
+    // Sequence 0 and the two decoding neighbours have the prompt cached.
+    let mut batch = BatchInput::default();
+    for table in &tables[..3] {
+        batch.chunks.push(SequenceChunk {
+            num_query_tokens: prompt.len(),
+            context_len: prompt.len(),
+            block_table: table.clone(),
+            needs_logits: false,
+        });
+        batch.token_ids.extend_from_slice(prompt);
+    }
+    loaded
+        .model
+        .forward(&batch, &cache, AttentionBackend::Cpu)
+        .unwrap();
+    let next = cases[0].greedy[0];
+    let seq0 = (next, prompt.len());
+    let decode: &[u32] = &[7];
+    let chunk: Vec<u32> = prompt[..prompt.len().min(40)].to_vec();
+    let alone = decode_logits_with(&loaded, &cache, &tables, seq0, &[], AttentionBackend::Cpu);
+    for (name, others) in [
+        (
+            "two decodes",
+            vec![(decode, prompt.len()), (decode, prompt.len())],
+        ),
+        (
+            "a prefill chunk",
+            vec![
+                (decode, prompt.len()),
+                (decode, prompt.len()),
+                (&chunk[..], 0),
+            ],
+        ),
+    ] {
+        let batched = decode_logits_with(
+            &loaded,
+            &cache,
+            &tables,
+            seq0,
+            &others,
+            AttentionBackend::Cpu,
+        );
+        let differing = alone
+            .iter()
+            .zip(&batched)
+            .filter(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(differing.count(), 0, "with {name}");
+    }
+}

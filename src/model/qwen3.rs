@@ -25,7 +25,8 @@ struct DecoderLayer {
 
 pub struct Qwen3Model {
     cfg: Qwen3Config,
-    embed_tokens: Tensor,
+    /// The input embedding when it is not tied to `lm_head`.
+    embed_tokens: Option<Tensor>,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Projection,
@@ -132,7 +133,7 @@ struct Step<'a> {
 impl Qwen3Model {
     pub fn load(store: &WeightStore, cfg: &Qwen3Config) -> Result<Self> {
         let (device, dtype) = (store.device().clone(), store.dtype());
-        let embed_tokens = store.get(
+        let embedding = store.get(
             "model.embed_tokens.weight",
             &[cfg.vocab_size, cfg.hidden_size],
         )?;
@@ -145,12 +146,12 @@ impl Qwen3Model {
             cfg.hidden_size,
             cfg.rms_norm_eps,
         )?;
-        let lm_head = if cfg.tie_word_embeddings {
-            Projection::from_weight(embed_tokens.clone())
+        // Tied: the head owns the one copy and serves the lookups too.
+        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings {
+            (None, Projection::from_weight(embedding)?)
         } else {
-            Projection::from_weight(
-                store.get("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?,
-            )
+            let head = store.get("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?;
+            (Some(embedding), Projection::from_weight(head)?)
         };
         let rotary = RotaryTables::new(
             cfg.head_dim,
@@ -229,7 +230,10 @@ impl Qwen3Model {
             scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
         };
 
-        let mut x = self.embed_tokens.index_select(&ids, 0)?;
+        let mut x = match &self.embed_tokens {
+            Some(table) => table.index_select(&ids, 0)?,
+            None => self.lm_head.weight_rows(&ids)?,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &step, cache.layer(i), &self.cfg)?;
         }

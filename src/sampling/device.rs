@@ -5,20 +5,19 @@
 //! reductions (`sum`, `max`, `min`). No `cumsum` (it is a dense n² matmul in candle) and no
 //! vocab-wide `arg_sort` (one CUDA block per row cannot hold 151,936 keys).
 //!
-//! Every threshold the semantics need (k-th largest value, top-p boundary, the group the
-//! inverse CDF lands in) has the form "the smallest surviving `y` whose mass strictly above is
+//! Both thresholds the semantics need (k-th largest value, top-p boundary) have the form "the smallest surviving `y` whose mass strictly above is
 //! below a target". Mass-above is non-increasing in the threshold, so each is found by
 //! bisection on the value, all rows at once and without leaving the device, followed by a
 //! "snap" to the next surviving value that is checked exactly; the rare unresolved row simply
-//! steps to the next value. Within the chosen tie group the token is picked by rank among ids,
-//! which needs no ordering at all in the common case (a group of one: the `min` of its ids).
+//! steps to the next value. The draw walks the kept tokens in id order: the first id whose
+//! running mass exceeds the target is found by bisection on the id, again all rows at once.
 //!
-//! What crosses to the host per call: one byte per row per snap round, and five numbers per row
-//! at the end (plus a second small round only when a tie group must be split by rank).
+//! What crosses to the host per call: one byte per row per snap round, and one id per row at
+//! the end.
 
 use candle_core::{DType, Device, Tensor};
 
-use super::selection::{LOGIT_CLAMP, RowSpec, tie_rank};
+use super::selection::{LOGIT_CLAMP, RowSpec};
 use crate::error::{Error, Result};
 
 /// Bisection steps before snapping. The bracket is `[max y - 110, max y]`; twenty halvings
@@ -64,8 +63,8 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
     let w = w32.to_dtype(DType::F64)?;
     let zero = Tensor::zeros((1, 1), DType::F64, dev)?.broadcast_as((rows, vocab))?;
     let search = Search::new(&y, &ymax, rows, vocab, dev)?;
-    // The last threshold applied: every later answer is at or above it, so later searches
-    // start their bracket there instead of 110 below the maximum.
+    // The top-k threshold, when there is one: the top-p answer is at or above it, so that
+    // search starts its bracket there instead of 110 below the maximum.
     let mut floor: Option<Tensor> = None;
 
     if specs.iter().any(|s| s.top_k_active(vocab)) {
@@ -77,7 +76,7 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
             }
         })?;
         let ones = keep.to_dtype(DType::F32)?;
-        let tau = search.min_value(&keep, &ones, &k, Bound::Below, None)?;
+        let tau = search.min_value(&keep, &ones, &k, None)?;
         keep = keep.mul(&y.broadcast_ge(&tau)?)?;
         floor = Some(tau);
     }
@@ -93,55 +92,33 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
             }
         })?;
         let target = p.mul(&z)?;
-        let tau = search.min_value(&keep, &kept_w, &target, Bound::Below, floor.as_ref())?;
+        let tau = search.min_value(&keep, &kept_w, &target, floor.as_ref())?;
         keep = keep.mul(&y.broadcast_ge(&tau)?)?;
         kept_w = keep.where_cond(&w, &zero)?;
         z = kept_w.sum_keepdim(1)?;
-        floor = Some(tau);
     }
 
     let target = column_f64(&|s| s.u)?.mul(&z)?;
-    let sigma = search.min_value(&keep, &kept_w, &target, Bound::AtMost, floor.as_ref())?;
-    let above = y
-        .broadcast_gt(&sigma)?
-        .where_cond(&kept_w, &zero)?
-        .sum_keepdim(1)?;
-    let group = keep.mul(&y.broadcast_eq(&sigma)?)?;
-    let group_w = group.where_cond(&w, &zero)?.max_keepdim(1)?;
-    let count = group.to_dtype(DType::F32)?.sum_keepdim(1)?;
+    let first_past = first_id_past(&kept_w, &target, vocab, dev)?;
+    // Rounding can leave the target at or past the id-order total: then the last kept id.
     let ids = search.ids_u32()?;
-    let none = Tensor::full(vocab as u32, (rows, vocab), dev)?;
-    let first = group.where_cond(&ids, &none)?.min_keepdim(1)?;
-
-    let small = Tensor::cat(&[&target, &above, &group_w], 1)?.to_vec2::<f64>()?;
-    let count = count.flatten_all()?.to_vec1::<f32>()?;
-    let mut picked = first.flatten_all()?.to_vec1::<u32>()?;
-    let ranks: Vec<usize> = small
-        .iter()
-        .zip(&count)
-        .map(|(v, &n)| tie_rank(v[0], v[1], v[2], n as usize))
+    let last_kept = keep
+        .where_cond(&ids, &ids.zeros_like()?)?
+        .max_keepdim(1)?
+        .to_dtype(DType::F32)?;
+    let picked: Vec<u32> = first_past
+        .minimum(&last_kept)?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| v as u32)
         .collect();
-    if ranks.iter().any(|&r| r > 0) {
-        let nth = nth_id(&group, &ranks, vocab, dev)?;
-        for (r, &rank) in ranks.iter().enumerate() {
-            if rank > 0 {
-                picked[r] = nth[r];
-            }
-        }
-    }
     if let Some(r) = picked.iter().position(|&id| id as usize >= vocab) {
         return Err(Error::Internal(format!(
             "sampling: no token could be selected in logits row {r}"
         )));
     }
     Ok(picked)
-}
-
-/// Whether the mass strictly above a threshold must be `< target` or `<= target`.
-#[derive(Clone, Copy)]
-enum Bound {
-    Below,
-    AtMost,
 }
 
 /// The shared pieces of the threshold searches over one batch.
@@ -186,14 +163,13 @@ impl<'a> Search<'a> {
     }
 
     /// Per row, the smallest `y` among `active` tokens with
-    /// `Σ weight[y_j > y] (< | <=) target`. `weight` must be zero outside `active`; `floor`,
+    /// `Σ weight[y_j > y] < target`. `weight` must be zero outside `active`; `floor`,
     /// when given, is at or below every active value.
     fn min_value(
         &self,
         active: &Tensor,
         weight: &Tensor,
         target: &Tensor,
-        bound: Bound,
         floor: Option<&Tensor>,
     ) -> Result<Tensor> {
         let zero = Tensor::zeros((1, 1), weight.dtype(), self.dev)?
@@ -204,10 +180,7 @@ impl<'a> Search<'a> {
                 .broadcast_gt(v)?
                 .where_cond(weight, &zero)?
                 .sum_keepdim(1)?;
-            Ok(match bound {
-                Bound::Below => mass.lt(target)?,
-                Bound::AtMost => mass.le(target)?,
-            })
+            Ok(mass.lt(target)?)
         };
         // Invariant: the answer lies in (lo, hi].
         let mut lo = match floor {
@@ -250,39 +223,29 @@ fn strictly_below(t: &Tensor) -> Result<Tensor> {
     Ok(t.sub(&t.abs()?.affine(1e-6, 1e-30)?)?)
 }
 
-/// For each row, the id of rank `ranks[r]` (0-based, ascending ids) among the tokens of
-/// `group`, by bisection on the id: the smallest `t` with `#{group, id <= t} > rank`.
-fn nth_id(group: &Tensor, ranks: &[usize], vocab: usize, dev: &Device) -> Result<Vec<u32>> {
-    let rows = ranks.len();
-    let need = Tensor::from_vec(
-        ranks.iter().map(|&r| r as f32 + 0.5).collect::<Vec<f32>>(),
-        (rows, 1),
-        dev,
-    )?;
-    let member = group.to_dtype(DType::F32)?;
-    let zero = Tensor::zeros((rows, vocab), DType::F32, dev)?;
+/// For each row, the smallest id `t` with `Σ weight[id <= t] > target`, by bisection on the
+/// id; `vocab - 1` where no prefix exceeds it. Ids are compared as f32 (exact below 2^24).
+fn first_id_past(weight: &Tensor, target: &Tensor, vocab: usize, dev: &Device) -> Result<Tensor> {
+    let rows = target.dim(0)?;
+    let zero = weight.zeros_like()?;
     let ids = Tensor::arange(0u32, vocab as u32, dev)?
         .to_dtype(DType::F32)?
         .reshape((1, vocab))?;
+    // Invariant: the answer lies in (lo, hi].
     let mut lo = Tensor::full(-1f32, (rows, 1), dev)?;
     let mut hi = Tensor::full(vocab as f32 - 1.0, (rows, 1), dev)?;
     let steps = usize::BITS - vocab.leading_zeros() + 1;
     for _ in 0..steps {
         let mid = ((&lo + &hi)? * 0.5)?.floor()?;
-        let count = ids
+        let mass = ids
             .broadcast_le(&mid)?
-            .where_cond(&member, &zero)?
+            .where_cond(weight, &zero)?
             .sum_keepdim(1)?;
-        let ok = count.gt(&need)?;
+        let ok = mass.gt(target)?;
         hi = ok.where_cond(&mid, &hi)?;
         lo = ok.where_cond(&lo, &mid)?;
     }
-    Ok(hi
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .into_iter()
-        .map(|v| v as u32)
-        .collect())
+    Ok(hi)
 }
 
 #[cfg(test)]
@@ -301,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn ties_are_split_by_id_rank() {
+    fn draws_walk_ids_in_order() {
         // Four equal logits: u in [0.25 r, 0.25 (r + 1)) picks id r.
         let x = Tensor::new(&[[1.0f32, 1.0, 1.0, 1.0]], &Device::Cpu).unwrap();
         for (u, id) in [(0.0, 0), (0.3, 1), (0.6, 2), (0.99, 3)] {
@@ -358,19 +321,28 @@ mod tests {
     }
 
     #[test]
-    fn nth_id_by_bisection() {
-        let group = Tensor::new(
-            &[[0u8, 1, 0, 1, 1, 0, 1], [1, 0, 0, 0, 0, 0, 1]],
+    fn first_id_past_by_bisection() {
+        let w = Tensor::new(
+            &[
+                [0f64, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0],
+                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+            ],
             &Device::Cpu,
         )
         .unwrap();
-        assert_eq!(
-            nth_id(&group, &[2, 1], 7, &Device::Cpu).unwrap(),
-            vec![4, 6]
-        );
-        assert_eq!(
-            nth_id(&group, &[0, 0], 7, &Device::Cpu).unwrap(),
-            vec![1, 0]
-        );
+        let first = |t: [f64; 2]| {
+            let t = Tensor::new(&[[t[0]], [t[1]]], &Device::Cpu).unwrap();
+            first_id_past(&w, &t, 7, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(first([2.5, 1.5]), vec![4.0, 6.0]);
+        assert_eq!(first([0.0, 0.0]), vec![1.0, 0.0]);
+        assert_eq!(first([2.0, 1.0]), vec![4.0, 6.0]);
+        // Nothing exceeds the target: the last id.
+        assert_eq!(first([9.0, 2.0]), vec![6.0, 6.0]);
     }
 }

@@ -6,7 +6,9 @@
 //!   and only the few survivors are sorted;
 //! - otherwise (top-p / min-p / plain sampling) survivors are binned by `max y - y` into
 //!   quarter-logit buckets with their mass; walking buckets in order finds the one bucket where
-//!   the top-p boundary (and later the sampled token) lies, and only that bucket is sorted.
+//!   the top-p boundary lies, and only that bucket is sorted.
+//!
+//! The draw itself is one pass over the kept tokens in id order.
 //!
 //! Semantics are those of [`super::selection`].
 
@@ -16,7 +18,7 @@ use std::collections::BinaryHeap;
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::selection::{Candidate, RowSpec, pick, scaled, sort_candidates, top_p_prefix};
+use super::selection::{Candidate, RowSpec, draw_by_id, scaled, sort_candidates, top_p_prefix};
 use crate::error::{Error, Result};
 
 /// Tokens further than this below the maximum (after temperature) have zero weight in f32
@@ -108,18 +110,29 @@ pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
         None
     };
     match small {
-        Some(mut cands) => {
-            sort_candidates(&mut cands);
-            let z1: f64 = cands.iter().map(|c| c.w).sum();
-            let (kept, z2) = if spec.top_p_active() {
-                top_p_prefix(&cands, 0.0, spec.top_p as f64 * z1)
+        Some(cands) => {
+            // `cands` is in id order (a scan of the row); only a copy is sorted for top-p.
+            let tau_p = if spec.top_p_active() {
+                top_p_threshold(&cands, spec.top_p)
             } else {
-                (cands.len(), z1)
+                f32::NEG_INFINITY
             };
-            pick(&cands[..kept], 0.0, spec.u * z2)
+            let kept = || cands.iter().filter(|c| c.y >= tau_p).map(|c| (c.id, c.w));
+            let z: f64 = kept().map(|(_, w)| w).sum();
+            draw_by_id(kept(), spec.u * z)
         }
         None => row.select_bucketed(spec),
     }
+}
+
+/// The smallest `y` top-p keeps among `cands` (whole tie groups); `+inf` when it keeps nothing.
+fn top_p_threshold(cands: &[Candidate], top_p: f32) -> f32 {
+    let mut sorted = cands.to_vec();
+    sort_candidates(&mut sorted);
+    let z: f64 = sorted.iter().map(|c| c.w).sum();
+    let (kept, _) = top_p_prefix(&sorted, 0.0, top_p as f64 * z);
+    kept.checked_sub(1)
+        .map_or(f32::INFINITY, |last| sorted[last].y)
 }
 
 /// The row maximum and the k-th largest value (`k <= HEAP_MAX_K`) with a size-k min-heap.
@@ -232,7 +245,8 @@ impl Row<'_> {
         (((self.ymax - c.y) * BUCKETS_PER_LOGIT) as usize).min(BUCKETS - 1)
     }
 
-    /// Large survivor sets: bucket masses, then sort only the bucket where a boundary falls.
+    /// Large survivor sets: bucket masses, then sort only the bucket where the top-p boundary
+    /// falls; the draw is one pass over the kept tokens in id order.
     fn select_bucketed(&self, spec: &RowSpec) -> Option<u32> {
         let mut mass = vec![0f64; BUCKETS];
         let mut tag = vec![NO_BUCKET; self.x.len()];
@@ -243,57 +257,53 @@ impl Row<'_> {
                 *t = b as u16;
             }
         }
-        let members = |b: usize| -> Vec<Candidate> {
-            let mut m: Vec<Candidate> = tag
+        // Kept: every bucket before `cut`, and the members of `cut` at or above `cut_y`.
+        let (cut, cut_y) = if spec.top_p_active() {
+            self.top_p_cut(&tag, &mass, spec.top_p)
+        } else {
+            (BUCKETS, f32::NEG_INFINITY)
+        };
+        let kept = || {
+            tag.iter().enumerate().filter_map(move |(i, &t)| {
+                let t = t as usize;
+                if t > cut || t == NO_BUCKET as usize {
+                    return None;
+                }
+                let c = self.candidate(i)?;
+                (t < cut || c.y >= cut_y).then_some((c.id, c.w))
+            })
+        };
+        let z: f64 = kept().map(|(_, w)| w).sum();
+        draw_by_id(kept(), spec.u * z)
+    }
+
+    /// The bucket holding the top-p boundary and the smallest `y` kept inside it (`+inf`: none
+    /// of it); `(BUCKETS, -inf)` when rounding keeps everything.
+    fn top_p_cut(&self, tag: &[u16], mass: &[f64], top_p: f32) -> (usize, f32) {
+        let target = top_p as f64 * mass.iter().sum::<f64>();
+        let mut cum = 0.0;
+        for (b, &m) in mass.iter().enumerate() {
+            if m == 0.0 {
+                continue;
+            }
+            if cum + m < target {
+                cum += m;
+                continue;
+            }
+            let mut members: Vec<Candidate> = tag
                 .iter()
                 .enumerate()
                 .filter(|&(_, &t)| t as usize == b)
                 .filter_map(|(i, _)| self.candidate(i))
                 .collect();
-            sort_candidates(&mut m);
-            m
-        };
-        let nonempty: Vec<usize> = (0..BUCKETS).filter(|&b| mass[b] > 0.0).collect();
-        let &last = nonempty.last()?;
-
-        // top-p: find the bucket holding the boundary; everything before it is kept whole.
-        let mut cum = 0.0;
-        let mut boundary: Option<(usize, Vec<Candidate>, f64)> = None;
-        if spec.top_p_active() {
-            let z1: f64 = nonempty.iter().map(|&b| mass[b]).sum();
-            let target = spec.top_p as f64 * z1;
-            for &b in &nonempty {
-                if cum + mass[b] < target {
-                    cum += mass[b];
-                    continue;
-                }
-                let mut m = members(b);
-                let (kept, z2) = top_p_prefix(&m, cum, target);
-                m.truncate(kept);
-                boundary = Some((b, m, z2));
-                break;
-            }
+            sort_candidates(&mut members);
+            let (kept, _) = top_p_prefix(&members, cum, target);
+            let cut_y = kept
+                .checked_sub(1)
+                .map_or(f32::INFINITY, |last| members[last].y);
+            return (b, cut_y);
         }
-        let (last, last_members, z2) = match boundary {
-            Some(found) => found,
-            None => (last, Vec::new(), nonempty.iter().map(|&b| mass[b]).sum()),
-        };
-
-        // Inverse CDF: skip whole buckets while their mass stays at or below the target.
-        let target = spec.u * z2;
-        let mut cum = 0.0;
-        for &b in nonempty.iter().take_while(|&&b| b < last) {
-            if cum + mass[b] <= target {
-                cum += mass[b];
-                continue;
-            }
-            return pick(&members(b), cum, target);
-        }
-        if last_members.is_empty() {
-            pick(&members(last), cum, target)
-        } else {
-            pick(&last_members, cum, target)
-        }
+        (BUCKETS, f32::NEG_INFINITY)
     }
 }
 
@@ -381,7 +391,7 @@ mod tests {
             let fast = select_row(&x, &s).unwrap();
             // Reference: sort everything.
             let ymax = 12.0f32;
-            let mut all: Vec<Candidate> = x
+            let all: Vec<Candidate> = x
                 .iter()
                 .enumerate()
                 .map(|(i, &y)| Candidate {
@@ -390,14 +400,18 @@ mod tests {
                     w: ((y - ymax).exp()) as f64,
                 })
                 .collect();
-            sort_candidates(&mut all);
-            let z: f64 = all.iter().map(|c| c.w).sum();
-            let (kept, z2) = if top_p < 1.0 {
-                top_p_prefix(&all, 0.0, top_p as f64 * z)
+            let mut sorted = all.clone();
+            sort_candidates(&mut sorted);
+            let z: f64 = sorted.iter().map(|c| c.w).sum();
+            let kept = if top_p < 1.0 {
+                top_p_prefix(&sorted, 0.0, top_p as f64 * z).0
             } else {
-                (all.len(), z)
+                sorted.len()
             };
-            let slow = pick(&all[..kept], 0.0, u * z2).unwrap();
+            let mut kept: Vec<(u32, f64)> = sorted[..kept].iter().map(|c| (c.id, c.w)).collect();
+            kept.sort_unstable_by_key(|&(id, _)| id);
+            let z2: f64 = kept.iter().map(|&(_, w)| w).sum();
+            let slow = draw_by_id(kept, u * z2).unwrap();
             assert_eq!(fast, slow, "top_p {top_p} u {u}");
         }
     }

@@ -12,14 +12,19 @@
 //! 3. top-p runs on what is left, renormalised (vLLM order): walking the survivors in
 //!    descending `y`, a *group* of tokens with equal `y` is kept while the mass of the groups
 //!    strictly above it is `< top_p * Z`. A tie at the boundary is kept or dropped as a whole.
-//! 4. Inverse CDF over the kept tokens in descending `y`, ties by ascending id, with
-//!    `target = u * Z_kept`: the chosen group is the last one whose mass-above is `<= target`;
-//!    inside it the token with rank `floor((target - mass_above) / w_group)` (clamped) by id.
+//! 4. Inverse CDF over the kept tokens in ascending **id** order, with `target = u * Z_kept`
+//!    (`Z_kept` summed in that same order): the first kept id whose running mass exceeds
+//!    `target` (the last kept id when rounding leaves `target` past the end).
 //!
-//! Resolving a tie group by rank rather than by a running sum over its members is what lets a
-//! device implementation, which only has unordered sums, land on the same token as a host
-//! implementation that sorts. The two still sum in different orders, so they agree exactly
-//! except when `target` or `top_p * Z` falls within a few f64 ulps of a group boundary.
+//! Why ids and not descending probability: the kept set and its order are then fixed by the
+//! thresholds alone. CPU logits of one sequence differ in their last bits with the rows it is
+//! batched with; on a flat distribution (a random-weight model, or top-p over a long tail)
+//! such noise reorders nearly equal tokens, and a walk in probability order would turn it
+//! into a different token for a large share of draws. In id order a draw only moves when
+//! `target` lies within that noise of a running-mass boundary, or when the noise moves a token
+//! across a truncation threshold. The two implementations sum in different orders, so they
+//! agree exactly except when `target` or `top_p * Z` falls within a few f64 ulps of a
+//! boundary.
 //!
 //! Greedy rows never come here; they take the argmax of the processed logits.
 
@@ -86,16 +91,6 @@ pub(crate) fn scaled(x: f32, temperature: f32) -> f32 {
     }
 }
 
-/// Rank inside a tied group: `floor((target - above) / w)`, clamped to the group.
-pub(crate) fn tie_rank(target: f64, above: f64, w: f64, count: usize) -> usize {
-    let r = ((target - above) / w).floor();
-    if r.is_nan() || r <= 0.0 || count == 0 {
-        0
-    } else {
-        (r as usize).min(count - 1)
-    }
-}
-
 /// A surviving token on the host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Candidate {
@@ -104,7 +99,7 @@ pub(crate) struct Candidate {
     pub w: f64,
 }
 
-/// Sampling order: descending `y`, ties by ascending id.
+/// top-p order: descending `y`, ties by ascending id.
 pub(crate) fn sort_candidates(c: &mut [Candidate]) {
     c.sort_unstable_by(|a, b| b.y.total_cmp(&a.y).then(a.id.cmp(&b.id)));
 }
@@ -131,21 +126,19 @@ pub(crate) fn top_p_prefix(c: &[Candidate], mut acc: f64, target: f64) -> (usize
     (c.len(), acc)
 }
 
-/// Inverse-CDF pick over sorted candidates whose groups above have mass `acc <= target`;
-/// falls back to the last group when rounding leaves `target` past the end.
-pub(crate) fn pick(c: &[Candidate], mut acc: f64, target: f64) -> Option<u32> {
-    let mut start = 0;
-    while start < c.len() {
-        let end = group_end(c, start);
-        let mass: f64 = c[start..end].iter().map(|k| k.w).sum();
-        if acc + mass > target || end == c.len() {
-            let rank = tie_rank(target, acc, c[start].w, end - start);
-            return Some(c[start + rank].id);
+/// Inverse CDF over `(id, weight)` pairs given in ascending id: the first id whose running
+/// mass exceeds `target`; the last one when rounding leaves `target` past the end.
+pub(crate) fn draw_by_id(kept: impl IntoIterator<Item = (u32, f64)>, target: f64) -> Option<u32> {
+    let mut acc = 0.0;
+    let mut last = None;
+    for (id, w) in kept {
+        acc += w;
+        last = Some(id);
+        if acc > target {
+            break;
         }
-        acc += mass;
-        start = end;
     }
-    None
+    last
 }
 
 #[cfg(test)]
@@ -163,15 +156,6 @@ mod tests {
     }
 
     #[test]
-    fn tie_rank_clamps() {
-        assert_eq!(tie_rank(0.5, 0.0, 0.25, 4), 2);
-        assert_eq!(tie_rank(5.0, 0.0, 0.25, 4), 3);
-        assert_eq!(tie_rank(-1.0, 0.0, 0.25, 4), 0);
-        assert_eq!(tie_rank(1.0, 0.0, 0.0, 4), 3);
-        assert_eq!(tie_rank(f64::NAN, 0.0, 1.0, 4), 0);
-    }
-
-    #[test]
     fn top_p_keeps_whole_tie_groups() {
         // groups: {0} mass 2, {1,2} mass 1+1, {3} mass 1 ; Z = 5
         let c = cands(&[(3.0, 2.0), (2.0, 1.0), (2.0, 1.0), (1.0, 1.0)]);
@@ -182,15 +166,14 @@ mod tests {
     }
 
     #[test]
-    fn pick_walks_groups_then_ids() {
-        let c = cands(&[(1.0, 1.0), (3.0, 2.0), (1.0, 1.0), (2.0, 1.0)]);
-        // order: id1 (w2), id3 (w1), then tie {0, 2} (w1 each)
-        assert_eq!(pick(&c, 0.0, 0.0), Some(1));
-        assert_eq!(pick(&c, 0.0, 1.99), Some(1));
-        assert_eq!(pick(&c, 0.0, 2.0), Some(3));
-        assert_eq!(pick(&c, 0.0, 3.0), Some(0));
-        assert_eq!(pick(&c, 0.0, 4.5), Some(2));
-        assert_eq!(pick(&c, 0.0, 99.0), Some(2));
-        assert_eq!(pick(&[], 0.0, 0.0), None);
+    fn draw_walks_ids_in_order() {
+        let kept = [(1u32, 2.0), (3, 1.0), (4, 1.0), (9, 1.0)];
+        assert_eq!(draw_by_id(kept, 0.0), Some(1));
+        assert_eq!(draw_by_id(kept, 1.99), Some(1));
+        assert_eq!(draw_by_id(kept, 2.0), Some(3));
+        assert_eq!(draw_by_id(kept, 3.0), Some(4));
+        assert_eq!(draw_by_id(kept, 4.5), Some(9));
+        assert_eq!(draw_by_id(kept, 99.0), Some(9));
+        assert_eq!(draw_by_id([], 0.0), None);
     }
 }
