@@ -198,7 +198,10 @@ fn weather_tool() -> Value {
             "unit": {"enum": ["celsius", "fahrenheit"]},
             "days": {"type": "integer", "minimum": 1, "maximum": 7}
         },
-        "required": ["location", "unit"]
+        "required": ["location", "unit"],
+        // Without it the grammar allows extra keys of any length, and a random-weight model
+        // can wander in one until max_tokens: a valid `length` finish, but not this test's point.
+        "additionalProperties": false
     })
 }
 

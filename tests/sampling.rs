@@ -469,12 +469,12 @@ fn draws_changed_by_perturbation(s: RowSpec, device: bool, draws: usize) -> usiz
 /// Walking them by descending probability instead changed ~4% of these draws.
 #[test]
 fn draws_are_stable_under_last_bit_noise_in_flat_rows() {
-    let draws = 2000;
     for (name, s) in [
         ("top_p 0.95", spec(1.0, 0, 0.95, 0.0, 0.0)),
         ("temperature 0.7", spec(0.7, 0, 1.0, 0.0, 0.0)),
     ] {
-        for device in [false, true] {
+        // The device path runs on the CPU here, tensor op by tensor op: fewer draws.
+        for (device, draws) in [(false, 2000), (true, 400)] {
             let changed = draws_changed_by_perturbation(s, device, draws);
             eprintln!("{name} device={device}: {changed} of {draws} draws changed");
             assert!(

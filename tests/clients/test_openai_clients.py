@@ -97,8 +97,11 @@ WEATHER = {
         "description": "Current weather in a city",
         "parameters": {
             "type": "object",
-            "properties": {"city": {"type": "string"}},
+            # Bounded, so the forced call always completes within max_tokens (the random-weight
+            # model would otherwise write an unbounded string or extra keys until `length`).
+            "properties": {"city": {"type": "string", "maxLength": 24}},
             "required": ["city"],
+            "additionalProperties": False,
         },
     },
 }
@@ -109,30 +112,25 @@ def test_tool_round_trip(client):
     first = client.chat.completions.create(
         model=MODEL, messages=messages, tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=64,
+        max_tokens=256,
     )
     message = first.choices[0].message
-    if message.tool_calls:
-        # The forced grammar produced a call: it parses and names the function.
-        call = message.tool_calls[0]
-        assert call.id.startswith("call_")
-        assert call.function.name == "get_weather"
-        json.loads(call.function.arguments)
-        assert first.choices[0].finish_reason == "tool_calls"
-    else:
-        # Without grammar enforcement the tiny model writes noise; the round trip below still
-        # exercises tool-role messages through the template.
-        call = None
+    # A named tool_choice is enforced by a grammar: exactly one call, valid JSON arguments.
+    assert first.choices[0].finish_reason == "tool_calls", first.choices[0]
+    assert message.tool_calls and len(message.tool_calls) == 1
+    call = message.tool_calls[0]
+    assert call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    arguments = json.loads(call.function.arguments)
+    assert isinstance(arguments["city"], str) and len(arguments["city"]) <= 24
+    assert set(arguments) == {"city"}
     assistant = {
         "role": "assistant",
         "content": None,
         "tool_calls": [{
-            "id": call.id if call else "call_0",
+            "id": call.id,
             "type": "function",
-            "function": {
-                "name": "get_weather",
-                "arguments": call.function.arguments if call else '{"city": "Paris"}',
-            },
+            "function": {"name": "get_weather", "arguments": call.function.arguments},
         }],
     }
     tool = {"role": "tool", "tool_call_id": assistant["tool_calls"][0]["id"], "content": '{"temp_c": 21}'}
