@@ -15,4 +15,9 @@ ours=$(cargo bench --bench throughput 2>/dev/null | grep '^{')
 theirs=$("$python" scripts/throughput_reference.py --model "$model" --threads "$threads")
 echo "$ours"
 echo "$theirs"
-"$python" -c 'import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(f"ratio: {a[\"output_tokens_per_s\"]/b[\"output_tokens_per_s\"]:.2f}x ({a[\"output_tokens_per_s\"]:.1f} vs {b[\"output_tokens_per_s\"]:.1f} output tok/s, {a[\"requests\"]} requests)")' "$ours" "$theirs"
+"$python" - "$ours" "$theirs" <<'PY'
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+ours, theirs = a["output_tokens_per_s"], b["output_tokens_per_s"]
+print(f"ratio: {ours / theirs:.2f}x ({ours:.1f} vs {theirs:.1f} output tok/s, {a['requests']} requests)")
+PY

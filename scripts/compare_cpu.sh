@@ -81,13 +81,15 @@ wait_ready() { # URL of /health; gives up after 10 minutes
   return 1
 }
 
+# Each level draws its own prompts (seed = level index; level 0 is prompts.json, which
+# transformers uses): servers cache prompts, and a repeated one would skip its prefill.
 bench_levels() { # NAME PORT
   local name="$1" port="$2" i
   for i in "${!levels[@]}"; do
     log "$name: concurrency ${levels[$i]}, ${prompts[$i]} prompts"
     "$bin" bench --base-url "http://127.0.0.1:$port/v1" --tokenizer "$model" \
       --input-len "$input_len" --output-len "$output_len" --num-prompts "${prompts[$i]}" \
-      --max-concurrency "${levels[$i]}" --seed 0 --no-progress \
+      --max-concurrency "${levels[$i]}" --seed "$i" --no-progress \
       --result-file "$out/$name-c${levels[$i]}.json" >>"$out/$name.log" 2>&1 ||
       log "$name: bench failed at concurrency ${levels[$i]} (see $out/$name.log)"
   done

@@ -207,8 +207,8 @@ fn requests_fix_the_output_length_and_stream_with_usage() {
     assert!(
         requests[1..]
             .iter()
-            .any(|r| r["prompt"] == requests[0]["prompt"]),
-        "the warm-up uses one of the measured prompts"
+            .all(|r| r["prompt"] != requests[0]["prompt"]),
+        "the warm-up prompt is not measured (a prefix cache would flatter it)"
     );
     assert_ne!(requests[1]["prompt"], requests[2]["prompt"]);
     // The same seed gives the same prompts.
@@ -283,4 +283,39 @@ fn a_wrong_key_or_no_server_is_a_clear_error() {
         stderr.contains("warm-up request failed") && stderr.contains("HTTP 503"),
         "{stderr}"
     );
+}
+
+#[test]
+fn sweep_levels_and_the_warm_up_never_repeat_a_prompt() {
+    let mock = Mock::start(MockConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(
+        &mock.base_url,
+        &[
+            "--input-len",
+            "12",
+            "--output-len",
+            "2",
+            "--num-prompts",
+            "3",
+            "--sweep-concurrency",
+            "1,2",
+            "--plot",
+            dir.path().join("p").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut prompts: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r["prompt"].to_string())
+        .collect();
+    assert_eq!(
+        prompts.len(),
+        1 + 2 * 3,
+        "one warm-up, three prompts per level"
+    );
+    prompts.sort();
+    prompts.dedup();
+    assert_eq!(prompts.len(), 7, "every request has a prompt of its own");
 }

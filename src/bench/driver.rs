@@ -59,9 +59,17 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
     // A chat prompt is wrapped by the template: shorten the text so the server sees about
     // `input_len` prompt tokens in all.
     let text_len = opts.input_len.saturating_sub(overhead.unwrap_or(0)).max(1);
-    let prompts = tokenizer.random_prompts(opts.num_prompts, text_len, opts.seed)?;
+    // Every level gets prompts of its own and the warm-up one more: a server with prefix
+    // caching would otherwise answer repeated prompts from its cache and flatter every level
+    // after the first (and the first request of each). The draw is sequential, so the first
+    // `num_prompts` are the same whatever the number of levels.
+    let levels = opts.concurrency_levels.len().max(1);
+    let n = opts.num_prompts;
+    let all = tokenizer.random_prompts(n * levels + 1, text_len, opts.seed)?;
+    let (level_prompts, warm_up_prompt) = all.split_at(n * levels);
+    let prompts = &level_prompts[..n];
     if let Some(path) = &opts.save_prompts {
-        save_prompts(path, &prompts)?;
+        save_prompts(path, prompts)?;
         eprintln!("Wrote {} prompts to {}", prompts.len(), path.display());
     }
     if opts.prompts_only {
@@ -73,10 +81,6 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
         Some(model) => model.clone(),
         None => endpoint.first_model().await.map_err(client)?,
     };
-    let client_lens: Vec<usize> = prompts
-        .iter()
-        .map(|p| p.ids.len() + overhead.unwrap_or(0))
-        .collect();
     let shape = RequestShape {
         endpoint: opts.endpoint,
         model: model.clone(),
@@ -96,7 +100,7 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
             " ({text_len} of text + {o} of chat template)"
         )),
     );
-    warm_up(&endpoint, &shape, &prompts, opts).await?;
+    warm_up(&endpoint, &shape, warm_up_prompt, opts).await?;
 
     let mut results = Vec::with_capacity(opts.concurrency_levels.len());
     for (i, &max_concurrency) in opts.concurrency_levels.iter().enumerate() {
@@ -109,7 +113,12 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
             progress: opts.progress,
         };
         let date = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-        let run = run_load(&endpoint, &shape, &prompts, &load)
+        let prompts = &level_prompts[i * n..(i + 1) * n];
+        let client_lens: Vec<usize> = prompts
+            .iter()
+            .map(|p| p.ids.len() + overhead.unwrap_or(0))
+            .collect();
+        let run = run_load(&endpoint, &shape, prompts, &load)
             .await
             .map_err(Error::invalid_request)?;
         let metrics = compute(&run.outcomes, &client_lens, run.duration, &opts.percentiles);

@@ -18,6 +18,14 @@ struct Series {
     values: Vec<f64>,
 }
 
+/// `prefix` + `suffix`, keeping any dots already in the name (`with_extension` would turn
+/// `cpu-0.6b` into `cpu-0.svg`).
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut name = prefix.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Writes `<prefix>.svg` and `<prefix>.png`; returns their paths.
 pub fn write_sweep_plot(prefix: &Path, runs: &[BenchResult]) -> Result<Vec<PathBuf>, String> {
     register_font()?;
@@ -28,8 +36,8 @@ pub fn write_sweep_plot(prefix: &Path, runs: &[BenchResult]) -> Result<Vec<PathB
     if points.is_empty() {
         return Err("a sweep plot needs at least one run".into());
     }
-    let svg = prefix.with_extension("svg");
-    let png = prefix.with_extension("png");
+    let svg = with_suffix(prefix, ".svg");
+    let png = with_suffix(prefix, ".png");
     draw(
         SVGBackend::new(&svg, SIZE).into_drawing_area(),
         &points,
@@ -212,4 +220,17 @@ fn panel<DB: DrawingBackend>(
         .label_font((FONT, 13).into_font())
         .draw()
         .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffix_keeps_dots_in_the_prefix() {
+        assert_eq!(
+            with_suffix(Path::new("docs/cpu-0.6b-sweep"), ".svg"),
+            PathBuf::from("docs/cpu-0.6b-sweep.svg")
+        );
+    }
 }
