@@ -50,18 +50,28 @@ impl Endpoint {
         format!("{}{}", self.base, path)
     }
 
-    /// Ids of the served models, in the server's order.
-    pub async fn models(&self) -> Result<Vec<String>, ClientError> {
-        let url = self.url("/models");
-        let mut request = self.http.get(&url);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
+    /// Sends `request` (with the key, when there is one) and returns the response once its
+    /// status is known to be 2xx.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let request = match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
         let response = request
             .send()
             .await
-            .map_err(|e| ClientError::from_send(&url, e))?;
-        let response = ClientError::check_status(&url, response).await?;
+            .map_err(|e| ClientError::from_send(url, e))?;
+        ClientError::check_status(url, response).await
+    }
+
+    /// Ids of the served models, in the server's order.
+    pub async fn models(&self) -> Result<Vec<String>, ClientError> {
+        let url = self.url("/models");
+        let response = self.send(&url, self.http.get(&url)).await?;
         let body: Value = response
             .json_value()
             .await
@@ -94,19 +104,12 @@ impl Endpoint {
     /// an error (its message included).
     pub async fn post_stream(&self, path: &str, body: &Value) -> Result<EventStream, ClientError> {
         let url = self.url(path);
-        let mut request = self
+        let request = self
             .http
             .post(&url)
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .json_body(body);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ClientError::from_send(&url, e))?;
-        let response = ClientError::check_status(&url, response).await?;
+        let response = self.send(&url, request).await?;
         Ok(EventStream {
             body: Box::pin(response.bytes_stream()),
             decoder: SseDecoder::new(),
