@@ -69,18 +69,10 @@ fn concurrent_requests_equal_solo_runs() {
             }
         })
         .collect();
-    let solo: Vec<Vec<u32>> = requests
-        .iter()
-        .map(|r| collect(engine.submit(r.clone()).unwrap()).1)
-        .collect();
-    let streams: Vec<_> = requests
-        .iter()
-        .map(|r| engine.submit(r.clone()).unwrap())
-        .collect();
-    for (i, (s, want)) in streams.into_iter().zip(&solo).enumerate() {
-        let (_, tokens, reason, usage) = collect(s);
-        assert_eq!(&tokens, want, "request {i} differs when batched");
-        assert_eq!(reason, FinishReason::Length);
+    let runs = solo_then_batched(&engine, &requests);
+    for (i, (want, (_, tokens, reason, usage))) in runs.iter().enumerate() {
+        assert_eq!(tokens, want, "request {i} differs when batched");
+        assert_eq!(*reason, FinishReason::Length);
         assert_eq!(usage.completion_tokens, tokens.len());
         assert_eq!(usage.prompt_tokens, requests[i].prompt_ids.len());
     }

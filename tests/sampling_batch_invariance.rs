@@ -41,23 +41,15 @@ fn request(tokenizer: &tealight::tokenizer::Tokenizer, i: usize) -> GenerationRe
 fn seeded_top_p_requests_match_their_solo_runs_when_batched() {
     let (engine, tok) = start_engine(|c| c.max_num_batched_tokens = 64);
     let requests: Vec<GenerationRequest> = (0..REQUESTS).map(|i| request(&tok, i)).collect();
-    let solo: Vec<Vec<u32>> = requests
-        .iter()
-        .map(|r| collect(engine.submit(r.clone()).unwrap()).1)
-        .collect();
-    let streams: Vec<_> = requests
-        .iter()
-        .map(|r| engine.submit(r.clone()).unwrap())
-        .collect();
-    for (i, (s, want)) in streams.into_iter().zip(&solo).enumerate() {
-        let (_, tokens, reason, _) = collect(s);
-        assert_eq!(reason, FinishReason::Length);
+    let runs = solo_then_batched(&engine, &requests);
+    for (i, (want, (_, tokens, reason, _))) in runs.iter().enumerate() {
+        assert_eq!(*reason, FinishReason::Length);
         assert_eq!(want.len(), MAX_TOKENS);
         let first_difference = tokens.iter().zip(want).position(|(a, b)| a != b);
         assert_eq!(
             first_difference, None,
             "request {i} differs from its solo run at token {first_difference:?}"
         );
-        assert_eq!(&tokens, want, "request {i}");
+        assert_eq!(tokens, want, "request {i}");
     }
 }

@@ -203,15 +203,16 @@ pub fn start_engine(
     (engine, tokenizer)
 }
 
-/// Drains a stream: (text, tokens, finish reason, usage).
-pub fn collect(
-    mut stream: tealight::engine::EventStream,
-) -> (
+/// A finished stream: text, token ids, finish reason, usage.
+pub type Collected = (
     String,
     Vec<u32>,
     tealight::engine::FinishReason,
     tealight::engine::Usage,
-) {
+);
+
+/// Drains a stream to its finish.
+pub fn collect(mut stream: tealight::engine::EventStream) -> Collected {
     let mut text = String::new();
     let mut tokens = Vec::new();
     loop {
@@ -231,4 +232,23 @@ pub fn collect(
             tealight::engine::Event::Error(e) => panic!("engine error: {e}"),
         }
     }
+}
+
+/// Runs every request alone, one after another, then all of them at once: returns each
+/// request's solo tokens beside its batched outcome (`collect`'s tuple).
+pub fn solo_then_batched(
+    engine: &tealight::engine::EngineHandle,
+    requests: &[tealight::engine::GenerationRequest],
+) -> Vec<(Vec<u32>, Collected)> {
+    let solo: Vec<Vec<u32>> = requests
+        .iter()
+        .map(|r| collect(engine.submit(r.clone()).unwrap()).1)
+        .collect();
+    let streams: Vec<_> = requests
+        .iter()
+        .map(|r| engine.submit(r.clone()).unwrap())
+        .collect();
+    solo.into_iter()
+        .zip(streams.into_iter().map(collect))
+        .collect()
 }
