@@ -1,5 +1,6 @@
 //! Small building blocks of the Qwen3 decoder: RMSNorm, rotary tables, and dense projections.
 
+use super::cpu_linear::PackedWeight;
 use super::weights::WeightStore;
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
@@ -30,19 +31,24 @@ impl RmsNorm {
 
 /// A linear map `y = x Wᵀ (+ b)` whose weight may be several checkpoint tensors stacked along
 /// the output dimension (q|k|v, gate|up), so one matmul serves them all.
-///
-/// On the CPU the weight is kept transposed (`[in, out]`, contiguous) and a single input row is
-/// multiplied as two. gemm 0.19 with the checkpoint's `[out, in]` layout makes the few-row
-/// products of decode batches 3–10× slower than one row (`cargo bench --bench projection`),
-/// and it sends one row down a gemv path whose summation order differs from its multi-row
-/// kernel: a sequence's logits then depend on whether it had the step to itself, which breaks
-/// seeded sampling's batch invariance. Transposed, every row count takes the same kernel with
-/// the same per-row arithmetic (bit for bit; tested in `tests/model_parity.rs`), and two rows
-/// cost less than gemv's one. Accelerators keep `[out, in]` (cuBLAS takes it as is).
 pub struct Projection {
-    weight: Tensor,
+    weight: ProjectionWeight,
     bias: Option<Tensor>,
-    transposed: bool,
+}
+
+/// How the weight is held, by where it runs.
+enum ProjectionWeight {
+    /// CPU with f32 activations on x86-64 with AVX2/FMA/F16C: column panels in the checkpoint's
+    /// dtype, multiplied by our kernel (see [`super::cpu_linear`] for why).
+    Packed(PackedWeight),
+    /// Other CPUs, or half-precision compute: `[in, out]` for candle's gemm, one input row
+    /// multiplied as two. gemm 0.19 with the checkpoint's `[out, in]` layout makes few-row
+    /// products 3–10× slower, and sends one row down a gemv path whose summation order differs
+    /// from its multi-row kernel, which would make a sequence's logits depend on whether it had
+    /// the step to itself.
+    Transposed(Tensor),
+    /// Accelerators: the checkpoint's `[out, in]`, which cuBLAS takes as is.
+    Checkpoint(Tensor),
 }
 
 impl Projection {
@@ -53,10 +59,18 @@ impl Projection {
         in_dim: usize,
         with_bias: bool,
     ) -> Result<Self> {
+        let packs = packs(store.device(), store.dtype());
         let weights = names
             .iter()
             .zip(out_dims)
-            .map(|(name, &out)| store.get(&format!("{name}.weight"), &[out, in_dim]))
+            .map(|(name, &out)| {
+                let name = format!("{name}.weight");
+                if packs {
+                    store.get_stored(&name, &[out, in_dim])
+                } else {
+                    store.get(&name, &[out, in_dim])
+                }
+            })
             .collect::<Result<Vec<_>>>()?;
         let bias = if with_bias {
             let b = names
@@ -68,38 +82,43 @@ impl Projection {
         } else {
             None
         };
-        Self::new(Tensor::cat(&weights, 0)?, bias)
+        Self::new(cat_rows(weights)?, bias, store.dtype())
     }
 
-    /// From one `[out, in]` weight, without bias.
+    /// From one `[out, in]` weight, without bias, computing in the weight's dtype.
     pub fn from_weight(weight: Tensor) -> Result<Self> {
-        Self::new(weight, None)
+        let compute = weight.dtype();
+        Self::new(weight, None, compute)
     }
 
-    fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let transposed = weight.device().is_cpu();
-        let weight = if transposed {
-            weight.t()?.contiguous()?
+    /// From one `[out, in]` weight as a checkpoint stores it, computing in `compute`.
+    pub fn from_stored(weight: Tensor, compute: DType) -> Result<Self> {
+        Self::new(weight, None, compute)
+    }
+
+    fn new(weight: Tensor, bias: Option<Tensor>, compute: DType) -> Result<Self> {
+        let weight = if packs(weight.device(), compute) {
+            ProjectionWeight::Packed(PackedWeight::pack(&weight)?)
         } else {
-            weight
+            let weight = weight.to_dtype(compute)?;
+            if weight.device().is_cpu() {
+                ProjectionWeight::Transposed(weight.t()?.contiguous()?)
+            } else {
+                ProjectionWeight::Checkpoint(weight)
+            }
         };
-        Ok(Self {
-            weight,
-            bias,
-            transposed,
-        })
+        Ok(Self { weight, bias })
     }
 
     /// `x`: `[rows, in]` → `[rows, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if !self.transposed {
-            x.matmul(&self.weight.t()?)?
-        } else if x.dim(0)? == 1 {
-            Tensor::cat(&[x, x], 0)?
-                .matmul(&self.weight)?
-                .narrow(0, 0, 1)?
-        } else {
-            x.matmul(&self.weight)?
+        let y = match &self.weight {
+            ProjectionWeight::Packed(w) => w.forward(x)?,
+            ProjectionWeight::Transposed(w) if x.dim(0)? == 1 => {
+                Tensor::cat(&[x, x], 0)?.matmul(w)?.narrow(0, 0, 1)?
+            }
+            ProjectionWeight::Transposed(w) => x.matmul(w)?,
+            ProjectionWeight::Checkpoint(w) => x.matmul(&w.t()?)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -110,12 +129,43 @@ impl Projection {
     /// Rows `ids` of the `[out, in]` weight, `[n, in]`: the embedding lookup when the input
     /// embedding is tied to this projection (one copy of the matrix serves both).
     pub fn weight_rows(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(if self.transposed {
-            self.weight.index_select(ids, 1)?.t()?.contiguous()?
-        } else {
-            self.weight.index_select(ids, 0)?
+        Ok(match &self.weight {
+            ProjectionWeight::Packed(w) => w.rows(&ids.to_vec1::<u32>()?)?,
+            ProjectionWeight::Transposed(w) => w.index_select(ids, 1)?.t()?.contiguous()?,
+            ProjectionWeight::Checkpoint(w) => w.index_select(ids, 0)?,
         })
     }
+
+    /// Whether the packed CPU kernel serves this projection.
+    pub fn is_packed(&self) -> bool {
+        matches!(self.weight, ProjectionWeight::Packed(_))
+    }
+}
+
+/// Whether weights for `compute` on `device` go to the packed CPU kernel.
+fn packs(device: &Device, compute: DType) -> bool {
+    device.is_cpu() && compute == DType::F32 && PackedWeight::supported()
+}
+
+/// Stacks `[out_i, in]` weights; checkpoint tensors of mixed dtypes meet in f32.
+fn cat_rows(weights: Vec<Tensor>) -> Result<Tensor> {
+    let Some(first) = weights.first() else {
+        return Err(crate::error::Error::Internal(
+            "projection without weights".into(),
+        ));
+    };
+    if weights.len() == 1 {
+        return Ok(first.clone());
+    }
+    let dtype = first.dtype();
+    if weights.iter().all(|w| w.dtype() == dtype) {
+        return Ok(Tensor::cat(&weights, 0)?);
+    }
+    let widened = weights
+        .iter()
+        .map(|w| w.to_dtype(DType::F32))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&widened, 0)?)
 }
 
 /// cos/sin of every position up to the model's limit, `[max_positions, head_dim / 2]`.
@@ -165,25 +215,38 @@ impl RotaryTables {
 mod tests {
     use super::*;
 
-    /// A row's output does not depend on how many rows share the product, bit for bit. The
-    /// inner dimension is above gemm's 512-deep blocking, where its one-row gemv path sums in a
-    /// different order than the multi-row kernel.
+    /// A row's output does not depend on how many rows share the product, bit for bit, on both
+    /// CPU paths. The inner dimension is above gemm's 512-deep blocking, where its one-row gemv
+    /// path sums in a different order than the multi-row kernel.
     #[test]
     fn rows_are_bitwise_independent_of_the_row_count() {
         let dev = Device::Cpu;
         let (out, inner) = (96, 1536);
         let w = Tensor::randn(0f32, 0.05, (out, inner), &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (300, inner), &dev).unwrap();
-        let proj = Projection::from_weight(w).unwrap();
-        let row0 = |rows: usize| -> Vec<u32> {
-            let y = proj.forward(&x.narrow(0, 0, rows).unwrap()).unwrap();
-            let v = y.get(0).unwrap().to_vec1::<f32>().unwrap();
-            v.iter().map(|f| f.to_bits()).collect()
+        let gemm = Projection {
+            weight: ProjectionWeight::Transposed(w.t().unwrap().contiguous().unwrap()),
+            bias: None,
         };
-        let alone = row0(1);
-        for rows in [2, 3, 5, 17, 64, 300] {
-            assert_eq!(row0(rows), alone, "{rows} rows");
+        let chosen = Projection::from_weight(w).unwrap();
+        for proj in [&gemm, &chosen] {
+            let row0 = |rows: usize| -> Vec<u32> {
+                let y = proj.forward(&x.narrow(0, 0, rows).unwrap()).unwrap();
+                let v = y.get(0).unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|f| f.to_bits()).collect()
+            };
+            let alone = row0(1);
+            for rows in [2, 3, 5, 17, 64, 300] {
+                assert_eq!(row0(rows), alone, "{rows} rows");
+            }
         }
+    }
+
+    #[test]
+    fn f32_cpu_projections_use_the_packed_kernel_where_it_runs() {
+        let w = Tensor::zeros((4, 3), DType::BF16, &Device::Cpu).unwrap();
+        let proj = Projection::from_stored(w, DType::F32).unwrap();
+        assert_eq!(proj.is_packed(), PackedWeight::supported());
     }
 
     #[test]

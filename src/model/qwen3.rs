@@ -133,10 +133,6 @@ struct Step<'a> {
 impl Qwen3Model {
     pub fn load(store: &WeightStore, cfg: &Qwen3Config) -> Result<Self> {
         let (device, dtype) = (store.device().clone(), store.dtype());
-        let embedding = store.get(
-            "model.embed_tokens.weight",
-            &[cfg.vocab_size, cfg.hidden_size],
-        )?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::load(store, cfg, i))
             .collect::<Result<Vec<_>>>()?;
@@ -146,12 +142,15 @@ impl Qwen3Model {
             cfg.hidden_size,
             cfg.rms_norm_eps,
         )?;
+        let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
         // Tied: the head owns the one copy and serves the lookups too.
         let (embed_tokens, lm_head) = if cfg.tie_word_embeddings {
-            (None, Projection::from_weight(embedding)?)
+            let head = Projection::load(store, &["model.embed_tokens"], &[vocab], hidden, false)?;
+            (None, head)
         } else {
-            let head = store.get("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?;
-            (Some(embedding), Projection::from_weight(head)?)
+            let embedding = store.get("model.embed_tokens.weight", &[vocab, hidden])?;
+            let head = Projection::load(store, &["lm_head"], &[vocab], hidden, false)?;
+            (Some(embedding), head)
         };
         let rotary = RotaryTables::new(
             cfg.head_dim,

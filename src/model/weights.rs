@@ -79,6 +79,15 @@ impl WeightStore {
 
     /// Loads `name`, checks its shape, converts it to the compute dtype on the target device.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.load(name, shape, Some(self.dtype))
+    }
+
+    /// Loads `name` and checks its shape, keeping the dtype the checkpoint stores it in.
+    pub fn get_stored(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.load(name, shape, None)
+    }
+
+    fn load(&self, name: &str, shape: &[usize], dtype: Option<DType>) -> Result<Tensor> {
         let index = *self.routing.get(name).ok_or_else(|| {
             Error::checkpoint(self.describe_files(), format!("missing tensor {name}"))
         })?;
@@ -97,7 +106,10 @@ impl WeightStore {
         }
         let tensor = view
             .load(&self.device)
-            .and_then(|t| t.to_dtype(self.dtype))
+            .and_then(|t| match dtype {
+                Some(dtype) => t.to_dtype(dtype),
+                None => Ok(t),
+            })
             .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {}", root_cause(&e))))?;
         self.progress.inc(1);
         Ok(tensor)

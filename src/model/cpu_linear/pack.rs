@@ -1,0 +1,61 @@
+//! The panel layout: packing a row-major `[out, in]` weight, reading rows back, and the scalar
+//! definition of the product.
+
+use super::PANEL;
+use super::element::PanelElement;
+use rayon::prelude::*;
+
+/// Index of `W[col][k]` in the packed layout.
+#[inline]
+fn packed_index(col: usize, k: usize, in_dim: usize) -> usize {
+    (col / PANEL * in_dim + k) * PANEL + col % PANEL
+}
+
+/// Packs `w` (`out × in`, row-major) into column panels; the last panel is zero-padded.
+pub fn panels<E: PanelElement>(w: &[E], out_dim: usize, in_dim: usize) -> Vec<E> {
+    assert_eq!(w.len(), out_dim * in_dim, "weight size");
+    let mut packed = vec![E::default(); out_dim.div_ceil(PANEL) * PANEL * in_dim];
+    packed
+        .par_chunks_mut(PANEL * in_dim)
+        .enumerate()
+        .for_each(|(p, panel)| {
+            for j in 0..PANEL.min(out_dim - p * PANEL) {
+                let row = &w[(p * PANEL + j) * in_dim..][..in_dim];
+                for (k, &v) in row.iter().enumerate() {
+                    panel[k * PANEL + j] = v;
+                }
+            }
+        });
+    packed
+}
+
+/// Rows `ids` of the original weight, widened to f32, concatenated.
+pub fn gather_rows<E: PanelElement>(packed: &[E], in_dim: usize, ids: &[u32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(ids.len() * in_dim);
+    for &id in ids {
+        out.extend((0..in_dim).map(|k| packed[packed_index(id as usize, k, in_dim)].widen()));
+    }
+    out
+}
+
+/// `y = x · Wᵀ`, each element a `mul_add` chain over `k` in order starting from zero: exactly
+/// the arithmetic of the SIMD kernel, one element at a time.
+pub fn reference<E: PanelElement>(
+    packed: &[E],
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+) -> Vec<f32> {
+    let mut y = vec![0f32; rows * out_dim];
+    for r in 0..rows {
+        for col in 0..out_dim {
+            let mut acc = 0f32;
+            for k in 0..in_dim {
+                acc = x[r * in_dim + k].mul_add(packed[packed_index(col, k, in_dim)].widen(), acc);
+            }
+            y[r * out_dim + col] = acc;
+        }
+    }
+    y
+}
