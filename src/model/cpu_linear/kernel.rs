@@ -266,10 +266,13 @@ unsafe fn load16<E: PanelElement>(p: *const E) -> [__m256; 2] {
                 [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]
             }
             ElementKind::Bf16 => {
-                let p = p.cast::<__m128i>();
+                // bf16 is the top half of an f32: interleaving zeros below each value widens
+                // it. The unpacks work per 128-bit lane, which the packing's slot order undoes.
+                let v = _mm256_loadu_si256(p.cast::<__m256i>());
+                let zero = _mm256_setzero_si256();
                 [
-                    bf16_to_f32(_mm_loadu_si128(p)),
-                    bf16_to_f32(_mm_loadu_si128(p.add(1))),
+                    _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v)),
+                    _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v)),
                 ]
             }
             ElementKind::F16 => {
@@ -281,11 +284,4 @@ unsafe fn load16<E: PanelElement>(p: *const E) -> [__m256; 2] {
             }
         }
     }
-}
-
-/// Eight bf16 to f32: bf16 is the top half of an f32, so zero-extend and shift into place.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn bf16_to_f32(v: __m128i) -> __m256 {
-    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(v)))
 }

@@ -14,8 +14,9 @@
 //!   it). The tests hold the kernel to a scalar chain bit for bit.
 //!
 //! Layout: output columns in panels of [`PANEL`]; panel `p` stores `W[p·16 + j][k]` at
-//! `(p · in + k) · 16 + j`, so the kernel reads each panel front to back, 16 columns per step of
-//! `k`. The last panel is zero-padded.
+//! `(p · in + k) · 16 + slot(j)`, so the kernel reads each panel front to back, 16 columns per
+//! step of `k`; `slot` is the identity except for bf16 (see [`PanelElement::slot`]). The last
+//! panel is zero-padded.
 //!
 //! The kernel needs x86-64 with AVX2, FMA and F16C (every x86 server CPU since 2013); elsewhere
 //! [`PackedWeight::supported`] is false and projections go through candle's matmul.

@@ -1,5 +1,6 @@
 //! The panel layout: packing a row-major `[out, in]` weight, reading rows back, and the scalar
-//! definition of the product.
+//! definition of the product. Within a panel's row of 16, columns sit in the element type's
+//! [`PanelElement::slot`] order.
 
 use super::PANEL;
 use super::element::PanelElement;
@@ -7,8 +8,8 @@ use rayon::prelude::*;
 
 /// Index of `W[col][k]` in the packed layout.
 #[inline]
-fn packed_index(col: usize, k: usize, in_dim: usize) -> usize {
-    (col / PANEL * in_dim + k) * PANEL + col % PANEL
+fn packed_index<E: PanelElement>(col: usize, k: usize, in_dim: usize) -> usize {
+    (col / PANEL * in_dim + k) * PANEL + E::slot(col % PANEL)
 }
 
 /// Packs `w` (`out × in`, row-major) into column panels; the last panel is zero-padded.
@@ -21,8 +22,9 @@ pub fn panels<E: PanelElement>(w: &[E], out_dim: usize, in_dim: usize) -> Vec<E>
         .for_each(|(p, panel)| {
             for j in 0..PANEL.min(out_dim - p * PANEL) {
                 let row = &w[(p * PANEL + j) * in_dim..][..in_dim];
+                let slot = E::slot(j);
                 for (k, &v) in row.iter().enumerate() {
-                    panel[k * PANEL + j] = v;
+                    panel[k * PANEL + slot] = v;
                 }
             }
         });
@@ -33,7 +35,7 @@ pub fn panels<E: PanelElement>(w: &[E], out_dim: usize, in_dim: usize) -> Vec<E>
 pub fn gather_rows<E: PanelElement>(packed: &[E], in_dim: usize, ids: &[u32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(ids.len() * in_dim);
     for &id in ids {
-        out.extend((0..in_dim).map(|k| packed[packed_index(id as usize, k, in_dim)].widen()));
+        out.extend((0..in_dim).map(|k| packed[packed_index::<E>(id as usize, k, in_dim)].widen()));
     }
     out
 }
@@ -52,7 +54,8 @@ pub fn reference<E: PanelElement>(
         for col in 0..out_dim {
             let mut acc = 0f32;
             for k in 0..in_dim {
-                acc = x[r * in_dim + k].mul_add(packed[packed_index(col, k, in_dim)].widen(), acc);
+                acc = x[r * in_dim + k]
+                    .mul_add(packed[packed_index::<E>(col, k, in_dim)].widen(), acc);
             }
             y[r * out_dim + col] = acc;
         }
