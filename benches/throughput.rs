@@ -5,6 +5,9 @@
 //!
 //!     cargo bench --bench throughput                   # 16 requests, f32
 //!     TEALIGHT_BENCH_REQUESTS=32 TEALIGHT_BENCH_DTYPE=f16 cargo bench --bench throughput
+//!
+//! Under `cargo test` (no `--bench` argument) it runs a smoke pass instead: four short requests
+//! on the embedded tiny model, checking that every requested token arrives.
 
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
@@ -26,13 +29,18 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("TEALIGHT_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/bench-models/0.6b"));
+    let dir = if smoke {
+        root.join("models/qwen3-tiny")
+    } else {
+        std::env::var_os("TEALIGHT_BENCH_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/bench-models/0.6b"))
+    };
     if !dir.join("config.json").is_file() {
         write_checkpoint(
             &SyntheticSpec::qwen3_0_6b(),
@@ -41,15 +49,21 @@ fn main() {
         )
         .expect("checkpoint");
     }
-    let requests = env_usize("TEALIGHT_BENCH_REQUESTS", 16);
-    let (min_in, max_in) = (
-        env_usize("TEALIGHT_BENCH_MIN_INPUT", 32),
-        env_usize("TEALIGHT_BENCH_MAX_INPUT", 256),
-    );
-    let (min_out, max_out) = (
-        env_usize("TEALIGHT_BENCH_MIN_OUTPUT", 16),
-        env_usize("TEALIGHT_BENCH_MAX_OUTPUT", 64),
-    );
+    let (requests, (min_in, max_in), (min_out, max_out)) = if smoke {
+        (4, (8, 40), (2, 6))
+    } else {
+        (
+            env_usize("TEALIGHT_BENCH_REQUESTS", 16),
+            (
+                env_usize("TEALIGHT_BENCH_MIN_INPUT", 32),
+                env_usize("TEALIGHT_BENCH_MAX_INPUT", 256),
+            ),
+            (
+                env_usize("TEALIGHT_BENCH_MIN_OUTPUT", 16),
+                env_usize("TEALIGHT_BENCH_MAX_OUTPUT", 64),
+            ),
+        )
+    };
     let dtype = match std::env::var("TEALIGHT_BENCH_DTYPE").as_deref() {
         Ok("f16") => DtypeChoice::F16,
         Ok("bf16") => DtypeChoice::Bf16,
@@ -64,17 +78,9 @@ fn main() {
             (prompt, rng.random_range(min_out..=max_out))
         })
         .collect();
-    let out_dir = root.join("target/bench-throughput");
-    std::fs::create_dir_all(&out_dir).expect("output dir");
-    let json: Vec<serde_json::Value> = workload
-        .iter()
-        .map(|(p, o)| serde_json::json!({"prompt_ids": p, "output_len": o}))
-        .collect();
-    std::fs::write(
-        out_dir.join("workload.json"),
-        serde_json::to_string(&json).expect("json"),
-    )
-    .expect("write workload");
+    if !smoke {
+        write_workload(&root.join("target/bench-throughput"), &workload);
+    }
 
     let files = CheckpointFiles::from_dir(&dir).expect("checkpoint files");
     let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer).expect("tokenizer"));
@@ -110,6 +116,8 @@ fn main() {
     }
     let secs = started.elapsed().as_secs_f64();
     let prompt_tokens: usize = workload.iter().map(|(p, _)| p.len()).sum();
+    let requested: usize = workload.iter().map(|(_, o)| o).sum();
+    assert_eq!(generated, requested, "every request runs to its max_tokens");
     println!(
         "{}",
         serde_json::json!({
@@ -122,4 +130,18 @@ fn main() {
             "threads": candle_core::utils::get_num_threads(),
         })
     );
+}
+
+/// The requests as `scripts/throughput_reference.py` reads them.
+fn write_workload(out_dir: &std::path::Path, workload: &[(Vec<u32>, usize)]) {
+    std::fs::create_dir_all(out_dir).expect("output dir");
+    let json: Vec<serde_json::Value> = workload
+        .iter()
+        .map(|(p, o)| serde_json::json!({"prompt_ids": p, "output_len": o}))
+        .collect();
+    std::fs::write(
+        out_dir.join("workload.json"),
+        serde_json::to_string(&json).expect("json"),
+    )
+    .expect("write workload");
 }

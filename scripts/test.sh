@@ -12,6 +12,11 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install -q -r tests/clients/requirements.txt
-  cargo build --bin tealight
+  # `cargo test` above built target/debug/tealight for the integration tests (with the test
+  # profile); a separate `cargo build` would recompile every dependency under the dev profile.
+  if [ ! -x target/debug/tealight ]; then
+    echo "test.sh: target/debug/tealight is missing after cargo test" >&2
+    exit 1
+  fi
   "$venv/bin/python" -m pytest -q tests/clients
 fi

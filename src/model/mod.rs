@@ -10,6 +10,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod loader;
 pub mod qwen3;
+pub mod swiglu;
 pub mod synthetic;
 pub mod weights;
 

@@ -8,6 +8,7 @@ use super::batch::BatchInput;
 use super::config::Qwen3Config;
 use super::kv_cache::KvCache;
 use super::layers::{Projection, RmsNorm, RotaryTables};
+use super::swiglu::swiglu;
 use super::weights::WeightStore;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -113,10 +114,7 @@ impl DecoderLayer {
         let x = (x + self.o_proj.forward(&attn)?)?;
 
         let h = self.post_attention_norm.forward(&x)?;
-        let gate_up = self.gate_up.forward(&h)?;
-        let inter = cfg.intermediate_size;
-        let act = (candle_nn::ops::silu(&gate_up.narrow(1, 0, inter)?)?
-            * gate_up.narrow(1, inter, inter)?)?;
+        let act = swiglu(&self.gate_up.forward(&h)?)?;
         Ok((x + self.down.forward(&act)?)?)
     }
 }
