@@ -22,7 +22,7 @@ pub fn swiglu(gate_up: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// The same map from candle's ops, for other devices and dtypes (and as the tests' reference).
-pub fn composed(gate_up: &Tensor) -> candle_core::Result<Tensor> {
+fn composed(gate_up: &Tensor) -> candle_core::Result<Tensor> {
     let inter = gate_up.dim(1)? / 2;
     candle_nn::ops::silu(&gate_up.narrow(1, 0, inter)?)? * gate_up.narrow(1, inter, inter)?
 }
