@@ -5,11 +5,27 @@
 //! registered blocks of its longest matching prefix. Freed blocks keep their contents and stay
 //! findable until the allocator needs them; they are evicted least-recently-freed first, and
 //! blocks holding nothing reusable go before any cached one.
+//!
+//! A block's KV depends on every token before it, so reusing a block whose own tokens match but
+//! whose prefix differs would let one request attend to another's context. The hash is only an
+//! index: it is keyed with a random per-pool key (SipHash-1-3 with a 128-bit key from the OS), so
+//! a client cannot aim a collision, and a hit is accepted only when the block's own tokens match
+//! *and* its recorded parent is the very block (same slot, same generation) the lookup accepted
+//! one step before. By induction a hit's whole prefix is verified token for token, whatever the
+//! hash does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, RandomState};
 
 pub type BlockId = u32;
+
+/// The block a registered block's KV was computed after: its slot and that slot's generation
+/// (slots are reused after eviction, generations are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parent {
+    block: BlockId,
+    generation: u64,
+}
 
 #[derive(Debug, Clone, Default)]
 struct Block {
@@ -18,8 +34,32 @@ struct Block {
     hash: Option<u64>,
     /// The tokens the hash covers in this block (guards against hash collisions).
     tokens: Vec<u32>,
+    /// The previous block of the sequence that computed this one (`None` for a first block);
+    /// meaningful while `hash` is set.
+    parent: Option<Parent>,
+    /// Bumped every time the slot is handed out for new contents.
+    generation: u64,
     /// Position in the free queue while `ref_count == 0`.
     free_key: Option<i64>,
+}
+
+/// How a block's chain hash is computed: keyed SipHash in production; tests swap in a weak hash
+/// to show that collisions cannot leak KV.
+#[derive(Debug, Clone)]
+enum ChainHasher {
+    Keyed(RandomState),
+    #[cfg(test)]
+    Weak(fn(Option<u64>, &[u32]) -> u64),
+}
+
+impl ChainHasher {
+    fn hash(&self, parent: Option<u64>, tokens: &[u32]) -> u64 {
+        match self {
+            ChainHasher::Keyed(key) => key.hash_one((parent, tokens)),
+            #[cfg(test)]
+            ChainHasher::Weak(f) => f(parent, tokens),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -32,6 +72,7 @@ pub struct BlockManager {
     next_back: i64,
     cached: HashMap<u64, BlockId>,
     prefix_caching: bool,
+    hasher: ChainHasher,
 }
 
 /// Result of looking up a prompt in the prefix cache and reserving its blocks.
@@ -52,10 +93,24 @@ impl BlockManager {
             next_back: 0,
             cached: HashMap::new(),
             prefix_caching,
+            // A fresh random key per pool (std draws it from the OS).
+            hasher: ChainHasher::Keyed(RandomState::new()),
         };
         for id in 0..num_blocks as BlockId {
             manager.push_free(id, false);
         }
+        manager
+    }
+
+    /// A pool whose chain hash is `weak` (tests: to craft collisions at will).
+    #[cfg(test)]
+    pub(crate) fn with_weak_hasher(
+        num_blocks: usize,
+        block_size: usize,
+        weak: fn(Option<u64>, &[u32]) -> u64,
+    ) -> Self {
+        let mut manager = Self::new(num_blocks, block_size, true);
+        manager.hasher = ChainHasher::Weak(weak);
         manager
     }
 
@@ -79,12 +134,9 @@ impl BlockManager {
         tokens.div_ceil(self.block_size)
     }
 
-    /// Hash of a full block given the hash of the block before it.
-    pub fn chain_hash(parent: Option<u64>, tokens: &[u32]) -> u64 {
-        let mut h = DefaultHasher::new();
-        parent.hash(&mut h);
-        tokens.hash(&mut h);
-        h.finish()
+    /// Hash of a full block given the hash of the block before it (keyed per pool).
+    pub fn chain_hash(&self, parent: Option<u64>, tokens: &[u32]) -> u64 {
+        self.hasher.hash(parent, tokens)
     }
 
     /// Reserves blocks for the first `needed_tokens` of `tokens`, reusing cached blocks of the
@@ -122,15 +174,24 @@ impl BlockManager {
             return Vec::new();
         }
         let reusable = (tokens.len() - 1) / self.block_size;
-        let mut parent = None;
+        let mut parent_hash = None;
+        let mut parent: Option<Parent> = None;
         let mut hits = Vec::new();
         for chunk in tokens.chunks(self.block_size).take(reusable) {
-            let h = Self::chain_hash(parent, chunk);
-            match self.cached.get(&h) {
-                Some(&b) if self.blocks[b as usize].tokens == chunk => hits.push(b),
-                _ => break,
+            let h = self.chain_hash(parent_hash, chunk);
+            let Some(&b) = self.cached.get(&h) else {
+                break;
+            };
+            let block = &self.blocks[b as usize];
+            if block.tokens != chunk || block.parent != parent {
+                break;
             }
-            parent = Some(h);
+            hits.push(b);
+            parent_hash = Some(h);
+            parent = Some(Parent {
+                block: b,
+                generation: block.generation,
+            });
         }
         hits
     }
@@ -167,13 +228,32 @@ impl BlockManager {
         while hashes.len() < full {
             let i = hashes.len();
             let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
-            let h = Self::chain_hash(hashes.last().copied(), chunk);
+            let parent_hash = hashes.last().copied();
+            let h = self.chain_hash(parent_hash, chunk);
             hashes.push(h);
+            // The block this one's KV was computed after. If it is not itself findable under the
+            // sequence's chain (another block already held that hash), no lookup can reach this
+            // one through a verified parent, so it is not registered either.
+            let parent = match i {
+                0 => None,
+                _ => {
+                    let p = table[i - 1];
+                    let pb = &self.blocks[p as usize];
+                    if pb.hash.is_none() || pb.hash != parent_hash {
+                        continue;
+                    }
+                    Some(Parent {
+                        block: p,
+                        generation: pb.generation,
+                    })
+                }
+            };
             let b = table[i];
             let block = &mut self.blocks[b as usize];
             if block.hash.is_none() && !self.cached.contains_key(&h) {
                 block.hash = Some(h);
                 block.tokens = chunk.to_vec();
+                block.parent = parent;
                 self.cached.insert(h, b);
             }
         }
@@ -208,7 +288,10 @@ impl BlockManager {
         if let Some(h) = block.hash.take() {
             self.cached.remove(&h);
             block.tokens.clear();
+            block.parent = None;
         }
+        // New contents: blocks registered after the old ones no longer follow this slot.
+        block.generation += 1;
         block.ref_count = 1;
         Some(b)
     }
@@ -331,6 +414,84 @@ mod tests {
         m.register_full_blocks(&a.blocks, &prompt, 9, &mut hashes);
         m.free(&a.blocks);
         assert_eq!(m.allocate(&prompt, 9).unwrap().cached_tokens, 0);
+    }
+
+    /// The hash of a block's own tokens, ignoring its parent: every two prompts whose block `i`
+    /// holds the same tokens collide there, whatever came before (the worst a 64-bit chained hash
+    /// with a known key allows an attacker to aim for).
+    fn parent_blind(_parent: Option<u64>, tokens: &[u32]) -> u64 {
+        tokens
+            .iter()
+            .fold(17u64, |h, &t| h.wrapping_mul(31).wrapping_add(u64::from(t)))
+    }
+
+    fn register(m: &mut BlockManager, prompt: &[u32]) -> Allocation {
+        let a = m.allocate(prompt, prompt.len()).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, prompt, prompt.len(), &mut hashes);
+        a
+    }
+
+    /// The attack behind prefix-cache leaks: the attacker's own first block is cached, and its
+    /// second block's chain hash collides with the victim's second block, whose tokens it copies.
+    /// A guard that compares only the block's own tokens hands the attacker the victim's KV,
+    /// which was computed after the victim's (secret) first block.
+    #[test]
+    fn colliding_chains_never_share_kv_computed_after_another_prefix() {
+        let mut m = BlockManager::with_weak_hasher(32, 4, parent_blind);
+        let secret = [901, 902, 903, 904];
+        let attacker_head = [1, 2, 3, 4];
+        let common = [50, 51, 52, 53];
+        // The attacker's first block is in the cache (from an earlier request of its own).
+        let warmup: Vec<u32> = attacker_head.iter().chain(&[7, 7]).copied().collect();
+        let w = register(&mut m, &warmup);
+        // The victim's prompt: secret block, then a block the attacker can guess.
+        let victim: Vec<u32> = secret.iter().chain(&common).chain(&[9]).copied().collect();
+        let v = register(&mut m, &victim);
+        assert_eq!(v.cached_tokens, 0);
+        // The attacker: its own head, the guessed block, anything.
+        let attack: Vec<u32> = attacker_head
+            .iter()
+            .chain(&common)
+            .chain(&[5])
+            .copied()
+            .collect();
+        assert_eq!(
+            m.chain_hash(Some(m.chain_hash(None, &attacker_head)), &common),
+            m.chain_hash(Some(m.chain_hash(None, &secret)), &common),
+            "the chains collide at block 1"
+        );
+        let hits = m.lookup(&attack);
+        assert_eq!(hits, vec![w.blocks[0]], "only the attacker's own block is reused");
+        assert!(!hits.contains(&v.blocks[1]));
+        let a = m.allocate(&attack, attack.len()).unwrap();
+        assert_eq!(a.cached_tokens, 4);
+        assert_ne!(a.blocks[1], v.blocks[1]);
+        // The victim's own prefix still hits in full.
+        assert_eq!(m.lookup(&victim), vec![v.blocks[0], v.blocks[1]]);
+        m.check_invariants().unwrap();
+    }
+
+    /// A child is reachable only through the very parent it was computed after: once that
+    /// slot holds new contents (a new generation), the child is unreachable. (Children are
+    /// evicted before their parents, so this is defence in depth; the slot's refill is simulated.)
+    #[test]
+    fn a_refilled_parent_slot_does_not_lead_to_its_old_children() {
+        let mut m = BlockManager::new(8, 2, true);
+        let prompt = [10, 11, 20, 21, 99];
+        let a = register(&mut m, &prompt);
+        assert_eq!(m.lookup(&prompt), a.blocks[..2].to_vec());
+        m.blocks[a.blocks[0] as usize].generation += 1;
+        assert_eq!(m.lookup(&prompt), vec![a.blocks[0]]);
+    }
+
+    #[test]
+    fn chain_hashes_are_keyed_per_pool() {
+        let a = BlockManager::new(1, 4, true);
+        let b = BlockManager::new(1, 4, true);
+        let tokens = [1, 2, 3, 4];
+        assert_ne!(a.chain_hash(None, &tokens), b.chain_hash(None, &tokens));
+        assert_eq!(a.chain_hash(None, &tokens), a.chain_hash(None, &tokens));
     }
 
     #[test]
