@@ -14,12 +14,10 @@ use super::request::{Event, GenerationRequest};
 use super::rules;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
-use super::stop_strings::StopStrings;
 use crate::error::{Error, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
-use crate::sampling::SequenceSampler;
-use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
+use crate::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -223,25 +221,8 @@ impl EngineHandle {
         }
         let (tx, rx) = unbounded_channel();
         let room = limit - prompt_len;
-        let state = RequestState {
-            events: tx,
-            sampler: SequenceSampler::new(request.sampling, &request.prompt_ids),
-            detokenizer: IncrementalDetokenizer::new(
-                self.tokenizer.clone(),
-                request.skip_special_tokens,
-            ),
-            stops: StopStrings::new(request.stop, request.include_stop_str_in_output),
-            max_tokens: request.max_tokens.unwrap_or(room).min(room),
-            min_tokens: request.min_tokens,
-            ignore_eos: request.ignore_eos,
-            stop_token_ids: request.stop_token_ids,
-            arrival: request.arrival,
-            first_token_at: None,
-            last_token_at: None,
-            cached_prompt_tokens: None,
-            finished: None,
-            guided,
-        };
+        let max_tokens = request.max_tokens.unwrap_or(room).min(room);
+        let state = RequestState::new(&request, self.tokenizer.clone(), guided, max_tokens, tx);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             core: SequenceCore::new(id, request.prompt_ids),

@@ -1,12 +1,13 @@
 //! Per-request state beside the scheduler's view: sampler, detokenizer, stop conditions, the
 //! client's event channel, and latency timestamps.
 
-use super::request::{Event, FinishReason, StopReason, TokenLogprob, Usage};
+use super::request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};
 use super::scheduler::SequenceCore;
 use super::stop_strings::{StopScan, StopStrings};
 use crate::guided::GuidedMatcher;
 use crate::sampling::{SampledToken, SequenceSampler};
-use crate::tokenizer::IncrementalDetokenizer;
+use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -39,6 +40,33 @@ pub struct TokenOutcome {
 }
 
 impl RequestState {
+    /// The state of a request about to be queued. `max_tokens` is the request's limit already
+    /// capped by what the context leaves; events go to `events`.
+    pub fn new(
+        request: &GenerationRequest,
+        tokenizer: Arc<Tokenizer>,
+        guided: Option<GuidedMatcher>,
+        max_tokens: usize,
+        events: UnboundedSender<Event>,
+    ) -> Self {
+        Self {
+            events,
+            sampler: SequenceSampler::new(request.sampling.clone(), &request.prompt_ids),
+            detokenizer: IncrementalDetokenizer::new(tokenizer, request.skip_special_tokens),
+            stops: StopStrings::new(request.stop.clone(), request.include_stop_str_in_output),
+            max_tokens,
+            min_tokens: request.min_tokens,
+            ignore_eos: request.ignore_eos,
+            stop_token_ids: request.stop_token_ids.clone(),
+            arrival: request.arrival,
+            first_token_at: None,
+            last_token_at: None,
+            cached_prompt_tokens: None,
+            finished: None,
+            guided,
+        }
+    }
+
     /// Tokens that may not be sampled yet because `min_tokens` has not been reached.
     pub fn suppressed_tokens(&self, output_len: usize, eos_ids: &[u32]) -> Vec<u32> {
         if output_len >= self.min_tokens {
@@ -92,6 +120,8 @@ impl RequestState {
             None => false,
         };
         let output_len = core.output_len();
+        // Stop conditions apply from `min_tokens` on (vLLM's rule); before that, stop strings
+        // and stop tokens are ordinary output.
         let checks_active = output_len >= self.min_tokens;
         let mut stop: Option<StopReason> = None;
         let mut text = String::new();
@@ -104,17 +134,16 @@ impl RequestState {
                 Ok(d) => d,
                 Err(e) => return self.fail(format!("detokenizer: {e}")),
             };
-            match self.stops.push(&delta) {
-                StopScan::Continue(t) => text = t,
-                StopScan::Stopped { text: t, matched } => {
-                    text = t;
-                    if checks_active {
+            if checks_active {
+                match self.stops.push(&delta) {
+                    StopScan::Continue(t) => text = t,
+                    StopScan::Stopped { text: t, matched } => {
+                        text = t;
                         stop = Some(StopReason::String(matched));
-                    } else {
-                        // A stop string before min_tokens does not end the request; keep it.
-                        text.push_str(&matched);
                     }
                 }
+            } else {
+                text = self.stops.push_unchecked(&delta);
             }
         }
         let mut reason = stop.as_ref().map(|_| FinishReason::Stop);
@@ -129,14 +158,11 @@ impl RequestState {
             } else {
                 None
             };
-            if reason.is_some() {
-                let tail = self.detokenizer.finish().unwrap_or_default();
-                match self.stops.push(&tail) {
-                    StopScan::Continue(t) => text.push_str(&t),
-                    StopScan::Stopped { text: t, .. } => text.push_str(&t),
-                }
-                text.push_str(&self.stops.flush());
-            }
+        }
+        // Every finish but a stop string releases what was held back: the detokenizer's
+        // incomplete tail and text that might have begun a stop string.
+        if reason.is_some() && !matches!(stop, Some(StopReason::String(_))) {
+            text.push_str(&self.release_held());
         }
         let logprobs = if sampled.logprob.is_nan() {
             Vec::new()
@@ -165,6 +191,19 @@ impl RequestState {
             inter_token,
             first_token,
             finished: reason,
+        }
+    }
+
+    /// Text still held back at a finish that is not a stop string. The detokenizer's tail can
+    /// still complete a stop string; then the output ends before it, as it would have.
+    fn release_held(&mut self) -> String {
+        let tail = self.detokenizer.finish().unwrap_or_default();
+        match self.stops.push(&tail) {
+            StopScan::Continue(mut t) => {
+                t.push_str(&self.stops.flush());
+                t
+            }
+            StopScan::Stopped { text, .. } => text,
         }
     }
 

@@ -54,6 +54,18 @@ impl StopStrings {
         StopScan::Continue(text)
     }
 
+    /// Text produced before stop strings apply (`min_tokens` not reached yet): nothing stops,
+    /// but a tail that could begin a stop string completed later is still held back, so a
+    /// stop string straddling that point is found.
+    pub fn push_unchecked(&mut self, delta: &str) -> String {
+        if self.stops.is_empty() {
+            return delta.to_owned();
+        }
+        self.held.push_str(delta);
+        let release = self.held.len() - self.partial_suffix_len();
+        self.held.drain(..release).collect()
+    }
+
     /// Releases held text when generation ends for another reason.
     pub fn flush(&mut self) -> String {
         std::mem::take(&mut self.held)
@@ -134,6 +146,20 @@ mod tests {
         assert_eq!(
             run(&["é!"], false, &["caf", "é", "?"]),
             ("café?".into(), None)
+        );
+    }
+
+    #[test]
+    fn unchecked_text_passes_stops_but_holds_a_possible_beginning() {
+        let mut s = StopStrings::new(vec!["\n\n".into()], true);
+        assert_eq!(s.push_unchecked("a\n\nb\n"), "a\n\nb");
+        // The held "\n" completes the stop once checks apply.
+        assert_eq!(
+            s.push("\nc"),
+            StopScan::Stopped {
+                text: "\n\n".into(),
+                matched: "\n\n".into()
+            }
         );
     }
 
