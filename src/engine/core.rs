@@ -3,15 +3,22 @@
 //! The split follows the scheduler's vocabulary: [`Scheduler::schedule`] decides the step,
 //! [`Scheduler::batch_input`] lays it out, the model runs, [`Scheduler::commit`] records what was
 //! computed, and the rows [`Scheduler::rows_to_sample`] hands back get their next token.
+//!
+//! Faults stay with the requests they belong to. A forward pass that fails is retried once as
+//! two halves (a batch too large for memory often fits that way); only the requests of a half
+//! that fails again get an error. A sampling failure (e.g. NaN logits on a greedy row) is
+//! retried row by row, each row with its random draws as they were, so only the rows that fail
+//! on their own get an error.
 
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
-use super::request::{Event, FinishReason};
-use super::scheduler::{Entry, Scheduler, StepPlan};
+use super::request::FinishReason;
+use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::sequence::RequestState;
 use crate::error::Result;
 use crate::model::{KvCache, Qwen3Model};
-use crate::sampling::{Sampler, SequenceSampler};
+use crate::sampling::{SampledToken, Sampler, SequenceSampler};
+use candle_core::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +35,8 @@ pub struct EngineCore {
     metrics: Arc<EngineMetrics>,
     /// Requests accepted but never admitted yet (the backpressure count).
     queued: Arc<AtomicUsize>,
+    #[cfg(test)]
+    faults: Option<Box<dyn tests::StepFaults>>,
 }
 
 impl EngineCore {
@@ -49,6 +58,8 @@ impl EngineCore {
             eos_ids,
             metrics,
             queued,
+            #[cfg(test)]
+            faults: None,
         }
     }
 
@@ -69,42 +80,40 @@ impl EngineCore {
             self.update_gauges();
             return false;
         }
-        if let Err(e) = self.run(&plan) {
-            tracing::error!(error = %e, "engine step failed; failing the requests in it");
-            self.fail_running(&format!("engine error: {e}"));
-        }
+        self.run(&plan);
         self.retire();
         self.update_gauges();
         true
     }
 
-    fn run(&mut self, plan: &StepPlan) -> Result<()> {
-        let batch = self.scheduler.batch_input(&plan.chunks);
-        let logits = self
-            .model
-            .forward(&batch, &self.cache, self.config.attention_backend)?;
-        let prompt_tokens = self.scheduler.commit(&plan.chunks);
+    fn run(&mut self, plan: &StepPlan) {
+        let (computed, logits) = self.forward_isolated(&plan.chunks);
+        let Some(logits) = logits else {
+            return;
+        };
+        let prompt_tokens = self.scheduler.commit(&computed);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
 
-        let mut rows = self.scheduler.rows_to_sample(&plan.chunks);
+        let mut rows = self.scheduler.rows_to_sample(&computed);
         for Entry { core, data } in rows.iter_mut() {
             let banned = data.suppressed_tokens(core.output_len(), &self.eos_ids);
             data.sampler.set_suppressed(banned);
         }
         constrain(&mut rows);
-        let mut samplers: Vec<&mut SequenceSampler> =
-            rows.iter_mut().map(|e| &mut e.data.sampler).collect();
-        let tokens = self.sampler.sample(&logits, &mut samplers)?;
+        let tokens = sample_isolated(&self.sampler, &logits, &mut rows);
 
         let max_model_len = self.config.max_model_len;
-        for (Entry { core, data }, sampled) in rows.into_iter().zip(&tokens) {
+        for (Entry { core, data }, sampled) in rows.into_iter().zip(tokens) {
+            let Some(sampled) = sampled else {
+                continue; // this row's sampling failed; its error is sent
+            };
             if data.finished.is_some() {
                 // Failed while constraining (its error is sent): the token is not its own.
                 continue;
             }
             core.tokens.push(sampled.id);
             self.metrics.generation_tokens.inc();
-            let outcome = data.on_token(core, sampled, &self.eos_ids, max_model_len);
+            let outcome = data.on_token(core, &sampled, &self.eos_ids, max_model_len);
             if let Some(t) = outcome.first_token {
                 self.metrics.time_to_first_token.observe(t);
             }
@@ -112,7 +121,77 @@ impl EngineCore {
                 self.metrics.inter_token_latency.observe(t);
             }
         }
-        Ok(())
+    }
+
+    /// Runs the model on `chunks`. If that fails, retries once as two halves and fails the
+    /// requests of a half that fails again. Returns the chunks whose KV is now computed and
+    /// their logits rows (`None` when nothing was computed).
+    fn forward_isolated(
+        &mut self,
+        chunks: &[ScheduledChunk],
+    ) -> (Vec<ScheduledChunk>, Option<Tensor>) {
+        let first = match self.forward(chunks) {
+            Ok(logits) => return (chunks.to_vec(), Some(logits)),
+            Err(e) => e,
+        };
+        if chunks.len() < 2 {
+            tracing::error!(error = %first, "engine step failed");
+            self.fail_chunks(chunks, &format!("engine error: {first}"));
+            return (Vec::new(), None);
+        }
+        tracing::warn!(error = %first, sequences = chunks.len(), "engine step failed; retrying it split in two");
+        let (left, right) = chunks.split_at(chunks.len() / 2);
+        let mut computed = Vec::new();
+        let mut pieces = Vec::new();
+        for half in [left, right] {
+            match self.forward(half) {
+                Ok(logits) => {
+                    computed.extend_from_slice(half);
+                    pieces.push(logits);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, sequences = half.len(), "half of a failed step failed again");
+                    self.fail_chunks(half, &format!("engine error: {e}"));
+                }
+            }
+        }
+        let logits = match pieces.len() {
+            0 => None,
+            1 => pieces.pop(),
+            _ => match Tensor::cat(&pieces, 0) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.fail_chunks(&computed, &format!("engine error: {e}"));
+                    return (Vec::new(), None);
+                }
+            },
+        };
+        (computed, logits)
+    }
+
+    /// One forward pass over `chunks`: the logits rows of the chunks that finish their input.
+    fn forward(&mut self, chunks: &[ScheduledChunk]) -> Result<Tensor> {
+        let batch = self.scheduler.batch_input(chunks);
+        #[cfg(test)]
+        if let Some(faults) = self.faults.as_mut() {
+            faults.before_forward(&self.scheduler.ids_of(chunks))?;
+        }
+        let logits = self
+            .model
+            .forward(&batch, &self.cache, self.config.attention_backend)?;
+        #[cfg(test)]
+        if let Some(faults) = self.faults.as_mut() {
+            return faults.logits(&self.scheduler.ids_of(chunks), logits);
+        }
+        Ok(logits)
+    }
+
+    /// Ends the requests of `chunks` with an error event (their blocks are freed at retire).
+    fn fail_chunks(&mut self, chunks: &[ScheduledChunk], message: &str) {
+        let indices: Vec<usize> = chunks.iter().map(|c| c.index).collect();
+        for entry in self.scheduler.running_at_mut(&indices) {
+            entry.data.fail_with(message);
+        }
     }
 
     /// Removes finished requests, freeing their blocks.
@@ -154,7 +233,7 @@ impl EngineCore {
     /// Counts first admissions (for backpressure) and prefix-cache statistics.
     fn note_admissions(&mut self, plan: &StepPlan) {
         let mut first_admissions = 0;
-        for entry in self.scheduler.admitted_mut(&plan.admitted) {
+        for entry in self.scheduler.running_at_mut(&plan.admitted) {
             if entry.data.cached_prompt_tokens.is_none() {
                 entry.data.cached_prompt_tokens = Some(entry.core.cached_tokens);
                 first_admissions += 1;
@@ -173,10 +252,7 @@ impl EngineCore {
 
     pub fn fail_running(&mut self, message: &str) {
         for entry in self.scheduler.running_mut() {
-            if entry.data.finished.is_none() {
-                let _ = entry.data.events.send(Event::Error(message.to_owned()));
-                entry.data.finished = Some(FinishReason::Abort);
-            }
+            entry.data.fail_with(message);
         }
         self.retire();
     }
@@ -204,6 +280,46 @@ impl EngineCore {
     }
 }
 
+/// Samples every row at once; if that fails, each row on its own (its random draws restored
+/// first, so a seeded row draws what it would have), failing only the rows that fail alone.
+/// `None` marks a row that failed (its request has an error event).
+fn sample_isolated(
+    sampler: &Sampler,
+    logits: &Tensor,
+    rows: &mut [&mut Running],
+) -> Vec<Option<SampledToken>> {
+    let draws: Vec<_> = rows.iter().map(|e| e.data.sampler.draws()).collect();
+    let batched = {
+        let mut samplers: Vec<&mut SequenceSampler> =
+            rows.iter_mut().map(|e| &mut e.data.sampler).collect();
+        sampler.sample(logits, &mut samplers)
+    };
+    let error = match batched {
+        Ok(tokens) => return tokens.into_iter().map(Some).collect(),
+        Err(e) => e,
+    };
+    tracing::warn!(error = %error, rows = rows.len(), "sampling failed; sampling row by row");
+    rows.iter_mut()
+        .zip(draws)
+        .enumerate()
+        .map(|(i, (entry, draws))| {
+            entry.data.sampler.restore_draws(draws);
+            let one = logits
+                .narrow(0, i, 1)
+                .map_err(crate::error::Error::from)
+                .and_then(|row| sampler.sample(&row, &mut [&mut entry.data.sampler]));
+            match one {
+                Ok(mut t) => t.pop(),
+                Err(e) => {
+                    tracing::error!(error = %e, request = entry.core.id, "sampling failed");
+                    entry.data.fail_with(&format!("sampling error: {e}"));
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 /// Grammar masks for the constrained rows about to be sampled. Each mask depends only on its own
 /// request, so they are computed in parallel; this runs after the forward pass is queued, so on
 /// an accelerator it overlaps the model's work.
@@ -221,3 +337,7 @@ fn constrain(rows: &mut [&mut Running]) {
             .for_each(|d| d.constrain_next_token()),
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

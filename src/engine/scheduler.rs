@@ -276,13 +276,18 @@ impl<T> Scheduler<T> {
             .collect()
     }
 
-    /// The running sequences admitted at `indices` (see [`StepPlan::admitted`]).
-    pub fn admitted_mut(&mut self, indices: &[usize]) -> impl Iterator<Item = &mut Entry<T>> {
+    /// The running sequences at `indices` (e.g. [`StepPlan::admitted`], or a step's chunks).
+    pub fn running_at_mut(&mut self, indices: &[usize]) -> impl Iterator<Item = &mut Entry<T>> {
         self.running
             .iter_mut()
             .enumerate()
             .filter(|(i, _)| indices.contains(i))
             .map(|(_, e)| e)
+    }
+
+    /// The ids of the sequences `chunks` feed.
+    pub fn ids_of(&self, chunks: &[ScheduledChunk]) -> Vec<u64> {
+        chunks.iter().map(|c| self.running[c.index].core.id).collect()
     }
 
     /// Every running sequence, oldest first.

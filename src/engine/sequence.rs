@@ -227,9 +227,16 @@ impl RequestState {
         });
     }
 
+    /// Ends the request with an error event (no-op if it has already finished).
+    pub fn fail_with(&mut self, message: &str) {
+        if self.finished.is_none() {
+            let _ = self.events.send(Event::Error(message.to_owned()));
+            self.finished = Some(FinishReason::Abort);
+        }
+    }
+
     fn fail(&mut self, message: String) -> TokenOutcome {
-        let _ = self.events.send(Event::Error(message));
-        self.finished = Some(FinishReason::Abort);
+        self.fail_with(&message);
         TokenOutcome {
             inter_token: None,
             first_token: None,

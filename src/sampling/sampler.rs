@@ -128,6 +128,7 @@ impl Sampler {
                 "sampler: picked token {bad} outside a vocabulary of {vocab}"
             )));
         }
+        check_picked_logits(&raw, &ids)?;
 
         let requests: Vec<LogprobRequest> = (0..b)
             .filter_map(|row| {
@@ -162,6 +163,21 @@ impl Sampler {
     }
 }
 
+/// A picked token whose logit is NaN came from a row the model broke (NaN has no maximum and no
+/// probability): an error, so that the engine fails that row's request instead of streaming
+/// noise. One value per row is read, not the rows.
+fn check_picked_logits(raw: &Tensor, ids: &[u32]) -> Result<()> {
+    let index = Tensor::from_vec(ids.to_vec(), (ids.len(), 1), raw.device())?;
+    let picked = raw.gather(&index, 1)?.flatten_all()?.to_vec1::<f32>()?;
+    match picked.iter().position(|x| x.is_nan()) {
+        Some(row) => Err(Error::Internal(format!(
+            "sampler: logits row {row} is NaN at the picked token {} (the model produced NaN)",
+            ids[row]
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The given rows of `t`, without a copy when they are all of them in order.
 fn rows_of(t: &Tensor, rows: &[usize], total: usize) -> Result<Tensor> {
     if rows.len() == total {
@@ -180,6 +196,17 @@ mod tests {
     use super::*;
     use crate::sampling::SamplingParams;
     use candle_core::Device;
+
+    #[test]
+    fn a_nan_row_is_an_error_naming_the_row() {
+        let logits = Tensor::new(&[[0.0f32, 9.0], [f32::NAN, f32::NAN]], &Device::Cpu).unwrap();
+        let mut a = SequenceSampler::new(SamplingParams::greedy(), &[]);
+        let mut b = SequenceSampler::new(SamplingParams::greedy(), &[]);
+        let err = Sampler::new()
+            .sample(&logits, &mut [&mut a, &mut b])
+            .unwrap_err();
+        assert!(err.to_string().contains("row 1"), "{err}");
+    }
 
     #[test]
     fn greedy_and_random_rows_in_one_batch() {

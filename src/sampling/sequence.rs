@@ -145,6 +145,17 @@ impl SequenceSampler {
         }
     }
 
+    /// Where this sequence's random draws stand: a failed batched step restores it before the
+    /// sequence is sampled again on its own, so a seeded request's draws do not shift.
+    pub fn draws(&self) -> ChaCha8Rng {
+        self.rng.clone()
+    }
+
+    /// See [`Self::draws`].
+    pub fn restore_draws(&mut self, draws: ChaCha8Rng) {
+        self.rng = draws;
+    }
+
     /// The one uniform in `[0, 1)` this sequence consumes for a sampled (non-greedy) token.
     pub(crate) fn next_uniform(&mut self) -> f64 {
         self.rng.random::<f64>()

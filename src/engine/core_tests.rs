@@ -1,0 +1,272 @@
+//! Faults in a step stay with the requests they belong to: the tiny model runs real steps while
+//! a test hook fails forward passes or poisons logits rows.
+
+use super::*;
+use crate::engine::block_manager::BlockManager;
+use crate::engine::request::{Event, GenerationRequest};
+use crate::engine::scheduler::{SchedulerConfig, SequenceCore};
+use crate::error::Error;
+use crate::model::AttentionBackend;
+use crate::model::checkpoint::CheckpointFiles;
+use crate::model::loader::{DtypeChoice, load_model};
+use crate::sampling::SamplingParams;
+use crate::tokenizer::Tokenizer;
+use candle_core::Device;
+use std::collections::HashMap;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+/// Test hooks around each forward pass.
+pub(crate) trait StepFaults: Send {
+    /// Called before a forward pass over the sequences `ids`; an error fails that pass.
+    fn before_forward(&mut self, _ids: &[u64]) -> Result<()> {
+        Ok(())
+    }
+    /// The logits of a pass over `ids` (one row per id in these tests), possibly altered.
+    fn logits(&mut self, _ids: &[u64], logits: Tensor) -> Result<Tensor> {
+        Ok(logits)
+    }
+}
+
+const EOS: [u32; 2] = [151645, 151643];
+
+fn model_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny")
+}
+
+fn engine() -> (EngineCore, Arc<Tokenizer>) {
+    let files = CheckpointFiles::from_dir(&model_dir()).unwrap();
+    let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer).unwrap());
+    let model = load_model(files, &Device::Cpu, DtypeChoice::Auto)
+        .unwrap()
+        .model;
+    let config = EngineConfig {
+        max_model_len: 512,
+        max_num_seqs: 16,
+        max_num_batched_tokens: 1024,
+        max_waiting: 64,
+        block_size: 16,
+        num_blocks: 128,
+        enable_prefix_caching: true,
+        attention_backend: AttentionBackend::Auto.resolve(model.device()).unwrap(),
+    };
+    let cache = KvCache::new(
+        model.config(),
+        config.num_blocks,
+        config.block_size,
+        model.dtype(),
+        model.device(),
+    )
+    .unwrap();
+    let scheduler = Scheduler::new(
+        SchedulerConfig {
+            max_num_seqs: config.max_num_seqs,
+            max_num_batched_tokens: config.max_num_batched_tokens,
+        },
+        BlockManager::new(config.num_blocks, config.block_size, true),
+    );
+    let core = EngineCore::new(
+        model,
+        cache,
+        scheduler,
+        config,
+        EOS.to_vec(),
+        Arc::new(EngineMetrics::new()),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    (core, tokenizer)
+}
+
+/// Four requests, ids 1..=4: two greedy, two seeded.
+fn requests(tokenizer: &Tokenizer) -> Vec<GenerationRequest> {
+    (0..4u64)
+        .map(|i| {
+            let prompt = tokenizer
+                .encode(&format!("Request {i}: tell me about the number {i}"), false)
+                .unwrap();
+            let sampling = if i % 2 == 0 {
+                SamplingParams::greedy()
+            } else {
+                SamplingParams {
+                    temperature: 0.8,
+                    top_p: 0.9,
+                    seed: Some(100 + i),
+                    ..SamplingParams::default()
+                }
+            };
+            let mut r = GenerationRequest::new(prompt, sampling);
+            r.max_tokens = Some(8);
+            r.ignore_eos = true;
+            r
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Tokens(Vec<u32>),
+    Error(String),
+}
+
+/// Runs `requests` to the end; per request id, its tokens or its error.
+fn run(
+    faults: Option<Box<dyn StepFaults>>,
+    requests: Vec<GenerationRequest>,
+    tokenizer: Arc<Tokenizer>,
+    mut core: EngineCore,
+) -> (HashMap<u64, Outcome>, EngineCore) {
+    core.faults = faults;
+    let mut receivers: Vec<(u64, UnboundedReceiver<Event>)> = Vec::new();
+    for (i, request) in requests.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let (tx, rx) = unbounded_channel();
+        let max_tokens = request.max_tokens.unwrap_or(64);
+        let data = RequestState::new(&request, tokenizer.clone(), None, max_tokens, tx);
+        core.add(Entry {
+            core: SequenceCore::new(id, request.prompt_ids),
+            data,
+        });
+        receivers.push((id, rx));
+    }
+    let mut steps = 0;
+    while !core.is_idle() {
+        core.step();
+        steps += 1;
+        assert!(steps < 1000, "the engine never finished");
+    }
+    let mut outcomes = HashMap::new();
+    for (id, mut rx) in receivers {
+        let mut tokens = Vec::new();
+        let outcome = loop {
+            match rx.try_recv().expect("a final event") {
+                Event::Delta { token_ids, .. } => tokens.extend(token_ids),
+                Event::Finished { .. } => break Outcome::Tokens(tokens),
+                Event::Error(e) => break Outcome::Error(e),
+            }
+        };
+        outcomes.insert(id, outcome);
+    }
+    (outcomes, core)
+}
+
+fn clean_run() -> HashMap<u64, Outcome> {
+    let (core, tokenizer) = engine();
+    let requests = requests(&tokenizer);
+    let (outcomes, _) = run(None, requests, tokenizer, core);
+    assert!(outcomes.values().all(|o| matches!(o, Outcome::Tokens(t) if t.len() == 8)));
+    outcomes
+}
+
+/// Turns request `victim`'s logits row to NaN from its `after`-th forward pass on.
+struct NanRow {
+    victim: u64,
+    after: usize,
+    seen: usize,
+}
+
+impl StepFaults for NanRow {
+    fn logits(&mut self, ids: &[u64], logits: Tensor) -> Result<Tensor> {
+        let Some(row) = ids.iter().position(|&id| id == self.victim) else {
+            return Ok(logits);
+        };
+        self.seen += 1;
+        if self.seen <= self.after {
+            return Ok(logits);
+        }
+        let mut rows = logits.to_vec2::<f32>()?;
+        rows[row].iter_mut().for_each(|x| *x = f32::NAN);
+        Ok(Tensor::new(rows, logits.device())?)
+    }
+}
+
+#[test]
+fn a_nan_row_fails_only_its_own_request() {
+    let clean = clean_run();
+    let (core, tokenizer) = engine();
+    let requests = requests(&tokenizer);
+    let faults = NanRow {
+        victim: 3, // greedy: NaN logits have no maximum
+        after: 2,
+        seen: 0,
+    };
+    let (outcomes, core) = run(Some(Box::new(faults)), requests, tokenizer, core);
+    assert!(
+        matches!(&outcomes[&3], Outcome::Error(e) if e.contains("sampling")),
+        "{:?}",
+        outcomes[&3]
+    );
+    for id in [1, 2, 4] {
+        assert_eq!(outcomes[&id], clean[&id], "request {id}");
+    }
+    assert_eq!(core.scheduler.occupancy().blocks_used, 0);
+}
+
+/// Fails every forward pass over more than `max` sequences (a batch too big for memory).
+struct TooBig {
+    max: usize,
+    failures: Arc<AtomicUsize>,
+}
+
+impl StepFaults for TooBig {
+    fn before_forward(&mut self, ids: &[u64]) -> Result<()> {
+        if ids.len() > self.max {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Internal("out of memory (injected)".into()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_step_that_fails_whole_succeeds_split_and_nobody_fails() {
+    let clean = clean_run();
+    let (core, tokenizer) = engine();
+    let requests = requests(&tokenizer);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let faults = TooBig {
+        max: 2,
+        failures: failures.clone(),
+    };
+    let (outcomes, core) = run(Some(Box::new(faults)), requests, tokenizer, core);
+    assert!(failures.load(Ordering::Relaxed) > 0, "the fault fired");
+    assert_eq!(outcomes, clean);
+    assert_eq!(core.scheduler.occupancy().blocks_used, 0);
+}
+
+/// Fails every forward pass that includes request `culprit`.
+struct Poisoned {
+    culprit: u64,
+}
+
+impl StepFaults for Poisoned {
+    fn before_forward(&mut self, ids: &[u64]) -> Result<()> {
+        if ids.contains(&self.culprit) {
+            return Err(Error::Internal("device fault (injected)".into()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_step_that_fails_split_fails_only_the_failing_half() {
+    let clean = clean_run();
+    let (core, tokenizer) = engine();
+    let requests = requests(&tokenizer);
+    let (outcomes, core) = run(
+        Some(Box::new(Poisoned { culprit: 4 })),
+        requests,
+        tokenizer,
+        core,
+    );
+    // Halves of the four: {1, 2} run, {3, 4} fail together.
+    for id in [1, 2] {
+        assert_eq!(outcomes[&id], clean[&id], "request {id}");
+    }
+    for id in [3, 4] {
+        assert!(
+            matches!(&outcomes[&id], Outcome::Error(e) if e.contains("device fault")),
+            "{:?}",
+            outcomes[&id]
+        );
+    }
+    assert_eq!(core.scheduler.occupancy().blocks_used, 0);
+}
