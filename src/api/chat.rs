@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::chat_output::{ChoiceDelta, ChoiceParser, MessageBuilder};
 use super::error::{ApiError, ApiResult};
@@ -15,7 +15,8 @@ use super::extract::ApiJson;
 use super::logprobs::chat_entry;
 use super::request_builder::{self, GenerationFields, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
-use super::state::{AppState, unix_now};
+use super::offload;
+use super::state::{AppState, Ready, unix_now};
 use super::tools;
 use super::types::chat::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
@@ -60,11 +61,12 @@ impl ChatContext {
 
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ChatCompletionRequest>,
+    ApiJson(mut req): ApiJson<ChatCompletionRequest>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
     let model = ready.check_model(req.model.as_deref())?;
+    req.unsupported.refuse()?;
     let plan = tools::plan(
         req.tools.as_deref(),
         req.tool_choice.as_ref(),
@@ -72,7 +74,6 @@ pub async fn create(
         req.response_format.as_ref(),
         config,
     )?;
-    let messages = prepare_messages(&req.messages)?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let continue_final = req.continue_final_message.unwrap_or(false);
     if continue_final && add_generation_prompt {
@@ -81,18 +82,16 @@ pub async fn create(
             "Cannot set both `continue_final_message` and `add_generation_prompt` to true.",
         ));
     }
-    let kwargs = req.chat_template_kwargs.clone().unwrap_or_default();
-    let template_tools = req.tools.as_deref().filter(|t| !t.is_empty());
-    let prompt = if continue_final {
-        ready
-            .template
-            .render_continue_final_message(&messages, template_tools, &kwargs)?
-    } else {
-        ready
-            .template
-            .render(&messages, template_tools, add_generation_prompt, &kwargs)?
+    let (messages, prompt, prompt_ids) = {
+        let ready = ready.clone();
+        let raw = std::mem::take(&mut req.messages);
+        let tools = req.tools.take();
+        let kwargs = req.chat_template_kwargs.take().unwrap_or_default();
+        offload::run(move || {
+            render_prompt(&ready, &raw, tools.as_deref(), &kwargs, continue_final, add_generation_prompt)
+        })
+        .await??
     };
-    let prompt_ids = ready.tokenizer.encode(&prompt, false)?;
     let prompt_tokens = prompt_ids.len();
 
     let logprobs = req.logprobs.unwrap_or(false);
@@ -130,7 +129,10 @@ pub async fn create(
         guided: plan.guided,
     };
     let requests = request_builder::build(&ready, config, prompt_ids, "messages", fields)?;
-    let streams = request_builder::submit_all(&ready, requests)?;
+    if !req.stream.unwrap_or(false) {
+        request_builder::check_collected_logprobs(&ready, config, &requests, false, "top_logprobs")?;
+    }
+    let streams = offload::submit_all(&ready, requests).await?;
 
     let echo = req
         .echo
@@ -162,9 +164,38 @@ pub async fn create(
             include_usage,
             include_usage && options.continuous_usage_stats.unwrap_or(false),
         );
-        return Ok(sse::response(streams, renderer));
+        return Ok(sse::response(
+            streams,
+            renderer,
+            config.limits.sse_keep_alive,
+        ));
     }
     Ok(Json(collect(ctx, streams).await?).into_response())
+}
+
+/// The checked messages, the rendered prompt and its ids (blocking work: see [`offload`]).
+fn render_prompt(
+    ready: &Ready,
+    raw: &[Value],
+    tools: Option<&[Value]>,
+    kwargs: &Map<String, Value>,
+    continue_final: bool,
+    add_generation_prompt: bool,
+) -> ApiResult<(Vec<Value>, String, Vec<u32>)> {
+    let messages = prepare_messages(raw)?;
+    let template_tools = tools.filter(|t| !t.is_empty());
+    let prompt = if continue_final {
+        ready
+            .template
+            .render_continue_final_message(&messages, template_tools, kwargs)?
+    } else {
+        ready
+            .template
+            .render(&messages, template_tools, add_generation_prompt, kwargs)?
+    };
+    offload::check_text_fits(&ready.tokenizer, &prompt, ready.max_model_len(), "messages")?;
+    let ids = ready.tokenizer.encode(&prompt, false)?;
+    Ok((messages, prompt, ids))
 }
 
 /// One finished choice of a non-streamed response.

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::{clamp, token_text, top_map};
+use super::offload;
 use super::request_builder::{self, GenerationFields, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
 use super::state::{AppState, Ready, unix_now};
@@ -43,11 +44,12 @@ struct CompletionContext {
 
 pub async fn create(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<CompletionRequest>,
+    ApiJson(mut req): ApiJson<CompletionRequest>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
     let model = ready.check_model(req.model.as_deref())?;
+    req.unsupported.refuse()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
@@ -59,8 +61,8 @@ pub async fn create(
             "best_of must equal n (or be omitted)",
         ));
     }
-    let prompts = prompts(&ready, req.prompt, req.add_special_tokens.unwrap_or(true))?;
-    if prompts.len() > config.limits.max_prompts {
+    let count = req.prompt.len();
+    if count > config.limits.max_prompts {
         return Err(ApiError::invalid(
             "prompt",
             format!(
@@ -69,6 +71,13 @@ pub async fn create(
             ),
         ));
     }
+    request_builder::check_fan_out(config, count, req.n)?;
+    let input = std::mem::replace(&mut req.prompt, PromptInput::Texts(Vec::new()));
+    let add_special_tokens = req.add_special_tokens.unwrap_or(true);
+    let prompts = {
+        let ready = ready.clone();
+        offload::run(move || prompts(&ready, input, add_special_tokens)).await??
+    };
     let mut requests = Vec::new();
     let mut choice_prompts = Vec::new();
     for prompt in prompts {
@@ -101,14 +110,18 @@ pub async fn create(
         choice_prompts.extend(built.iter().map(|_| prompt.clone()));
         requests.extend(built);
     }
-    let streams = request_builder::submit_all(&ready, requests)?;
+    let echo = req.echo.unwrap_or(false);
+    if !req.stream.unwrap_or(false) {
+        request_builder::check_collected_logprobs(&ready, config, &requests, echo, "logprobs")?;
+    }
+    let streams = offload::submit_all(&ready, requests).await?;
     let ctx = CompletionContext {
         id: random_id("cmpl-"),
         created: unix_now(),
         model,
         tokenizer: ready.tokenizer.clone(),
         logprobs: req.logprobs.is_some(),
-        echo: req.echo.unwrap_or(false),
+        echo,
         prompts: choice_prompts,
     };
     if req.stream.unwrap_or(false) {
@@ -126,6 +139,7 @@ pub async fn create(
         return Ok(sse::response(
             streams,
             CompletionStream::new(ctx, include_usage, continuous),
+            config.limits.sse_keep_alive,
         ));
     }
     Ok(Json(collect(ctx, streams).await?).into_response())
@@ -133,7 +147,9 @@ pub async fn create(
 
 /// The prompts of a request, tokenized (text) or checked (token ids).
 fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiResult<Vec<Prompt>> {
+    let max_len = ready.max_model_len();
     let from_text = |text: String| -> ApiResult<Prompt> {
+        offload::check_text_fits(&ready.tokenizer, &text, max_len, "prompt")?;
         Ok(Prompt {
             ids: ready.tokenizer.encode(&text, add_special_tokens)?,
             text,
@@ -142,6 +158,7 @@ fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiRe
     };
     let vocab = ready.vocab_size();
     let from_ids = |ids: Vec<i64>| -> ApiResult<Prompt> {
+        rules::prompt_fits(ids.len(), max_len, "prompt")?;
         let ids = rules::token_ids(ids, vocab, "prompt")?;
         let text = ready.tokenizer.decode(&ids, false)?;
         Ok(Prompt {

@@ -15,7 +15,10 @@ use super::error::ApiError;
 
 pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+/// Bodies larger than this are parsed on the blocking pool ([`super::offload`]).
+const INLINE_PARSE_BYTES: usize = 256 << 10;
+
+impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -35,7 +38,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request(format!("could not read the request body: {rejection}"))
             }
         })?;
-        parse_json(&bytes).map(ApiJson)
+        if bytes.len() <= INLINE_PARSE_BYTES {
+            return parse_json(&bytes).map(ApiJson);
+        }
+        super::offload::run(move || parse_json(&bytes))
+            .await?
+            .map(ApiJson)
     }
 }
 

@@ -34,6 +34,7 @@ pub mod health;
 pub mod logprobs;
 pub mod metrics;
 pub mod models;
+pub mod offload;
 pub mod request_builder;
 pub mod router;
 pub mod sse;

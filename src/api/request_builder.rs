@@ -128,6 +128,61 @@ pub fn build(
     Ok(requests)
 }
 
+/// The engine requests one API request may fan out to (prompts × `n`): each waits in the
+/// queue, so one request may not take a large share of `--max-waiting`. Checked before any
+/// prompt is tokenized.
+pub fn check_fan_out(config: &ServerConfig, prompts: usize, n: Option<i64>) -> ApiResult<()> {
+    let limit = config.limits.max_choices;
+    let n = n.unwrap_or(1).max(1) as usize;
+    let choices = prompts.saturating_mul(n);
+    if choices > limit {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "this request asks for {choices} choices ({prompts} prompts × n {n}); at most \
+                 {limit} choices are allowed per request"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A non-streamed response holds every logprob entry at once: `n` × (1 + top alternatives) ×
+/// the tokens each choice may generate (plus the prompt's when it is echoed). Beyond
+/// `Limits::max_logprob_entries` the request is refused, naming `param`; streaming it has no
+/// such limit.
+pub fn check_collected_logprobs(
+    ready: &Ready,
+    config: &ServerConfig,
+    requests: &[GenerationRequest],
+    echo: bool,
+    param: &str,
+) -> ApiResult<()> {
+    let limit = config.limits.max_logprob_entries;
+    let max_len = ready.max_model_len();
+    let entries: usize = requests
+        .iter()
+        .filter_map(|r| {
+            let top = r.sampling.logprobs?;
+            let room = max_len.saturating_sub(r.prompt_ids.len());
+            let generated = r.max_tokens.unwrap_or(room).min(room);
+            let echoed = if echo { r.prompt_ids.len() } else { 0 };
+            Some((1 + top).saturating_mul(generated) + echoed)
+        })
+        .fold(0usize, usize::saturating_add);
+    if entries > limit {
+        return Err(ApiError::invalid(
+            param,
+            format!(
+                "a non-streamed response may hold at most {limit} logprob entries, and this one \
+                 could hold {entries} (choices × (1 + top logprobs) × max_tokens); lower \
+                 max_tokens, n or the number of top logprobs, or stream the response"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Submits all requests or none: if one is refused, the streams already opened are dropped,
 /// which cancels them.
 pub fn submit_all(ready: &Ready, requests: Vec<GenerationRequest>) -> ApiResult<Vec<EventStream>> {

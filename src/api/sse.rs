@@ -6,11 +6,17 @@
 //! cancels the requests in the engine. A failure after the first chunk cannot change the HTTP
 //! status any more, so it is sent as an error event (`data: {"error": {...}}`, which the
 //! `openai` SDK raises as an exception) followed by `[DONE]`.
+//!
+//! While no event flows (queued, or a long prefill) a comment line (`: keep-alive`) goes out
+//! after each `Limits::sse_keep_alive` of silence: proxies keep the connection, and a client
+//! that went away is found by the failed write, which cancels its requests even before they
+//! leave the queue. Clients ignore comment lines (the SSE spec).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::time::Duration;
 
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use serde::Serialize;
@@ -60,8 +66,13 @@ struct Driver<R> {
     ended: bool,
 }
 
-/// The SSE response for `streams` rendered by `renderer`.
-pub fn response<R: Renderer>(streams: Vec<EventStream>, mut renderer: R) -> Response {
+/// The SSE response for `streams` rendered by `renderer`, with a keep-alive comment after each
+/// `keep_alive` of silence.
+pub fn response<R: Renderer>(
+    streams: Vec<EventStream>,
+    mut renderer: R,
+    keep_alive: Duration,
+) -> Response {
     let pending = renderer.start().into();
     let driver = Driver {
         merged: Some(merge(streams)),
@@ -106,11 +117,13 @@ pub fn response<R: Renderer>(streams: Vec<EventStream>, mut renderer: R) -> Resp
             }
         }
     });
-    sse(events)
+    sse(events, keep_alive)
 }
 
-fn sse(events: impl Stream<Item = SseEvent> + Send + 'static) -> Response {
-    Sse::new(events.map(Ok::<_, Infallible>)).into_response()
+fn sse(events: impl Stream<Item = SseEvent> + Send + 'static, keep_alive: Duration) -> Response {
+    Sse::new(events.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response()
 }
 
 /// The error for an engine event that ends a request abnormally.

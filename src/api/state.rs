@@ -24,6 +24,13 @@ pub struct Limits {
     pub max_top_logprobs: usize,
     pub max_tools: usize,
     pub max_prompts: usize,
+    /// Engine requests one API request may become (prompts × `n`).
+    pub max_choices: usize,
+    /// Logprob entries a non-streamed response may hold (choices × (1 + top) × tokens).
+    pub max_logprob_entries: usize,
+    /// Silence after which an SSE stream sends a comment line: keeps proxies from timing out
+    /// and finds clients that went away while their request waits in the queue.
+    pub sse_keep_alive: Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +44,9 @@ impl Default for Limits {
             max_top_logprobs: MAX_LOGPROBS,
             max_tools: 128,
             max_prompts: 64,
+            max_choices: 128,
+            max_logprob_entries: 1 << 20,
+            sse_keep_alive: Duration::from_secs(5),
         }
     }
 }

@@ -6,7 +6,8 @@ use axum::extract::State;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::state::AppState;
+use super::offload;
+use super::state::{AppState, Ready};
 use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
@@ -19,6 +20,12 @@ pub async fn tokenize(
 ) -> ApiResult<Json<TokenizeResponse>> {
     let ready = state.ready()?;
     ready.check_model(req.model.as_deref())?;
+    offload::run(move || tokenize_blocking(&ready, req)).await?
+}
+
+/// Rendering and tokenizing: blocking work (see [`offload`]).
+fn tokenize_blocking(ready: &Ready, req: TokenizeRequest) -> ApiResult<Json<TokenizeResponse>> {
+    let max_len = ready.max_model_len();
     let tokens = match (req.messages, req.prompt) {
         (Some(messages), _) => {
             let messages = prepare_messages(&messages)?;
@@ -32,13 +39,17 @@ pub async fn tokenize(
                 let add = req.add_generation_prompt.unwrap_or(true);
                 ready.template.render(&messages, tools, add, &kwargs)?
             };
+            offload::check_text_fits(&ready.tokenizer, &prompt, max_len, "messages")?;
             ready
                 .tokenizer
                 .encode(&prompt, req.add_special_tokens.unwrap_or(false))?
         }
-        (None, Some(prompt)) => ready
-            .tokenizer
-            .encode(&prompt, req.add_special_tokens.unwrap_or(true))?,
+        (None, Some(prompt)) => {
+            offload::check_text_fits(&ready.tokenizer, &prompt, max_len, "prompt")?;
+            ready
+                .tokenizer
+                .encode(&prompt, req.add_special_tokens.unwrap_or(true))?
+        }
         (None, None) => {
             return Err(ApiError::invalid(
                 "prompt",
@@ -54,7 +65,7 @@ pub async fn tokenize(
     });
     Ok(Json(TokenizeResponse {
         count: tokens.len(),
-        max_model_len: ready.max_model_len(),
+        max_model_len: max_len,
         tokens,
         token_strs,
     }))

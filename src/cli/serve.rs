@@ -109,6 +109,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub threads: Option<usize>,
 
+    /// Seconds of silence after which a streamed response sends an SSE comment (keeps proxies
+    /// from timing out; finds clients that left while queued).
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub sse_keep_alive: f64,
+
     /// Seconds running requests get to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -117,16 +122,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1, hide = true)]
     pub tensor_parallel_size: usize,
 
-    /// Accepted for vLLM compatibility (no effect).
-    #[arg(long, hide = true)]
+    /// Ignored (accepted for vLLM compatibility): tealight runs no code from checkpoints.
+    #[arg(long)]
     pub trust_remote_code: bool,
 
-    /// Accepted for vLLM compatibility (no effect: CUDA graphs are off unless asked for).
-    #[arg(long, hide = true)]
+    /// Ignored (accepted for vLLM compatibility): tealight never captures CUDA graphs.
+    #[arg(long)]
     pub enforce_eager: bool,
 
-    /// Accepted for vLLM compatibility (no effect).
-    #[arg(long, hide = true)]
+    /// Ignored (accepted for vLLM compatibility): tealight logs no periodic stats; see /metrics.
+    #[arg(long)]
     pub disable_log_stats: bool,
 }
 

@@ -112,6 +112,15 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
                 format!("weight_map entry {tensor:?} is not a file name"),
             )
         })?;
+        if !is_plain_relative(file) {
+            return Err(Error::checkpoint(
+                index,
+                format!(
+                    "weight_map entry {tensor:?} names {file:?}: shard names must be relative \
+                     paths inside the checkpoint (no \"..\", no absolute paths)"
+                ),
+            ));
+        }
         if !names.iter().any(|n| n == file) {
             names.push(file.to_owned());
         }
@@ -120,6 +129,15 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
         return Err(Error::checkpoint(index, "weight_map is empty"));
     }
     Ok(names)
+}
+
+/// A path that stays inside the directory it is joined to: only normal components.
+fn is_plain_relative(name: &str) -> bool {
+    use std::path::Component;
+    !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 fn looks_like_repo_id(s: &str) -> bool {
@@ -232,6 +250,21 @@ pub use hub::{cache_dir as hub_cache_dir, resolve_in as resolve_in_hub_cache};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_names_cannot_leave_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join(WEIGHTS_INDEX_FILE);
+        for bad in ["../x.safetensors", "/etc/passwd", "a/../../b", "", "./a.safetensors"] {
+            let json = serde_json::json!({"weight_map": {"w": bad}});
+            std::fs::write(&index, json.to_string()).unwrap();
+            let err = shard_names(&index).unwrap_err().to_string();
+            assert!(err.contains("shard names must be relative"), "{bad}: {err}");
+        }
+        let json = serde_json::json!({"weight_map": {"w": "model-00001-of-00002.safetensors"}});
+        std::fs::write(&index, json.to_string()).unwrap();
+        assert_eq!(shard_names(&index).unwrap().len(), 1);
+    }
 
     #[test]
     fn repo_id_shape() {

@@ -104,6 +104,17 @@ impl Qwen3Config {
             .and_then(|r| r.rope_theta)
             .or(raw.rope_theta)
             .unwrap_or(10_000.0);
+        for (name, value) in [
+            ("vocab_size", raw.vocab_size),
+            ("hidden_size", raw.hidden_size),
+            ("intermediate_size", raw.intermediate_size),
+            ("num_hidden_layers", raw.num_hidden_layers),
+            ("max_position_embeddings", raw.max_position_embeddings),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be positive, got 0"));
+            }
+        }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if raw.num_attention_heads == 0 || num_key_value_heads == 0 {
             return Err("num_attention_heads and num_key_value_heads must be positive".into());
@@ -186,6 +197,18 @@ mod tests {
         assert!(err.contains("LlamaForCausalLM"), "{err}");
         let err = parse(r#","rope_scaling":{"rope_type":"yarn","factor":4.0}"#).unwrap_err();
         assert!(err.contains("yarn"), "{err}");
+    }
+
+    #[test]
+    fn zero_sizes_are_refused_by_name() {
+        for field in ["num_hidden_layers", "hidden_size", "vocab_size"] {
+            let text = BASE.replace(
+                &format!("\"{field}\":"),
+                &format!("\"{field}\":0,\"ignored_{field}\":"),
+            ) + "}";
+            let err = Qwen3Config::from_json(&text).unwrap_err();
+            assert!(err.contains(field), "{err}");
+        }
     }
 
     #[test]

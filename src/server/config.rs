@@ -6,8 +6,27 @@ use crate::api::{Limits, ServerConfig};
 use crate::cli::serve::ServeArgs;
 use crate::error::{Error, Result};
 
-/// Reads and checks the API-related flags.
+/// Sizes that must be positive, checked before anything is loaded or divided by them.
+fn check_sizes(args: &ServeArgs) -> Result<()> {
+    let sizes = [
+        ("--block-size", Some(args.block_size)),
+        ("--max-num-seqs", Some(args.max_num_seqs)),
+        ("--max-num-batched-tokens", args.max_num_batched_tokens),
+        ("--max-model-len", args.max_model_len),
+    ];
+    for (flag, value) in sizes {
+        if value == Some(0) {
+            return Err(Error::invalid_request(format!(
+                "{flag} must be positive, got 0"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks the API-related flags (and the sizes every part relies on).
 pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
+    check_sizes(args)?;
     let reasoning_parser = match args.reasoning_parser.as_deref() {
         None => false,
         Some("qwen3") | Some("deepseek_r1") => true,
@@ -44,8 +63,22 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         auto_tool_choice: args.enable_auto_tool_choice,
         default_seed: args.seed,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        limits: Limits::default(),
+        limits: Limits {
+            sse_keep_alive: keep_alive(args.sse_keep_alive)?,
+            ..Limits::default()
+        },
     })
+}
+
+/// `--sse-keep-alive`: a positive number of seconds.
+fn keep_alive(seconds: f64) -> Result<Duration> {
+    if seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(Error::invalid_request(format!(
+            "--sse-keep-alive must be between 0 and 3600 seconds, got {seconds}"
+        )))
+    }
 }
 
 /// `--allowed-origins`: a JSON list (vLLM's form, e.g. `["*"]`) or a comma-separated list.

@@ -20,8 +20,9 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener> {
     Ok(listener)
 }
 
-/// Shutdown: `/health` turns 503 and new generation requests are refused, the listener stops
-/// accepting, running requests get `--shutdown-timeout` to finish (then they are aborted).
+/// Shutdown: `/health` turns 503 and new generation requests get 503, running and queued
+/// requests get `--shutdown-timeout` to finish (then they are aborted), and only then does the
+/// listener stop.
 pub async fn drain(
     state: &AppState,
     stop_server: tokio::sync::oneshot::Sender<()>,
@@ -30,11 +31,13 @@ pub async fn drain(
 ) -> Result<()> {
     tracing::info!(timeout_s = timeout.as_secs(), "draining");
     state.start_draining();
-    let _ = stop_server.send(());
+    // The listener stays open while the engine drains, so that new requests (and load
+    // balancers' health checks) get a 503 rather than a refused connection.
     if let Some(ready) = state.loaded() {
         let engine = ready.engine.clone();
         let _ = tokio::task::spawn_blocking(move || engine.shutdown(timeout)).await;
     }
+    let _ = stop_server.send(());
     // Streams end once the engine has finished or aborted them; a little slack for the last
     // bytes to reach the clients.
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::byte_level::piece_bytes;
 use crate::error::{Error, Result};
 
 /// A loaded `tokenizer.json`.
@@ -15,6 +16,9 @@ pub struct Tokenizer {
     /// Ids of added tokens marked `special: true` (e.g. `<|im_end|>`), the ones that
     /// `skip_special_tokens` drops. Qwen3's `<think>`/`<tool_call>` are added but not special.
     special_ids: HashSet<u32>,
+    /// The most bytes of text one vocabulary entry stands for (a byte-level piece's bytes, else
+    /// its own length, which is never shorter than its text).
+    max_token_bytes: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -44,7 +48,24 @@ impl Tokenizer {
             .filter(|(_, token)| token.special)
             .map(|(id, _)| id)
             .collect();
-        Self { inner, special_ids }
+        let max_token_bytes = inner
+            .get_vocab(true)
+            .keys()
+            .map(|piece| piece_bytes(piece).map_or(piece.len(), |b| b.len()))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Self {
+            inner,
+            special_ids,
+            max_token_bytes,
+        }
+    }
+
+    /// The most bytes of text one token can stand for: a text longer than `n` times this
+    /// certainly has more than `n` tokens, without tokenizing it.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Token ids of `text`. Special-token strings that occur in `text` (e.g. a literal

@@ -220,6 +220,9 @@ pub fn parse_sse(raw: &str) -> (Vec<Value>, bool) {
     let mut events = Vec::new();
     let mut done = false;
     for block in raw.split("\n\n").filter(|b| !b.is_empty()) {
+        if block.starts_with(':') {
+            continue; // a keep-alive comment
+        }
         assert!(!done, "data after [DONE]: {block:?}");
         let data = block
             .strip_prefix("data: ")

@@ -46,6 +46,8 @@ pub struct ChatCompletionRequest {
     pub add_generation_prompt: Option<bool>,
     pub continue_final_message: Option<bool>,
     pub echo: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: super::unsupported::ChatUnsupported,
 }
 
 #[derive(Debug, Clone, Deserialize)]

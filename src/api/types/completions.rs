@@ -16,6 +16,21 @@ pub enum PromptInput {
     TokenLists(Vec<Vec<i64>>),
 }
 
+impl PromptInput {
+    /// How many prompts this is.
+    pub fn len(&self) -> usize {
+        match self {
+            PromptInput::Text(_) | PromptInput::Tokens(_) => 1,
+            PromptInput::Texts(t) => t.len(),
+            PromptInput::TokenLists(l) => l.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     pub prompt: PromptInput,
@@ -47,6 +62,8 @@ pub struct CompletionRequest {
     pub skip_special_tokens: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
     pub add_special_tokens: Option<bool>,
+    #[serde(flatten)]
+    pub unsupported: super::unsupported::CompletionUnsupported,
 }
 
 #[derive(Debug, Serialize)]

@@ -6,3 +6,4 @@ pub mod chat;
 pub mod common;
 pub mod completions;
 pub mod tokenize;
+pub mod unsupported;
