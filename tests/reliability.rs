@@ -207,3 +207,35 @@ fn a_client_that_leaves_while_queued_leaves_the_queue() {
     drop(running);
     s.wait_idle();
 }
+
+/// The published OpenAPI document is the file in the tree, and every route it names exists
+/// with the methods it names (a fuzzer driven by it reaches the real handlers).
+#[test]
+fn the_openapi_document_names_real_routes() {
+    let s = server();
+    let r = s.get("/openapi.json");
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    let file: serde_json::Value =
+        serde_json::from_str(include_str!("../src/api/openapi.json")).unwrap();
+    assert_eq!(doc, file);
+    let paths = doc["paths"].as_object().unwrap();
+    for route in ["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    for (path, methods) in paths {
+        for method in methods.as_object().unwrap().keys() {
+            let r = match method.as_str() {
+                "post" => s.post(path, &json!({})),
+                "get" => s.get(path),
+                other => panic!("{other}"),
+            };
+            assert!(
+                !r.body.contains("not found") && r.status != 405,
+                "{method} {path}: {} {}",
+                r.status,
+                r.body
+            );
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! - `POST /tokenize`, `POST /detokenize` (vLLM's shapes)
 //! - `GET /health` (200 ready; 503 while loading or draining), `GET|POST /ping`, `GET /version`,
 //!   `GET /metrics` (Prometheus text)
+//! - `GET /openapi.json`: the OpenAPI 3 description of these routes and their request shapes
 //!
 //! Errors: every failure is `{"error": {"message", "type", "param", "code"}}`, vLLM's current
 //! shape (`type` a class name such as `BadRequestError`, `code` the HTTP status); see
@@ -16,7 +17,24 @@
 //!
 //! Caps beyond vLLM's sampling ranges ([`state::Limits`]): `n` ≤ 16, `stop` ≤ 16 strings,
 //! `stop_token_ids` ≤ 64, `top_logprobs`/`logprobs` ≤ 20, `logit_bias` ≤ 1024 entries,
-//! `tools` ≤ 128, completions `prompt` lists ≤ 64, request body ≤ 32 MiB.
+//! `tools` ≤ 128, completions `prompt` lists ≤ 64, request body ≤ 32 MiB. One request fans out
+//! to at most 128 engine requests (prompts × `n`), so it cannot fill the waiting queue. A
+//! non-streamed response holds at most 2^20 (1 048 576) logprob entries, counted as choices ×
+//! (1 + top logprobs) × `max_tokens` (the context's room when unset), plus echoed prompt
+//! tokens; stream to go beyond. A prompt text longer than 3 × the longest token's bytes ×
+//! `max_model_len` is refused before it is tokenized ([`offload`]). Each error names the limit.
+//!
+//! Refused rather than ignored ([`types::unsupported`]): vLLM extras tealight does not implement
+//! (`prompt_logprobs`, `use_beam_search`, `guided_*`, `structured_outputs`, `bad_words`,
+//! `allowed_token_ids`, `logits_processors`, `truncate_prompt_tokens`, ...) and OpenAI's legacy
+//! `functions`/`function_call`, `audio`, `prediction`: a value that asks for anything (not null,
+//! `false`, empty or the neutral default) is a 400 naming the field. Other unknown fields are
+//! ignored, as OpenAI and vLLM do.
+//!
+//! Heavy work per request (large JSON bodies, template rendering, tokenization, grammar
+//! compilation, `/tokenize`) runs on a bounded blocking pool ([`offload`]), never on the async
+//! workers, so `/health` and `/metrics` answer whatever arrives. Streams send an SSE comment
+//! (`: keep-alive`) after `--sse-keep-alive` seconds of silence (default 5).
 //!
 //! Handlers are thin: parse ([`extract::ApiJson`]) → validate ([`tools`],
 //! [`request_builder`], the engine's [`crate::engine::rules`]) → submit to the engine → render
@@ -35,6 +53,7 @@ pub mod logprobs;
 pub mod metrics;
 pub mod models;
 pub mod offload;
+pub mod openapi;
 pub mod request_builder;
 pub mod router;
 pub mod sse;

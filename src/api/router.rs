@@ -11,7 +11,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{auth, chat, completions, health, metrics, models, tokenize};
+use super::{auth, chat, completions, health, metrics, models, openapi, tokenize};
 
 pub fn router(state: AppState) -> Router {
     let config = state.config().clone();
@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions::create))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
+        .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
