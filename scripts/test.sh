@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: Rust unit + integration tests, then the Python client tests
-# (the real `openai` SDK in strict mode) against a live `tealight serve` on the embedded model.
+# (the real `openai` SDK in strict mode) against a live `tealight serve` on the embedded model,
+# then a bounded fuzz (schemathesis + mutations) and a short soak of a live server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,8 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
     exit 1
   fi
   "$venv/bin/python" -m pytest -q tests/clients
+  # Bounded versions of the reliability proofs (the full runs: scripts/fuzz, scripts/soak).
+  "$venv/bin/python" scripts/fuzz/fuzz_api.py --binary target/debug/tealight --requests 3000 --budget-s 60
+  "$venv/bin/python" scripts/soak/soak.py --binary target/debug/tealight \
+    --duration 30 --warmup 10 --concurrency 48 --rss-tolerance 0.25
 fi

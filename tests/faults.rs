@@ -193,10 +193,7 @@ fn sigterm_under_load_finishes_accepted_streams_and_refuses_new_ones() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            term_at.elapsed() < Duration::from_secs(60),
-            "did not exit"
-        );
+        assert!(term_at.elapsed() < Duration::from_secs(60), "did not exit");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");

@@ -36,7 +36,11 @@ fn run(request: GenerationRequest, tokens: &[u32]) -> (String, Option<FinishReas
             logprob: f32::NAN,
             top_logprobs: Vec::new(),
         };
-        if state.on_token(&core, &sampled, &[EOS], 4096).finished.is_some() {
+        if state
+            .on_token(&core, &sampled, &[EOS], 4096)
+            .finished
+            .is_some()
+        {
             break;
         }
     }
@@ -95,7 +99,9 @@ fn an_incomplete_character_at_eos_comes_out_as_a_full_decode_would() {
     tokens.push(split[0]);
     tokens.push(EOS);
     let (text, _) = run(request(&[]), &tokens);
-    let full = tokenizer().decode(&tokens[..tokens.len() - 1], true).unwrap();
+    let full = tokenizer()
+        .decode(&tokens[..tokens.len() - 1], true)
+        .unwrap();
     assert_eq!(text, full);
     assert!(text.ends_with('\u{FFFD}'), "{text:?}");
 }

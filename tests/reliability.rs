@@ -29,7 +29,12 @@ fn unsupported_vllm_fields_are_refused_by_name() {
     };
     let r = chat(json!({"prompt_logprobs": 1}));
     assert_error(&r, 400, "BadRequestError", Some("prompt_logprobs"));
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("not supported"));
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not supported")
+    );
     assert_error(
         &chat(json!({"use_beam_search": true})),
         400,
@@ -56,7 +61,10 @@ fn one_request_cannot_fan_out_over_the_queue() {
     );
     assert_error(&r, 400, "BadRequestError", Some("n"));
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("1024") && message.contains("128"), "{message}");
+    assert!(
+        message.contains("1024") && message.contains("128"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -83,7 +91,9 @@ fn a_collected_response_cannot_hold_unbounded_logprobs() {
 /// Words that tokenize slowly (no long merges): about 1.3 MB, under the byte bound of a
 /// 4096-token context but far over its token count.
 fn heavy_text() -> String {
-    let words = ["alpha", "beta", "gamma", "delta", "épsilon", "zeta", "ηta", "theta"];
+    let words = [
+        "alpha", "beta", "gamma", "delta", "épsilon", "zeta", "ηta", "theta",
+    ];
     let mut text = String::with_capacity(1 << 21);
     let mut i = 0usize;
     while text.len() < 1_300_000 {
@@ -147,7 +157,10 @@ fn health_answers_while_huge_prompts_are_tokenized() {
         worst = worst.max(t.elapsed());
         probes += 1;
         std::thread::sleep(Duration::from_millis(20));
-        assert!(started.elapsed() < Duration::from_secs(120), "requests never ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "requests never ended"
+        );
     }
     let mut slowest = Duration::ZERO;
     for h in senders {
@@ -220,7 +233,12 @@ fn the_openapi_document_names_real_routes() {
         serde_json::from_str(include_str!("../src/api/openapi.json")).unwrap();
     assert_eq!(doc, file);
     let paths = doc["paths"].as_object().unwrap();
-    for route in ["/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"] {
+    for route in [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/tokenize",
+        "/detokenize",
+    ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
     for (path, methods) in paths {

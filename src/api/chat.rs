@@ -13,9 +13,9 @@ use super::chat_output::{ChoiceDelta, ChoiceParser, MessageBuilder};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::chat_entry;
+use super::offload;
 use super::request_builder::{self, GenerationFields, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
-use super::offload;
 use super::state::{AppState, Ready, unix_now};
 use super::tools;
 use super::types::chat::{
@@ -88,7 +88,14 @@ pub async fn create(
         let tools = req.tools.take();
         let kwargs = req.chat_template_kwargs.take().unwrap_or_default();
         offload::run(move || {
-            render_prompt(&ready, &raw, tools.as_deref(), &kwargs, continue_final, add_generation_prompt)
+            render_prompt(
+                &ready,
+                &raw,
+                tools.as_deref(),
+                &kwargs,
+                continue_final,
+                add_generation_prompt,
+            )
         })
         .await??
     };
@@ -130,7 +137,13 @@ pub async fn create(
     };
     let requests = request_builder::build(&ready, config, prompt_ids, "messages", fields)?;
     if !req.stream.unwrap_or(false) {
-        request_builder::check_collected_logprobs(&ready, config, &requests, false, "top_logprobs")?;
+        request_builder::check_collected_logprobs(
+            &ready,
+            config,
+            &requests,
+            false,
+            "top_logprobs",
+        )?;
     }
     let streams = offload::submit_all(&ready, requests).await?;
 

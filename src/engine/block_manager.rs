@@ -462,7 +462,11 @@ mod tests {
             "the chains collide at block 1"
         );
         let hits = m.lookup(&attack);
-        assert_eq!(hits, vec![w.blocks[0]], "only the attacker's own block is reused");
+        assert_eq!(
+            hits,
+            vec![w.blocks[0]],
+            "only the attacker's own block is reused"
+        );
         assert!(!hits.contains(&v.blocks[1]));
         let a = m.allocate(&attack, attack.len()).unwrap();
         assert_eq!(a.cached_tokens, 4);

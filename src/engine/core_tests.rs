@@ -152,7 +152,11 @@ fn clean_run() -> HashMap<u64, Outcome> {
     let (core, tokenizer) = engine();
     let requests = requests(&tokenizer);
     let (outcomes, _) = run(None, requests, tokenizer, core);
-    assert!(outcomes.values().all(|o| matches!(o, Outcome::Tokens(t) if t.len() == 8)));
+    assert!(
+        outcomes
+            .values()
+            .all(|o| matches!(o, Outcome::Tokens(t) if t.len() == 8))
+    );
     outcomes
 }
 

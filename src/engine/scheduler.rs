@@ -287,7 +287,10 @@ impl<T> Scheduler<T> {
 
     /// The ids of the sequences `chunks` feed.
     pub fn ids_of(&self, chunks: &[ScheduledChunk]) -> Vec<u64> {
-        chunks.iter().map(|c| self.running[c.index].core.id).collect()
+        chunks
+            .iter()
+            .map(|c| self.running[c.index].core.id)
+            .collect()
     }
 
     /// Every running sequence, oldest first.

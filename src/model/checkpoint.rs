@@ -255,7 +255,13 @@ mod tests {
     fn shard_names_cannot_leave_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let index = dir.path().join(WEIGHTS_INDEX_FILE);
-        for bad in ["../x.safetensors", "/etc/passwd", "a/../../b", "", "./a.safetensors"] {
+        for bad in [
+            "../x.safetensors",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            "./a.safetensors",
+        ] {
             let json = serde_json::json!({"weight_map": {"w": bad}});
             std::fs::write(&index, json.to_string()).unwrap();
             let err = shard_names(&index).unwrap_err().to_string();

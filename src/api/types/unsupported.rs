@@ -128,10 +128,22 @@ mod tests {
 
     #[test]
     fn asking_is_refused_by_name_and_neutral_values_pass() {
-        assert_eq!(refuse(r#"{"prompt_logprobs": 1}"#).as_deref(), Some("prompt_logprobs"));
-        assert_eq!(refuse(r#"{"use_beam_search": true}"#).as_deref(), Some("use_beam_search"));
-        assert_eq!(refuse(r#"{"length_penalty": 0.5}"#).as_deref(), Some("length_penalty"));
-        assert_eq!(refuse(r#"{"guided_json": {"type": "object"}}"#).as_deref(), Some("guided_json"));
+        assert_eq!(
+            refuse(r#"{"prompt_logprobs": 1}"#).as_deref(),
+            Some("prompt_logprobs")
+        );
+        assert_eq!(
+            refuse(r#"{"use_beam_search": true}"#).as_deref(),
+            Some("use_beam_search")
+        );
+        assert_eq!(
+            refuse(r#"{"length_penalty": 0.5}"#).as_deref(),
+            Some("length_penalty")
+        );
+        assert_eq!(
+            refuse(r#"{"guided_json": {"type": "object"}}"#).as_deref(),
+            Some("guided_json")
+        );
         for neutral in [
             r#"{"prompt_logprobs": null}"#,
             r#"{"use_beam_search": false}"#,
