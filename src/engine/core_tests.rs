@@ -274,3 +274,48 @@ fn a_step_that_fails_split_fails_only_the_failing_half() {
     }
     assert_eq!(core.scheduler.occupancy().blocks_used, 0);
 }
+
+/// A client that goes away is noticed at the next step: a running request's blocks are free
+/// after one step, and a queued request leaves the queue (and the backpressure count).
+#[test]
+fn a_departed_client_is_freed_within_one_step() {
+    let (mut core, tokenizer) = engine();
+    core.scheduler = Scheduler::new(
+        SchedulerConfig {
+            max_num_seqs: 1,
+            max_num_batched_tokens: 1024,
+        },
+        BlockManager::new(128, 16, true),
+    );
+    let queued = core.queued.clone();
+    let mut receivers = Vec::new();
+    for (i, mut request) in requests(&tokenizer).into_iter().take(2).enumerate() {
+        request.max_tokens = Some(400);
+        let (tx, rx) = unbounded_channel();
+        let data = RequestState::new(&request, tokenizer.clone(), None, 400, tx);
+        core.add(Entry {
+            core: SequenceCore::new(i as u64 + 1, request.prompt_ids),
+            data,
+        });
+        queued.fetch_add(1, Ordering::Relaxed);
+        receivers.push(rx);
+    }
+    for _ in 0..3 {
+        core.step();
+    }
+    let o = core.scheduler.occupancy();
+    assert_eq!((o.running, o.waiting), (1, 1));
+    assert!(o.blocks_used > 0);
+    assert_eq!(queued.load(Ordering::Relaxed), 1, "one request still waits");
+    // The queued client leaves: gone from the queue after one step.
+    drop(receivers.pop());
+    core.step();
+    let o = core.scheduler.occupancy();
+    assert_eq!((o.running, o.waiting), (1, 0));
+    assert_eq!(queued.load(Ordering::Relaxed), 0);
+    // The running client leaves: its blocks are free after one step.
+    drop(receivers.pop());
+    core.step();
+    let o = core.scheduler.occupancy();
+    assert_eq!((o.running, o.blocks_used), (0, 0));
+}
