@@ -223,7 +223,7 @@ def main():
         try:
             # Split: about 4/5 of the requests (and of the time) to schemathesis.
             ops = 6
-            examples = max(10, args.requests * 4 // 5 // ops // 3)
+            examples = max(10, args.requests * 4 // 5 // ops)
             st_budget = int(args.budget_s * 0.7) if args.budget_s else 0
             out, st_statuses = run_schemathesis(base, venv_bin, examples, st_budget, args.seed, work)
             st_total = sum(st_statuses.values())
