@@ -20,8 +20,8 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
     exit 1
   fi
   "$venv/bin/python" -m pytest -q tests/clients
-  # Bounded versions of the reliability proofs (the full runs: scripts/fuzz, scripts/soak).
-  "$venv/bin/python" scripts/fuzz/fuzz_api.py --binary target/debug/tealight --requests 3000 --budget-s 60
-  "$venv/bin/python" scripts/soak/soak.py --binary target/debug/tealight \
+  # Bounded versions of the reliability proofs (the full runs: scripts/reliability).
+  "$venv/bin/python" scripts/reliability/fuzz_api.py --binary target/debug/tealight --requests 3000 --budget-s 60
+  "$venv/bin/python" scripts/reliability/soak.py --binary target/debug/tealight \
     --duration 30 --warmup 10 --concurrency 48 --rss-tolerance 0.25
 fi

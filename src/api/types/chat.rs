@@ -47,7 +47,7 @@ pub struct ChatCompletionRequest {
     pub continue_final_message: Option<bool>,
     pub echo: Option<bool>,
     #[serde(flatten)]
-    pub unsupported: super::unsupported::ChatUnsupported,
+    pub unsupported: super::unsupported::Unsupported,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -63,7 +63,7 @@ pub struct CompletionRequest {
     pub include_stop_str_in_output: Option<bool>,
     pub add_special_tokens: Option<bool>,
     #[serde(flatten)]
-    pub unsupported: super::unsupported::CompletionUnsupported,
+    pub unsupported: super::unsupported::Unsupported,
 }
 
 #[derive(Debug, Serialize)]

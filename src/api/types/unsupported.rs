@@ -37,8 +37,7 @@ macro_rules! unsupported_fields {
     };
 }
 
-/// The vLLM sampling and request extras outside tealight's implementation, shared by chat and
-/// completions.
+/// What the refusal tells the client.
 pub const NOTE: &str = "tealight does not implement it; leave it out (or null)";
 
 fn unsupported(field: &str) -> ApiError {
@@ -62,38 +61,9 @@ fn asks_for_something(value: &Value, neutral: Option<&Value>) -> bool {
     }
 }
 
-unsupported_fields!(ChatUnsupported {
-    prompt_logprobs,
-    use_beam_search,
-    length_penalty = 1.0,
-    allowed_token_ids,
-    bad_words,
-    logits_processors,
-    truncate_prompt_tokens,
-    guided_json,
-    guided_regex,
-    guided_choice,
-    guided_grammar,
-    guided_whitespace_pattern,
-    structured_outputs,
-    return_tokens_as_token_ids,
-    return_token_ids,
-    priority = 0,
-    spaces_between_special_tokens = true,
-    kv_transfer_params,
-    vllm_xargs,
-    mm_processor_kwargs,
-    documents,
-    chat_template,
-    best_of = 1,
-    functions,
-    function_call,
-    audio,
-    prediction,
-    modalities = ["text"],
-});
-
-unsupported_fields!(CompletionUnsupported {
+// One list for chat and completions: a field a route implements is read by its own request
+// type first and never reaches this struct (chat's `response_format`, completions' `best_of`).
+unsupported_fields!(Unsupported {
     prompt_logprobs,
     prompt_embeds,
     use_beam_search,
@@ -115,6 +85,15 @@ unsupported_fields!(CompletionUnsupported {
     spaces_between_special_tokens = true,
     kv_transfer_params,
     vllm_xargs,
+    mm_processor_kwargs,
+    documents,
+    chat_template,
+    best_of = 1,
+    functions,
+    function_call,
+    audio,
+    prediction,
+    modalities = ["text"],
 });
 
 #[cfg(test)]
@@ -122,7 +101,7 @@ mod tests {
     use super::*;
 
     fn refuse(body: &str) -> Option<String> {
-        let fields: ChatUnsupported = serde_json::from_str(body).unwrap();
+        let fields: Unsupported = serde_json::from_str(body).unwrap();
         fields.refuse().err().and_then(|e| e.param)
     }
 

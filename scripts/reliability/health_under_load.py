@@ -4,25 +4,22 @@ Starts `--binary` on the tiny model, holds `--streams` streaming chat requests, 
 `--big` chat requests of `--big-mib` MiB each, and probes `/health` and `/metrics` every
 100 ms (5 s timeout) from before the big prompts until they are all answered.
 
-    python scripts/soak/health_under_load.py --binary /path/to/old/tealight
-    python scripts/soak/health_under_load.py --binary target/debug/tealight
+    python scripts/reliability/health_under_load.py --binary /path/to/old/tealight
+    python scripts/reliability/health_under_load.py --binary target/debug/tealight
 """
 
 import argparse
 import json
 import signal
-import socket
-import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import requests
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import server as serve  # noqa: E402
 
 
 def main():
@@ -32,17 +29,10 @@ def main():
     p.add_argument("--big", type=int, default=3)
     p.add_argument("--big-mib", type=float, default=24)
     args = p.parse_args()
-    port = free_port()
+    port = serve.free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([args.binary, "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--kv-cache-memory", "512MiB", "--disable-log-requests"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while True:
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.1)
+    server = serve.start(args.binary, port, ["--kv-cache-memory", "512MiB", "--disable-log-requests"],
+                         None)
     stop = threading.Event()
 
     def streamer():

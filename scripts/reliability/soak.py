@@ -12,17 +12,14 @@ ends with a finish_reason per choice and `[DONE]`; its usage is exact (prompt to
 entries, or `max_tokens` x n when the output had to run to length); guided outputs parse as
 JSON; KV blocks in use return to 0; resident memory ends within 5 % of the baseline.
 
-    python scripts/soak/soak.py --binary target/release/tealight --duration 600      # the full soak
-    python scripts/soak/soak.py --binary target/debug/tealight --duration 30 --warmup 10 --concurrency 48
+    python scripts/reliability/soak.py --binary target/release/tealight --duration 600      # the full soak
+    python scripts/reliability/soak.py --binary target/debug/tealight --duration 30 --warmup 10 --concurrency 48
 """
 
 import argparse
 import collections
 import json
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +28,9 @@ from pathlib import Path
 
 import requests
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import server as serve  # noqa: E402
+
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                "required": ["city"]}}}
@@ -38,12 +38,6 @@ GUIDED = {"type": "json_schema", "json_schema": {"name": "point", "schema": {
     "type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
     "required": ["x", "y"], "additionalProperties": False}}}
 TOPICS = ["the sea", "a cat", "prime numbers", "Rust", "the moon", "bread", "trains", "rain"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid):
@@ -273,25 +267,14 @@ def main():
     p.add_argument("--rss-tolerance", type=float, default=0.05,
                    help="allowed relative RSS change (short runs have not settled: use more)")
     args = p.parse_args()
-    port = free_port()
+    port = serve.free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as work:
         log = open(Path(work) / "server.log", "w")
-        cmd = [args.binary, "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", "2048", "--kv-cache-memory", "256MiB", "--max-num-seqs", "256",
-               "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--disable-log-requests"]
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        flags = ["--max-model-len", "2048", "--kv-cache-memory", "256MiB", "--max-num-seqs", "256",
+                 "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--disable-log-requests"]
+        server = serve.start(args.binary, port, flags, log)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("server did not start")
-                time.sleep(0.05)
             load(base, args.warmup, args.concurrency, args.seed + 1, Stats())
             idle_after_warmup = wait_idle(base)
             rss_before = rss_bytes(server.pid)
@@ -307,11 +290,7 @@ def main():
             rss_after = rss_bytes(server.pid)
             alive = server.poll() is None
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            serve.stop(server)
             log.close()
     drift = (rss_after - rss_before) / rss_before
     c = stats.count

@@ -10,8 +10,8 @@ Two phases against one server, while a prober asks `/health` every 100 ms:
 Passes when no response is >= 500, no connection is dropped, every error has its route's shape,
 the server never died and `/health` always answered 200 (reported: its worst latency).
 
-    python scripts/fuzz/fuzz_api.py --binary target/debug/tealight --requests 10000
-    python scripts/fuzz/fuzz_api.py --binary target/debug/tealight --budget-s 60   # CI
+    python scripts/reliability/fuzz_api.py --binary target/debug/tealight --requests 10000
+    python scripts/reliability/fuzz_api.py --binary target/debug/tealight --budget-s 60   # CI
 
 A new route is one line in ROUTES (and its path in src/api/openapi.json for phase 1).
 """
@@ -21,7 +21,6 @@ import collections
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import server as serve  # noqa: E402
 from shapes import error_shape_problem  # noqa: E402
 
 KEY = "fuzz-key"
@@ -50,30 +50,9 @@ ROUTES = [
 ]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(binary, port, log):
-    args = [binary, "serve", "--host", "127.0.0.1", "--port", str(port), "--api-key", KEY,
-            "--max-model-len", "512", "--kv-cache-memory", "64MiB", "--max-num-seqs", "32",
-            "--reasoning-parser", "qwen3", "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-            "--disable-log-requests"]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("server never became healthy")
+FLAGS = ["--api-key", KEY, "--max-model-len", "512", "--kv-cache-memory", "64MiB",
+         "--max-num-seqs", "32", "--reasoning-parser", "qwen3", "--enable-auto-tool-choice",
+         "--tool-call-parser", "hermes", "--disable-log-requests"]
 
 
 class HealthProber(threading.Thread):
@@ -212,11 +191,11 @@ def main():
     p.add_argument("--seed", type=int, default=17)
     args = p.parse_args()
     venv_bin = Path(sys.executable).parent
-    port = free_port()
+    port = serve.free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as work:
         log = open(Path(work) / "server.log", "w")
-        server = start_server(args.binary, port, log)
+        server = serve.start(args.binary, port, FLAGS, log)
         prober = HealthProber(base)
         prober.start()
         started = time.monotonic()
@@ -235,11 +214,7 @@ def main():
         finally:
             prober.stop.set()
             prober.join()
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            serve.stop(server)
             log.close()
             server_log = (Path(work) / "server.log").read_text()
     elapsed = time.monotonic() - started
