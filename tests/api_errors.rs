@@ -479,7 +479,7 @@ fn too_large(s: &TestServer) -> Reply {
 /// Dropping the connection mid-stream cancels the request: the engine frees its sequence.
 #[test]
 fn client_disconnect_cancels_the_request() {
-    let s = small_server();
+    let (s, _alone) = small_server_alone();
     let body = json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true, "stream": true});
     let (status, _, mut reader) = s.open_stream("/v1/chat/completions", &body);
     assert_eq!(status, 200);
@@ -507,7 +507,7 @@ fn client_disconnect_cancels_the_request() {
 /// With one running slot and one waiting slot, the third request is refused with 429.
 #[test]
 fn overload_is_429() {
-    let s = small_server();
+    let (s, _alone) = small_server_alone();
     s.wait_idle();
     let body = json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true, "stream": true});
     let (sa, _, mut a) = s.open_stream("/v1/chat/completions", &body);

@@ -273,6 +273,14 @@ pub fn server() -> &'static TestServer {
     })
 }
 
+/// For tests that fill `small_server`'s two slots: held for the test, so that two of them never
+/// take each other's slots.
+pub fn small_server_alone() -> (&'static TestServer, std::sync::MutexGuard<'static, ()>) {
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    (small_server(), guard)
+}
+
 /// No key, no parsers: one running sequence and one waiting slot, to provoke 429.
 pub fn small_server() -> &'static TestServer {
     static S: OnceLock<TestServer> = OnceLock::new();
