@@ -23,21 +23,26 @@
 //! Output parsing (reasoning, tool calls) lives in [`crate::parsers`].
 
 pub mod auth;
+pub mod blocks;
 pub mod chat;
 pub mod chat_output;
 pub mod completions;
+pub mod conversation;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod logprobs;
+pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod request_builder;
+pub mod responses;
 pub mod router;
 pub mod sse;
 pub mod state;
 pub mod tokenize;
 pub mod tools;
+pub mod turn;
 pub mod types;
 
 use std::future::Future;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
+use super::responses::store::{ResponseStore, StoreLimits};
 use crate::cli::serve::{Loaded, ServeArgs};
 use crate::engine::EngineHandle;
 use crate::error::{Error, Result};
@@ -60,6 +61,12 @@ pub struct ServerConfig {
     pub default_seed: Option<u64>,
     pub shutdown_timeout: Duration,
     pub limits: Limits,
+    /// `--strict-model-name`: the agent APIs (`/v1/responses`, `/v1/messages`) answer 404 for
+    /// a model name that is not served, as chat completions do. Off by default: agents ask
+    /// for other names (Claude Code's background tasks use `claude-haiku-*`), and the one
+    /// model answers them all.
+    pub strict_model_name: bool,
+    pub response_store: StoreLimits,
 }
 
 impl ServerConfig {
@@ -102,6 +109,8 @@ impl ServerConfig {
             default_seed: args.seed,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             limits: Limits::default(),
+            strict_model_name: false,
+            response_store: StoreLimits::default(),
         })
     }
 }
@@ -165,6 +174,15 @@ impl Ready {
             .map_or(self.model_path.as_str(), String::as_str)
     }
 
+    /// The name an agent-API response reports: the one the client asked for (any name is
+    /// served by the one model), or with `strict` the checked served name.
+    pub fn serve_model(&self, requested: Option<&str>, strict: bool) -> ApiResult<String> {
+        match requested {
+            Some(name) if !strict && !name.is_empty() => Ok(name.to_owned()),
+            _ => self.check_model(requested),
+        }
+    }
+
     /// Checks a request's `model` (absent = the served model), vLLM's 404 otherwise.
     pub fn check_model(&self, requested: Option<&str>) -> ApiResult<String> {
         match requested {
@@ -184,6 +202,7 @@ struct Shared {
     ready: OnceLock<Arc<Ready>>,
     draining: AtomicBool,
     http: HttpMetrics,
+    responses: Arc<ResponseStore>,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -193,10 +212,11 @@ pub struct AppState(Arc<Shared>);
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         Self(Arc::new(Shared {
-            config,
             ready: OnceLock::new(),
             draining: AtomicBool::new(false),
             http: HttpMetrics::new(),
+            responses: Arc::new(ResponseStore::new(config.response_store)),
+            config,
         }))
     }
 
@@ -213,6 +233,11 @@ impl AppState {
 
     pub fn config(&self) -> &ServerConfig {
         &self.0.config
+    }
+
+    /// Finished responses of `/v1/responses` kept for retrieval and chaining.
+    pub fn responses(&self) -> &Arc<ResponseStore> {
+        &self.0.responses
     }
 
     pub fn http_metrics(&self) -> &HttpMetrics {
