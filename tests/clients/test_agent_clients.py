@@ -79,9 +79,13 @@ def test_responses_create_text_and_stream_agree(openai_client, server):
     message = plain.output[-1]
     assert message.type == "message" and message.status == "incomplete"
 
+    # The helper's get_final_response() exists only for completed responses; a cut one ends
+    # with `response.incomplete`, which carries the final object.
     with openai_client.responses.stream(**args) as stream:
-        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
-        final = stream.get_final_response()
+        events = list(stream)
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response
+    assert events[-1].type == "response.incomplete"
     assert deltas == plain.output_text == final.output_text
     assert final.usage.output_tokens == 24
 
@@ -143,7 +147,7 @@ def test_responses_store_and_previous_response_id(openai_client):
 
 
 def test_responses_json_schema_output(openai_client):
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}},
+    schema = {"type": "object", "properties": {"n": {"type": "string", "maxLength": 8}},
               "required": ["n"], "additionalProperties": False}
     r = openai_client.responses.create(
         model=MODEL, input="A number.", reasoning={"effort": "none"},
@@ -163,6 +167,8 @@ def test_responses_bad_requests(openai_client):
 
 # --- Anthropic Messages API ----------------------------------------------------------------
 
+# Current SDKs no longer offer sampling settings; the server still reads them.
+GREEDY = {"temperature": 0}
 TOOL = {
     "name": "get_weather",
     "description": "Current weather of a city.",
@@ -171,7 +177,7 @@ TOOL = {
 
 
 def test_messages_create_and_stream_agree(claude):
-    args = dict(model="claude-haiku-4-5", max_tokens=20, temperature=0,
+    args = dict(model="claude-haiku-4-5", max_tokens=20, extra_body=GREEDY,
                 system="You are terse.",
                 messages=[{"role": "user", "content": "Write one line about the sea."}])
     plain = claude.messages.create(**args)
@@ -192,7 +198,7 @@ def test_messages_create_and_stream_agree(claude):
 
 
 def test_messages_tool_use_and_result(claude):
-    args = dict(model="claude-sonnet-4-5", max_tokens=200, temperature=0, tools=[TOOL],
+    args = dict(model="claude-haiku-4-5", max_tokens=200, extra_body=GREEDY, tools=[TOOL],
                 tool_choice={"type": "tool", "name": "get_weather"},
                 messages=[{"role": "user", "content": "Weather in Paris?"}])
     plain = claude.messages.create(**args)
@@ -207,7 +213,7 @@ def test_messages_tool_use_and_result(claude):
     assert streamed.input == use.input
 
     follow = claude.messages.create(
-        model="claude-sonnet-4-5", max_tokens=8, tools=[TOOL],
+        model="claude-haiku-4-5", max_tokens=8, tools=[TOOL],
         messages=[{"role": "user", "content": "Weather in Paris?"},
                   {"role": "assistant", "content": [b.model_dump() for b in plain.content]},
                   {"role": "user", "content": [
@@ -225,7 +231,7 @@ def test_messages_count_tokens_matches_usage(claude):
 
 def test_messages_beta_route_and_anthropic_shaped_errors(claude, server):
     r = claude.beta.messages.create(
-        model="claude-opus-4-1", max_tokens=6, temperature=0,
+        model="background-task-model", max_tokens=6, extra_body=GREEDY,
         messages=[{"role": "user", "content": "Hi"}],
     )
     assert r.stop_reason == "max_tokens" and r.usage.output_tokens == 6
@@ -238,3 +244,14 @@ def test_messages_beta_route_and_anthropic_shaped_errors(claude, server):
     assert e.value.body["type"] == "error"
     assert e.value.body["error"]["type"] == "invalid_request_error"
     assert "critic" in e.value.body["error"]["message"]
+
+
+def test_messages_structured_output(claude):
+    schema = {"type": "object", "properties": {"n": {"type": "string", "maxLength": 8}},
+              "required": ["n"], "additionalProperties": False}
+    r = claude.messages.create(
+        model="m", max_tokens=50, messages=[{"role": "user", "content": "A number."}],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert r.stop_reason == "end_turn"
+    assert set(json.loads(r.content[0].text)) == {"n"}

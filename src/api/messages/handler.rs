@@ -9,13 +9,14 @@ use serde_json::{Value, json};
 
 use super::input::{ChatForm, chat_form};
 use super::render::{MessageRenderer, ping};
-use super::types::{CountTokensRequest, MessagesRequest, ThinkingConfig};
+use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
 use crate::api::request_builder::random_id;
 use crate::api::responses::render::StreamEvent;
 use crate::api::state::AppState;
 use crate::api::turn::{self, Generation, MaxTokens, TurnRenderer, TurnSpec};
+use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::engine::Event;
 use crate::sampling::SamplingOverrides;
 
@@ -32,7 +33,9 @@ pub async fn create(
         req.tools.as_deref(),
         req.tool_choice.as_ref(),
     )?;
-    let spec = turn_spec(&form, req.thinking.as_ref());
+    let response_format = output_format(req.output_config.as_ref())?;
+    let mut spec = turn_spec(&form, req.thinking.as_ref());
+    spec.response_format = response_format.as_ref();
     let prompt = turn::render(&ready, config, &spec)?;
     let events = turn::submit(
         &ready,
@@ -96,6 +99,27 @@ fn turn_spec<'a>(form: &'a ChatForm, thinking: Option<&ThinkingConfig>) -> TurnS
         enable_thinking: Some(ThinkingConfig::enabled(thinking)),
         prompt_param: "messages",
     }
+}
+
+/// `output_config.format` as the chat `response_format` the guided decoder reads.
+fn output_format(config: Option<&OutputConfig>) -> ApiResult<Option<ResponseFormat>> {
+    let Some(format) = config.and_then(|c| c.format.as_ref()) else {
+        return Ok(None);
+    };
+    if format.kind != "json_schema" || format.schema.is_none() {
+        return Err(ApiError::invalid(
+            "output_config.format",
+            "output_config.format must be {\"type\": \"json_schema\", \"schema\": {...}}",
+        ));
+    }
+    Ok(Some(ResponseFormat {
+        kind: "json_schema".into(),
+        json_schema: Some(JsonSchemaFormat {
+            name: None,
+            schema: format.schema.clone(),
+            strict: Some(true),
+        }),
+    }))
 }
 
 struct Renderer(MessageRenderer);

@@ -21,6 +21,22 @@ pub struct MessagesRequest {
     pub tool_choice: Option<Value>,
     pub thinking: Option<ThinkingConfig>,
     pub metadata: Option<Value>,
+    /// `output_config.format`: a JSON Schema the answer must follow (structured outputs).
+    pub output_config: Option<OutputConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OutputConfig {
+    pub effort: Option<String>,
+    pub format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputFormat {
+    /// `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schema: Option<Value>,
 }
 
 /// `/v1/messages/count_tokens`: the request without the generation settings.

@@ -162,10 +162,10 @@ fn shell(
     r.previous_response_id = req.previous_response_id.clone();
     r.reasoning = req.reasoning.clone();
     r.store = req.store.unwrap_or(true);
-    r.temperature = f64::from(sampling.temperature);
-    r.top_p = f64::from(sampling.top_p);
-    r.presence_penalty = f64::from(sampling.presence_penalty);
-    r.frequency_penalty = f64::from(sampling.frequency_penalty);
+    r.temperature = decimal(sampling.temperature);
+    r.top_p = decimal(sampling.top_p);
+    r.presence_penalty = decimal(sampling.presence_penalty);
+    r.frequency_penalty = decimal(sampling.frequency_penalty);
     if let Some(format) = req.text.as_ref().and_then(|t| t.format.clone()) {
         r.text.format = Some(format);
     } else {
@@ -187,6 +187,11 @@ fn shell(
     r.safety_identifier = req.safety_identifier.clone();
     r.prompt_cache_key = req.prompt_cache_key.clone();
     r
+}
+
+/// A sampling setting as the decimal the client wrote (0.6, not 0.6000000238418579).
+fn decimal(value: f32) -> f64 {
+    value.to_string().parse().unwrap_or(f64::from(value))
 }
 
 /// The request's `input` as items, for the stored conversation.
