@@ -85,7 +85,11 @@ impl BlockTracker {
 
     /// Ends the turn; `cut`: it was ended by the token limit, so the open block is incomplete.
     pub fn finish(&mut self, cut: bool) -> Vec<BlockEvent> {
-        let delta = self.parser.finish();
+        let delta = if cut {
+            self.parser.finish_cut()
+        } else {
+            self.parser.finish()
+        };
         let mut events = Vec::new();
         self.route(delta, &mut events);
         let status = if cut {

@@ -51,11 +51,11 @@ pub struct ServerConfig {
     /// `None`: no CORS headers. `Some(["*"])`: any origin.
     pub allowed_origins: Option<Vec<String>>,
     pub log_requests: bool,
-    /// `--reasoning-parser qwen3`.
+    /// The qwen3 reasoning parser (on unless `--reasoning-parser none`).
     pub reasoning_parser: bool,
-    /// `--tool-call-parser hermes`.
+    /// Hermes tool-call parsing (on unless `--tool-call-parser none`).
     pub tool_parser: bool,
-    /// `--enable-auto-tool-choice`.
+    /// `tool_choice: "auto"` allowed (unless `--disable-auto-tool-choice`).
     pub auto_tool_choice: bool,
     /// `--seed`: used by requests that set none.
     pub default_seed: Option<u64>,
@@ -70,31 +70,35 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Reads and checks the API-related flags (unknown parser names fail at startup).
+    /// Reads and checks the API-related flags (unknown parser names fail at startup). The
+    /// server runs Qwen3 only, so its parsers are on unless turned off: the reasoning parser
+    /// (`--reasoning-parser none`), hermes tool calls (`--tool-call-parser none`) and
+    /// automatic tool choice (`--disable-auto-tool-choice`).
     pub fn from_args(args: &ServeArgs) -> Result<Self> {
         let reasoning_parser = match args.reasoning_parser.as_deref() {
-            None => false,
-            Some("qwen3") | Some("deepseek_r1") => true,
+            None | Some("qwen3") | Some("deepseek_r1") => true,
+            Some("none") => false,
             Some(other) => {
                 return Err(Error::invalid_request(format!(
-                    "--reasoning-parser {other}: unknown parser (available: qwen3)"
+                    "--reasoning-parser {other}: unknown parser (available: qwen3, none)"
                 )));
             }
         };
         let tool_parser = match args.tool_call_parser.as_deref() {
-            None => false,
-            Some("hermes") => true,
+            None | Some("hermes") => true,
+            Some("none") => false,
             Some(other) => {
                 return Err(Error::invalid_request(format!(
-                    "--tool-call-parser {other}: unknown parser (available: hermes)"
+                    "--tool-call-parser {other}: unknown parser (available: hermes, none)"
                 )));
             }
         };
         if args.enable_auto_tool_choice && !tool_parser {
             return Err(Error::invalid_request(
-                "--enable-auto-tool-choice needs --tool-call-parser (e.g. hermes)",
+                "--enable-auto-tool-choice needs a tool-call parser (hermes)",
             ));
         }
+        let auto_tool_choice = tool_parser && !args.disable_auto_tool_choice;
         Ok(Self {
             api_key: args.api_key(),
             allowed_origins: args
@@ -105,11 +109,11 @@ impl ServerConfig {
             log_requests: !args.disable_log_requests,
             reasoning_parser,
             tool_parser,
-            auto_tool_choice: args.enable_auto_tool_choice,
+            auto_tool_choice,
             default_seed: args.seed,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
             limits: Limits::default(),
-            strict_model_name: false,
+            strict_model_name: args.strict_model_name,
             response_store: StoreLimits::default(),
         })
     }

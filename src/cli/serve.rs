@@ -79,17 +79,27 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attention_backend: AttentionBackend,
 
-    /// Split `<think>…</think>` into `reasoning_content` (qwen3).
+    /// Split `<think>…</think>` into `reasoning_content`: qwen3 (the default), or none.
     #[arg(long, value_name = "NAME")]
     pub reasoning_parser: Option<String>,
 
-    /// Let the model decide to call tools (`tool_choice: "auto"`).
+    /// Accepted for vLLM compatibility: the model may decide to call tools
+    /// (`tool_choice: "auto"`) by default.
     #[arg(long)]
     pub enable_auto_tool_choice: bool,
 
-    /// Tool-call format of the model's output (hermes).
+    /// Refuse `tool_choice: "auto"` (vLLM's behaviour without --enable-auto-tool-choice).
+    #[arg(long, conflicts_with = "enable_auto_tool_choice")]
+    pub disable_auto_tool_choice: bool,
+
+    /// Tool-call format of the model's output: hermes (the default, Qwen3's), or none.
     #[arg(long, value_name = "NAME")]
     pub tool_call_parser: Option<String>,
+
+    /// Answer 404 on /v1/responses and /v1/messages for a model name that is not served
+    /// (by default the one model answers any name there, as agents use several).
+    #[arg(long)]
+    pub strict_model_name: bool,
 
     /// Chat template: a file path or an inline Jinja template (default: the tokenizer's).
     #[arg(long)]

@@ -181,6 +181,27 @@ impl HermesToolParser {
         out
     }
 
+    /// Ends an output cut by the token limit. Nothing of an unfinished call's markup becomes
+    /// content: a block whose name was not out yet is dropped, as is a partial `<tool_call>`
+    /// tag at the very end; a call whose name was released keeps the arguments it has.
+    pub fn finish_cut(&mut self) -> HermesDelta {
+        let mut out = HermesDelta::default();
+        let buf = std::mem::take(&mut self.buf);
+        match self.state {
+            State::Text => {
+                let keep = partial_tag_suffix(&buf, OPEN);
+                self.release_text(&buf[..buf.len() - keep], &mut out);
+            }
+            State::Call {
+                stage: Stage::Whole,
+                begun: true,
+            } => self.close_whole(&buf, true, &mut out),
+            State::Call { .. } => {}
+        }
+        self.state = State::Text;
+        out
+    }
+
     /// Advances one state; false when more input is needed.
     fn step(&mut self, out: &mut HermesDelta) -> bool {
         match self.state.clone() {
@@ -667,6 +688,24 @@ mod tests {
             if !calls.is_empty() {
                 prop_assert_eq!(whole.0, prefix);
             }
+        }
+    }
+
+    #[test]
+    fn a_cut_leaks_no_call_markup() {
+        for (text, content, calls) in [
+            ("Sure.<tool_call>\n{\"na", "Sure.", 0),
+            ("Sure.<tool_c", "Sure.", 0),
+            ("<tool_call>\n{\"arguments\": {\"a\": 1}, \"name\": \"f", "", 0),
+            ("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": ", "", 1),
+        ] {
+            let mut p = HermesToolParser::new();
+            let mut out = p.push(text);
+            out.extend(p.finish_cut());
+            assert_eq!(out.content, content, "{text:?}");
+            let named = out.calls.iter().filter(|c| c.name.is_some()).count();
+            assert_eq!(named, calls, "{text:?}");
+            assert!(!out.content.contains('<'), "{text:?}");
         }
     }
 }
