@@ -10,9 +10,11 @@
 # does not end a turn by itself (it writes until the token limit, which both CLIs treat as a
 # failed turn). So Codex is given an output schema (`--output-schema`, sent as `text.format`):
 # the guided decoder makes the answer a small JSON object and ends the turn there. Claude Code
-# has no such switch (its `--json-schema` asks the model to call a tool), so the server runs
-# with a generation config whose `eos_token_id` also lists newline tokens: the noise model's
-# turn ends at its first line break, as a real model's ends at its end-of-turn token.
+# has no such switch (its `--json-schema` asks the model to call a tool), so it talks to a
+# second server whose generation config lists every 64th token id as an end-of-sequence token
+# (transformers' `eos_token_id` list): the noise model then ends a turn after ~64 tokens, as a
+# trained model ends it with its end-of-turn token. (About one turn in 64 ends at once, with an
+# empty answer.)
 #
 # Usage: scripts/agent_clis.sh [path/to/tealight]   (default: target/debug/tealight)
 set -euo pipefail
@@ -33,53 +35,50 @@ if [ "$("$bin/codex" --version 2>/dev/null)" != "codex-cli $codex_version" ] ||
 fi
 
 work="$(mktemp -d)"
-server_pid=""
+pids=()
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 key="agent-cli-key"
-mkdir -p "$work/genconfig"
-python3 - "$work/genconfig/generation_config.json" <<'EOF'
-import json, sys
-config = json.load(open("models/qwen3-tiny/generation_config.json"))
-tokenizer = json.load(open("models/qwen3-tiny/tokenizer.json"))
-vocab = tokenizer["model"]["vocab"]
-# Byte-level BPE spells "\n" as "Ċ": every token that is only newlines ends the turn too.
-newlines = sorted(i for t, i in vocab.items() if t and set(t) == {"Ċ"})
-config["eos_token_id"] = config["eos_token_id"] + newlines
-json.dump(config, open(sys.argv[1], "w"))
-EOF
-"$binary" serve --host 127.0.0.1 --port "$port" --api-key "$key" \
-  --served-model-name tealight-tiny --generation-config "$work/genconfig" \
-  --disable-log-requests >"$work/server.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 600); do
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
-  sleep 0.1
-done
+# start_server NAME [flags...]: serves the embedded model on a free port; sets $port.
+start_server() {
+  local name="$1"; shift
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  "$binary" serve --host 127.0.0.1 --port "$port" --api-key "$key" \
+    --served-model-name tealight-tiny --disable-log-requests "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && return
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/$name.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "agent_clis.sh: $name did not become healthy" >&2
+  exit 1
+}
+
+# served PATTERN: the server's request counters for routes matching PATTERN.
+served() {
+  curl -s "http://127.0.0.1:$port/metrics" | grep '^tealight:http_requests_total' | grep -E "$1" || true
+}
 
 status=0
+# run NAME COMMAND...: runs a CLI in the scratch folder; it must exit 0.
 run() {
   local name="$1"; shift
   local start=$SECONDS
-  if (cd "$work" && "$@" </dev/null >"$work/$name.out" 2>"$work/$name.err"); then
-    if [ -s "$work/$name.out" ]; then
-      echo "$name: exit 0 after $((SECONDS - start)) s; answer: $(tail -c 300 "$work/$name.out" | tr '\n' ' ')"
-      return
-    fi
-    echo "$name: exit 0 but no answer" >&2
-  else
-    echo "$name: failed (exit $?) after $((SECONDS - start)) s" >&2
+  if (cd "$work" && timeout "${AGENT_CLI_TIMEOUT:-300}" "$@" </dev/null >"$work/$name.out" 2>"$work/$name.err"); then
+    echo "$name: exit 0 after $((SECONDS - start)) s; answer: $(tail -c 300 "$work/$name.out" | tr '\n' ' ')"
+    return
   fi
+  echo "$name: failed (exit $?) after $((SECONDS - start)) s" >&2
   tail -n 20 "$work/$name.err" >&2
   status=1
 }
 
+start_server codex-server
 mkdir -p "$work/codex-home"
 cat >"$work/codex-home/config.toml" <<EOF
 model = "tealight-tiny"
@@ -93,14 +92,21 @@ EOF
 echo '{"type":"object","properties":{"answer":{"type":"string","maxLength":40}},"required":["answer"],"additionalProperties":false}' \
   >"$work/schema.json"
 run codex env CODEX_HOME="$work/codex-home" TEALIGHT_AGENT_KEY="$key" \
-  "$bin/codex" exec --skip-git-repo-check --output-schema "$work/schema.json" \
-  "Name one colour."
+  "$bin/codex" exec --skip-git-repo-check --output-schema "$work/schema.json" "Name one colour."
+served responses
 
+mkdir -p "$work/genconfig"
+python3 - "$work/genconfig/generation_config.json" <<'EOF'
+import json, sys
+config = json.load(open("models/qwen3-tiny/generation_config.json"))
+vocab_size = json.load(open("models/qwen3-tiny/config.json"))["vocab_size"]
+config["eos_token_id"] = config["eos_token_id"] + list(range(64, vocab_size, 64))
+json.dump(config, open(sys.argv[1], "w"))
+EOF
+start_server claude-server --generation-config "$work/genconfig"
 mkdir -p "$work/claude-home"
 run claude env HOME="$work/claude-home" ANTHROPIC_BASE_URL="http://127.0.0.1:$port" \
   ANTHROPIC_API_KEY="$key" CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 \
   "$bin/claude" -p "Name one colour."
-
-echo "requests the server answered:"
-curl -s "http://127.0.0.1:$port/metrics" | grep '^tealight:http_requests_total' | grep -E 'responses|messages|"/"' || true
+served 'messages|route="/"'
 exit $status
