@@ -1,0 +1,73 @@
+//! Flags → the HTTP layer's settings. Unknown parser names and malformed lists fail at start-up.
+
+use std::time::Duration;
+
+use crate::api::responses::store::StoreLimits;
+use crate::api::{Limits, ServerConfig};
+use crate::cli::serve::ServeArgs;
+use crate::error::{Error, Result};
+
+/// Reads and checks the API-related flags. The server runs Qwen3 only, so its parsers are on
+/// unless turned off: the reasoning parser (`--reasoning-parser none`), hermes tool calls
+/// (`--tool-call-parser none`) and automatic tool choice (`--disable-auto-tool-choice`).
+pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
+    let reasoning_parser = match args.reasoning_parser.as_deref() {
+        None | Some("qwen3") | Some("deepseek_r1") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "--reasoning-parser {other}: unknown parser (available: qwen3, none)"
+            )));
+        }
+    };
+    let tool_parser = match args.tool_call_parser.as_deref() {
+        None | Some("hermes") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "--tool-call-parser {other}: unknown parser (available: hermes, none)"
+            )));
+        }
+    };
+    if args.enable_auto_tool_choice && !tool_parser {
+        return Err(Error::invalid_request(
+            "--enable-auto-tool-choice needs a tool-call parser (hermes)",
+        ));
+    }
+    Ok(ServerConfig {
+        api_key: args.api_key(),
+        allowed_origins: args
+            .allowed_origins
+            .as_deref()
+            .map(parse_origins)
+            .transpose()?,
+        log_requests: !args.disable_log_requests,
+        reasoning_parser,
+        tool_parser,
+        auto_tool_choice: tool_parser && !args.disable_auto_tool_choice,
+        default_seed: args.seed,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        limits: Limits::default(),
+        strict_model_name: args.strict_model_name,
+        response_store: StoreLimits::default(),
+    })
+}
+
+/// `--allowed-origins`: a JSON list (vLLM's form, e.g. `["*"]`) or a comma-separated list.
+pub fn parse_origins(value: &str) -> Result<Vec<String>> {
+    let value = value.trim();
+    let origins: Vec<String> = if value.starts_with('[') {
+        serde_json::from_str(value).map_err(|e| {
+            Error::invalid_request(format!(
+                "--allowed-origins: not a JSON list of strings: {e}"
+            ))
+        })?
+    } else {
+        value
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    Ok(origins)
+}
