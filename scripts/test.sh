@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: Rust unit + integration tests, then the Python client tests
-# (the real `openai` SDK in strict mode) against a live `tealight serve` on the embedded model.
+# (the real `openai` and `anthropic` SDKs, strict) and the real agent CLIs against a live
+# `tealight serve` on the embedded model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,10 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
     exit 1
   fi
   "$venv/bin/python" -m pytest -q tests/clients
+fi
+
+# The real agent CLIs (Codex CLI, Claude Code) against a live server, installed from npm into a
+# cache outside the clone (about 40 s once installed). TEALIGHT_SKIP_AGENT_CLIS=1 skips them.
+if [ "${TEALIGHT_SKIP_AGENT_CLIS:-0}" != 1 ]; then
+  bash scripts/agent_clis.sh target/debug/tealight
 fi

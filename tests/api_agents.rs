@@ -81,10 +81,24 @@ fn qwen3_parsers_are_on_without_flags_and_can_be_turned_off() {
         "max_tokens": 4, "temperature": 0, "ignore_eos": true,
     });
     let on = plain().chat(body.clone());
-    assert!(!on["choices"][0]["message"]["reasoning_content"].as_str().unwrap().is_empty());
+    assert!(
+        !on["choices"][0]["message"]["reasoning_content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     let off = parsers_off().chat(body);
-    assert!(off["choices"][0]["message"].get("reasoning_content").is_none());
-    assert!(!off["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+    assert!(
+        off["choices"][0]["message"]
+            .get("reasoning_content")
+            .is_none()
+    );
+    assert!(
+        !off["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -97,7 +111,10 @@ fn developer_is_system_unknown_roles_and_lone_stream_options_are_refused() {
         )
         .json();
     let prompt = tokenizer().decode(&ids(&t["tokens"]), false).unwrap();
-    assert!(prompt.starts_with("<|im_start|>system\nBe brief.<|im_end|>"), "{prompt:?}");
+    assert!(
+        prompt.starts_with("<|im_start|>system\nBe brief.<|im_end|>"),
+        "{prompt:?}"
+    );
     let r = s.post(
         "/v1/chat/completions",
         &json!({"messages": [{"role": "critic", "content": "x"}]}),
@@ -105,10 +122,21 @@ fn developer_is_system_unknown_roles_and_lone_stream_options_are_refused() {
     assert_error(&r, 400, "BadRequestError", Some("messages"));
     assert!(r.body.contains("critic"), "{}", r.body);
     for (path, body) in [
-        ("/v1/chat/completions", json!({"messages": hello(), "stream_options": {"include_usage": true}})),
-        ("/v1/completions", json!({"prompt": "hi", "stream": false, "stream_options": {"include_usage": true}})),
+        (
+            "/v1/chat/completions",
+            json!({"messages": hello(), "stream_options": {"include_usage": true}}),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "stream": false, "stream_options": {"include_usage": true}}),
+        ),
     ] {
-        assert_error(&s.post(path, &body), 400, "BadRequestError", Some("stream_options"));
+        assert_error(
+            &s.post(path, &body),
+            400,
+            "BadRequestError",
+            Some("stream_options"),
+        );
     }
 }
 
@@ -159,7 +187,10 @@ fn check_response_stream(events: &[(String, Value)]) -> Vec<Value> {
         }
     }
     let (last, terminal) = events.last().unwrap();
-    assert!(last == "response.completed" || last == "response.incomplete", "{last}");
+    assert!(
+        last == "response.completed" || last == "response.incomplete",
+        "{last}"
+    );
     assert_eq!(terminal["response"]["output"], Value::Array(done.clone()));
     done
 }
@@ -172,7 +203,10 @@ fn responses_stream_and_json_agree() {
     let r = s.post("/v1/responses", &body);
     assert_eq!(r.status, 200, "{}", r.body);
     let plain_json = r.json();
-    assert_eq!(plain_json["model"], "gpt-5-codex", "any model name is served");
+    assert_eq!(
+        plain_json["model"], "gpt-5-codex",
+        "any model name is served"
+    );
     assert_eq!(plain_json["status"], "incomplete");
     assert_eq!(plain_json["usage"]["output_tokens"], 12);
     let mut streamed = body.clone();
@@ -184,7 +218,12 @@ fn responses_stream_and_json_agree() {
         .filter(|(n, _)| n == "response.output_text.delta")
         .map(|(_, e)| e["delta"].as_str().unwrap())
         .collect();
-    assert_eq!(text, plain_json["output"][0]["content"][0]["text"].as_str().unwrap());
+    assert_eq!(
+        text,
+        plain_json["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+    );
     assert_eq!(items[0]["content"], plain_json["output"][0]["content"]);
 
     // A forced call: the arguments stream in pieces that add up to the final arguments.
@@ -232,7 +271,9 @@ fn codex_shaped_requests_are_served() {
     let events = sse(s, "/v1/responses", &body);
     check_response_stream(&events);
     // The prompt holds the history in Qwen3's form.
-    let input = events.last().unwrap().1["response"]["usage"]["input_tokens"].as_u64().unwrap();
+    let input = events.last().unwrap().1["response"]["usage"]["input_tokens"]
+        .as_u64()
+        .unwrap();
     assert!(input > 100, "{input}");
 
     // A forced custom tool comes back as a custom_tool_call with its free-form input.
@@ -241,7 +282,11 @@ fn codex_shaped_requests_are_served() {
     forced["max_output_tokens"] = json!(60);
     forced["stream"] = json!(false);
     let r = s.post("/v1/responses", &forced).json();
-    let call = r["output"].as_array().unwrap().iter().find(|i| i["type"] == "custom_tool_call");
+    let call = r["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "custom_tool_call");
     let call = call.unwrap_or_else(|| panic!("{r}"));
     assert_eq!(call["name"], "apply_patch");
     assert!(call["input"].is_string() && call["call_id"].as_str().unwrap().starts_with("call_"));
@@ -251,7 +296,10 @@ fn codex_shaped_requests_are_served() {
 fn responses_are_stored_chained_and_retrieved() {
     let s = plain();
     let first = s
-        .post("/v1/responses", &json!({"input": "Remember blue.", "max_output_tokens": 3}))
+        .post(
+            "/v1/responses",
+            &json!({"input": "Remember blue.", "max_output_tokens": 3}),
+        )
         .json();
     let id = first["id"].as_str().unwrap();
     let got = s.get(&format!("/v1/responses/{id}"));
@@ -264,19 +312,33 @@ fn responses_are_stored_chained_and_retrieved() {
         )
         .json();
     let alone = s
-        .post("/v1/responses", &json!({"input": "Which colour?", "max_output_tokens": 3}))
+        .post(
+            "/v1/responses",
+            &json!({"input": "Which colour?", "max_output_tokens": 3}),
+        )
         .json();
     assert!(second["usage"]["input_tokens"].as_u64() > alone["usage"]["input_tokens"].as_u64());
-    assert_error(&s.get("/v1/responses/resp_nope"), 404, "NotFoundError", Some("response_id"));
+    assert_error(
+        &s.get("/v1/responses/resp_nope"),
+        404,
+        "NotFoundError",
+        Some("response_id"),
+    );
     let r = s.post(
         "/v1/responses",
         &json!({"input": "x", "previous_response_id": "resp_nope"}),
     );
     assert_error(&r, 404, "NotFoundError", Some("previous_response_id"));
     let unstored = s
-        .post("/v1/responses", &json!({"input": "x", "store": false, "max_output_tokens": 1}))
+        .post(
+            "/v1/responses",
+            &json!({"input": "x", "store": false, "max_output_tokens": 1}),
+        )
         .json();
-    let gone = s.get(&format!("/v1/responses/{}", unstored["id"].as_str().unwrap()));
+    let gone = s.get(&format!(
+        "/v1/responses/{}",
+        unstored["id"].as_str().unwrap()
+    ));
     assert_eq!(gone.status, 404);
 }
 
@@ -287,17 +349,40 @@ fn responses_bad_requests_are_400s() {
         .map(|i| json!({"type": "function", "name": format!("f{i}")}))
         .collect();
     for (body, param) in [
-        (json!({"input": "x", "max_output_tokens": 0}), "max_output_tokens"),
-        (json!({"input": "x", "max_output_tokens": 5000}), "max_output_tokens"),
-        (json!({"input": [{"role": "critic", "content": "x"}]}), "input[0]"),
-        (json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]}), "input[0]"),
+        (
+            json!({"input": "x", "max_output_tokens": 0}),
+            "max_output_tokens",
+        ),
+        (
+            json!({"input": "x", "max_output_tokens": 5000}),
+            "max_output_tokens",
+        ),
+        (
+            json!({"input": [{"role": "critic", "content": "x"}]}),
+            "input[0]",
+        ),
+        (
+            json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]}),
+            "input[0]",
+        ),
         (json!({"input": 3}), "input"),
         (json!({"input": "x", "tools": many}), "tools"),
-        (json!({"input": "x", "tool_choice": {"type": "web_search"}}), "tool_choice"),
-        (json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}), "text.format"),
+        (
+            json!({"input": "x", "tool_choice": {"type": "web_search"}}),
+            "tool_choice",
+        ),
+        (
+            json!({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}),
+            "text.format",
+        ),
         (json!({"input": "x", "temperature": "hot"}), "temperature"),
     ] {
-        assert_error(&s.post("/v1/responses", &body), 400, "BadRequestError", Some(param));
+        assert_error(
+            &s.post("/v1/responses", &body),
+            400,
+            "BadRequestError",
+            Some(param),
+        );
     }
 }
 

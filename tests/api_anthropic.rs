@@ -65,7 +65,11 @@ fn anthropic_error(text: &str, kind: &str) {
     let v: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{text}"));
     assert_eq!(v["type"], "error", "{text}");
     assert_eq!(v["error"]["type"], kind, "{text}");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
 }
 
 /// Named events (`event:` then `data:`), skipping keep-alive comments.
@@ -96,11 +100,26 @@ fn keys_routes_and_error_shapes() {
     assert_eq!(status, 200, "{text}");
     let m: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(m["model"], "claude-haiku-4-5", "any model name is served");
-    assert_eq!((m["type"].as_str(), m["role"].as_str()), (Some("message"), Some("assistant")));
+    assert_eq!(
+        (m["type"].as_str(), m["role"].as_str()),
+        (Some("message"), Some("assistant"))
+    );
     let bearer = format!("Bearer {KEY}");
-    let (status, _, _) = call(s, "POST", "/v1/messages", &[("authorization", &bearer)], Some(&ok.to_string()));
+    let (status, _, _) = call(
+        s,
+        "POST",
+        "/v1/messages",
+        &[("authorization", &bearer)],
+        Some(&ok.to_string()),
+    );
     assert_eq!(status, 200);
-    let (status, _, text) = call(s, "POST", "/v1/messages", &[("x-api-key", "wrong")], Some(&ok.to_string()));
+    let (status, _, text) = call(
+        s,
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", "wrong")],
+        Some(&ok.to_string()),
+    );
     assert_eq!(status, 401);
     anthropic_error(&text, "authentication_error");
     let (status, _, text) = call(s, "POST", "/v1/messages", &[], Some(&ok.to_string()));
@@ -114,10 +133,22 @@ fn keys_routes_and_error_shapes() {
     let (status, _, text) = call(s, "POST", "/v1/messages", &key, Some("{not json"));
     assert_eq!(status, 400);
     anthropic_error(&text, "invalid_request_error");
-    let (status, _, text) = call(s, "POST", "/v1/messages", &key, Some(&json!({"model": "m", "messages": user("x")}).to_string()));
+    let (status, _, text) = call(
+        s,
+        "POST",
+        "/v1/messages",
+        &key,
+        Some(&json!({"model": "m", "messages": user("x")}).to_string()),
+    );
     assert_eq!(status, 400, "max_tokens is required");
     anthropic_error(&text, "invalid_request_error");
-    let (status, _, text) = call(s, "POST", "/v1/messages", &key, Some(&json!({"model": "m", "max_tokens": 0, "messages": user("x")}).to_string()));
+    let (status, _, text) = call(
+        s,
+        "POST",
+        "/v1/messages",
+        &key,
+        Some(&json!({"model": "m", "max_tokens": 0, "messages": user("x")}).to_string()),
+    );
     assert_eq!(status, 400);
     anthropic_error(&text, "invalid_request_error");
     let (status, _, text) = call(s, "GET", "/v1/messages", &key, None);
@@ -128,7 +159,13 @@ fn keys_routes_and_error_shapes() {
     assert_eq!(status, 404);
     anthropic_error(&text, "not_found_error");
     let tiny = json!({"model": "tiny", "max_tokens": 1, "messages": user("hi")});
-    let (status, _, _) = call(strict(), "POST", "/v1/messages", &[], Some(&tiny.to_string()));
+    let (status, _, _) = call(
+        strict(),
+        "POST",
+        "/v1/messages",
+        &[],
+        Some(&tiny.to_string()),
+    );
     assert_eq!(status, 200);
 }
 
@@ -149,7 +186,10 @@ fn streams_are_named_ping_early_and_match_the_json_answer() {
     let evs = events(&raw);
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..3], ["message_start", "ping", "content_block_start"]);
-    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
     let text: String = evs
         .iter()
         .filter(|(n, _)| n == "content_block_delta")
@@ -171,21 +211,33 @@ fn forced_tool_use_streams_its_input_and_results_go_back() {
     let (_, _, text) = messages(&body);
     let whole: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(whole["stop_reason"], "tool_use", "{whole}");
-    let block = whole["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    let block = whole["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap()
+        .clone();
     assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
 
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     let (_, _, raw) = messages(&streamed);
     let evs = events(&raw);
-    let start = evs.iter().find(|(n, e)| n == "content_block_start" && e["content_block"]["type"] == "tool_use").unwrap();
+    let start = evs
+        .iter()
+        .find(|(n, e)| n == "content_block_start" && e["content_block"]["type"] == "tool_use")
+        .unwrap();
     assert_eq!(start.1["content_block"]["input"], json!({}));
     let partial: String = evs
         .iter()
         .filter(|(_, e)| e["delta"]["type"] == "input_json_delta")
         .map(|(_, e)| e["delta"]["partial_json"].as_str().unwrap())
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), block["input"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        block["input"]
+    );
 
     let follow = json!({"model": "m", "max_tokens": 2, "tools": [tool], "messages": [
         {"role": "user", "content": "Weather in Paris?"},
@@ -207,18 +259,23 @@ fn max_tokens_is_clamped_to_the_context_and_count_tokens_agrees() {
         Some(&json!({"model": "m", "messages": user(&long)}).to_string()),
     );
     assert_eq!(counted.0, 200, "{}", counted.2);
-    let prompt = serde_json::from_str::<Value>(&counted.2).unwrap()["input_tokens"].as_u64().unwrap();
+    let prompt = serde_json::from_str::<Value>(&counted.2).unwrap()["input_tokens"]
+        .as_u64()
+        .unwrap();
     assert!(prompt < 4096 && prompt > 4000, "{prompt}");
-    let (status, _, text) = messages(&json!({"model": "m", "max_tokens": 32000, "messages": user(&long)}));
+    let (status, _, text) =
+        messages(&json!({"model": "m", "max_tokens": 32000, "messages": user(&long)}));
     assert_eq!(status, 200, "{text}");
     let m: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(m["stop_reason"], "max_tokens");
     let usage = &m["usage"];
-    let input = usage["input_tokens"].as_u64().unwrap() + usage["cache_read_input_tokens"].as_u64().unwrap();
+    let input = usage["input_tokens"].as_u64().unwrap()
+        + usage["cache_read_input_tokens"].as_u64().unwrap();
     assert_eq!(input, prompt);
     assert_eq!(usage["output_tokens"].as_u64().unwrap(), 4096 - prompt);
 
-    let (status, _, text) = messages(&json!({"model": "m", "max_tokens": 5, "messages": user(&"hello ".repeat(5000))}));
+    let (status, _, text) =
+        messages(&json!({"model": "m", "max_tokens": 5, "messages": user(&"hello ".repeat(5000))}));
     assert_eq!(status, 400);
     anthropic_error(&text, "invalid_request_error");
 }

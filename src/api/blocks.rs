@@ -20,7 +20,10 @@ pub enum BlockKind {
     Reasoning,
     Text,
     /// A tool call: the id the parser gave it (`call_…`) and the function name.
-    Call { call_id: String, name: String },
+    Call {
+        call_id: String,
+        name: String,
+    },
 }
 
 /// How a closed block ended.
@@ -34,10 +37,19 @@ pub enum BlockStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockEvent {
     /// Block `index` (its position in the turn) begins.
-    Start { index: usize, kind: BlockKind },
+    Start {
+        index: usize,
+        kind: BlockKind,
+    },
     /// More text of block `index`: reasoning, content or argument JSON.
-    Delta { index: usize, text: String },
-    Stop { index: usize, status: BlockStatus },
+    Delta {
+        index: usize,
+        text: String,
+    },
+    Stop {
+        index: usize,
+        status: BlockStatus,
+    },
 }
 
 /// A finished (or, mid-stream, a growing) block.

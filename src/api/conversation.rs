@@ -244,7 +244,10 @@ mod tests {
         b.reasoning("again");
         b.tool_call("c3", "f", json!({}));
         let m = b.finish();
-        assert_eq!(m[0], json!({"role": "system", "content": "instructions\n\ndeveloper note"}));
+        assert_eq!(
+            m[0],
+            json!({"role": "system", "content": "instructions\n\ndeveloper note"})
+        );
         assert_eq!(m[2]["reasoning_content"], "think");
         assert_eq!(m[2]["tool_calls"].as_array().unwrap().len(), 2);
         assert_eq!(m[3]["role"], "tool");
@@ -268,14 +271,23 @@ mod tests {
                 name: "g".into(),
             },
         );
-        assert_eq!(c.chat_tools()[0], json!({"type": "function", "function": {"name": "f", "description": "d"}}));
+        assert_eq!(
+            c.chat_tools()[0],
+            json!({"type": "function", "function": {"name": "f", "description": "d"}})
+        );
         assert_eq!(c.chat_tools()[1]["function"]["name"], "ns.g");
-        assert!(matches!(c.origin("ns.g"), ToolOrigin::NamespacedCustom { .. }));
+        assert!(matches!(
+            c.origin("ns.g"),
+            ToolOrigin::NamespacedCustom { .. }
+        ));
         assert_eq!(c.origin("unknown"), ToolOrigin::Function);
         c.retain(&["ns.g".to_owned()]);
         assert_eq!(c.chat_tools().len(), 1);
         assert!(!c.contains("f"));
-        assert_eq!(custom_tool_input(r#"{"input": "*** Begin Patch"}"#), "*** Begin Patch");
+        assert_eq!(
+            custom_tool_input(r#"{"input": "*** Begin Patch"}"#),
+            "*** Begin Patch"
+        );
         assert_eq!(custom_tool_input("{broken"), "{broken");
         assert_eq!(arguments_value("{\"a\": 1}"), json!({"a": 1}));
         assert_eq!(arguments_value("[1]"), json!("[1]"));

@@ -2,6 +2,10 @@
 //!
 //! Routes:
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (JSON or SSE with `stream: true`)
+//! - `POST /v1/responses`, `GET /v1/responses/{id}`: the Responses API ([`responses`])
+//! - `POST /v1/messages` (also `?beta=true`), `POST /v1/messages/count_tokens`: the Anthropic
+//!   Messages API ([`messages`]), whose errors take Anthropic's shape
+//! - `GET|HEAD /`: 200 while listening (no key needed)
 //! - `GET /v1/models`
 //! - `POST /tokenize`, `POST /detokenize` (vLLM's shapes)
 //! - `GET /health` (200 ready; 503 while loading or draining), `GET|POST /ping`, `GET /version`,
@@ -18,10 +22,14 @@
 //! `stop_token_ids` ≤ 64, `top_logprobs`/`logprobs` ≤ 20, `logit_bias` ≤ 1024 entries,
 //! `tools` ≤ 128, completions `prompt` lists ≤ 64, request body ≤ 32 MiB.
 //!
+//! Keys: `Authorization: Bearer <key>` or `x-api-key: <key>` ([`auth`]).
+//!
 //! Handlers are thin: parse ([`extract::ApiJson`]) → validate ([`tools`],
 //! [`request_builder`], the engine's [`crate::engine::rules`]) → submit to the engine → render
-//! ([`chat`], [`completions`], [`sse`]). Output parsing (reasoning, tool calls) lives in
-//! [`crate::parsers`]. The layer takes a [`ServerConfig`] and a [`Ready`] model from
+//! ([`chat`], [`completions`], [`sse`]). The Responses and Messages handlers translate their
+//! request into chat form and share one path to the engine ([`turn`]) and one block model of
+//! the output ([`blocks`]), each with its own stream renderer. Output parsing (reasoning, tool
+//! calls) lives in [`crate::parsers`]. The layer takes a [`ServerConfig`] and a [`Ready`] model from
 //! [`crate::server`], the composition root, and knows nothing of command-line flags.
 
 pub mod auth;

@@ -119,13 +119,18 @@ pub fn submit(
     let fields = GenerationFields {
         max_tokens,
         stop: (!generation.stop.is_empty())
-            .then(|| super::types::common::StopSpec::Many(generation.stop)),
+            .then_some(super::types::common::StopSpec::Many(generation.stop)),
         sampling: generation.sampling,
         guided: prompt.plan.guided.clone(),
         ..Default::default()
     };
-    let requests =
-        request_builder::build(ready, config, prompt.ids.clone(), prompt.prompt_param, fields)?;
+    let requests = request_builder::build(
+        ready,
+        config,
+        prompt.ids.clone(),
+        prompt.prompt_param,
+        fields,
+    )?;
     request_builder::submit_all(ready, requests)?
         .pop()
         .ok_or_else(|| ApiError::internal("no request was submitted"))
@@ -161,7 +166,11 @@ pub async fn collect<R: TurnRenderer>(mut stream: EventStream, mut renderer: R) 
 /// The SSE response: every event with an `event:` line naming its type, and `keep_alive` sent
 /// while the engine is silent (a long prefill). The stream owns the engine stream, so a client
 /// that disconnects cancels the request.
-pub fn stream<R: TurnRenderer>(stream: EventStream, mut renderer: R, keep_alive: SseEvent) -> Response {
+pub fn stream<R: TurnRenderer>(
+    stream: EventStream,
+    mut renderer: R,
+    keep_alive: SseEvent,
+) -> Response {
     let first = renderer.start();
     let state = (Some(stream), renderer);
     let rest = stream::unfold(state, |(engine, mut renderer)| async move {

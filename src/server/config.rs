@@ -71,3 +71,52 @@ pub fn parse_origins(value: &str) -> Result<Vec<String>> {
     };
     Ok(origins)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn config(flags: &[&str]) -> Result<ServerConfig> {
+        let mut argv = vec!["serve"];
+        argv.extend(flags);
+        server_config(&Cli::try_parse_from(argv).expect("flags parse").args)
+    }
+
+    #[test]
+    fn qwen3_parsers_are_on_unless_turned_off() {
+        let c = config(&[]).unwrap();
+        assert!(c.reasoning_parser && c.tool_parser && c.auto_tool_choice);
+        assert!(!c.strict_model_name);
+        // vLLM's spelling still works and changes nothing.
+        let c = config(&[
+            "--reasoning-parser",
+            "qwen3",
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
+        ])
+        .unwrap();
+        assert!(c.reasoning_parser && c.tool_parser && c.auto_tool_choice);
+        let c = config(&["--reasoning-parser", "none", "--tool-call-parser", "none"]).unwrap();
+        assert!(!c.reasoning_parser && !c.tool_parser && !c.auto_tool_choice);
+        let c = config(&["--disable-auto-tool-choice", "--strict-model-name"]).unwrap();
+        assert!(c.tool_parser && !c.auto_tool_choice && c.strict_model_name);
+        assert!(config(&["--tool-call-parser", "none", "--enable-auto-tool-choice"]).is_err());
+        assert!(config(&["--reasoning-parser", "r2"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "serve",
+                "--enable-auto-tool-choice",
+                "--disable-auto-tool-choice"
+            ])
+            .is_err()
+        );
+    }
+}

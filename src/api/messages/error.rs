@@ -58,8 +58,14 @@ mod tests {
         let reshaped = reshape(StatusCode::UNAUTHORIZED, openai.to_string().as_bytes());
         assert_eq!(reshaped["error"]["type"], "authentication_error");
         assert_eq!(reshaped["error"]["message"], "Incorrect API key provided.");
-        assert_eq!(reshape(StatusCode::NOT_FOUND, b"nope")["error"]["message"], "nope");
-        assert_eq!(error_type(StatusCode::SERVICE_UNAVAILABLE), "overloaded_error");
+        assert_eq!(
+            reshape(StatusCode::NOT_FOUND, b"nope")["error"]["message"],
+            "nope"
+        );
+        assert_eq!(
+            error_type(StatusCode::SERVICE_UNAVAILABLE),
+            "overloaded_error"
+        );
         assert_eq!(error_type(StatusCode::INTERNAL_SERVER_ERROR), "api_error");
     }
 }

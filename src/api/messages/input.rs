@@ -63,7 +63,11 @@ fn add_message(c: &mut ConversationBuilder, message: &Value, param: &str) -> Api
     let blocks: Vec<Value> = match content {
         Value::String(s) => vec![json!({"type": "text", "text": s})],
         Value::Array(blocks) => blocks.clone(),
-        _ => return Err(bad("'content' must be a string or a list of content blocks")),
+        _ => {
+            return Err(bad(
+                "'content' must be a string or a list of content blocks",
+            ));
+        }
     };
     match role {
         "user" => {
@@ -76,7 +80,10 @@ fn add_message(c: &mut ConversationBuilder, message: &Value, param: &str) -> Api
                             .get("tool_use_id")
                             .and_then(Value::as_str)
                             .ok_or_else(|| {
-                                ApiError::invalid(&at, format!("{at}: 'tool_use_id' must be a string"))
+                                ApiError::invalid(
+                                    &at,
+                                    format!("{at}: 'tool_use_id' must be a string"),
+                                )
                             })?;
                         let mut text = match block.get("content") {
                             None | Some(Value::Null) => String::new(),
@@ -253,8 +260,14 @@ mod tests {
         assert_eq!(m[1], json!({"role": "user", "content": "weather?"}));
         assert_eq!(m[2]["content"], "Checking.");
         assert_eq!(m[2]["reasoning_content"], "use the tool");
-        assert_eq!(m[2]["tool_calls"][1]["function"], json!({"name": "get", "arguments": {"city": "Rome"}}));
-        assert_eq!(m[3], json!({"role": "tool", "content": "sunny", "tool_call_id": "toolu_1"}));
+        assert_eq!(
+            m[2]["tool_calls"][1]["function"],
+            json!({"name": "get", "arguments": {"city": "Rome"}})
+        );
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "content": "sunny", "tool_call_id": "toolu_1"})
+        );
         assert_eq!(m[4]["content"], format!("Error: timeout\n{OMITTED_MEDIA}"));
         assert_eq!(m[5], json!({"role": "user", "content": "and tomorrow?"}));
         assert_eq!(m[6], json!({"role": "system", "content": "late note"}));
@@ -269,13 +282,31 @@ mod tests {
             json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 5}),
         ];
         let msgs = [json!({"role": "user", "content": "x"})];
-        let f = chat_form(None, &msgs, Some(&tools), Some(&json!({"type": "any", "disable_parallel_tool_use": true}))).unwrap();
+        let f = chat_form(
+            None,
+            &msgs,
+            Some(&tools),
+            Some(&json!({"type": "any", "disable_parallel_tool_use": true})),
+        )
+        .unwrap();
         assert_eq!(f.catalog.chat_tools().len(), 2);
-        assert_eq!(f.catalog.chat_tools()[0]["function"]["parameters"], json!({"type": "object"}));
+        assert_eq!(
+            f.catalog.chat_tools()[0]["function"]["parameters"],
+            json!({"type": "object"})
+        );
         assert_eq!(f.tool_choice, Some(json!("required")));
         assert_eq!(f.parallel_tool_calls, Some(false));
-        let f = chat_form(None, &msgs, Some(&tools), Some(&json!({"type": "tool", "name": "put"}))).unwrap();
-        assert_eq!(f.tool_choice, Some(json!({"type": "function", "function": {"name": "put"}})));
+        let f = chat_form(
+            None,
+            &msgs,
+            Some(&tools),
+            Some(&json!({"type": "tool", "name": "put"})),
+        )
+        .unwrap();
+        assert_eq!(
+            f.tool_choice,
+            Some(json!({"type": "function", "function": {"name": "put"}}))
+        );
         let f = chat_form(None, &msgs, Some(&tools), Some(&json!({"type": "none"}))).unwrap();
         assert_eq!(f.tool_choice, Some(json!("none")));
         assert!(chat_form(None, &msgs, None, Some(&json!({"type": "sometimes"}))).is_err());
@@ -284,17 +315,39 @@ mod tests {
     #[test]
     fn bad_messages_name_their_place() {
         let cases = [
-            (json!({"role": "critic", "content": "x"}), "messages[0]", "critic"),
-            (json!({"role": "user", "content": [{"type": "image", "source": {}}]}), "messages[0].content[0]", "text only"),
-            (json!({"role": "user", "content": [{"type": "tool_result"}]}), "messages[0].content[0]", "tool_use_id"),
-            (json!({"role": "user", "content": 5}), "messages[0]", "content"),
+            (
+                json!({"role": "critic", "content": "x"}),
+                "messages[0]",
+                "critic",
+            ),
+            (
+                json!({"role": "user", "content": [{"type": "image", "source": {}}]}),
+                "messages[0].content[0]",
+                "text only",
+            ),
+            (
+                json!({"role": "user", "content": [{"type": "tool_result"}]}),
+                "messages[0].content[0]",
+                "tool_use_id",
+            ),
+            (
+                json!({"role": "user", "content": 5}),
+                "messages[0]",
+                "content",
+            ),
             (json!({"content": "x"}), "messages[0]", "role"),
         ];
         for (message, param, needle) in cases {
-            let err = chat_form(None, &[message.clone()], None, None).unwrap_err();
+            let err = chat_form(None, std::slice::from_ref(&message), None, None).unwrap_err();
             assert_eq!(err.param.as_deref(), Some(param), "{message}");
             assert!(err.message.contains(needle), "{}", err.message);
         }
-        assert_eq!(chat_form(None, &[], None, None).unwrap_err().param.as_deref(), Some("messages"));
+        assert_eq!(
+            chat_form(None, &[], None, None)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("messages")
+        );
     }
 }

@@ -55,10 +55,7 @@ impl MessageRenderer {
 
     pub fn start(&mut self) -> Vec<StreamEvent> {
         let message = serde_json::to_value(&self.message).unwrap_or(Value::Null);
-        vec![
-            event("message_start", json!({"message": message})),
-            ping(),
-        ]
+        vec![event("message_start", json!({"message": message})), ping()]
     }
 
     pub fn on_engine(&mut self, engine_event: Event) -> Vec<StreamEvent> {
@@ -212,17 +209,29 @@ mod tests {
     use super::*;
     use crate::engine::Usage;
 
-    fn run(pieces: &[&str], reason: FinishReason, stop: Option<StopReason>) -> (Vec<StreamEvent>, MessageObject) {
+    fn run(
+        pieces: &[&str],
+        reason: FinishReason,
+        stop: Option<StopReason>,
+    ) -> (Vec<StreamEvent>, MessageObject) {
         let tracker = BlockTracker::new(Some(false), true, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 12, tracker, false);
         let mut events = r.start();
         for p in pieces {
-            events.extend(r.on_engine(Event::Delta { text: (*p).into(), token_ids: vec![1], logprobs: vec![] }));
+            events.extend(r.on_engine(Event::Delta {
+                text: (*p).into(),
+                token_ids: vec![1],
+                logprobs: vec![],
+            }));
         }
         events.extend(r.on_engine(Event::Finished {
             reason,
             stop_reason: stop,
-            usage: Usage { prompt_tokens: 12, completion_tokens: pieces.len(), cached_tokens: 8 },
+            usage: Usage {
+                prompt_tokens: 12,
+                completion_tokens: pieces.len(),
+                cached_tokens: 8,
+            },
         }));
         (events, r.into_message().unwrap())
     }
@@ -240,7 +249,10 @@ mod tests {
                 "content_block_start" => {
                     let index = e.data["index"].as_u64().unwrap() as usize;
                     assert_eq!(index, message["content"].as_array().unwrap().len());
-                    message["content"].as_array_mut().unwrap().push(e.data["content_block"].clone());
+                    message["content"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(e.data["content_block"].clone());
                     partial.push(String::new());
                 }
                 "content_block_delta" => {
@@ -250,11 +262,19 @@ mod tests {
                     match d["type"].as_str().unwrap() {
                         "text_delta" => {
                             assert_eq!(block["type"], "text");
-                            block["text"] = json!(format!("{}{}", block["text"].as_str().unwrap(), d["text"].as_str().unwrap()));
+                            block["text"] = json!(format!(
+                                "{}{}",
+                                block["text"].as_str().unwrap(),
+                                d["text"].as_str().unwrap()
+                            ));
                         }
                         "thinking_delta" => {
                             assert_eq!(block["type"], "thinking");
-                            block["thinking"] = json!(format!("{}{}", block["thinking"].as_str().unwrap(), d["thinking"].as_str().unwrap()));
+                            block["thinking"] = json!(format!(
+                                "{}{}",
+                                block["thinking"].as_str().unwrap(),
+                                d["thinking"].as_str().unwrap()
+                            ));
                         }
                         "input_json_delta" => {
                             assert_eq!(block["type"], "tool_use");
@@ -267,7 +287,8 @@ mod tests {
                 "content_block_stop" => {
                     let index = e.data["index"].as_u64().unwrap() as usize;
                     if message["content"][index]["type"] == "tool_use" {
-                        message["content"][index]["input"] = serde_json::from_str(&partial[index]).unwrap();
+                        message["content"][index]["input"] =
+                            serde_json::from_str(&partial[index]).unwrap();
                     }
                 }
                 "message_delta" => {
@@ -290,11 +311,30 @@ mod tests {
         let accumulated = accumulate(&events);
         assert_eq!(accumulated, serde_json::to_value(&message).unwrap());
         assert_eq!(message.stop_reason.as_deref(), Some("tool_use"));
-        assert_eq!(message.content[0], json!({"type": "thinking", "thinking": "weather tool", "signature": ""}));
-        assert_eq!(message.content[1], json!({"type": "text", "text": "Let me check."}));
+        assert_eq!(
+            message.content[0],
+            json!({"type": "thinking", "thinking": "weather tool", "signature": ""})
+        );
+        assert_eq!(
+            message.content[1],
+            json!({"type": "text", "text": "Let me check."})
+        );
         assert_eq!(message.content[2]["input"], json!({"city": "Paris"}));
-        assert!(message.content[2]["id"].as_str().unwrap().starts_with("toolu_"));
-        assert_eq!(message.usage, MessageUsage { input_tokens: 4, output_tokens: refs.len(), cache_read_input_tokens: 8, cache_creation_input_tokens: 0 });
+        assert!(
+            message.content[2]["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("toolu_")
+        );
+        assert_eq!(
+            message.usage,
+            MessageUsage {
+                input_tokens: 4,
+                output_tokens: refs.len(),
+                cache_read_input_tokens: 8,
+                cache_creation_input_tokens: 0
+            }
+        );
         let (_, whole) = run(&[text], FinishReason::Stop, None);
         assert_eq!(whole.content[..2], message.content[..2]);
     }
@@ -302,9 +342,19 @@ mod tests {
     #[test]
     fn stop_reasons() {
         let (_, m) = run(&["hi"], FinishReason::Stop, Some(StopReason::Eos));
-        assert_eq!((m.stop_reason.as_deref(), m.stop_sequence.as_deref()), (Some("end_turn"), None));
-        let (_, m) = run(&["hi"], FinishReason::Stop, Some(StopReason::String("END".into())));
-        assert_eq!((m.stop_reason.as_deref(), m.stop_sequence.as_deref()), (Some("stop_sequence"), Some("END")));
+        assert_eq!(
+            (m.stop_reason.as_deref(), m.stop_sequence.as_deref()),
+            (Some("end_turn"), None)
+        );
+        let (_, m) = run(
+            &["hi"],
+            FinishReason::Stop,
+            Some(StopReason::String("END".into())),
+        );
+        assert_eq!(
+            (m.stop_reason.as_deref(), m.stop_sequence.as_deref()),
+            (Some("stop_sequence"), Some("END"))
+        );
         let (events, m) = run(&["hi"], FinishReason::Length, None);
         assert_eq!(m.stop_reason.as_deref(), Some("max_tokens"));
         assert_eq!(accumulate(&events)["content"][0]["text"], "hi");
@@ -317,8 +367,16 @@ mod tests {
         let tracker = BlockTracker::new(Some(false), false, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, true);
         let mut events = r.start();
-        events.extend(r.on_engine(Event::Delta { text: "<think>secret</think>ok".into(), token_ids: vec![1], logprobs: vec![] }));
-        assert!(events.iter().all(|e| e.data["delta"]["type"] != "thinking_delta"));
+        events.extend(r.on_engine(Event::Delta {
+            text: "<think>secret</think>ok".into(),
+            token_ids: vec![1],
+            logprobs: vec![],
+        }));
+        assert!(
+            events
+                .iter()
+                .all(|e| e.data["delta"]["type"] != "thinking_delta")
+        );
         events.extend(r.on_engine(Event::Error("boom".into())));
         assert_eq!(events.last().unwrap().kind, "error");
         assert_eq!(events.last().unwrap().data["error"]["type"], "api_error");

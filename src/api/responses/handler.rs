@@ -97,7 +97,11 @@ pub async fn create(
         store,
     };
     if req.stream.unwrap_or(false) {
-        return Ok(turn::stream(events, renderer, SseEvent::default().comment("keep-alive")));
+        return Ok(turn::stream(
+            events,
+            renderer,
+            SseEvent::default().comment("keep-alive"),
+        ));
     }
     let done = turn::collect(events, renderer).await;
     Ok(Json(done.inner.into_response()).into_response())
@@ -177,10 +181,16 @@ fn shell(
             description: None,
         });
     }
-    r.tool_choice = req
-        .tool_choice
-        .clone()
-        .unwrap_or_else(|| Value::String(if spec.tools.is_empty() { "none" } else { "auto" }.into()));
+    r.tool_choice = req.tool_choice.clone().unwrap_or_else(|| {
+        Value::String(
+            if spec.tools.is_empty() {
+                "none"
+            } else {
+                "auto"
+            }
+            .into(),
+        )
+    });
     r.tools = req.tools.clone().unwrap_or_default();
     r.user = req.user.clone();
     r.metadata = req.metadata.clone().unwrap_or_default();
@@ -197,7 +207,9 @@ fn decimal(value: f32) -> f64 {
 /// The request's `input` as items, for the stored conversation.
 fn input_items(input: Option<&Value>) -> Vec<Value> {
     match input {
-        Some(Value::String(text)) => vec![json!({"type": "message", "role": "user", "content": text})],
+        Some(Value::String(text)) => {
+            vec![json!({"type": "message", "role": "user", "content": text})]
+        }
         Some(Value::Array(items)) => items.clone(),
         _ => Vec::new(),
     }

@@ -116,11 +116,7 @@ fn add_item(c: &mut ConversationBuilder, item: &Value, param: &str) -> ApiResult
                 .get("arguments")
                 .and_then(Value::as_str)
                 .unwrap_or("{}");
-            c.tool_call(
-                str_field("call_id")?,
-                &name,
-                arguments_value(arguments),
-            );
+            c.tool_call(str_field("call_id")?, &name, arguments_value(arguments));
         }
         "custom_tool_call" => {
             let name = flat_name(
@@ -310,7 +306,9 @@ fn map_tool_choice(choice: Option<&Value>, catalog: &mut ToolCatalog) -> ApiResu
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("a {kind} tool_choice needs a name")))?;
             let flat = flat_name(choice.get("namespace").and_then(Value::as_str), name);
-            Ok(Some(json!({"type": "function", "function": {"name": flat}})))
+            Ok(Some(
+                json!({"type": "function", "function": {"name": flat}}),
+            ))
         }
         "allowed_tools" => {
             let names: Vec<String> = choice
@@ -339,7 +337,13 @@ mod tests {
 
     fn form(input: Value, tools: Value, choice: Option<Value>) -> ApiResult<ChatForm> {
         let tools = tools.as_array().cloned().unwrap_or_default();
-        chat_form(Some("be brief"), Some(&input), Some(&tools), choice.as_ref(), Vec::new())
+        chat_form(
+            Some("be brief"),
+            Some(&input),
+            Some(&tools),
+            choice.as_ref(),
+            Vec::new(),
+        )
     }
 
     #[test]
@@ -357,13 +361,25 @@ mod tests {
         ]);
         let f = form(input, json!([]), None).unwrap();
         let m = &f.messages;
-        assert_eq!(m[0], json!({"role": "system", "content": "be brief\n\ndev"}));
+        assert_eq!(
+            m[0],
+            json!({"role": "system", "content": "be brief\n\ndev"})
+        );
         assert_eq!(m[1], json!({"role": "user", "content": "weather?"}));
         assert_eq!(m[2]["reasoning_content"], "call it");
-        assert_eq!(m[2]["tool_calls"][0]["function"], json!({"name": "wx.get", "arguments": {"city": "Paris"}}));
+        assert_eq!(
+            m[2]["tool_calls"][0]["function"],
+            json!({"name": "wx.get", "arguments": {"city": "Paris"}})
+        );
         assert_eq!(m[3]["content"], format!("sunny\n{OMITTED_MEDIA}"));
-        assert_eq!(m[4]["tool_calls"][0]["function"]["arguments"], json!({"input": "*** Begin"}));
-        assert_eq!(m[5], json!({"role": "tool", "content": "ok", "tool_call_id": "call_2"}));
+        assert_eq!(
+            m[4]["tool_calls"][0]["function"]["arguments"],
+            json!({"input": "*** Begin"})
+        );
+        assert_eq!(
+            m[5],
+            json!({"role": "tool", "content": "ok", "tool_call_id": "call_2"})
+        );
         assert_eq!(m[6], json!({"role": "assistant", "content": "Sunny."}));
         assert_eq!(m.len(), 7);
     }
@@ -389,10 +405,18 @@ mod tests {
         assert_eq!(f.catalog.origin("apply_patch"), ToolOrigin::Custom);
         let patch = &f.catalog.chat_tools()[1]["function"]["parameters"];
         assert_eq!(patch["required"], json!(["input"]));
-        assert!(patch["properties"]["input"]["description"].as_str().unwrap().contains("start: x"));
+        assert!(
+            patch["properties"]["input"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("start: x")
+        );
         assert_eq!(
             f.catalog.origin("agents.spawn"),
-            ToolOrigin::Namespaced { namespace: "agents".into(), name: "spawn".into() }
+            ToolOrigin::Namespaced {
+                namespace: "agents".into(),
+                name: "spawn".into()
+            }
         );
         assert_eq!(f.messages[1], json!({"role": "user", "content": "hi"}));
     }
@@ -400,8 +424,16 @@ mod tests {
     #[test]
     fn tool_choice_forms() {
         let tools = json!([{"type": "function", "name": "a"}, {"type": "function", "name": "b"}]);
-        let f = form(json!("x"), tools.clone(), Some(json!({"type": "function", "name": "a"}))).unwrap();
-        assert_eq!(f.tool_choice, Some(json!({"type": "function", "function": {"name": "a"}})));
+        let f = form(
+            json!("x"),
+            tools.clone(),
+            Some(json!({"type": "function", "name": "a"})),
+        )
+        .unwrap();
+        assert_eq!(
+            f.tool_choice,
+            Some(json!({"type": "function", "function": {"name": "a"}}))
+        );
         let f = form(json!("x"), tools.clone(), Some(json!("required"))).unwrap();
         assert_eq!(f.tool_choice, Some(json!("required")));
         let allowed = json!({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]});
@@ -415,10 +447,26 @@ mod tests {
     #[test]
     fn bad_items_name_their_place() {
         let cases = [
-            (json!([{"role": "critic", "content": "x"}]), "input[0]", "critic"),
-            (json!([{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]), "input[0]", "text only"),
-            (json!([{"type": "function_call", "name": "f", "arguments": "{}"}]), "input[0]", "call_id"),
-            (json!([{"type": "function_call_output", "call_id": "c", "output": 3}]), "input[0]", "output"),
+            (
+                json!([{"role": "critic", "content": "x"}]),
+                "input[0]",
+                "critic",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]),
+                "input[0]",
+                "text only",
+            ),
+            (
+                json!([{"type": "function_call", "name": "f", "arguments": "{}"}]),
+                "input[0]",
+                "call_id",
+            ),
+            (
+                json!([{"type": "function_call_output", "call_id": "c", "output": 3}]),
+                "input[0]",
+                "output",
+            ),
             (json!(7), "input", "string"),
             (json!([]), "input", "empty"),
         ];

@@ -6,8 +6,8 @@
 //! - [`render`]: engine events → stream events and the final object (one code path for both).
 //! - [`store`]: finished responses kept in memory for retrieval and `previous_response_id`.
 
-pub mod input;
 pub mod handler;
+pub mod input;
 pub mod render;
 pub mod store;
 pub mod types;

@@ -322,7 +322,11 @@ impl ResponseRenderer {
             BlockKind::Call { call_id, name } => {
                 let (namespace, short) = self.public_name(name);
                 let mut item = if self.is_custom(name) {
-                    let input = if done { custom_tool_input(text) } else { String::new() };
+                    let input = if done {
+                        custom_tool_input(text)
+                    } else {
+                        String::new()
+                    };
                     json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": short, "input": input})
                 } else {
                     json!({"type": "function_call", "id": id, "call_id": call_id, "name": short,

@@ -90,13 +90,20 @@ fn check_stream(events: &[StreamEvent]) -> Vec<Value> {
             | "response.reasoning_text.delta"
             | "response.function_call_arguments.delta" => {
                 let i = index.unwrap();
-                assert!(i + 1 == added.len() && done.len() == i, "delta after add, before done");
+                assert!(
+                    i + 1 == added.len() && done.len() == i,
+                    "delta after add, before done"
+                );
                 assert_eq!(e.data["item_id"], added[i]["id"]);
                 texts[i].push_str(e.data["delta"].as_str().unwrap());
             }
             "response.output_text.done" | "response.reasoning_text.done" => {
                 let i = index.unwrap();
-                assert_eq!(e.data["text"].as_str().unwrap(), texts[i], "done = the deltas");
+                assert_eq!(
+                    e.data["text"].as_str().unwrap(),
+                    texts[i],
+                    "done = the deltas"
+                );
             }
             "response.function_call_arguments.done" => {
                 let i = index.unwrap();
@@ -126,7 +133,12 @@ fn check_stream(events: &[StreamEvent]) -> Vec<Value> {
 #[test]
 fn reasoning_text_and_a_call_stream_in_order_and_match_the_final_object() {
     let text = "<think>\nLook it up.\n</think>\n\nChecking.<tool_call>\n{\"name\": \"get\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
-    let pieces: Vec<String> = text.chars().collect::<Vec<_>>().chunks(3).map(|c| c.iter().collect()).collect();
+    let pieces: Vec<String> = text
+        .chars()
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|c| c.iter().collect())
+        .collect();
     let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
     let (events, response) = run(&refs, FinishReason::Stop);
     let items = check_stream(&events);
@@ -134,14 +146,20 @@ fn reasoning_text_and_a_call_stream_in_order_and_match_the_final_object() {
     assert_eq!(response.output, items);
     let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["reasoning", "message", "function_call"]);
-    assert_eq!(items[0]["content"], json!([{"type": "reasoning_text", "text": "Look it up."}]));
+    assert_eq!(
+        items[0]["content"],
+        json!([{"type": "reasoning_text", "text": "Look it up."}])
+    );
     assert_eq!(items[0]["summary"], json!([]));
     assert_eq!(items[1]["content"][0]["text"], "Checking.");
     assert_eq!(items[2]["arguments"], "{\"city\": \"Paris\"}");
     assert_eq!(items[2]["status"], "completed");
     assert!(items[2]["call_id"].as_str().unwrap().starts_with("call_"));
     let usage = response.usage.unwrap();
-    assert_eq!((usage.input_tokens, usage.output_tokens, usage.total_tokens), (10, refs.len(), 10 + refs.len()));
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+        (10, refs.len(), 10 + refs.len())
+    );
     assert_eq!(usage.input_tokens_details.cached_tokens, 4);
     assert!(usage.output_tokens_details.reasoning_tokens > 0);
 
@@ -157,7 +175,11 @@ fn reasoning_text_and_a_call_stream_in_order_and_match_the_final_object() {
             })
             .collect()
     };
-    assert_eq!(strip(&whole.output), strip(&response.output), "chunking changes nothing");
+    assert_eq!(
+        strip(&whole.output),
+        strip(&response.output),
+        "chunking changes nothing"
+    );
 }
 
 #[test]
@@ -187,12 +209,18 @@ fn a_length_cut_is_incomplete_and_failures_are_failed() {
     let items = check_stream(&events);
     assert_eq!(events.last().unwrap().kind, "response.incomplete");
     assert_eq!(response.status, "incomplete");
-    assert_eq!(response.incomplete_details.unwrap().reason, "max_output_tokens");
+    assert_eq!(
+        response.incomplete_details.unwrap().reason,
+        "max_output_tokens"
+    );
     assert_eq!(items[0]["status"], "incomplete");
 
     let (events, response) = run(&[], FinishReason::Stop);
     let items = check_stream(&events);
-    assert_eq!(items[0]["type"], "message", "an empty turn still has a message");
+    assert_eq!(
+        items[0]["type"], "message",
+        "an empty turn still has a message"
+    );
     assert_eq!(response.status, "completed");
 
     let shell = ResponseObject::in_progress("resp_2".into(), "m".into(), 1);

@@ -175,16 +175,25 @@ mod tests {
         store.insert_at(stored("c", 0), t0 + Duration::from_secs(5));
         assert!(store.get_at("a", t0).is_none(), "count: the oldest goes");
         assert!(store.get_at("b", t0 + Duration::from_secs(9)).is_some());
-        assert!(store.get_at("b", t0 + Duration::from_secs(11)).is_none(), "age");
+        assert!(
+            store.get_at("b", t0 + Duration::from_secs(11)).is_none(),
+            "age"
+        );
         assert!(store.get_at("c", t0 + Duration::from_secs(11)).is_some());
         assert_eq!(store.len(), 1);
 
         store.insert_at(stored("big", 6_000), t0 + Duration::from_secs(12));
         store.insert_at(stored("big2", 6_000), t0 + Duration::from_secs(12));
-        assert!(store.get_at("big", t0 + Duration::from_secs(12)).is_none(), "size");
+        assert!(
+            store.get_at("big", t0 + Duration::from_secs(12)).is_none(),
+            "size"
+        );
         assert!(store.get_at("big2", t0 + Duration::from_secs(12)).is_some());
         store.insert_at(stored("huge", 20_000), t0 + Duration::from_secs(12));
-        assert!(store.get_at("huge", t0 + Duration::from_secs(12)).is_none(), "too big to keep");
+        assert!(
+            store.get_at("huge", t0 + Duration::from_secs(12)).is_none(),
+            "too big to keep"
+        );
         assert!(store.get_at("big2", t0 + Duration::from_secs(12)).is_some());
     }
 }

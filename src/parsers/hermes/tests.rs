@@ -217,7 +217,11 @@ fn a_cut_leaks_no_call_markup() {
             "",
             0,
         ),
-        ("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": ", "", 1),
+        (
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": ",
+            "",
+            1,
+        ),
     ] {
         let mut p = HermesToolParser::new();
         let mut out = p.push(text);
