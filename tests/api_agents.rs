@@ -7,9 +7,8 @@ mod api_common;
 
 use api_common::*;
 use serde_json::{Value, json};
-use std::io::BufRead;
+use std::io::Read;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 /// The seed's own command: a key and nothing else (no parser flags).
 fn plain() -> &'static TestServer {
@@ -23,31 +22,13 @@ fn parsers_off() -> &'static TestServer {
     S.get_or_init(|| start(&["--tool-call-parser", "none", "--reasoning-parser", "none"]))
 }
 
-/// `event: NAME` + `data: JSON` blocks; keep-alive comments are skipped. Checks that every
-/// event is named and that the name is the data's `type`.
-pub fn named_events(raw: &str) -> Vec<(String, Value)> {
-    assert!(raw.ends_with("\n\n"), "{raw:?}");
-    raw.split("\n\n")
-        .filter(|b| !b.is_empty() && !b.starts_with(':'))
-        .map(|block| {
-            let (name, data) = block
-                .strip_prefix("event: ")
-                .and_then(|b| b.split_once("\ndata: "))
-                .unwrap_or_else(|| panic!("not an event: line then a data: line: {block:?}"));
-            let data: Value = serde_json::from_str(data).expect("event JSON");
-            assert_eq!(data["type"], name, "{block}");
-            (name.to_owned(), data)
-        })
-        .collect()
-}
-
 fn sse(s: &TestServer, path: &str, body: &Value) -> Vec<(String, Value)> {
     let (status, ct, mut reader) = s.open_stream(path, body);
     let mut raw = String::new();
     reader.read_to_string(&mut raw).unwrap();
     assert_eq!(status, 200, "{raw}");
     assert!(ct.unwrap_or_default().starts_with("text/event-stream"));
-    named_events(&raw)
+    parse_named_sse(&raw)
 }
 
 fn forced_weather() -> Value {
@@ -390,17 +371,7 @@ fn responses_bad_requests_are_400s() {
 fn responses_disconnect_cancels_and_is_counted() {
     let s = plain();
     let body = json!({"input": "Tell a long story.", "stream": true});
-    let (status, _, mut reader) = s.open_stream("/v1/responses", &body);
-    assert_eq!(status, 200);
-    let mut line = String::new();
-    for _ in 0..12 {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
-    drop(reader);
-    let start = Instant::now();
-    s.wait_idle();
-    assert!(start.elapsed() < Duration::from_secs(20));
+    s.hang_up_after("/v1/responses", &body, 12);
     let metrics = s.get("/metrics").body;
     assert!(
         metrics.contains(r#"route="/v1/responses",status="200""#),

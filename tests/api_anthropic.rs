@@ -72,22 +72,6 @@ fn anthropic_error(text: &str, kind: &str) {
     );
 }
 
-/// Named events (`event:` then `data:`), skipping keep-alive comments.
-fn events(raw: &str) -> Vec<(String, Value)> {
-    raw.split("\n\n")
-        .filter(|b| !b.is_empty() && !b.starts_with(':'))
-        .map(|b| {
-            let (name, data) = b
-                .strip_prefix("event: ")
-                .and_then(|b| b.split_once("\ndata: "))
-                .unwrap_or_else(|| panic!("unnamed event: {b:?}"));
-            let data: Value = serde_json::from_str(data).unwrap();
-            assert_eq!(data["type"], name);
-            (name.to_owned(), data)
-        })
-        .collect()
-}
-
 fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
 }
@@ -183,7 +167,7 @@ fn streams_are_named_ping_early_and_match_the_json_answer() {
     let (status, ct, raw) = messages(&streamed);
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/event-stream"));
-    let evs = events(&raw);
+    let evs = parse_named_sse(&raw);
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names[..3], ["message_start", "ping", "content_block_start"]);
     assert_eq!(
@@ -223,7 +207,7 @@ fn forced_tool_use_streams_its_input_and_results_go_back() {
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);
     let (_, _, raw) = messages(&streamed);
-    let evs = events(&raw);
+    let evs = parse_named_sse(&raw);
     let start = evs
         .iter()
         .find(|(n, e)| n == "content_block_start" && e["content_block"]["type"] == "tool_use")

@@ -479,19 +479,10 @@ fn too_large(s: &TestServer) -> Reply {
 /// Dropping the connection mid-stream cancels the request: the engine frees its sequence.
 #[test]
 fn client_disconnect_cancels_the_request() {
+    let _one_at_a_time = exclusive_small_server();
     let s = small_server();
     let body = json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true, "stream": true});
-    let (status, _, mut reader) = s.open_stream("/v1/chat/completions", &body);
-    assert_eq!(status, 200);
-    let mut line = String::new();
-    for _ in 0..6 {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
-    drop(reader);
-    let start = Instant::now();
-    s.wait_idle();
-    assert!(start.elapsed() < Duration::from_secs(20));
+    s.hang_up_after("/v1/chat/completions", &body, 6);
 
     // A non-streamed request whose client gives up is cancelled too.
     let agent = ureq::AgentBuilder::new()
@@ -504,9 +495,17 @@ fn client_disconnect_cancels_the_request() {
     s.wait_idle();
 }
 
+/// The tests that fill the one-slot server take turns: run side by side, one's requests take
+/// the other's slots.
+fn exclusive_small_server() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// With one running slot and one waiting slot, the third request is refused with 429.
 #[test]
 fn overload_is_429() {
+    let _one_at_a_time = exclusive_small_server();
     let s = small_server();
     s.wait_idle();
     let body = json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true, "stream": true});

@@ -2,6 +2,8 @@
 //! Failures are rendered in Anthropic's shape by the router's layer for these routes (see
 //! [`super::error`]), so the handlers return the API's usual error type.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +16,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
 use crate::api::request_builder::random_id;
 use crate::api::responses::render::StreamEvent;
-use crate::api::state::AppState;
+use crate::api::state::{AppState, Ready};
 use crate::api::turn::{self, Generation, MaxTokens, TurnRenderer, TurnSpec};
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::engine::Event;
@@ -24,15 +26,15 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<MessagesRequest>,
 ) -> ApiResult<Response> {
-    let ready = state.ready()?;
-    let config = state.config();
-    let model = ready.serve_model(Some(&req.model), config.strict_model_name)?;
-    let form = chat_form(
+    let (ready, model, form) = conversation(
+        &state,
+        Some(&req.model),
         req.system.as_ref(),
         &req.messages,
         req.tools.as_deref(),
         req.tool_choice.as_ref(),
     )?;
+    let config = state.config();
     let response_format = output_format(req.output_config.as_ref())?;
     let mut spec = turn_spec(&form, req.thinking.as_ref());
     spec.response_format = response_format.as_ref();
@@ -73,18 +75,32 @@ pub async fn count_tokens(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CountTokensRequest>,
 ) -> ApiResult<Json<Value>> {
-    let ready = state.ready()?;
-    let config = state.config();
-    ready.serve_model(req.model.as_deref(), config.strict_model_name)?;
-    let form = chat_form(
+    let (ready, _, form) = conversation(
+        &state,
+        req.model.as_deref(),
         req.system.as_ref(),
         &req.messages,
         req.tools.as_deref(),
         req.tool_choice.as_ref(),
     )?;
     let spec = turn_spec(&form, req.thinking.as_ref());
-    let prompt = turn::render(&ready, config, &spec)?;
+    let prompt = turn::render(&ready, state.config(), &spec)?;
     Ok(Json(json!({"input_tokens": prompt.ids.len()})))
+}
+
+/// The loaded model, the model name to report, and the request's conversation in chat form.
+fn conversation(
+    state: &AppState,
+    model: Option<&str>,
+    system: Option<&Value>,
+    messages: &[Value],
+    tools: Option<&[Value]>,
+    tool_choice: Option<&Value>,
+) -> ApiResult<(Arc<Ready>, String, ChatForm)> {
+    let ready = state.ready()?;
+    let model = ready.serve_model(model, state.config().strict_model_name)?;
+    let form = chat_form(system, messages, tools, tool_choice)?;
+    Ok((ready, model, form))
 }
 
 /// The turn of a Messages request: Qwen3 thinks only when `thinking` asks for it, as
