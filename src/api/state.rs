@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
+use super::metrics_vllm::MetricsCompat;
 use crate::cli::serve::{Loaded, ServeArgs};
 use crate::engine::EngineHandle;
 use crate::error::{Error, Result};
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     /// `--seed`: used by requests that set none.
     pub default_seed: Option<u64>,
     pub shutdown_timeout: Duration,
+    /// `--metrics-compat`: extra metric names on `/metrics`.
+    pub metrics_compat: MetricsCompat,
     pub limits: Limits,
 }
 
@@ -101,6 +104,7 @@ impl ServerConfig {
             auto_tool_choice: args.enable_auto_tool_choice,
             default_seed: args.seed,
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+            metrics_compat: args.metrics_compat,
             limits: Limits::default(),
         })
     }

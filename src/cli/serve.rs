@@ -1,6 +1,7 @@
 //! `tealight serve`: load the model, start the engine, serve the OpenAI API.
 //! Flags follow vLLM's names so existing command lines work unchanged.
 
+use crate::api::metrics_vllm::MetricsCompat;
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::error::{Error, Result};
@@ -118,6 +119,11 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Also expose vLLM's metric names on /metrics (`vllm:num_requests_waiting`, …) for
+    /// routers, autoscalers and dashboards configured for vLLM.
+    #[arg(long, value_enum, default_value = "none")]
+    pub metrics_compat: MetricsCompat,
 
     /// Accepted for vLLM compatibility; tealight runs one device per process.
     #[arg(long, default_value_t = 1, hide = true)]

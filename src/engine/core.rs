@@ -31,6 +31,11 @@ impl EngineCore {
         let mut stats = StepStats::default();
         let waiting_before: Vec<u64> = self.scheduler.waiting.iter().map(|e| e.core.id).collect();
         let chunks = self.scheduler.schedule(&mut stats);
+        // Count the admitted requests as running before they leave the waiting count, so a
+        // scrape during this step sees them (routers read both gauges every few ms).
+        self.metrics
+            .requests_running
+            .set(self.scheduler.running.len() as i64);
         self.note_admissions(&waiting_before, &stats);
         if chunks.is_empty() {
             self.update_gauges();
@@ -228,7 +233,16 @@ impl EngineCore {
     fn update_gauges(&self) {
         let s = &self.scheduler;
         self.metrics.requests_running.set(s.running.len() as i64);
-        self.metrics.requests_waiting.set(s.waiting.len() as i64);
+        // A waiting entry that was admitted before has been preempted; the others are still
+        // counted in `queued`.
+        let preempted = s
+            .waiting
+            .iter()
+            .filter(|e| e.data.cached_prompt_tokens.is_some())
+            .count();
+        self.metrics.set_preempted_waiting(preempted);
+        self.metrics
+            .set_waiting(self.queued.load(Ordering::Relaxed));
         self.metrics.kv_blocks_used.set(s.blocks.num_used() as i64);
         self.metrics
             .kv_blocks_total
