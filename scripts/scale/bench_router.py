@@ -77,11 +77,20 @@ def run_sessions(router_url: str, workload, concurrency: int) -> tuple[float, li
     return time.perf_counter() - start, latencies
 
 
-def hit_rates(args, kv_memory: str, label: str) -> list[dict]:
+def prompt_tokens(url: str, messages) -> int:
+    r = requests.post(f"{url}/tokenize", json={"model": MODEL, "messages": messages}, timeout=60)
+    r.raise_for_status()
+    return r.json()["count"]
+
+
+def hit_rates(args, kv_memory: str, label: str) -> tuple[list[dict], int]:
+    """Rows per policy, and the prompt tokens of one session's request."""
     flags = ["--kv-cache-memory", kv_memory]
     replicas = [start_replica(LOG_DIR, flags, f"hits{i}", threads=1) for i in range(2)]
     rows = []
     try:
+        sample = session_requests(0, 1, 1, args.prefix_words)[0][1]
+        tokens = prompt_tokens(replicas[0].url, sample)
         for seed, policy in enumerate(["round_robin", "consistent_hash", "cache_aware"]):
             router = start_router([r.url for r in replicas], policy, LOG_DIR)
             try:
@@ -103,7 +112,7 @@ def hit_rates(args, kv_memory: str, label: str) -> list[dict]:
     finally:
         for r in replicas:
             r.stop()
-    return rows
+    return rows, tokens
 
 
 class Scraper:
@@ -211,12 +220,12 @@ def main() -> None:
         args.sessions, args.rounds, args.num_prompts = 8, 3, 16
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     print(f"binary: {tealight_binary()}", flush=True)
-    # The sessions' prefixes need about sessions * (prefix + question) * 1 KiB of KV (the
-    # embedded model keeps 1 KiB per token in f32); "tight" holds about half of them per replica.
-    session_tokens = int(args.prefix_words * 1.1) + 40
-    tight_mib = max(1, args.sessions * session_tokens // 2 // 1024 * 9 // 10)
-    hits = hit_rates(args, "64MiB", "holds all sessions")
-    hits += hit_rates(args, f"{tight_mib}MiB", f"{tight_mib} MiB: about half the sessions")
+    hits, session_tokens = hit_rates(args, "64MiB", "64 MiB: every session")
+    # The embedded model keeps 1 KiB of KV per token (f32): a budget for about half of the
+    # sessions' prompts on each replica (round robin needs all of them on both).
+    tight_kib = args.sessions * session_tokens // 2
+    tight, _ = hit_rates(args, f"{tight_kib}KiB", f"{tight_kib} KiB: half the sessions")
+    hits += tight
     rows, scrape = throughput(args)
     report = {"binary": str(tealight_binary()), "hit_rates": hits, "throughput": rows,
               "metrics_latency": scrape, "args": {k: str(v) for k, v in vars(args).items()}}

@@ -91,10 +91,10 @@ class Process:
 
 
 def start_replica(log_dir: Path, flags: list[str] | None = None, name: str = "replica",
-                  threads: int | None = None) -> Process:
+                  threads: int | None = None, binary: Path | None = None) -> Process:
     port = free_port()
     args = [
-        str(tealight_binary()), "serve",
+        str(binary or tealight_binary()), "serve",
         "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", "4096", "--disable-log-requests",
     ]

@@ -101,7 +101,7 @@ impl Default for HttpMetrics {
 }
 
 /// Everything `/metrics` reports, as metric families ready to encode.
-pub fn gather(state: &AppState) -> Vec<MetricFamily> {
+fn gather(state: &AppState) -> Vec<MetricFamily> {
     let http = state.http_metrics();
     let mut families = Vec::new();
     let ready = state.loaded();

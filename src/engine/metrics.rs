@@ -1,10 +1,7 @@
 //! Engine counters for `/metrics`, named after vLLM's (`vllm:` → `tealight:`) so existing
 //! dashboards map over.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct EngineMetrics {
@@ -114,17 +111,9 @@ impl EngineMetrics {
         }
     }
 
-    /// The registry, so the API can add its own metrics beside the engine's.
+    /// The registry (`/metrics` gathers it with the API's own).
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// Prometheus text exposition of everything registered.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metrics.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
     }
 
     /// Sets the waiting gauge to the requests waiting right now: `never_admitted` accepted

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import MODEL, ROOT
+from conftest import BINARY, MODEL, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts" / "scale"))
 from replicas import start_replica  # noqa: E402
@@ -30,7 +30,7 @@ def metrics_server():
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     replica = start_replica(LOG_DIR, [
         "--kv-cache-memory", "64MiB", "--max-num-seqs", str(MAX_NUM_SEQS),
-        "--metrics-compat", "vllm"], "metrics", threads=1)
+        "--metrics-compat", "vllm"], "metrics", threads=1, binary=BINARY)
     yield replica.url
     replica.stop()
 

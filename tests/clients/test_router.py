@@ -12,7 +12,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import MODEL, ROOT
+from conftest import BINARY, MODEL, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts" / "scale"))
 from replicas import PrefixCounters, scrape, start_replica, start_router  # noqa: E402
@@ -24,7 +24,7 @@ REPLICA_FLAGS = ["--kv-cache-memory", "64MiB", "--seed", "7"]
 @pytest.fixture(scope="module")
 def pair():
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    replicas = [start_replica(LOG_DIR, REPLICA_FLAGS, f"replica{i}", threads=1)
+    replicas = [start_replica(LOG_DIR, REPLICA_FLAGS, f"replica{i}", threads=1, binary=BINARY)
                 for i in range(2)]
     routers = []
 
@@ -161,8 +161,9 @@ def stream_until_done(url: str, seed: int, outcome: dict) -> None:
 
 def test_losing_a_replica_mid_load():
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    survivor, victim = (start_replica(LOG_DIR, REPLICA_FLAGS, f"kill{i}", threads=1)
-                        for i in range(2))
+    survivor, victim = (
+        start_replica(LOG_DIR, REPLICA_FLAGS, f"kill{i}", threads=1, binary=BINARY)
+        for i in range(2))
     router = start_router([survivor.url, victim.url], "round_robin", LOG_DIR)
     try:
         outcomes = [{} for _ in range(6)]
