@@ -124,33 +124,28 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-/// Bytes the KV cache may take on a CUDA device: `utilization` of the card's memory, minus
-/// what is already in use (the weights, loaded before this is called).
-pub fn kv_budget_after_weights(device: &Device, utilization: f64) -> Result<usize> {
-    let (free, total) = device_memory(device)?;
-    let used = total.saturating_sub(free);
-    let budget = (total as f64 * utilization) as usize;
-    let kv = budget.saturating_sub(used);
-    if kv == 0 {
-        return Err(Error::Device(format!(
-            "no GPU memory left for the KV cache: {used} of {total} bytes are in use and \
-             --gpu-memory-utilization {utilization} allows {budget}; raise it or use a smaller model"
-        )));
-    }
-    Ok(kv)
+/// A device's memory as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub free: usize,
+    pub total: usize,
 }
 
+/// Free and total memory of a CUDA device (an error on the CPU or in a CPU-only build).
 #[cfg(feature = "cuda")]
-fn device_memory(device: &Device) -> Result<(usize, usize)> {
+pub fn device_memory(device: &Device) -> Result<DeviceMemory> {
     let cuda = device.as_cuda_device()?;
-    cuda.cuda_stream()
+    let (free, total) = cuda
+        .cuda_stream()
         .context()
         .mem_get_info()
-        .map_err(|e| Error::Device(format!("cannot query GPU memory: {e}")))
+        .map_err(|e| Error::Device(format!("cannot query GPU memory: {e}")))?;
+    Ok(DeviceMemory { free, total })
 }
 
+/// Free and total memory of a CUDA device (an error on the CPU or in a CPU-only build).
 #[cfg(not(feature = "cuda"))]
-fn device_memory(_device: &Device) -> Result<(usize, usize)> {
+pub fn device_memory(_device: &Device) -> Result<DeviceMemory> {
     Err(Error::Device(
         "GPU memory can only be queried in a `cuda` build".into(),
     ))

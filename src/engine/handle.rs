@@ -11,13 +11,14 @@ use super::config::EngineConfig;
 use super::core::EngineCore;
 use super::metrics::EngineMetrics;
 use super::request::{Event, GenerationRequest};
+use super::rules;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
 use super::stop_strings::StopStrings;
 use crate::error::{Error, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
-use crate::sampling::{Sampler, SequenceSampler};
+use crate::sampling::SequenceSampler;
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -136,16 +137,15 @@ impl EngineHandle {
             ),
         );
         let max_waiting = config.max_waiting;
-        let core = EngineCore {
+        let core = EngineCore::new(
             model,
             cache,
             scheduler,
-            sampler: Sampler::new(),
             config,
             eos_ids,
-            metrics: metrics.clone(),
-            queued: queued.clone(),
-        };
+            metrics.clone(),
+            queued.clone(),
+        );
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tealight-engine".into())
@@ -216,27 +216,9 @@ impl EngineHandle {
         }
         let prompt_len = request.prompt_ids.len();
         let limit = self.info.max_model_len;
-        if prompt_len == 0 {
-            return Err(Error::invalid("prompt", "the prompt is empty"));
-        }
-        if prompt_len >= limit {
-            return Err(Error::invalid(
-                "messages",
-                format!(
-                    "This model's maximum context length is {limit} tokens. However, your prompt has \
-                     {prompt_len} tokens, which leaves no room for a completion."
-                ),
-            ));
-        }
-        if let Some(&bad) = request
-            .prompt_ids
-            .iter()
-            .find(|&&t| t as usize >= self.info.vocab_size)
-        {
-            return Err(Error::invalid(
-                "prompt",
-                format!("token id {bad} is out of the vocabulary"),
-            ));
+        rules::prompt_fits(prompt_len, limit, "prompt")?;
+        for &id in &request.prompt_ids {
+            rules::token_id(i64::from(id), self.info.vocab_size, "prompt")?;
         }
         let guided = self.compile_guided(&request)?;
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
@@ -309,7 +291,7 @@ fn run_loop(mut core: EngineCore, commands: mpsc::Receiver<Command>) {
     let mut deadline: Option<Instant> = None;
     loop {
         // Block while idle; otherwise take whatever arrived and keep stepping.
-        if core.scheduler.is_idle() {
+        if core.is_idle() {
             if deadline.is_some() {
                 return;
             }
@@ -326,7 +308,7 @@ fn run_loop(mut core: EngineCore, commands: mpsc::Receiver<Command>) {
             core.abort_all();
             return;
         }
-        if !core.step() && !core.scheduler.is_idle() {
+        if !core.step() && !core.is_idle() {
             // Nothing could be scheduled (e.g. all waiting requests were cancelled this step).
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -335,7 +317,7 @@ fn run_loop(mut core: EngineCore, commands: mpsc::Receiver<Command>) {
 
 fn apply(core: &mut EngineCore, cmd: Command, deadline: &mut Option<Instant>) {
     match cmd {
-        Command::Submit(entry) => core.scheduler.add(*entry),
+        Command::Submit(entry) => core.add(*entry),
         Command::Drain { deadline: d } => *deadline = Some(d),
     }
 }
