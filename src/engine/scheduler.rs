@@ -301,7 +301,11 @@ impl<T> Scheduler<T> {
         Occupancy {
             running: self.running.len(),
             waiting: self.waiting.len(),
-            preempted_waiting: self.waiting.iter().filter(|e| e.core.preemptions > 0).count(),
+            preempted_waiting: self
+                .waiting
+                .iter()
+                .filter(|e| e.core.preemptions > 0)
+                .count(),
             blocks_used: self.blocks.num_used(),
             blocks_total: self.blocks.num_blocks(),
         }

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 
@@ -16,9 +15,7 @@ import requests
 import yaml
 
 from conftest import BINARY, MODEL, ROOT
-
-sys.path.insert(0, str(ROOT / "scripts" / "scale"))
-from replicas import start_replica  # noqa: E402
+from replicas import start_replica  # on the path through conftest
 
 LOG_DIR = ROOT / "target" / "metrics-tests"
 MAX_NUM_SEQS = 2

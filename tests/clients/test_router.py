@@ -4,7 +4,6 @@ and losing a replica mid-load fails only the requests it held."""
 
 import json
 import random
-import sys
 import threading
 import time
 
@@ -13,9 +12,7 @@ import requests
 from openai import OpenAI
 
 from conftest import BINARY, MODEL, ROOT
-
-sys.path.insert(0, str(ROOT / "scripts" / "scale"))
-from replicas import PrefixCounters, scrape, start_replica, start_router  # noqa: E402
+from replicas import PrefixCounters, scrape, start_replica, start_router  # on the path through conftest
 
 LOG_DIR = ROOT / "target" / "router-tests"
 REPLICA_FLAGS = ["--kv-cache-memory", "64MiB", "--seed", "7"]
