@@ -2,8 +2,8 @@
 //! layer's own request counter.
 //!
 //! Load-aware routers scrape this often (the inference gateway's endpoint picker every 50 ms),
-//! so a scrape only reads atomics and encodes once: no lock the engine thread takes. Their
-//! three signals are plain gauges with one series each — `tealight:num_requests_waiting`,
+//! so a scrape only reads the metrics' atomics and encodes once; the engine thread never waits
+//! for it. Their three signals are plain gauges with one series each — `tealight:num_requests_waiting`,
 //! `tealight:num_requests_running` and `tealight:kv_cache_usage_perc` (0–1) — plus
 //! `tealight:cache_config_info{block_size,num_gpu_blocks}` for prefix-aware pickers.
 //! `--metrics-compat vllm` adds vLLM's names beside them ([`super::metrics_vllm`]).
