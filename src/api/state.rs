@@ -169,14 +169,22 @@ impl AppState {
         self.0.ready.get()
     }
 
-    /// The loaded model for a request that needs it: 503 while loading or draining.
+    /// The loaded model for a request that needs it: 503 while loading or draining, and once
+    /// the engine has died.
     pub fn ready(&self) -> ApiResult<Arc<Ready>> {
         if self.is_draining() {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
-        self.loaded()
+        let ready = self
+            .loaded()
             .cloned()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading"))
+            .ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
+        if let Some(why) = ready.engine.liveness().cause() {
+            return Err(ApiError::unavailable(format!(
+                "the engine has stopped: {why}"
+            )));
+        }
+        Ok(ready)
     }
 
     pub fn is_draining(&self) -> bool {

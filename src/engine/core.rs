@@ -18,6 +18,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 type Running = Entry<RequestState>;
 
+/// What one call of [`EngineCore::step`] did.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// Nothing was scheduled.
+    Idle,
+    Ran,
+    /// The step failed and its requests were failed with it.
+    Failed(String),
+}
+
 pub struct EngineCore {
     model: Qwen3Model,
     cache: KvCache,
@@ -60,8 +70,13 @@ impl EngineCore {
         self.scheduler.is_idle()
     }
 
-    /// Runs one step. Returns false when there was nothing to do.
-    pub fn step(&mut self) -> bool {
+    /// A warm-up step on the real pool (see [`super::startup::warm_up`]).
+    pub fn warm_up(&mut self) -> Result<()> {
+        super::startup::warm_up(&self.model, &self.cache, self.config.attention_backend)
+    }
+
+    /// Runs one step.
+    pub fn step(&mut self) -> StepOutcome {
         self.drop_cancelled();
         let plan = self.scheduler.schedule();
         // Count the admitted requests as running before they leave the waiting count, so a
@@ -72,15 +87,19 @@ impl EngineCore {
         self.note_admissions(&plan);
         if plan.is_empty() {
             self.update_gauges();
-            return false;
+            return StepOutcome::Idle;
         }
-        if let Err(e) = self.run(&plan) {
-            tracing::error!(error = %e, "engine step failed; failing the requests in it");
-            self.fail_running(&format!("engine error: {e}"));
-        }
+        let outcome = match self.run(&plan) {
+            Ok(()) => StepOutcome::Ran,
+            Err(e) => {
+                tracing::error!(error = %e, "engine step failed; failing the requests in it");
+                self.fail_running(&format!("engine error: {e}"));
+                StepOutcome::Failed(e.to_string())
+            }
+        };
         self.retire();
         self.update_gauges();
-        true
+        outcome
     }
 
     fn run(&mut self, plan: &StepPlan) -> Result<()> {
@@ -184,6 +203,16 @@ impl EngineCore {
             }
         }
         self.retire();
+    }
+
+    /// Fails every request, running and waiting (the engine is going away).
+    pub fn fail_all(&mut self, message: &str) {
+        self.fail_running(message);
+        for entry in self.scheduler.drain_waiting() {
+            let _ = entry.data.events.send(Event::Error(message.to_owned()));
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.update_gauges();
     }
 
     /// Ends every request (shutdown past its deadline).
