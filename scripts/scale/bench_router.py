@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -86,7 +87,9 @@ def prompt_tokens(url: str, messages) -> int:
 def hit_rates(args, kv_memory: str, label: str) -> tuple[list[dict], int]:
     """Rows per policy, and the prompt tokens of one session's request."""
     flags = ["--kv-cache-memory", kv_memory]
-    replicas = [start_replica(LOG_DIR, flags, f"hits{i}", threads=1) for i in range(2)]
+    # A context that fits the smallest cache tried here.
+    replicas = [start_replica(LOG_DIR, flags, f"hits{i}", threads=1, max_model_len=1024)
+                for i in range(2)]
     rows = []
     try:
         sample = session_requests(0, 1, 1, args.prefix_words)[0][1]
@@ -148,7 +151,7 @@ class Scraper:
 
 
 def bench(url: str, args, tag: str) -> dict:
-    out = LOG_DIR / f"bench-{tag}.json"
+    out = LOG_DIR / ("bench-" + re.sub(r"[^a-z0-9]+", "-", tag.lower()).strip("-") + ".json")
     cmd = [str(tealight_binary()), "bench", "--base-url", f"{url}/v1", "--model", MODEL,
            "--tokenizer", str(ROOT / "models" / "qwen3-tiny"), "--endpoint", "chat",
            "--input-len", str(args.input_len), "--output-len", str(args.output_len),
@@ -214,19 +217,23 @@ def main() -> None:
     parser.add_argument("--num-prompts", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="--threads of each replica")
+    parser.add_argument("--part", choices=["all", "hits", "throughput"], default="all")
     parser.add_argument("--out", type=Path, default=LOG_DIR / "bench_router.json")
     args = parser.parse_args()
     if args.quick:
         args.sessions, args.rounds, args.num_prompts = 8, 3, 16
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     print(f"binary: {tealight_binary()}", flush=True)
-    hits, session_tokens = hit_rates(args, "64MiB", "64 MiB: every session")
-    # The embedded model keeps 1 KiB of KV per token (f32): a budget for about half of the
-    # sessions' prompts on each replica (round robin needs all of them on both).
-    tight_kib = args.sessions * session_tokens // 2
-    tight, _ = hit_rates(args, f"{tight_kib}KiB", f"{tight_kib} KiB: half the sessions")
-    hits += tight
-    rows, scrape = throughput(args)
+    hits, rows, scrape = [], [], {}
+    if args.part in ("all", "hits"):
+        hits, session_tokens = hit_rates(args, "64MiB", "64 MiB: every session")
+        # The embedded model keeps 1 KiB of KV per token (f32): a budget for about half of the
+        # sessions' prompts on each replica (round robin needs all of them on both).
+        tight_kib = args.sessions * session_tokens // 2
+        tight, _ = hit_rates(args, f"{tight_kib}KiB", f"{tight_kib} KiB: half the sessions")
+        hits += tight
+    if args.part in ("all", "throughput"):
+        rows, scrape = throughput(args)
     report = {"binary": str(tealight_binary()), "hit_rates": hits, "throughput": rows,
               "metrics_latency": scrape, "args": {k: str(v) for k, v in vars(args).items()}}
     args.out.write_text(json.dumps(report, indent=1))

@@ -91,12 +91,13 @@ class Process:
 
 
 def start_replica(log_dir: Path, flags: list[str] | None = None, name: str = "replica",
-                  threads: int | None = None, binary: Path | None = None) -> Process:
+                  threads: int | None = None, binary: Path | None = None,
+                  max_model_len: int = 4096) -> Process:
     port = free_port()
     args = [
         str(binary or tealight_binary()), "serve",
         "--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "4096", "--disable-log-requests",
+        "--max-model-len", str(max_model_len), "--disable-log-requests",
     ]
     if threads is not None:
         args += ["--threads", str(threads)]
