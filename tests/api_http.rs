@@ -413,7 +413,7 @@ fn metrics_expose_engine_and_http_counters() {
         "tealight:num_requests_running",
         "tealight:num_requests_waiting",
         "tealight:kv_cache_blocks_used",
-        "tealight:kv_cache_blocks_total",
+        "tealight:kv_cache_capacity_blocks",
         "tealight:kv_cache_usage_perc",
         "tealight:prefix_cache_hit_rate",
         "tealight:prefix_cache_queries_total",

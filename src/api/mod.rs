@@ -9,7 +9,7 @@
 //! - `GET /v1/models`
 //! - `POST /tokenize`, `POST /detokenize` (vLLM's shapes)
 //! - `GET /health` (200 ready; 503 while loading or draining), `GET|POST /ping`, `GET /version`,
-//!   `GET /metrics` (Prometheus text)
+//!   `GET /metrics` (Prometheus text; see [`metrics`])
 //!
 //! Errors: every failure is `{"error": {"message", "type", "param", "code"}}`, vLLM's current
 //! shape (`type` a class name such as `BadRequestError`, `code` the HTTP status); see
@@ -44,6 +44,7 @@ pub mod health;
 pub mod logprobs;
 pub mod messages;
 pub mod metrics;
+pub mod metrics_vllm;
 pub mod models;
 pub mod request_builder;
 pub mod responses;

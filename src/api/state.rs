@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
+use super::metrics_vllm::MetricsCompat;
 use super::responses::store::{ResponseStore, StoreLimits};
 use crate::engine::EngineHandle;
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     /// `--seed`: used by requests that set none.
     pub default_seed: Option<u64>,
     pub shutdown_timeout: Duration,
+    /// `--metrics-compat`: extra metric names on `/metrics`.
+    pub metrics_compat: MetricsCompat,
     pub limits: Limits,
     /// `--strict-model-name`: the agent APIs (`/v1/responses`, `/v1/messages`) answer 404 for
     /// a model name that is not served, as chat completions do. Off by default: agents ask

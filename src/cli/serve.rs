@@ -1,6 +1,7 @@
 //! `tealight serve`'s flags. They follow vLLM's names so existing command lines work unchanged;
 //! [`crate::server`] turns them into a running server.
 
+use crate::api::metrics_vllm::MetricsCompat;
 use crate::device::DeviceChoice;
 use crate::model::AttentionBackend;
 use crate::model::loader::DtypeChoice;
@@ -122,6 +123,11 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Also expose vLLM's metric names on /metrics (`vllm:num_requests_waiting`, …) for
+    /// routers, autoscalers and dashboards configured for vLLM.
+    #[arg(long, value_enum, default_value = "none")]
+    pub metrics_compat: MetricsCompat,
 
     /// Accepted for vLLM compatibility; tealight runs one device per process.
     #[arg(long, default_value_t = 1, hide = true)]

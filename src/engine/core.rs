@@ -79,6 +79,11 @@ impl EngineCore {
     pub fn step(&mut self) -> StepOutcome {
         self.drop_cancelled();
         let plan = self.scheduler.schedule();
+        // Count the admitted requests as running before they leave the waiting count, so a
+        // scrape during this step sees them (routers read both gauges every few ms).
+        self.metrics
+            .requests_running
+            .set(self.scheduler.occupancy().running as i64);
         self.note_admissions(&plan);
         if plan.is_empty() {
             self.update_gauges();
@@ -227,7 +232,11 @@ impl EngineCore {
     fn update_gauges(&self) {
         let o = self.scheduler.occupancy();
         self.metrics.requests_running.set(o.running as i64);
-        self.metrics.requests_waiting.set(o.waiting as i64);
+        // Preempted requests wait to resume; the never-admitted ones are in `queued`, which
+        // also counts those still on their way to this thread.
+        self.metrics.set_preempted_waiting(o.preempted_waiting);
+        self.metrics
+            .set_waiting(self.queued.load(Ordering::Relaxed));
         self.metrics.kv_blocks_used.set(o.blocks_used as i64);
         self.metrics.kv_blocks_total.set(o.blocks_total as i64);
     }

@@ -168,6 +168,13 @@ impl EngineHandle {
         &self.metrics
     }
 
+    /// Brings the gauges that can be read outside the engine thread up to this instant (the
+    /// waiting count includes requests submitted since the engine's last step).
+    pub fn refresh_metrics(&self) {
+        self.metrics
+            .set_waiting(self.queued.load(Ordering::Relaxed));
+    }
+
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
     }

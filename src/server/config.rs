@@ -47,6 +47,7 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         auto_tool_choice: tool_parser && !args.disable_auto_tool_choice,
         default_seed: args.seed,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        metrics_compat: args.metrics_compat,
         limits: Limits::default(),
         strict_model_name: args.strict_model_name,
         response_store: StoreLimits::default(),
