@@ -8,7 +8,7 @@
 
 use super::generic::GenericAttend;
 use crate::error::Result;
-use crate::model::batch::{BatchInput, SequenceChunk, slot_of};
+use crate::model::batch::{BatchInput, slot_of};
 use crate::model::kv_cache::LayerKv;
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, WithDType, bail};
 use half::{bf16, f16};
@@ -65,22 +65,12 @@ impl CpuMetadata {
                 });
                 continue;
             }
-            let first = chunk.first_position();
             for start in (0..chunk.num_query_tokens).step_by(PREFILL_TILE) {
                 let len = PREFILL_TILE.min(chunk.num_query_tokens - start);
-                let tile = BatchInput {
-                    token_ids: Vec::new(),
-                    chunks: vec![SequenceChunk {
-                        num_query_tokens: len,
-                        context_len: first + start + len,
-                        block_table: chunk.block_table.clone(),
-                        needs_logits: false,
-                    }],
-                };
                 tiles.push(PrefillTile {
                     first_row: offsets[s] + start,
                     len,
-                    attend: GenericAttend::new(&tile, block_size, &device)?.in_f32(),
+                    attend: GenericAttend::tile(chunk, start, len, block_size, &device)?.in_f32(),
                 });
             }
         }
