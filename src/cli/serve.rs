@@ -79,6 +79,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attention_backend: AttentionBackend,
 
+    /// Where sampling runs: auto (host for CPU logits, device otherwise), host, device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sampler: crate::sampling::Backend,
+
     /// Split `<think>…</think>` into `reasoning_content` (qwen3).
     #[arg(long, value_name = "NAME")]
     pub reasoning_parser: Option<String>,
@@ -215,6 +219,7 @@ pub fn load(args: &ServeArgs) -> Result<Loaded> {
     config.max_waiting = args.max_waiting;
     config.enable_prefix_caching = args.prefix_caching();
     config.attention_backend = args.attention_backend;
+    config.sampler = args.sampler;
     let engine = Arc::new(EngineHandle::start(
         model,
         tokenizer.clone(),

@@ -1,6 +1,7 @@
 //! Engine limits and KV-pool sizing.
 
 use crate::model::{AttentionBackend, Qwen3Config};
+use crate::sampling::Backend as SamplerBackend;
 
 /// Default CPU KV budget when `--kv-cache-memory` is not given: at most this much...
 pub const DEFAULT_CPU_KV_BYTES: usize = 4 << 30;
@@ -26,6 +27,8 @@ pub struct EngineConfig {
     pub num_blocks: usize,
     pub enable_prefix_caching: bool,
     pub attention_backend: AttentionBackend,
+    /// Where truncation and sampling run.
+    pub sampler: SamplerBackend,
 }
 
 impl EngineConfig {
@@ -43,6 +46,7 @@ impl EngineConfig {
             num_blocks,
             enable_prefix_caching: true,
             attention_backend: AttentionBackend::Auto,
+            sampler: SamplerBackend::Auto,
         }
     }
 

@@ -140,7 +140,7 @@ impl EngineHandle {
             model,
             cache,
             scheduler,
-            sampler: Sampler::new(),
+            sampler: Sampler::with_backend(config.sampler),
             config,
             eos_ids,
             metrics: metrics.clone(),
