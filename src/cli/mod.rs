@@ -8,25 +8,16 @@ pub mod serve;
 use std::path::PathBuf;
 
 /// Where the embedded default model lives: `$TEALIGHT_DEFAULT_MODEL`, else `models/qwen3-tiny`
-/// of the source tree this binary was built from, else `./models/qwen3-tiny`. Its weights are
-/// made there on first use (`model::embedded`).
+/// of the source tree this binary was built from, else `./models/qwen3-tiny`.
 pub fn default_model_dir() -> PathBuf {
-    let dir = if let Some(dir) =
-        std::env::var_os("TEALIGHT_DEFAULT_MODEL").filter(|v| !v.is_empty())
-    {
-        PathBuf::from(dir)
-    } else {
-        let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny");
-        if built.is_dir() {
-            built
-        } else {
-            PathBuf::from("models/qwen3-tiny")
-        }
-    };
-    crate::model::embedded::ensure_weights(&dir).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the embedded model's weights could not be made");
-        dir
-    })
+    if let Some(dir) = std::env::var_os("TEALIGHT_DEFAULT_MODEL").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny");
+    if built.is_dir() {
+        return built;
+    }
+    PathBuf::from("models/qwen3-tiny")
 }
 
 /// Applies `--threads` before any thread pool exists (candle and rayon read it once).

@@ -2,7 +2,8 @@
 //! in the source tree, its random weights are not. They are made on first use from
 //! [`SyntheticSpec::tiny`], bit for bit the file the reference fixtures were recorded with (its
 //! SHA-256 is committed beside it and checked by the tests), so the 38 MiB of weights neither
-//! bloat the repository nor travel with every copy of the working tree.
+//! bloat the repository nor travel with every copy of the working tree. Resolving a checkpoint
+//! directory ([`super::checkpoint::CheckpointFiles::resolve`]) makes them.
 
 use super::synthetic::{SyntheticSpec, VOCAB, write_weights};
 use crate::error::{Error, Result};
