@@ -188,7 +188,11 @@ fn peak_of_one_layer(batch: &BatchInput, cache: &LayerKv) -> usize {
         .unwrap();
     assert_eq!(out.dims(), &[t, HEADS * HEAD_DIM]);
     assert!(
-        out.sum_all().unwrap().to_scalar::<f32>().unwrap().is_finite(),
+        out.sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .is_finite(),
         "attention output is not finite"
     );
     CEILING.store(usize::MAX, SeqCst);

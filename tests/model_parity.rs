@@ -31,7 +31,10 @@ fn generated_tiny_weights_are_the_recorded_ones() {
         "synthetic.rs no longer makes the weights the fixtures were recorded with"
     );
     let used = std::fs::read(tiny_model_dir().join("model.safetensors")).unwrap();
-    assert!(used == rebuilt, "the embedded model's weights differ from the generator's");
+    assert!(
+        used == rebuilt,
+        "the embedded model's weights differ from the generator's"
+    );
 }
 
 fn check_against_transformers(shape: &str, backend: AttentionBackend) {

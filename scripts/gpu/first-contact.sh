@@ -126,8 +126,7 @@ start_user_serve() { # checkpoint log
 }
 
 # ---- setup --------------------------------------------------------------------------------------
-PY_ANY="" PY_TORCH="" PY_SDK="" SETUP_OK=1 CKPT_4B="" CKPT_06B=""
-declare -A CKPT_JOB=()
+PY_ANY="" PY_TORCH="" PY_SDK="" SETUP_OK=1 CKPT_4B="" CKPT_06B="" CKPT_JOB=""
 
 has_module() { "$1" -c "import $2" >/dev/null 2>&1; }
 
@@ -182,40 +181,41 @@ PY
   if [[ $SMOKE -eq 1 ]]; then
     CKPT_4B="$REPO/models/qwen3-tiny" CKPT_06B="$REPO/models/qwen3-tiny"
   else
-    make_checkpoint_bg 4b
-    make_checkpoint_bg 0.6b
     CKPT_4B="$WORK/qwen3-4b" CKPT_06B="$WORK/qwen3-0.6b"
+    make_checkpoints_bg
   fi
 }
 
-make_checkpoint_bg() { # shape; its exit status lands in checkpoint-SHAPE.rc
-  local dir="$WORK/qwen3-$1"
-  [[ -f "$dir/config.json" ]] && return 0
+# Both checkpoints in one python process (one torch import), 4B first: stage a needs it first.
+# make_checkpoint.py marks each finished one with DIR/.complete; the job's exit status lands in
+# checkpoints.rc.
+make_checkpoints_bg() {
   [[ -n "$PY_TORCH" ]] || return 0
-  log "making the $1 checkpoint in the background"
-  rm -f "$WORK/checkpoint-$1.rc"
+  [[ -f "$CKPT_4B/.complete" && -f "$CKPT_06B/.complete" ]] && return 0
+  log "making the 4b and 0.6b checkpoints in the background"
+  rm -f "$WORK/checkpoints.rc"
   (
-    "$PY_TORCH" "$HERE/make_checkpoint.py" --shape "$1" --out "$dir" >"$WORK/checkpoint-$1.log" 2>&1
-    echo $? >"$WORK/checkpoint-$1.rc"
+    "$PY_TORCH" "$HERE/make_checkpoint.py" --shape 4b --out "$CKPT_4B" --shape 0.6b --out "$CKPT_06B" \
+      >"$WORK/checkpoints.log" 2>&1
+    echo $? >"$WORK/checkpoints.rc"
   ) &
-  CKPT_JOB[$1]=1
+  CKPT_JOB=1
 }
 
-# Waits for a background checkpoint within the stage's time.
+# Waits for a checkpoint of the background job within the stage's time.
 await_checkpoint() { # shape dir
-  local rc="$WORK/checkpoint-$1.rc"
-  if [[ -n "${CKPT_JOB[$1]:-}" ]]; then
-    while [[ ! -s "$rc" ]] && ((SECONDS < STAGE_END)); do sleep 1; done
-    if [[ ! -s "$rc" ]]; then
-      fail "the $1 checkpoint was not ready within the stage's time"
+  if [[ -n "$CKPT_JOB" ]]; then
+    while [[ ! -f "$2/.complete" && ! -s "$WORK/checkpoints.rc" ]] && ((SECONDS < STAGE_END)); do sleep 1; done
+    if [[ ! -f "$2/.complete" ]]; then
+      if [[ -s "$WORK/checkpoints.rc" ]]; then
+        tail -5 "$WORK/checkpoints.log"
+        fail "making the $1 checkpoint failed: $(tail -1 "$WORK/checkpoints.log")"
+      else
+        fail "the $1 checkpoint was not ready within the stage's time"
+      fi
       return 1
     fi
-    if [[ "$(cat "$rc")" != 0 ]]; then
-      tail -5 "$WORK/checkpoint-$1.log"
-      fail "making the $1 checkpoint failed: $(tail -1 "$WORK/checkpoint-$1.log")"
-      return 1
-    fi
-    log "$1 checkpoint: $(tail -1 "$WORK/checkpoint-$1.log")"
+    log "$1 checkpoint: $(grep -m1 "^$1 checkpoint" "$WORK/checkpoints.log")"
   fi
   [[ -f "$2/config.json" ]] || { fail "no $1 checkpoint in $2 (needs python with torch)"; return 1; }
 }

@@ -21,10 +21,8 @@ pub fn ensure_weights(dir: &Path) -> Result<PathBuf> {
     let Err(first) = write_weights_into(dir) else {
         return Ok(dir.to_path_buf());
     };
-    let copy = std::env::temp_dir().join(format!(
-        "tealight-qwen3-tiny-{}",
-        env!("CARGO_PKG_VERSION")
-    ));
+    let copy =
+        std::env::temp_dir().join(format!("tealight-qwen3-tiny-{}", env!("CARGO_PKG_VERSION")));
     if !copy.join(WEIGHTS).is_file() {
         std::fs::create_dir_all(&copy)?;
         for entry in std::fs::read_dir(dir)? {
@@ -34,7 +32,13 @@ pub fn ensure_weights(dir: &Path) -> Result<PathBuf> {
             }
         }
         write_weights_into(&copy).map_err(|e| {
-            Error::checkpoint(dir, format!("cannot make the weights there ({first}) nor in {}: {e}", copy.display()))
+            Error::checkpoint(
+                dir,
+                format!(
+                    "cannot make the weights there ({first}) nor in {}: {e}",
+                    copy.display()
+                ),
+            )
         })?;
     }
     Ok(copy)
@@ -106,7 +110,11 @@ mod tests {
                 .unwrap();
         cfg["hidden_size"] = 256.into();
         std::fs::write(other.path().join("config.json"), cfg.to_string()).unwrap();
-        std::fs::copy(src.join("tokenizer.json"), other.path().join("tokenizer.json")).unwrap();
+        std::fs::copy(
+            src.join("tokenizer.json"),
+            other.path().join("tokenizer.json"),
+        )
+        .unwrap();
         assert_eq!(ensure_weights(other.path()).unwrap(), other.path());
         assert!(!other.path().join(WEIGHTS).exists());
     }

@@ -241,7 +241,9 @@ fn select_from_list(values: &[f32], ids: &[u32], spec: &RowSpec, vocab: usize) -
     }
     let kth = if spec.top_k_active(vocab) {
         // The k-th value must be above the list's last, or its ties may lie outside the list.
-        *values.get(spec.top_k - 1).filter(|_| spec.top_k < values.len())?
+        *values
+            .get(spec.top_k - 1)
+            .filter(|_| spec.top_k < values.len())?
     } else {
         f32::NEG_INFINITY
     };

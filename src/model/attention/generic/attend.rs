@@ -161,10 +161,9 @@ impl GenericAttend {
         if let Some(mask) = &self.mask {
             let shape = (b, kv_heads, group, mq, mk);
             let visible = mask.positions.broadcast_le(&mask.last)?;
-            scores = visible.broadcast_as(shape)?.where_cond(
-                &scores.reshape(shape)?,
-                &mask.hidden.broadcast_as(shape)?,
-            )?;
+            scores = visible
+                .broadcast_as(shape)?
+                .where_cond(&scores.reshape(shape)?, &mask.hidden.broadcast_as(shape)?)?;
         }
         scores = candle_nn::ops::softmax_last_dim(&scores)?;
         let probs = scores

@@ -105,9 +105,7 @@ impl BlockWrite {
         let row = kv_heads * head_dim;
         let by_block = cache.reshape((slots / self.block_size, self.block_size * row))?;
         let content = {
-            let old = by_block
-                .index_select(&self.blocks, 0)?
-                .reshape(((), row))?;
+            let old = by_block.index_select(&self.blocks, 0)?.reshape(((), row))?;
             let new = new.reshape(((), row))?;
             Tensor::cat(&[&old, &new], 0)?.index_select(&self.pick, 0)?
         }
