@@ -167,11 +167,12 @@ mod tests {
     /// Decodes at several contexts, a prefill chunk over a cached prefix, and a fresh one;
     /// block tables interleaved over the pool.
     fn step() -> BatchInput {
-        let shapes = [(1, 9), (30, 37), (1, 3), (1, 14), (12, 12), (1, 1), (1, 22)];
+        let shapes: [(usize, usize); 7] =
+            [(1, 9), (30, 37), (1, 3), (1, 14), (12, 12), (1, 1), (1, 22)];
         let mut next = 0u32;
         let mut chunks = Vec::new();
         for (q, ctx) in shapes {
-            let blocks = (ctx as usize).div_ceil(BLOCK) as u32;
+            let blocks = ctx.div_ceil(BLOCK) as u32;
             chunks.push(SequenceChunk {
                 num_query_tokens: q,
                 context_len: ctx,
