@@ -113,5 +113,10 @@ fn greedy_and_penalties(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, greedy_and_penalties);
+criterion_group! {
+    name = benches;
+    // No plots: they need system fonts, which headless machines lack.
+    config = Criterion::default().without_plots();
+    targets = selection, greedy_and_penalties
+}
 criterion_main!(benches);

@@ -9,9 +9,11 @@
 //! the step's metadata (built once for all layers) is made inside the measurement.
 //!
 //! The bound, derived from the code (w = 4 bytes, T tokens, U touched KV blocks, b block size,
-//! H·d = query row, R = kv_heads · head_dim = KV row; budget = `TileBudget::default()`):
-//! - one problem at a time: its gathered K or V (≤ `budget.gathered` elements, w each), two
-//!   f32 score matrices (≤ `budget.scores` elements each) and a u8 mask as large as one;
+//! H·d = query row, R = kv_heads · head_dim = KV row):
+//! - one problem of the step's plan at a time (`generic::plan`, within `TileBudget::default()`):
+//!   its gathered K or V (`sequences × keys × R` elements, w each), two f32 score matrices
+//!   (`sequences × H × query rows × keys` each) and a u8 mask as large as one; the bound takes
+//!   the largest problem of the plan;
 //! - terms linear in the step, each at most a few copies: the query rows and the outputs (the
 //!   pieces, their concatenation, the reordering: ≤ 8 · T · H·d · w), the KV write (index,
 //!   old blocks, the concatenation with the new rows, the new blocks: ≤ 8 · (U·b + T) · R · w),
@@ -27,7 +29,8 @@ use candle_core::{DType, Device, Tensor};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use tealight::model::attention::generic::TileBudget;
+use tealight::model::attention::generic::plan::plan;
+use tealight::model::attention::generic::{Problem, TileBudget};
 use tealight::model::attention::{AttentionBackend, AttentionMetadata};
 use tealight::model::kv_cache::LayerKv;
 use tealight::model::{BatchInput, SequenceChunk};
@@ -148,22 +151,37 @@ fn step(decodes: usize, context: usize) -> BatchInput {
 
 /// The documented bound for `batch` (see the file's header).
 fn bound(batch: &BatchInput) -> usize {
-    let budget = TileBudget::default();
     let w = DType::F32.size_in_bytes();
     let t = batch.num_tokens();
     let query_row = HEADS * HEAD_DIM;
     let kv_row = KV_HEADS * HEAD_DIM;
+    let largest_problem = plan(batch, HEADS, kv_row, TileBudget::default())
+        .iter()
+        .map(|p| {
+            let (sequences, rows, keys) = match p {
+                Problem::Decodes(members) => {
+                    let keys = members.iter().map(|&s| batch.chunks[s].context_len);
+                    (members.len(), 1, keys.max().unwrap_or(0))
+                }
+                Problem::Tile { chunk, start, len } => {
+                    let c = &batch.chunks[*chunk];
+                    (1, *len, c.first_position() + start + len)
+                }
+            };
+            sequences * keys * kv_row * w + sequences * HEADS * rows * keys * (2 * 4 + 1)
+        })
+        .max()
+        .unwrap_or(0);
     let touched: std::collections::HashSet<u32> = batch
         .slot_mapping(BLOCK)
         .iter()
         .map(|s| s / BLOCK as u32)
         .collect();
     let keys: usize = batch.chunks.iter().map(|c| c.context_len).sum();
-    let problem = budget.gathered * w + budget.scores * (2 * 4 + 1);
     let linear = 8 * t * query_row * w
         + 8 * (touched.len() * BLOCK + t) * kv_row * w
         + 2 * keys * (KV_HEADS + 1) * 4;
-    problem + linear
+    largest_problem + linear
 }
 
 fn peak_of_one_layer(batch: &BatchInput, cache: &LayerKv) -> usize {

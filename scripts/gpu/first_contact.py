@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from serve_client import kv_bytes_per_position, weights_bytes
+
 # HBM bandwidth by GPU name (bytes/s): the vendors' datasheet figures. The first match wins.
 BANDWIDTHS = [
     ("H200", 4.8e12),
@@ -101,20 +103,9 @@ def sdk(args):
     return 1 if problems else 0
 
 
-def safetensors_bytes(model_dir):
-    total = 0
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(n))
-        total += sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__")
-    return total
-
-
 def bench_report(args):
-    cfg = json.loads((Path(args.model_dir) / "config.json").read_text())
-    weights = safetensors_bytes(args.model_dir)
-    kv_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * args.kv_bytes
+    weights = weights_bytes(args.model_dir)
+    kv_per_token = kv_bytes_per_position(args.model_dir, args.kv_bytes)
     bw = bandwidth_of(args.gpu)
     levels, problems = [], []
     for path in args.results:

@@ -78,16 +78,7 @@ impl CpuMetadata {
         for t in &tiles {
             produced.extend((t.first_row..t.first_row + t.len).map(|r| r as u32));
         }
-        let in_order = produced.iter().enumerate().all(|(i, &r)| r as usize == i);
-        let order = if in_order {
-            None
-        } else {
-            let mut inverse = vec![0u32; produced.len()];
-            for (i, &row) in produced.iter().enumerate() {
-                inverse[row as usize] = i as u32;
-            }
-            Some(Tensor::new(inverse, &device)?)
-        };
+        let order = super::token_order(&produced, &device)?;
         let decode = if decode_rows.is_empty() {
             None
         } else {

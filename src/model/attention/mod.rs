@@ -50,6 +50,19 @@ impl AttentionBackend {
     }
 }
 
+/// The permutation that puts rows produced in `produced` order (each the token row it holds)
+/// back into token order; `None` when they already are.
+fn token_order(produced: &[u32], device: &Device) -> Result<Option<Tensor>> {
+    if produced.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        return Ok(None);
+    }
+    let mut inverse = vec![0u32; produced.len()];
+    for (i, &row) in produced.iter().enumerate() {
+        inverse[row as usize] = i as u32;
+    }
+    Ok(Some(Tensor::new(inverse, device)?))
+}
+
 /// Per-step attention inputs, built once and shared by every layer.
 pub enum AttentionMetadata {
     Generic(generic::GenericMetadata),

@@ -107,15 +107,7 @@ impl GenericMetadata {
                 }
             }
         }
-        let order = if produced.iter().enumerate().all(|(i, &r)| r as usize == i) {
-            None
-        } else {
-            let mut inverse = vec![0u32; produced.len()];
-            for (i, &row) in produced.iter().enumerate() {
-                inverse[row as usize] = i as u32;
-            }
-            Some(Tensor::new(inverse, &self.device)?)
-        };
+        let order = super::token_order(&produced, &self.device)?;
         Ok(self.problems.get_or_init(|| Problems { list, order }))
     }
 

@@ -23,13 +23,14 @@ pub struct TileBudget {
 }
 
 impl Default for TileBudget {
-    /// 64 MiB of f32 scores, 256 MiB of gathered K at f32 (128 MiB at bf16): large enough that a
-    /// GPU runs each problem as a handful of big kernels (64 decodes at 1k context are one
-    /// group at the Qwen3 shapes), small enough to be noise next to the weights.
+    /// 256 MiB of f32 scores, 512 MiB of gathered K at f32 (256 MiB at bf16): large enough that
+    /// a GPU runs a step as a few big kernels per layer (at the Qwen3 shapes, 64 decodes at 2k
+    /// context are one group, a 1024-token chunk at 2k context one tile), small next to the
+    /// weights and the KV cache.
     fn default() -> Self {
         TileBudget {
-            scores: 1 << 24,
-            gathered: 1 << 26,
+            scores: 1 << 26,
+            gathered: 1 << 27,
         }
     }
 }
@@ -54,14 +55,26 @@ pub fn plan(batch: &BatchInput, heads: usize, kv_row: usize, budget: TileBudget)
     let mut decodes: Vec<usize> = (0..batch.chunks.len())
         .filter(|&i| batch.chunks[i].num_query_tokens == 1)
         .collect();
-    // Longest first (stable): each group's padding is set by its first member.
-    decodes.sort_by_key(|&i| std::cmp::Reverse(batch.chunks[i].context_len));
+    let longest = decodes
+        .iter()
+        .map(|&i| batch.chunks[i].context_len)
+        .max()
+        .unwrap_or(0);
+    let fits = |n: usize, keys: usize| {
+        n * keys * kv_row <= budget.gathered && n * heads * keys <= budget.scores
+    };
+    if !fits(decodes.len(), longest) {
+        // Longest first (stable): each group's padding is set by its first member. (One group
+        // keeps the batch order, so no reordering of the outputs is needed.)
+        decodes.sort_by_key(|&i| std::cmp::Reverse(batch.chunks[i].context_len));
+    }
     let mut group: Vec<usize> = Vec::new();
     for i in decodes {
         if let Some(&first) = group.first() {
-            let keys = batch.chunks[first].context_len;
-            let n = group.len() + 1;
-            if n * keys * kv_row > budget.gathered || n * heads * keys > budget.scores {
+            let keys = batch.chunks[first]
+                .context_len
+                .max(batch.chunks[i].context_len);
+            if !fits(group.len() + 1, keys) {
                 problems.push(Problem::Decodes(std::mem::take(&mut group)));
             }
         }
@@ -124,8 +137,9 @@ mod tests {
             plan(&b, 8, 4, budget),
             vec![Problem::Decodes(vec![1, 3]), Problem::Decodes(vec![2, 0])]
         );
+        // One group keeps the batch order.
         let all = plan(&b, 8, 4, TileBudget::default());
-        assert_eq!(all, vec![Problem::Decodes(vec![1, 3, 2, 0])]);
+        assert_eq!(all, vec![Problem::Decodes(vec![0, 1, 2, 3])]);
     }
 
     #[test]
