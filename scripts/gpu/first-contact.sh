@@ -11,7 +11,8 @@
 #   a serve    (120) the user's command on a Qwen3-4B-shaped bf16 checkpoint made on the machine
 #                    with transformers: `serve --model DIR --served-model-name Qwen3-4B --port 6666
 #                    --api-key 111`; time to ready, one chat completion and one stream through the
-#                    openai SDK (greedy: the streamed text must equal the completion's)
+#                    openai SDK (greedy: the streamed text must equal the completion's), and a
+#                    seeded sampled completion twice (the device sampler; same text both times)
 #   b logits   (100) Qwen3-0.6B shape, bf16: tealight's logits (default backend, then `cuda`) in a
 #                    chunked-prefill + decode schedule against transformers bf16 and f32
 #   c kernels   (60) the own CUDA kernels against their CPU twins (`tealight debug kernels`)
@@ -246,7 +247,7 @@ json.dump(m, open(path, "w"), indent=2, ensure_ascii=False)
 PY
   stop_serve
   if [[ $rc -eq 0 ]]; then
-    pass "ready in ${READY_S}s; chat completion and stream through the openai SDK agree"
+    pass "ready in ${READY_S}s; through the openai SDK: completion and stream agree, a seed repeats its sampled text"
   elif timed_out $rc; then
     fail "the SDK calls did not finish within the stage's time"
   else

@@ -6,8 +6,9 @@
                                   --out bench.json --metrics FILE
     first_contact.py summary --stages STAGES.tsv --meta META.json --metrics-dir DIR --out summary.json
 
-`sdk`: one chat completion and the same request streamed, greedy, through the openai SDK; passes
-when both end with a finish_reason and usage, and the streamed text equals the non-streamed one.
+`sdk`: one chat completion and the same request streamed, greedy, through the openai SDK, then a
+seeded sampled completion twice (Qwen3's defaults); passes when all end with a finish_reason and
+usage, the streamed text equals the non-streamed one, and the seed repeats its text.
 `bench-report`: the `tealight bench` result files as one table, and the single-stream decode rate
 as a fraction of the HBM roofline (weights + KV bytes read per token over the bandwidth of the
 GPU named). `summary`: summary.json from the stage lines the script wrote.
@@ -87,7 +88,21 @@ def sdk(args):
     if streamed != text:
         problems.append(f"streamed text differs from the completion: {streamed[:60]!r} vs {text[:60]!r}")
 
+    # Sampled with Qwen3's defaults and a seed (the device sampler's path on a GPU): the same
+    # seed gives the same text.
+    sampled = dict(request, temperature=0.6, top_p=0.95, seed=7, extra_body={"top_k": 20})
+    started = time.perf_counter()
+    draws = [client.chat.completions.create(**sampled) for _ in range(2)]
+    sampled_s = time.perf_counter() - started
+    texts = [d.choices[0].message.content or "" for d in draws]
+    if any(d.choices[0].finish_reason not in ("stop", "length") for d in draws):
+        problems.append(f"sampled finish_reason {[d.choices[0].finish_reason for d in draws]}")
+    if texts[0] != texts[1]:
+        problems.append(f"the same seed gave different texts: {texts[0][:60]!r} vs {texts[1][:60]!r}")
+
     metrics = {
+        "sampled": {"seconds": round(sampled_s, 3), "same_text_for_same_seed": texts[0] == texts[1],
+                    "text": texts[0][:120]},
         "chat": {"seconds": round(chat_s, 3), "finish_reason": choice.finish_reason,
                  "completion_tokens": chat.usage.completion_tokens if chat.usage else None,
                  "text": text[:120]},
