@@ -134,19 +134,19 @@ has_module() { "$1" -c "import $2" >/dev/null 2>&1; }
 setup() {
   local p
   for p in "${PYTHON:-}" python3 /opt/torch/.venv/bin/python3 python; do
-    [[ -n "$p" ]] && command -v "$p" >/dev/null 2>&1 || continue
+    if [[ -z "$p" ]] || ! command -v "$p" >/dev/null 2>&1; then continue; fi
     [[ -z "$PY_ANY" ]] && PY_ANY="$(command -v "$p")"
     if [[ -z "$PY_TORCH" ]] && has_module "$p" "torch, transformers, numpy"; then
       PY_TORCH="$(command -v "$p")"
     fi
   done
   [[ -n "$PY_ANY" ]] || { log "no python at all"; return 1; }
-  PY="${PY_TORCH:-$PY_ANY}" # lib.sh's helpers use $PY
+  export PY="${PY_TORCH:-$PY_ANY}" # lib.sh's helpers use $PY
   # The openai SDK: already importable, or from the wheels carried in .whl/.
   if has_module "$PY_ANY" openai; then
     PY_SDK="$PY_ANY"
   elif compgen -G "$REPO/.whl/*.whl" >/dev/null; then
-    log "installing the carried wheels: $(cd "$REPO/.whl" && ls | tr '\n' ' ')"
+    log "installing the carried wheels: $(find "$REPO/.whl" -name '*.whl' -printf '%f ')"
     "$PY_ANY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$WORK/site" "$REPO"/.whl/*.whl || log "warning: the wheels did not install"
     if PYTHONPATH="$WORK/site" has_module "$PY_ANY" openai; then
