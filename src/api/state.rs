@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
-use crate::cli::serve::{Loaded, ServeArgs};
 use crate::engine::EngineHandle;
-use crate::error::{Error, Result};
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -43,7 +41,7 @@ impl Default for Limits {
     }
 }
 
-/// Server settings from the command line.
+/// The HTTP layer's settings (built from the command line by [`crate::server`]).
 #[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     pub api_key: Option<String>,
@@ -62,69 +60,6 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
-impl ServerConfig {
-    /// Reads and checks the API-related flags (unknown parser names fail at startup).
-    pub fn from_args(args: &ServeArgs) -> Result<Self> {
-        let reasoning_parser = match args.reasoning_parser.as_deref() {
-            None => false,
-            Some("qwen3") | Some("deepseek_r1") => true,
-            Some(other) => {
-                return Err(Error::invalid_request(format!(
-                    "--reasoning-parser {other}: unknown parser (available: qwen3)"
-                )));
-            }
-        };
-        let tool_parser = match args.tool_call_parser.as_deref() {
-            None => false,
-            Some("hermes") => true,
-            Some(other) => {
-                return Err(Error::invalid_request(format!(
-                    "--tool-call-parser {other}: unknown parser (available: hermes)"
-                )));
-            }
-        };
-        if args.enable_auto_tool_choice && !tool_parser {
-            return Err(Error::invalid_request(
-                "--enable-auto-tool-choice needs --tool-call-parser (e.g. hermes)",
-            ));
-        }
-        Ok(Self {
-            api_key: args.api_key(),
-            allowed_origins: args
-                .allowed_origins
-                .as_deref()
-                .map(parse_origins)
-                .transpose()?,
-            log_requests: !args.disable_log_requests,
-            reasoning_parser,
-            tool_parser,
-            auto_tool_choice: args.enable_auto_tool_choice,
-            default_seed: args.seed,
-            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-            limits: Limits::default(),
-        })
-    }
-}
-
-/// `--allowed-origins`: a JSON list (vLLM's form, e.g. `["*"]`) or a comma-separated list.
-pub fn parse_origins(value: &str) -> Result<Vec<String>> {
-    let value = value.trim();
-    let origins: Vec<String> = if value.starts_with('[') {
-        serde_json::from_str(value).map_err(|e| {
-            Error::invalid_request(format!(
-                "--allowed-origins: not a JSON list of strings: {e}"
-            ))
-        })?
-    } else {
-        value
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    Ok(origins)
-}
-
 /// The loaded model and everything derived from it.
 pub struct Ready {
     pub engine: Arc<EngineHandle>,
@@ -138,14 +73,21 @@ pub struct Ready {
 }
 
 impl Ready {
-    pub fn from_loaded(loaded: Loaded) -> Self {
+    pub fn new(
+        engine: Arc<EngineHandle>,
+        tokenizer: Arc<Tokenizer>,
+        template: ChatTemplate,
+        defaults: GenerationDefaults,
+        served_model_names: Vec<String>,
+        model_path: String,
+    ) -> Self {
         Self {
-            engine: loaded.engine,
-            tokenizer: loaded.tokenizer,
-            template: loaded.template,
-            defaults: loaded.defaults,
-            served_model_names: loaded.served_model_names,
-            model_path: loaded.model_path,
+            engine,
+            tokenizer,
+            template,
+            defaults,
+            served_model_names,
+            model_path,
             created: unix_now(),
         }
     }
@@ -201,14 +143,14 @@ impl AppState {
     }
 
     /// A state that is ready at once (tests, and callers that loaded the model themselves).
-    pub fn with_loaded(config: ServerConfig, loaded: Loaded) -> Self {
+    pub fn with_ready(config: ServerConfig, ready: Ready) -> Self {
         let state = Self::new(config);
-        state.set_ready(loaded);
+        state.set_ready(ready);
         state
     }
 
-    pub fn set_ready(&self, loaded: Loaded) {
-        let _ = self.0.ready.set(Arc::new(Ready::from_loaded(loaded)));
+    pub fn set_ready(&self, ready: Ready) {
+        let _ = self.0.ready.set(Arc::new(ready));
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -224,14 +166,22 @@ impl AppState {
         self.0.ready.get()
     }
 
-    /// The loaded model for a request that needs it: 503 while loading or draining.
+    /// The loaded model for a request that needs it: 503 while loading or draining, and once
+    /// the engine has died.
     pub fn ready(&self) -> ApiResult<Arc<Ready>> {
         if self.is_draining() {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
-        self.loaded()
+        let ready = self
+            .loaded()
             .cloned()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading"))
+            .ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
+        if let Some(why) = ready.engine.liveness().cause() {
+            return Err(ApiError::unavailable(format!(
+                "the engine has stopped: {why}"
+            )));
+        }
+        Ok(ready)
     }
 
     pub fn is_draining(&self) -> bool {

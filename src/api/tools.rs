@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::state::ServerConfig;
 use super::types::chat::ResponseFormat;
-use crate::engine::GuidedDecoding;
+use crate::guided::GuidedDecoding;
 use crate::guided::{ToolSpec, hermes_tool_call_grammar};
 
 /// A function the request declares.

@@ -6,8 +6,8 @@
 //! compute dtype, and the scores, `b·heads·mq·mk` f32 (two alive at a time). Nothing is padded
 //! across sequences but the keys of a decode group ([`super::plan`] keeps them within budget).
 
+use crate::batch::{SequenceChunk, slot_of};
 use crate::error::Result;
-use crate::model::batch::{SequenceChunk, slot_of};
 use crate::model::kv_cache::LayerKv;
 use candle_core::{DType, Device, Tensor};
 use std::cell::OnceCell;

@@ -10,8 +10,8 @@
 //! `block_size ×` fewer iterations. Rows of a touched block that the step does not write are
 //! written back with the values they had, so both paths leave the same cache.
 
+use crate::batch::BatchInput;
 use crate::error::Result;
-use crate::model::batch::BatchInput;
 use crate::model::kv_cache::LayerKv;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -118,7 +118,7 @@ impl BlockWrite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::batch::SequenceChunk;
+    use crate::batch::SequenceChunk;
     use candle_core::DType;
 
     fn cache(slots: usize, device: &Device) -> LayerKv {

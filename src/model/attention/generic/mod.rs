@@ -15,8 +15,8 @@ pub mod plan;
 pub use attend::GenericAttend;
 pub use plan::{Problem, TileBudget};
 
+use crate::batch::BatchInput;
 use crate::error::Result;
-use crate::model::batch::BatchInput;
 use crate::model::kv_cache::LayerKv;
 use candle_core::{Device, Tensor};
 use kv_write::KvWrite;
@@ -148,8 +148,8 @@ impl GenericMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::SequenceChunk;
     use crate::model::attention::cpu::CpuMetadata;
-    use crate::model::batch::SequenceChunk;
 
     const HEADS: usize = 6;
     const KV_HEADS: usize = 2;

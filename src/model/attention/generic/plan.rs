@@ -11,7 +11,7 @@
 //! one-row tile over a long context): that bounds memory by `max_model_len`, never by the
 //! number of sequences in the step.
 
-use crate::model::batch::BatchInput;
+use crate::batch::BatchInput;
 
 /// Upper bounds on one problem's temporaries, in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub fn plan(batch: &BatchInput, heads: usize, kv_row: usize, budget: TileBudget)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::batch::SequenceChunk;
+    use crate::batch::SequenceChunk;
 
     fn chunk(q: usize, ctx: usize) -> SequenceChunk {
         SequenceChunk {

@@ -4,7 +4,7 @@
 //! - `debug logits`: teacher-forced logits of token-id prompts (prefill in chunks over the
 //!   growing cache, then one decode step per position), written as `.npy` for
 //!   scripts/gpu/compare_logits.py.
-//! - `debug kernels`: each own CUDA kernel against its CPU twin (`kernels::check`), optionally
+//! - `debug kernels`: each own CUDA kernel against its CPU twin ([`kernel_check`]), optionally
 //!   timing the attention backends.
 //! - `debug streams`: N concurrent greedy streams through the engine, each compared with its
 //!   solo run.
@@ -12,7 +12,8 @@
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
-use crate::kernels::check;
+pub mod kernel_check;
+
 use crate::model::checkpoint::CheckpointFiles;
 use crate::model::loader::{DtypeChoice, load_model};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
@@ -20,6 +21,7 @@ use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use candle_core::Tensor;
 use clap::{Args, Subcommand};
+use kernel_check as check;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
