@@ -8,7 +8,7 @@
 #   scripts/gpu/first-contact.sh --smoke       # rehearsal on the CPU build (the tests run it)
 #
 # Stages, in priority order, each with its own time budget in seconds:
-#   a serve    (120) the user's command on a Qwen3-4B-shaped bf16 checkpoint made on the machine
+#   a serve    (150) the user's command on a Qwen3-4B-shaped bf16 checkpoint made on the machine
 #                    with transformers: `serve --model DIR --served-model-name Qwen3-4B --port 6666
 #                    --api-key 111`; time to ready, one chat completion and one stream through the
 #                    openai SDK (greedy: the streamed text must equal the completion's), and a
@@ -381,7 +381,7 @@ stage_e() {
 }
 
 declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams)
-declare -A BUDGET=([a]=120 [b]=100 [c]=60 [d]=170 [e]=60)
+declare -A BUDGET=([a]=150 [b]=100 [c]=60 [d]=170 [e]=60)
 # The least time worth starting a stage with.
 declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25)
 
