@@ -128,15 +128,7 @@ impl CpuMetadata {
                 scale,
             )?);
         }
-        let out = if pieces.len() == 1 {
-            pieces.remove(0)
-        } else {
-            Tensor::cat(&pieces, 0)?
-        };
-        Ok(match &self.order {
-            Some(order) => out.index_select(order, 0)?,
-            None => out,
-        })
+        super::in_token_order(pieces, self.order.as_ref())
     }
 }
 

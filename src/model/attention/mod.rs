@@ -63,6 +63,20 @@ fn token_order(produced: &[u32], device: &Device) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::new(inverse, device)?))
 }
 
+/// The outputs of a step's pieces (decodes, tiles, problems), concatenated and put back into
+/// token order by [`token_order`]'s permutation.
+fn in_token_order(mut pieces: Vec<Tensor>, order: Option<&Tensor>) -> Result<Tensor> {
+    let out = if pieces.len() == 1 {
+        pieces.remove(0)
+    } else {
+        Tensor::cat(&pieces, 0)?
+    };
+    Ok(match order {
+        Some(order) => out.index_select(order, 0)?,
+        None => out,
+    })
+}
+
 /// Per-step attention inputs, built once and shared by every layer.
 pub enum AttentionMetadata {
     Generic(generic::GenericMetadata),

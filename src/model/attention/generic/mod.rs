@@ -133,15 +133,7 @@ impl GenericMetadata {
             };
             pieces.push(attend.forward(&q, cache, scale)?);
         }
-        let out = if pieces.len() == 1 {
-            pieces.remove(0)
-        } else {
-            Tensor::cat(&pieces, 0)?
-        };
-        Ok(match &problems.order {
-            Some(order) => out.index_select(order, 0)?,
-            None => out,
-        })
+        super::in_token_order(pieces, problems.order.as_ref())
     }
 }
 
