@@ -50,6 +50,7 @@ pub async fn create(
     let config = state.config();
     let model = ready.check_model(req.model.as_deref())?;
     req.unsupported.refuse()?;
+    request_builder::check_stream_options(req.stream, req.stream_options.is_some())?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }

@@ -2,10 +2,14 @@
 //!
 //! Routes:
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (JSON or SSE with `stream: true`)
+//! - `POST /v1/responses`, `GET /v1/responses/{id}`: the Responses API ([`responses`])
+//! - `POST /v1/messages` (also `?beta=true`), `POST /v1/messages/count_tokens`: the Anthropic
+//!   Messages API ([`messages`]), whose errors take Anthropic's shape
+//! - `GET|HEAD /`: 200 while listening (no key needed)
 //! - `GET /v1/models`
 //! - `POST /tokenize`, `POST /detokenize` (vLLM's shapes)
 //! - `GET /health` (200 ready; 503 while loading or draining), `GET|POST /ping`, `GET /version`,
-//!   `GET /metrics` (Prometheus text)
+//!   `GET /metrics` (Prometheus text; see [`metrics`])
 //! - `GET /openapi.json`: the OpenAPI 3 description of these routes and their request shapes
 //!
 //! Errors: every failure is `{"error": {"message", "type", "param", "code"}}`, vLLM's current
@@ -36,30 +40,40 @@
 //! workers, so `/health` and `/metrics` answer whatever arrives. Streams send an SSE comment
 //! (`: keep-alive`) after `--sse-keep-alive` seconds of silence (default 5).
 //!
+//! Keys: `Authorization: Bearer <key>` or `x-api-key: <key>` ([`auth`]).
+//!
 //! Handlers are thin: parse ([`extract::ApiJson`]) → validate ([`tools`],
 //! [`request_builder`], the engine's [`crate::engine::rules`]) → submit to the engine → render
-//! ([`chat`], [`completions`], [`sse`]). Output parsing (reasoning, tool calls) lives in
-//! [`crate::parsers`]. The layer takes a [`ServerConfig`] and a [`Ready`] model from
+//! ([`chat`], [`completions`], [`sse`]). The Responses and Messages handlers translate their
+//! request into chat form and share one path to the engine ([`turn`]) and one block model of
+//! the output ([`blocks`]), each with its own stream renderer. Output parsing (reasoning, tool
+//! calls) lives in [`crate::parsers`]. The layer takes a [`ServerConfig`] and a [`Ready`] model from
 //! [`crate::server`], the composition root, and knows nothing of command-line flags.
 
 pub mod auth;
+pub mod blocks;
 pub mod chat;
 pub mod chat_output;
 pub mod completions;
+pub mod conversation;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod logprobs;
+pub mod messages;
 pub mod metrics;
+pub mod metrics_vllm;
 pub mod models;
 pub mod offload;
 pub mod openapi;
 pub mod request_builder;
+pub mod responses;
 pub mod router;
 pub mod sse;
 pub mod state;
 pub mod tokenize;
 pub mod tools;
+pub mod turn;
 pub mod types;
 
 use std::future::Future;

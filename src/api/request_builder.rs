@@ -183,6 +183,18 @@ pub fn check_collected_logprobs(
     Ok(())
 }
 
+/// `stream_options` only means something on a streamed request; vLLM and OpenAI refuse it
+/// otherwise, and so does this server (a client that sets it expects a stream).
+pub fn check_stream_options(stream: Option<bool>, has_options: bool) -> ApiResult<()> {
+    if has_options && !stream.unwrap_or(false) {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "stream_options may only be set when stream is true",
+        ));
+    }
+    Ok(())
+}
+
 /// Submits all requests or none: if one is refused, the streams already opened are dropped,
 /// which cancels them.
 pub fn submit_all(ready: &Ready, requests: Vec<GenerationRequest>) -> ApiResult<Vec<EventStream>> {

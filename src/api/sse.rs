@@ -117,12 +117,22 @@ pub fn response<R: Renderer>(
             }
         }
     });
-    sse(events, keep_alive)
+    with_keep_alive(
+        events,
+        keep_alive,
+        SseEvent::default().comment("keep-alive"),
+    )
 }
 
-fn sse(events: impl Stream<Item = SseEvent> + Send + 'static, keep_alive: Duration) -> Response {
+/// The SSE response for `events`, sending `keep_alive` after each `interval` of silence (every
+/// streaming route's one keep-alive: `--sse-keep-alive`).
+pub fn with_keep_alive(
+    events: impl Stream<Item = SseEvent> + Send + 'static,
+    interval: Duration,
+    keep_alive: SseEvent,
+) -> Response {
     Sse::new(events.map(Ok::<_, Infallible>))
-        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .keep_alive(KeepAlive::new().interval(interval).event(keep_alive))
         .into_response()
 }
 

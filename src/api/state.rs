@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
+use super::metrics_vllm::MetricsCompat;
+use super::responses::store::{ResponseStore, StoreLimits};
 use crate::engine::EngineHandle;
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
@@ -58,16 +60,24 @@ pub struct ServerConfig {
     /// `None`: no CORS headers. `Some(["*"])`: any origin.
     pub allowed_origins: Option<Vec<String>>,
     pub log_requests: bool,
-    /// `--reasoning-parser qwen3`.
+    /// The qwen3 reasoning parser (on unless `--reasoning-parser none`).
     pub reasoning_parser: bool,
-    /// `--tool-call-parser hermes`.
+    /// Hermes tool-call parsing (on unless `--tool-call-parser none`).
     pub tool_parser: bool,
-    /// `--enable-auto-tool-choice`.
+    /// `tool_choice: "auto"` allowed (unless `--disable-auto-tool-choice`).
     pub auto_tool_choice: bool,
     /// `--seed`: used by requests that set none.
     pub default_seed: Option<u64>,
     pub shutdown_timeout: Duration,
+    /// `--metrics-compat`: extra metric names on `/metrics`.
+    pub metrics_compat: MetricsCompat,
     pub limits: Limits,
+    /// `--strict-model-name`: the agent APIs (`/v1/responses`, `/v1/messages`) answer 404 for
+    /// a model name that is not served, as chat completions do. Off by default: agents ask
+    /// for other names (Claude Code's background tasks use `claude-haiku-*`), and the one
+    /// model answers them all.
+    pub strict_model_name: bool,
+    pub response_store: StoreLimits,
 }
 
 /// The loaded model and everything derived from it.
@@ -117,6 +127,15 @@ impl Ready {
             .map_or(self.model_path.as_str(), String::as_str)
     }
 
+    /// The name an agent-API response reports: the one the client asked for (any name is
+    /// served by the one model), or with `strict` the checked served name.
+    pub fn serve_model(&self, requested: Option<&str>, strict: bool) -> ApiResult<String> {
+        match requested {
+            Some(name) if !strict && !name.is_empty() => Ok(name.to_owned()),
+            _ => self.check_model(requested),
+        }
+    }
+
     /// Checks a request's `model` (absent = the served model), vLLM's 404 otherwise.
     pub fn check_model(&self, requested: Option<&str>) -> ApiResult<String> {
         match requested {
@@ -136,6 +155,7 @@ struct Shared {
     ready: OnceLock<Arc<Ready>>,
     draining: AtomicBool,
     http: HttpMetrics,
+    responses: Arc<ResponseStore>,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -145,10 +165,11 @@ pub struct AppState(Arc<Shared>);
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         Self(Arc::new(Shared {
-            config,
             ready: OnceLock::new(),
             draining: AtomicBool::new(false),
             http: HttpMetrics::new(),
+            responses: Arc::new(ResponseStore::new(config.response_store)),
+            config,
         }))
     }
 
@@ -167,6 +188,11 @@ impl AppState {
         &self.0.config
     }
 
+    /// Finished responses of `/v1/responses` kept for retrieval and chaining.
+    pub fn responses(&self) -> &Arc<ResponseStore> {
+        &self.0.responses
+    }
+
     pub fn http_metrics(&self) -> &HttpMetrics {
         &self.0.http
     }
@@ -176,14 +202,22 @@ impl AppState {
         self.0.ready.get()
     }
 
-    /// The loaded model for a request that needs it: 503 while loading or draining.
+    /// The loaded model for a request that needs it: 503 while loading or draining, and once
+    /// the engine has died.
     pub fn ready(&self) -> ApiResult<Arc<Ready>> {
         if self.is_draining() {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
-        self.loaded()
+        let ready = self
+            .loaded()
             .cloned()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading"))
+            .ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
+        if let Some(why) = ready.engine.liveness().cause() {
+            return Err(ApiError::unavailable(format!(
+                "the engine has stopped: {why}"
+            )));
+        }
+        Ok(ready)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,6 +1,7 @@
 //! `tealight serve`'s flags. They follow vLLM's names so existing command lines work unchanged;
 //! [`crate::server`] turns them into a running server.
 
+use crate::api::metrics_vllm::MetricsCompat;
 use crate::device::DeviceChoice;
 use crate::model::AttentionBackend;
 use crate::model::loader::DtypeChoice;
@@ -73,17 +74,31 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attention_backend: AttentionBackend,
 
-    /// Split `<think>…</think>` into `reasoning_content` (qwen3).
+    /// Where sampling runs: auto (host for CPU logits, device otherwise), host, device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sampler: crate::sampling::Backend,
+
+    /// Split `<think>…</think>` into `reasoning_content`: qwen3 (the default), or none.
     #[arg(long, value_name = "NAME")]
     pub reasoning_parser: Option<String>,
 
-    /// Let the model decide to call tools (`tool_choice: "auto"`).
+    /// Accepted for vLLM compatibility: the model may decide to call tools
+    /// (`tool_choice: "auto"`) by default.
     #[arg(long)]
     pub enable_auto_tool_choice: bool,
 
-    /// Tool-call format of the model's output (hermes).
+    /// Refuse `tool_choice: "auto"` (vLLM's behaviour without --enable-auto-tool-choice).
+    #[arg(long, conflicts_with = "enable_auto_tool_choice")]
+    pub disable_auto_tool_choice: bool,
+
+    /// Tool-call format of the model's output: hermes (the default, Qwen3's), or none.
     #[arg(long, value_name = "NAME")]
     pub tool_call_parser: Option<String>,
+
+    /// Answer 404 on /v1/responses and /v1/messages for a model name that is not served
+    /// (by default the one model answers any name there, as agents use several).
+    #[arg(long)]
+    pub strict_model_name: bool,
 
     /// Chat template: a file path or an inline Jinja template (default: the tokenizer's).
     #[arg(long)]
@@ -117,6 +132,11 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish on shutdown.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Also expose vLLM's metric names on /metrics (`vllm:num_requests_waiting`, …) for
+    /// routers, autoscalers and dashboards configured for vLLM.
+    #[arg(long, value_enum, default_value = "none")]
+    pub metrics_compat: MetricsCompat,
 
     /// Accepted for vLLM compatibility; tealight runs one device per process.
     #[arg(long, default_value_t = 1, hide = true)]

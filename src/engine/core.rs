@@ -12,7 +12,7 @@
 
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
-use super::request::FinishReason;
+use super::request::{Event, FinishReason};
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::sequence::RequestState;
 use crate::error::Result;
@@ -24,6 +24,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 type Running = Entry<RequestState>;
+
+/// What one call of [`EngineCore::step`] did.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// Nothing was scheduled.
+    Idle,
+    Ran,
+    /// The step failed and its requests were failed with it.
+    Failed(String),
+}
 
 pub struct EngineCore {
     model: Qwen3Model,
@@ -53,7 +63,7 @@ impl EngineCore {
             model,
             cache,
             scheduler,
-            sampler: Sampler::new(),
+            sampler: Sampler::with_backend(config.sampler),
             config,
             eos_ids,
             metrics,
@@ -71,25 +81,42 @@ impl EngineCore {
         self.scheduler.is_idle()
     }
 
-    /// Runs one step. Returns false when there was nothing to do.
-    pub fn step(&mut self) -> bool {
+    /// A warm-up step on the real pool (see [`super::startup::warm_up`]).
+    pub fn warm_up(&mut self) -> Result<()> {
+        super::startup::warm_up(
+            &self.model,
+            &self.cache,
+            self.config.attention_backend,
+            &self.sampler,
+        )
+    }
+
+    /// Runs one step.
+    pub fn step(&mut self) -> StepOutcome {
         self.drop_cancelled();
         let plan = self.scheduler.schedule();
+        // Count the admitted requests as running before they leave the waiting count, so a
+        // scrape during this step sees them (routers read both gauges every few ms).
+        self.metrics
+            .requests_running
+            .set(self.scheduler.occupancy().running as i64);
         self.note_admissions(&plan);
         if plan.is_empty() {
             self.update_gauges();
-            return false;
+            return StepOutcome::Idle;
         }
-        self.run(&plan);
+        let outcome = self.run(&plan);
         self.retire();
         self.update_gauges();
-        true
+        outcome
     }
 
-    fn run(&mut self, plan: &StepPlan) {
-        let (computed, logits) = self.forward_isolated(&plan.chunks);
-        let Some(logits) = logits else {
-            return;
+    /// `Ran` when any request of the step got its token (faults isolated to some rows do not
+    /// fail the step); `Failed` when none could (every forward or every sampled row failed).
+    fn run(&mut self, plan: &StepPlan) -> StepOutcome {
+        let (computed, logits) = match self.forward_isolated(&plan.chunks) {
+            Ok(done) => done,
+            Err(why) => return StepOutcome::Failed(why),
         };
         let prompt_tokens = self.scheduler.commit(&computed);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
@@ -100,7 +127,10 @@ impl EngineCore {
             data.sampler.set_suppressed(banned);
         }
         constrain(&mut rows);
-        let tokens = sample_isolated(&self.sampler, &logits, &mut rows);
+        let tokens = match sample_isolated(&self.sampler, &logits, &mut rows) {
+            Ok(tokens) => tokens,
+            Err(why) => return StepOutcome::Failed(why),
+        };
 
         let max_model_len = self.config.max_model_len;
         for (Entry { core, data }, sampled) in rows.into_iter().zip(tokens) {
@@ -121,28 +151,30 @@ impl EngineCore {
                 self.metrics.inter_token_latency.observe(t);
             }
         }
+        StepOutcome::Ran
     }
 
     /// Runs the model on `chunks`. If that fails, retries once as two halves and fails the
     /// requests of a half that fails again. Returns the chunks whose KV is now computed and
-    /// their logits rows (`None` when nothing was computed).
+    /// their logits rows, or why nothing was computed (every request of the step has failed).
     fn forward_isolated(
         &mut self,
         chunks: &[ScheduledChunk],
-    ) -> (Vec<ScheduledChunk>, Option<Tensor>) {
+    ) -> std::result::Result<(Vec<ScheduledChunk>, Tensor), String> {
         let first = match self.forward(chunks) {
-            Ok(logits) => return (chunks.to_vec(), Some(logits)),
+            Ok(logits) => return Ok((chunks.to_vec(), logits)),
             Err(e) => e,
         };
         if chunks.len() < 2 {
             tracing::error!(error = %first, "engine step failed");
             self.fail_chunks(chunks, &format!("engine error: {first}"));
-            return (Vec::new(), None);
+            return Err(first.to_string());
         }
         tracing::warn!(error = %first, sequences = chunks.len(), "engine step failed; retrying it split in two");
         let (left, right) = chunks.split_at(chunks.len() / 2);
         let mut computed = Vec::new();
         let mut pieces = Vec::new();
+        let mut last_error = first.to_string();
         for half in [left, right] {
             match self.forward(half) {
                 Ok(logits) => {
@@ -152,21 +184,19 @@ impl EngineCore {
                 Err(e) => {
                     tracing::error!(error = %e, sequences = half.len(), "half of a failed step failed again");
                     self.fail_chunks(half, &format!("engine error: {e}"));
+                    last_error = e.to_string();
                 }
             }
         }
         let logits = match pieces.len() {
-            0 => None,
-            1 => pieces.pop(),
-            _ => match Tensor::cat(&pieces, 0) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    self.fail_chunks(&computed, &format!("engine error: {e}"));
-                    return (Vec::new(), None);
-                }
-            },
+            0 => return Err(last_error),
+            1 => pieces.pop().ok_or(last_error)?,
+            _ => Tensor::cat(&pieces, 0).map_err(|e| {
+                self.fail_chunks(&computed, &format!("engine error: {e}"));
+                e.to_string()
+            })?,
         };
-        (computed, logits)
+        Ok((computed, logits))
     }
 
     /// One forward pass over `chunks`: the logits rows of the chunks that finish their input.
@@ -257,6 +287,16 @@ impl EngineCore {
         self.retire();
     }
 
+    /// Fails every request, running and waiting (the engine is going away).
+    pub fn fail_all(&mut self, message: &str) {
+        self.fail_running(message);
+        for entry in self.scheduler.drain_waiting() {
+            let _ = entry.data.events.send(Event::Error(message.to_owned()));
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.update_gauges();
+    }
+
     /// Ends every request (shutdown past its deadline).
     pub fn abort_all(&mut self) {
         for entry in self.scheduler.running_mut() {
@@ -274,7 +314,11 @@ impl EngineCore {
     fn update_gauges(&self) {
         let o = self.scheduler.occupancy();
         self.metrics.requests_running.set(o.running as i64);
-        self.metrics.requests_waiting.set(o.waiting as i64);
+        // Preempted requests wait to resume; the never-admitted ones are in `queued`, which
+        // also counts those still on their way to this thread.
+        self.metrics.set_preempted_waiting(o.preempted_waiting);
+        self.metrics
+            .set_waiting(self.queued.load(Ordering::Relaxed));
         self.metrics.kv_blocks_used.set(o.blocks_used as i64);
         self.metrics.kv_blocks_total.set(o.blocks_total as i64);
     }
@@ -282,24 +326,26 @@ impl EngineCore {
 
 /// Samples every row at once; if that fails, each row on its own (its random draws restored
 /// first, so a seeded row draws what it would have), failing only the rows that fail alone.
-/// `None` marks a row that failed (its request has an error event).
+/// `None` marks a row that failed (its request has an error event); `Err` says why every row
+/// failed.
 fn sample_isolated(
     sampler: &Sampler,
     logits: &Tensor,
     rows: &mut [&mut Running],
-) -> Vec<Option<SampledToken>> {
+) -> std::result::Result<Vec<Option<SampledToken>>, String> {
     let draws: Vec<_> = rows.iter().map(|e| e.data.sampler.draws()).collect();
     let batched = {
         let mut samplers: Vec<&mut SequenceSampler> =
             rows.iter_mut().map(|e| &mut e.data.sampler).collect();
         sampler.sample(logits, &mut samplers)
     };
-    let error = match batched {
-        Ok(tokens) => return tokens.into_iter().map(Some).collect(),
-        Err(e) => e,
+    let mut last_error = match batched {
+        Ok(tokens) => return Ok(tokens.into_iter().map(Some).collect()),
+        Err(e) => e.to_string(),
     };
-    tracing::warn!(error = %error, rows = rows.len(), "sampling failed; sampling row by row");
-    rows.iter_mut()
+    tracing::warn!(error = %last_error, rows = rows.len(), "sampling failed; sampling row by row");
+    let tokens: Vec<Option<SampledToken>> = rows
+        .iter_mut()
         .zip(draws)
         .enumerate()
         .map(|(i, (entry, draws))| {
@@ -313,11 +359,16 @@ fn sample_isolated(
                 Err(e) => {
                     tracing::error!(error = %e, request = entry.core.id, "sampling failed");
                     entry.data.fail_with(&format!("sampling error: {e}"));
+                    last_error = e.to_string();
                     None
                 }
             }
         })
-        .collect()
+        .collect();
+    if tokens.iter().all(Option::is_none) {
+        return Err(last_error);
+    }
+    Ok(tokens)
 }
 
 /// Grammar masks for the constrained rows about to be sampled. Each mask depends only on its own

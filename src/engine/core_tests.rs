@@ -29,12 +29,9 @@ pub(crate) trait StepFaults: Send {
 
 const EOS: [u32; 2] = [151645, 151643];
 
-fn model_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny")
-}
-
 fn engine() -> (EngineCore, Arc<Tokenizer>) {
-    let files = CheckpointFiles::from_dir(&model_dir()).unwrap();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/models/qwen3-tiny");
+    let files = CheckpointFiles::resolve(dir).unwrap();
     let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer).unwrap());
     let model = load_model(files, &Device::Cpu, DtypeChoice::Auto)
         .unwrap()
@@ -48,6 +45,7 @@ fn engine() -> (EngineCore, Arc<Tokenizer>) {
         num_blocks: 128,
         enable_prefix_caching: true,
         attention_backend: AttentionBackend::Auto.resolve(model.device()).unwrap(),
+        sampler: crate::sampling::Backend::Auto,
     };
     let cache = KvCache::new(
         model.config(),
@@ -107,13 +105,21 @@ enum Outcome {
     Error(String),
 }
 
-/// Runs `requests` to the end; per request id, its tokens or its error.
+/// What a run to the end left: per request id its tokens or its error, the core, and how many
+/// steps reported [`StepOutcome::Failed`] (what the worker counts towards a fatal run).
+struct Run {
+    outcomes: HashMap<u64, Outcome>,
+    core: EngineCore,
+    failed_steps: usize,
+}
+
+/// Runs `requests` to the end.
 fn run(
     faults: Option<Box<dyn StepFaults>>,
     requests: Vec<GenerationRequest>,
     tokenizer: Arc<Tokenizer>,
     mut core: EngineCore,
-) -> (HashMap<u64, Outcome>, EngineCore) {
+) -> Run {
     core.faults = faults;
     let mut receivers: Vec<(u64, UnboundedReceiver<Event>)> = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
@@ -128,8 +134,11 @@ fn run(
         receivers.push((id, rx));
     }
     let mut steps = 0;
+    let mut failed_steps = 0;
     while !core.is_idle() {
-        core.step();
+        if let StepOutcome::Failed(_) = core.step() {
+            failed_steps += 1;
+        }
         steps += 1;
         assert!(steps < 1000, "the engine never finished");
     }
@@ -145,13 +154,17 @@ fn run(
         };
         outcomes.insert(id, outcome);
     }
-    (outcomes, core)
+    Run {
+        outcomes,
+        core,
+        failed_steps,
+    }
 }
 
 fn clean_run() -> HashMap<u64, Outcome> {
     let (core, tokenizer) = engine();
     let requests = requests(&tokenizer);
-    let (outcomes, _) = run(None, requests, tokenizer, core);
+    let Run { outcomes, .. } = run(None, requests, tokenizer, core);
     assert!(
         outcomes
             .values()
@@ -192,7 +205,12 @@ fn a_nan_row_fails_only_its_own_request() {
         after: 2,
         seen: 0,
     };
-    let (outcomes, core) = run(Some(Box::new(faults)), requests, tokenizer, core);
+    let Run {
+        outcomes,
+        core,
+        failed_steps,
+    } = run(Some(Box::new(faults)), requests, tokenizer, core);
+    assert_eq!(failed_steps, 0, "a step with one failed row still ran");
     assert!(
         matches!(&outcomes[&3], Outcome::Error(e) if e.contains("sampling")),
         "{:?}",
@@ -230,8 +248,13 @@ fn a_step_that_fails_whole_succeeds_split_and_nobody_fails() {
         max: 2,
         failures: failures.clone(),
     };
-    let (outcomes, core) = run(Some(Box::new(faults)), requests, tokenizer, core);
+    let Run {
+        outcomes,
+        core,
+        failed_steps,
+    } = run(Some(Box::new(faults)), requests, tokenizer, core);
     assert!(failures.load(Ordering::Relaxed) > 0, "the fault fired");
+    assert_eq!(failed_steps, 0, "a step retried split is not a failed step");
     assert_eq!(outcomes, clean);
     assert_eq!(core.scheduler.occupancy().blocks_used, 0);
 }
@@ -255,7 +278,11 @@ fn a_step_that_fails_split_fails_only_the_failing_half() {
     let clean = clean_run();
     let (core, tokenizer) = engine();
     let requests = requests(&tokenizer);
-    let (outcomes, core) = run(
+    let Run {
+        outcomes,
+        core,
+        failed_steps,
+    } = run(
         Some(Box::new(Poisoned { culprit: 4 })),
         requests,
         tokenizer,
@@ -272,6 +299,67 @@ fn a_step_that_fails_split_fails_only_the_failing_half() {
             outcomes[&id]
         );
     }
+    assert_eq!(failed_steps, 0, "half of the step ran");
+    assert_eq!(core.scheduler.occupancy().blocks_used, 0);
+}
+
+/// Fails every forward pass: a device that is gone.
+struct DeviceGone;
+
+impl StepFaults for DeviceGone {
+    fn before_forward(&mut self, _ids: &[u64]) -> Result<()> {
+        Err(Error::Internal("device lost (injected)".into()))
+    }
+}
+
+/// A step in which nothing could run, whole or split, is a failed step (the worker counts
+/// these towards its fatal run), and every request in it gets the error.
+#[test]
+fn a_step_that_fails_whole_and_split_is_a_failed_step() {
+    let (core, tokenizer) = engine();
+    let requests = requests(&tokenizer);
+    let Run {
+        outcomes,
+        core,
+        failed_steps,
+    } = run(Some(Box::new(DeviceGone)), requests, tokenizer, core);
+    assert_eq!(failed_steps, 1);
+    for (id, outcome) in &outcomes {
+        assert!(
+            matches!(outcome, Outcome::Error(e) if e.contains("device lost")),
+            "request {id}: {outcome:?}"
+        );
+    }
+    assert_eq!(core.scheduler.occupancy().blocks_used, 0);
+}
+
+/// Turns every logits row to NaN: each row fails sampling on its own too.
+struct AllNan;
+
+impl StepFaults for AllNan {
+    fn logits(&mut self, _ids: &[u64], logits: Tensor) -> Result<Tensor> {
+        logits.affine(0.0, f64::NAN).map_err(Into::into)
+    }
+}
+
+#[test]
+fn a_step_whose_every_row_fails_sampling_is_a_failed_step() {
+    let (core, tokenizer) = engine();
+    let mut requests = requests(&tokenizer);
+    for r in &mut requests {
+        r.sampling = SamplingParams::greedy(); // NaN logits have no maximum
+    }
+    let Run {
+        outcomes,
+        core,
+        failed_steps,
+    } = run(Some(Box::new(AllNan)), requests, tokenizer, core);
+    assert_eq!(failed_steps, 1);
+    assert!(
+        outcomes
+            .values()
+            .all(|o| matches!(o, Outcome::Error(e) if e.contains("sampling")))
+    );
     assert_eq!(core.scheduler.occupancy().blocks_used, 0);
 }
 

@@ -14,21 +14,17 @@ use super::request::{Event, GenerationRequest};
 use super::rules;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
+use super::worker::{self, Command, Liveness};
 use crate::error::{Error, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
 use crate::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-enum Command {
-    Submit(Box<Entry<RequestState>>),
-    Drain { deadline: Instant },
-}
 
 /// What the engine serves, for the API layer (limits, model facts).
 #[derive(Debug, Clone)]
@@ -52,6 +48,7 @@ pub struct EngineHandle {
     /// Compiles output constraints; the reason it could not be built otherwise (then only
     /// constrained requests are refused).
     guided: std::result::Result<Arc<GuidedFactory>, String>,
+    liveness: Arc<Liveness>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -144,10 +141,8 @@ impl EngineHandle {
             metrics.clone(),
             queued.clone(),
         );
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("tealight-engine".into())
-            .spawn(move || run_loop(core, rx))?;
+        let liveness = Arc::new(Liveness::default());
+        let (tx, thread) = worker::spawn(core, liveness.clone())?;
         Ok(Self {
             commands: Mutex::new(tx),
             metrics,
@@ -158,6 +153,7 @@ impl EngineHandle {
             info,
             tokenizer,
             guided,
+            liveness,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -168,6 +164,13 @@ impl EngineHandle {
 
     pub fn metrics(&self) -> &EngineMetrics {
         &self.metrics
+    }
+
+    /// Brings the gauges that can be read outside the engine thread up to this instant (the
+    /// waiting count includes requests submitted since the engine's last step).
+    pub fn refresh_metrics(&self) {
+        self.metrics
+            .set_waiting(self.queued.load(Ordering::Relaxed));
     }
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
@@ -199,11 +202,32 @@ impl EngineHandle {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Whether the engine thread is alive (see [`Liveness`]).
+    pub fn is_alive(&self) -> bool {
+        self.liveness.is_alive()
+    }
+
+    /// The engine thread's liveness, to wait for its death.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// Test-only: makes the engine thread panic at its next step.
+    #[doc(hidden)]
+    pub fn inject_fault(&self) {
+        if let Ok(tx) = self.commands.lock() {
+            let _ = tx.send(Command::InjectPanic);
+        }
+    }
+
     /// Queues a request. Fails fast when the server is draining, overloaded, or the prompt
     /// cannot fit the context.
     pub fn submit(&self, request: GenerationRequest) -> Result<EventStream> {
         if self.is_draining() {
             return Err(Error::Unavailable("the server is shutting down".into()));
+        }
+        if let Some(why) = self.liveness.cause() {
+            return Err(Error::Unavailable(format!("the engine has stopped: {why}")));
         }
         let prompt_len = request.prompt_ids.len();
         let limit = self.info.max_model_len;
@@ -258,40 +282,5 @@ impl EngineHandle {
 impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
-    }
-}
-
-fn run_loop(mut core: EngineCore, commands: mpsc::Receiver<Command>) {
-    let mut deadline: Option<Instant> = None;
-    loop {
-        // Block while idle; otherwise take whatever arrived and keep stepping.
-        if core.is_idle() {
-            if deadline.is_some() {
-                return;
-            }
-            match commands.recv_timeout(Duration::from_millis(500)) {
-                Ok(cmd) => apply(&mut core, cmd, &mut deadline),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-        while let Ok(cmd) = commands.try_recv() {
-            apply(&mut core, cmd, &mut deadline);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            core.abort_all();
-            return;
-        }
-        if !core.step() && !core.is_idle() {
-            // Nothing could be scheduled (e.g. all waiting requests were cancelled this step).
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-fn apply(core: &mut EngineCore, cmd: Command, deadline: &mut Option<Instant>) {
-    match cmd {
-        Command::Submit(entry) => core.add(*entry),
-        Command::Drain { deadline: d } => *deadline = Some(d),
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The budget is `--kv-cache-memory` when given; otherwise on the CPU a few full contexts (at
 //! most [`DEFAULT_CPU_KV_BYTES`]), and on a GPU what `--gpu-memory-utilization` of the card
-//! leaves once the weights are resident. The device's figures come in as plain numbers so the
-//! arithmetic is tested without a GPU.
+//! leaves once the weights are resident, the largest step's activations are set aside (measured
+//! by a profiling step, [`super::startup`]) and [`GPU_RESERVE_BYTES`] are kept back. The
+//! device's figures come in as plain numbers so the arithmetic is tested without a GPU.
 
 use crate::device::DeviceMemory;
 use crate::error::{Error, Result};
@@ -13,6 +14,9 @@ use crate::model::Qwen3Config;
 pub const DEFAULT_CPU_KV_BYTES: usize = 4 << 30;
 /// ...and no more than this many full-length contexts (small models need far less than 4 GiB).
 pub const DEFAULT_CPU_KV_CONTEXTS: usize = 4;
+/// Memory the GPU budget keeps free beyond the measured activation peak: cuBLAS workspaces and
+/// kernel modules created after the profiling step, and allocator fragmentation.
+pub const GPU_RESERVE_BYTES: usize = 512 << 20;
 
 /// Where the KV budget comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,21 +25,32 @@ pub enum KvBudget {
     Bytes(usize),
     /// The CPU default (see [`default_cpu_kv_bytes`]).
     CpuDefault,
-    /// This fraction of the GPU's memory, minus what is in use (`--gpu-memory-utilization`).
+    /// This fraction of the GPU's memory (`--gpu-memory-utilization`), see [`gpu_breakdown`].
     GpuFraction(f64),
 }
 
-/// Bytes the KV pool may take. `memory` is asked for only by [`KvBudget::GpuFraction`].
-pub fn kv_bytes(
-    budget: KvBudget,
-    cfg: &Qwen3Config,
-    dtype_size: usize,
-    memory: impl FnOnce() -> Result<DeviceMemory>,
-) -> Result<usize> {
+/// What the GPU's memory goes to, for the start-up log and the KV pool size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuBreakdown {
+    pub total: usize,
+    /// The budget: `--gpu-memory-utilization` of `total`.
+    pub budget: usize,
+    /// In use before the profiling step: CUDA context, weights.
+    pub in_use: usize,
+    /// The largest step's activations and sampler temporaries.
+    pub activation_peak: usize,
+    pub reserve: usize,
+    /// What is left for the KV cache.
+    pub kv: usize,
+}
+
+/// Bytes the KV pool may take when the budget is not a GPU fraction (that one needs a
+/// profiling step first: see [`gpu_breakdown`]).
+pub fn kv_bytes(budget: KvBudget, cfg: &Qwen3Config, dtype_size: usize) -> Option<usize> {
     match budget {
-        KvBudget::Bytes(bytes) => Ok(bytes),
-        KvBudget::CpuDefault => Ok(default_cpu_kv_bytes(cfg, dtype_size)),
-        KvBudget::GpuFraction(fraction) => gpu_kv_bytes(fraction, memory()?),
+        KvBudget::Bytes(bytes) => Some(bytes),
+        KvBudget::CpuDefault => Some(default_cpu_kv_bytes(cfg, dtype_size)),
+        KvBudget::GpuFraction(_) => None,
     }
 }
 
@@ -46,24 +61,49 @@ pub fn default_cpu_kv_bytes(cfg: &Qwen3Config, dtype_size: usize) -> usize {
     full_contexts.min(DEFAULT_CPU_KV_BYTES)
 }
 
-/// `fraction` of the card, minus what is already in use (the weights, loaded before this).
-pub fn gpu_kv_bytes(fraction: f64, memory: DeviceMemory) -> Result<usize> {
-    if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(Error::invalid_request(
+/// Checks `--gpu-memory-utilization` before anything is loaded.
+pub fn check_fraction(fraction: f64) -> Result<()> {
+    if fraction > 0.0 && fraction <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid_request(
             "--gpu-memory-utilization must be in (0, 1]",
-        ));
+        ))
     }
+}
+
+/// `fraction` of the card, minus what is in use once the weights are loaded (`memory`, read
+/// before the profiling step), the profiled activation peak and [`GPU_RESERVE_BYTES`].
+pub fn gpu_breakdown(
+    fraction: f64,
+    memory: DeviceMemory,
+    activation_peak: usize,
+) -> Result<GpuBreakdown> {
+    check_fraction(fraction)?;
     let DeviceMemory { free, total } = memory;
-    let used = total.saturating_sub(free);
+    let in_use = total.saturating_sub(free);
     let budget = (total as f64 * fraction) as usize;
-    let kv = budget.saturating_sub(used);
+    let kv = budget
+        .saturating_sub(in_use)
+        .saturating_sub(activation_peak)
+        .saturating_sub(GPU_RESERVE_BYTES);
     if kv == 0 {
         return Err(Error::Device(format!(
-            "no GPU memory left for the KV cache: {used} of {total} bytes are in use and \
-             --gpu-memory-utilization {fraction} allows {budget}; raise it or use a smaller model"
+            "no GPU memory left for the KV cache: --gpu-memory-utilization {fraction} allows \
+             {budget} of {total} bytes, {in_use} are in use (weights), {activation_peak} are \
+             needed for the largest step's activations and {GPU_RESERVE_BYTES} are kept in \
+             reserve; raise --gpu-memory-utilization, lower --max-num-batched-tokens or \
+             --max-num-seqs, or use a smaller model"
         )));
     }
-    Ok(kv)
+    Ok(GpuBreakdown {
+        total,
+        budget,
+        in_use,
+        activation_peak,
+        reserve: GPU_RESERVE_BYTES,
+        kv,
+    })
 }
 
 /// How many blocks of `block_size` tokens fit in `bytes` (at least one).
@@ -88,28 +128,43 @@ mod tests {
     }
 
     #[test]
-    fn gpu_budget_is_the_fraction_minus_what_is_in_use() {
+    fn gpu_budget_is_the_fraction_minus_weights_activations_and_reserve() {
         let memory = DeviceMemory {
             free: 72 * GIB,
             total: 80 * GIB,
         };
-        // 0.9 × 80 GiB = 72 GiB, 8 GiB used by the weights → 64 GiB for the cache.
-        assert_eq!(gpu_kv_bytes(0.9, memory).unwrap(), 64 * GIB);
-        assert!(
-            gpu_kv_bytes(0.1, memory).is_err(),
-            "weights exceed the budget"
-        );
-        assert!(gpu_kv_bytes(0.0, memory).is_err());
-        assert!(gpu_kv_bytes(1.5, memory).is_err());
+        // 0.9 × 80 GiB = 72 GiB; 8 GiB of weights, a 3 GiB activation peak and the reserve.
+        let b = gpu_breakdown(0.9, memory, 3 * GIB).unwrap();
+        assert_eq!(b.budget, 72 * GIB);
+        assert_eq!(b.in_use, 8 * GIB);
+        assert_eq!(b.kv, 72 * GIB - 8 * GIB - 3 * GIB - GPU_RESERVE_BYTES);
+        // An H200 running Qwen3-4B in bf16 at the defaults.
+        let h200 = DeviceMemory {
+            free: 131 * GIB,
+            total: 139 * GIB,
+        };
+        let b = gpu_breakdown(0.9, h200, 2 * GIB).unwrap();
+        assert!(b.kv > 110 * GIB && b.kv < 117 * GIB, "{b:?}");
+        // Nothing left: an error naming what to change, not a zero-block pool.
+        let err = gpu_breakdown(0.1, memory, 0).unwrap_err().to_string();
+        assert!(err.contains("--gpu-memory-utilization"), "{err}");
+        let err = gpu_breakdown(0.9, memory, 64 * GIB)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--max-num-batched-tokens"), "{err}");
+        assert!(gpu_breakdown(0.0, memory, 0).is_err());
+        assert!(gpu_breakdown(1.5, memory, 0).is_err());
     }
 
     #[test]
-    fn explicit_bytes_never_ask_the_device() {
+    fn explicit_and_cpu_budgets_need_no_profile() {
         let cfg = tiny();
-        let bytes = kv_bytes(KvBudget::Bytes(1 << 20), &cfg, 4, || {
-            panic!("the device was asked")
-        });
-        assert_eq!(bytes.unwrap(), 1 << 20);
+        assert_eq!(kv_bytes(KvBudget::Bytes(1 << 20), &cfg, 4), Some(1 << 20));
+        assert_eq!(
+            kv_bytes(KvBudget::CpuDefault, &cfg, 4),
+            Some(default_cpu_kv_bytes(&cfg, 4))
+        );
+        assert_eq!(kv_bytes(KvBudget::GpuFraction(0.9), &cfg, 4), None);
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod request;
 pub mod rules;
 pub mod scheduler;
 pub mod sequence;
+pub mod startup;
 pub mod stop_strings;
+pub mod worker;
 
 pub use crate::guided::GuidedDecoding;
 pub use config::EngineConfig;

@@ -101,6 +101,8 @@ impl StepPlan {
 pub struct Occupancy {
     pub running: usize,
     pub waiting: usize,
+    /// The waiting sequences that ran before and were preempted.
+    pub preempted_waiting: usize,
     pub blocks_used: usize,
     pub blocks_total: usize,
 }
@@ -307,6 +309,11 @@ impl<T> Scheduler<T> {
         Occupancy {
             running: self.running.len(),
             waiting: self.waiting.len(),
+            preempted_waiting: self
+                .waiting
+                .iter()
+                .filter(|e| e.core.preemptions > 0)
+                .count(),
             blocks_used: self.blocks.num_used(),
             blocks_total: self.blocks.num_blocks(),
         }

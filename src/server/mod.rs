@@ -50,6 +50,21 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     }
     tracing::info!("model loaded; serving");
-    lifecycle::shutdown_signal().await;
-    lifecycle::drain(&state, stop_tx, server, shutdown_timeout).await
+    let liveness = match state.loaded() {
+        Some(ready) => ready.engine.liveness().clone(),
+        None => return Err(Error::Internal("ready without a model".into())),
+    };
+    tokio::select! {
+        () = lifecycle::shutdown_signal() => {
+            lifecycle::drain(&state, stop_tx, server, shutdown_timeout).await
+        }
+        () = liveness.died() => {
+            // /health already answers 503; give in-flight responses a moment to carry their
+            // errors out, then exit non-zero so a supervisor restarts the process.
+            let why = liveness.cause().unwrap_or_default();
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let _ = lifecycle::drain(&state, stop_tx, server, std::time::Duration::ZERO).await;
+            Err(Error::Device(format!("the engine died: {why}")))
+        }
+    }
 }

@@ -342,3 +342,40 @@ pub fn weather_tool() -> Value {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                        "required": ["city"]}}})
 }
+
+/// An SSE body of named events (`event: NAME` then `data: JSON`, as the Responses and Messages
+/// APIs send them); keep-alive comments are skipped. Checks that every event is named, that the
+/// name is the data's `type`, and the framing.
+pub fn parse_named_sse(raw: &str) -> Vec<(String, Value)> {
+    assert!(raw.ends_with("\n\n"), "{raw:?}");
+    raw.split("\n\n")
+        .filter(|b| !b.is_empty() && !b.starts_with(':'))
+        .map(|block| {
+            let (name, data) = block
+                .strip_prefix("event: ")
+                .and_then(|b| b.split_once("\ndata: "))
+                .unwrap_or_else(|| panic!("not an event: line then a data: line: {block:?}"));
+            let data: Value = serde_json::from_str(data).expect("event JSON");
+            assert_eq!(data["type"], name, "{block}");
+            (name.to_owned(), data)
+        })
+        .collect()
+}
+
+impl TestServer {
+    /// Opens a stream, reads `lines` lines, and hangs up; then waits for the engine to drop
+    /// the request (it must, within 20 s).
+    pub fn hang_up_after(&self, path: &str, body: &Value, lines: usize) {
+        let (status, _, mut reader) = self.open_stream(path, body);
+        assert_eq!(status, 200);
+        let mut line = String::new();
+        for _ in 0..lines {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+        drop(reader);
+        let start = std::time::Instant::now();
+        self.wait_idle();
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+}

@@ -176,6 +176,27 @@ impl HermesToolParser {
         out
     }
 
+    /// Ends an output cut by the token limit. Nothing of an unfinished call's markup becomes
+    /// content: a block whose name was not out yet is dropped, as is a partial `<tool_call>`
+    /// tag at the very end; a call whose name was released keeps the arguments it has.
+    pub fn finish_cut(&mut self) -> HermesDelta {
+        let mut out = HermesDelta::default();
+        let buf = std::mem::take(&mut self.buf);
+        match self.state {
+            State::Text => {
+                let keep = partial_tag_suffix(&buf, OPEN);
+                self.release_text(&buf[..buf.len() - keep], &mut out);
+            }
+            State::Call {
+                stage: Stage::Whole,
+                begun: true,
+            } => self.close_whole(&buf, true, &mut out),
+            State::Call { .. } => {}
+        }
+        self.state = State::Text;
+        out
+    }
+
     /// Advances one state; false when more input is needed.
     fn step(&mut self, out: &mut HermesDelta) -> bool {
         match self.state.clone() {

@@ -206,3 +206,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cut_leaks_no_call_markup() {
+    for (text, content, calls) in [
+        ("Sure.<tool_call>\n{\"na", "Sure.", 0),
+        ("Sure.<tool_c", "Sure.", 0),
+        (
+            "<tool_call>\n{\"arguments\": {\"a\": 1}, \"name\": \"f",
+            "",
+            0,
+        ),
+        (
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": ",
+            "",
+            1,
+        ),
+    ] {
+        let mut p = HermesToolParser::new();
+        let mut out = p.push(text);
+        out.extend(p.finish_cut());
+        assert_eq!(out.content, content, "{text:?}");
+        let named = out.calls.iter().filter(|c| c.name.is_some()).count();
+        assert_eq!(named, calls, "{text:?}");
+        assert!(!out.content.contains('<'), "{text:?}");
+    }
+}
