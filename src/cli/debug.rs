@@ -40,6 +40,8 @@ pub enum DebugCommand {
     Kernels(KernelsArgs),
     /// Concurrent greedy streams through the engine against their solo runs.
     Streams(StreamsArgs),
+    /// Writes a checkpoint directory as one GGUF file (tests, fixtures, benchmarks).
+    Gguf(super::debug_gguf::GgufArgs),
 }
 
 /// Model, device and backend flags shared by the subcommands that load a model.
@@ -125,6 +127,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
         DebugCommand::Logits(a) => logits(a),
         DebugCommand::Kernels(a) => kernels(a),
         DebugCommand::Streams(a) => streams(a),
+        DebugCommand::Gguf(a) => super::debug_gguf::run(a),
     }
 }
 

@@ -5,8 +5,8 @@ use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::error::{Error, Result};
 use crate::model::AttentionBackend;
-use crate::model::checkpoint::CheckpointFiles;
-use crate::model::loader::{DtypeChoice, load_model};
+use crate::model::ModelSource;
+use crate::model::loader::{DtypeChoice, Quantization, load_source};
 use crate::sampling::GenerationDefaults;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 use clap::Args;
@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Checkpoint directory or Hugging Face repo id (default: the embedded tiny model).
-    #[arg(long, value_name = "DIR|ORG/NAME")]
+    /// Checkpoint directory, Hugging Face repo id, or one GGUF file (default: the embedded
+    /// tiny model).
+    #[arg(long, value_name = "DIR|ORG/NAME|FILE.gguf")]
     pub model: Option<String>,
 
     /// Model name(s) clients send in `model`; the first is reported (default: --model).
@@ -39,6 +40,11 @@ pub struct ServeArgs {
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), float32, float16, bfloat16.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeChoice,
+
+    /// Quantize a dense checkpoint's projection weights as they load (a GGUF file's quantized
+    /// weights are used as stored).
+    #[arg(long, value_enum, value_name = "q8_0|q4_k")]
+    pub quantization: Option<Quantization>,
 
     /// Prompt + completion limit per request (default: the model's max_position_embeddings,
     /// capped by what the KV cache holds).
@@ -173,20 +179,15 @@ pub fn load(args: &ServeArgs) -> Result<Loaded> {
         ));
     }
     let model_arg = args.model_arg();
-    let files = CheckpointFiles::resolve(&model_arg)?;
+    let source = ModelSource::resolve(&model_arg)?;
     let device = select_device(args.device)?;
-    let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer)?);
+    let tokenizer = Arc::new(source.tokenizer()?);
     let template = match &args.chat_template {
-        Some(flag) => {
-            let specials = ChatTemplate::from_model_dir(&files.dir)
-                .map(|t| t.special_tokens().clone())
-                .unwrap_or_default();
-            ChatTemplate::from_flag(flag, specials)?
-        }
-        None => ChatTemplate::from_model_dir(&files.dir)?,
+        Some(flag) => ChatTemplate::from_flag(flag, source.template_special_tokens())?,
+        None => source.chat_template()?,
     };
     let defaults = match args.generation_config.as_str() {
-        "auto" => GenerationDefaults::from_model_dir(&files.dir)?,
+        "auto" => source.generation_defaults(&tokenizer)?,
         "vllm" => GenerationDefaults::default(),
         dir => GenerationDefaults::from_model_dir(std::path::Path::new(dir))?,
     };
@@ -195,8 +196,7 @@ pub fn load(args: &ServeArgs) -> Result<Loaded> {
         eos_ids.extend(tokenizer.token_to_id("<|im_end|>"));
         eos_ids.extend(tokenizer.token_to_id("<|endoftext|>"));
     }
-    let loaded = load_model(files, &device, args.dtype)?;
-    let model = loaded.model;
+    let model = load_source(&source, &device, args.dtype, args.quantization)?;
     let cfg = model.config().clone();
     let kv_dtype_size = model.dtype().size_in_bytes();
     let kv_bytes = kv_budget_bytes(args, &device, &cfg, kv_dtype_size)?;

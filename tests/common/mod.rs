@@ -112,7 +112,19 @@ pub fn greedy_run(
     chunk: usize,
     backend: AttentionBackend,
 ) -> (Vec<f32>, Vec<u32>) {
-    let model = &loaded.model;
+    greedy_run_model(&loaded.model, cache, blocks, prompt, steps, chunk, backend)
+}
+
+/// [`greedy_run`] on a model however it was loaded.
+pub fn greedy_run_model(
+    model: &tealight::model::Qwen3Model,
+    cache: &KvCache,
+    blocks: &[u32],
+    prompt: &[u32],
+    steps: usize,
+    chunk: usize,
+    backend: AttentionBackend,
+) -> (Vec<f32>, Vec<u32>) {
     let mut fed = 0;
     let mut first_logits = None;
     while fed < prompt.len() {

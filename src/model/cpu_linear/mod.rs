@@ -25,8 +25,10 @@ mod element;
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 mod pack;
+pub mod quant;
 
 pub use element::PanelElement;
+pub use quant::QuantizedPanels;
 
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, bail};
 use half::{bf16, f16};
