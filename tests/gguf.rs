@@ -347,3 +347,146 @@ fn broken_files_fail_with_one_clear_line() {
     let err = load_error(&write("missing.gguf", &bytes));
     assert!(err.contains("missing tensor blk.0.attn_k.weight"), "{err}");
 }
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    prompt: String,
+    files: Vec<ReferenceFile>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceFile {
+    shape: String,
+    plan: String,
+    sha256: String,
+    tensors: HashMap<String, TensorStats>,
+    llama_cpp: LlamaGreedy,
+}
+
+#[derive(serde::Deserialize)]
+struct TensorStats {
+    #[serde(rename = "type")]
+    kind: String,
+    sum: f64,
+    sum_squares: f64,
+    samples: Vec<(usize, f64)>,
+}
+
+#[derive(serde::Deserialize)]
+struct LlamaGreedy {
+    prompt_ids: Vec<u32>,
+    tokens: Vec<u32>,
+    steps: Vec<LlamaStep>,
+}
+
+#[derive(serde::Deserialize)]
+struct LlamaStep {
+    top_logprobs: Vec<f32>,
+}
+
+/// `tests/fixtures/gguf.json`, made by `scripts/gguf_fixtures.py` with gguf-py and llama.cpp.
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/gguf.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Our dequantization of every tensor against gguf-py's, on the very bytes the fixture script
+/// read (the writer still writes them).
+#[test]
+fn dequantization_matches_gguf_py() {
+    for entry in reference().files {
+        let path = gguf_file(&entry.shape, &entry.plan);
+        assert_eq!(
+            sha256(&path),
+            entry.sha256,
+            "{} {}: the writer's output changed; rerun scripts/gguf_fixtures.py",
+            entry.shape,
+            entry.plan
+        );
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(file.tensor_names().len(), entry.tensors.len());
+        for (name, want) in &entry.tensors {
+            let info = file.tensor(name).unwrap();
+            assert_eq!(info.dtype.name(), want.kind, "{name}");
+            let values: Vec<f32> = match info.dtype {
+                gguf::GgmlType::F32 => file
+                    .bytes(info)
+                    .chunks(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                kind => tealight::model::quantized::QuantizedWeight::new(
+                    kind,
+                    info.dims[0],
+                    info.dims[1],
+                    file.bytes(info).to_vec(),
+                )
+                .unwrap()
+                .dequantize()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+            };
+            for &(i, v) in &want.samples {
+                assert_eq!(values[i], v as f32, "{name}[{i}]");
+            }
+            let sum: f64 = values.iter().map(|&v| v as f64).sum();
+            let sum_squares: f64 = values.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            assert!(
+                (sum - want.sum).abs() <= 1e-6 * want.sum_squares.sqrt().max(1.0) * 100.0,
+                "{name}: sum {sum} vs {}",
+                want.sum
+            );
+            assert!(
+                (sum_squares - want.sum_squares).abs() <= 1e-9 * want.sum_squares.max(1.0) * 100.0,
+                "{name}"
+            );
+        }
+    }
+}
+
+/// Teacher-forced on llama.cpp's greedy continuation of the same file, tealight picks the same
+/// token wherever llama.cpp's choice leads by more than the quantization noise (0.5 nats).
+#[test]
+fn greedy_agrees_with_llama_cpp_where_it_is_decisive() {
+    let reference = reference();
+    let tokenizer = Tokenizer::from_file(tiny_model_dir().join("tokenizer.json")).unwrap();
+    let mut decisive = 0;
+    for entry in &reference.files {
+        let llama = &entry.llama_cpp;
+        assert_eq!(
+            tokenizer.encode(&reference.prompt, false).unwrap(),
+            llama.prompt_ids
+        );
+        let model = load_path(&gguf_file(&entry.shape, &entry.plan));
+        let tokens: Vec<u32> = llama
+            .prompt_ids
+            .iter()
+            .chain(&llama.tokens)
+            .copied()
+            .collect();
+        let logits = teacher_forced(&model, &tokens[..tokens.len() - 1]);
+        let first = llama.prompt_ids.len() - 1;
+        for (step, want) in llama.tokens.iter().enumerate() {
+            let top = &llama.steps[step].top_logprobs;
+            if top[0] - top[1] > 0.5 {
+                decisive += 1;
+                assert_eq!(
+                    argmax(&logits[first + step]),
+                    *want,
+                    "{} {} step {step}",
+                    entry.shape,
+                    entry.plan
+                );
+            }
+        }
+    }
+    assert!(decisive >= 15, "only {decisive} decisive positions");
+}

@@ -220,11 +220,8 @@ pub fn write_gguf(dir: &Path, out: &Path, plan: TypePlan) -> Result<()> {
         let q = QTensor::quantize(&tensor, candle).map_err(fail)?;
         tensors.push((name, q));
     }
-    let model_name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut keys = model_keys(&cfg, &model_name);
+    // A fixed name: the same checkpoint gives the same bytes wherever it sits.
+    let mut keys = model_keys(&cfg, "Qwen3");
     keys.extend(vocabulary(&files, cfg.vocab_size)?);
     let metadata: Vec<(&str, &Value)> = keys.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
