@@ -1,5 +1,5 @@
-//! Quantized projections on the CPU with our own integer kernels: GGML block formats (Q8_0 so
-//! far) repacked at load into panels of 8 output columns, multiplied by activations quantized
+//! Quantized projections on the CPU with our own integer kernels: GGML block formats (Q8_0,
+//! Q4_K, Q6_K) repacked at load into panels of 8 output columns, multiplied by activations quantized
 //! to int8 per block (as llama.cpp does), in register tiles of several rows so a batch streams
 //! each weight once.
 //!
@@ -10,6 +10,8 @@
 //! kernel to the scalar [`QuantizedPanels::reference`] bit for bit.
 
 mod activations;
+mod q4_k;
+mod q6_k;
 mod q8_0;
 
 pub use activations::QuantizedRows;
@@ -26,26 +28,58 @@ pub const COLS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
     Q8_0,
+    Q4K,
+    Q6K,
 }
 
 impl Format {
     fn of(dtype: GgmlType) -> Option<Self> {
         match dtype {
             GgmlType::Q8_0 => Some(Self::Q8_0),
+            GgmlType::Q4_K => Some(Self::Q4K),
+            GgmlType::Q6_K => Some(Self::Q6K),
             _ => None,
         }
     }
 
-    /// Inputs per activation block.
+    /// Inputs per activation block (the weights' block or super-block).
     fn activation_block(self) -> usize {
         match self {
             Self::Q8_0 => q8_0::BLOCK,
+            Self::Q4K => q4_k::BLOCK,
+            Self::Q6K => q6_k::BLOCK,
         }
     }
 
     fn panel_bytes(self, in_dim: usize) -> usize {
         match self {
             Self::Q8_0 => q8_0::panel_bytes(in_dim),
+            Self::Q4K => q4_k::panel_bytes(in_dim),
+            Self::Q6K => q6_k::panel_bytes(in_dim),
+        }
+    }
+
+    fn pack(self, rows: &[u8], out_dim: usize, in_dim: usize, panel: &mut [u8], p: usize) {
+        match self {
+            Self::Q8_0 => q8_0::pack(rows, out_dim, in_dim, panel, p),
+            Self::Q4K => q4_k::pack(rows, out_dim, in_dim, panel, p),
+            Self::Q6K => q6_k::pack(rows, out_dim, in_dim, panel, p),
+        }
+    }
+
+    fn dequantize_column(self, panel: &[u8], in_dim: usize, j: usize, out: &mut [f32]) {
+        match self {
+            Self::Q8_0 => q8_0::dequantize_column(panel, in_dim, j, out),
+            Self::Q4K => q4_k::dequantize_column(panel, in_dim, j, out),
+            Self::Q6K => q6_k::dequantize_column(panel, in_dim, j, out),
+        }
+    }
+
+    fn reference(self, panel: &[u8], x: &QuantizedRows, y: &mut [f32], stride: usize, cols: usize) {
+        match self {
+            Self::Q8_0 => q8_0::reference(panel, x, y, stride, cols),
+            Self::Q4K => q4_k::reference(panel, x, y, stride, cols),
+            Self::Q6K => q6_k::reference(panel, x, y, stride, cols),
         }
     }
 }
@@ -76,9 +110,7 @@ impl QuantizedPanels {
         let mut data = vec![0u8; out_dim.div_ceil(COLS) * stride];
         data.par_chunks_mut(stride.max(1))
             .enumerate()
-            .for_each(|(p, panel)| match format {
-                Format::Q8_0 => q8_0::pack(&weight.bytes, out_dim, in_dim, panel, p),
-            });
+            .for_each(|(p, panel)| format.pack(&weight.bytes, out_dim, in_dim, panel, p));
         Ok(Self {
             format,
             dtype: weight.dtype,
@@ -114,9 +146,8 @@ impl QuantizedPanels {
                 )
             }
             let panel = self.panel(id / COLS);
-            match self.format {
-                Format::Q8_0 => q8_0::dequantize_column(panel, self.in_dim, id % COLS, dst),
-            }
+            self.format
+                .dequantize_column(panel, self.in_dim, id % COLS, dst);
         }
         Tensor::from_vec(out, (ids.len(), self.in_dim), &candle_core::Device::Cpu)
     }
@@ -133,9 +164,8 @@ impl QuantizedPanels {
         for p in 0..self.out_dim.div_ceil(COLS) {
             let cols = COLS.min(self.out_dim - p * COLS);
             let out = &mut y[p * COLS..];
-            match self.format {
-                Format::Q8_0 => q8_0::reference(self.panel(p), &xq, out, self.out_dim, cols),
-            }
+            self.format
+                .reference(self.panel(p), &xq, out, self.out_dim, cols);
         }
         y
     }
@@ -176,6 +206,8 @@ impl QuantizedPanels {
                 x_stride: xq.cols,
                 xd: xq.d[r0 * blocks..].as_ptr(),
                 xd_stride: blocks,
+                sums: xq.sums16[(r0 * xq.cols / 16).min(xq.sums16.len())..].as_ptr(),
+                sums_stride: xq.cols / 16,
                 // SAFETY: row `r0`, column `p · COLS` is inside `y`.
                 y: unsafe { out.0.add(r0 * self.out_dim + p * COLS) },
                 y_stride: self.out_dim,
@@ -184,12 +216,20 @@ impl QuantizedPanels {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded from the caller; `rows` rows remain from `r0`.
             unsafe {
-                use q8_0::avx2::tile as q8;
+                use {q4_k::avx2::tile as q4, q6_k::avx2::tile as q6, q8_0::avx2::tile as q8};
                 match (self.format, ROWS.min(xq.rows - r0)) {
                     (Format::Q8_0, 1) => q8::<1>(&tile),
                     (Format::Q8_0, 2) => q8::<2>(&tile),
                     (Format::Q8_0, 3) => q8::<3>(&tile),
                     (Format::Q8_0, _) => q8::<4>(&tile),
+                    (Format::Q4K, 1) => q4::<1>(&tile),
+                    (Format::Q4K, 2) => q4::<2>(&tile),
+                    (Format::Q4K, 3) => q4::<3>(&tile),
+                    (Format::Q4K, _) => q4::<4>(&tile),
+                    (Format::Q6K, 1) => q6::<1>(&tile),
+                    (Format::Q6K, 2) => q6::<2>(&tile),
+                    (Format::Q6K, 3) => q6::<3>(&tile),
+                    (Format::Q6K, _) => q6::<4>(&tile),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -220,6 +260,9 @@ pub(super) struct Tile {
     x_stride: usize,
     xd: *const f32,
     xd_stride: usize,
+    /// Sums of every 16 quantized inputs (256-blocks only).
+    sums: *const i16,
+    sums_stride: usize,
     y: *mut f32,
     y_stride: usize,
     cols: usize,

@@ -39,7 +39,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|f| f.to_bits()).collect()
 }
 
-const TYPES: [GgmlType; 1] = [GgmlType::Q8_0];
+const TYPES: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K];
 
 fn shapes(dtype: GgmlType) -> Vec<(usize, usize)> {
     let block = Format::of(dtype)
