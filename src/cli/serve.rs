@@ -43,7 +43,7 @@ pub struct ServeArgs {
 
     /// Quantize a dense checkpoint's projection weights as they load (a GGUF file's quantized
     /// weights are used as stored).
-    #[arg(long, value_enum, value_name = "q8_0|q4_k")]
+    #[arg(long, value_enum, value_name = "q8_0|q4_k|fp8")]
     pub quantization: Option<Quantization>,
 
     /// Prompt + completion limit per request (default: the model's max_position_embeddings,

@@ -1,6 +1,7 @@
 //! Small building blocks of the Qwen3 decoder: RMSNorm, rotary tables, and dense projections.
 
 use super::cpu_linear::{PackedWeight, QuantizedPanels};
+use super::fp8::Fp8Weight;
 use super::quantized::{CandleQuantized, QuantizedWeight};
 use super::weights::{StoredWeight, WeightStore};
 use crate::error::{Error, Result};
@@ -91,7 +92,8 @@ impl Projection {
     }
 
     /// One weight for stacked parts: dense parts concatenate (and pack, on the CPU), quantized
-    /// parts of one type stack; anything else is split.
+    /// parts of one type stack, FP8 parts stack (packed, on the CPU; dequantized elsewhere);
+    /// anything else is split.
     fn from_parts(
         parts: Vec<StoredWeight>,
         device: &Device,
@@ -102,10 +104,20 @@ impl Projection {
                 .into_iter()
                 .filter_map(|p| match p {
                     StoredWeight::Dense(t) => Some(t),
-                    StoredWeight::Quantized(_) => None,
+                    _ => None,
                 })
                 .collect();
             return Self::dense(cat_rows(dense)?, compute);
+        }
+        if parts.iter().all(|p| matches!(p, StoredWeight::Fp8(_))) {
+            let fp8: Vec<Fp8Weight> = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    StoredWeight::Fp8(w) => Some(w),
+                    _ => None,
+                })
+                .collect();
+            return Self::fp8(fp8, device, compute);
         }
         let one_type = parts.windows(2).all(|w| match w {
             [StoredWeight::Quantized(a), StoredWeight::Quantized(b)] => a.dtype == b.dtype,
@@ -116,7 +128,7 @@ impl Projection {
                 .into_iter()
                 .filter_map(|p| match p {
                     StoredWeight::Quantized(q) => Some(q),
-                    StoredWeight::Dense(_) => None,
+                    _ => None,
                 })
                 .collect();
             let stacked = QuantizedWeight::stack(quantized).map_err(Error::Internal)?;
@@ -139,6 +151,22 @@ impl Projection {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ProjectionWeight::Split(split))
+    }
+
+    /// FP8 parts: one byte a weight in the packed kernel where it runs, else (GPUs, half
+    /// compute, blocks that do not stack) dequantized to a dense weight at load.
+    fn fp8(parts: Vec<Fp8Weight>, device: &Device, compute: DType) -> Result<ProjectionWeight> {
+        if packs(device, compute)
+            && let Ok(stacked) = Fp8Weight::stack(parts.clone())
+            && let Ok(packed) = PackedWeight::pack_fp8(&stacked)
+        {
+            return Ok(ProjectionWeight::Packed(packed));
+        }
+        let dense = parts
+            .iter()
+            .map(|w| Ok(w.dequantize()?.to_device(device)?))
+            .collect::<Result<Vec<_>>>()?;
+        Self::dense(cat_rows(dense)?, compute)
     }
 
     /// From one `[out, in]` weight, without bias, computing in the weight's dtype.

@@ -46,16 +46,22 @@ pub enum Quantization {
     /// 8-bit blocks of 32 with one scale (GGML Q8_0).
     #[value(name = "q8_0")]
     Q8_0,
-    /// 4-bit super-blocks of 256 with 6-bit scales and minimums (GGML Q4_K).
+    /// 4-bit super-blocks of 256 with 6-bit scales and minimums (GGML Q4_K; the embedding
+    /// and head in Q6_K, as in llama.cpp's Q4_K_M).
     #[value(name = "q4_k")]
     Q4K,
+    /// e4m3 with one scale per 128 × 128 block, as Qwen's FP8 checkpoints.
+    #[value(name = "fp8")]
+    Fp8,
 }
 
 impl Quantization {
-    pub fn ggml_type(self) -> GgmlType {
+    /// The GGML type, for the block formats.
+    pub fn ggml_type(self) -> Option<GgmlType> {
         match self {
-            Quantization::Q8_0 => GgmlType::Q8_0,
-            Quantization::Q4K => GgmlType::Q4_K,
+            Quantization::Q8_0 => Some(GgmlType::Q8_0),
+            Quantization::Q4K => Some(GgmlType::Q4_K),
+            Quantization::Fp8 => None,
         }
     }
 }
@@ -92,7 +98,8 @@ pub fn load_source(
         }
         ModelSource::Gguf(file) => WeightStore::open_gguf(file.clone(), device, dtype, tensors),
     }
-    .quantize_to(quantization.map(Quantization::ggml_type));
+    .quantize_to(quantization)
+    .with_fp8_block(cfg.fp8_block);
     let model = Qwen3Model::load(&store, &cfg)?;
     store.finish_progress();
     if cfg.tie_word_embeddings && store.contains("lm_head.weight") {

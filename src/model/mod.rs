@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu_linear;
+pub mod fp8;
 pub mod gguf;
 pub mod kv_cache;
 pub mod layers;

@@ -2,7 +2,9 @@
 //! lookup: every failure says which tensor and which file. Tensors are asked for by their
 //! transformers names; a GGUF file's are mapped (see [`super::gguf::names`]).
 
+use super::fp8::Fp8Weight;
 use super::gguf::{GgmlType, GgufFile};
+use super::loader::Quantization;
 use super::quantized::QuantizedWeight;
 use crate::error::{Error, Result};
 use candle_core::safetensors::{Load, MmapedSafetensors};
@@ -18,7 +20,9 @@ pub struct WeightStore {
     dtype: DType,
     progress: ProgressBar,
     /// `--quantization`: dense projection weights are quantized to this as they load.
-    quantize: Option<GgmlType>,
+    quantize: Option<Quantization>,
+    /// The checkpoint's FP8 block shape, when its linear weights are block-scaled e4m3.
+    fp8_block: Option<[usize; 2]>,
 }
 
 enum Source {
@@ -30,9 +34,13 @@ enum Source {
 }
 
 /// A projection weight as stored: dense (any float dtype) or in a GGML block format.
+/// Blocks of `--quantization fp8`, as Qwen's FP8 checkpoints use.
+const FP8_BLOCK: [usize; 2] = [128, 128];
+
 pub enum StoredWeight {
     Dense(Tensor),
     Quantized(QuantizedWeight),
+    Fp8(Fp8Weight),
 }
 
 impl WeightStore {
@@ -68,6 +76,7 @@ impl WeightStore {
             dtype,
             progress: progress_bar(total_bytes, expected_tensors),
             quantize: None,
+            fp8_block: None,
         })
     }
 
@@ -85,12 +94,19 @@ impl WeightStore {
             dtype,
             progress: progress_bar(bytes, expected_tensors),
             quantize: None,
+            fp8_block: None,
         }
     }
 
-    /// Quantizes dense projection weights to `dtype` as they load (`--quantization`).
-    pub fn quantize_to(mut self, dtype: Option<GgmlType>) -> Self {
-        self.quantize = dtype;
+    /// Quantizes dense projection weights as they load (`--quantization`).
+    pub fn quantize_to(mut self, quantization: Option<Quantization>) -> Self {
+        self.quantize = quantization;
+        self
+    }
+
+    /// Reads e4m3 linear weights with their `weight_scale_inv` in blocks of `block`.
+    pub fn with_fp8_block(mut self, block: Option<[usize; 2]>) -> Self {
+        self.fp8_block = block;
         self
     }
 
@@ -126,30 +142,59 @@ impl WeightStore {
     pub fn get_weight(&self, name: &str, shape: &[usize]) -> Result<StoredWeight> {
         let stored = match &self.source {
             Source::Gguf(file) => self.gguf_weight(file, name, shape)?,
-            Source::Safetensors { .. } => StoredWeight::Dense(self.get_stored(name, shape)?),
-        };
-        match (stored, self.quantize) {
-            (StoredWeight::Dense(w), Some(kind)) => {
-                // The embedding/head matrix keeps more bits, as llama.cpp's Q4_K_M does.
-                let head = name == "lm_head.weight" || name == "model.embed_tokens.weight";
-                let kind = if head && kind == GgmlType::Q4_K {
-                    GgmlType::Q6_K
+            Source::Safetensors { .. } => {
+                let tensor = self.get_stored(name, shape)?;
+                if tensor.dtype() == DType::F8E4M3 {
+                    StoredWeight::Fp8(self.fp8_weight(name, &tensor)?)
                 } else {
-                    kind
-                };
-                let q = QuantizedWeight::quantize(&w, kind).map_err(|e| {
-                    Error::checkpoint(
-                        self.describe_files(),
-                        format!(
-                            "tensor {name}: cannot quantize to {kind}: {}",
-                            root_cause(&e)
-                        ),
-                    )
-                })?;
-                Ok(StoredWeight::Quantized(q))
+                    StoredWeight::Dense(tensor)
+                }
             }
-            (stored, _) => Ok(stored),
-        }
+        };
+        let (StoredWeight::Dense(w), Some(quantization)) = (&stored, self.quantize) else {
+            return Ok(stored);
+        };
+        let fail = |e: candle_core::Error| {
+            Error::checkpoint(
+                self.describe_files(),
+                format!(
+                    "tensor {name}: cannot quantize to {quantization:?}: {}",
+                    root_cause(&e)
+                ),
+            )
+        };
+        let head = name == "lm_head.weight" || name == "model.embed_tokens.weight";
+        let Some(kind) = quantization.ggml_type() else {
+            // Qwen's FP8 checkpoints (and vLLM's `--quantization fp8`) keep the embedding and
+            // head in 16 bits.
+            if head {
+                return Ok(stored);
+            }
+            return Ok(StoredWeight::Fp8(
+                Fp8Weight::quantize(w, FP8_BLOCK).map_err(fail)?,
+            ));
+        };
+        // The embedding/head matrix keeps more bits, as llama.cpp's Q4_K_M does.
+        let kind = if head && kind == GgmlType::Q4_K {
+            GgmlType::Q6_K
+        } else {
+            kind
+        };
+        Ok(StoredWeight::Quantized(
+            QuantizedWeight::quantize(w, kind).map_err(fail)?,
+        ))
+    }
+
+    /// An e4m3 weight and its `weight_scale_inv`, checked against the configured blocks.
+    fn fp8_weight(&self, name: &str, weight: &Tensor) -> Result<Fp8Weight> {
+        let fail =
+            |m: String| Error::checkpoint(self.describe_files(), format!("tensor {name}: {m}"));
+        let block = self.fp8_block.ok_or_else(|| {
+            fail("is F8_E4M3 but config.json has no fp8 quantization_config".into())
+        })?;
+        let scale_name = format!("{name}_scale_inv");
+        let scale_inv = self.load_any_shape(&scale_name)?;
+        Fp8Weight::from_tensors(weight, &scale_inv, block).map_err(fail)
     }
 
     fn gguf_weight(&self, file: &GgufFile, name: &str, shape: &[usize]) -> Result<StoredWeight> {
@@ -191,6 +236,22 @@ impl WeightStore {
             )));
         }
         Ok((gguf_name, info.clone()))
+    }
+
+    /// A safetensors tensor of whatever shape it has, on the host (scale tensors).
+    fn load_any_shape(&self, name: &str) -> Result<Tensor> {
+        let Source::Safetensors { shards, routing } = &self.source else {
+            return Err(Error::checkpoint(
+                self.describe_files(),
+                format!("missing tensor {name}"),
+            ));
+        };
+        let index = *routing.get(name).ok_or_else(|| {
+            Error::checkpoint(self.describe_files(), format!("missing tensor {name}"))
+        })?;
+        let (path, st) = &shards[index];
+        st.load(name, &Device::Cpu)
+            .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {}", root_cause(&e))))
     }
 
     fn load(&self, name: &str, shape: &[usize], dtype: Option<DType>) -> Result<Tensor> {

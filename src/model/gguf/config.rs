@@ -125,5 +125,6 @@ pub fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
         tie_word_embeddings: file.tensor("output.weight").is_none(),
         attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
         stored_dtype,
+        fp8_block: None,
     })
 }
