@@ -13,11 +13,10 @@ use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
 use crate::kernels::check;
-use crate::model::checkpoint::CheckpointFiles;
-use crate::model::loader::{DtypeChoice, load_model};
+use crate::model::ModelSource;
+use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use crate::sampling::SamplingParams;
-use crate::tokenizer::Tokenizer;
 use candle_core::Tensor;
 use clap::{Args, Subcommand};
 use rand::{Rng, SeedableRng};
@@ -133,25 +132,25 @@ pub fn run(args: DebugArgs) -> Result<()> {
 
 struct Loaded {
     model: crate::model::Qwen3Model,
-    files: CheckpointFiles,
+    source: ModelSource,
     backend: AttentionBackend,
 }
 
 fn load(flags: &ModelFlags) -> Result<Loaded> {
     let device = select_device(flags.device)?;
-    let files = CheckpointFiles::resolve(&flags.model)?;
-    let loaded = load_model(files, &device, flags.dtype)?;
+    let source = ModelSource::resolve(&flags.model)?;
+    let model = load_source(&source, &device, flags.dtype, None)?;
     let backend = flags.attention_backend.resolve(&device)?;
     eprintln!(
         "debug: {} on {:?}, {:?}, attention {:?}",
         flags.model,
         device.location(),
-        loaded.model.dtype(),
+        model.dtype(),
         backend
     );
     Ok(Loaded {
-        model: loaded.model,
-        files: loaded.files,
+        model,
+        source,
         backend,
     })
 }
@@ -322,10 +321,10 @@ fn collect(mut stream: crate::engine::EventStream) -> Result<Vec<u32>> {
 fn streams(args: StreamsArgs) -> Result<()> {
     let Loaded {
         model,
-        files,
+        source,
         backend,
     } = load(&args.model)?;
-    let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer)?);
+    let tokenizer = Arc::new(source.tokenizer()?);
     let cfg = model.config().clone();
     let dtype_size = model.dtype().size_in_bytes();
     let bs = args.model.block_size;
