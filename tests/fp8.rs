@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use tealight::model::fp8::Fp8Weight;
 use tealight::model::loader::{DtypeChoice, Quantization, load_source};
-use tealight::model::{AttentionBackend, KvCache, ModelSource, Qwen3Model};
+use tealight::model::{ModelSource, Qwen3Model};
 
 fn is_linear(name: &str) -> bool {
     name.ends_with("proj.weight")
@@ -86,21 +86,6 @@ fn load_dir(dir: &Path, quantization: Option<Quantization>) -> Qwen3Model {
     load_source(&source, &Device::Cpu, DtypeChoice::Auto, quantization).unwrap()
 }
 
-fn greedy(model: &Qwen3Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
-    let n = blocks_needed(prompt.len() + steps);
-    let cache = KvCache::new(model.config(), n, BLOCK_SIZE, model.dtype(), &Device::Cpu).unwrap();
-    let blocks: Vec<u32> = (0..n as u32).collect();
-    greedy_run_model(
-        model,
-        &cache,
-        &blocks,
-        prompt,
-        steps,
-        5,
-        AttentionBackend::Generic,
-    )
-}
-
 const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 264, 56698, 20538, 30];
 
 #[test]
@@ -114,8 +99,8 @@ fn fp8_checkpoint_is_its_dequantized_weights_bit_for_bit() {
         );
         let fp8 = load_dir(&fp8_dir, None);
         let reference = load_dir(&f32_dir, None);
-        let (logits_fp8, tokens_fp8) = greedy(&fp8, &PROMPT, 6);
-        let (logits_ref, tokens_ref) = greedy(&reference, &PROMPT, 6);
+        let (logits_fp8, tokens_fp8) = greedy_model(&fp8, &PROMPT, 6);
+        let (logits_ref, tokens_ref) = greedy_model(&reference, &PROMPT, 6);
         assert_eq!(
             max_abs_diff(&logits_fp8, &logits_ref),
             0.0,
@@ -131,12 +116,12 @@ fn quantization_fp8_at_load_matches_the_fp8_checkpoint() {
     let (fp8_dir, _) = fp8_checkpoints("tiny-k", DType::F32, tmp.path());
     let checkpoint = load_dir(&fp8_dir, None);
     let at_load = load_dir(&checkpoint_dir("tiny-k"), Some(Quantization::Fp8));
-    let (a, ta) = greedy(&checkpoint, &PROMPT, 6);
-    let (b, tb) = greedy(&at_load, &PROMPT, 6);
+    let (a, ta) = greedy_model(&checkpoint, &PROMPT, 6);
+    let (b, tb) = greedy_model(&at_load, &PROMPT, 6);
     assert_eq!(max_abs_diff(&a, &b), 0.0);
     assert_eq!(ta, tb);
     // And it is close to the unquantized model (e4m3 keeps 3 mantissa bits).
-    let (c, _) = greedy(&load("tiny-k", DtypeChoice::Auto).model, &PROMPT, 1);
+    let (c, _) = greedy_model(&load("tiny-k", DtypeChoice::Auto).model, &PROMPT, 1);
     let spread = c.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max_abs_diff(&a, &c) < 0.1 * spread);
 }

@@ -51,28 +51,6 @@ fn load_error(path: &Path) -> String {
     }
 }
 
-fn greedy(model: &Qwen3Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
-    let blocks_per_seq = blocks_needed(prompt.len() + steps);
-    let cache = KvCache::new(
-        model.config(),
-        blocks_per_seq,
-        BLOCK_SIZE,
-        model.dtype(),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let blocks: Vec<u32> = (0..blocks_per_seq as u32).collect();
-    greedy_run_model(
-        model,
-        &cache,
-        &blocks,
-        prompt,
-        steps,
-        7,
-        AttentionBackend::Generic,
-    )
-}
-
 /// Logits after every prefix of `tokens` (fed one at a time).
 fn teacher_forced(model: &Qwen3Model, tokens: &[u32]) -> Vec<Vec<f32>> {
     let n = blocks_needed(tokens.len());
@@ -117,8 +95,8 @@ fn float_gguf_is_the_safetensors_model() {
             from_safetensors.config().num_hidden_layers
         );
         let prompt = prompt_ids();
-        let (logits_st, tokens_st) = greedy(&from_safetensors, &prompt, 8);
-        let (logits_gguf, tokens_gguf) = greedy(&from_gguf, &prompt, 8);
+        let (logits_st, tokens_st) = greedy_model(&from_safetensors, &prompt, 8);
+        let (logits_gguf, tokens_gguf) = greedy_model(&from_gguf, &prompt, 8);
         // Same values, same kernels: bit for bit (the issue asks for 1e-3).
         assert_eq!(max_abs_diff(&logits_st, &logits_gguf), 0.0, "{shape}");
         assert_eq!(tokens_st, tokens_gguf, "{shape}");
@@ -248,7 +226,7 @@ fn quantized_gguf_follows_its_dequantized_weights() {
         let quantized = load_path(&path);
         let reference = load_path(&reference_dir);
         let prompt = prompt_ids();
-        let (_, continuation) = greedy(&reference, &prompt, 12);
+        let (_, continuation) = greedy_model(&reference, &prompt, 12);
         let tokens: Vec<u32> = prompt.iter().chain(&continuation).copied().collect();
         let want = teacher_forced(&reference, &tokens);
         let got = teacher_forced(&quantized, &tokens);
