@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: Rust unit + integration tests, then the Python client tests
-# (the real `openai` SDK in strict mode) against a live `tealight serve` on the embedded model.
+# (the real `openai` and `anthropic` SDKs, strict) against a live `tealight serve` on the embedded
+# model, replicas behind vllm-router, the Kubernetes manifests in deploy/ (validated offline), and
+# the real agent CLIs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +20,17 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
     echo "test.sh: target/debug/tealight is missing after cargo test" >&2
     exit 1
   fi
-  "$venv/bin/python" -m pytest -q tests/clients
+  # promtool (Debian's prometheus package) checks the /metrics exposition (test_metrics.py).
+  if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null 2>&1 \
+      || echo "test.sh: could not install promtool" >&2
+  fi
+  "$venv/bin/python" -m pytest -q tests/clients tests/deploy
+fi
+
+# The real agent CLIs (Codex CLI, Claude Code) against a live server, installed from npm into a
+# cache outside the clone (about 40 s once installed). TEALIGHT_SKIP_AGENT_CLIS=1 skips them.
+if [ "${TEALIGHT_SKIP_AGENT_CLIS:-0}" != 1 ]; then
+  bash scripts/agent_clis.sh target/debug/tealight
 fi

@@ -99,7 +99,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
             if !cuda_compiled() || !candle_core::utils::cuda_is_available() {
                 return Ok(Device::Cpu);
             }
-            match Device::new_cuda(0) {
+            match open_cuda(0) {
                 Ok(device) => Ok(device),
                 Err(e) => {
                     tracing::info!("no CUDA device answered ({e}); using the CPU");
@@ -114,7 +114,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
                      the `cuda` feature; rebuild it with `--features cuda` or use --device cpu"
                 )));
             }
-            Device::new_cuda(ordinal).map_err(|e| {
+            open_cuda(ordinal).map_err(|e| {
                 Error::Device(format!(
                     "--device {choice}: CUDA device {ordinal} did not answer ({e}); \
                      check the GPU and its driver, or use --device cpu"
@@ -124,33 +124,154 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-/// Bytes the KV cache may take on a CUDA device: `utilization` of the card's memory, minus
-/// what is already in use (the weights, loaded before this is called).
-pub fn kv_budget_after_weights(device: &Device, utilization: f64) -> Result<usize> {
-    let (free, total) = device_memory(device)?;
-    let used = total.saturating_sub(free);
-    let budget = (total as f64 * utilization) as usize;
-    let kv = budget.saturating_sub(used);
-    if kv == 0 {
-        return Err(Error::Device(format!(
-            "no GPU memory left for the KV cache: {used} of {total} bytes are in use and \
-             --gpu-memory-utilization {utilization} allows {budget}; raise it or use a smaller model"
-        )));
+/// A CUDA device with one explicit stream that every thread shares. (`Device::new_cuda` uses
+/// the calling thread's per-thread stream: the loader's kernels and the engine thread's would run
+/// on two streams with nothing ordering them.) Freed memory stays in the allocator's pool
+/// instead of going back to the driver at each synchronisation; the KV budget already sets the
+/// activation peak aside.
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    let device = Device::new_cuda_with_stream(ordinal)?;
+    if let Err(why) = pool::retain_freed_memory(&device) {
+        tracing::debug!("allocator pool left as it is: {why}");
     }
-    Ok(kv)
+    Ok(device)
 }
 
+/// The device allocator's high-water mark over a stretch of work (the profiling step).
+pub struct PeakMemory {
+    before: Option<u64>,
+}
+
+impl PeakMemory {
+    /// Starts watching: resets the allocator's high-water mark and notes what is in use.
+    pub fn start(device: &Device) -> Self {
+        Self {
+            before: pool::start_watch(device),
+        }
+    }
+
+    /// Bytes allocated above the starting level at the busiest moment since [`Self::start`];
+    /// `None` where the device cannot tell (the CPU, or no stream-ordered allocator).
+    pub fn finish(self, device: &Device) -> Option<usize> {
+        let before = self.before?;
+        let high = pool::used_high(device)?;
+        Some(high.saturating_sub(before) as usize)
+    }
+}
+
+/// The stream-ordered allocator's pool (cuMemAllocAsync, which cudarc uses where the device
+/// supports it): its attributes tell the peak of a step.
 #[cfg(feature = "cuda")]
-fn device_memory(device: &Device) -> Result<(usize, usize)> {
-    let cuda = device.as_cuda_device()?;
-    cuda.cuda_stream()
-        .context()
-        .mem_get_info()
-        .map_err(|e| Error::Device(format!("cannot query GPU memory: {e}")))
+mod pool {
+    use candle_core::Device;
+    use candle_core::cuda_backend::cudarc::driver::sys;
+
+    fn default_pool(device: &Device) -> Result<sys::CUmemoryPool, String> {
+        let cuda = device.as_cuda_device().map_err(|e| e.to_string())?;
+        let stream = cuda.cuda_stream();
+        let ctx = stream.context();
+        if !ctx.has_async_alloc() {
+            return Err("the device has no stream-ordered allocator".into());
+        }
+        ctx.bind_to_thread().map_err(|e| e.to_string())?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: `pool` is a valid out-pointer and the device handle comes from a live context.
+        let status = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+        match status {
+            sys::CUresult::CUDA_SUCCESS => Ok(pool),
+            other => Err(format!("cuDeviceGetDefaultMemPool: {other:?}")),
+        }
+    }
+
+    fn get(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Option<u64> {
+        let mut value: u64 = 0;
+        // SAFETY: these attributes are 64-bit values (cuuint64_t), written to `value`.
+        let status =
+            unsafe { sys::cuMemPoolGetAttribute(pool, attr, (&mut value as *mut u64).cast()) };
+        (status == sys::CUresult::CUDA_SUCCESS).then_some(value)
+    }
+
+    fn set(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute, mut value: u64) -> bool {
+        // SAFETY: as in `get`; the driver reads a cuuint64_t.
+        let status =
+            unsafe { sys::cuMemPoolSetAttribute(pool, attr, (&mut value as *mut u64).cast()) };
+        status == sys::CUresult::CUDA_SUCCESS
+    }
+
+    pub fn retain_freed_memory(device: &Device) -> Result<(), String> {
+        let pool = default_pool(device)?;
+        let attr = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+        set(pool, attr, u64::MAX)
+            .then_some(())
+            .ok_or_else(|| "cannot set the release threshold".into())
+    }
+
+    pub fn start_watch(device: &Device) -> Option<u64> {
+        let pool = default_pool(device).ok()?;
+        let high = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH;
+        let current = sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT;
+        set(pool, high, 0).then_some(())?;
+        get(pool, current)
+    }
+
+    pub fn used_high(device: &Device) -> Option<u64> {
+        let pool = default_pool(device).ok()?;
+        get(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+        )
+    }
+
+    pub fn trim(device: &Device) {
+        if let Ok(pool) = default_pool(device) {
+            // SAFETY: a pool handle from the driver; trimming only returns unused memory.
+            let _ = unsafe { sys::cuMemPoolTrimTo(pool, 0) };
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn device_memory(_device: &Device) -> Result<(usize, usize)> {
+mod pool {
+    use candle_core::Device;
+
+    pub fn retain_freed_memory(_device: &Device) -> Result<(), String> {
+        Err("a CPU-only build".into())
+    }
+
+    pub fn start_watch(_device: &Device) -> Option<u64> {
+        None
+    }
+
+    pub fn used_high(_device: &Device) -> Option<u64> {
+        None
+    }
+}
+
+/// A device's memory as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub free: usize,
+    pub total: usize,
+}
+
+/// Free and total memory of a CUDA device (an error on the CPU or in a CPU-only build), after
+/// handing memory the allocator holds but does not use back to the driver.
+#[cfg(feature = "cuda")]
+pub fn device_memory(device: &Device) -> Result<DeviceMemory> {
+    device.synchronize()?;
+    pool::trim(device);
+    let cuda = device.as_cuda_device()?;
+    let (free, total) = cuda
+        .cuda_stream()
+        .context()
+        .mem_get_info()
+        .map_err(|e| Error::Device(format!("cannot query GPU memory: {e}")))?;
+    Ok(DeviceMemory { free, total })
+}
+
+/// Free and total memory of a CUDA device (an error on the CPU or in a CPU-only build).
+#[cfg(not(feature = "cuda"))]
+pub fn device_memory(_device: &Device) -> Result<DeviceMemory> {
     Err(Error::Device(
         "GPU memory can only be queried in a `cuda` build".into(),
     ))

@@ -62,7 +62,7 @@ fn init_logging() {
 
 fn run_serve(args: cli::serve::ServeArgs) -> tealight::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(tealight::api::run(args));
+    let result = runtime.block_on(tealight::server::run(args));
     // A model still loading when the process was told to stop is not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result

@@ -9,7 +9,8 @@ use common::*;
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tealight::kernels::check::{batch_of, random_specs, reference};
+use tealight::batch::slot_of;
+use tealight::cli::debug::kernel_check::{batch_of, random_specs, reference};
 use tealight::kernels::kv_write::WriteKv;
 use tealight::kernels::paged_attention::{PagedAttention, twin};
 use tealight::kernels::plan::{
@@ -18,7 +19,6 @@ use tealight::kernels::plan::{
 };
 use tealight::kernels::{Element, PAGED_HEAD_DIMS, PREFILL_HEAD_DIMS, attention_supported};
 use tealight::model::attention::{AttentionMetadata, cuda as cuda_backend};
-use tealight::model::batch::slot_of;
 use tealight::model::loader::DtypeChoice;
 use tealight::model::{AttentionBackend, BatchInput, SequenceChunk};
 
@@ -581,13 +581,13 @@ fn emulated_cuda_kernels_equal_their_twins() {
         }
     }
     let mut files = Vec::new();
-    for (i, case) in tealight::kernels::check::small_cases(1)
+    for (i, case) in tealight::cli::debug::kernel_check::small_cases(1)
         .iter()
         .enumerate()
         .filter(|(_, c)| c.dtype == DType::BF16)
     {
         let path = dir.path().join(format!("case-{i:02}.bin"));
-        tealight::kernels::check::dump_case(case, 1000 + i as u64, &path).unwrap();
+        tealight::cli::debug::kernel_check::dump_case(case, 1000 + i as u64, &path).unwrap();
         files.push(path);
     }
     let out = std::process::Command::new(&exe)

@@ -226,3 +226,31 @@ fn full_queue_is_refused_and_shutdown_drains() {
         assert_eq!(collect(s).2, FinishReason::Length);
     }
 }
+
+/// The start-up steps run the real forward and sampler: the profiling step at a step far larger
+/// than the pool it attends over (block tables cycle over scratch blocks), and the warm-up step
+/// on a real pool. On the CPU the allocator cannot measure, so the estimate stands.
+#[test]
+fn profiling_and_warm_up_steps_run_on_the_model() {
+    use tealight::engine::startup::{
+        StepShape, estimate_activation_bytes, profile_activations, warm_up,
+    };
+    use tealight::model::{AttentionBackend, KvCache};
+    let model = load("tiny", tealight::model::loader::DtypeChoice::Auto).model;
+    let shape = StepShape {
+        tokens: 300,
+        rows: 40,
+        context: 1000,
+    };
+    for backend in [AttentionBackend::Cpu, AttentionBackend::Generic] {
+        let profile = profile_activations(&model, backend, shape, 16).unwrap();
+        assert_eq!(profile.measured, None);
+        assert_eq!(
+            profile.estimate,
+            estimate_activation_bytes(model.config(), model.dtype(), shape)
+        );
+        assert_eq!(profile.peak(), profile.estimate);
+        let cache = KvCache::new(model.config(), 4, 16, model.dtype(), model.device()).unwrap();
+        warm_up(&model, &cache, backend).unwrap();
+    }
+}

@@ -6,15 +6,16 @@
 #   scripts/cuda/build.sh --bin tealight       # extra arguments go to cargo build
 #   scripts/cuda/build.sh --tests
 #
-# Target dir: $TEALIGHT_CUDA_TARGET_DIR, default <repo>/target/cuda (kept apart from the CPU build).
+# Target dir: $TEALIGHT_CUDA_TARGET_DIR, default ~/.cache/tealight/target-cuda: outside the clone, so
+# a fresh clone on the same machine (CI reruns, worktrees) reuses the ~15-minute cold build.
 # Prints each built executable with its size and `ldd`. Exits non-zero when the build fails.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-CACHE="${TEALIGHT_CUDA_CACHE:-$REPO/.cache/cuda}"
+CACHE="${TEALIGHT_CUDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tealight/cuda}"
 export TEALIGHT_CUDA_CACHE="$CACHE"
-export CARGO_TARGET_DIR="${TEALIGHT_CUDA_TARGET_DIR:-$REPO/target/cuda}"
+export CARGO_TARGET_DIR="${TEALIGHT_CUDA_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tealight/target-cuda}"
 
 "$HERE/setup-toolchain.sh" >/dev/null
 # shellcheck source=/dev/null

@@ -6,14 +6,15 @@
 #   - a link-time libcuda.so stub (soname libcuda.so.1) defining every driver function cudarc declares.
 # Writes "$CACHE/env.sh" (source it before building) and prints it.
 #
-# Cache: $TEALIGHT_CUDA_CACHE, default <repo>/.cache/cuda. The toolchain is reused while the pins
+# Cache: $TEALIGHT_CUDA_CACHE, default ~/.cache/tealight/cuda (outside the clone, shared by every
+# checkout on the machine). The toolchain is reused while the pins
 # are unchanged (stamp file); the stub is rebuilt when cudarc's declarations change.
 # Run-time note: the stub is only ever a link input. Never put "$CU13/lib" on a GPU machine's
 # library path: there the driver's real libcuda.so.1 must be the one loaded.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CACHE="${TEALIGHT_CUDA_CACHE:-$REPO/.cache/cuda}"
+CACHE="${TEALIGHT_CUDA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tealight/cuda}"
 PYTHON="${PYTHON:-python3}"
 
 # CUDA 13.0 to match the GPU machines' driver 580: PTX from a newer nvcc does not load on it.

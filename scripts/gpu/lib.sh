@@ -36,8 +36,8 @@ find_binary() {
     TL="$WORK/tealight"
   elif [[ -x "$dir/tealight" ]]; then
     TL="$dir/tealight"
-  elif [[ -x "$REPO/target/cuda/release/tealight" ]]; then
-    TL="$REPO/target/cuda/release/tealight"
+  elif [[ -x "${TEALIGHT_CUDA_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tealight/target-cuda}/release/tealight" ]]; then
+    TL="${TEALIGHT_CUDA_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tealight/target-cuda}/release/tealight"
   else
     die "no tealight binary: build it with scripts/cuda/build.sh --bin tealight, pack it with scripts/gpu/pack.sh, and carry target/gpu"
   fi

@@ -3,11 +3,11 @@
 # binary for the GPU machine as target/gpu/tealight.xz and checks that the working tree plus that
 # folder fit the 64 MiB a device run carries.
 #
-#   scripts/gpu/pack.sh [BINARY]       # default: $TEALIGHT_CUDA_TARGET_DIR or target/cuda, release/tealight
+#   scripts/gpu/pack.sh [BINARY]       # default: release/tealight under $TEALIGHT_CUDA_TARGET_DIR (~/.cache/tealight/target-cuda)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$REPO"
-BIN="${1:-${TEALIGHT_CUDA_TARGET_DIR:-$REPO/target/cuda}/release/tealight}"
+BIN="${1:-${TEALIGHT_CUDA_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tealight/target-cuda}/release/tealight}"
 [[ -x "$BIN" ]] || { echo "pack.sh: no binary at $BIN (run scripts/cuda/build.sh --bin tealight)" >&2; exit 1; }
 readelf -d "$BIN" | grep -q 'libcuda.so' || { echo "pack.sh: $BIN is not a cuda build" >&2; exit 1; }
 mkdir -p target/gpu

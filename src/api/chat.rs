@@ -13,7 +13,7 @@ use super::chat_output::{ChoiceDelta, ChoiceParser, MessageBuilder};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::chat_entry;
-use super::request_builder::{self, GenerationFields, random_id};
+use super::request_builder::{self, GenerationFields, check_stream_options, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
 use super::state::{AppState, unix_now};
 use super::tools;
@@ -72,6 +72,7 @@ pub async fn create(
         req.response_format.as_ref(),
         config,
     )?;
+    check_stream_options(req.stream, req.stream_options.is_some())?;
     let messages = prepare_messages(&req.messages)?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let continue_final = req.continue_final_message.unwrap_or(false);
@@ -242,7 +243,7 @@ async fn collect_choice(ctx: &ChatContext, mut stream: EventStream) -> ApiResult
                 stop_reason,
                 usage,
             }) => {
-                message.add(parser.finish());
+                message.add(end_output(&mut parser, reason));
                 return Ok(Collected {
                     finish_reason: finish_reason(reason, parser.called_tools())?,
                     stop_reason: StopReasonValue::from_engine(stop_reason.as_ref()),
@@ -258,6 +259,15 @@ async fn collect_choice(ctx: &ChatContext, mut stream: EventStream) -> ApiResult
                 ));
             }
         }
+    }
+}
+
+/// The parser's last delta: an output cut by the length limit leaks no tool-call markup.
+fn end_output(parser: &mut ChoiceParser, reason: FinishReason) -> ChoiceDelta {
+    if reason == FinishReason::Length {
+        parser.finish_cut()
+    } else {
+        parser.finish()
     }
 }
 
@@ -401,7 +411,7 @@ impl Renderer for ChatStream {
                 stop_reason,
                 usage,
             } => {
-                let delta = self.parsers[index].finish();
+                let delta = end_output(&mut self.parsers[index], reason);
                 let mut events = self.delta_chunks(index, delta);
                 let finish = match finish_reason(reason, self.parsers[index].called_tools()) {
                     Ok(f) => f,

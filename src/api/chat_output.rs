@@ -45,18 +45,16 @@ impl ChoiceParser {
             }
             None => (String::new(), text.to_owned()),
         };
-        self.route_content(reasoning, &content, false)
+        self.route_content(reasoning, &content)
     }
 
     pub fn finish(&mut self) -> ChoiceDelta {
-        let (reasoning, content) = match &mut self.reasoning {
-            Some(p) => {
-                let d = p.finish();
-                (d.reasoning, d.content)
-            }
-            None => (String::new(), String::new()),
-        };
-        self.route_content(reasoning, &content, true)
+        self.end(false)
+    }
+
+    /// Ends an output cut by the token limit: no partial tool-call markup becomes content.
+    pub fn finish_cut(&mut self) -> ChoiceDelta {
+        self.end(true)
     }
 
     /// Whether any tool call was found.
@@ -64,7 +62,31 @@ impl ChoiceParser {
         !self.ids.is_empty()
     }
 
-    fn route_content(&mut self, reasoning: String, content: &str, last: bool) -> ChoiceDelta {
+    fn end(&mut self, cut: bool) -> ChoiceDelta {
+        let (reasoning, content) = match &mut self.reasoning {
+            Some(p) => {
+                let d = p.finish();
+                (d.reasoning, d.content)
+            }
+            None => (String::new(), String::new()),
+        };
+        let Some(tools) = &mut self.tools else {
+            return ChoiceDelta {
+                reasoning,
+                content,
+                tool_calls: Vec::new(),
+            };
+        };
+        let mut d = tools.push(&content);
+        d.extend(if cut {
+            tools.finish_cut()
+        } else {
+            tools.finish()
+        });
+        self.delta_from(reasoning, d)
+    }
+
+    fn route_content(&mut self, reasoning: String, content: &str) -> ChoiceDelta {
         let Some(tools) = &mut self.tools else {
             return ChoiceDelta {
                 reasoning,
@@ -72,10 +94,12 @@ impl ChoiceParser {
                 tool_calls: Vec::new(),
             };
         };
-        let mut d = tools.push(content);
-        if last {
-            d.extend(tools.finish());
-        }
+        let d = tools.push(content);
+        self.delta_from(reasoning, d)
+    }
+
+    /// Gives each new call its `call_…` id.
+    fn delta_from(&mut self, reasoning: String, d: crate::parsers::HermesDelta) -> ChoiceDelta {
         let tool_calls = d
             .calls
             .into_iter()

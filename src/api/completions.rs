@@ -18,7 +18,7 @@ use super::types::common::{StopReasonValue, UsageInfo};
 use super::types::completions::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput,
 };
-use crate::engine::{Event, EventStream, FinishReason, TokenLogprob, Usage};
+use crate::engine::{Event, EventStream, FinishReason, TokenLogprob, Usage, rules};
 use crate::sampling::SamplingOverrides;
 use crate::tokenizer::Tokenizer;
 
@@ -48,6 +48,7 @@ pub async fn create(
     let ready = state.ready()?;
     let config = state.config();
     let model = ready.check_model(req.model.as_deref())?;
+    request_builder::check_stream_options(req.stream, req.stream_options.is_some())?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
@@ -142,20 +143,7 @@ fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiRe
     };
     let vocab = ready.vocab_size();
     let from_ids = |ids: Vec<i64>| -> ApiResult<Prompt> {
-        let ids = ids
-            .into_iter()
-            .map(|id| {
-                u32::try_from(id)
-                    .ok()
-                    .filter(|&id| (id as usize) < vocab)
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "prompt",
-                            format!("token id {id} is out of the vocabulary (size {vocab})"),
-                        )
-                    })
-            })
-            .collect::<ApiResult<Vec<u32>>>()?;
+        let ids = rules::token_ids(ids, vocab, "prompt")?;
         let text = ready.tokenizer.decode(&ids, false)?;
         Ok(Prompt {
             ids,

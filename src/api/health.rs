@@ -17,6 +17,12 @@ pub async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /` (and `HEAD /`, which Claude Code sends without a key to see that the server is
+/// up): 200 whenever the server is listening.
+pub async fn root() -> Response {
+    Json(json!({ "name": "tealight", "version": env!("CARGO_PKG_VERSION") })).into_response()
+}
+
 pub async fn version() -> Response {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") })).into_response()
 }

@@ -5,11 +5,11 @@
 //! with U+FFFD for an incomplete character, as OpenAI reports it.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use super::types::chat::{ChatLogprobToken, TopLogprob};
 use crate::engine::TokenLogprob;
 use crate::tokenizer::Tokenizer;
+use crate::tokenizer::byte_level::piece_bytes;
 
 /// Logprobs can be `-inf` (a token banned by `logit_bias`); JSON has no infinity, so they are
 /// reported as this floor, like vLLM.
@@ -28,8 +28,7 @@ pub fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Vec<u8> {
     let Some(piece) = tokenizer.id_to_token(id) else {
         return Vec::new();
     };
-    let table = byte_decoder();
-    let mapped: Option<Vec<u8>> = piece.chars().map(|c| table.get(&c).copied()).collect();
+    let mapped = piece_bytes(&piece);
     // Added tokens (`<|im_end|>`, `<think>`) are stored as plain text, not byte-level pieces.
     match mapped {
         Some(bytes) if !tokenizer.is_special(id) => bytes,
@@ -41,32 +40,6 @@ pub fn token_bytes(tokenizer: &Tokenizer, id: u32) -> Vec<u8> {
 pub fn token_text(tokenizer: &Tokenizer, id: u32) -> (String, Vec<u8>) {
     let bytes = token_bytes(tokenizer, id);
     (String::from_utf8_lossy(&bytes).into_owned(), bytes)
-}
-
-/// GPT-2's byte-level alphabet, reversed: the printable character each byte is stored as.
-fn byte_decoder() -> &'static HashMap<char, u8> {
-    static TABLE: OnceLock<HashMap<char, u8>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let printable = |b: u32| {
-            (u32::from('!')..=u32::from('~')).contains(&b)
-                || (0xA1..=0xAC).contains(&b)
-                || (0xAE..=0xFF).contains(&b)
-        };
-        let mut table = HashMap::with_capacity(256);
-        let mut shifted = 0;
-        for b in 0u32..256 {
-            let c = if printable(b) {
-                b
-            } else {
-                shifted += 1;
-                255 + shifted
-            };
-            if let Some(ch) = char::from_u32(c) {
-                table.insert(ch, b as u8);
-            }
-        }
-        table
-    })
 }
 
 /// One chat `logprobs.content` entry.
@@ -96,18 +69,4 @@ pub fn top_map(tokenizer: &Tokenizer, top: &[(u32, f32)]) -> HashMap<String, f32
     top.iter()
         .map(|&(id, lp)| (token_text(tokenizer, id).0, clamp(lp)))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn byte_table_is_a_bijection() {
-        let table = byte_decoder();
-        assert_eq!(table.len(), 256);
-        assert_eq!(table[&'Ġ'], b' ');
-        assert_eq!(table[&'Ċ'], b'\n');
-        assert_eq!(table[&'a'], b'a');
-    }
 }

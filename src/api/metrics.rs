@@ -1,20 +1,30 @@
-//! `/metrics`: the engine's Prometheus metrics plus gauges derived at scrape time and the HTTP
+//! `/metrics`: the engine's Prometheus metrics, gauges derived at scrape time, and the HTTP
 //! layer's own request counter.
+//!
+//! Load-aware routers scrape this often (the inference gateway's endpoint picker every 50 ms),
+//! so a scrape only reads the metrics' atomics and encodes once; the engine thread never waits
+//! for it. Their three signals are plain gauges with one series each — `tealight:num_requests_waiting`,
+//! `tealight:num_requests_running` and `tealight:kv_cache_usage_perc` (0–1) — plus
+//! `tealight:cache_config_info{block_size,num_gpu_blocks}` for prefix-aware pickers.
+//! `--metrics-compat vllm` adds vLLM's names beside them ([`super::metrics_vllm`]).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, Gauge, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::proto::MetricFamily;
+use prometheus::{Gauge, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use super::state::AppState;
+use super::metrics_vllm::{MetricsCompat, vllm_twins};
+use super::state::{AppState, Ready};
 
-/// Counters kept by the HTTP layer (their own registry: they exist before the engine does).
+/// Metrics kept outside the engine (their own registry: they exist before the engine does).
 pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     kv_usage: Gauge,
     prefix_hit_rate: Gauge,
+    cache_config: IntGaugeVec,
 }
 
 impl HttpMetrics {
@@ -38,10 +48,19 @@ impl HttpMetrics {
             "Fraction of prompt tokens served by the prefix cache since start.",
         )
         .expect("valid gauge");
+        let cache_config = IntGaugeVec::new(
+            Opts::new(
+                "tealight:cache_config_info",
+                "KV-cache configuration in the labels (the value is always 1).",
+            ),
+            &["block_size", "num_gpu_blocks"],
+        )
+        .expect("valid gauge vec");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(kv_usage.clone()),
             Box::new(prefix_hit_rate.clone()),
+            Box::new(cache_config.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -50,13 +69,28 @@ impl HttpMetrics {
             requests,
             kv_usage,
             prefix_hit_rate,
+            cache_config,
         }
     }
 
-    fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+    /// Sets the gauges derived from the engine's state as of now.
+    fn refresh(&self, ready: &Ready) {
+        let engine = &ready.engine;
+        engine.refresh_metrics();
+        let m = engine.metrics();
+        let total = m.kv_blocks_total.get().max(0) as f64;
+        let used = m.kv_blocks_used.get().max(0) as f64;
+        self.kv_usage
+            .set(if total > 0.0 { used / total } else { 0.0 });
+        self.prefix_hit_rate.set(m.prefix_hit_rate());
+        let info = engine.info();
+        // Fixed for the life of the process, so this stays one series.
+        self.cache_config
+            .with_label_values(&[
+                info.block_size.to_string().as_str(),
+                info.num_blocks.to_string().as_str(),
+            ])
+            .set(1);
     }
 }
 
@@ -66,19 +100,27 @@ impl Default for HttpMetrics {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Everything `/metrics` reports, as metric families ready to encode.
+fn gather(state: &AppState) -> Vec<MetricFamily> {
     let http = state.http_metrics();
-    let mut text = String::new();
-    if let Some(ready) = state.loaded() {
-        let engine = ready.engine.metrics();
-        let total = engine.kv_blocks_total.get().max(0) as f64;
-        let used = engine.kv_blocks_used.get().max(0) as f64;
-        http.kv_usage
-            .set(if total > 0.0 { used / total } else { 0.0 });
-        http.prefix_hit_rate.set(engine.prefix_hit_rate());
-        text.push_str(&engine.render());
+    let mut families = Vec::new();
+    let ready = state.loaded();
+    if let Some(ready) = ready {
+        http.refresh(ready);
+        families.extend(ready.engine.metrics().registry().gather());
     }
-    text.push_str(&http.render());
+    families.extend(http.registry.gather());
+    if let (MetricsCompat::Vllm, Some(ready)) = (state.config().metrics_compat, ready) {
+        let twins = vllm_twins(&families, ready.model_name());
+        families.extend(twins);
+    }
+    families
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::with_capacity(16 << 10);
+    // Encoding only fails on malformed families, which the registries do not build.
+    let _ = TextEncoder::new().encode_utf8(&gather(&state), &mut text);
     (
         [(
             header::CONTENT_TYPE,

@@ -4,7 +4,8 @@
 use super::error::{ApiError, ApiResult};
 use super::state::{Ready, ServerConfig};
 use super::types::common::StopSpec;
-use crate::engine::{EventStream, GenerationRequest, GuidedDecoding};
+use crate::engine::{EventStream, GenerationRequest, rules};
+use crate::guided::GuidedDecoding;
 use crate::sampling::{SamplingOverrides, SamplingParams};
 
 /// The generation fields chat and completions share.
@@ -58,20 +59,7 @@ pub fn build(
             ),
         ));
     }
-    let stop_token_ids = stop_token_ids
-        .into_iter()
-        .map(|id| {
-            u32::try_from(id)
-                .ok()
-                .filter(|&id| (id as usize) < vocab)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "stop_token_ids",
-                        format!("stop token id {id} is out of the vocabulary (size {vocab})"),
-                    )
-                })
-        })
-        .collect::<ApiResult<Vec<u32>>>()?;
+    let stop_token_ids = rules::token_ids(stop_token_ids, vocab, "stop_token_ids")?;
     if let Some(bias) = &fields.sampling.logit_bias
         && bias.len() > limits.max_logit_bias
     {
@@ -86,18 +74,7 @@ pub fn build(
 
     let prompt_len = prompt_ids.len();
     let max_len = ready.max_model_len();
-    if prompt_len == 0 {
-        return Err(ApiError::invalid(prompt_param, "the prompt is empty"));
-    }
-    if prompt_len >= max_len {
-        return Err(ApiError::invalid(
-            prompt_param,
-            format!(
-                "This model's maximum context length is {max_len} tokens. However, your request has \
-                 {prompt_len} input tokens, which leaves no room for a completion."
-            ),
-        ));
-    }
+    rules::prompt_fits(prompt_len, max_len, prompt_param)?;
     let max_tokens = match fields.max_tokens {
         None => None,
         Some((m, param)) if m < 1 => {
@@ -149,6 +126,18 @@ pub fn build(
         requests.push(req);
     }
     Ok(requests)
+}
+
+/// `stream_options` only means something on a streamed request; vLLM and OpenAI refuse it
+/// otherwise, and so does this server (a client that sets it expects a stream).
+pub fn check_stream_options(stream: Option<bool>, has_options: bool) -> ApiResult<()> {
+    if has_options && !stream.unwrap_or(false) {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "stream_options may only be set when stream is true",
+        ));
+    }
+    Ok(())
 }
 
 /// Submits all requests or none: if one is refused, the streams already opened are dropped,

@@ -11,7 +11,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{auth, chat, completions, health, metrics, models, tokenize};
+use super::{auth, chat, completions, health, messages, metrics, models, responses, tokenize};
 
 pub fn router(state: AppState) -> Router {
     let config = state.config().clone();
@@ -23,6 +23,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/responses", post(responses::handler::create))
+        .route("/v1/responses/{id}", get(responses::handler::retrieve))
+        .route("/v1/messages", post(messages::handler::create))
+        .route(
+            "/v1/messages/count_tokens",
+            post(messages::handler::count_tokens),
+        )
+        .route("/", get(health::root))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(
@@ -51,7 +59,32 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .layer(middleware::from_fn(shape_errors))
+        .layer(middleware::from_fn(anthropic_errors))
         .with_state(state)
+}
+
+/// Errors on the Messages routes in Anthropic's shape, whichever layer produced them (the
+/// handler, the key check, the body limit, the JSON extractor).
+async fn anthropic_errors(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v1/messages") {
+        return next.run(req).await;
+    }
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let reshaped = messages::error::reshape(status, &bytes);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(reshaped.to_string()))
 }
 
 /// CORS for browser clients; `*` allows any origin.

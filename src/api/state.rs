@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
-use crate::cli::serve::{Loaded, ServeArgs};
+use super::metrics_vllm::MetricsCompat;
+use super::responses::store::{ResponseStore, StoreLimits};
 use crate::engine::EngineHandle;
-use crate::error::{Error, Result};
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -43,86 +43,31 @@ impl Default for Limits {
     }
 }
 
-/// Server settings from the command line.
+/// The HTTP layer's settings (built from the command line by [`crate::server`]).
 #[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     pub api_key: Option<String>,
     /// `None`: no CORS headers. `Some(["*"])`: any origin.
     pub allowed_origins: Option<Vec<String>>,
     pub log_requests: bool,
-    /// `--reasoning-parser qwen3`.
+    /// The qwen3 reasoning parser (on unless `--reasoning-parser none`).
     pub reasoning_parser: bool,
-    /// `--tool-call-parser hermes`.
+    /// Hermes tool-call parsing (on unless `--tool-call-parser none`).
     pub tool_parser: bool,
-    /// `--enable-auto-tool-choice`.
+    /// `tool_choice: "auto"` allowed (unless `--disable-auto-tool-choice`).
     pub auto_tool_choice: bool,
     /// `--seed`: used by requests that set none.
     pub default_seed: Option<u64>,
     pub shutdown_timeout: Duration,
+    /// `--metrics-compat`: extra metric names on `/metrics`.
+    pub metrics_compat: MetricsCompat,
     pub limits: Limits,
-}
-
-impl ServerConfig {
-    /// Reads and checks the API-related flags (unknown parser names fail at startup).
-    pub fn from_args(args: &ServeArgs) -> Result<Self> {
-        let reasoning_parser = match args.reasoning_parser.as_deref() {
-            None => false,
-            Some("qwen3") | Some("deepseek_r1") => true,
-            Some(other) => {
-                return Err(Error::invalid_request(format!(
-                    "--reasoning-parser {other}: unknown parser (available: qwen3)"
-                )));
-            }
-        };
-        let tool_parser = match args.tool_call_parser.as_deref() {
-            None => false,
-            Some("hermes") => true,
-            Some(other) => {
-                return Err(Error::invalid_request(format!(
-                    "--tool-call-parser {other}: unknown parser (available: hermes)"
-                )));
-            }
-        };
-        if args.enable_auto_tool_choice && !tool_parser {
-            return Err(Error::invalid_request(
-                "--enable-auto-tool-choice needs --tool-call-parser (e.g. hermes)",
-            ));
-        }
-        Ok(Self {
-            api_key: args.api_key(),
-            allowed_origins: args
-                .allowed_origins
-                .as_deref()
-                .map(parse_origins)
-                .transpose()?,
-            log_requests: !args.disable_log_requests,
-            reasoning_parser,
-            tool_parser,
-            auto_tool_choice: args.enable_auto_tool_choice,
-            default_seed: args.seed,
-            shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-            limits: Limits::default(),
-        })
-    }
-}
-
-/// `--allowed-origins`: a JSON list (vLLM's form, e.g. `["*"]`) or a comma-separated list.
-pub fn parse_origins(value: &str) -> Result<Vec<String>> {
-    let value = value.trim();
-    let origins: Vec<String> = if value.starts_with('[') {
-        serde_json::from_str(value).map_err(|e| {
-            Error::invalid_request(format!(
-                "--allowed-origins: not a JSON list of strings: {e}"
-            ))
-        })?
-    } else {
-        value
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    };
-    Ok(origins)
+    /// `--strict-model-name`: the agent APIs (`/v1/responses`, `/v1/messages`) answer 404 for
+    /// a model name that is not served, as chat completions do. Off by default: agents ask
+    /// for other names (Claude Code's background tasks use `claude-haiku-*`), and the one
+    /// model answers them all.
+    pub strict_model_name: bool,
+    pub response_store: StoreLimits,
 }
 
 /// The loaded model and everything derived from it.
@@ -138,14 +83,21 @@ pub struct Ready {
 }
 
 impl Ready {
-    pub fn from_loaded(loaded: Loaded) -> Self {
+    pub fn new(
+        engine: Arc<EngineHandle>,
+        tokenizer: Arc<Tokenizer>,
+        template: ChatTemplate,
+        defaults: GenerationDefaults,
+        served_model_names: Vec<String>,
+        model_path: String,
+    ) -> Self {
         Self {
-            engine: loaded.engine,
-            tokenizer: loaded.tokenizer,
-            template: loaded.template,
-            defaults: loaded.defaults,
-            served_model_names: loaded.served_model_names,
-            model_path: loaded.model_path,
+            engine,
+            tokenizer,
+            template,
+            defaults,
+            served_model_names,
+            model_path,
             created: unix_now(),
         }
     }
@@ -163,6 +115,15 @@ impl Ready {
         self.served_model_names
             .first()
             .map_or(self.model_path.as_str(), String::as_str)
+    }
+
+    /// The name an agent-API response reports: the one the client asked for (any name is
+    /// served by the one model), or with `strict` the checked served name.
+    pub fn serve_model(&self, requested: Option<&str>, strict: bool) -> ApiResult<String> {
+        match requested {
+            Some(name) if !strict && !name.is_empty() => Ok(name.to_owned()),
+            _ => self.check_model(requested),
+        }
     }
 
     /// Checks a request's `model` (absent = the served model), vLLM's 404 otherwise.
@@ -184,6 +145,7 @@ struct Shared {
     ready: OnceLock<Arc<Ready>>,
     draining: AtomicBool,
     http: HttpMetrics,
+    responses: Arc<ResponseStore>,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -193,26 +155,32 @@ pub struct AppState(Arc<Shared>);
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         Self(Arc::new(Shared {
-            config,
             ready: OnceLock::new(),
             draining: AtomicBool::new(false),
             http: HttpMetrics::new(),
+            responses: Arc::new(ResponseStore::new(config.response_store)),
+            config,
         }))
     }
 
     /// A state that is ready at once (tests, and callers that loaded the model themselves).
-    pub fn with_loaded(config: ServerConfig, loaded: Loaded) -> Self {
+    pub fn with_ready(config: ServerConfig, ready: Ready) -> Self {
         let state = Self::new(config);
-        state.set_ready(loaded);
+        state.set_ready(ready);
         state
     }
 
-    pub fn set_ready(&self, loaded: Loaded) {
-        let _ = self.0.ready.set(Arc::new(Ready::from_loaded(loaded)));
+    pub fn set_ready(&self, ready: Ready) {
+        let _ = self.0.ready.set(Arc::new(ready));
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.0.config
+    }
+
+    /// Finished responses of `/v1/responses` kept for retrieval and chaining.
+    pub fn responses(&self) -> &Arc<ResponseStore> {
+        &self.0.responses
     }
 
     pub fn http_metrics(&self) -> &HttpMetrics {
@@ -224,14 +192,22 @@ impl AppState {
         self.0.ready.get()
     }
 
-    /// The loaded model for a request that needs it: 503 while loading or draining.
+    /// The loaded model for a request that needs it: 503 while loading or draining, and once
+    /// the engine has died.
     pub fn ready(&self) -> ApiResult<Arc<Ready>> {
         if self.is_draining() {
             return Err(ApiError::unavailable("the server is shutting down"));
         }
-        self.loaded()
+        let ready = self
+            .loaded()
             .cloned()
-            .ok_or_else(|| ApiError::unavailable("the model is still loading"))
+            .ok_or_else(|| ApiError::unavailable("the model is still loading"))?;
+        if let Some(why) = ready.engine.liveness().cause() {
+            return Err(ApiError::unavailable(format!(
+                "the engine has stopped: {why}"
+            )));
+        }
+        Ok(ready)
     }
 
     pub fn is_draining(&self) -> bool {

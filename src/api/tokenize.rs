@@ -10,6 +10,7 @@ use super::state::AppState;
 use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
+use crate::engine::rules;
 use crate::tokenizer::prepare_messages;
 
 pub async fn tokenize(
@@ -66,21 +67,7 @@ pub async fn detokenize(
     let ready = state.ready()?;
     ready.check_model(req.model.as_deref())?;
     let vocab = ready.vocab_size();
-    let ids = req
-        .tokens
-        .iter()
-        .map(|&id| {
-            u32::try_from(id)
-                .ok()
-                .filter(|&id| (id as usize) < vocab)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "tokens",
-                        format!("token id {id} is out of the vocabulary (size {vocab})"),
-                    )
-                })
-        })
-        .collect::<ApiResult<Vec<u32>>>()?;
+    let ids = rules::token_ids(req.tokens.iter().copied(), vocab, "tokens")?;
     Ok(Json(DetokenizeResponse {
         prompt: ready.tokenizer.decode(&ids, false)?,
     }))

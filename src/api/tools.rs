@@ -2,8 +2,9 @@
 //! given, whether the output is parsed for calls, and which constraint (if any) the sampler
 //! enforces.
 //!
-//! As in vLLM: `auto` needs `--enable-auto-tool-choice --tool-call-parser hermes` (and is the
-//! default when tools are given); `required` and a named function are forced by a grammar and
+//! `auto` is the default when tools are given and needs the hermes parser and automatic tool
+//! choice, both on unless turned off (vLLM needs `--enable-auto-tool-choice --tool-call-parser
+//! hermes` for it); `required` and a named function are forced by a grammar and
 //! their output is always parsed as Hermes calls; `none` renders the tools but parses nothing.
 
 use serde_json::Value;
@@ -11,7 +12,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::state::ServerConfig;
 use super::types::chat::ResponseFormat;
-use crate::engine::GuidedDecoding;
+use crate::guided::GuidedDecoding;
 use crate::guided::{ToolSpec, hermes_tool_call_grammar};
 
 /// A function the request declares.
@@ -83,7 +84,7 @@ pub fn plan(
     if choice == ToolChoice::Auto && !(config.auto_tool_choice && config.tool_parser) {
         return Err(ApiError::invalid(
             "tool_choice",
-            "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
+            "\"auto\" tool choice is turned off on this server (--disable-auto-tool-choice or --tool-call-parser none)",
         ));
     }
     let guided = if forced.is_empty() {

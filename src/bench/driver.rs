@@ -5,12 +5,12 @@ use super::arrivals::RequestRate;
 use super::dataset::{PromptTokenizer, save_prompts};
 use super::measure::measure;
 use super::metrics::compute;
-use super::openai::Endpoint;
 use super::plot::write_sweep_plot;
 use super::report::render;
 use super::request::{EndpointKind, RequestShape};
 use super::result::{BenchResult, RunConfig};
 use super::runner::{Load, run_load};
+use crate::client::Endpoint;
 use crate::error::{Error, Result};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -75,7 +75,7 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
     if opts.prompts_only {
         return Ok(Vec::new());
     }
-    let client = |e: super::openai::ClientError| Error::Unavailable(e.to_string());
+    let client = |e: crate::client::ClientError| Error::Unavailable(e.to_string());
     let endpoint = Endpoint::new(&opts.base_url, opts.api_key.clone()).map_err(client)?;
     let model = match &opts.model {
         Some(model) => model.clone(),

@@ -2,7 +2,7 @@
 //! to the first chunk that carries generated text, ITL the gaps between consecutive such
 //! chunks, E2EL the time to the last event. Token counts come from the server's usage chunk.
 
-use super::openai::{ClientError, Endpoint, SseEvent};
+use crate::client::{ClientError, Endpoint, SseEvent};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

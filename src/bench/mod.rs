@@ -3,14 +3,13 @@
 //! concurrency cap, TTFT/TPOT/ITL/E2EL), so tealight's numbers compare directly with vLLM's
 //! and with any other server measured by the same tool.
 //!
-//! [`openai`] is the HTTP client it shares with `tealight chat`.
+//! [`crate::client`] is the HTTP client it shares with `tealight chat`.
 
 pub mod arrivals;
 pub mod dataset;
 pub mod driver;
 pub mod measure;
 pub mod metrics;
-pub mod openai;
 pub mod plot;
 pub mod report;
 pub mod request;

@@ -4,8 +4,8 @@
 use super::arrivals::{RequestRate, send_times};
 use super::dataset::Prompt;
 use super::measure::{Outcome, measure};
-use super::openai::Endpoint;
 use super::request::RequestShape;
+use crate::client::Endpoint;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

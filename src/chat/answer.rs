@@ -4,7 +4,7 @@
 //! server cancel the request.
 
 use super::style::Style;
-use crate::bench::openai::{ClientError, Endpoint, SseEvent};
+use crate::client::{ClientError, Endpoint, SseEvent};
 use serde_json::Value;
 use std::io::Write;
 use std::time::Instant;

@@ -6,7 +6,7 @@ use super::command::Command;
 use super::history::History;
 use super::input::{InputEvent, LineInput};
 use super::style::Style;
-use crate::bench::openai::{ClientError, Endpoint};
+use crate::client::{ClientError, Endpoint};
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
 

@@ -3,7 +3,6 @@
 pub mod bench;
 pub mod chat;
 pub mod debug;
-mod debug_gguf;
 pub mod serve;
 
 use std::path::PathBuf;

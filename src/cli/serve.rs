@@ -1,16 +1,11 @@
-//! `tealight serve`: load the model, start the engine, serve the OpenAI API.
-//! Flags follow vLLM's names so existing command lines work unchanged.
+//! `tealight serve`'s flags. They follow vLLM's names so existing command lines work unchanged;
+//! [`crate::server`] turns them into a running server.
 
-use crate::device::{DeviceChoice, select_device};
-use crate::engine::{EngineConfig, EngineHandle};
-use crate::error::{Error, Result};
+use crate::api::metrics_vllm::MetricsCompat;
+use crate::device::DeviceChoice;
 use crate::model::AttentionBackend;
-use crate::model::ModelSource;
-use crate::model::loader::{DtypeChoice, Quantization, load_source};
-use crate::sampling::GenerationDefaults;
-use crate::tokenizer::{ChatTemplate, Tokenizer};
+use crate::model::loader::{DtypeChoice, Quantization};
 use clap::Args;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -85,17 +80,27 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attention_backend: AttentionBackend,
 
-    /// Split `<think>…</think>` into `reasoning_content` (qwen3).
+    /// Split `<think>…</think>` into `reasoning_content`: qwen3 (the default), or none.
     #[arg(long, value_name = "NAME")]
     pub reasoning_parser: Option<String>,
 
-    /// Let the model decide to call tools (`tool_choice: "auto"`).
+    /// Accepted for vLLM compatibility: the model may decide to call tools
+    /// (`tool_choice: "auto"`) by default.
     #[arg(long)]
     pub enable_auto_tool_choice: bool,
 
-    /// Tool-call format of the model's output (hermes).
+    /// Refuse `tool_choice: "auto"` (vLLM's behaviour without --enable-auto-tool-choice).
+    #[arg(long, conflicts_with = "enable_auto_tool_choice")]
+    pub disable_auto_tool_choice: bool,
+
+    /// Tool-call format of the model's output: hermes (the default, Qwen3's), or none.
     #[arg(long, value_name = "NAME")]
     pub tool_call_parser: Option<String>,
+
+    /// Answer 404 on /v1/responses and /v1/messages for a model name that is not served
+    /// (by default the one model answers any name there, as agents use several).
+    #[arg(long)]
+    pub strict_model_name: bool,
 
     /// Chat template: a file path or an inline Jinja template (default: the tokenizer's).
     #[arg(long)]
@@ -125,6 +130,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
 
+    /// Also expose vLLM's metric names on /metrics (`vllm:num_requests_waiting`, …) for
+    /// routers, autoscalers and dashboards configured for vLLM.
+    #[arg(long, value_enum, default_value = "none")]
+    pub metrics_compat: MetricsCompat,
+
     /// Accepted for vLLM compatibility; tealight runs one device per process.
     #[arg(long, default_value_t = 1, hide = true)]
     pub tensor_parallel_size: usize,
@@ -140,16 +150,6 @@ pub struct ServeArgs {
     /// Accepted for vLLM compatibility (no effect).
     #[arg(long, hide = true)]
     pub disable_log_stats: bool,
-}
-
-/// Everything `serve` built, ready for the HTTP layer.
-pub struct Loaded {
-    pub engine: Arc<EngineHandle>,
-    pub tokenizer: Arc<Tokenizer>,
-    pub template: ChatTemplate,
-    pub defaults: GenerationDefaults,
-    pub served_model_names: Vec<String>,
-    pub model_path: String,
 }
 
 impl ServeArgs {
@@ -169,91 +169,4 @@ impl ServeArgs {
     pub fn prefix_caching(&self) -> bool {
         !self.no_enable_prefix_caching
     }
-}
-
-/// Loads the checkpoint, tokenizer, template and sampling defaults, and starts the engine.
-pub fn load(args: &ServeArgs) -> Result<Loaded> {
-    if args.tensor_parallel_size != 1 {
-        return Err(Error::invalid_request(
-            "--tensor-parallel-size must be 1: tealight runs one device",
-        ));
-    }
-    let model_arg = args.model_arg();
-    let source = ModelSource::resolve(&model_arg)?;
-    let device = select_device(args.device)?;
-    let tokenizer = Arc::new(source.tokenizer()?);
-    let template = match &args.chat_template {
-        Some(flag) => ChatTemplate::from_flag(flag, source.template_special_tokens())?,
-        None => source.chat_template()?,
-    };
-    let defaults = match args.generation_config.as_str() {
-        "auto" => source.generation_defaults(&tokenizer)?,
-        "vllm" => GenerationDefaults::default(),
-        dir => GenerationDefaults::from_model_dir(std::path::Path::new(dir))?,
-    };
-    let mut eos_ids = defaults.eos_token_ids.clone();
-    if eos_ids.is_empty() {
-        eos_ids.extend(tokenizer.token_to_id("<|im_end|>"));
-        eos_ids.extend(tokenizer.token_to_id("<|endoftext|>"));
-    }
-    let model = load_source(&source, &device, args.dtype, args.quantization)?;
-    let cfg = model.config().clone();
-    let kv_dtype_size = model.dtype().size_in_bytes();
-    let kv_bytes = kv_budget_bytes(args, &device, &cfg, kv_dtype_size)?;
-    let mut config = EngineConfig::for_model(&cfg, kv_bytes, kv_dtype_size);
-    config.block_size = args.block_size;
-    config.num_blocks =
-        (kv_bytes / (cfg.kv_bytes_per_token(kv_dtype_size) * args.block_size)).max(1);
-    config.max_model_len = match args.max_model_len {
-        Some(n) => n,
-        None => cfg.max_position_embeddings.min(config.pool_tokens()),
-    };
-    config.max_num_seqs = args.max_num_seqs;
-    config.max_num_batched_tokens =
-        args.max_num_batched_tokens
-            .unwrap_or(if device.is_cpu() { 512 } else { 8192 });
-    config.max_waiting = args.max_waiting;
-    config.enable_prefix_caching = args.prefix_caching();
-    config.attention_backend = args.attention_backend;
-    let engine = Arc::new(EngineHandle::start(
-        model,
-        tokenizer.clone(),
-        eos_ids,
-        config,
-    )?);
-    let served_model_names = if args.served_model_name.is_empty() {
-        vec![model_arg.clone()]
-    } else {
-        args.served_model_name.clone()
-    };
-    Ok(Loaded {
-        engine,
-        tokenizer,
-        template,
-        defaults,
-        served_model_names,
-        model_path: model_arg,
-    })
-}
-
-/// Bytes for the KV cache: `--kv-cache-memory`, else on CPU 4 full contexts (at most 4 GiB); on CUDA the memory left
-/// under `--gpu-memory-utilization` once the weights are loaded.
-fn kv_budget_bytes(
-    args: &ServeArgs,
-    device: &candle_core::Device,
-    cfg: &crate::model::Qwen3Config,
-    dtype_size: usize,
-) -> Result<usize> {
-    if let Some(size) = args.kv_cache_memory {
-        return Ok(size.as_u64() as usize);
-    }
-    if device.is_cpu() {
-        return Ok(crate::engine::config::default_cpu_kv_bytes(cfg, dtype_size));
-    }
-    if !(0.0..=1.0).contains(&args.gpu_memory_utilization) || args.gpu_memory_utilization == 0.0 {
-        return Err(Error::invalid_request(
-            "--gpu-memory-utilization must be in (0, 1]",
-        ));
-    }
-    crate::device::kv_budget_after_weights(device, args.gpu_memory_utilization)
 }

@@ -1,18 +1,7 @@
-//! Engine limits and KV-pool sizing.
+//! Engine limits.
 
+use super::kv_budget::blocks_in;
 use crate::model::{AttentionBackend, Qwen3Config};
-
-/// Default CPU KV budget when `--kv-cache-memory` is not given: at most this much...
-pub const DEFAULT_CPU_KV_BYTES: usize = 4 << 30;
-/// ...and no more than this many full-length contexts (small models need far less than 4 GiB).
-pub const DEFAULT_CPU_KV_CONTEXTS: usize = 4;
-
-/// The CPU KV budget for a model when none is given.
-pub fn default_cpu_kv_bytes(cfg: &Qwen3Config, dtype_size: usize) -> usize {
-    let full_contexts =
-        cfg.kv_bytes_per_token(dtype_size) * cfg.max_position_embeddings * DEFAULT_CPU_KV_CONTEXTS;
-    full_contexts.min(DEFAULT_CPU_KV_BYTES)
-}
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -32,8 +21,7 @@ impl EngineConfig {
     /// Sensible defaults for a model, with the KV pool sized from `kv_bytes`.
     pub fn for_model(cfg: &Qwen3Config, kv_bytes: usize, kv_dtype_size: usize) -> Self {
         let block_size = 16;
-        let per_block = cfg.kv_bytes_per_token(kv_dtype_size) * block_size;
-        let num_blocks = (kv_bytes / per_block).max(1);
+        let num_blocks = blocks_in(kv_bytes, cfg, kv_dtype_size, block_size);
         Self {
             max_model_len: cfg.max_position_embeddings,
             max_num_seqs: 256,

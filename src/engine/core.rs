@@ -1,108 +1,127 @@
-//! One engine step: schedule, build the varlen batch, run the model, sample, deliver.
+//! One engine step: schedule, run the model on the step's flat batch, sample, deliver.
+//!
+//! The split follows the scheduler's vocabulary: [`Scheduler::schedule`] decides the step,
+//! [`Scheduler::batch_input`] lays it out, the model runs, [`Scheduler::commit`] records what was
+//! computed, and the rows [`Scheduler::rows_to_sample`] hands back get their next token.
 
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
-use super::request::FinishReason;
-use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepStats};
+use super::request::{Event, FinishReason};
+use super::scheduler::{Entry, Scheduler, StepPlan};
 use super::sequence::RequestState;
 use crate::error::Result;
-use crate::model::{BatchInput, KvCache, Qwen3Model, SequenceChunk};
+use crate::model::{KvCache, Qwen3Model};
 use crate::sampling::{Sampler, SequenceSampler};
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+type Running = Entry<RequestState>;
+
+/// What one call of [`EngineCore::step`] did.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// Nothing was scheduled.
+    Idle,
+    Ran,
+    /// The step failed and its requests were failed with it.
+    Failed(String),
+}
+
 pub struct EngineCore {
-    pub model: Qwen3Model,
-    pub cache: KvCache,
-    pub scheduler: Scheduler<RequestState>,
-    pub sampler: Sampler,
-    pub config: EngineConfig,
-    pub eos_ids: Vec<u32>,
-    pub metrics: Arc<EngineMetrics>,
+    model: Qwen3Model,
+    cache: KvCache,
+    scheduler: Scheduler<RequestState>,
+    sampler: Sampler,
+    config: EngineConfig,
+    eos_ids: Vec<u32>,
+    metrics: Arc<EngineMetrics>,
     /// Requests accepted but never admitted yet (the backpressure count).
-    pub queued: Arc<AtomicUsize>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl EngineCore {
-    /// Runs one step. Returns false when there was nothing to do.
-    pub fn step(&mut self) -> bool {
-        self.drop_cancelled();
-        let mut stats = StepStats::default();
-        let waiting_before: Vec<u64> = self.scheduler.waiting.iter().map(|e| e.core.id).collect();
-        let chunks = self.scheduler.schedule(&mut stats);
-        self.note_admissions(&waiting_before, &stats);
-        if chunks.is_empty() {
-            self.update_gauges();
-            return false;
+    pub fn new(
+        model: Qwen3Model,
+        cache: KvCache,
+        scheduler: Scheduler<RequestState>,
+        config: EngineConfig,
+        eos_ids: Vec<u32>,
+        metrics: Arc<EngineMetrics>,
+        queued: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            model,
+            cache,
+            scheduler,
+            sampler: Sampler::new(),
+            config,
+            eos_ids,
+            metrics,
+            queued,
         }
-        if let Err(e) = self.run(&chunks) {
-            tracing::error!(error = %e, "engine step failed; failing the requests in it");
-            self.fail_running(&format!("engine error: {e}"));
-        }
-        self.retire();
-        self.update_gauges();
-        true
     }
 
-    fn run(&mut self, chunks: &[ScheduledChunk]) -> Result<()> {
-        let mut batch = BatchInput::default();
-        for chunk in chunks {
-            let core = &self.scheduler.running[chunk.index].core;
-            let start = core.num_computed;
-            let end = start + chunk.num_tokens;
-            batch.token_ids.extend_from_slice(&core.tokens[start..end]);
-            batch.chunks.push(SequenceChunk {
-                num_query_tokens: chunk.num_tokens,
-                context_len: end,
-                block_table: core.block_table.clone(),
-                needs_logits: end == core.tokens.len(),
-            });
+    pub fn add(&mut self, entry: Running) {
+        self.scheduler.add(entry);
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.scheduler.is_idle()
+    }
+
+    /// A warm-up step on the real pool (see [`super::startup::warm_up`]).
+    pub fn warm_up(&mut self) -> Result<()> {
+        super::startup::warm_up(&self.model, &self.cache, self.config.attention_backend)
+    }
+
+    /// Runs one step.
+    pub fn step(&mut self) -> StepOutcome {
+        self.drop_cancelled();
+        let plan = self.scheduler.schedule();
+        // Count the admitted requests as running before they leave the waiting count, so a
+        // scrape during this step sees them (routers read both gauges every few ms).
+        self.metrics
+            .requests_running
+            .set(self.scheduler.occupancy().running as i64);
+        self.note_admissions(&plan);
+        if plan.is_empty() {
+            self.update_gauges();
+            return StepOutcome::Idle;
         }
+        let outcome = match self.run(&plan) {
+            Ok(()) => StepOutcome::Ran,
+            Err(e) => {
+                tracing::error!(error = %e, "engine step failed; failing the requests in it");
+                self.fail_running(&format!("engine error: {e}"));
+                StepOutcome::Failed(e.to_string())
+            }
+        };
+        self.retire();
+        self.update_gauges();
+        outcome
+    }
+
+    fn run(&mut self, plan: &StepPlan) -> Result<()> {
+        let batch = self.scheduler.batch_input(&plan.chunks);
         let logits = self
             .model
             .forward(&batch, &self.cache, self.config.attention_backend)?;
-
-        let prompt_tokens: usize = chunks
-            .iter()
-            .filter(|c| {
-                let core = &self.scheduler.running[c.index].core;
-                core.num_computed < core.prompt_len
-            })
-            .map(|c| c.num_tokens)
-            .sum();
+        let prompt_tokens = self.scheduler.commit(&plan.chunks);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
-        for chunk in chunks {
-            self.scheduler.commit(*chunk);
-        }
 
-        let sampled_rows: Vec<usize> = chunks
-            .iter()
-            .zip(&batch.chunks)
-            .filter(|(_, b)| b.needs_logits)
-            .map(|(c, _)| c.index)
-            .collect();
-        for &i in &sampled_rows {
-            let Entry { core, data } = &mut self.scheduler.running[i];
+        let mut rows = self.scheduler.rows_to_sample(&plan.chunks);
+        for Entry { core, data } in rows.iter_mut() {
             let banned = data.suppressed_tokens(core.output_len(), &self.eos_ids);
             data.sampler.set_suppressed(banned);
         }
-        self.constrain_rows(&sampled_rows);
-        // Chunks are in running order, so the rows to sample are ascending indices.
-        debug_assert!(sampled_rows.windows(2).all(|w| w[0] < w[1]));
-        let mut samplers: Vec<&mut SequenceSampler> = self
-            .scheduler
-            .running
-            .iter_mut()
-            .enumerate()
-            .filter(|(i, _)| sampled_rows.binary_search(i).is_ok())
-            .map(|(_, e)| &mut e.data.sampler)
-            .collect();
+        constrain(&mut rows);
+        let mut samplers: Vec<&mut SequenceSampler> =
+            rows.iter_mut().map(|e| &mut e.data.sampler).collect();
         let tokens = self.sampler.sample(&logits, &mut samplers)?;
 
         let max_model_len = self.config.max_model_len;
-        for (&i, sampled) in sampled_rows.iter().zip(&tokens) {
-            let Entry { core, data } = &mut self.scheduler.running[i];
+        for (Entry { core, data }, sampled) in rows.into_iter().zip(&tokens) {
             if data.finished.is_some() {
                 // Failed while constraining (its error is sent): the token is not its own.
                 continue;
@@ -118,27 +137,6 @@ impl EngineCore {
             }
         }
         Ok(())
-    }
-
-    /// Grammar masks for the constrained rows about to be sampled. Each mask depends only on
-    /// its own request, so they are computed in parallel; this runs after the forward pass is
-    /// queued, so on an accelerator it overlaps the model's work.
-    fn constrain_rows(&mut self, sampled_rows: &[usize]) {
-        let mut constrained: Vec<&mut RequestState> = self
-            .scheduler
-            .running
-            .iter_mut()
-            .enumerate()
-            .filter(|(i, e)| e.data.guided.is_some() && sampled_rows.binary_search(i).is_ok())
-            .map(|(_, e)| &mut e.data)
-            .collect();
-        match constrained.len() {
-            0 => {}
-            1 => constrained[0].constrain_next_token(),
-            _ => constrained
-                .par_iter_mut()
-                .for_each(|d| d.constrain_next_token()),
-        }
     }
 
     /// Removes finished requests, freeing their blocks.
@@ -160,7 +158,7 @@ impl EngineCore {
     /// Requests whose client went away: running ones are finished (blocks freed at retire),
     /// waiting ones are dropped.
     fn drop_cancelled(&mut self) {
-        for entry in &mut self.scheduler.running {
+        for entry in self.scheduler.running_mut() {
             if entry.data.finished.is_none() && entry.data.is_cancelled() {
                 entry.data.finished = Some(FinishReason::Abort);
             }
@@ -178,16 +176,16 @@ impl EngineCore {
     }
 
     /// Counts first admissions (for backpressure) and prefix-cache statistics.
-    fn note_admissions(&mut self, waiting_before: &[u64], stats: &StepStats) {
+    fn note_admissions(&mut self, plan: &StepPlan) {
         let mut first_admissions = 0;
-        for entry in &mut self.scheduler.running {
-            if entry.data.cached_prompt_tokens.is_none() && waiting_before.contains(&entry.core.id)
-            {
+        for entry in self.scheduler.admitted_mut(&plan.admitted) {
+            if entry.data.cached_prompt_tokens.is_none() {
                 entry.data.cached_prompt_tokens = Some(entry.core.cached_tokens);
                 first_admissions += 1;
             }
         }
         self.queued.fetch_sub(first_admissions, Ordering::Relaxed);
+        let stats = &plan.stats;
         self.metrics
             .prefix_cache_queries
             .inc_by(stats.prefix_query_tokens as u64);
@@ -198,40 +196,66 @@ impl EngineCore {
     }
 
     pub fn fail_running(&mut self, message: &str) {
-        for entry in &mut self.scheduler.running {
+        for entry in self.scheduler.running_mut() {
             if entry.data.finished.is_none() {
-                let _ = entry
-                    .data
-                    .events
-                    .send(super::request::Event::Error(message.to_owned()));
+                let _ = entry.data.events.send(Event::Error(message.to_owned()));
                 entry.data.finished = Some(FinishReason::Abort);
             }
         }
         self.retire();
     }
 
+    /// Fails every request, running and waiting (the engine is going away).
+    pub fn fail_all(&mut self, message: &str) {
+        self.fail_running(message);
+        for entry in self.scheduler.drain_waiting() {
+            let _ = entry.data.events.send(Event::Error(message.to_owned()));
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.update_gauges();
+    }
+
     /// Ends every request (shutdown past its deadline).
     pub fn abort_all(&mut self) {
-        for entry in &mut self.scheduler.running {
+        for entry in self.scheduler.running_mut() {
             if entry.data.finished.is_none() {
                 entry.data.finish(&entry.core, FinishReason::Abort, None);
             }
         }
         self.retire();
-        while let Some(entry) = self.scheduler.waiting.pop_front() {
-            let mut data = entry.data;
-            data.finish(&entry.core, FinishReason::Abort, None);
+        for mut entry in self.scheduler.drain_waiting() {
+            entry.data.finish(&entry.core, FinishReason::Abort, None);
         }
         self.queued.store(0, Ordering::Relaxed);
     }
 
     fn update_gauges(&self) {
-        let s = &self.scheduler;
-        self.metrics.requests_running.set(s.running.len() as i64);
-        self.metrics.requests_waiting.set(s.waiting.len() as i64);
-        self.metrics.kv_blocks_used.set(s.blocks.num_used() as i64);
+        let o = self.scheduler.occupancy();
+        self.metrics.requests_running.set(o.running as i64);
+        // Preempted requests wait to resume; the never-admitted ones are in `queued`, which
+        // also counts those still on their way to this thread.
+        self.metrics.set_preempted_waiting(o.preempted_waiting);
         self.metrics
-            .kv_blocks_total
-            .set(s.blocks.num_blocks() as i64);
+            .set_waiting(self.queued.load(Ordering::Relaxed));
+        self.metrics.kv_blocks_used.set(o.blocks_used as i64);
+        self.metrics.kv_blocks_total.set(o.blocks_total as i64);
+    }
+}
+
+/// Grammar masks for the constrained rows about to be sampled. Each mask depends only on its own
+/// request, so they are computed in parallel; this runs after the forward pass is queued, so on
+/// an accelerator it overlaps the model's work.
+fn constrain(rows: &mut [&mut Running]) {
+    let mut constrained: Vec<&mut RequestState> = rows
+        .iter_mut()
+        .filter(|e| e.data.guided.is_some())
+        .map(|e| &mut e.data)
+        .collect();
+    match constrained.len() {
+        0 => {}
+        1 => constrained[0].constrain_next_token(),
+        _ => constrained
+            .par_iter_mut()
+            .for_each(|d| d.constrain_next_token()),
     }
 }

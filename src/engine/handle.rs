@@ -11,25 +11,22 @@ use super::config::EngineConfig;
 use super::core::EngineCore;
 use super::metrics::EngineMetrics;
 use super::request::{Event, GenerationRequest};
+use super::rules;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
 use super::stop_strings::StopStrings;
+use super::worker::{self, Command, Liveness};
 use crate::error::{Error, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
-use crate::sampling::{Sampler, SequenceSampler};
+use crate::sampling::SequenceSampler;
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-enum Command {
-    Submit(Box<Entry<RequestState>>),
-    Drain { deadline: Instant },
-}
 
 /// What the engine serves, for the API layer (limits, model facts).
 #[derive(Debug, Clone)]
@@ -53,6 +50,7 @@ pub struct EngineHandle {
     /// Compiles output constraints; the reason it could not be built otherwise (then only
     /// constrained requests are refused).
     guided: std::result::Result<Arc<GuidedFactory>, String>,
+    liveness: Arc<Liveness>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -136,20 +134,17 @@ impl EngineHandle {
             ),
         );
         let max_waiting = config.max_waiting;
-        let core = EngineCore {
+        let core = EngineCore::new(
             model,
             cache,
             scheduler,
-            sampler: Sampler::new(),
             config,
             eos_ids,
-            metrics: metrics.clone(),
-            queued: queued.clone(),
-        };
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("tealight-engine".into())
-            .spawn(move || run_loop(core, rx))?;
+            metrics.clone(),
+            queued.clone(),
+        );
+        let liveness = Arc::new(Liveness::default());
+        let (tx, thread) = worker::spawn(core, liveness.clone())?;
         Ok(Self {
             commands: Mutex::new(tx),
             metrics,
@@ -160,6 +155,7 @@ impl EngineHandle {
             info,
             tokenizer,
             guided,
+            liveness,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -170,6 +166,13 @@ impl EngineHandle {
 
     pub fn metrics(&self) -> &EngineMetrics {
         &self.metrics
+    }
+
+    /// Brings the gauges that can be read outside the engine thread up to this instant (the
+    /// waiting count includes requests submitted since the engine's last step).
+    pub fn refresh_metrics(&self) {
+        self.metrics
+            .set_waiting(self.queued.load(Ordering::Relaxed));
     }
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
@@ -201,35 +204,38 @@ impl EngineHandle {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Whether the engine thread is alive (see [`Liveness`]).
+    pub fn is_alive(&self) -> bool {
+        self.liveness.is_alive()
+    }
+
+    /// The engine thread's liveness, to wait for its death.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// Test-only: makes the engine thread panic at its next step.
+    #[doc(hidden)]
+    pub fn inject_fault(&self) {
+        if let Ok(tx) = self.commands.lock() {
+            let _ = tx.send(Command::InjectPanic);
+        }
+    }
+
     /// Queues a request. Fails fast when the server is draining, overloaded, or the prompt
     /// cannot fit the context.
     pub fn submit(&self, request: GenerationRequest) -> Result<EventStream> {
         if self.is_draining() {
             return Err(Error::Unavailable("the server is shutting down".into()));
         }
+        if let Some(why) = self.liveness.cause() {
+            return Err(Error::Unavailable(format!("the engine has stopped: {why}")));
+        }
         let prompt_len = request.prompt_ids.len();
         let limit = self.info.max_model_len;
-        if prompt_len == 0 {
-            return Err(Error::invalid("prompt", "the prompt is empty"));
-        }
-        if prompt_len >= limit {
-            return Err(Error::invalid(
-                "messages",
-                format!(
-                    "This model's maximum context length is {limit} tokens. However, your prompt has \
-                     {prompt_len} tokens, which leaves no room for a completion."
-                ),
-            ));
-        }
-        if let Some(&bad) = request
-            .prompt_ids
-            .iter()
-            .find(|&&t| t as usize >= self.info.vocab_size)
-        {
-            return Err(Error::invalid(
-                "prompt",
-                format!("token id {bad} is out of the vocabulary"),
-            ));
+        rules::prompt_fits(prompt_len, limit, "prompt")?;
+        for &id in &request.prompt_ids {
+            rules::token_id(i64::from(id), self.info.vocab_size, "prompt")?;
         }
         let guided = self.compile_guided(&request)?;
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
@@ -295,40 +301,5 @@ impl EngineHandle {
 impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
-    }
-}
-
-fn run_loop(mut core: EngineCore, commands: mpsc::Receiver<Command>) {
-    let mut deadline: Option<Instant> = None;
-    loop {
-        // Block while idle; otherwise take whatever arrived and keep stepping.
-        if core.scheduler.is_idle() {
-            if deadline.is_some() {
-                return;
-            }
-            match commands.recv_timeout(Duration::from_millis(500)) {
-                Ok(cmd) => apply(&mut core, cmd, &mut deadline),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-        while let Ok(cmd) = commands.try_recv() {
-            apply(&mut core, cmd, &mut deadline);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            core.abort_all();
-            return;
-        }
-        if !core.step() && !core.scheduler.is_idle() {
-            // Nothing could be scheduled (e.g. all waiting requests were cancelled this step).
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-fn apply(core: &mut EngineCore, cmd: Command, deadline: &mut Option<Instant>) {
-    match cmd {
-        Command::Submit(entry) => core.scheduler.add(*entry),
-        Command::Drain { deadline: d } => *deadline = Some(d),
     }
 }

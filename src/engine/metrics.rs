@@ -1,10 +1,8 @@
 //! Engine counters for `/metrics`, named after vLLM's (`vllm:` → `tealight:`) so existing
 //! dashboards map over.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct EngineMetrics {
     registry: Registry,
@@ -21,6 +19,9 @@ pub struct EngineMetrics {
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
     pub e2e_request_latency: Histogram,
+    /// Preempted requests back in the waiting queue (set each step; not exported by itself:
+    /// it is part of `requests_waiting`).
+    preempted_waiting: AtomicUsize,
 }
 
 const LATENCY_BUCKETS: [f64; 18] = [
@@ -60,7 +61,7 @@ impl EngineMetrics {
                 "KV-cache blocks in use."
             )),
             kv_blocks_total: register!(gauge(
-                "tealight:kv_cache_blocks_total",
+                "tealight:kv_cache_capacity_blocks",
                 "KV-cache blocks in the pool."
             )),
             prefix_cache_queries: register!(counter(
@@ -105,21 +106,29 @@ impl EngineMetrics {
                 "tealight:e2e_request_latency_seconds",
                 "Time from arrival to the finish of a request."
             )),
+            preempted_waiting: AtomicUsize::new(0),
             registry,
         }
     }
 
-    /// The registry, so the API can add its own metrics beside the engine's.
+    /// The registry (`/metrics` gathers it with the API's own).
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// Prometheus text exposition of everything registered.
-    pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metrics.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+    /// Sets the waiting gauge to the requests waiting right now: `never_admitted` accepted
+    /// requests that were never scheduled (also those still on their way to the engine thread,
+    /// so a burst shows at once rather than a step later) plus the preempted ones last seen
+    /// waiting to resume.
+    pub fn set_waiting(&self, never_admitted: usize) {
+        let preempted = self.preempted_waiting.load(Ordering::Relaxed);
+        self.requests_waiting
+            .set((never_admitted + preempted) as i64);
+    }
+
+    /// Records how many preempted requests wait to resume (the engine, after each step).
+    pub fn set_preempted_waiting(&self, n: usize) {
+        self.preempted_waiting.store(n, Ordering::Relaxed);
     }
 
     /// Fraction of prompt tokens served by the prefix cache so far.

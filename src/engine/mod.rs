@@ -8,14 +8,17 @@ pub mod block_manager;
 pub mod config;
 pub mod core;
 pub mod handle;
+pub mod kv_budget;
 pub mod metrics;
 pub mod request;
+pub mod rules;
 pub mod scheduler;
 pub mod sequence;
+pub mod startup;
 pub mod stop_strings;
+pub mod worker;
 
+pub use crate::guided::GuidedDecoding;
 pub use config::EngineConfig;
 pub use handle::{EngineHandle, EngineInfo, EventStream};
-pub use request::{
-    Event, FinishReason, GenerationRequest, GuidedDecoding, StopReason, TokenLogprob, Usage,
-};
+pub use request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};

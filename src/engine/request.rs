@@ -1,5 +1,6 @@
 //! What goes into the engine and what comes out of it.
 
+use crate::guided::GuidedDecoding;
 use crate::sampling::SamplingParams;
 use std::time::Instant;
 
@@ -20,18 +21,6 @@ pub struct GenerationRequest {
     /// Constrains what may be generated (structured outputs, forced tool calls).
     pub guided: Option<GuidedDecoding>,
     pub arrival: Instant,
-}
-
-/// An output constraint enforced token by token while sampling.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GuidedDecoding {
-    /// Any JSON object (`response_format: {"type": "json_object"}`).
-    JsonObject,
-    /// JSON valid under this JSON Schema (`response_format: {"type": "json_schema"}`).
-    JsonSchema(serde_json::Value),
-    /// A Lark grammar in llguidance's dialect (may embed `%json{...}` schemas); used for
-    /// forced tool calls.
-    Lark(String),
 }
 
 impl GenerationRequest {

@@ -8,6 +8,7 @@
 //! queue, to be recomputed later (its generated tokens are kept).
 
 use super::block_manager::{BlockId, BlockManager};
+use crate::batch::{BatchInput, SequenceChunk};
 use std::collections::VecDeque;
 
 /// The scheduling view of a sequence: its tokens and where its KV lives.
@@ -78,11 +79,39 @@ pub struct StepStats {
     pub prefix_query_tokens: usize,
 }
 
+/// What one step runs, as [`Scheduler::schedule`] decided it.
+#[derive(Debug, Default)]
+pub struct StepPlan {
+    /// In running order (ascending indices).
+    pub chunks: Vec<ScheduledChunk>,
+    /// Indices into the running list of the sequences admitted from the queue this step
+    /// (fresh or re-admitted after a preemption).
+    pub admitted: Vec<usize>,
+    pub stats: StepStats,
+}
+
+impl StepPlan {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// Occupancy, for gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupancy {
+    pub running: usize,
+    pub waiting: usize,
+    /// The waiting sequences that ran before and were preempted.
+    pub preempted_waiting: usize,
+    pub blocks_used: usize,
+    pub blocks_total: usize,
+}
+
 pub struct Scheduler<T> {
     cfg: SchedulerConfig,
-    pub blocks: BlockManager,
-    pub waiting: VecDeque<Entry<T>>,
-    pub running: Vec<Entry<T>>,
+    blocks: BlockManager,
+    waiting: VecDeque<Entry<T>>,
+    running: Vec<Entry<T>>,
 }
 
 impl<T> Scheduler<T> {
@@ -103,10 +132,12 @@ impl<T> Scheduler<T> {
         self.waiting.is_empty() && self.running.is_empty()
     }
 
-    /// Decides the next step. Returns the chunks to run (indices into `running`).
-    pub fn schedule(&mut self, stats: &mut StepStats) -> Vec<ScheduledChunk> {
+    /// Decides the next step: which sequences run and how many tokens each feeds.
+    pub fn schedule(&mut self) -> StepPlan {
         let mut budget = self.cfg.max_num_batched_tokens;
         let mut chunks: Vec<ScheduledChunk> = Vec::new();
+        let mut admitted = Vec::new();
+        let mut stats = StepStats::default();
 
         // Running sequences, oldest first. Decodes take one token; unfinished prefills take what
         // the budget leaves. A sequence that cannot get its blocks preempts the newest.
@@ -175,9 +206,14 @@ impl<T> Scheduler<T> {
                 num_tokens: want,
             });
             budget -= want;
+            admitted.push(self.running.len());
             self.running.push(entry);
         }
-        chunks
+        StepPlan {
+            chunks,
+            admitted,
+            stats,
+        }
     }
 
     /// Frees a running sequence's blocks and puts it back at the head of the queue.
@@ -191,16 +227,88 @@ impl<T> Scheduler<T> {
         self.waiting.push_front(entry);
     }
 
-    /// After a step: records computed tokens and registers newly full blocks for reuse.
-    pub fn commit(&mut self, chunk: ScheduledChunk) {
-        let core = &mut self.running[chunk.index].core;
-        core.num_computed += chunk.num_tokens;
-        self.blocks.register_full_blocks(
-            &core.block_table,
-            &core.tokens,
-            core.num_computed,
-            &mut core.block_hashes,
-        );
+    /// The step's flat batch: each chunk's tokens and where its KV lives.
+    pub fn batch_input(&self, chunks: &[ScheduledChunk]) -> BatchInput {
+        let mut batch = BatchInput::default();
+        for chunk in chunks {
+            let core = &self.running[chunk.index].core;
+            let start = core.num_computed;
+            let end = start + chunk.num_tokens;
+            batch.token_ids.extend_from_slice(&core.tokens[start..end]);
+            batch.chunks.push(SequenceChunk {
+                num_query_tokens: chunk.num_tokens,
+                context_len: end,
+                block_table: core.block_table.clone(),
+                needs_logits: end == core.tokens.len(),
+            });
+        }
+        batch
+    }
+
+    /// After the forward pass: records the computed tokens and registers newly full blocks for
+    /// reuse. Returns how many of the step's tokens were prompt tokens.
+    pub fn commit(&mut self, chunks: &[ScheduledChunk]) -> usize {
+        let mut prompt_tokens = 0;
+        for chunk in chunks {
+            let core = &mut self.running[chunk.index].core;
+            if core.num_computed < core.prompt_len {
+                prompt_tokens += chunk.num_tokens;
+            }
+            core.num_computed += chunk.num_tokens;
+            self.blocks.register_full_blocks(
+                &core.block_table,
+                &core.tokens,
+                core.num_computed,
+                &mut core.block_hashes,
+            );
+        }
+        prompt_tokens
+    }
+
+    /// After [`Self::commit`]: the sequences of the step whose next token is to be sampled
+    /// (every input token computed), in running order — the rows of the step's logits.
+    pub fn rows_to_sample(&mut self, chunks: &[ScheduledChunk]) -> Vec<&mut Entry<T>> {
+        let mut scheduled = chunks.iter().map(|c| c.index).peekable();
+        self.running
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| scheduled.next_if_eq(i).is_some())
+            .map(|(_, e)| e)
+            .filter(|e| e.core.pending() == 0)
+            .collect()
+    }
+
+    /// The running sequences admitted at `indices` (see [`StepPlan::admitted`]).
+    pub fn admitted_mut(&mut self, indices: &[usize]) -> impl Iterator<Item = &mut Entry<T>> {
+        self.running
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| indices.contains(i))
+            .map(|(_, e)| e)
+    }
+
+    /// Every running sequence, oldest first.
+    pub fn running_mut(&mut self) -> impl Iterator<Item = &mut Entry<T>> {
+        self.running.iter_mut()
+    }
+
+    /// Empties the waiting queue.
+    pub fn drain_waiting(&mut self) -> impl Iterator<Item = Entry<T>> + '_ {
+        self.waiting.drain(..)
+    }
+
+    pub fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            running: self.running.len(),
+            waiting: self.waiting.len(),
+            preempted_waiting: self
+                .waiting
+                .iter()
+                .filter(|e| e.core.preemptions > 0)
+                .count(),
+            blocks_used: self.blocks.num_used(),
+            blocks_total: self.blocks.num_blocks(),
+        }
     }
 
     /// Removes finished (or cancelled) running sequences, freeing their blocks.
@@ -250,10 +358,10 @@ mod tests {
 
     /// Runs a step: commits every chunk and appends a token to sequences that finished prefill.
     fn step(s: &mut Scheduler<()>) -> Vec<(u64, usize)> {
-        let chunks = s.schedule(&mut StepStats::default());
+        let chunks = s.schedule().chunks;
+        s.commit(&chunks);
         let mut out = Vec::new();
         for c in &chunks {
-            s.commit(*c);
             let core = &mut s.running[c.index].core;
             out.push((core.id, c.num_tokens));
             if core.pending() == 0 {
@@ -303,8 +411,7 @@ mod tests {
         );
         s.retire(|e| e.core.id == 1);
         // Re-admitted: its full blocks are still in the prefix cache, so only the tail is recomputed.
-        let mut stats = StepStats::default();
-        let chunks = s.schedule(&mut stats);
+        let StepPlan { chunks, stats, .. } = s.schedule();
         assert_eq!(
             chunks,
             vec![ScheduledChunk {
@@ -331,8 +438,7 @@ mod tests {
                 .collect(),
         );
         s.add(e);
-        let mut stats = StepStats::default();
-        let chunks = s.schedule(&mut stats);
+        let StepPlan { chunks, stats, .. } = s.schedule();
         assert_eq!(stats.prefix_hit_tokens, 8);
         assert_eq!(chunks[1].num_tokens, 3);
     }

@@ -11,7 +11,7 @@
 use llguidance::api::TopLevelGrammar;
 use serde_json::{Map, Value, json};
 
-use crate::engine::GuidedDecoding;
+use super::spec::GuidedDecoding;
 
 /// The JSON compile options every schema gets unless it sets its own (see the module docs).
 pub fn json_defaults() -> Value {

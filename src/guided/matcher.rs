@@ -8,8 +8,8 @@ use llguidance::toktrie::TokEnv;
 use llguidance::{Matcher, ParserFactory};
 
 use super::grammar::top_level_grammar;
+use super::spec::GuidedDecoding;
 use super::vocab::VocabEnv;
-use crate::engine::GuidedDecoding;
 use crate::error::{Error, Result};
 use crate::sampling::TokenMask;
 use crate::tokenizer::Tokenizer;

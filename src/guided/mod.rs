@@ -3,7 +3,7 @@
 //! SGLang and llama.cpp use).
 //!
 //! - [`vocab`]: every token id as the bytes it appends, and the tokenizer view llguidance needs.
-//! - [`grammar`]: a request's [`crate::engine::GuidedDecoding`] as an llguidance grammar with
+//! - [`grammar`]: a request's [`GuidedDecoding`] ([`spec`]) as an llguidance grammar with
 //!   bounded JSON whitespace, and the Lark grammar for forced (hermes) tool calls.
 //! - [`matcher`]: [`GuidedFactory`] (one per server, shared) compiles a request's constraint
 //!   into a [`GuidedMatcher`], which gives the allowed-token mask before each draw and advances
@@ -23,6 +23,7 @@
 
 pub mod grammar;
 pub mod matcher;
+pub mod spec;
 pub mod vocab;
 
 pub use grammar::{
@@ -30,4 +31,5 @@ pub use grammar::{
 };
 pub use llguidance::api::ParserLimits;
 pub use matcher::{GuidedFactory, GuidedMatcher};
+pub use spec::GuidedDecoding;
 pub use vocab::{VocabEnv, token_bytes};

@@ -14,13 +14,12 @@
 //! - ids the model has but the tokenizer lacks (Qwen3: 151 669 known of 151 936 rows) are empty,
 //!   which no grammar can ever allow.
 
-use std::collections::HashMap;
-
 use llguidance::toktrie::{TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 use tokenizers::DecoderWrapper;
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
+use crate::tokenizer::byte_level::piece_bytes;
 
 /// How the tokenizer spells bytes in its vocabulary strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +41,6 @@ pub fn token_bytes(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Vec<Vec<u
     }
     let spelling = spelling(hf.get_decoder())?;
     let added = hf.get_added_tokens_decoder();
-    let unicode_to_byte = byte_level_table();
     let mut words = vec![Vec::new(); vocab_size];
     for (id, word) in words.iter_mut().enumerate() {
         let id = id as u32;
@@ -59,15 +57,11 @@ pub fn token_bytes(tokenizer: &Tokenizer, vocab_size: usize) -> Result<Vec<Vec<u
             continue;
         };
         *word = match spelling {
-            ByteLevel => piece
-                .chars()
-                .map(|c| unicode_to_byte.get(&c).copied())
-                .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| {
-                    Error::Tokenizer(format!(
-                        "token {id} ({piece:?}) has a character outside the byte-level alphabet"
-                    ))
-                })?,
+            ByteLevel => piece_bytes(&piece).ok_or_else(|| {
+                Error::Tokenizer(format!(
+                    "token {id} ({piece:?}) has a character outside the byte-level alphabet"
+                ))
+            })?,
             ByteFallback(space) => match fallback_byte(&piece) {
                 Some(b) => vec![b],
                 None => piece.replace(space, " ").into_bytes(),
@@ -126,25 +120,6 @@ fn fallback_byte(piece: &str) -> Option<u8> {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
-}
-
-/// GPT-2's table, reversed: printable Latin-1 characters stand for themselves, every other byte
-/// for U+0100 onwards in byte order.
-fn byte_level_table() -> HashMap<char, u8> {
-    let self_mapped = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    let mut next = 0x100u32;
-    let mut table = HashMap::with_capacity(256);
-    for b in 0..=255u8 {
-        let c = if self_mapped(b) {
-            b as char
-        } else {
-            let c = char::from_u32(next).expect("U+0100..U+0143 are chars");
-            next += 1;
-            c
-        };
-        table.insert(c, b);
-    }
-    table
 }
 
 /// The grammar engine's view of the tokenizer: the byte trie, plus canonical tokenization of
@@ -396,20 +371,6 @@ mod tests {
             .flat_map(|&i| words[i as usize].clone())
             .collect();
         assert_eq!(bytes, format!(" {text}").as_bytes(), "{ids:?}");
-    }
-
-    #[test]
-    fn byte_level_table_is_a_bijection() {
-        let t = byte_level_table();
-        assert_eq!(t.len(), 256);
-        let mut seen = [false; 256];
-        for &b in t.values() {
-            seen[b as usize] = true;
-        }
-        assert!(seen.iter().all(|&s| s));
-        assert_eq!(t[&'Ġ'], b' ');
-        assert_eq!(t[&'Ċ'], b'\n');
-        assert_eq!(t[&'a'], b'a');
     }
 
     #[test]

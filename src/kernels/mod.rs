@@ -40,7 +40,6 @@
 //! opt-in (`--attention-backend cuda`): `auto` keeps `generic` on CUDA until
 //! scripts/gpu/check.sh has passed on a GPU.
 
-pub mod check;
 pub mod kv_write;
 pub mod paged_attention;
 pub mod plan;

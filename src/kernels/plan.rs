@@ -11,7 +11,7 @@
 //! - **prefill** (`tl_prefill_attention_*`): chunks of at least [`PREFILL_MIN_QUERY`] tokens, as
 //!   tiles of [`PREFILL_TILE_ROWS`] rows, a row being one (token, query head of the GQA group).
 
-use crate::model::batch::{BatchInput, slot_of};
+use crate::batch::{BatchInput, slot_of};
 use std::ops::Range;
 
 /// Query heads one paged CTA serves (they share its KV head).

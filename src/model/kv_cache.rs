@@ -46,16 +46,6 @@ impl KvCache {
         })
     }
 
-    /// How many blocks fit in `bytes` for this model at `dtype`.
-    pub fn blocks_for_bytes(
-        cfg: &Qwen3Config,
-        bytes: usize,
-        block_size: usize,
-        dtype: DType,
-    ) -> usize {
-        bytes / (cfg.kv_bytes_per_token(dtype.size_in_bytes()) * block_size)
-    }
-
     pub fn block_size(&self) -> usize {
         self.block_size
     }

@@ -2,7 +2,6 @@
 //! paged KV cache.
 
 pub mod attention;
-pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu_linear;
@@ -18,8 +17,8 @@ pub mod swiglu;
 pub mod synthetic;
 pub mod weights;
 
+pub use crate::batch::{BatchInput, SequenceChunk};
 pub use attention::AttentionBackend;
-pub use batch::{BatchInput, SequenceChunk};
 pub use config::Qwen3Config;
 pub use kv_cache::KvCache;
 pub use loader::{LoadedModel, Quantization, load_model, load_source};

@@ -4,12 +4,12 @@
 //! attention (GQA) → o_proj + residual → RMSNorm → fused gate|up → SwiGLU → down_proj + residual.
 
 use super::attention::{AttentionBackend, AttentionMetadata};
-use super::batch::BatchInput;
 use super::config::Qwen3Config;
 use super::kv_cache::KvCache;
 use super::layers::{Projection, RmsNorm, RotaryTables};
 use super::swiglu::swiglu;
 use super::weights::WeightStore;
+use crate::batch::BatchInput;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 

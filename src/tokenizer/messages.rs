@@ -23,7 +23,8 @@ const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning
 
 /// Checks the messages of a chat request and flattens their content to strings.
 ///
-/// Each message must be an object with a string `role`. `content` may be a string, `null` or
+/// Each message must be an object with a known string `role` (`developer` is passed on as
+/// `system`). `content` may be a string, `null` or
 /// missing (→ `""`), or an array of `{"type": "text", "text": ...}` parts (→ their texts joined
 /// with `"\n"`). Any other part type (images, audio, files) is rejected: this server only
 /// runs text models. Other fields (`tool_calls`, `tool_call_id`, `reasoning_content`, ...) are
@@ -36,21 +37,40 @@ pub fn prepare_messages(messages: &[Value]) -> Result<Vec<Value>> {
             let Value::Object(fields) = message else {
                 return Err(invalid(format!("messages[{i}] must be an object")));
             };
-            match fields.get("role") {
-                Some(Value::String(_)) => {}
+            let role = match fields.get("role") {
+                Some(Value::String(role)) => template_role(role).ok_or_else(|| {
+                    invalid(format!(
+                        "messages[{i}].role: unknown role '{role}' (expected one of {})",
+                        KNOWN_ROLES.join(", ")
+                    ))
+                })?,
                 Some(_) => return Err(invalid(format!("messages[{i}].role must be a string"))),
                 None => return Err(invalid(format!("messages[{i}] is missing 'role'"))),
-            }
+            };
             let content = match fields.get("content") {
                 None | Some(Value::Null) => String::new(),
                 Some(content) => flatten_content(content)
                     .map_err(|reason| invalid(format!("messages[{i}].content{reason}")))?,
             };
             let mut fields = fields.clone();
+            fields.insert("role".into(), Value::String(role.to_owned()));
             fields.insert("content".into(), Value::String(content));
             Ok(Value::Object(fields))
         })
         .collect()
+}
+
+/// Roles a chat request may use.
+const KNOWN_ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+/// The role the template is given: `developer` (OpenAI's newer name for instructions) is
+/// `system`, since Qwen3's template has no `developer` role and would drop the message
+/// silently. `None` for a role no template knows.
+fn template_role(role: &str) -> Option<&'static str> {
+    match role {
+        "developer" => Some("system"),
+        known => KNOWN_ROLES.iter().find(|r| **r == known).copied(),
+    }
 }
 
 /// The text of one `content` value: a string, or an array of text parts. The error is the
@@ -145,6 +165,7 @@ mod tests {
             json!({"role": "user", "content": 5}),
             json!({"content": "no role"}),
             json!({"role": 1, "content": "x"}),
+            json!({"role": "critic", "content": "x"}),
             json!("not an object"),
         ];
         for message in bad {
@@ -158,6 +179,14 @@ mod tests {
                 other => panic!("{message}: expected InvalidRequest, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn developer_messages_are_system_messages() {
+        let out = prepare_messages(&[json!({"role": "developer", "content": "be brief"})]).unwrap();
+        assert_eq!(out[0], json!({"role": "system", "content": "be brief"}));
+        let err = prepare_messages(&[json!({"role": "critic", "content": "x"})]).unwrap_err();
+        assert!(err.to_string().contains("'critic'"), "{err}");
     }
 
     #[test]

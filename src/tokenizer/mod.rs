@@ -2,6 +2,7 @@
 //! template (messages → prompt, matching transformers byte for byte), and the streaming
 //! detokenizer that turns generated ids into UTF-8-safe text deltas.
 
+pub mod byte_level;
 mod chat_template;
 mod codec;
 mod detokenizer;

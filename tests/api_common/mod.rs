@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 use clap::Parser;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
+use std::sync::OnceLock;
 use std::time::Duration;
-use tealight::api::{AppState, ServerConfig, serve_on};
+use tealight::api::{AppState, serve_on};
 use tealight::cli::serve::ServeArgs;
 
 #[derive(Parser)]
@@ -38,10 +39,10 @@ pub fn start(flags: &[&str]) -> TestServer {
     argv.extend(BASE_FLAGS);
     argv.extend(flags);
     let args = Wrapper::parse_from(argv).args;
-    let loaded = tealight::cli::serve::load(&args).expect("model loads");
-    let config = ServerConfig::from_args(&args).expect("valid flags");
+    let loaded = tealight::server::load(&args).expect("model loads");
+    let config = tealight::server::server_config(&args).expect("valid flags");
     let key = config.api_key.clone();
-    let state = AppState::with_loaded(config, loaded);
+    let state = AppState::with_ready(config, loaded);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -246,4 +247,124 @@ pub fn tokenizer() -> tealight::tokenizer::Tokenizer {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny/tokenizer.json"),
     )
     .unwrap()
+}
+
+// Servers and fixtures the HTTP test binaries share.
+
+/// The vLLM-style setup most users run: key, reasoning and tool parsers, two served names.
+pub fn server() -> &'static TestServer {
+    static S: OnceLock<TestServer> = OnceLock::new();
+    S.get_or_init(|| {
+        start(&[
+            "--api-key",
+            KEY,
+            "--served-model-name",
+            "tiny",
+            "tiny-alias",
+            "--reasoning-parser",
+            "qwen3",
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
+        ])
+    })
+}
+
+/// No key, no parsers: one running sequence and one waiting slot, to provoke 429.
+pub fn small_server() -> &'static TestServer {
+    static S: OnceLock<TestServer> = OnceLock::new();
+    S.get_or_init(|| start(&["--max-num-seqs", "1", "--max-waiting", "1"]))
+}
+
+pub fn fixture_case(name: &str) -> Value {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference.json"),
+    )
+    .unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    let model = all["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["shape"] == "tiny")
+        .unwrap();
+    model["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone()
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+pub fn hello() -> Value {
+    json!([{"role": "user", "content": "Hello there"}])
+}
+
+pub fn assert_error(reply: &Reply, status: u16, kind: &str, param: Option<&str>) {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    let body = reply.json();
+    let err = &body["error"];
+    assert_eq!(err["type"], kind, "{}", reply.body);
+    assert_eq!(err["code"], status, "{}", reply.body);
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        reply.body
+    );
+    match param {
+        Some(p) => assert_eq!(err["param"], p, "{}", reply.body),
+        None => assert!(err.get("param").is_some(), "param key present"),
+    }
+}
+
+pub fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}})
+}
+
+/// An SSE body of named events (`event: NAME` then `data: JSON`, as the Responses and Messages
+/// APIs send them); keep-alive comments are skipped. Checks that every event is named, that the
+/// name is the data's `type`, and the framing.
+pub fn parse_named_sse(raw: &str) -> Vec<(String, Value)> {
+    assert!(raw.ends_with("\n\n"), "{raw:?}");
+    raw.split("\n\n")
+        .filter(|b| !b.is_empty() && !b.starts_with(':'))
+        .map(|block| {
+            let (name, data) = block
+                .strip_prefix("event: ")
+                .and_then(|b| b.split_once("\ndata: "))
+                .unwrap_or_else(|| panic!("not an event: line then a data: line: {block:?}"));
+            let data: Value = serde_json::from_str(data).expect("event JSON");
+            assert_eq!(data["type"], name, "{block}");
+            (name.to_owned(), data)
+        })
+        .collect()
+}
+
+impl TestServer {
+    /// Opens a stream, reads `lines` lines, and hangs up; then waits for the engine to drop
+    /// the request (it must, within 20 s).
+    pub fn hang_up_after(&self, path: &str, body: &Value, lines: usize) {
+        let (status, _, mut reader) = self.open_stream(path, body);
+        assert_eq!(status, 200);
+        let mut line = String::new();
+        for _ in 0..lines {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+        drop(reader);
+        let start = std::time::Instant::now();
+        self.wait_idle();
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
 }

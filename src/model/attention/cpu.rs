@@ -7,8 +7,8 @@
 //!   over its gathered context ([`GenericAttend`]), where gemm does the work.
 
 use super::generic::GenericAttend;
+use crate::batch::{BatchInput, SequenceChunk, slot_of};
 use crate::error::Result;
-use crate::model::batch::{BatchInput, SequenceChunk, slot_of};
 use crate::model::kv_cache::LayerKv;
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, WithDType, bail};
 use half::{bf16, f16};

@@ -12,11 +12,11 @@
 
 use super::AttentionMetadata;
 use super::generic::GenericMetadata;
+use crate::batch::BatchInput;
 use crate::error::Result;
 use crate::kernels::kv_write::WriteKv;
 use crate::kernels::paged_attention::PagedAttention;
 use crate::kernels::plan::{AttentionPlan, HeadShape};
-use crate::model::batch::BatchInput;
 use crate::model::kv_cache::LayerKv;
 use candle_core::{DType, Device, Tensor};
 use std::cell::OnceCell;

@@ -2,8 +2,8 @@
 //! a padded `[batch, max_context]` layout, masks padding and the future, and runs matmul + softmax
 //! (in f32). Only candle ops that exist on every backend are used.
 
+use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
-use crate::model::batch::{BatchInput, slot_of};
 use crate::model::kv_cache::LayerKv;
 use candle_core::{DType, Device, Tensor};
 

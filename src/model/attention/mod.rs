@@ -11,8 +11,8 @@ pub mod cpu;
 pub mod cuda;
 pub mod generic;
 
-use super::batch::BatchInput;
 use super::kv_cache::LayerKv;
+use crate::batch::BatchInput;
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 

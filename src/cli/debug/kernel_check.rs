@@ -7,12 +7,12 @@
 //! when the caches are bit-identical, no output is NaN, and ‖device − twin‖ / ‖twin‖ is within
 //! the dtype's tolerance. On the CPU device the check compares the twin with itself.
 
-use super::kv_write::WriteKv;
-use super::paged_attention::PagedAttention;
-use super::plan::{AttentionPlan, HeadShape, PREFILL_MIN_QUERY};
+use crate::batch::{BatchInput, SequenceChunk, slot_of};
 use crate::error::Result;
+use crate::kernels::kv_write::WriteKv;
+use crate::kernels::paged_attention::PagedAttention;
+use crate::kernels::plan::{AttentionPlan, HeadShape, PREFILL_MIN_QUERY};
 use crate::model::attention::{AttentionBackend, AttentionMetadata};
-use crate::model::batch::{BatchInput, SequenceChunk, slot_of};
 use crate::model::kv_cache::LayerKv;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -278,7 +278,7 @@ impl Inputs {
         let slots = case.num_blocks * case.block_size;
         let dtype = case.dtype;
         let cache_dims = [slots, num_kv_heads, head_dim];
-        let tensor_cores = super::prefill_supported(dtype, head_dim);
+        let tensor_cores = crate::kernels::prefill_supported(dtype, head_dim);
         Ok(Self {
             k_cache: random_tensor(&mut rng, &cache_dims, 3.0, dtype)?,
             v_cache: random_tensor(&mut rng, &cache_dims, 1.0, dtype)?,

@@ -4,7 +4,7 @@
 //! - `debug logits`: teacher-forced logits of token-id prompts (prefill in chunks over the
 //!   growing cache, then one decode step per position), written as `.npy` for
 //!   scripts/gpu/compare_logits.py.
-//! - `debug kernels`: each own CUDA kernel against its CPU twin (`kernels::check`), optionally
+//! - `debug kernels`: each own CUDA kernel against its CPU twin ([`kernel_check`]), optionally
 //!   timing the attention backends.
 //! - `debug streams`: N concurrent greedy streams through the engine, each compared with its
 //!   solo run.
@@ -12,13 +12,16 @@
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
-use crate::kernels::check;
+pub mod kernel_check;
+mod gguf;
+
 use crate::model::ModelSource;
 use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use crate::sampling::SamplingParams;
 use candle_core::Tensor;
 use clap::{Args, Subcommand};
+use kernel_check as check;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
@@ -40,7 +43,7 @@ pub enum DebugCommand {
     /// Concurrent greedy streams through the engine against their solo runs.
     Streams(StreamsArgs),
     /// Writes a checkpoint directory as one GGUF file (tests, fixtures, benchmarks).
-    Gguf(super::debug_gguf::GgufArgs),
+    Gguf(gguf::GgufArgs),
 }
 
 /// Model, device and backend flags shared by the subcommands that load a model.
@@ -126,7 +129,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
         DebugCommand::Logits(a) => logits(a),
         DebugCommand::Kernels(a) => kernels(a),
         DebugCommand::Streams(a) => streams(a),
-        DebugCommand::Gguf(a) => super::debug_gguf::run(a),
+        DebugCommand::Gguf(a) => gguf::run(a),
     }
 }
 

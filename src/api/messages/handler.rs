@@ -1,0 +1,159 @@
+//! `POST /v1/messages` (with or without `?beta=true`) and `POST /v1/messages/count_tokens`.
+//! Failures are rendered in Anthropic's shape by the router's layer for these routes (see
+//! [`super::error`]), so the handlers return the API's usual error type.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::input::{ChatForm, chat_form};
+use super::render::{MessageRenderer, ping};
+use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::ApiJson;
+use crate::api::request_builder::random_id;
+use crate::api::responses::render::StreamEvent;
+use crate::api::state::{AppState, Ready};
+use crate::api::turn::{self, Generation, MaxTokens, TurnRenderer, TurnSpec};
+use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
+use crate::engine::Event;
+use crate::sampling::SamplingOverrides;
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<MessagesRequest>,
+) -> ApiResult<Response> {
+    let (ready, model, form) = conversation(
+        &state,
+        Some(&req.model),
+        req.system.as_ref(),
+        &req.messages,
+        req.tools.as_deref(),
+        req.tool_choice.as_ref(),
+    )?;
+    let config = state.config();
+    let response_format = output_format(req.output_config.as_ref())?;
+    let mut spec = turn_spec(&form, req.thinking.as_ref());
+    spec.response_format = response_format.as_ref();
+    let prompt = turn::render(&ready, config, &spec)?;
+    let events = turn::submit(
+        &ready,
+        config,
+        &prompt,
+        Generation {
+            max_tokens: MaxTokens::Clamped(req.max_tokens, "max_tokens"),
+            stop: req.stop_sequences.clone().unwrap_or_default(),
+            sampling: SamplingOverrides {
+                temperature: req.temperature,
+                top_p: req.top_p,
+                top_k: req.top_k,
+                ..Default::default()
+            },
+        },
+    )?;
+    let renderer = Renderer(MessageRenderer::new(
+        random_id("msg_"),
+        model,
+        prompt.ids.len(),
+        prompt.tracker(config, false),
+        ThinkingConfig::omits_text(req.thinking.as_ref()),
+    ));
+    if req.stream.unwrap_or(false) {
+        return Ok(turn::stream(events, renderer, turn::sse_event(&ping())));
+    }
+    let done = turn::collect(events, renderer).await;
+    match done.0.into_message() {
+        Some(message) => Ok(Json(message).into_response()),
+        None => Err(ApiError::internal("the request failed before it finished")),
+    }
+}
+
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CountTokensRequest>,
+) -> ApiResult<Json<Value>> {
+    let (ready, _, form) = conversation(
+        &state,
+        req.model.as_deref(),
+        req.system.as_ref(),
+        &req.messages,
+        req.tools.as_deref(),
+        req.tool_choice.as_ref(),
+    )?;
+    let spec = turn_spec(&form, req.thinking.as_ref());
+    let prompt = turn::render(&ready, state.config(), &spec)?;
+    Ok(Json(json!({"input_tokens": prompt.ids.len()})))
+}
+
+/// The loaded model, the model name to report, and the request's conversation in chat form.
+fn conversation(
+    state: &AppState,
+    model: Option<&str>,
+    system: Option<&Value>,
+    messages: &[Value],
+    tools: Option<&[Value]>,
+    tool_choice: Option<&Value>,
+) -> ApiResult<(Arc<Ready>, String, ChatForm)> {
+    let ready = state.ready()?;
+    let model = ready.serve_model(model, state.config().strict_model_name)?;
+    let form = chat_form(system, messages, tools, tool_choice)?;
+    Ok((ready, model, form))
+}
+
+/// The turn of a Messages request: Qwen3 thinks only when `thinking` asks for it, as
+/// Anthropic's models do.
+fn turn_spec<'a>(form: &'a ChatForm, thinking: Option<&ThinkingConfig>) -> TurnSpec<'a> {
+    TurnSpec {
+        messages: &form.messages,
+        tools: form.catalog.chat_tools(),
+        tool_choice: form.tool_choice.as_ref(),
+        parallel_tool_calls: form.parallel_tool_calls,
+        response_format: None,
+        enable_thinking: Some(ThinkingConfig::enabled(thinking)),
+        prompt_param: "messages",
+    }
+}
+
+/// `output_config.format` as the chat `response_format` the guided decoder reads.
+fn output_format(config: Option<&OutputConfig>) -> ApiResult<Option<ResponseFormat>> {
+    let Some(format) = config.and_then(|c| c.format.as_ref()) else {
+        return Ok(None);
+    };
+    if format.kind != "json_schema" || format.schema.is_none() {
+        return Err(ApiError::invalid(
+            "output_config.format",
+            "output_config.format must be {\"type\": \"json_schema\", \"schema\": {...}}",
+        ));
+    }
+    Ok(Some(ResponseFormat {
+        kind: "json_schema".into(),
+        json_schema: Some(JsonSchemaFormat {
+            name: None,
+            schema: format.schema.clone(),
+            strict: Some(true),
+        }),
+    }))
+}
+
+struct Renderer(MessageRenderer);
+
+impl TurnRenderer for Renderer {
+    fn start(&mut self) -> Vec<StreamEvent> {
+        self.0.start()
+    }
+
+    fn on_engine(&mut self, event: Event) -> Vec<StreamEvent> {
+        self.0.on_engine(event)
+    }
+
+    fn fail(&mut self, message: &str) -> Vec<StreamEvent> {
+        self.0.fail("api_error", message)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}

@@ -1,0 +1,348 @@
+//! One response's output, from engine events to Responses stream events and the final object.
+//!
+//! The same [`ResponseRenderer`] serves streamed and non-streamed requests (a non-streamed
+//! request runs it and drops the events), and the items of `response.completed` are the very
+//! values sent in `response.output_item.done`, so both forms always agree (ids and `call_id`s
+//! included).
+//!
+//! Event order: `response.created`, `response.in_progress`; per output item
+//! `response.output_item.added`, for messages and reasoning `response.content_part.added`, the
+//! deltas (`response.output_text.delta`, `response.reasoning_text.delta`,
+//! `response.function_call_arguments.delta`; a custom tool's input comes whole in one
+//! `response.custom_tool_call_input.delta` once the call is complete, since the model writes it
+//! JSON-encoded), the matching `.done`, `response.content_part.done`,
+//! `response.output_item.done`; last `response.completed`, `response.incomplete` (token limit)
+//! or `response.failed` (engine failure, shutdown). Every event has `sequence_number`, counting
+//! from 0; `content_index` is 0 (each item has one part).
+
+use serde_json::{Value, json};
+
+use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsage};
+use crate::api::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
+use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
+use crate::api::request_builder::random_id;
+use crate::api::state::unix_now;
+use crate::engine::{Event, FinishReason};
+
+/// One event of the stream: its `type` and its JSON body (which repeats the type).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub kind: String,
+    pub data: Value,
+}
+
+pub struct ResponseRenderer {
+    response: ResponseObject,
+    catalog: ToolCatalog,
+    tracker: BlockTracker,
+    sequence: u64,
+    /// Per block: the item id and, once closed, the finished item.
+    item_ids: Vec<String>,
+    items: Vec<Value>,
+    reasoning_tokens: usize,
+    finished: bool,
+}
+
+impl ResponseRenderer {
+    /// `response`: the shell (settings echoed, `status: in_progress`, no output yet).
+    pub fn new(response: ResponseObject, catalog: ToolCatalog, tracker: BlockTracker) -> Self {
+        Self {
+            response,
+            catalog,
+            tracker,
+            sequence: 0,
+            item_ids: Vec::new(),
+            items: Vec::new(),
+            reasoning_tokens: 0,
+            finished: false,
+        }
+    }
+
+    pub fn start(&mut self) -> Vec<StreamEvent> {
+        let shell = self.shell();
+        vec![
+            self.event("response.created", json!({"response": shell})),
+            self.event("response.in_progress", json!({"response": shell})),
+        ]
+    }
+
+    /// The events for one engine event; after `Finished` or `Error` the response is final.
+    pub fn on_engine(&mut self, event: Event) -> Vec<StreamEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        match event {
+            Event::Delta {
+                text, token_ids, ..
+            } => {
+                let block_events = self.tracker.push(&text);
+                let in_reasoning = matches!(
+                    self.tracker.blocks().last(),
+                    Some(b) if b.kind == BlockKind::Reasoning
+                ) && !block_events
+                    .iter()
+                    .any(|e| matches!(e, BlockEvent::Stop { .. }));
+                if in_reasoning {
+                    self.reasoning_tokens += token_ids.len();
+                }
+                self.render_blocks(block_events)
+            }
+            Event::Finished { reason, usage, .. } => {
+                if reason == FinishReason::Abort {
+                    return self.fail("the request was aborted: the server is shutting down");
+                }
+                let cut = reason == FinishReason::Length;
+                let block_events = self.tracker.finish(cut);
+                let mut events = self.render_blocks(block_events);
+                self.response.usage = Some(ResponseUsage::new(
+                    usage.prompt_tokens,
+                    usage.cached_tokens,
+                    usage.completion_tokens,
+                    self.reasoning_tokens.min(usage.completion_tokens),
+                ));
+                let kind = if cut {
+                    self.response.status = "incomplete".into();
+                    self.response.incomplete_details = Some(IncompleteDetails {
+                        reason: "max_output_tokens".into(),
+                    });
+                    "response.incomplete"
+                } else {
+                    self.response.status = "completed".into();
+                    "response.completed"
+                };
+                events.push(self.terminal(kind));
+                events
+            }
+            Event::Error(message) => self.fail(&message),
+        }
+    }
+
+    /// The engine went away without finishing the request.
+    pub fn fail(&mut self, message: &str) -> Vec<StreamEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        self.response.status = "failed".into();
+        self.response.error = Some(ResponseError {
+            code: "server_error".into(),
+            message: message.to_owned(),
+        });
+        vec![self.terminal("response.failed")]
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn response(&self) -> &ResponseObject {
+        &self.response
+    }
+
+    pub fn into_response(self) -> ResponseObject {
+        self.response
+    }
+
+    fn terminal(&mut self, kind: &str) -> StreamEvent {
+        self.finished = true;
+        self.response.completed_at = Some(unix_now());
+        self.response.output = self.items.clone();
+        let response = serde_json::to_value(&self.response).unwrap_or(Value::Null);
+        self.event(kind, json!({"response": response}))
+    }
+
+    fn shell(&self) -> Value {
+        serde_json::to_value(&self.response).unwrap_or(Value::Null)
+    }
+
+    fn event(&mut self, kind: &str, mut data: Value) -> StreamEvent {
+        data["type"] = Value::String(kind.to_owned());
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        StreamEvent {
+            kind: kind.to_owned(),
+            data,
+        }
+    }
+
+    fn render_blocks(&mut self, block_events: Vec<BlockEvent>) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        for e in block_events {
+            match e {
+                BlockEvent::Start { index, kind } => self.started(index, &kind, &mut out),
+                BlockEvent::Delta { index, text } => self.delta(index, text, &mut out),
+                BlockEvent::Stop { index, status } => self.stopped(index, status, &mut out),
+            }
+        }
+        out
+    }
+
+    fn started(&mut self, index: usize, kind: &BlockKind, out: &mut Vec<StreamEvent>) {
+        let prefix = match kind {
+            BlockKind::Reasoning => "rs_",
+            BlockKind::Text => "msg_",
+            BlockKind::Call { name, .. } => match self.catalog.origin(name) {
+                ToolOrigin::Custom | ToolOrigin::NamespacedCustom { .. } => "ctc_",
+                _ => "fc_",
+            },
+        };
+        self.item_ids.push(random_id(prefix));
+        let item = self.item(index, "", None);
+        out.push(self.event(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+        ));
+        if let Some(part) = self.part(index, "") {
+            let item_id = self.item_ids[index].clone();
+            out.push(self.event(
+                "response.content_part.added",
+                json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": part}),
+            ));
+        }
+    }
+
+    fn delta(&mut self, index: usize, text: String, out: &mut Vec<StreamEvent>) {
+        let item_id = self.item_ids[index].clone();
+        let kind = self.tracker.blocks()[index].kind.clone();
+        let (event, extra) = match kind {
+            BlockKind::Reasoning => ("response.reasoning_text.delta", json!({"content_index": 0})),
+            BlockKind::Text => (
+                "response.output_text.delta",
+                json!({"content_index": 0, "logprobs": []}),
+            ),
+            BlockKind::Call { name, .. } if self.is_custom(&name) => return,
+            BlockKind::Call { .. } => ("response.function_call_arguments.delta", json!({})),
+        };
+        let mut data = json!({"item_id": item_id, "output_index": index, "delta": text});
+        merge(&mut data, extra);
+        out.push(self.event(event, data));
+    }
+
+    fn stopped(&mut self, index: usize, status: BlockStatus, out: &mut Vec<StreamEvent>) {
+        let item_id = self.item_ids[index].clone();
+        let block = self.tracker.blocks()[index].clone();
+        let base = json!({"item_id": item_id, "output_index": index});
+        match &block.kind {
+            BlockKind::Reasoning => {
+                let mut data = base.clone();
+                merge(&mut data, json!({"content_index": 0, "text": block.text}));
+                out.push(self.event("response.reasoning_text.done", data));
+            }
+            BlockKind::Text => {
+                let mut data = base.clone();
+                merge(
+                    &mut data,
+                    json!({"content_index": 0, "text": block.text, "logprobs": []}),
+                );
+                out.push(self.event("response.output_text.done", data));
+            }
+            BlockKind::Call { name, .. } if self.is_custom(name) => {
+                let input = custom_tool_input(&block.text);
+                if !input.is_empty() {
+                    let mut data = base.clone();
+                    merge(&mut data, json!({"delta": input}));
+                    out.push(self.event("response.custom_tool_call_input.delta", data));
+                }
+                let mut data = base.clone();
+                merge(&mut data, json!({"input": input}));
+                out.push(self.event("response.custom_tool_call_input.done", data));
+            }
+            BlockKind::Call { name, .. } => {
+                let (_, short) = self.public_name(name);
+                let mut data = base.clone();
+                merge(&mut data, json!({"name": short, "arguments": block.text}));
+                out.push(self.event("response.function_call_arguments.done", data));
+            }
+        }
+        if let Some(part) = self.part(index, &block.text) {
+            let mut data = base.clone();
+            merge(&mut data, json!({"content_index": 0, "part": part}));
+            out.push(self.event("response.content_part.done", data));
+        }
+        let item = self.item(index, &block.text, Some(status));
+        self.items.push(item.clone());
+        out.push(self.event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        ));
+    }
+
+    fn is_custom(&self, name: &str) -> bool {
+        matches!(
+            self.catalog.origin(name),
+            ToolOrigin::Custom | ToolOrigin::NamespacedCustom { .. }
+        )
+    }
+
+    /// `(namespace, name)` as the client declared the tool the model called.
+    fn public_name(&self, flat: &str) -> (Option<String>, String) {
+        match self.catalog.origin(flat) {
+            ToolOrigin::Namespaced { namespace, name }
+            | ToolOrigin::NamespacedCustom { namespace, name } => (Some(namespace), name),
+            _ => (None, flat.to_owned()),
+        }
+    }
+
+    /// The content part of a message or reasoning item holding `text`.
+    fn part(&self, index: usize, text: &str) -> Option<Value> {
+        match self.tracker.blocks()[index].kind {
+            BlockKind::Reasoning => Some(json!({"type": "reasoning_text", "text": text})),
+            BlockKind::Text => Some(
+                json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}),
+            ),
+            BlockKind::Call { .. } => None,
+        }
+    }
+
+    /// Item `index` holding `text`; `status: None` while it is being generated.
+    fn item(&self, index: usize, text: &str, status: Option<BlockStatus>) -> Value {
+        let id = &self.item_ids[index];
+        let status = match status {
+            None => "in_progress",
+            Some(BlockStatus::Completed) => "completed",
+            Some(BlockStatus::Incomplete) => "incomplete",
+        };
+        let done = status != "in_progress";
+        match &self.tracker.blocks()[index].kind {
+            BlockKind::Reasoning => {
+                let content = if done {
+                    json!([{"type": "reasoning_text", "text": text}])
+                } else {
+                    json!([])
+                };
+                json!({"type": "reasoning", "id": id, "summary": [], "content": content})
+            }
+            BlockKind::Text => {
+                let content: Vec<Value> = if done {
+                    self.part(index, text).into_iter().collect()
+                } else {
+                    Vec::new()
+                };
+                json!({"type": "message", "id": id, "role": "assistant", "status": status, "content": content})
+            }
+            BlockKind::Call { call_id, name } => {
+                let (namespace, short) = self.public_name(name);
+                let mut item = if self.is_custom(name) {
+                    let input = if done {
+                        custom_tool_input(text)
+                    } else {
+                        String::new()
+                    };
+                    json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": short, "input": input})
+                } else {
+                    json!({"type": "function_call", "id": id, "call_id": call_id, "name": short,
+                           "arguments": text, "status": status})
+                };
+                if let Some(ns) = namespace {
+                    item["namespace"] = Value::String(ns);
+                }
+                item
+            }
+        }
+    }
+}
+
+fn merge(into: &mut Value, extra: Value) {
+    if let (Value::Object(into), Value::Object(extra)) = (into, extra) {
+        into.extend(extra);
+    }
+}

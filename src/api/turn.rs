@@ -1,0 +1,205 @@
+//! The one path the agent APIs (`/v1/responses`, `/v1/messages`) share from a request in chat
+//! form to an engine event stream: tool plan → messages checked → prompt rendered and tokenized
+//! → limits and sampling resolved → submitted. Each API only translates its request into a
+//! [`TurnSpec`] and renders the events with its own renderer ([`crate::api::responses::render`],
+//! [`crate::api::messages::render`]); [`drive`] streams or collects them.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{Map, Value};
+
+use super::blocks::BlockTracker;
+use super::error::{ApiError, ApiResult};
+use super::request_builder::{self, GenerationFields};
+use super::responses::render::StreamEvent;
+use super::state::{Ready, ServerConfig};
+use super::tools::{self, ToolPlan};
+use super::types::chat::ResponseFormat;
+use crate::engine::{Event, EventStream};
+use crate::parsers::prompt_opens_thinking;
+use crate::sampling::SamplingOverrides;
+use crate::tokenizer::prepare_messages;
+
+/// A conversation in chat form plus what shapes its output.
+pub struct TurnSpec<'a> {
+    pub messages: &'a [Value],
+    /// Chat-shaped function tools.
+    pub tools: &'a [Value],
+    pub tool_choice: Option<&'a Value>,
+    pub parallel_tool_calls: Option<bool>,
+    pub response_format: Option<&'a ResponseFormat>,
+    /// Qwen3's `enable_thinking` (`None`: the template's default).
+    pub enable_thinking: Option<bool>,
+    /// The request field that holds the conversation, for errors about the prompt.
+    pub prompt_param: &'static str,
+}
+
+/// A rendered, tokenized prompt and how its output is parsed.
+pub struct Prompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub plan: ToolPlan,
+    prompt_param: &'static str,
+}
+
+impl Prompt {
+    /// The parser state for this prompt's output: reasoning split when the reasoning parser is
+    /// on, tool calls parsed when the tool plan says so.
+    pub fn tracker(&self, config: &ServerConfig, never_empty: bool) -> BlockTracker {
+        let reasoning = config
+            .reasoning_parser
+            .then(|| prompt_opens_thinking(&self.text));
+        BlockTracker::new(reasoning, self.plan.parse_calls, never_empty)
+    }
+}
+
+/// How many tokens the turn may generate.
+#[derive(Debug, Clone, Copy)]
+pub enum MaxTokens {
+    /// Up to the end of the context.
+    Rest,
+    /// Exactly this cap; beyond the context is a 400 (the Responses API's `max_output_tokens`).
+    Exact(i64, &'static str),
+    /// This cap, lowered to what the context has left (the Messages API's required
+    /// `max_tokens`, which Claude Code sets far above any local model's context).
+    Clamped(i64, &'static str),
+}
+
+pub struct Generation {
+    pub max_tokens: MaxTokens,
+    pub stop: Vec<String>,
+    pub sampling: SamplingOverrides,
+}
+
+pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiResult<Prompt> {
+    let plan = tools::plan(
+        Some(spec.tools),
+        spec.tool_choice,
+        spec.parallel_tool_calls,
+        spec.response_format,
+        config,
+    )?;
+    let messages = prepare_messages(spec.messages)?;
+    let mut kwargs = Map::new();
+    if let Some(thinking) = spec.enable_thinking {
+        kwargs.insert("enable_thinking".into(), Value::Bool(thinking));
+    }
+    let template_tools = Some(spec.tools).filter(|t| !t.is_empty());
+    let text = ready
+        .template
+        .render(&messages, template_tools, true, &kwargs)?;
+    let ids = ready.tokenizer.encode(&text, false)?;
+    Ok(Prompt {
+        text,
+        ids,
+        plan,
+        prompt_param: spec.prompt_param,
+    })
+}
+
+pub fn submit(
+    ready: &Ready,
+    config: &ServerConfig,
+    prompt: &Prompt,
+    generation: Generation,
+) -> ApiResult<EventStream> {
+    let left = ready.max_model_len() as i64 - prompt.ids.len() as i64;
+    let max_tokens = match generation.max_tokens {
+        MaxTokens::Rest => None,
+        MaxTokens::Exact(m, param) => Some((m, param)),
+        // At least 1 so that a prompt that fills the context gets the usual error, not a
+        // clamp to nothing.
+        MaxTokens::Clamped(m, param) if m >= 1 => Some((m.min(left.max(1)), param)),
+        MaxTokens::Clamped(m, param) => Some((m, param)),
+    };
+    let fields = GenerationFields {
+        max_tokens,
+        stop: (!generation.stop.is_empty())
+            .then_some(super::types::common::StopSpec::Many(generation.stop)),
+        sampling: generation.sampling,
+        guided: prompt.plan.guided.clone(),
+        ..Default::default()
+    };
+    let requests = request_builder::build(
+        ready,
+        config,
+        prompt.ids.clone(),
+        prompt.prompt_param,
+        fields,
+    )?;
+    request_builder::submit_all(ready, requests)?
+        .pop()
+        .ok_or_else(|| ApiError::internal("no request was submitted"))
+}
+
+/// Turns engine events into an API's stream events.
+pub trait TurnRenderer: Send + 'static {
+    fn start(&mut self) -> Vec<StreamEvent>;
+    fn on_engine(&mut self, event: Event) -> Vec<StreamEvent>;
+    /// The engine went away without a final event.
+    fn fail(&mut self, message: &str) -> Vec<StreamEvent>;
+    fn is_finished(&self) -> bool;
+}
+
+const ENGINE_GONE: &str = "the engine stopped before the request finished";
+
+/// Runs the turn to its end without streaming; the renderer then holds the final object.
+pub async fn collect<R: TurnRenderer>(mut stream: EventStream, mut renderer: R) -> R {
+    renderer.start();
+    while !renderer.is_finished() {
+        match stream.recv().await {
+            Some(event) => {
+                renderer.on_engine(event);
+            }
+            None => {
+                renderer.fail(ENGINE_GONE);
+            }
+        }
+    }
+    renderer
+}
+
+/// The SSE response: every event with an `event:` line naming its type, and `keep_alive` sent
+/// while the engine is silent (a long prefill). The stream owns the engine stream, so a client
+/// that disconnects cancels the request.
+pub fn stream<R: TurnRenderer>(
+    stream: EventStream,
+    mut renderer: R,
+    keep_alive: SseEvent,
+) -> Response {
+    let first = renderer.start();
+    let state = (Some(stream), renderer);
+    let rest = stream::unfold(state, |(engine, mut renderer)| async move {
+        let mut engine = engine?;
+        if renderer.is_finished() {
+            return None;
+        }
+        let events = match engine.recv().await {
+            Some(event) => renderer.on_engine(event),
+            None => renderer.fail(ENGINE_GONE),
+        };
+        let engine = (!renderer.is_finished()).then_some(engine);
+        Some((stream::iter(events), (engine, renderer)))
+    })
+    .flatten();
+    let events = stream::iter(first)
+        .chain(rest)
+        .map(|e| Ok::<_, Infallible>(sse_event(&e)));
+    Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(10))
+                .event(keep_alive),
+        )
+        .into_response()
+}
+
+pub fn sse_event(event: &StreamEvent) -> SseEvent {
+    SseEvent::default()
+        .event(event.kind.clone())
+        .data(event.data.to_string())
+}

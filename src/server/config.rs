@@ -1,0 +1,123 @@
+//! Flags → the HTTP layer's settings. Unknown parser names and malformed lists fail at start-up.
+
+use std::time::Duration;
+
+use crate::api::responses::store::StoreLimits;
+use crate::api::{Limits, ServerConfig};
+use crate::cli::serve::ServeArgs;
+use crate::error::{Error, Result};
+
+/// Reads and checks the API-related flags. The server runs Qwen3 only, so its parsers are on
+/// unless turned off: the reasoning parser (`--reasoning-parser none`), hermes tool calls
+/// (`--tool-call-parser none`) and automatic tool choice (`--disable-auto-tool-choice`).
+pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
+    let reasoning_parser = match args.reasoning_parser.as_deref() {
+        None | Some("qwen3") | Some("deepseek_r1") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "--reasoning-parser {other}: unknown parser (available: qwen3, none)"
+            )));
+        }
+    };
+    let tool_parser = match args.tool_call_parser.as_deref() {
+        None | Some("hermes") => true,
+        Some("none") => false,
+        Some(other) => {
+            return Err(Error::invalid_request(format!(
+                "--tool-call-parser {other}: unknown parser (available: hermes, none)"
+            )));
+        }
+    };
+    if args.enable_auto_tool_choice && !tool_parser {
+        return Err(Error::invalid_request(
+            "--enable-auto-tool-choice needs a tool-call parser (hermes)",
+        ));
+    }
+    Ok(ServerConfig {
+        api_key: args.api_key(),
+        allowed_origins: args
+            .allowed_origins
+            .as_deref()
+            .map(parse_origins)
+            .transpose()?,
+        log_requests: !args.disable_log_requests,
+        reasoning_parser,
+        tool_parser,
+        auto_tool_choice: tool_parser && !args.disable_auto_tool_choice,
+        default_seed: args.seed,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        metrics_compat: args.metrics_compat,
+        limits: Limits::default(),
+        strict_model_name: args.strict_model_name,
+        response_store: StoreLimits::default(),
+    })
+}
+
+/// `--allowed-origins`: a JSON list (vLLM's form, e.g. `["*"]`) or a comma-separated list.
+pub fn parse_origins(value: &str) -> Result<Vec<String>> {
+    let value = value.trim();
+    let origins: Vec<String> = if value.starts_with('[') {
+        serde_json::from_str(value).map_err(|e| {
+            Error::invalid_request(format!(
+                "--allowed-origins: not a JSON list of strings: {e}"
+            ))
+        })?
+    } else {
+        value
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    Ok(origins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn config(flags: &[&str]) -> Result<ServerConfig> {
+        let mut argv = vec!["serve"];
+        argv.extend(flags);
+        server_config(&Cli::try_parse_from(argv).expect("flags parse").args)
+    }
+
+    #[test]
+    fn qwen3_parsers_are_on_unless_turned_off() {
+        let c = config(&[]).unwrap();
+        assert!(c.reasoning_parser && c.tool_parser && c.auto_tool_choice);
+        assert!(!c.strict_model_name);
+        // vLLM's spelling still works and changes nothing.
+        let c = config(&[
+            "--reasoning-parser",
+            "qwen3",
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
+        ])
+        .unwrap();
+        assert!(c.reasoning_parser && c.tool_parser && c.auto_tool_choice);
+        let c = config(&["--reasoning-parser", "none", "--tool-call-parser", "none"]).unwrap();
+        assert!(!c.reasoning_parser && !c.tool_parser && !c.auto_tool_choice);
+        let c = config(&["--disable-auto-tool-choice", "--strict-model-name"]).unwrap();
+        assert!(c.tool_parser && !c.auto_tool_choice && c.strict_model_name);
+        assert!(config(&["--tool-call-parser", "none", "--enable-auto-tool-choice"]).is_err());
+        assert!(config(&["--reasoning-parser", "r2"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "serve",
+                "--enable-auto-tool-choice",
+                "--disable-auto-tool-choice"
+            ])
+            .is_err()
+        );
+    }
+}

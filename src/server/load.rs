@@ -1,0 +1,164 @@
+//! Flags → a loaded model behind a running engine, ready for the HTTP layer.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::api::Ready;
+use crate::cli::serve::ServeArgs;
+use crate::device::{device_memory, select_device};
+use crate::engine::kv_budget::{KvBudget, blocks_in, check_fraction, gpu_breakdown, kv_bytes};
+use crate::engine::startup::{StepShape, profile_activations};
+use crate::engine::{EngineConfig, EngineHandle};
+use crate::error::{Error, Result};
+use crate::model::loader::load_source;
+use crate::model::{ModelSource, Qwen3Model};
+use crate::sampling::GenerationDefaults;
+use crate::tokenizer::{ChatTemplate, Tokenizer};
+
+/// Loads the checkpoint, tokenizer, template and sampling defaults, and starts the engine.
+pub fn load(args: &ServeArgs) -> Result<Ready> {
+    if args.tensor_parallel_size != 1 {
+        return Err(Error::invalid_request(
+            "--tensor-parallel-size must be 1: tealight runs one device",
+        ));
+    }
+    let budget = match args.kv_cache_memory {
+        Some(size) => KvBudget::Bytes(size.as_u64() as usize),
+        None => KvBudget::GpuFraction(args.gpu_memory_utilization),
+    };
+    let model_arg = args.model_arg();
+    let source = ModelSource::resolve(&model_arg)?;
+    let device = select_device(args.device)?;
+    let budget = match budget {
+        KvBudget::GpuFraction(_) if device.is_cpu() => KvBudget::CpuDefault,
+        KvBudget::GpuFraction(fraction) => {
+            check_fraction(fraction)?;
+            budget
+        }
+        other => other,
+    };
+    let tokenizer = Arc::new(source.tokenizer()?);
+    let template = chat_template(args, &source)?;
+    let defaults = generation_defaults(&args.generation_config, &source, &tokenizer)?;
+    let eos_ids = eos_ids(&defaults, &tokenizer);
+    let model = load_source(&source, &device, args.dtype, args.quantization)?;
+    // Whatever the loading thread queued on the device is done before any other thread uses
+    // the weights.
+    device.synchronize()?;
+
+    let cfg = model.config().clone();
+    let kv_dtype_size = model.dtype().size_in_bytes();
+    let mut config = EngineConfig::for_model(&cfg, 0, kv_dtype_size);
+    config.block_size = args.block_size;
+    config.max_num_seqs = args.max_num_seqs;
+    config.max_num_batched_tokens =
+        args.max_num_batched_tokens
+            .unwrap_or(if device.is_cpu() { 512 } else { 8192 });
+    config.max_waiting = args.max_waiting;
+    config.enable_prefix_caching = args.prefix_caching();
+    config.attention_backend = args.attention_backend.resolve(&device)?;
+    let context_limit = args.max_model_len.unwrap_or(cfg.max_position_embeddings);
+    let kv_bytes = match kv_bytes(budget, &cfg, kv_dtype_size) {
+        Some(bytes) => bytes,
+        None => profiled_kv_bytes(&model, &config, budget, context_limit)?,
+    };
+    config.num_blocks = blocks_in(kv_bytes, &cfg, kv_dtype_size, args.block_size);
+    config.max_model_len = args
+        .max_model_len
+        .unwrap_or_else(|| cfg.max_position_embeddings.min(config.pool_tokens()));
+    let engine = Arc::new(EngineHandle::start(
+        model,
+        tokenizer.clone(),
+        eos_ids,
+        config,
+    )?);
+    let served_model_names = if args.served_model_name.is_empty() {
+        vec![model_arg.clone()]
+    } else {
+        args.served_model_name.clone()
+    };
+    Ok(Ready::new(
+        engine,
+        tokenizer,
+        template,
+        defaults,
+        served_model_names,
+        model_arg,
+    ))
+}
+
+/// The GPU's KV budget: the weights are resident; a profiling step at the largest step the
+/// limits allow measures the activation peak; the pool gets what `--gpu-memory-utilization`
+/// leaves after both and the reserve. Logs the breakdown.
+fn profiled_kv_bytes(
+    model: &Qwen3Model,
+    config: &EngineConfig,
+    budget: KvBudget,
+    context_limit: usize,
+) -> Result<usize> {
+    let KvBudget::GpuFraction(fraction) = budget else {
+        return Err(Error::Internal(format!("no profile for {budget:?}")));
+    };
+    let memory = device_memory(model.device())?;
+    let shape = StepShape {
+        tokens: config.max_num_batched_tokens,
+        rows: config.max_num_seqs.min(config.max_num_batched_tokens),
+        context: context_limit,
+    };
+    let started = std::time::Instant::now();
+    let profile = profile_activations(model, config.attention_backend, shape, config.block_size)?;
+    let b = gpu_breakdown(fraction, memory, profile.peak())?;
+    let gib = |bytes: usize| format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64);
+    tracing::info!(
+        "GPU memory: {} total, budget {} (--gpu-memory-utilization {fraction}); weights and \
+         context {}; activation peak {} ({}, step of {} tokens × {} sequences at context {}, \
+         profiled in {:.2} s); reserve {}; KV cache {}",
+        gib(b.total),
+        gib(b.budget),
+        gib(b.in_use),
+        gib(b.activation_peak),
+        match profile.measured {
+            Some(m) => format!("measured {}, estimate {}", gib(m), gib(profile.estimate)),
+            None => "estimated; the allocator could not measure".to_owned(),
+        },
+        shape.tokens,
+        shape.rows,
+        shape.context,
+        started.elapsed().as_secs_f64(),
+        gib(b.reserve),
+        gib(b.kv),
+    );
+    Ok(b.kv)
+}
+
+/// `--chat-template` (a file or inline Jinja, with the model's special tokens) or the model's own.
+fn chat_template(args: &ServeArgs, source: &ModelSource) -> Result<ChatTemplate> {
+    match &args.chat_template {
+        Some(flag) => ChatTemplate::from_flag(flag, source.template_special_tokens()),
+        None => source.chat_template(),
+    }
+}
+
+/// `--generation-config`: `auto` (the model's: its directory's file, or a GGUF file's
+/// metadata), `vllm` (none), or a folder.
+fn generation_defaults(
+    flag: &str,
+    source: &ModelSource,
+    tokenizer: &Tokenizer,
+) -> Result<GenerationDefaults> {
+    match flag {
+        "auto" => source.generation_defaults(tokenizer),
+        "vllm" => Ok(GenerationDefaults::default()),
+        dir => GenerationDefaults::from_model_dir(Path::new(dir)),
+    }
+}
+
+/// The ids that end generation: generation_config's, else Qwen3's end-of-turn and end-of-text.
+fn eos_ids(defaults: &GenerationDefaults, tokenizer: &Tokenizer) -> Vec<u32> {
+    let mut ids = defaults.eos_token_ids.clone();
+    if ids.is_empty() {
+        ids.extend(tokenizer.token_to_id("<|im_end|>"));
+        ids.extend(tokenizer.token_to_id("<|endoftext|>"));
+    }
+    ids
+}

@@ -1,0 +1,544 @@
+//! The HTTP API's refusals over real HTTP: auth, every bad input with its status and error
+//! shape, oversized bodies, overload, and cancellation when a client goes away.
+
+#[path = "api_common/mod.rs"]
+mod api_common;
+
+use api_common::*;
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+#[test]
+fn auth_and_open_routes() {
+    let s = server();
+    for path in ["/health", "/version", "/metrics", "/ping"] {
+        let r = s.get_with_key(path, None);
+        assert_eq!(r.status, 200, "{path} needs no key");
+    }
+    assert_eq!(
+        s.get_with_key("/version", None).json()["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    let r = s.get_with_key("/v1/models", None);
+    assert_error(&r, 401, "AuthenticationError", None);
+    let r = s.get_with_key("/v1/models", Some("wrong-key"));
+    assert_error(&r, 401, "AuthenticationError", None);
+    let r = s.get_with_key("/v1/models", Some(KEY));
+    assert_eq!(r.status, 200);
+    let models = r.json();
+    assert_eq!(models["object"], "list");
+    let data = models["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["id"], "tiny");
+    assert_eq!(data[1]["id"], "tiny-alias");
+    for m in data {
+        assert_eq!(m["object"], "model");
+        assert_eq!(m["owned_by"], "tealight");
+        assert_eq!(m["max_model_len"], 4096);
+        assert!(m["created"].is_i64() && m["root"].is_string());
+    }
+    let r = s.get_with_key("/tokenize", None);
+    assert_eq!(r.status, 401, "tokenize needs the key");
+}
+
+/// Each bad input gets the right status, type and param, and the server keeps answering.
+#[test]
+fn bad_inputs_table() {
+    let s = server();
+    let chat = "/v1/chat/completions";
+    let msgs = hello();
+    let cases: Vec<(&str, Value, u16, &str, Option<&str>)> = vec![
+        (chat, json!({}), 400, "BadRequestError", Some("messages")),
+        (
+            chat,
+            json!({"messages": "hi"}),
+            400,
+            "BadRequestError",
+            Some("messages"),
+        ),
+        (
+            chat,
+            json!({"messages": []}),
+            400,
+            "BadRequestError",
+            Some("messages"),
+        ),
+        (
+            chat,
+            json!({"messages": [{"content": "no role"}]}),
+            400,
+            "BadRequestError",
+            Some("messages"),
+        ),
+        (
+            chat,
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            400,
+            "BadRequestError",
+            Some("messages"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "model": "nope"}),
+            404,
+            "NotFoundError",
+            Some("model"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "temperature": -1}),
+            400,
+            "BadRequestError",
+            Some("temperature"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "temperature": 2.5}),
+            400,
+            "BadRequestError",
+            Some("temperature"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "temperature": "hot"}),
+            400,
+            "BadRequestError",
+            Some("temperature"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "top_p": 0}),
+            400,
+            "BadRequestError",
+            Some("top_p"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "top_p": 1.5}),
+            400,
+            "BadRequestError",
+            Some("top_p"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "top_k": -2}),
+            400,
+            "BadRequestError",
+            Some("top_k"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "min_p": 2}),
+            400,
+            "BadRequestError",
+            Some("min_p"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "presence_penalty": 3}),
+            400,
+            "BadRequestError",
+            Some("presence_penalty"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "frequency_penalty": -3}),
+            400,
+            "BadRequestError",
+            Some("frequency_penalty"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "repetition_penalty": 0}),
+            400,
+            "BadRequestError",
+            Some("repetition_penalty"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "max_tokens": 0}),
+            400,
+            "BadRequestError",
+            Some("max_tokens"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "max_completion_tokens": -5}),
+            400,
+            "BadRequestError",
+            Some("max_completion_tokens"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "max_tokens": 100000}),
+            400,
+            "BadRequestError",
+            Some("max_tokens"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "n": 0}),
+            400,
+            "BadRequestError",
+            Some("n"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "n": 17}),
+            400,
+            "BadRequestError",
+            Some("n"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "stop": vec!["x"; 17]}),
+            400,
+            "BadRequestError",
+            Some("stop"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "stop": 5}),
+            400,
+            "BadRequestError",
+            Some("stop"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "logprobs": true, "top_logprobs": 21}),
+            400,
+            "BadRequestError",
+            Some("top_logprobs"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "top_logprobs": 2}),
+            400,
+            "BadRequestError",
+            Some("top_logprobs"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "logit_bias": {"abc": 1}}),
+            400,
+            "BadRequestError",
+            Some("logit_bias"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "logit_bias": {"999999999": 1}}),
+            400,
+            "BadRequestError",
+            Some("logit_bias"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "stop_token_ids": [-1]}),
+            400,
+            "BadRequestError",
+            Some("stop_token_ids"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "min_tokens": 10, "max_tokens": 5}),
+            400,
+            "BadRequestError",
+            Some("min_tokens"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "stream": "yes"}),
+            400,
+            "BadRequestError",
+            Some("stream"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "stream_options": {"include_usage": 1}}),
+            400,
+            "BadRequestError",
+            Some("stream_options.include_usage"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "tool_choice": "required"}),
+            400,
+            "BadRequestError",
+            Some("tool_choice"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "tools": [weather_tool()], "tool_choice": "sometimes"}),
+            400,
+            "BadRequestError",
+            Some("tool_choice"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "other"}}}),
+            400,
+            "BadRequestError",
+            Some("tool_choice"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "tools": [{"type": "function", "function": {}}]}),
+            400,
+            "BadRequestError",
+            Some("tools[0]"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "response_format": {"type": "xml"}}),
+            400,
+            "BadRequestError",
+            Some("response_format"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "response_format": {"type": "json_schema"}}),
+            400,
+            "BadRequestError",
+            Some("response_format"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "continue_final_message": true}),
+            400,
+            "BadRequestError",
+            Some("continue_final_message"),
+        ),
+        (
+            chat,
+            json!({"messages": [{"role": "user", "content": "x ".repeat(5000)}]}),
+            400,
+            "BadRequestError",
+            Some("messages"),
+        ),
+        (
+            "/v1/completions",
+            json!({}),
+            400,
+            "BadRequestError",
+            Some("prompt"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": [-1]}),
+            400,
+            "BadRequestError",
+            Some("prompt"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": [[1, 2], [999999999]]}),
+            400,
+            "BadRequestError",
+            Some("prompt"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": []}),
+            400,
+            "BadRequestError",
+            Some("prompt"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "suffix": "y"}),
+            400,
+            "BadRequestError",
+            Some("suffix"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "logprobs": 21}),
+            400,
+            "BadRequestError",
+            Some("logprobs"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "best_of": 3}),
+            400,
+            "BadRequestError",
+            Some("best_of"),
+        ),
+        (
+            "/tokenize",
+            json!({}),
+            400,
+            "BadRequestError",
+            Some("prompt"),
+        ),
+        (
+            "/detokenize",
+            json!({"tokens": [-5]}),
+            400,
+            "BadRequestError",
+            Some("tokens"),
+        ),
+    ];
+    for (path, body, status, kind, param) in cases {
+        let r = s.post(path, &body);
+        assert_error(&r, status, kind, param);
+    }
+    // Bodies that are not JSON, wrong content types, methods and routes.
+    assert_error(
+        &s.post_raw(chat, Some("application/json"), b"{not json"),
+        400,
+        "BadRequestError",
+        None,
+    );
+    assert_error(
+        &s.post_raw(chat, Some("application/json"), b""),
+        400,
+        "BadRequestError",
+        None,
+    );
+    assert_error(
+        &s.post_raw(chat, Some("application/json"), b"[1, 2]"),
+        400,
+        "BadRequestError",
+        None,
+    );
+    assert_error(
+        &s.post_raw(chat, Some("text/plain"), b"{}"),
+        400,
+        "BadRequestError",
+        None,
+    );
+    let no_ct = s.post_raw(
+        chat,
+        None,
+        json!({"messages": msgs, "max_tokens": 1})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(
+        no_ct.status, 200,
+        "a body without Content-Type is read as JSON"
+    );
+    let r = s.method("GET", chat);
+    assert_error(&r, 405, "MethodNotAllowedError", None);
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_error(
+        &s.method("DELETE", "/v1/models"),
+        405,
+        "MethodNotAllowedError",
+        None,
+    );
+    assert_error(&s.get("/v1/nothing"), 404, "NotFoundError", None);
+    assert_error(&too_large(s), 413, "RequestTooLargeError", None);
+    // Unknown fields are ignored.
+    let r = s.post(
+        chat,
+        &json!({"messages": msgs, "max_tokens": 1, "frobnicate": {"x": 1},
+        "user": "u1", "parallel_tool_calls": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Still healthy.
+    assert_eq!(s.get("/health").status, 200);
+}
+
+/// A request announcing a 33 MiB body: refused from its headers, before the body is read
+/// (raw TCP, since a client still writing the body would see the connection close).
+fn too_large(s: &TestServer) -> Reply {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"messages\": ",
+        33 << 20
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body.lines().nth(1).unwrap_or_default().to_owned()
+    } else {
+        body.to_owned()
+    };
+    Reply {
+        status,
+        headers: Vec::new(),
+        body,
+    }
+}
+
+/// Dropping the connection mid-stream cancels the request: the engine frees its sequence.
+#[test]
+fn client_disconnect_cancels_the_request() {
+    let _one_at_a_time = exclusive_small_server();
+    let s = small_server();
+    let body = json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true, "stream": true});
+    s.hang_up_after("/v1/chat/completions", &body, 6);
+
+    // A non-streamed request whose client gives up is cancelled too.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(300))
+        .build();
+    let r = agent
+        .post(&s.url("/v1/chat/completions"))
+        .send_json(json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true}));
+    assert!(r.is_err(), "the client timed out");
+    s.wait_idle();
+}
+
+/// The tests that fill the one-slot server take turns: run side by side, one's requests take
+/// the other's slots.
+fn exclusive_small_server() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// With one running slot and one waiting slot, the third request is refused with 429.
+#[test]
+fn overload_is_429() {
+    let _one_at_a_time = exclusive_small_server();
+    let s = small_server();
+    s.wait_idle();
+    let body = json!({"messages": hello(), "max_tokens": 3000, "ignore_eos": true, "stream": true});
+    let (sa, _, mut a) = s.open_stream("/v1/chat/completions", &body);
+    assert_eq!(sa, 200);
+    // The role chunk comes before the engine runs; the first content chunk proves `a` runs.
+    let mut line = String::new();
+    for _ in 0..4 {
+        a.read_line(&mut line).unwrap();
+    }
+    // `a` now runs (it produced output); `b` has to wait.
+    let (sb, _, b) = s.open_stream("/v1/chat/completions", &body);
+    assert_eq!(sb, 200);
+
+    let r = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": hello(), "max_tokens": 1}),
+    );
+    assert_error(&r, 429, "RateLimitError", None);
+    drop(a);
+    drop(b);
+    s.wait_idle();
+    // The freed slots are usable again.
+    let start = Instant::now();
+    loop {
+        let r = s.post(
+            "/v1/chat/completions",
+            &json!({"messages": hello(), "max_tokens": 1}),
+        );
+        if r.status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", r.body);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
