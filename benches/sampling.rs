@@ -1,15 +1,20 @@
-//! Timing of the sampling paths at Qwen3's vocabulary size (151,936).
+//! Sampling at Qwen3's vocabulary (151,936): the host path against the device path (rows
+//! narrowed to their top candidates with tensor ops, drawn on the host), per step of B rows.
 //!
-//! A plain timing loop (no external bench framework):
-//! `CARGO_PROFILE_TEST_OPT_LEVEL=3 cargo test --bench sampling` (or `cargo bench --bench sampling`).
+//! `cargo bench --bench sampling` (criterion). Before timing, each case prints what the device
+//! path issues per step: ops on the device (each one kernel launch on a GPU), copies from the
+//! device and rows that needed their whole logits on the host; the host path is one copy of
+//! `B × vocab` f32 and no launches. Here both run on the CPU, so the times compare the work of
+//! the two paths on a CPU, not a GPU's; the launch and copy counts are what a GPU would see.
 
-use std::time::{Duration, Instant};
+use std::hint::black_box;
 
 use candle_core::{Device, Tensor};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tealight::sampling::{
-    RowSpec, SamplingParams, SequenceSampler, greedy_ids, process_logits, select_device,
+    RowSpec, SamplingParams, SequenceSampler, greedy_ids, process_logits, select_device_counted,
     select_host,
 };
 
@@ -35,18 +40,6 @@ fn rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn time<F: FnMut()>(label: &str, per: usize, mut f: F) {
-    f();
-    let start = Instant::now();
-    let mut iters = 0;
-    while start.elapsed() < Duration::from_millis(1500) || iters < 3 {
-        f();
-        iters += 1;
-    }
-    let each = start.elapsed() / (iters * per as u32);
-    println!("{label:<58} {:>9.1} us", each.as_secs_f64() * 1e6);
-}
-
 fn spec(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> RowSpec {
     RowSpec {
         temperature,
@@ -57,37 +50,44 @@ fn spec(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> RowSpec {
     }
 }
 
-fn main() {
+fn selection(c: &mut Criterion) {
     let data = rows(32, 1);
-    let batch =
-        |n: usize| Tensor::from_vec(data[..n].concat(), (n, VOCAB), &Device::Cpu).expect("tensor");
-    let one = batch(1);
-    let eight = batch(8);
-    let thirty_two = batch(32);
     let cases = [
-        (
-            "qwen3 defaults (T 0.6, top_k 20, top_p 0.95)",
-            spec(0.6, 20, 0.95, 0.0),
-        ),
-        ("top_p 0.9 only", spec(1.0, 0, 0.9, 0.0)),
-        ("plain sampling (T 1)", spec(1.0, 0, 1.0, 0.0)),
+        ("qwen3 defaults", spec(0.6, 20, 0.95, 0.0)),
+        ("top_p 0.9", spec(1.0, 0, 0.9, 0.0)),
         ("min_p 0.05", spec(1.0, 0, 1.0, 0.05)),
-        ("top_k 2000", spec(1.0, 2000, 1.0, 0.0)),
+        ("top_k 200", spec(1.0, 200, 1.0, 0.0)),
+        ("plain", spec(1.0, 0, 1.0, 0.0)),
     ];
-    println!("per row, vocab {VOCAB}, on this machine's CPU:");
-    for (name, s) in cases {
-        time(&format!("host  B=1  {name}"), 1, || {
-            select_host(&one, &[s]).expect("host");
-        });
-        time(&format!("host  B=32 {name}"), 32, || {
-            select_host(&thirty_two, &[s; 32]).expect("host");
-        });
-        time(&format!("device-ops on CPU B=8 {name}"), 8, || {
-            select_device(&eight, &[s; 8]).expect("device");
-        });
+    println!("per step, device path (host path: 0 launches, 1 copy of B x {VOCAB} f32):");
+    for b in [1usize, 32] {
+        let logits = Tensor::from_vec(data[..b].concat(), (b, VOCAB), &Device::Cpu).expect("rows");
+        for (name, s) in cases {
+            let specs = vec![s; b];
+            let (ids, work) = select_device_counted(&logits, &specs).expect("device");
+            assert_eq!(ids, select_host(&logits, &specs).expect("host"));
+            println!(
+                "  B={b:<3} {name:<15} {:>3} launches, {} copies, {} rows on the host",
+                work.launches, work.copies, work.host_rows
+            );
+            let mut group = c.benchmark_group(format!("sampling/{name}"));
+            group.sample_size(10);
+            group.bench_with_input(BenchmarkId::new("host", b), &specs, |bench, specs| {
+                bench.iter(|| select_host(black_box(&logits), specs).expect("host"))
+            });
+            group.bench_with_input(BenchmarkId::new("device", b), &specs, |bench, specs| {
+                bench.iter(|| select_device_counted(black_box(&logits), specs).expect("device"))
+            });
+            group.finish();
+        }
     }
-    time("greedy argmax (device ops) B=32", 32, || {
-        greedy_ids(&thirty_two).expect("greedy");
+}
+
+fn greedy_and_penalties(c: &mut Criterion) {
+    let data = rows(32, 2);
+    let logits = Tensor::from_vec(data.concat(), (32, VOCAB), &Device::Cpu).expect("rows");
+    c.bench_function("greedy argmax B=32", |b| {
+        b.iter(|| greedy_ids(black_box(&logits)).expect("greedy"))
     });
     let prompt: Vec<u32> = (0..4000).map(|i| (i * 37) % VOCAB as u32).collect();
     let mut seqs: Vec<SequenceSampler> = (0..32)
@@ -108,11 +108,15 @@ fn main() {
         }
     }
     let views: Vec<&SequenceSampler> = seqs.iter().collect();
-    time(
-        "penalties, 4000-token prompt + 500 outputs, B=32",
-        32,
-        || {
-            process_logits(&thirty_two, &views).expect("penalties");
-        },
-    );
+    c.bench_function("penalties, 4000-token prompt + 500 outputs, B=32", |b| {
+        b.iter(|| process_logits(black_box(&logits), &views).expect("penalties"))
+    });
 }
+
+criterion_group! {
+    name = benches;
+    // No plots: they need system fonts, which headless machines lack.
+    config = Criterion::default().without_plots();
+    targets = selection, greedy_and_penalties
+}
+criterion_main!(benches);

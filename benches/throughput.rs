@@ -35,7 +35,8 @@ fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = if smoke {
-        root.join("models/qwen3-tiny")
+        tealight::model::embedded::ensure_weights(&root.join("models/qwen3-tiny"))
+            .expect("embedded model")
     } else {
         std::env::var_os("TEALIGHT_BENCH_MODEL")
             .map(PathBuf::from)

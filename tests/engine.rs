@@ -243,7 +243,8 @@ fn profiling_and_warm_up_steps_run_on_the_model() {
         context: 1000,
     };
     for backend in [AttentionBackend::Cpu, AttentionBackend::Generic] {
-        let profile = profile_activations(&model, backend, shape, 16).unwrap();
+        let sampler = tealight::sampling::Sampler::new();
+        let profile = profile_activations(&model, backend, &sampler, shape, 16).unwrap();
         assert_eq!(profile.measured, None);
         assert_eq!(
             profile.estimate,
@@ -251,6 +252,6 @@ fn profiling_and_warm_up_steps_run_on_the_model() {
         );
         assert_eq!(profile.peak(), profile.estimate);
         let cache = KvCache::new(model.config(), 4, 16, model.dtype(), model.device()).unwrap();
-        warm_up(&model, &cache, backend).unwrap();
+        warm_up(&model, &cache, backend, &sampler).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A Qwen3 checkpoint with real shapes and random weights, made with transformers on the GPU.
 
-    python scripts/gpu/make_checkpoint.py --shape 4b --out /tmp/qwen3-4b
+    python scripts/gpu/make_checkpoint.py --shape 4b --out /tmp/qwen3-4b [--shape 0.6b --out DIR ...]
 
 Weights follow scripts/synthetic_qwen3.py's distributions (not its bits): embeddings uniform in
 [-0.25, 0.25), projections uniform with variance 1/fan_in, norm scales uniform in [0.75, 1.25).
@@ -32,6 +32,7 @@ SHAPES = {
                num_key_value_heads=8, head_dim=128),
 }
 SEEDS = {"tiny": 1, "0.6b": 3, "4b": 4}
+COMPLETE = ".complete"
 
 GENERATION_CONFIG = {
     "bos_token_id": 151643,
@@ -93,21 +94,29 @@ def with_numpy(shape: str, out: Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", choices=sorted(SHAPES), required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--shape", choices=sorted(SHAPES), required=True, action="append",
+                    help="repeat --shape/--out to make several checkpoints in one process")
+    ap.add_argument("--out", type=Path, required=True, action="append")
     ap.add_argument("--method", choices=["transformers", "numpy"], default="transformers")
     ap.add_argument("--device", default=None, help="torch device for the init (default: cuda if present)")
     args = ap.parse_args()
-    started = time.time()
-    if args.method == "numpy":
-        with_numpy(args.shape, args.out)
-    else:
-        import torch
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        with_transformers(args.shape, args.out, device)
-    size = sum(f.stat().st_size for f in args.out.glob("*.safetensors"))
-    print(f"{args.shape} checkpoint in {args.out}: {size / 1e9:.2f} GB, {time.time() - started:.1f} s",
-          file=sys.stderr)
+    if len(args.shape) != len(args.out):
+        ap.error("give one --out per --shape")
+    for shape, out in zip(args.shape, args.out):
+        started = time.time()
+        if args.method == "numpy":
+            with_numpy(shape, out)
+        else:
+            import torch
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            with_transformers(shape, out, device)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+        # The marker a waiting script looks for: every file of the checkpoint is written.
+        (out / COMPLETE).write_text(f"{shape}\n")
+        print(f"{shape} checkpoint in {out}: {size / 1e9:.2f} GB, {time.time() - started:.1f} s",
+              file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub attention_backend: AttentionBackend,
 
+    /// Where sampling runs: auto (host for CPU logits, device otherwise), host, device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub sampler: crate::sampling::Backend,
+
     /// Split `<think>…</think>` into `reasoning_content`: qwen3 (the default), or none.
     #[arg(long, value_name = "NAME")]
     pub reasoning_parser: Option<String>,

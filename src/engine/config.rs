@@ -2,6 +2,7 @@
 
 use super::kv_budget::blocks_in;
 use crate::model::{AttentionBackend, Qwen3Config};
+use crate::sampling::Backend as SamplerBackend;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -15,6 +16,8 @@ pub struct EngineConfig {
     pub num_blocks: usize,
     pub enable_prefix_caching: bool,
     pub attention_backend: AttentionBackend,
+    /// Where truncation and sampling run.
+    pub sampler: SamplerBackend,
 }
 
 impl EngineConfig {
@@ -31,6 +34,7 @@ impl EngineConfig {
             num_blocks,
             enable_prefix_caching: true,
             attention_backend: AttentionBackend::Auto,
+            sampler: SamplerBackend::Auto,
         }
     }
 

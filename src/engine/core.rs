@@ -54,7 +54,7 @@ impl EngineCore {
             model,
             cache,
             scheduler,
-            sampler: Sampler::new(),
+            sampler: Sampler::with_backend(config.sampler),
             config,
             eos_ids,
             metrics,
@@ -72,7 +72,12 @@ impl EngineCore {
 
     /// A warm-up step on the real pool (see [`super::startup::warm_up`]).
     pub fn warm_up(&mut self) -> Result<()> {
-        super::startup::warm_up(&self.model, &self.cache, self.config.attention_backend)
+        super::startup::warm_up(
+            &self.model,
+            &self.cache,
+            self.config.attention_backend,
+            &self.sampler,
+        )
     }
 
     /// Runs one step.

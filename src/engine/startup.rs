@@ -75,6 +75,7 @@ pub fn dummy_batch(shape: StepShape, block_size: usize, blocks: usize, vocab: us
 pub fn profile_activations(
     model: &Qwen3Model,
     backend: AttentionBackend,
+    sampler: &Sampler,
     shape: StepShape,
     block_size: usize,
 ) -> Result<ActivationProfile> {
@@ -86,7 +87,7 @@ pub fn profile_activations(
         let scratch = KvCache::new(cfg, SCRATCH_BLOCKS, block_size, model.dtype(), device)?;
         let batch = dummy_batch(shape, block_size, SCRATCH_BLOCKS, cfg.vocab_size);
         let logits = model.forward(&batch, &scratch, backend)?;
-        sample_like_a_busy_server(&logits, batch.chunks.len())?;
+        sample_like_a_busy_server(sampler, &logits, batch.chunks.len())?;
         device.synchronize()?;
     }
     let measured = peak.finish(device);
@@ -95,7 +96,12 @@ pub fn profile_activations(
 
 /// A warm-up step on `cache`: one short prefill chunk and one decode, sampled greedily and with
 /// Qwen3's default truncation. Call on the thread that will run the engine.
-pub fn warm_up(model: &Qwen3Model, cache: &KvCache, backend: AttentionBackend) -> Result<()> {
+pub fn warm_up(
+    model: &Qwen3Model,
+    cache: &KvCache,
+    backend: AttentionBackend,
+    sampler: &Sampler,
+) -> Result<()> {
     let shape = StepShape {
         tokens: 5,
         rows: 2,
@@ -104,14 +110,18 @@ pub fn warm_up(model: &Qwen3Model, cache: &KvCache, backend: AttentionBackend) -
     let blocks = cache.num_blocks().min(SCRATCH_BLOCKS);
     let batch = dummy_batch(shape, cache.block_size(), blocks, model.config().vocab_size);
     let logits = model.forward(&batch, cache, backend)?;
-    sample_like_a_busy_server(&logits, batch.chunks.len())?;
+    sample_like_a_busy_server(sampler, &logits, batch.chunks.len())?;
     model.device().synchronize()?;
     Ok(())
 }
 
 /// The sampler on every row with the costliest common settings: Qwen3's defaults (top-k 20,
 /// top-p 0.95) with 20 logprobs, and one greedy row.
-fn sample_like_a_busy_server(logits: &candle_core::Tensor, rows: usize) -> Result<()> {
+fn sample_like_a_busy_server(
+    sampler: &Sampler,
+    logits: &candle_core::Tensor,
+    rows: usize,
+) -> Result<()> {
     let mut seqs: Vec<SequenceSampler> = (0..rows)
         .map(|i| {
             let params = if i == 0 {
@@ -130,7 +140,7 @@ fn sample_like_a_busy_server(logits: &candle_core::Tensor, rows: usize) -> Resul
         })
         .collect();
     let mut refs: Vec<&mut SequenceSampler> = seqs.iter_mut().collect();
-    Sampler::new().sample(logits, &mut refs)?;
+    sampler.sample(logits, &mut refs)?;
     Ok(())
 }
 

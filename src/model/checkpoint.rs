@@ -28,7 +28,8 @@ impl CheckpointFiles {
     pub fn resolve(model: &str) -> Result<Self> {
         let path = Path::new(model);
         if path.is_dir() {
-            return Self::from_dir(path);
+            // The embedded model's weights are made on first use.
+            return Self::from_dir(&super::embedded::ensure_weights(path)?);
         }
         if looks_like_repo_id(model) {
             return hub::resolve(model);

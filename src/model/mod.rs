@@ -5,6 +5,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu_linear;
+pub mod embedded;
 pub mod fp8;
 pub mod gguf;
 pub mod kv_cache;

@@ -44,7 +44,7 @@ pub struct SyntheticSpec {
 }
 
 impl SyntheticSpec {
-    /// The embedded default model in `models/qwen3-tiny`.
+    /// The embedded default model in `models/qwen3-tiny` (see [`super::embedded`]).
     pub fn tiny() -> Self {
         Self {
             hidden_size: 128,
@@ -310,13 +310,7 @@ pub fn qwen3_generation_config() -> serde_json::Value {
 /// the tokenizer files from `tokenizer_dir`.
 pub fn write_checkpoint(spec: &SyntheticSpec, dir: &Path, tokenizer_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tensors: Vec<_> = tensor_specs(spec)
-        .into_iter()
-        .map(|(name, shape, kind)| {
-            let (data, tag) = encode(&tensor_values(spec.seed, &name, &shape, kind), spec.storage);
-            (name, shape, tag, data)
-        })
-        .collect();
+    let tensors = encoded_tensors(spec);
     if spec.shards <= 1 {
         write_safetensors(&dir.join("model.safetensors"), &tensors)?;
     } else {
@@ -345,6 +339,21 @@ pub fn write_checkpoint(spec: &SyntheticSpec, dir: &Path, tokenizer_dir: &Path) 
             .map_err(|e| Error::checkpoint(&from, format!("cannot copy: {e}")))?;
     }
     Ok(())
+}
+
+/// Only the weights of a single-file checkpoint, written to `path`.
+pub fn write_weights(spec: &SyntheticSpec, path: &Path) -> Result<()> {
+    write_safetensors(path, &encoded_tensors(spec))
+}
+
+fn encoded_tensors(spec: &SyntheticSpec) -> Vec<(String, Vec<usize>, &'static str, Vec<u8>)> {
+    tensor_specs(spec)
+        .into_iter()
+        .map(|(name, shape, kind)| {
+            let (data, tag) = encode(&tensor_values(spec.seed, &name, &shape, kind), spec.storage);
+            (name, shape, tag, data)
+        })
+        .collect()
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {

@@ -1,34 +1,56 @@
-//! Selection with tensor ops only, for logits that live on an accelerator.
+//! Selection for logits that live on an accelerator: each row is narrowed to its top `K`
+//! candidates on the device, one small `[rows, 2K]` copy brings them over, and the host draws
+//! from that short list with the host's own code ([`super::host`]), so the result is the token
+//! the host path would pick from the whole row.
 //!
-//! Same semantics as [`super::host`] (see [`super::selection`]), built from ops that exist on
-//! CUDA for vocab-wide rows: elementwise arithmetic, comparisons, `where_cond`, and row
-//! reductions (`sum`, `max`, `min`). No `cumsum` (it is a dense n² matmul in candle) and no
-//! vocab-wide `arg_sort` (one CUDA block per row cannot hold 151,936 keys).
+//! Top-K without a vocab-wide sort: candle's CUDA `arg_sort` sorts a row inside one thread block
+//! with the row in shared memory, so rows are cut into pieces of at most [`MAX_SORT`] columns;
+//! each piece is sorted and keeps its best `K`, and the survivors are sorted again until one
+//! piece per row remains (two rounds at Qwen3's vocabulary). No `cumsum`, no vocab-wide sort.
 //!
-//! Both thresholds the semantics need (k-th largest value, top-p boundary) have the form "the smallest surviving `y` whose mass strictly above is
-//! below a target". Mass-above is non-increasing in the threshold, so each is found by
-//! bisection on the value, all rows at once and without leaving the device, followed by a
-//! "snap" to the next surviving value that is checked exactly; the rare unresolved row simply
-//! steps to the next value. The draw walks the kept tokens in id order: the first id whose
-//! running mass exceeds the target is found by bisection on the id, again all rows at once.
-//!
-//! What crosses to the host per call: one byte per row per snap round, and one id per row at
-//! the end.
+//! A list is enough when no token outside it can survive truncation: when the list's smallest
+//! logit already fails top-k, min-p, or the weight test (more than ~104 below the maximum).
+//! That holds for every row with top-k below `K` and for the peaked rows of a real model; any
+//! other row (top-p alone over a flat distribution, plain sampling, NaN or infinite logits) is
+//! copied whole and selected on the host. Rows never depend on each other, so neither does the
+//! choice, and seeded sampling stays batch-invariant.
+
+use std::cell::Cell;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::selection::{LOGIT_CLAMP, RowSpec};
+use super::host::{Bounds, select_host, select_small, uses_buckets};
+use super::selection::{Candidate, RowSpec};
 use crate::error::{Error, Result};
 
-/// Bisection steps before snapping. The bracket is `[max y - 110, max y]`; twenty halvings
-/// leave ~1e-4, so the snap almost always lands on the answer in its first round.
-const BISECT_STEPS: usize = 20;
-/// Below every possible threshold (`y` is clamped to ±1e30).
-const BELOW_ALL: f32 = -3.0e38;
+/// Widest row piece sorted in one go: candle's sort kernel takes `4 · next_pow2(columns)` bytes
+/// of shared memory, and launches without opting in to more than the default 48 KiB.
+pub const MAX_SORT: usize = 8192;
+/// Candidates per row when no row has top-k (min-p and the peaked rows of top-p need few).
+const DEFAULT_CANDIDATES: usize = 64;
+const MIN_CANDIDATES: usize = 32;
+const MAX_CANDIDATES: usize = 1024;
+
+/// What one call did on the device: ops issued there (each a kernel launch on a GPU), copies
+/// from the device, and rows that needed their whole logits on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceWork {
+    pub launches: usize,
+    pub copies: usize,
+    pub host_rows: usize,
+}
 
 /// Samples one token per row of `processed` (`[R, vocab]`, bias and penalties applied) with
-/// `specs[r]`. Same contract as [`super::host::select_host`].
+/// `specs[r]`. Same contract and same tokens as [`super::host::select_host`].
 pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> {
+    Ok(select_device_counted(processed, specs)?.0)
+}
+
+/// [`select_device`], also saying what it cost.
+pub fn select_device_counted(
+    processed: &Tensor,
+    specs: &[RowSpec],
+) -> Result<(Vec<u32>, DeviceWork)> {
     let (rows, vocab) = processed.dims2()?;
     if specs.len() != rows {
         return Err(Error::Internal(format!(
@@ -36,222 +58,215 @@ pub fn select_device(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> 
             specs.len()
         )));
     }
+    let ops = Ops::default();
     if rows == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), ops.work()));
     }
-    let dev = processed.device();
-    let column_f32 = |f: &dyn Fn(&RowSpec) -> f32| {
-        Tensor::from_vec(specs.iter().map(f).collect::<Vec<f32>>(), (rows, 1), dev)
-    };
-    let column_f64 = |f: &dyn Fn(&RowSpec) -> f64| {
-        Tensor::from_vec(specs.iter().map(f).collect::<Vec<f64>>(), (rows, 1), dev)
-    };
-
-    let x = processed.to_dtype(DType::F32)?;
-    let y = x.broadcast_div(&column_f32(&|s| s.temperature)?)?;
-    let lowest = Tensor::full(-LOGIT_CLAMP, (rows, vocab), dev)?;
-    let y = y
-        .ne(&y)?
-        .where_cond(&lowest, &y)?
-        .clamp(-LOGIT_CLAMP, LOGIT_CLAMP)?;
-    let ymax = y.max_keepdim(1)?;
-    let d = y.broadcast_sub(&ymax)?;
-    let w32 = d.exp()?;
-    let ln_min_p = column_f32(&|s| s.ln_min_p())?;
-    // Eligible: positive weight and min-p.
-    let mut keep = w32.gt(0f32)?.mul(&d.broadcast_ge(&ln_min_p)?)?;
-    let w = w32.to_dtype(DType::F64)?;
-    let zero = Tensor::zeros((1, 1), DType::F64, dev)?.broadcast_as((rows, vocab))?;
-    let search = Search::new(&y, &ymax, rows, vocab, dev)?;
-    // The top-k threshold, when there is one: the top-p answer is at or above it, so that
-    // search starts its bracket there instead of 110 below the maximum.
-    let mut floor: Option<Tensor> = None;
-
-    if specs.iter().any(|s| s.top_k_active(vocab)) {
-        let k = column_f32(&|s| {
-            if s.top_k_active(vocab) {
-                s.top_k as f32
-            } else {
-                f32::INFINITY
-            }
-        })?;
-        let ones = keep.to_dtype(DType::F32)?;
-        let tau = search.min_value(&keep, &ones, &k, None)?;
-        keep = keep.mul(&y.broadcast_ge(&tau)?)?;
-        floor = Some(tau);
+    let k = candidates_for(specs, vocab);
+    let (values, ids) = top_candidates(processed, k, &ops)?;
+    let mut picked = vec![None; rows];
+    let mut host_rows = Vec::new();
+    for (r, spec) in specs.iter().enumerate() {
+        let row = r * k..(r + 1) * k;
+        match select_from_list(&values[row.clone()], &ids[row], spec, vocab) {
+            Some(id) => picked[r] = Some(id),
+            None => host_rows.push(r),
+        }
     }
-    let mut kept_w = keep.where_cond(&w, &zero)?;
-    let mut z = kept_w.sum_keepdim(1)?;
-
-    if specs.iter().any(|s| s.top_p_active()) {
-        let p = column_f64(&|s| {
-            if s.top_p_active() {
-                s.top_p as f64
-            } else {
-                f64::INFINITY
-            }
-        })?;
-        let target = p.mul(&z)?;
-        let tau = search.min_value(&keep, &kept_w, &target, floor.as_ref())?;
-        keep = keep.mul(&y.broadcast_ge(&tau)?)?;
-        kept_w = keep.where_cond(&w, &zero)?;
-        z = kept_w.sum_keepdim(1)?;
+    if !host_rows.is_empty() {
+        let index = Tensor::from_vec(
+            host_rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            host_rows.len(),
+            processed.device(),
+        )?;
+        let whole = ops.run(processed.index_select(&index, 0))?;
+        ops.copied();
+        let specs: Vec<RowSpec> = host_rows.iter().map(|&r| specs[r]).collect();
+        let ids = select_host(&whole.to_device(&Device::Cpu)?, &specs)?;
+        for (&r, id) in host_rows.iter().zip(ids) {
+            picked[r] = Some(id);
+        }
     }
-
-    let target = column_f64(&|s| s.u)?.mul(&z)?;
-    let first_past = first_id_past(&kept_w, &target, vocab, dev)?;
-    // Rounding can leave the target at or past the id-order total: then the last kept id.
-    let ids = search.ids_u32()?;
-    let last_kept = keep
-        .where_cond(&ids, &ids.zeros_like()?)?
-        .max_keepdim(1)?
-        .to_dtype(DType::F32)?;
-    let picked: Vec<u32> = first_past
-        .minimum(&last_kept)?
-        .flatten_all()?
-        .to_vec1::<f32>()?
+    let mut work = ops.work();
+    work.host_rows = host_rows.len();
+    let picked = picked
         .into_iter()
-        .map(|v| v as u32)
-        .collect();
-    if let Some(r) = picked.iter().position(|&id| id as usize >= vocab) {
-        return Err(Error::Internal(format!(
-            "sampling: no token could be selected in logits row {r}"
-        )));
-    }
-    Ok(picked)
-}
-
-/// The shared pieces of the threshold searches over one batch.
-struct Search<'a> {
-    y: &'a Tensor,
-    lo: Tensor,
-    hi: Tensor,
-    rows: usize,
-    vocab: usize,
-    dev: &'a Device,
-    below_all: Tensor,
-    above_all: Tensor,
-}
-
-impl<'a> Search<'a> {
-    fn new(
-        y: &'a Tensor,
-        ymax: &Tensor,
-        rows: usize,
-        vocab: usize,
-        dev: &'a Device,
-    ) -> Result<Self> {
-        // Strictly below every token with a positive weight, even when max y is so large
-        // that subtracting 110 alone would round back to it.
-        let lo = strictly_below(&ymax.affine(1.0, -110.0)?)?;
-        Ok(Search {
-            y,
-            lo,
-            hi: ymax.clone(),
-            rows,
-            vocab,
-            dev,
-            below_all: Tensor::full(BELOW_ALL, (rows, vocab), dev)?,
-            above_all: Tensor::full(f32::MAX, (rows, vocab), dev)?,
+        .enumerate()
+        .map(|(r, id)| match id {
+            Some(id) if (id as usize) < vocab => Ok(id),
+            _ => Err(Error::Internal(format!(
+                "sampling: no token could be selected in logits row {r}"
+            ))),
         })
+        .collect::<Result<Vec<u32>>>()?;
+    Ok((picked, work))
+}
+
+/// `K`: one more than the largest active top-k (so ties at the k-th value are seen), at least
+/// [`MIN_CANDIDATES`], a power of two, at most [`MAX_CANDIDATES`] and the vocabulary.
+fn candidates_for(specs: &[RowSpec], vocab: usize) -> usize {
+    let want = specs
+        .iter()
+        .filter(|s| s.top_k_active(vocab))
+        .map(|s| s.top_k + 1)
+        .max()
+        .unwrap_or(DEFAULT_CANDIDATES);
+    want.next_power_of_two()
+        .clamp(MIN_CANDIDATES, MAX_CANDIDATES)
+        .min(vocab)
+}
+
+/// Counts the device ops of one call.
+#[derive(Default)]
+struct Ops {
+    launches: Cell<usize>,
+    copies: Cell<usize>,
+}
+
+impl Ops {
+    fn run(&self, t: candle_core::Result<Tensor>) -> Result<Tensor> {
+        self.launches.set(self.launches.get() + 1);
+        Ok(t?)
     }
 
-    fn ids_u32(&self) -> Result<Tensor> {
-        Ok(Tensor::arange(0u32, self.vocab as u32, self.dev)?
-            .reshape((1, self.vocab))?
-            .broadcast_as((self.rows, self.vocab))?)
+    /// Concatenation along columns: one copy kernel per part.
+    fn cat(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        self.launches.set(self.launches.get() + parts.len());
+        Ok(Tensor::cat(parts, 1)?)
     }
 
-    /// Per row, the smallest `y` among `active` tokens with
-    /// `Σ weight[y_j > y] < target`. `weight` must be zero outside `active`; `floor`,
-    /// when given, is at or below every active value.
-    fn min_value(
-        &self,
-        active: &Tensor,
-        weight: &Tensor,
-        target: &Tensor,
-        floor: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let zero = Tensor::zeros((1, 1), weight.dtype(), self.dev)?
-            .broadcast_as((self.rows, self.vocab))?;
-        let holds = |v: &Tensor| -> Result<Tensor> {
-            let mass = self
-                .y
-                .broadcast_gt(v)?
-                .where_cond(weight, &zero)?
-                .sum_keepdim(1)?;
-            Ok(mass.lt(target)?)
-        };
-        // Invariant: the answer lies in (lo, hi].
-        let mut lo = match floor {
-            Some(f) => strictly_below(f)?,
-            None => self.lo.clone(),
-        };
-        let mut hi = self.hi.clone();
-        for _ in 0..BISECT_STEPS {
-            let mid = ((&lo + &hi)? * 0.5)?;
-            let ok = holds(&mid)?;
-            hi = ok.where_cond(&mid, &hi)?;
-            lo = ok.where_cond(&lo, &mid)?;
+    fn copied(&self) {
+        self.copies.set(self.copies.get() + 1);
+    }
+
+    fn work(&self) -> DeviceWork {
+        DeviceWork {
+            launches: self.launches.get(),
+            copies: self.copies.get(),
+            host_rows: 0,
         }
-        let y_active = active.where_cond(self.y, &self.below_all)?;
-        // Snap: the next active value above lo is the answer iff the predicate holds there;
-        // otherwise it becomes the new lo. Each round moves every unresolved row up by one
-        // distinct value, so the loop ends after at most `vocab` rounds.
-        for _ in 0..=self.vocab {
-            let next = y_active
-                .broadcast_gt(&lo)?
-                .where_cond(&y_active, &self.above_all)?
-                .min_keepdim(1)?;
-            // A row with no active value left above lo is finished too (it cannot happen for
-            // finite logits; it keeps a degenerate row from walking the whole vocabulary).
-            let ok = holds(&next)?.maximum(&next.ge(f32::MAX)?)?;
-            if ok.flatten_all()?.to_vec1::<u8>()?.iter().all(|&b| b != 0) {
-                return Ok(next);
+    }
+}
+
+/// The `k` largest logits of each row, in descending order, and their token ids (`[rows · k]`
+/// each, row-major). NaN logits are ranked as `+inf`, so a row holding one shows it at the top.
+fn top_candidates(processed: &Tensor, k: usize, ops: &Ops) -> Result<(Vec<f32>, Vec<u32>)> {
+    let (rows, vocab) = processed.dims2()?;
+    let dev = processed.device();
+    let x = if processed.dtype() == DType::F32 {
+        processed.contiguous()?
+    } else {
+        ops.run(processed.to_dtype(DType::F32))?
+    };
+    let nan = ops.run(x.ne(&x))?;
+    let inf = Tensor::full(f32::INFINITY, (1, 1), dev)?.broadcast_as((rows, vocab))?;
+    let mut keys = ops.run(nan.where_cond(&inf, &x))?;
+    drop(nan);
+    // `ids`: the token id of every column of `keys`; `None` while that is the column index.
+    let mut ids: Option<Tensor> = None;
+    let mut width = vocab;
+    loop {
+        let (pieces, piece) = split(width, k);
+        let padding = pieces * piece - width;
+        if padding > 0 {
+            let pad = ops.run(Tensor::full(f32::NEG_INFINITY, (rows, padding), dev))?;
+            keys = ops.cat(&[&keys, &pad])?;
+            if let Some(t) = &ids {
+                let pad = ops.run(Tensor::zeros((rows, padding), DType::U32, dev))?;
+                ids = Some(ops.cat(&[t, &pad])?);
             }
-            lo = ok.where_cond(&lo, &next)?;
         }
-        Err(Error::Internal(
-            "sampling: threshold search did not converge".into(),
-        ))
+        let by_piece = keys.reshape((rows * pieces, piece))?;
+        let order = ops.run(by_piece.arg_sort_last_dim(false))?;
+        let best = ops.run(order.narrow(1, 0, k)?.contiguous())?;
+        drop(order);
+        let best_keys = ops.run(by_piece.gather(&best, 1))?;
+        // Column of each survivor in this round's input, then its token id.
+        let column = if pieces == 1 {
+            best
+        } else {
+            let base = Tensor::arange_step(0u32, (pieces * piece) as u32, piece as u32, dev)?
+                .reshape((1, pieces, 1))?;
+            ops.run(best.reshape((rows, pieces, k))?.broadcast_add(&base))?
+        }
+        .reshape((rows, pieces * k))?;
+        ids = Some(match &ids {
+            None => column,
+            Some(t) => ops.run(t.gather(&column, 1))?,
+        });
+        keys = best_keys.reshape((rows, pieces * k))?;
+        width = pieces * k;
+        if pieces == 1 {
+            break;
+        }
+    }
+    let ids = ids.expect("at least one round");
+    // One copy: ids travel as f32 beside the values (exact below 2^24).
+    let ids_f32 = ops.run(ids.to_dtype(DType::F32))?;
+    let packed = ops.cat(&[&keys, &ids_f32])?;
+    ops.copied();
+    let packed = packed.to_vec2::<f32>()?;
+    let mut values = Vec::with_capacity(rows * k);
+    let mut out_ids = Vec::with_capacity(rows * k);
+    for row in packed {
+        values.extend_from_slice(&row[..k]);
+        out_ids.extend(row[k..].iter().map(|&v| v as u32));
+    }
+    Ok((values, out_ids))
+}
+
+/// How a row of `width` columns is cut for one sorting round: `(pieces, piece width)`, the
+/// piece no wider than [`MAX_SORT`] and not narrower than `k`. A divisor of `width` when one
+/// is close to the widest (no padding: Qwen3's 151,936 = 32 × 4,748), else padded pieces.
+fn split(width: usize, k: usize) -> (usize, usize) {
+    if width <= MAX_SORT {
+        return (1, width);
+    }
+    let divisor = (MAX_SORT / 2..=MAX_SORT)
+        .rev()
+        .find(|d| width.is_multiple_of(*d) && *d >= k);
+    match divisor {
+        Some(d) => (width / d, d),
+        None => (width.div_ceil(MAX_SORT), MAX_SORT),
     }
 }
 
-/// A value strictly below `t` (elementwise), even where `t` is too large for a small step to
-/// register. Only used as an exclusive lower end of a search bracket.
-fn strictly_below(t: &Tensor) -> Result<Tensor> {
-    Ok(t.sub(&t.abs()?.affine(1e-6, 1e-30)?)?)
-}
-
-/// For each row, the smallest id `t` with `Σ weight[id <= t] > target`, by bisection on the
-/// id; `vocab - 1` where no prefix exceeds it. Ids are compared as f32 (exact below 2^24).
-fn first_id_past(weight: &Tensor, target: &Tensor, vocab: usize, dev: &Device) -> Result<Tensor> {
-    let rows = target.dim(0)?;
-    let zero = weight.zeros_like()?;
-    let ids = Tensor::arange(0u32, vocab as u32, dev)?
-        .to_dtype(DType::F32)?
-        .reshape((1, vocab))?;
-    // Invariant: the answer lies in (lo, hi].
-    let mut lo = Tensor::full(-1f32, (rows, 1), dev)?;
-    let mut hi = Tensor::full(vocab as f32 - 1.0, (rows, 1), dev)?;
-    let steps = usize::BITS - vocab.leading_zeros() + 1;
-    for _ in 0..steps {
-        let mid = ((&lo + &hi)? * 0.5)?.floor()?;
-        let mass = ids
-            .broadcast_le(&mid)?
-            .where_cond(weight, &zero)?
-            .sum_keepdim(1)?;
-        let ok = mass.gt(target)?;
-        hi = ok.where_cond(&mid, &hi)?;
-        lo = ok.where_cond(&lo, &mid)?;
+/// The token the host would pick for this row, from its top list (`values` descending, `ids`
+/// beside them); `None` when the list cannot be shown to hold every survivor.
+fn select_from_list(values: &[f32], ids: &[u32], spec: &RowSpec, vocab: usize) -> Option<u32> {
+    let (&xmax, &last) = (values.first()?, values.last()?);
+    if !xmax.is_finite() {
+        // NaN (ranked +inf), an infinite logit, or a row of -inf: the host's rules apply.
+        return None;
     }
-    Ok(hi)
+    let kth = if spec.top_k_active(vocab) {
+        // The k-th value must be above the list's last, or its ties may lie outside the list.
+        *values
+            .get(spec.top_k - 1)
+            .filter(|_| spec.top_k < values.len())?
+    } else {
+        f32::NEG_INFINITY
+    };
+    let bounds = Bounds::new(spec, xmax, kth);
+    if values.len() < vocab && !bounds.excludes_at_or_below(last) {
+        return None;
+    }
+    let mut cands: Vec<Candidate> = values
+        .iter()
+        .zip(ids)
+        .filter_map(|(&v, &id)| bounds.candidate(v, id))
+        .collect();
+    cands.sort_unstable_by_key(|c| c.id);
+    if uses_buckets(spec, vocab) {
+        bounds.select_bucketed_list(&cands, spec)
+    } else {
+        select_small(&cands, spec)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::host::select_host;
 
     fn spec(top_k: usize, top_p: f32, min_p: f32, u: f64) -> RowSpec {
         RowSpec {
@@ -264,6 +279,88 @@ mod tests {
     }
 
     #[test]
+    fn pieces_divide_the_vocabulary_when_they_can() {
+        assert_eq!(split(151_936, 32), (32, 4_748));
+        assert_eq!(split(8_192, 32), (1, 8_192));
+        assert_eq!(split(1_024, 32), (1, 1_024));
+        // A prime width is padded into MAX_SORT pieces.
+        assert_eq!(split(10_007, 32), (2, MAX_SORT));
+        assert_eq!(candidates_for(&[spec(20, 0.95, 0.0, 0.0)], 151_936), 32);
+        assert_eq!(candidates_for(&[spec(0, 0.9, 0.0, 0.0)], 151_936), 64);
+        assert_eq!(candidates_for(&[spec(100, 1.0, 0.0, 0.0)], 151_936), 128);
+        assert_eq!(candidates_for(&[spec(5000, 1.0, 0.0, 0.0)], 151_936), 1024);
+        assert_eq!(candidates_for(&[spec(3, 1.0, 0.0, 0.0)], 8), 8);
+    }
+
+    #[test]
+    fn top_candidates_are_the_largest_with_their_ids() {
+        // Three rounds at a small scale: 20,000 columns, k = 64 → pieces of 5,000.
+        let vocab = 20_000;
+        let row: Vec<f32> = (0..vocab)
+            .map(|i| ((i * 7_919) % vocab) as f32 / 10.0)
+            .collect();
+        let x = Tensor::from_vec([row.clone(), row].concat(), (2, vocab), &Device::Cpu).unwrap();
+        let ops = Ops::default();
+        let (values, ids) = top_candidates(&x, 64, &ops).unwrap();
+        for r in 0..2 {
+            for j in 0..64 {
+                let v = values[r * 64 + j];
+                assert_eq!(v, (vocab - 1 - j) as f32 / 10.0);
+                assert_eq!((ids[r * 64 + j] as usize * 7_919) % vocab, vocab - 1 - j);
+            }
+        }
+        assert_eq!(ops.copies.get(), 1);
+    }
+
+    #[test]
+    fn qwen3_defaults_take_a_few_launches_and_one_copy() {
+        let vocab = 151_936;
+        // Distinct values: no tie at the k-th value reaches past the list.
+        let row: Vec<f32> = (0..vocab)
+            .map(|i| ((i * 7_919) % vocab) as f32 / 5_000.0)
+            .collect();
+        let x = Tensor::from_vec(row, (1, vocab), &Device::Cpu).unwrap();
+        let s = RowSpec {
+            temperature: 0.6,
+            ..spec(20, 0.95, 0.0, 0.4)
+        };
+        let (ids, work) = select_device_counted(&x, &[s]).unwrap();
+        assert_eq!(ids, select_host(&x, &[s]).unwrap());
+        assert_eq!(work.copies, 1);
+        assert_eq!(work.host_rows, 0);
+        assert!(work.launches <= 16, "{work:?}");
+    }
+
+    #[test]
+    fn rows_the_list_cannot_settle_go_to_the_host() {
+        // Flat row, top_p only: the nucleus is far wider than the list.
+        let x = Tensor::new(&[[0.0f32; 300]], &Device::Cpu).unwrap();
+        let (ids, work) = select_device_counted(&x, &[spec(0, 0.9, 0.0, 0.5)]).unwrap();
+        assert_eq!(ids, select_host(&x, &[spec(0, 0.9, 0.0, 0.5)]).unwrap());
+        assert_eq!(work.host_rows, 1);
+        assert_eq!(work.copies, 2);
+        // A tie at the k-th value running past the list: host too.
+        let mut row = vec![0.0f32; 300];
+        row[7] = 5.0;
+        let x = Tensor::from_vec(row, (1, 300), &Device::Cpu).unwrap();
+        let s = spec(2, 1.0, 0.0, 0.5);
+        let (ids, work) = select_device_counted(&x, &[s]).unwrap();
+        assert_eq!(ids, select_host(&x, &[s]).unwrap());
+        assert_eq!(work.host_rows, 1);
+        // A peaked row without truncation: the list settles it.
+        let mut row = vec![-200.0f32; 300];
+        row[3] = 1.0;
+        row[250] = 1.5;
+        let x = Tensor::from_vec(row, (1, 300), &Device::Cpu).unwrap();
+        for u in [0.1, 0.5, 0.9] {
+            let s = spec(0, 1.0, 0.0, u);
+            let (ids, work) = select_device_counted(&x, &[s]).unwrap();
+            assert_eq!(ids, select_host(&x, &[s]).unwrap());
+            assert_eq!(work.host_rows, 0);
+        }
+    }
+
+    #[test]
     fn draws_walk_ids_in_order() {
         // Four equal logits: u in [0.25 r, 0.25 (r + 1)) picks id r.
         let x = Tensor::new(&[[1.0f32, 1.0, 1.0, 1.0]], &Device::Cpu).unwrap();
@@ -272,7 +369,6 @@ mod tests {
                 select_device(&x, &[spec(0, 1.0, 0.0, u)]).unwrap(),
                 vec![id]
             );
-            assert_eq!(select_host(&x, &[spec(0, 1.0, 0.0, u)]).unwrap(), vec![id]);
         }
     }
 
@@ -318,31 +414,5 @@ mod tests {
                 "u {u}"
             );
         }
-    }
-
-    #[test]
-    fn first_id_past_by_bisection() {
-        let w = Tensor::new(
-            &[
-                [0f64, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0],
-                [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-            ],
-            &Device::Cpu,
-        )
-        .unwrap();
-        let first = |t: [f64; 2]| {
-            let t = Tensor::new(&[[t[0]], [t[1]]], &Device::Cpu).unwrap();
-            first_id_past(&w, &t, 7, &Device::Cpu)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        };
-        assert_eq!(first([2.5, 1.5]), vec![4.0, 6.0]);
-        assert_eq!(first([0.0, 0.0]), vec![1.0, 0.0]);
-        assert_eq!(first([2.0, 1.0]), vec![4.0, 6.0]);
-        // Nothing exceeds the target: the last id.
-        assert_eq!(first([9.0, 2.0]), vec![6.0, 6.0]);
     }
 }

@@ -80,7 +80,6 @@ pub fn select_host(processed: &Tensor, specs: &[RowSpec]) -> Result<Vec<u32>> {
 
 /// One row of processed logits; `None` only for an empty row.
 pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
-    let t = spec.temperature;
     // `scaled` is monotone, so it commutes with max and with order statistics: both are taken
     // on the raw logits and scaled once, with no vocab-sized temporary.
     let k_active = spec.top_k_active(x.len());
@@ -95,34 +94,39 @@ pub fn select_row(x: &[f32], spec: &RowSpec) -> Option<u32> {
         };
         (max, kth)
     };
-    let tau_k = scaled(kth, t);
     let row = Row {
         x,
-        t,
-        ymax: scaled(xmax, t),
-        floor: spec.ln_min_p().max(NEGLIGIBLE),
-        tau_k,
+        bounds: Bounds::new(spec, xmax, kth),
     };
-    // Without top-k or min-p nearly every token survives: go straight to the buckets.
-    let small = if k_active || spec.min_p > 0.0 || x.len() <= DIRECT_MAX {
-        row.collect_small()
-    } else {
+    let small = if uses_buckets(spec, x.len()) {
         None
+    } else {
+        row.collect_small()
     };
     match small {
-        Some(cands) => {
-            // `cands` is in id order (a scan of the row); only a copy is sorted for top-p.
-            let tau_p = if spec.top_p_active() {
-                top_p_threshold(&cands, spec.top_p)
-            } else {
-                f32::NEG_INFINITY
-            };
-            let kept = || cands.iter().filter(|c| c.y >= tau_p).map(|c| (c.id, c.w));
-            let z: f64 = kept().map(|(_, w)| w).sum();
-            draw_by_id(kept(), spec.u * z)
-        }
+        Some(cands) => select_small(&cands, spec),
         None => row.select_bucketed(spec),
     }
+}
+
+/// Whether the host goes straight to the buckets for a row of `vocab` tokens: without top-k
+/// or min-p nearly every token survives.
+pub(crate) fn uses_buckets(spec: &RowSpec, vocab: usize) -> bool {
+    !(spec.top_k_active(vocab) || spec.min_p > 0.0 || vocab <= DIRECT_MAX)
+}
+
+/// top-p and the draw over every survivor of a row, `cands` in id order (at most
+/// [`DIRECT_MAX`] of them).
+pub(crate) fn select_small(cands: &[Candidate], spec: &RowSpec) -> Option<u32> {
+    // Only a copy is sorted for top-p; the draw walks `cands` in id order.
+    let tau_p = if spec.top_p_active() {
+        top_p_threshold(cands, spec.top_p)
+    } else {
+        f32::NEG_INFINITY
+    };
+    let kept = || cands.iter().filter(|c| c.y >= tau_p).map(|c| (c.id, c.w));
+    let z: f64 = kept().map(|(_, w)| w).sum();
+    draw_by_id(kept(), spec.u * z)
 }
 
 /// The smallest `y` top-p keeps among `cands` (whole tie groups); `+inf` when it keeps nothing.
@@ -188,9 +192,9 @@ impl Ord for OrdF32 {
     }
 }
 
-/// A row with its thresholds resolved up to top-k.
-struct Row<'a> {
-    x: &'a [f32],
+/// A row's thresholds up to top-k: which tokens survive min-p and top-k, and their weights.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
     t: f32,
     ymax: f32,
     /// `max(ln min_p, NEGLIGIBLE)`: the bound on `y - ymax`.
@@ -198,39 +202,97 @@ struct Row<'a> {
     tau_k: f32,
 }
 
-impl Row<'_> {
-    /// The candidate for token `i` if it survives min-p and top-k with a positive weight.
-    #[inline]
-    fn candidate(&self, i: usize) -> Option<Candidate> {
-        if !self.in_bounds(self.x[i]) {
-            return None;
+impl Bounds {
+    /// From the row's maximum and its k-th largest logit (`-inf` without top-k).
+    pub(crate) fn new(spec: &RowSpec, xmax: f32, kth: f32) -> Self {
+        let t = spec.temperature;
+        Bounds {
+            t,
+            ymax: scaled(xmax, t),
+            floor: spec.ln_min_p().max(NEGLIGIBLE),
+            tau_k: scaled(kth, t),
         }
-        let y = scaled(self.x[i], self.t);
-        let w = (y - self.ymax).exp();
-        (w > 0.0).then_some(Candidate {
-            y,
-            id: i as u32,
-            w: w as f64,
-        })
     }
 
-    /// Whether token `i` passes the min-p and top-k bounds (before the weight test).
+    /// Whether a token with logit `v` passes the min-p and top-k bounds (before the weight
+    /// test).
     #[inline]
-    fn in_bounds(&self, v: f32) -> bool {
+    pub(crate) fn in_bounds(&self, v: f32) -> bool {
         let y = scaled(v, self.t);
         (y - self.ymax >= self.floor) & (y >= self.tau_k)
     }
 
+    /// The candidate for token `id` with logit `v` if it survives min-p and top-k with a
+    /// positive weight.
+    #[inline]
+    pub(crate) fn candidate(&self, v: f32, id: u32) -> Option<Candidate> {
+        if !self.in_bounds(v) {
+            return None;
+        }
+        let y = scaled(v, self.t);
+        let w = (y - self.ymax).exp();
+        (w > 0.0).then_some(Candidate { y, id, w: w as f64 })
+    }
+
+    /// Whether no token with a logit at or below `v` can survive (so a list of every token
+    /// above `v` holds all survivors). Both tests are monotone in `v`.
+    pub(crate) fn excludes_at_or_below(&self, v: f32) -> bool {
+        self.candidate(v, 0).is_none()
+    }
+
+    fn bucket_of(&self, c: &Candidate) -> usize {
+        (((self.ymax - c.y) * BUCKETS_PER_LOGIT) as usize).min(BUCKETS - 1)
+    }
+
+    /// Large survivor sets, given as a list in id order: the same buckets and cut as
+    /// [`Row::select_bucketed`], so the same token.
+    pub(crate) fn select_bucketed_list(&self, cands: &[Candidate], spec: &RowSpec) -> Option<u32> {
+        let mut mass = vec![0f64; BUCKETS];
+        for c in cands {
+            mass[self.bucket_of(c)] += c.w;
+        }
+        let (cut, cut_y) = if spec.top_p_active() {
+            top_p_cut(&mass, spec.top_p, |b| {
+                cands
+                    .iter()
+                    .filter(|c| self.bucket_of(c) == b)
+                    .copied()
+                    .collect()
+            })
+        } else {
+            (BUCKETS, f32::NEG_INFINITY)
+        };
+        let kept = || {
+            cands.iter().filter_map(move |c| {
+                let b = self.bucket_of(c);
+                (b < cut || (b == cut && c.y >= cut_y)).then_some((c.id, c.w))
+            })
+        };
+        let z: f64 = kept().map(|(_, w)| w).sum();
+        draw_by_id(kept(), spec.u * z)
+    }
+}
+
+/// A row with its thresholds resolved up to top-k.
+struct Row<'a> {
+    x: &'a [f32],
+    bounds: Bounds,
+}
+
+impl Row<'_> {
     /// All survivors, unless there are more than [`DIRECT_MAX`].
     fn collect_small(&self) -> Option<Vec<Candidate>> {
         let mut out = Vec::new();
         for (c, chunk) in self.x.chunks(SCAN_CHUNK).enumerate() {
             // With top-k or min-p most chunks hold no survivor; a branch-free scan skips them.
-            if !chunk.iter().fold(false, |any, &v| any | self.in_bounds(v)) {
+            if !chunk
+                .iter()
+                .fold(false, |any, &v| any | self.bounds.in_bounds(v))
+            {
                 continue;
             }
             for i in c * SCAN_CHUNK..c * SCAN_CHUNK + chunk.len() {
-                if let Some(cand) = self.candidate(i) {
+                if let Some(cand) = self.bounds.candidate(self.x[i], i as u32) {
                     if out.len() == DIRECT_MAX {
                         return None;
                     }
@@ -241,25 +303,29 @@ impl Row<'_> {
         Some(out)
     }
 
-    fn bucket_of(&self, c: &Candidate) -> usize {
-        (((self.ymax - c.y) * BUCKETS_PER_LOGIT) as usize).min(BUCKETS - 1)
-    }
-
     /// Large survivor sets: bucket masses, then sort only the bucket where the top-p boundary
     /// falls; the draw is one pass over the kept tokens in id order.
     fn select_bucketed(&self, spec: &RowSpec) -> Option<u32> {
+        let bounds = &self.bounds;
+        let candidate = |i: usize| bounds.candidate(self.x[i], i as u32);
         let mut mass = vec![0f64; BUCKETS];
         let mut tag = vec![NO_BUCKET; self.x.len()];
         for (i, t) in tag.iter_mut().enumerate() {
-            if let Some(c) = self.candidate(i) {
-                let b = self.bucket_of(&c);
+            if let Some(c) = candidate(i) {
+                let b = bounds.bucket_of(&c);
                 mass[b] += c.w;
                 *t = b as u16;
             }
         }
         // Kept: every bucket before `cut`, and the members of `cut` at or above `cut_y`.
         let (cut, cut_y) = if spec.top_p_active() {
-            self.top_p_cut(&tag, &mass, spec.top_p)
+            top_p_cut(&mass, spec.top_p, |b| {
+                tag.iter()
+                    .enumerate()
+                    .filter(|&(_, &t)| t as usize == b)
+                    .filter_map(|(i, _)| candidate(i))
+                    .collect()
+            })
         } else {
             (BUCKETS, f32::NEG_INFINITY)
         };
@@ -269,42 +335,42 @@ impl Row<'_> {
                 if t > cut || t == NO_BUCKET as usize {
                     return None;
                 }
-                let c = self.candidate(i)?;
+                let c = candidate(i)?;
                 (t < cut || c.y >= cut_y).then_some((c.id, c.w))
             })
         };
         let z: f64 = kept().map(|(_, w)| w).sum();
         draw_by_id(kept(), spec.u * z)
     }
+}
 
-    /// The bucket holding the top-p boundary and the smallest `y` kept inside it (`+inf`: none
-    /// of it); `(BUCKETS, -inf)` when rounding keeps everything.
-    fn top_p_cut(&self, tag: &[u16], mass: &[f64], top_p: f32) -> (usize, f32) {
-        let target = top_p as f64 * mass.iter().sum::<f64>();
-        let mut cum = 0.0;
-        for (b, &m) in mass.iter().enumerate() {
-            if m == 0.0 {
-                continue;
-            }
-            if cum + m < target {
-                cum += m;
-                continue;
-            }
-            let mut members: Vec<Candidate> = tag
-                .iter()
-                .enumerate()
-                .filter(|&(_, &t)| t as usize == b)
-                .filter_map(|(i, _)| self.candidate(i))
-                .collect();
-            sort_candidates(&mut members);
-            let (kept, _) = top_p_prefix(&members, cum, target);
-            let cut_y = kept
-                .checked_sub(1)
-                .map_or(f32::INFINITY, |last| members[last].y);
-            return (b, cut_y);
+/// The bucket holding the top-p boundary and the smallest `y` kept inside it (`+inf`: none of
+/// it); `(BUCKETS, -inf)` when rounding keeps everything. `members(b)` lists bucket `b`'s
+/// candidates in id order.
+fn top_p_cut(
+    mass: &[f64],
+    top_p: f32,
+    members: impl FnOnce(usize) -> Vec<Candidate>,
+) -> (usize, f32) {
+    let target = top_p as f64 * mass.iter().sum::<f64>();
+    let mut cum = 0.0;
+    for (b, &m) in mass.iter().enumerate() {
+        if m == 0.0 {
+            continue;
         }
-        (BUCKETS, f32::NEG_INFINITY)
+        if cum + m < target {
+            cum += m;
+            continue;
+        }
+        let mut members = members(b);
+        sort_candidates(&mut members);
+        let (kept, _) = top_p_prefix(&members, cum, target);
+        let cut_y = kept
+            .checked_sub(1)
+            .map_or(f32::INFINITY, |last| members[last].y);
+        return (b, cut_y);
     }
+    (BUCKETS, f32::NEG_INFINITY)
 }
 
 #[cfg(test)]

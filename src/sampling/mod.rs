@@ -7,7 +7,8 @@
 //! - [`penalties`]: logit bias and repetition / frequency / presence penalties.
 //! - [`greedy`]: argmax with lowest-id ties, on the device.
 //! - [`selection`]: the truncation and sampling semantics, shared by
-//!   [`host`] (exact, on host rows) and [`device`] (tensor ops only).
+//!   [`host`] (exact, on host rows) and [`device`] (rows narrowed to their top candidates on
+//!   the device, drawn on the host with the host's code).
 //! - [`logprobs`]: raw logprobs and top alternatives.
 //! - [`sampler`]: the batched entry point tying these together.
 //!
@@ -55,7 +56,7 @@ pub mod selection;
 pub mod sequence;
 
 pub use allowed::TokenMask;
-pub use device::select_device;
+pub use device::{DeviceWork, select_device, select_device_counted};
 pub use generation_config::GenerationDefaults;
 pub use greedy::{argmax_lowest_id, greedy_ids};
 pub use host::select_host;

@@ -32,15 +32,15 @@ pub struct SampledToken {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
-/// Where truncation and sampling run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Where truncation and sampling run (`--sampler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
-    /// [`Backend::Host`] for CPU tensors, [`Backend::Device`] for the others.
+    /// `host` for CPU logits, `device` for the others.
     #[default]
     Auto,
-    /// Copy the non-greedy rows to the host and select there ([`super::host`]).
+    /// Copy the non-greedy rows to the host and select there.
     Host,
-    /// Select with tensor ops where the logits are ([`super::device`]).
+    /// Narrow each row to its top candidates on the device; draw on the host from that list.
     Device,
 }
 

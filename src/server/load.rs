@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::loader::load_source;
 use crate::model::{ModelSource, Qwen3Model};
 use crate::sampling::GenerationDefaults;
+use crate::sampling::Sampler;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 /// Loads the checkpoint, tokenizer, template and sampling defaults, and starts the engine.
@@ -57,6 +58,7 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     config.max_waiting = args.max_waiting;
     config.enable_prefix_caching = args.prefix_caching();
     config.attention_backend = args.attention_backend.resolve(&device)?;
+    config.sampler = args.sampler;
     let context_limit = args.max_model_len.unwrap_or(cfg.max_position_embeddings);
     let kv_bytes = match kv_bytes(budget, &cfg, kv_dtype_size) {
         Some(bytes) => bytes,
@@ -106,7 +108,14 @@ fn profiled_kv_bytes(
         context: context_limit,
     };
     let started = std::time::Instant::now();
-    let profile = profile_activations(model, config.attention_backend, shape, config.block_size)?;
+    let sampler = Sampler::with_backend(config.sampler);
+    let profile = profile_activations(
+        model,
+        config.attention_backend,
+        &sampler,
+        shape,
+        config.block_size,
+    )?;
     let b = gpu_breakdown(fraction, memory, profile.peak())?;
     let gib = |bytes: usize| format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64);
     tracing::info!(

@@ -15,8 +15,14 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The embedded tiny model, its weights made on first use.
 pub fn tiny_model_dir() -> PathBuf {
-    repo_path("models/qwen3-tiny")
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tealight::model::embedded::ensure_weights(&repo_path("models/qwen3-tiny"))
+            .expect("embedded model weights")
+    })
+    .clone()
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@
 //!   over its gathered context ([`GenericAttend`]), where gemm does the work.
 
 use super::generic::GenericAttend;
-use crate::batch::{BatchInput, SequenceChunk, slot_of};
+use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
 use crate::model::kv_cache::LayerKv;
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, WithDType, bail};
@@ -65,22 +65,12 @@ impl CpuMetadata {
                 });
                 continue;
             }
-            let first = chunk.first_position();
             for start in (0..chunk.num_query_tokens).step_by(PREFILL_TILE) {
                 let len = PREFILL_TILE.min(chunk.num_query_tokens - start);
-                let tile = BatchInput {
-                    token_ids: Vec::new(),
-                    chunks: vec![SequenceChunk {
-                        num_query_tokens: len,
-                        context_len: first + start + len,
-                        block_table: chunk.block_table.clone(),
-                        needs_logits: false,
-                    }],
-                };
                 tiles.push(PrefillTile {
                     first_row: offsets[s] + start,
                     len,
-                    attend: GenericAttend::new(&tile, block_size, &device)?.in_f32(),
+                    attend: GenericAttend::tile(chunk, start, len, block_size, &device)?.in_f32(),
                 });
             }
         }
@@ -88,16 +78,7 @@ impl CpuMetadata {
         for t in &tiles {
             produced.extend((t.first_row..t.first_row + t.len).map(|r| r as u32));
         }
-        let in_order = produced.iter().enumerate().all(|(i, &r)| r as usize == i);
-        let order = if in_order {
-            None
-        } else {
-            let mut inverse = vec![0u32; produced.len()];
-            for (i, &row) in produced.iter().enumerate() {
-                inverse[row as usize] = i as u32;
-            }
-            Some(Tensor::new(inverse, &device)?)
-        };
+        let order = super::token_order(&produced, &device)?;
         let decode = if decode_rows.is_empty() {
             None
         } else {
@@ -147,15 +128,7 @@ impl CpuMetadata {
                 scale,
             )?);
         }
-        let out = if pieces.len() == 1 {
-            pieces.remove(0)
-        } else {
-            Tensor::cat(&pieces, 0)?
-        };
-        Ok(match &self.order {
-            Some(order) => out.index_select(order, 0)?,
-            None => out,
-        })
+        super::in_token_order(pieces, self.order.as_ref())
     }
 }
 

@@ -2,7 +2,8 @@
 //! write this step's K/V into their slots, then attend every query token to its sequence's
 //! cached context (causal), returning `[num_tokens, num_heads * head_dim]`.
 //!
-//! - `generic`: device-generic candle ops (gather, masked matmul, softmax in f32). Runs anywhere;
+//! - `generic`: device-generic candle ops (gather, masked matmul, softmax in f32), cut into
+//!   problems whose memory is bounded per tile, not by the sequences in a step. Runs anywhere;
 //!   the CPU tests exercise exactly what runs on CUDA.
 //! - `cpu`: paged attention reading the block tables directly (no gather copies), multithreaded.
 //! - `cuda`: tealight's own CUDA kernels (`crate::kernels`); opt-in until proven on a GPU.
@@ -18,8 +19,10 @@ use candle_core::{Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum AttentionBackend {
-    /// The fastest correct backend for the device (CPU: `cpu`; CUDA: `generic` until the GPU
-    /// check script has proven a faster one equal).
+    /// The fastest backend known correct on the device. CPU: `cpu`. CUDA: `generic`, built only
+    /// from candle's stock kernels and cuBLAS, which have run on GPUs elsewhere; the own `cuda`
+    /// kernels have not run on a GPU yet, so they stay opt-in until scripts/gpu/first-contact.sh
+    /// has shown them equal to their CPU twins and to transformers there.
     #[default]
     Auto,
     /// Device-generic candle ops: gather + masked softmax.
@@ -45,6 +48,33 @@ impl AttentionBackend {
             (backend, _) => Ok(backend),
         }
     }
+}
+
+/// The permutation that puts rows produced in `produced` order (each the token row it holds)
+/// back into token order; `None` when they already are.
+fn token_order(produced: &[u32], device: &Device) -> Result<Option<Tensor>> {
+    if produced.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        return Ok(None);
+    }
+    let mut inverse = vec![0u32; produced.len()];
+    for (i, &row) in produced.iter().enumerate() {
+        inverse[row as usize] = i as u32;
+    }
+    Ok(Some(Tensor::new(inverse, device)?))
+}
+
+/// The outputs of a step's pieces (decodes, tiles, problems), concatenated and put back into
+/// token order by [`token_order`]'s permutation.
+fn in_token_order(mut pieces: Vec<Tensor>, order: Option<&Tensor>) -> Result<Tensor> {
+    let out = if pieces.len() == 1 {
+        pieces.remove(0)
+    } else {
+        Tensor::cat(&pieces, 0)?
+    };
+    Ok(match order {
+        Some(order) => out.index_select(order, 0)?,
+        None => out,
+    })
 }
 
 /// Per-step attention inputs, built once and shared by every layer.

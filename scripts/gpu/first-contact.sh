@@ -1,0 +1,440 @@
+#!/usr/bin/env bash
+# First contact with a GPU machine: ONE device run (about 6 minutes, at most DEADLINE = 470 s)
+# that settles correctness and speed of the CUDA build. Packed here first (scripts/gpu/README.md):
+#
+#   scripts/cuda/build.sh --bin tealight && scripts/gpu/fetch-wheels.sh && scripts/gpu/pack.sh
+#   run(command="bash scripts/gpu/first-contact.sh", carry=["target/gpu", ".whl"], timeout_s=600)
+#
+#   scripts/gpu/first-contact.sh --smoke       # rehearsal on the CPU build (the tests run it)
+#
+# Stages, in priority order, each with its own time budget in seconds:
+#   a serve    (150) the user's command on a Qwen3-4B-shaped bf16 checkpoint made on the machine
+#                    with transformers: `serve --model DIR --served-model-name Qwen3-4B --port 6666
+#                    --api-key 111`; time to ready, one chat completion and one stream through the
+#                    openai SDK (greedy: the streamed text must equal the completion's), and a
+#                    seeded sampled completion twice (the device sampler; same text both times)
+#   b logits   (100) Qwen3-0.6B shape, bf16: tealight's logits (default backend, then `cuda`) in a
+#                    chunked-prefill + decode schedule against transformers bf16 and f32
+#   c kernels   (60) the own CUDA kernels against their CPU twins (`tealight debug kernels`)
+#   d bench    (170) `tealight bench` 1024 in / 128 out at concurrency 1, 16, 64 (and 256 when
+#                    time is left) against the user's command; the c=1 decode rate as a fraction
+#                    of the HBM roofline of the GPU found (H100 3.35, H200 4.8 TB/s)
+#   e streams   (60) 64 concurrent greedy streams through the engine equal to their solo runs (f32)
+# A stage ends PASS or FAIL: one that ran and failed (a timeout too) is FAIL. SKIP is only for a
+# stage that never started: no time left, the setup failed, or (--smoke) no torch for it.
+#
+# Results in $OUT (default $TEALIGHT_GPU_WORK/out): summary.json (rewritten after every stage),
+# first-contact.log (everything printed), serve-a.log, serve-d.log, bench.json. Exit 0 iff no FAIL.
+# Environment: TEALIGHT_BIN, PYTHON (with torch), TEALIGHT_GPU_WORK (scratch, default
+# /tmp/tealight-gpu), DEADLINE (seconds), STAGES (e.g. "a d"), PORT (default 6666).
+# The stage_* functions are called indirectly ("stage_$id").
+# shellcheck disable=SC2329
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=scripts/gpu/lib.sh
+source "$HERE/lib.sh"
+
+SMOKE=0
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) SMOKE=1 ;;
+    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
+    *) die "unknown argument $arg" ;;
+  esac
+done
+
+DEADLINE="${DEADLINE:-470}"
+RESERVE=8 # seconds kept for the summary at the end
+API_KEY=111
+SERVED=Qwen3-4B
+if [[ $SMOKE -eq 1 ]]; then
+  DEVICE=cpu
+  PORT="${PORT:-$((20000 + RANDOM % 20000))}"
+  BENCH_IN=32 BENCH_OUT=4 BENCH_LEVELS="1 4" BENCH_EXTRA=""
+  STREAMS=8 STREAM_TOKENS=6
+  LOGIT_BACKENDS="auto generic"
+  KERNEL_FLAGS=(--small)
+else
+  DEVICE=cuda
+  PORT="${PORT:-6666}"
+  BENCH_IN=1024 BENCH_OUT=128 BENCH_LEVELS="1 16 64" BENCH_EXTRA=256
+  STREAMS=64 STREAM_TOKENS=32
+  LOGIT_BACKENDS="auto cuda"
+  KERNEL_FLAGS=(--bench --iters 10)
+fi
+ALL_STAGES="a b c d e"
+STAGES="${STAGES:-$ALL_STAGES}"
+
+OUT="${OUT:-$WORK/out}"
+mkdir -p "$OUT" "$WORK"
+rm -f "$WORK"/stages.tsv "$WORK"/metrics-*.json
+exec > >(tee -a "$OUT/first-contact.log") 2>&1
+log "first-contact: $([[ $SMOKE -eq 1 ]] && echo smoke rehearsal on the CPU || echo GPU run), deadline ${DEADLINE}s, stages: $STAGES"
+
+# ---- time ---------------------------------------------------------------------------------------
+STAGE_END=0
+left() { # seconds left in the current stage (at least 1)
+  local l=$((STAGE_END - SECONDS))
+  ((l < 1)) && l=1
+  echo "$l"
+}
+# Runs a command within the stage's time; 124/137 mean it was stopped there.
+within() { timeout -k 10 "$(left)" "$@"; }
+timed_out() { [[ $1 -eq 124 || $1 -eq 137 ]]; }
+
+# ---- results ------------------------------------------------------------------------------------
+STATUS="" DETAIL=""
+pass() { STATUS=PASS DETAIL="$*"; }
+fail() { STATUS=FAIL DETAIL="$*"; log "FAIL: $*"; }
+record() { # id name status seconds budget detail
+  local detail="${6//$'\t'/ }"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "${detail//$'\n'/ }" >>"$WORK/stages.tsv"
+  write_summary
+}
+write_summary() {
+  local py="${PY_ANY:-python3}"
+  "$py" "$HERE/first_contact.py" summary --stages "$WORK/stages.tsv" --meta "$WORK/meta.json" \
+    --metrics-dir "$WORK" --out "$OUT/summary.json" || log "warning: could not write summary.json"
+}
+
+# ---- processes ----------------------------------------------------------------------------------
+SERVE_PID=""
+stop_serve() { # SIGTERM (a drain), SIGKILL after 10 s
+  [[ -n "$SERVE_PID" ]] || return 0
+  kill -TERM "$SERVE_PID" 2>/dev/null
+  (sleep 10 && kill -KILL "$SERVE_PID" 2>/dev/null) &
+  local killer=$!
+  wait "$SERVE_PID" 2>/dev/null
+  kill "$killer" 2>/dev/null
+  wait "$killer" 2>/dev/null
+  SERVE_PID=""
+}
+trap 'stop_serve; jobs -p | xargs -r kill 2>/dev/null' EXIT
+
+# The user's command (stage a, and the server stage d measures). Sets SERVE_PID and READY_S.
+start_user_serve() { # checkpoint log
+  local started=$SECONDS
+  "$TL" serve --model "$1" --served-model-name "$SERVED" --port "$PORT" --api-key "$API_KEY" \
+    >"$2" 2>&1 &
+  SERVE_PID=$!
+  if ! "$PY_ANY" "$HERE/serve_client.py" wait --base "http://127.0.0.1:$PORT" --timeout "$(left)" \
+    --pid "$SERVE_PID"; then
+    tail -20 "$2"
+    return 1
+  fi
+  READY_S=$((SECONDS - started))
+  log "serve ready in ${READY_S}s: $(grep -m1 -o 'KV cache: .*' "$2" || true)"
+}
+
+# ---- setup --------------------------------------------------------------------------------------
+PY_ANY="" PY_TORCH="" PY_SDK="" SETUP_OK=1 CKPT_4B="" CKPT_06B="" CKPT_JOB=""
+
+has_module() { "$1" -c "import $2" >/dev/null 2>&1; }
+
+setup() {
+  local p
+  for p in "${PYTHON:-}" python3 /opt/torch/.venv/bin/python3 python; do
+    if [[ -z "$p" ]] || ! command -v "$p" >/dev/null 2>&1; then continue; fi
+    [[ -z "$PY_ANY" ]] && PY_ANY="$(command -v "$p")"
+    if [[ -z "$PY_TORCH" ]] && has_module "$p" "torch, transformers, numpy"; then
+      PY_TORCH="$(command -v "$p")"
+    fi
+  done
+  [[ -n "$PY_ANY" ]] || { log "no python at all"; return 1; }
+  export PY="${PY_TORCH:-$PY_ANY}" # lib.sh's helpers use $PY
+  # The openai SDK: already importable, or from the wheels carried in .whl/.
+  if has_module "$PY_ANY" openai; then
+    PY_SDK="$PY_ANY"
+  elif compgen -G "$REPO/.whl/*.whl" >/dev/null; then
+    log "installing the carried wheels: $(find "$REPO/.whl" -name '*.whl' -printf '%f ')"
+    "$PY_ANY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$WORK/site" "$REPO"/.whl/*.whl || log "warning: the wheels did not install"
+    if PYTHONPATH="$WORK/site" has_module "$PY_ANY" openai; then
+      PY_SDK="env PYTHONPATH=$WORK/site $PY_ANY"
+    fi
+  fi
+  [[ -n "$PY_SDK" ]] || log "warning: no openai SDK (stage a will fail): carry .whl (scripts/gpu/fetch-wheels.sh)"
+  if [[ $SMOKE -eq 1 && -z "${TEALIGHT_BIN:-}" && -x "$REPO/target/debug/tealight" ]]; then
+    TEALIGHT_BIN="$REPO/target/debug/tealight"
+  fi
+  # lib.sh's helpers exit on failure: try them in a subshell first, so that a failed setup is
+  # reported as such; the binary it unpacked is reused.
+  (find_binary && setup_libraries) || return 1
+  [[ -z "${TEALIGHT_BIN:-}" && -x "$WORK/tealight" ]] && TEALIGHT_BIN="$WORK/tealight"
+  find_binary
+  setup_libraries
+  log "binary: $TL ($("$TL" --version 2>&1 | head -1))"
+  log "python: any=$PY_ANY torch=${PY_TORCH:-none} sdk=${PY_SDK:-none}"
+  GPU_NAME="cpu" GPU_LINE=""
+  if [[ $DEVICE == cuda ]]; then
+    GPU_LINE="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+    GPU_NAME="${GPU_LINE%%,*}"
+    log "gpu: $GPU_LINE"
+  fi
+  "$PY_ANY" - "$WORK/meta.json" "$SMOKE" "$DEVICE" "$GPU_NAME" "$GPU_LINE" "$TL" "$DEADLINE" <<'PY'
+import json, sys, time
+out, smoke, device, gpu, line, binary, deadline = sys.argv[1:]
+json.dump({"script": "first-contact", "mode": "smoke" if smoke == "1" else "gpu", "device": device,
+           "gpu": gpu, "nvidia_smi": line, "binary": binary, "deadline_s": int(deadline),
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, open(out, "w"), indent=2)
+PY
+  # Checkpoints are made in the background while the first stages start.
+  if [[ $SMOKE -eq 1 ]]; then
+    CKPT_4B="$REPO/models/qwen3-tiny" CKPT_06B="$REPO/models/qwen3-tiny"
+  else
+    CKPT_4B="$WORK/qwen3-4b" CKPT_06B="$WORK/qwen3-0.6b"
+    make_checkpoints_bg
+  fi
+}
+
+# Both checkpoints in one python process (one torch import), 4B first: stage a needs it first.
+# make_checkpoint.py marks each finished one with DIR/.complete; the job's exit status lands in
+# checkpoints.rc.
+make_checkpoints_bg() {
+  [[ -n "$PY_TORCH" ]] || return 0
+  [[ -f "$CKPT_4B/.complete" && -f "$CKPT_06B/.complete" ]] && return 0
+  log "making the 4b and 0.6b checkpoints in the background"
+  rm -f "$WORK/checkpoints.rc"
+  (
+    "$PY_TORCH" "$HERE/make_checkpoint.py" --shape 4b --out "$CKPT_4B" --shape 0.6b --out "$CKPT_06B" \
+      >"$WORK/checkpoints.log" 2>&1
+    echo $? >"$WORK/checkpoints.rc"
+  ) &
+  CKPT_JOB=1
+}
+
+# Waits for a checkpoint of the background job within the stage's time.
+await_checkpoint() { # shape dir
+  if [[ -n "$CKPT_JOB" ]]; then
+    while [[ ! -f "$2/.complete" && ! -s "$WORK/checkpoints.rc" ]] && ((SECONDS < STAGE_END)); do sleep 1; done
+    if [[ ! -f "$2/.complete" ]]; then
+      if [[ -s "$WORK/checkpoints.rc" ]]; then
+        tail -5 "$WORK/checkpoints.log"
+        fail "making the $1 checkpoint failed: $(tail -1 "$WORK/checkpoints.log")"
+      else
+        fail "the $1 checkpoint was not ready within the stage's time"
+      fi
+      return 1
+    fi
+    log "$1 checkpoint: $(grep -m1 "^$1 checkpoint" "$WORK/checkpoints.log")"
+  fi
+  [[ -f "$2/config.json" ]] || { fail "no $1 checkpoint in $2 (needs python with torch)"; return 1; }
+}
+
+# ---- stages -------------------------------------------------------------------------------------
+stage_a() {
+  await_checkpoint 4b "$CKPT_4B" || return
+  [[ -n "$PY_SDK" ]] || { fail "no openai SDK to call the server with"; return; }
+  if ! start_user_serve "$CKPT_4B" "$OUT/serve-a.log"; then
+    fail "serve did not answer /health (see serve-a.log)"
+    stop_serve
+    return
+  fi
+  local rc
+  # shellcheck disable=SC2086
+  within $PY_SDK "$HERE/first_contact.py" sdk --base "http://127.0.0.1:$PORT/v1" --api-key "$API_KEY" \
+    --model "$SERVED" --metrics "$WORK/metrics-a.json"
+  rc=$?
+  "$PY_ANY" - "$WORK/metrics-a.json" "$READY_S" <<'PY'
+import json, sys
+path, ready = sys.argv[1], float(sys.argv[2])
+try:
+    m = json.load(open(path))
+except (OSError, ValueError):
+    m = {}
+m["ready_s"] = ready
+json.dump(m, open(path, "w"), indent=2, ensure_ascii=False)
+PY
+  stop_serve
+  if [[ $rc -eq 0 ]]; then
+    pass "ready in ${READY_S}s; through the openai SDK: completion and stream agree, a seed repeats its sampled text"
+  elif timed_out $rc; then
+    fail "the SDK calls did not finish within the stage's time"
+  else
+    fail "SDK check failed (exit $rc): $(grep -o '"problems": \[[^]]*\]' "$WORK/metrics-a.json" 2>/dev/null | head -c 300)"
+  fi
+}
+
+stage_b() {
+  await_checkpoint 0.6b "$CKPT_06B" || return
+  local prompts="$WORK/prompts-b.json" backend base got=() failed=() rc
+  "$PY_ANY" -c 'import json, random, sys
+random.seed(7)
+json.dump([[random.randrange(151643) for _ in range(n)] for n in (200, 180, 160)], open(sys.argv[1], "w"))' "$prompts"
+  for backend in $LOGIT_BACKENDS; do
+    base="$WORK/logits-$backend"
+    log "== b: tealight bf16 logits, attention $backend"
+    within "$TL" debug logits --model "$CKPT_06B" --device "$DEVICE" --dtype bf16 \
+      --attention-backend "$backend" --prompts "$prompts" --prefill 64 --chunk 32 --out "$base"
+    rc=$?
+    if [[ $rc -eq 0 ]]; then got+=("$backend=$base.npy"); else failed+=("$backend (exit $rc)"); fi
+  done
+  if [[ ${#got[@]} -eq 0 ]]; then
+    fail "tealight debug logits failed: ${failed[*]}"
+    return
+  fi
+  local first="${got[0]#*=}"
+  log "== b: transformers bf16 and f32"
+  within "$PY_TORCH" "$HERE/reference_logits.py" --model "$CKPT_06B" --prompts "$prompts" \
+    --rows "${first%.npy}.json" --out "$WORK/ref-b"
+  rc=$?
+  if [[ $rc -ne 0 ]]; then
+    fail "transformers reference failed (exit $rc)"
+    return
+  fi
+  within "$PY_TORCH" "$HERE/compare_logits.py" --ref "$WORK/ref-b" --label "0.6b:" --got "${got[@]}" \
+    | tee "$WORK/compare-b.txt"
+  rc=$?
+  "$PY_ANY" - "$WORK/compare-b.txt" "$WORK/metrics-b.json" <<'PY'
+import json, sys
+lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
+rows = {l[0]: {"vs_hf_bf16": l[1], "vs_hf_f32": l[2], "decisive": l[3], "rms": l[4], "rms_over_hf": l[5],
+               "max": l[6], "result": l[7]} for l in lines[2:] if len(l) >= 8}
+json.dump({"header": " ".join(lines[0]) if lines else "", "backends": rows}, open(sys.argv[2], "w"), indent=2)
+PY
+  rm -f "$WORK"/logits-*.npy "$WORK"/ref-b.*.npy
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    fail "debug logits failed for ${failed[*]}; compared: ${got[*]%%=*}"
+  elif [[ $rc -eq 0 ]]; then
+    pass "backends $LOGIT_BACKENDS agree with transformers (decisive rows, RMS vs bf16 noise)"
+  else
+    fail "logits differ from transformers (exit $rc; table in first-contact.log)"
+  fi
+}
+
+stage_c() {
+  local rc
+  within "$TL" debug kernels --device "$DEVICE" "${KERNEL_FLAGS[@]}" | tee "$WORK/kernels.txt"
+  rc=$?
+  local cases
+  cases="$(grep -cE ' (ok|FAIL)' "$WORK/kernels.txt")"
+  if [[ $rc -eq 0 ]]; then
+    pass "$cases kernel cases equal their CPU twins"
+  elif timed_out "$rc"; then
+    fail "debug kernels did not finish within the stage's time"
+  else
+    fail "$(grep -c FAIL "$WORK/kernels.txt") of $cases kernel cases differ from their CPU twins (exit $rc)"
+  fi
+}
+
+stage_d() {
+  await_checkpoint 4b "$CKPT_4B" || return
+  if ! start_user_serve "$CKPT_4B" "$OUT/serve-d.log"; then
+    fail "serve did not answer /health (see serve-d.log)"
+    stop_serve
+    return
+  fi
+  local c n rc results=() failed=()
+  for c in $BENCH_LEVELS $BENCH_EXTRA; do
+    if [[ "$c" == "$BENCH_EXTRA" ]] && (($(left) < 90)); then
+      log "d: c=$c left out: $(left)s left in the stage"
+      continue
+    fi
+    n=$((c == 1 ? 4 : (c >= 256 ? c : 2 * c)))
+    log "== d: tealight bench, concurrency $c, $n prompts"
+    within "$TL" bench --base-url "http://127.0.0.1:$PORT/v1" --api-key "$API_KEY" --model "$SERVED" \
+      --tokenizer "$CKPT_4B" --input-len "$BENCH_IN" --output-len "$BENCH_OUT" --num-prompts "$n" \
+      --max-concurrency "$c" --no-progress --result-file "$WORK/bench-c$c.json"
+    rc=$?
+    if [[ $rc -eq 0 && -f "$WORK/bench-c$c.json" ]]; then
+      results+=("$WORK/bench-c$c.json")
+    else
+      failed+=("c=$c (exit $rc)")
+      timed_out "$rc" && break
+    fi
+  done
+  stop_serve
+  if [[ ${#results[@]} -gt 0 ]]; then
+    "$PY_ANY" "$HERE/first_contact.py" bench-report --results "${results[@]}" --model-dir "$CKPT_4B" \
+      --gpu "$GPU_NAME" --input-len "$BENCH_IN" --output-len "$BENCH_OUT" --out "$OUT/bench.json" \
+      --metrics "$WORK/metrics-d.json" || failed+=("failed requests")
+  fi
+  if [[ ${#failed[@]} -gt 0 || ${#results[@]} -eq 0 ]]; then
+    fail "bench: ${failed[*]:-no result}"
+  else
+    local levels fraction
+    levels="$(for r in "${results[@]}"; do r="${r##*/bench-c}"; printf '%s,' "${r%.json}"; done)"
+    fraction="$("$PY_ANY" - "$WORK/metrics-d.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["single_stream_vs_roofline"] or {}
+rate, f = r.get("decode_tok_s"), r.get("fraction")
+print(f"c=1 decode {rate} tok/s" + (f" = {f:.0%} of the HBM roofline" if f is not None else ""))
+PY
+)"
+    pass "c=${levels%,}: every request completed; $fraction"
+  fi
+}
+
+stage_e() {
+  await_checkpoint 0.6b "$CKPT_06B" || return
+  local rc
+  within "$TL" debug streams --model "$CKPT_06B" --device "$DEVICE" --dtype f32 --attention-backend auto \
+    --streams "$STREAMS" --max-tokens "$STREAM_TOKENS" | tee "$WORK/streams.txt"
+  rc=$?
+  if [[ $rc -eq 0 ]]; then
+    pass "$(grep -m1 -o '[0-9]* identical to their solo runs' "$WORK/streams.txt") (f32, default backend)"
+  elif timed_out "$rc"; then
+    fail "debug streams did not finish within the stage's time"
+  else
+    fail "$(grep -m1 -o '[0-9]* differ' "$WORK/streams.txt" || echo "exit $rc") of $STREAMS streams differ from their solo runs"
+  fi
+}
+
+declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams)
+declare -A BUDGET=([a]=150 [b]=100 [c]=60 [d]=170 [e]=60)
+# The least time worth starting a stage with.
+declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25)
+
+run_stage() { # id
+  local id="$1" started=$SECONDS available
+  available=$((DEADLINE - RESERVE - SECONDS))
+  if [[ $SETUP_OK -eq 0 ]]; then
+    record "$id" "${NAME[$id]}" SKIP 0 "${BUDGET[$id]}" "not started: the setup failed"
+    return
+  fi
+  if [[ $id == b && -z "$PY_TORCH" ]]; then
+    if [[ $SMOKE -eq 1 ]]; then
+      record "$id" "${NAME[$id]}" SKIP 0 "${BUDGET[$id]}" "not started: needs torch and transformers, not installed here"
+    else
+      record "$id" "${NAME[$id]}" FAIL 0 "${BUDGET[$id]}" "no python with torch, transformers and numpy on the machine"
+    fi
+    return
+  fi
+  if ((available < NEEDS[$id])); then
+    record "$id" "${NAME[$id]}" SKIP 0 "${BUDGET[$id]}" "not started: ${available}s left before the deadline"
+    return
+  fi
+  STAGE_END=$((SECONDS + (BUDGET[$id] < available ? BUDGET[$id] : available)))
+  STATUS="" DETAIL=""
+  log "=== stage $id (${NAME[$id]}): budget $((STAGE_END - SECONDS))s"
+  "stage_$id"
+  stop_serve
+  if [[ -z "$STATUS" ]]; then
+    fail "the stage ended without a verdict"
+  fi
+  if ((SECONDS > STAGE_END + 15)); then
+    STATUS=FAIL DETAIL="over its budget by $((SECONDS - STAGE_END))s; $DETAIL"
+  fi
+  log "=== stage $id (${NAME[$id]}): $STATUS in $((SECONDS - started))s: $DETAIL"
+  record "$id" "${NAME[$id]}" "$STATUS" "$((SECONDS - started))" "${BUDGET[$id]}" "$DETAIL"
+}
+
+if ! setup; then
+  SETUP_OK=0
+  log "setup failed: every stage is reported as not started"
+fi
+for id in $ALL_STAGES; do
+  case " $STAGES " in *" $id "*) run_stage "$id" ;; esac
+done
+
+"${PY_ANY:-python3}" - "$WORK/meta.json" "$SECONDS" <<'PY' 2>/dev/null
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["wall_s"] = int(sys.argv[2])
+json.dump(m, open(sys.argv[1], "w"), indent=2)
+PY
+write_summary
+echo
+log "== summary ($SECONDS s): $OUT/summary.json"
+column -t -s $'\t' "$WORK/stages.tsv" 2>/dev/null || cat "$WORK/stages.tsv"
+! grep -q $'\tFAIL\t' "$WORK/stages.tsv"

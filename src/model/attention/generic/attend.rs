@@ -1,0 +1,188 @@
+//! One dense attention problem over K/V already in the paged cache: `b` sequences with `mq`
+//! query rows each attend to `mk` key positions, gathered through the block tables. Matmuls and
+//! softmax are candle ops that exist on every device; scores are f32.
+//!
+//! Temporaries of one call: the gathered K (then V), `b·kv_heads·mk·head_dim` elements in the
+//! compute dtype, and the scores, `b·heads·mq·mk` f32 (two alive at a time). Nothing is padded
+//! across sequences but the keys of a decode group ([`super::plan`] keeps them within budget).
+
+use crate::batch::{SequenceChunk, slot_of};
+use crate::error::Result;
+use crate::model::kv_cache::LayerKv;
+use candle_core::{DType, Device, Tensor};
+use std::cell::OnceCell;
+
+pub struct GenericAttend {
+    sequences: usize,
+    queries: usize,
+    keys: usize,
+    /// `[b, 1, mk]` u32: the cache slot of every key position (padding repeats position 0).
+    slots: Tensor,
+    /// `[b * kv_heads * mk]` u32: rows of the cache viewed as `[slots * kv_heads, head_dim]`, in
+    /// (sequence, kv head, key) order, so that the gather lands in the matmul's layout. Made on
+    /// the device at the first call, when the number of KV heads is known.
+    key_rows: OnceCell<Tensor>,
+    /// `None` when every query row sees all `mk` keys.
+    mask: Option<Visibility>,
+    /// Run the matmuls in f32 whatever the model dtype (the CPU has no fast half-precision gemm,
+    /// and f32 keeps its scores as exact as the paged kernel's).
+    compute_f32: bool,
+}
+
+/// Which keys each query row sees: key `j` is visible to row `r` iff `j <= last[r]`.
+struct Visibility {
+    /// `[b, 1, 1, mq, 1]` u32.
+    last: Tensor,
+    /// `[1, 1, 1, 1, mk]` u32: `0..mk`.
+    positions: Tensor,
+    /// `[1, 1, 1, 1, 1]` f32 `-inf`.
+    hidden: Tensor,
+}
+
+impl GenericAttend {
+    /// One decode token of each chunk (`num_query_tokens == 1`), keys padded to the longest.
+    pub fn decodes(chunks: &[&SequenceChunk], block_size: usize, device: &Device) -> Result<Self> {
+        let b = chunks.len();
+        let mk = chunks.iter().map(|c| c.context_len).max().unwrap_or(1);
+        let mut slots = Vec::with_capacity(b * mk);
+        for c in chunks {
+            slots.extend((0..c.context_len).map(|p| slot_of(&c.block_table, p, block_size)));
+            let pad = slot_of(&c.block_table, 0, block_size);
+            slots.extend(std::iter::repeat_n(pad, mk - c.context_len));
+        }
+        let last: Vec<u32> = chunks.iter().map(|c| c.context_len as u32 - 1).collect();
+        let padded = chunks.iter().any(|c| c.context_len < mk);
+        Self::new(slots, (b, 1, mk), padded.then_some(last), device)
+    }
+
+    /// Query rows `start..start + len` of a chunk, attending causally to the keys up to the
+    /// tile's last row.
+    pub fn tile(
+        chunk: &SequenceChunk,
+        start: usize,
+        len: usize,
+        block_size: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let first = chunk.first_position() + start;
+        let mk = first + len;
+        let slots = (0..mk)
+            .map(|p| slot_of(&chunk.block_table, p, block_size))
+            .collect();
+        let last: Vec<u32> = (first..mk).map(|p| p as u32).collect();
+        Self::new(slots, (1, len, mk), (len > 1).then_some(last), device)
+    }
+
+    fn new(
+        slots: Vec<u32>,
+        (b, mq, mk): (usize, usize, usize),
+        last: Option<Vec<u32>>,
+        device: &Device,
+    ) -> Result<Self> {
+        let mask = match last {
+            Some(last) => Some(Visibility {
+                last: Tensor::from_vec(last, (b, 1, 1, mq, 1), device)?,
+                positions: Tensor::arange(0u32, mk as u32, device)?.reshape((1, 1, 1, 1, mk))?,
+                hidden: Tensor::full(f32::NEG_INFINITY, (1, 1, 1, 1, 1), device)?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            sequences: b,
+            queries: mq,
+            keys: mk,
+            slots: Tensor::from_vec(slots, (b, 1, mk), device)?,
+            key_rows: OnceCell::new(),
+            mask,
+            compute_f32: false,
+        })
+    }
+
+    /// The same problem, computed in f32 (see `compute_f32`).
+    pub fn in_f32(mut self) -> Self {
+        self.compute_f32 = true;
+        self
+    }
+
+    /// Query rows this problem takes (`b · mq`).
+    pub fn rows(&self) -> usize {
+        self.sequences * self.queries
+    }
+
+    fn key_rows(&self, kv_heads: usize) -> Result<&Tensor> {
+        if let Some(rows) = self.key_rows.get() {
+            return Ok(rows);
+        }
+        let heads = Tensor::arange(0u32, kv_heads as u32, self.slots.device())?
+            .reshape((1, kv_heads, 1))?;
+        let rows = self
+            .slots
+            .affine(kv_heads as f64, 0.0)?
+            .broadcast_add(&heads)?
+            .flatten_all()?;
+        Ok(self.key_rows.get_or_init(|| rows))
+    }
+
+    /// `q`: `[b · mq, heads, head_dim]`, sequence-major → `[b · mq, heads · head_dim]`.
+    pub fn forward(&self, q: &Tensor, cache: &LayerKv, scale: f64) -> Result<Tensor> {
+        let (_, heads, head_dim) = q.dims3()?;
+        let (slots, kv_heads, _) = cache.k.dims3()?;
+        let group = heads / kv_heads;
+        let (b, mq, mk) = (self.sequences, self.queries, self.keys);
+        let dtype = q.dtype();
+        let work = if self.compute_f32 { DType::F32 } else { dtype };
+        let key_rows = self.key_rows(kv_heads)?;
+        let gather = |cache: &Tensor| -> Result<Tensor> {
+            Ok(cache
+                .reshape((slots * kv_heads, head_dim))?
+                .index_select(key_rows, 0)?
+                .reshape((b, kv_heads, mk, head_dim))?
+                .to_dtype(work)?)
+        };
+
+        // [b, mq, kv_heads, group, d] -> [b, kv_heads, group · mq, d]: query heads sharing a
+        // KV head are stacked so one batched matmul serves the whole group. One query row per
+        // sequence is already in that order.
+        // Each step replaces the previous tensor, so at most two score matrices are alive.
+        let mut scores = {
+            let q = q.to_dtype(work)?;
+            let q = if mq == 1 {
+                q.reshape((b, kv_heads, group, head_dim))?
+            } else {
+                q.reshape((b, mq, kv_heads, group, head_dim))?
+                    .permute((0, 2, 3, 1, 4))?
+                    .contiguous()?
+            }
+            .reshape((b, kv_heads, group * mq, head_dim))?;
+            let k = gather(&cache.k)?;
+            q.matmul(&k.t()?)?.to_dtype(DType::F32)?
+        };
+        scores = scores.affine(scale, 0.0)?;
+        if let Some(mask) = &self.mask {
+            let shape = (b, kv_heads, group, mq, mk);
+            let visible = mask.positions.broadcast_le(&mask.last)?;
+            scores = visible
+                .broadcast_as(shape)?
+                .where_cond(&scores.reshape(shape)?, &mask.hidden.broadcast_as(shape)?)?;
+        }
+        scores = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = scores
+            .to_dtype(work)?
+            .reshape((b, kv_heads, group * mq, mk))?;
+        drop(scores);
+        let out = {
+            let v = gather(&cache.v)?;
+            probs.matmul(&v)? // [b, kv_heads, group · mq, d]
+        };
+        drop(probs);
+        let out = if mq == 1 {
+            out.reshape((b, heads * head_dim))?
+        } else {
+            out.reshape((b, kv_heads, group, mq, head_dim))?
+                .permute((0, 3, 1, 2, 4))?
+                .contiguous()?
+                .reshape((b * mq, heads * head_dim))?
+        };
+        Ok(out.to_dtype(dtype)?)
+    }
+}
