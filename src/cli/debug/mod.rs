@@ -12,8 +12,8 @@
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
-pub mod kernel_check;
 mod gguf;
+pub mod kernel_check;
 
 use crate::model::ModelSource;
 use crate::model::loader::{DtypeChoice, load_source};
