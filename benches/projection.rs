@@ -2,14 +2,20 @@
 //! row counts a step is made of — single decodes, decode batches, prefill chunks — three ways:
 //! - `gemm_f32`: candle's matmul (gemm 0.19) on the weight held as `[in, out]` f32, one row
 //!   multiplied as two (the path CPUs without AVX2 take);
-//! - `packed_f32`, `packed_bf16`: the packed kernel with the weight kept in f32 or in bf16.
+//! - `packed_f32`, `packed_bf16`: the packed kernel with the weight kept in f32 or in bf16;
+//! - `packed_fp8`: the packed kernel on e4m3 weights with 128 × 128 block scales;
+//! - `candle_q8_0`, `candle_q4_k`, `candle_q6_k`: candle's `QMatMul` on the GGML formats;
+//! - `panels_q8_0`, `panels_q4_k`, `panels_q6_k`: our integer kernels on the same weights.
 //!
 //!     cargo bench --bench projection
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
-use tealight::model::cpu_linear::PackedWeight;
+use tealight::model::cpu_linear::{PackedWeight, QuantizedPanels};
+use tealight::model::fp8::Fp8Weight;
+use tealight::model::gguf::GgmlType;
+use tealight::model::quantized::{CandleQuantized, QuantizedWeight};
 
 const IN: usize = 1024;
 const OUT: usize = 6144;
@@ -23,6 +29,23 @@ fn projection(c: &mut Criterion) {
     let transposed = w32.t().and_then(|t| t.contiguous()).expect("transpose");
     let packed_f32 = PackedWeight::pack(&w32).expect("pack f32");
     let packed_bf16 = PackedWeight::pack(&w).expect("pack bf16");
+    let packed_fp8 = PackedWeight::pack_fp8(&Fp8Weight::quantize(&w32, [128, 128]).expect("fp8"))
+        .expect("pack fp8");
+    let quantized: Vec<(&str, CandleQuantized, QuantizedPanels)> = [
+        ("q8_0", GgmlType::Q8_0),
+        ("q4_k", GgmlType::Q4_K),
+        ("q6_k", GgmlType::Q6_K),
+    ]
+    .into_iter()
+    .map(|(name, kind)| {
+        let q = QuantizedWeight::quantize(&w32, kind).expect("quantize");
+        (
+            name,
+            CandleQuantized::new(&q, &dev).expect("candle"),
+            QuantizedPanels::pack(&q).expect("panels"),
+        )
+    })
+    .collect();
     let mut group = c.benchmark_group("projection_1024x6144");
     group
         .sample_size(10)
@@ -49,6 +72,21 @@ fn projection(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("packed_bf16", rows), &x, |b, x| {
                 b.iter(|| packed_bf16.forward(x).expect("packed"))
             });
+            group.bench_with_input(BenchmarkId::new("packed_fp8", rows), &x, |b, x| {
+                b.iter(|| packed_fp8.forward(x).expect("packed"))
+            });
+            for (name, candle, panels) in &quantized {
+                group.bench_with_input(
+                    BenchmarkId::new(format!("candle_{name}"), rows),
+                    &x,
+                    |b, x| b.iter(|| candle.forward(x).expect("candle")),
+                );
+                group.bench_with_input(
+                    BenchmarkId::new(format!("panels_{name}"), rows),
+                    &x,
+                    |b, x| b.iter(|| panels.forward(x).expect("panels")),
+                );
+            }
         }
     }
     group.finish();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's `llama-server` (the OpenAI-compatible peer) from the llama-cpp-python sdist on
-# PyPI, which vendors llama.cpp: PyPI is the one source of C++ code this machine can reach.
-# Usage: build_llama_server.sh PEERS_DIR   → prints the path of the built llama-server.
+# Builds llama.cpp's `llama-server` (the OpenAI-compatible peer), `llama-bench` and `llama-quantize`
+# from the llama-cpp-python sdist on PyPI, which vendors llama.cpp: PyPI is the one source of C++
+# code this machine can reach.
+# Usage: build_llama_server.sh PEERS_DIR   → prints the path of the built llama-server (the other
+# two sit beside it).
 # The sources and the build stay under PEERS_DIR (outside git); a second run reuses them.
 set -euo pipefail
 
@@ -13,7 +15,7 @@ src="$peers/llama-cpp-python-$version"
 build="$src/vendor/llama.cpp/build"
 server="$build/bin/llama-server"
 
-if [ -x "$server" ]; then
+if [ -x "$server" ] && [ -x "$build/bin/llama-bench" ] && [ -x "$build/bin/llama-quantize" ]; then
   echo "$server"
   exit 0
 fi
@@ -39,5 +41,5 @@ export PATH="$tools/bin:$PATH"
 cd "$src/vendor/llama.cpp"
 cmake -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_EXAMPLES=OFF >&2
-cmake --build build -j"${BUILD_JOBS:-2}" --target llama-server >&2
+cmake --build build -j"${BUILD_JOBS:-2}" --target llama-server llama-bench llama-quantize >&2
 echo "$server"

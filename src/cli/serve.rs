@@ -4,13 +4,14 @@
 use crate::api::metrics_vllm::MetricsCompat;
 use crate::device::DeviceChoice;
 use crate::model::AttentionBackend;
-use crate::model::loader::DtypeChoice;
+use crate::model::loader::{DtypeChoice, Quantization};
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Checkpoint directory or Hugging Face repo id (default: the embedded tiny model).
-    #[arg(long, value_name = "DIR|ORG/NAME")]
+    /// Checkpoint directory, Hugging Face repo id, or one GGUF file (default: the embedded
+    /// tiny model).
+    #[arg(long, value_name = "DIR|ORG/NAME|FILE.gguf")]
     pub model: Option<String>,
 
     /// Model name(s) clients send in `model`; the first is reported (default: --model).
@@ -34,6 +35,11 @@ pub struct ServeArgs {
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), float32, float16, bfloat16.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeChoice,
+
+    /// Quantize a dense checkpoint's projection weights as they load (a GGUF file's quantized
+    /// weights are used as stored).
+    #[arg(long, value_enum, value_name = "q8_0|q4_k|fp8")]
+    pub quantization: Option<Quantization>,
 
     /// Prompt + completion limit per request (default: the model's max_position_embeddings,
     /// capped by what the KV cache holds).

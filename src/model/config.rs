@@ -24,6 +24,47 @@ pub struct Qwen3Config {
     pub attention_bias: bool,
     /// The dtype the checkpoint says it was trained/stored in (`torch_dtype` or `dtype`).
     pub stored_dtype: Option<String>,
+    /// Block-scaled FP8 weights (`quantization_config.quant_method = "fp8"`): the block shape
+    /// `[rows, cols]` of one `weight_scale_inv` entry.
+    pub fp8_block: Option<[usize; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawQuantization {
+    quant_method: String,
+    fmt: Option<String>,
+    activation_scheme: Option<String>,
+    weight_block_size: Option<Vec<usize>>,
+}
+
+impl RawQuantization {
+    /// The FP8 block shape; any other scheme is an error naming it.
+    fn fp8_block(&self) -> std::result::Result<[usize; 2], String> {
+        if self.quant_method != "fp8" {
+            return Err(format!(
+                "quantization_config.quant_method {:?} is not supported (fp8 is; GGUF files carry their own)",
+                self.quant_method
+            ));
+        }
+        if let Some(fmt) = &self.fmt
+            && fmt != "e4m3"
+        {
+            return Err(format!("fp8 format {fmt:?} is not supported (e4m3 is)"));
+        }
+        if let Some(scheme) = &self.activation_scheme
+            && scheme != "dynamic"
+        {
+            return Err(format!(
+                "fp8 activation_scheme {scheme:?} is not supported (dynamic is)"
+            ));
+        }
+        match self.weight_block_size.as_deref() {
+            Some(&[rows, cols]) if rows > 0 && cols > 0 => Ok([rows, cols]),
+            other => Err(format!(
+                "fp8 weight_block_size {other:?} is not supported (per-block scales [rows, cols] are)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +95,7 @@ struct RawConfig {
     hidden_act: Option<String>,
     torch_dtype: Option<String>,
     dtype: Option<String>,
+    quantization_config: Option<RawQuantization>,
 }
 
 impl Qwen3Config {
@@ -131,7 +173,13 @@ impl Qwen3Config {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {head_dim} must be even and positive"));
         }
+        let fp8_block = raw
+            .quantization_config
+            .as_ref()
+            .map(RawQuantization::fp8_block)
+            .transpose()?;
         Ok(Self {
+            fp8_block,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
@@ -209,6 +257,18 @@ mod tests {
             let err = Qwen3Config::from_json(&text).unwrap_err();
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    #[test]
+    fn fp8_block_scales_and_other_schemes() {
+        let c = parse(r#","quantization_config":{"quant_method":"fp8","fmt":"e4m3","activation_scheme":"dynamic","weight_block_size":[128,128]}"#).unwrap();
+        assert_eq!(c.fp8_block, Some([128, 128]));
+        assert_eq!(parse("").unwrap().fp8_block, None);
+        let err = parse(r#","quantization_config":{"quant_method":"awq"}"#).unwrap_err();
+        assert!(err.contains("awq"), "{err}");
+        let err = parse(r#","quantization_config":{"quant_method":"fp8","activation_scheme":"static","weight_block_size":[128,128]}"#).unwrap_err();
+        assert!(err.contains("static"), "{err}");
+        assert!(parse(r#","quantization_config":{"quant_method":"fp8"}"#).is_err());
     }
 
     #[test]

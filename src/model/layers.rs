@@ -1,8 +1,10 @@
 //! Small building blocks of the Qwen3 decoder: RMSNorm, rotary tables, and dense projections.
 
-use super::cpu_linear::PackedWeight;
-use super::weights::WeightStore;
-use crate::error::Result;
+use super::cpu_linear::{PackedWeight, QuantizedPanels};
+use super::fp8::Fp8Weight;
+use super::quantized::{CandleQuantized, QuantizedWeight};
+use super::weights::{StoredWeight, WeightStore};
+use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
 /// RMSNorm with a learned scale; candle's fused kernel accumulates in f32 on every backend.
@@ -49,6 +51,15 @@ enum ProjectionWeight {
     Transposed(Tensor),
     /// Accelerators: the checkpoint's `[out, in]`, which cuBLAS takes as is.
     Checkpoint(Tensor),
+    /// A GGML block format on a CPU with f32 activations, in panels for our integer kernels
+    /// (see [`super::cpu_linear::quant`]).
+    QuantizedPacked(QuantizedPanels),
+    /// A GGML block format (GGUF files, `--quantization`) through candle's `QMatMul`: the
+    /// device-generic path, on CUDA and on CPUs our kernels do not cover.
+    Quantized(CandleQuantized),
+    /// Parts stored in different formats (GGUF mixes: q and k in Q4_K, v in Q6_K): one
+    /// product each, outputs side by side.
+    Split(Vec<Projection>),
 }
 
 impl Projection {
@@ -59,18 +70,10 @@ impl Projection {
         in_dim: usize,
         with_bias: bool,
     ) -> Result<Self> {
-        let packs = packs(store.device(), store.dtype());
-        let weights = names
+        let parts = names
             .iter()
             .zip(out_dims)
-            .map(|(name, &out)| {
-                let name = format!("{name}.weight");
-                if packs {
-                    store.get_stored(&name, &[out, in_dim])
-                } else {
-                    store.get(&name, &[out, in_dim])
-                }
-            })
+            .map(|(name, &out)| store.get_weight(&format!("{name}.weight"), &[out, in_dim]))
             .collect::<Result<Vec<_>>>()?;
         let bias = if with_bias {
             let b = names
@@ -82,7 +85,88 @@ impl Projection {
         } else {
             None
         };
-        Self::new(cat_rows(weights)?, bias, store.dtype())
+        Ok(Self {
+            weight: Self::from_parts(parts, store.device(), store.dtype())?,
+            bias,
+        })
+    }
+
+    /// One weight for stacked parts: dense parts concatenate (and pack, on the CPU), quantized
+    /// parts of one type stack, FP8 parts stack (packed, on the CPU; dequantized elsewhere);
+    /// anything else is split.
+    fn from_parts(
+        parts: Vec<StoredWeight>,
+        device: &Device,
+        compute: DType,
+    ) -> Result<ProjectionWeight> {
+        if parts.iter().all(|p| matches!(p, StoredWeight::Dense(_))) {
+            let dense = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    StoredWeight::Dense(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            return Self::dense(cat_rows(dense)?, compute);
+        }
+        if parts.iter().all(|p| matches!(p, StoredWeight::Fp8(_))) {
+            let fp8: Vec<Fp8Weight> = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    StoredWeight::Fp8(w) => Some(w),
+                    _ => None,
+                })
+                .collect();
+            return Self::fp8(fp8, device, compute);
+        }
+        let one_type = parts.windows(2).all(|w| match w {
+            [StoredWeight::Quantized(a), StoredWeight::Quantized(b)] => a.dtype == b.dtype,
+            _ => false,
+        });
+        if one_type {
+            let quantized = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    StoredWeight::Quantized(q) => Some(q),
+                    _ => None,
+                })
+                .collect();
+            let stacked = QuantizedWeight::stack(quantized).map_err(Error::Internal)?;
+            if packs(device, compute) && QuantizedPanels::supports(&stacked) {
+                return Ok(ProjectionWeight::QuantizedPacked(QuantizedPanels::pack(
+                    &stacked,
+                )?));
+            }
+            return Ok(ProjectionWeight::Quantized(CandleQuantized::new(
+                &stacked, device,
+            )?));
+        }
+        let split = parts
+            .into_iter()
+            .map(|p| {
+                Ok(Projection {
+                    weight: Self::from_parts(vec![p], device, compute)?,
+                    bias: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ProjectionWeight::Split(split))
+    }
+
+    /// FP8 parts: one byte a weight in the packed kernel where it runs, else (GPUs, half
+    /// compute, blocks that do not stack) dequantized to a dense weight at load.
+    fn fp8(parts: Vec<Fp8Weight>, device: &Device, compute: DType) -> Result<ProjectionWeight> {
+        if packs(device, compute)
+            && let Ok(stacked) = Fp8Weight::stack(parts.clone())
+            && let Ok(packed) = PackedWeight::pack_fp8(&stacked)
+        {
+            return Ok(ProjectionWeight::Packed(packed));
+        }
+        let dense = parts
+            .iter()
+            .map(|w| Ok(w.dequantize()?.to_device(device)?))
+            .collect::<Result<Vec<_>>>()?;
+        Self::dense(cat_rows(dense)?, compute)
     }
 
     /// From one `[out, in]` weight, without bias, computing in the weight's dtype.
@@ -97,7 +181,15 @@ impl Projection {
     }
 
     fn new(weight: Tensor, bias: Option<Tensor>, compute: DType) -> Result<Self> {
-        let weight = if packs(weight.device(), compute) {
+        Ok(Self {
+            weight: Self::dense(weight, compute)?,
+            bias,
+        })
+    }
+
+    /// How a dense `[out, in]` weight is held for `compute` on its device.
+    fn dense(weight: Tensor, compute: DType) -> Result<ProjectionWeight> {
+        Ok(if packs(weight.device(), compute) {
             ProjectionWeight::Packed(PackedWeight::pack(&weight)?)
         } else {
             let weight = weight.to_dtype(compute)?;
@@ -106,8 +198,7 @@ impl Projection {
             } else {
                 ProjectionWeight::Checkpoint(weight)
             }
-        };
-        Ok(Self { weight, bias })
+        })
     }
 
     /// `x`: `[rows, in]` → `[rows, out]`.
@@ -119,6 +210,15 @@ impl Projection {
             }
             ProjectionWeight::Transposed(w) => x.matmul(w)?,
             ProjectionWeight::Checkpoint(w) => x.matmul(&w.t()?)?,
+            ProjectionWeight::QuantizedPacked(w) => w.forward(x)?,
+            ProjectionWeight::Quantized(w) => w.forward(x)?,
+            ProjectionWeight::Split(parts) => {
+                let outputs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&outputs, 1)?
+            }
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -127,12 +227,20 @@ impl Projection {
     }
 
     /// Rows `ids` of the `[out, in]` weight, `[n, in]`: the embedding lookup when the input
-    /// embedding is tied to this projection (one copy of the matrix serves both).
+    /// embedding is tied to this projection (one copy of the matrix serves both), or the
+    /// embedding itself held as a projection. Quantized weights give f32 rows.
     pub fn weight_rows(&self, ids: &Tensor) -> Result<Tensor> {
         Ok(match &self.weight {
             ProjectionWeight::Packed(w) => w.rows(&ids.to_vec1::<u32>()?)?,
             ProjectionWeight::Transposed(w) => w.index_select(ids, 1)?.t()?.contiguous()?,
             ProjectionWeight::Checkpoint(w) => w.index_select(ids, 0)?,
+            ProjectionWeight::QuantizedPacked(w) => w.rows(&ids.to_vec1::<u32>()?)?,
+            ProjectionWeight::Quantized(w) => w.rows(ids)?,
+            ProjectionWeight::Split(_) => {
+                return Err(Error::Internal(
+                    "row lookup in a projection of mixed formats".into(),
+                ));
+            }
         })
     }
 

@@ -1,8 +1,11 @@
-//! Loads a checkpoint onto a device: config, weights (converted to the compute dtype), timing.
+//! Loads a checkpoint onto a device: config, weights (converted to the compute dtype, or
+//! quantized), timing.
 
 use super::checkpoint::CheckpointFiles;
 use super::config::Qwen3Config;
+use super::gguf::GgmlType;
 use super::qwen3::Qwen3Model;
+use super::source::ModelSource;
 use super::weights::WeightStore;
 use crate::error::Result;
 use candle_core::{DType, Device};
@@ -37,6 +40,32 @@ impl DtypeChoice {
     }
 }
 
+/// `--quantization`: quantize a dense checkpoint's projection weights as they load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Quantization {
+    /// 8-bit blocks of 32 with one scale (GGML Q8_0).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit super-blocks of 256 with 6-bit scales and minimums (GGML Q4_K; the embedding
+    /// and head in Q6_K, as in llama.cpp's Q4_K_M).
+    #[value(name = "q4_k")]
+    Q4K,
+    /// e4m3 with one scale per 128 × 128 block, as Qwen's FP8 checkpoints.
+    #[value(name = "fp8")]
+    Fp8,
+}
+
+impl Quantization {
+    /// The GGML type, for the block formats.
+    pub fn ggml_type(self) -> Option<GgmlType> {
+        match self {
+            Quantization::Q8_0 => Some(GgmlType::Q8_0),
+            Quantization::Q4K => Some(GgmlType::Q4_K),
+            Quantization::Fp8 => None,
+        }
+    }
+}
+
 pub struct LoadedModel {
     pub model: Qwen3Model,
     pub files: CheckpointFiles,
@@ -47,29 +76,45 @@ pub fn load_model(
     device: &Device,
     dtype: DtypeChoice,
 ) -> Result<LoadedModel> {
+    let model = load_source(&ModelSource::Checkpoint(files.clone()), device, dtype, None)?;
+    Ok(LoadedModel { model, files })
+}
+
+/// Loads the model of a checkpoint directory or GGUF file, quantizing dense projection weights
+/// when `quantization` is given.
+pub fn load_source(
+    source: &ModelSource,
+    device: &Device,
+    dtype: DtypeChoice,
+    quantization: Option<Quantization>,
+) -> Result<Qwen3Model> {
     let started = Instant::now();
-    let cfg = Qwen3Config::from_file(&files.config)?;
+    let cfg = source.config()?;
     let dtype = dtype.resolve(device, &cfg);
-    let store = WeightStore::open(
-        &files.weights,
-        device,
-        dtype,
-        Qwen3Model::tensor_count(&cfg),
-    )?;
+    let tensors = Qwen3Model::tensor_count(&cfg);
+    let store = match source {
+        ModelSource::Checkpoint(files) => {
+            WeightStore::open(&files.weights, device, dtype, tensors)?
+        }
+        ModelSource::Gguf(file) => WeightStore::open_gguf(file.clone(), device, dtype, tensors),
+    }
+    .quantize_to(quantization)
+    .with_fp8_block(cfg.fp8_block);
     let model = Qwen3Model::load(&store, &cfg)?;
     store.finish_progress();
     if cfg.tie_word_embeddings && store.contains("lm_head.weight") {
         tracing::debug!("checkpoint has lm_head.weight but ties embeddings; using embed_tokens");
     }
     tracing::info!(
-        model = %files.dir.display(),
+        model = %source.path().display(),
         dtype = ?dtype,
+        quantization = ?quantization,
         layers = cfg.num_hidden_layers,
         hidden = cfg.hidden_size,
         seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
         "model loaded"
     );
-    Ok(LoadedModel { model, files })
+    Ok(model)
 }
 
 impl LoadedModel {

@@ -26,8 +26,9 @@ struct DecoderLayer {
 
 pub struct Qwen3Model {
     cfg: Qwen3Config,
-    /// The input embedding when it is not tied to `lm_head`.
-    embed_tokens: Option<Tensor>,
+    /// The input embedding when it is not tied to `lm_head`, held like a projection (packed,
+    /// quantized, …) and used only for row lookups.
+    embed_tokens: Option<Projection>,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Projection,
@@ -146,7 +147,8 @@ impl Qwen3Model {
             let head = Projection::load(store, &["model.embed_tokens"], &[vocab], hidden, false)?;
             (None, head)
         } else {
-            let embedding = store.get("model.embed_tokens.weight", &[vocab, hidden])?;
+            let embedding =
+                Projection::load(store, &["model.embed_tokens"], &[vocab], hidden, false)?;
             let head = Projection::load(store, &["lm_head"], &[vocab], hidden, false)?;
             (Some(embedding), head)
         };
@@ -228,9 +230,10 @@ impl Qwen3Model {
         };
 
         let mut x = match &self.embed_tokens {
-            Some(table) => table.index_select(&ids, 0)?,
+            Some(table) => table.weight_rows(&ids)?,
             None => self.lm_head.weight_rows(&ids)?,
-        };
+        }
+        .to_dtype(self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &step, cache.layer(i), &self.cfg)?;
         }

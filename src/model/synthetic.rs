@@ -80,6 +80,25 @@ impl SyntheticSpec {
         }
     }
 
+    /// Rows of 256 (GGML's K-quant super-block), so every matrix can be K-quantized: the GGUF
+    /// tests' model.
+    pub fn tiny_k() -> Self {
+        Self {
+            hidden_size: 256,
+            intermediate_size: 512,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            tie_word_embeddings: true,
+            rope_theta: 1_000_000.0,
+            layout: ConfigLayout::Legacy,
+            storage: Storage::Bf16,
+            shards: 1,
+            seed: 5,
+        }
+    }
+
     /// Qwen3-0.6B's shape.
     pub fn qwen3_0_6b() -> Self {
         Self {
@@ -102,6 +121,7 @@ impl SyntheticSpec {
         match name {
             "tiny" => Some(Self::tiny()),
             "tiny-untied" => Some(Self::tiny_untied()),
+            "tiny-k" => Some(Self::tiny_k()),
             "0.6b" => Some(Self::qwen3_0_6b()),
             _ => None,
         }

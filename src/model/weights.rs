@@ -1,19 +1,46 @@
-//! Memory-mapped safetensors shards with checked, named tensor lookup: every failure says which
-//! tensor and which file.
+//! Memory-mapped weights — safetensors shards or one GGUF file — with checked, named tensor
+//! lookup: every failure says which tensor and which file. Tensors are asked for by their
+//! transformers names; a GGUF file's are mapped (see [`super::gguf::names`]).
 
+use super::fp8::Fp8Weight;
+use super::gguf::{GgmlType, GgufFile};
+use super::loader::Quantization;
+use super::quantized::QuantizedWeight;
 use crate::error::{Error, Result};
 use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub struct WeightStore {
-    shards: Vec<(PathBuf, MmapedSafetensors)>,
-    routing: HashMap<String, usize>,
+    source: Source,
     device: Device,
     dtype: DType,
     progress: ProgressBar,
+    /// `--quantization`: dense projection weights are quantized to this as they load.
+    quantize: Option<Quantization>,
+    /// The checkpoint's FP8 block shape, when its linear weights are block-scaled e4m3.
+    fp8_block: Option<[usize; 2]>,
+}
+
+enum Source {
+    Safetensors {
+        shards: Vec<(PathBuf, MmapedSafetensors)>,
+        routing: HashMap<String, usize>,
+    },
+    Gguf(Arc<GgufFile>),
+}
+
+/// A projection weight as stored: dense (any float dtype) or in a GGML block format.
+/// Blocks of `--quantization fp8`, as Qwen's FP8 checkpoints use.
+const FP8_BLOCK: [usize; 2] = [128, 128];
+
+pub enum StoredWeight {
+    Dense(Tensor),
+    Quantized(QuantizedWeight),
+    Fp8(Fp8Weight),
 }
 
 impl WeightStore {
@@ -43,26 +70,44 @@ impl WeightStore {
             }
             shards.push((path.clone(), st));
         }
-        const SHOW_PROGRESS_FROM_BYTES: u64 = 256 << 20;
-        let progress = if total_bytes >= SHOW_PROGRESS_FROM_BYTES {
-            let bar = ProgressBar::new(expected_tensors);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "loading weights {bar:40} {pos}/{len} tensors {elapsed}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
         Ok(Self {
-            shards,
-            routing,
+            source: Source::Safetensors { shards, routing },
             device: device.clone(),
             dtype,
-            progress,
+            progress: progress_bar(total_bytes, expected_tensors),
+            quantize: None,
+            fp8_block: None,
         })
+    }
+
+    /// Weights from a GGUF file (already mapped and checked).
+    pub fn open_gguf(
+        file: Arc<GgufFile>,
+        device: &Device,
+        dtype: DType,
+        expected_tensors: u64,
+    ) -> Self {
+        let bytes = std::fs::metadata(file.path()).map(|m| m.len()).unwrap_or(0);
+        Self {
+            source: Source::Gguf(file),
+            device: device.clone(),
+            dtype,
+            progress: progress_bar(bytes, expected_tensors),
+            quantize: None,
+            fp8_block: None,
+        }
+    }
+
+    /// Quantizes dense projection weights as they load (`--quantization`).
+    pub fn quantize_to(mut self, quantization: Option<Quantization>) -> Self {
+        self.quantize = quantization;
+        self
+    }
+
+    /// Reads e4m3 linear weights with their `weight_scale_inv` in blocks of `block`.
+    pub fn with_fp8_block(mut self, block: Option<[usize; 2]>) -> Self {
+        self.fp8_block = block;
+        self
     }
 
     pub fn device(&self) -> &Device {
@@ -74,7 +119,12 @@ impl WeightStore {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.routing.contains_key(name)
+        match &self.source {
+            Source::Safetensors { routing, .. } => routing.contains_key(name),
+            Source::Gguf(file) => {
+                super::gguf::names::to_gguf(name).is_some_and(|n| file.tensor(&n).is_some())
+            }
+        }
     }
 
     /// Loads `name`, checks its shape, converts it to the compute dtype on the target device.
@@ -87,11 +137,133 @@ impl WeightStore {
         self.load(name, shape, None)
     }
 
-    fn load(&self, name: &str, shape: &[usize], dtype: Option<DType>) -> Result<Tensor> {
-        let index = *self.routing.get(name).ok_or_else(|| {
+    /// Loads a projection weight `name` (`[out, in]`), dense in its stored dtype or quantized
+    /// as stored; with `--quantization`, dense weights are quantized here.
+    pub fn get_weight(&self, name: &str, shape: &[usize]) -> Result<StoredWeight> {
+        let stored = match &self.source {
+            Source::Gguf(file) => self.gguf_weight(file, name, shape)?,
+            Source::Safetensors { .. } => {
+                let tensor = self.get_stored(name, shape)?;
+                if tensor.dtype() == DType::F8E4M3 {
+                    StoredWeight::Fp8(self.fp8_weight(name, &tensor)?)
+                } else {
+                    StoredWeight::Dense(tensor)
+                }
+            }
+        };
+        let (StoredWeight::Dense(w), Some(quantization)) = (&stored, self.quantize) else {
+            return Ok(stored);
+        };
+        let fail = |e: candle_core::Error| {
+            Error::checkpoint(
+                self.describe_files(),
+                format!(
+                    "tensor {name}: cannot quantize to {quantization:?}: {}",
+                    root_cause(&e)
+                ),
+            )
+        };
+        let head = name == "lm_head.weight" || name == "model.embed_tokens.weight";
+        let Some(kind) = quantization.ggml_type() else {
+            // Qwen's FP8 checkpoints (and vLLM's `--quantization fp8`) keep the embedding and
+            // head in 16 bits.
+            if head {
+                return Ok(stored);
+            }
+            return Ok(StoredWeight::Fp8(
+                Fp8Weight::quantize(w, FP8_BLOCK).map_err(fail)?,
+            ));
+        };
+        // The embedding/head matrix keeps more bits, as llama.cpp's Q4_K_M does.
+        let kind = if head && kind == GgmlType::Q4_K {
+            GgmlType::Q6_K
+        } else {
+            kind
+        };
+        Ok(StoredWeight::Quantized(
+            QuantizedWeight::quantize(w, kind).map_err(fail)?,
+        ))
+    }
+
+    /// An e4m3 weight and its `weight_scale_inv`, checked against the configured blocks.
+    fn fp8_weight(&self, name: &str, weight: &Tensor) -> Result<Fp8Weight> {
+        let fail =
+            |m: String| Error::checkpoint(self.describe_files(), format!("tensor {name}: {m}"));
+        let block = self.fp8_block.ok_or_else(|| {
+            fail("is F8_E4M3 but config.json has no fp8 quantization_config".into())
+        })?;
+        let scale_name = format!("{name}_scale_inv");
+        let scale_inv = self.load_any_shape(&scale_name)?;
+        Fp8Weight::from_tensors(weight, &scale_inv, block).map_err(fail)
+    }
+
+    fn gguf_weight(&self, file: &GgufFile, name: &str, shape: &[usize]) -> Result<StoredWeight> {
+        let (gguf_name, info) = self.gguf_info(file, name, shape)?;
+        if info.dtype.is_float() {
+            return Ok(StoredWeight::Dense(self.load(name, shape, None)?));
+        }
+        let weight =
+            QuantizedWeight::new(info.dtype, shape[0], shape[1], file.bytes(&info).to_vec())
+                .map_err(|m| file.error(format!("tensor {gguf_name}: {m}")))?;
+        self.progress.inc(1);
+        Ok(StoredWeight::Quantized(weight))
+    }
+
+    /// The GGUF entry of transformers tensor `name`, checked for shape and for a type tealight
+    /// reads.
+    fn gguf_info(
+        &self,
+        file: &GgufFile,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(String, super::gguf::TensorInfo)> {
+        let gguf_name = super::gguf::names::to_gguf(name)
+            .ok_or_else(|| file.error(format!("no GGUF name for tensor {name}")))?;
+        let info = file
+            .tensor(&gguf_name)
+            .ok_or_else(|| file.error(format!("missing tensor {gguf_name}")))?;
+        if info.dims != shape {
+            return Err(file.error(format!(
+                "tensor {gguf_name} has shape {:?}, expected {shape:?}",
+                info.dims
+            )));
+        }
+        if info.dtype.candle().is_none() {
+            return Err(file.error(format!(
+                "tensor {gguf_name} has type {}, which tealight does not read (it reads {})",
+                info.dtype,
+                GgmlType::supported_names()
+            )));
+        }
+        Ok((gguf_name, info.clone()))
+    }
+
+    /// A safetensors tensor of whatever shape it has, on the host (scale tensors).
+    fn load_any_shape(&self, name: &str) -> Result<Tensor> {
+        let Source::Safetensors { shards, routing } = &self.source else {
+            return Err(Error::checkpoint(
+                self.describe_files(),
+                format!("missing tensor {name}"),
+            ));
+        };
+        let index = *routing.get(name).ok_or_else(|| {
             Error::checkpoint(self.describe_files(), format!("missing tensor {name}"))
         })?;
-        let (path, st) = &self.shards[index];
+        let (path, st) = &shards[index];
+        st.load(name, &Device::Cpu)
+            .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {}", root_cause(&e))))
+    }
+
+    fn load(&self, name: &str, shape: &[usize], dtype: Option<DType>) -> Result<Tensor> {
+        let (path, st) = match &self.source {
+            Source::Gguf(file) => return self.load_gguf(file, name, shape, dtype),
+            Source::Safetensors { shards, routing } => {
+                let index = *routing.get(name).ok_or_else(|| {
+                    Error::checkpoint(self.describe_files(), format!("missing tensor {name}"))
+                })?;
+                &shards[index]
+            }
+        };
         let view = st
             .get(name)
             .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {}", root_cause(&e))))?;
@@ -115,17 +287,73 @@ impl WeightStore {
         Ok(tensor)
     }
 
+    /// A GGUF tensor as a dense tensor: floats as stored, block formats dequantized to f32;
+    /// then converted to `dtype` if given.
+    fn load_gguf(
+        &self,
+        file: &GgufFile,
+        name: &str,
+        shape: &[usize],
+        dtype: Option<DType>,
+    ) -> Result<Tensor> {
+        let (gguf_name, info) = self.gguf_info(file, name, shape)?;
+        let fail =
+            |e: candle_core::Error| file.error(format!("tensor {gguf_name}: {}", root_cause(&e)));
+        let bytes = file.bytes(&info);
+        let host = match info.dtype {
+            GgmlType::F32 => Tensor::from_raw_buffer(bytes, DType::F32, shape, &Device::Cpu),
+            GgmlType::F16 => Tensor::from_raw_buffer(bytes, DType::F16, shape, &Device::Cpu),
+            GgmlType::BF16 => Tensor::from_raw_buffer(bytes, DType::BF16, shape, &Device::Cpu),
+            kind => {
+                let rows = shape.iter().rev().skip(1).product();
+                let cols = shape.last().copied().unwrap_or(1);
+                QuantizedWeight::new(kind, rows, cols, bytes.to_vec())
+                    .map_err(|m| file.error(format!("tensor {gguf_name}: {m}")))?
+                    .dequantize()
+                    .and_then(|t| t.reshape(shape))
+            }
+        }
+        .map_err(fail)?;
+        let tensor = host
+            .to_device(&self.device)
+            .and_then(|t| match dtype {
+                Some(dtype) => t.to_dtype(dtype),
+                None => Ok(t),
+            })
+            .map_err(fail)?;
+        self.progress.inc(1);
+        Ok(tensor)
+    }
+
     pub fn finish_progress(&self) {
         self.progress.finish_and_clear();
     }
 
     fn describe_files(&self) -> PathBuf {
-        match self.shards.as_slice() {
+        let shards = match &self.source {
+            Source::Gguf(file) => return file.path().to_path_buf(),
+            Source::Safetensors { shards, .. } => shards,
+        };
+        match shards.as_slice() {
             [(only, _)] => only.clone(),
             [(first, _), ..] => first.parent().map(Path::to_path_buf).unwrap_or_default(),
             [] => PathBuf::new(),
         }
     }
+}
+
+/// A progress bar for loads of `SHOW_PROGRESS_FROM_BYTES` and more; hidden below.
+fn progress_bar(total_bytes: u64, expected_tensors: u64) -> ProgressBar {
+    const SHOW_PROGRESS_FROM_BYTES: u64 = 256 << 20;
+    if total_bytes < SHOW_PROGRESS_FROM_BYTES {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(expected_tensors);
+    bar.set_style(
+        ProgressStyle::with_template("loading weights {bar:40} {pos}/{len} tensors {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// candle wraps errors with backtraces and paths; the innermost message is what users need.

@@ -10,9 +10,8 @@ use crate::engine::kv_budget::{KvBudget, blocks_in, check_fraction, gpu_breakdow
 use crate::engine::startup::{StepShape, profile_activations};
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::error::{Error, Result};
-use crate::model::Qwen3Model;
-use crate::model::checkpoint::CheckpointFiles;
-use crate::model::loader::load_model;
+use crate::model::loader::load_source;
+use crate::model::{ModelSource, Qwen3Model};
 use crate::sampling::GenerationDefaults;
 use crate::sampling::Sampler;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
@@ -29,7 +28,7 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         None => KvBudget::GpuFraction(args.gpu_memory_utilization),
     };
     let model_arg = args.model_arg();
-    let files = CheckpointFiles::resolve(&model_arg)?;
+    let source = ModelSource::resolve(&model_arg)?;
     let device = select_device(args.device)?;
     let budget = match budget {
         KvBudget::GpuFraction(_) if device.is_cpu() => KvBudget::CpuDefault,
@@ -39,11 +38,11 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         }
         other => other,
     };
-    let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer)?);
-    let template = chat_template(args, &files.dir)?;
-    let defaults = generation_defaults(&args.generation_config, &files.dir)?;
+    let tokenizer = Arc::new(source.tokenizer()?);
+    let template = chat_template(args, &source)?;
+    let defaults = generation_defaults(&args.generation_config, &source, &tokenizer)?;
     let eos_ids = eos_ids(&defaults, &tokenizer);
-    let model = load_model(files, &device, args.dtype)?.model;
+    let model = load_source(&source, &device, args.dtype, args.quantization)?;
     // Whatever the loading thread queued on the device is done before any other thread uses
     // the weights.
     device.synchronize()?;
@@ -142,22 +141,22 @@ fn profiled_kv_bytes(
 }
 
 /// `--chat-template` (a file or inline Jinja, with the model's special tokens) or the model's own.
-fn chat_template(args: &ServeArgs, model_dir: &Path) -> Result<ChatTemplate> {
+fn chat_template(args: &ServeArgs, source: &ModelSource) -> Result<ChatTemplate> {
     match &args.chat_template {
-        Some(flag) => {
-            let specials = ChatTemplate::from_model_dir(model_dir)
-                .map(|t| t.special_tokens().clone())
-                .unwrap_or_default();
-            ChatTemplate::from_flag(flag, specials)
-        }
-        None => ChatTemplate::from_model_dir(model_dir),
+        Some(flag) => ChatTemplate::from_flag(flag, source.template_special_tokens()),
+        None => source.chat_template(),
     }
 }
 
-/// `--generation-config`: `auto` (the model's), `vllm` (none), or a folder.
-fn generation_defaults(flag: &str, model_dir: &Path) -> Result<GenerationDefaults> {
+/// `--generation-config`: `auto` (the model's: its directory's file, or a GGUF file's
+/// metadata), `vllm` (none), or a folder.
+fn generation_defaults(
+    flag: &str,
+    source: &ModelSource,
+    tokenizer: &Tokenizer,
+) -> Result<GenerationDefaults> {
     match flag {
-        "auto" => GenerationDefaults::from_model_dir(model_dir),
+        "auto" => source.generation_defaults(tokenizer),
         "vllm" => Ok(GenerationDefaults::default()),
         dir => GenerationDefaults::from_model_dir(Path::new(dir)),
     }

@@ -65,6 +65,14 @@ impl ChatTemplate {
         .map_err(Error::Template)
     }
 
+    /// Named template sources (`default`, `tool_use`, …), as a model file lists them.
+    pub fn from_sources(
+        sources: Vec<(String, String)>,
+        special_tokens: Map<String, Value>,
+    ) -> Result<Self> {
+        Self::from_named(sources, special_tokens).map_err(Error::Template)
+    }
+
     /// The template and special tokens of a `tokenizer_config.json`. Its `chat_template` may
     /// be a string or a list of `{"name", "template"}` (models with a separate tool-use
     /// template). Errors name the file.

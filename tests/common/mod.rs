@@ -118,7 +118,40 @@ pub fn greedy_run(
     chunk: usize,
     backend: AttentionBackend,
 ) -> (Vec<f32>, Vec<u32>) {
-    let model = &loaded.model;
+    greedy_run_model(&loaded.model, cache, blocks, prompt, steps, chunk, backend)
+}
+
+/// Greedy decoding of `prompt` for `steps` tokens on a cache of its own (prefill in chunks of
+/// 7, generic attention): the logits after the prompt and the tokens.
+pub fn greedy_model(
+    model: &tealight::model::Qwen3Model,
+    prompt: &[u32],
+    steps: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let n = blocks_needed(prompt.len() + steps);
+    let cache = KvCache::new(model.config(), n, BLOCK_SIZE, model.dtype(), &Device::Cpu).unwrap();
+    let blocks: Vec<u32> = (0..n as u32).collect();
+    greedy_run_model(
+        model,
+        &cache,
+        &blocks,
+        prompt,
+        steps,
+        7,
+        AttentionBackend::Generic,
+    )
+}
+
+/// [`greedy_run`] on a model however it was loaded.
+pub fn greedy_run_model(
+    model: &tealight::model::Qwen3Model,
+    cache: &KvCache,
+    blocks: &[u32],
+    prompt: &[u32],
+    steps: usize,
+    chunk: usize,
+    backend: AttentionBackend,
+) -> (Vec<f32>, Vec<u32>) {
     let mut fed = 0;
     let mut first_logits = None;
     while fed < prompt.len() {

@@ -12,13 +12,13 @@
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
+mod gguf;
 pub mod kernel_check;
 
-use crate::model::checkpoint::CheckpointFiles;
-use crate::model::loader::{DtypeChoice, load_model};
+use crate::model::ModelSource;
+use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use crate::sampling::SamplingParams;
-use crate::tokenizer::Tokenizer;
 use candle_core::Tensor;
 use clap::{Args, Subcommand};
 use kernel_check as check;
@@ -42,6 +42,8 @@ pub enum DebugCommand {
     Kernels(KernelsArgs),
     /// Concurrent greedy streams through the engine against their solo runs.
     Streams(StreamsArgs),
+    /// Writes a checkpoint directory as one GGUF file (tests, fixtures, benchmarks).
+    Gguf(gguf::GgufArgs),
 }
 
 /// Model, device and backend flags shared by the subcommands that load a model.
@@ -127,30 +129,31 @@ pub fn run(args: DebugArgs) -> Result<()> {
         DebugCommand::Logits(a) => logits(a),
         DebugCommand::Kernels(a) => kernels(a),
         DebugCommand::Streams(a) => streams(a),
+        DebugCommand::Gguf(a) => gguf::run(a),
     }
 }
 
 struct Loaded {
     model: crate::model::Qwen3Model,
-    files: CheckpointFiles,
+    source: ModelSource,
     backend: AttentionBackend,
 }
 
 fn load(flags: &ModelFlags) -> Result<Loaded> {
     let device = select_device(flags.device)?;
-    let files = CheckpointFiles::resolve(&flags.model)?;
-    let loaded = load_model(files, &device, flags.dtype)?;
+    let source = ModelSource::resolve(&flags.model)?;
+    let model = load_source(&source, &device, flags.dtype, None)?;
     let backend = flags.attention_backend.resolve(&device)?;
     eprintln!(
         "debug: {} on {:?}, {:?}, attention {:?}",
         flags.model,
         device.location(),
-        loaded.model.dtype(),
+        model.dtype(),
         backend
     );
     Ok(Loaded {
-        model: loaded.model,
-        files: loaded.files,
+        model,
+        source,
         backend,
     })
 }
@@ -321,10 +324,10 @@ fn collect(mut stream: crate::engine::EventStream) -> Result<Vec<u32>> {
 fn streams(args: StreamsArgs) -> Result<()> {
     let Loaded {
         model,
-        files,
+        source,
         backend,
     } = load(&args.model)?;
-    let tokenizer = Arc::new(Tokenizer::from_file(&files.tokenizer)?);
+    let tokenizer = Arc::new(source.tokenizer()?);
     let cfg = model.config().clone();
     let dtype_size = model.dtype().size_in_bytes();
     let bs = args.model.block_size;

@@ -1,4 +1,4 @@
-//! The dtypes a packed weight is kept in, and how each widens to f32 (exactly, for all three).
+//! The dtypes a packed weight is kept in, and how each widens to f32 (exactly, for all four).
 
 use half::{bf16, f16};
 
@@ -8,6 +8,7 @@ pub enum ElementKind {
     F32,
     Bf16,
     F16,
+    F8E4M3,
 }
 
 pub trait PanelElement: Copy + Default + Send + Sync + 'static {
@@ -49,5 +50,28 @@ impl PanelElement for f16 {
     const KIND: ElementKind = ElementKind::F16;
     fn widen(self) -> f32 {
         self.to_f32()
+    }
+}
+
+/// One FP8 (e4m3) weight byte. It widens to its value × 2⁻⁸: moving the 7 exponent and
+/// mantissa bits up by 7 and the sign by 8 makes an f16 whose exponent bias is 8 more than
+/// e4m3's, subnormals included (so F16C finishes the job); the 2⁸ is folded into the block
+/// scales, exactly. (0x7f/0xff, e4m3's NaN, would read as 480 · 2⁻⁸; checkpoints hold none.)
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct F8E4M3(pub u8);
+
+impl F8E4M3 {
+    /// The f16 bits of the value × 2⁻⁸.
+    pub fn f16_bits(self) -> u16 {
+        let b = self.0 as u16;
+        ((b & 0x7F) << 7) | ((b & 0x80) << 8)
+    }
+}
+
+impl PanelElement for F8E4M3 {
+    const KIND: ElementKind = ElementKind::F8E4M3;
+    fn widen(self) -> f32 {
+        f16::from_bits(self.f16_bits()).to_f32()
     }
 }

@@ -9,8 +9,8 @@
 //! too few to hide the FMA latency, while the arithmetic of each element stays one chain in `k`
 //! order either way.
 
-use super::PANEL;
 use super::element::{ElementKind, PanelElement};
+use super::{PANEL, Scales};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -31,6 +31,7 @@ pub fn matmul<E: PanelElement>(
     rows: usize,
     in_dim: usize,
     packed: &[E],
+    scales: Option<&Scales>,
     out_dim: usize,
     y: &mut [f32],
 ) {
@@ -45,6 +46,10 @@ pub fn matmul<E: PanelElement>(
         packed.len() >= panels * PANEL * in_dim,
         "packed-matmul: weight too short"
     );
+    assert!(
+        (E::KIND == ElementKind::F8E4M3) == scales.is_some(),
+        "packed-matmul: block scales go with FP8 weights"
+    );
     if rows == 0 || panels == 0 {
         return;
     }
@@ -53,6 +58,7 @@ pub fn matmul<E: PanelElement>(
         rows,
         in_dim,
         packed,
+        scales,
         out_dim,
         y: OutPtr(y.as_mut_ptr()),
     };
@@ -79,6 +85,7 @@ struct Problem<'a, E> {
     rows: usize,
     in_dim: usize,
     packed: &'a [E],
+    scales: Option<&'a Scales>,
     out_dim: usize,
     y: OutPtr,
 }
@@ -92,6 +99,11 @@ impl<E: PanelElement> Problem<'_, E> {
                 x: self.x[row * self.in_dim..].as_ptr(),
                 w: self.packed[panel * PANEL * self.in_dim..].as_ptr(),
                 w_stride: PANEL * self.in_dim,
+                scales: self.scales.map_or(std::ptr::null(), |s| {
+                    s.values[panel * s.per_panel..].as_ptr()
+                }),
+                scale_stride: self.scales.map_or(0, |s| s.per_panel),
+                scale_block: self.scales.map_or(usize::MAX, |s| s.k_block),
                 k: self.in_dim,
                 // SAFETY: inside `y` (the caller's bounds).
                 y: unsafe { self.y.get().add(row * self.out_dim + panel * PANEL) },
@@ -139,6 +151,10 @@ struct Tile<E> {
     x: *const f32,
     w: *const E,
     w_stride: usize,
+    /// FP8 only: the scale of each block of `scale_block` inputs, `scale_stride` per panel.
+    scales: *const f32,
+    scale_stride: usize,
+    scale_block: usize,
     k: usize,
     y: *mut f32,
     y_stride: usize,
@@ -153,6 +169,11 @@ impl<E> Tile<E> {
         unsafe {
             Self {
                 w: self.w.add(c * self.w_stride),
+                scales: if self.scales.is_null() {
+                    self.scales
+                } else {
+                    self.scales.add(c * self.scale_stride)
+                },
                 y: self.y.add(c * PANEL),
                 cols: self.cols.saturating_sub(c * PANEL),
                 ..self
@@ -199,6 +220,10 @@ unsafe fn tile<E: PanelElement, const R: usize, const C: usize>(t: Tile<E>) {
             let mut w = [[_mm256_setzero_ps(); 2]; C];
             for (c, w) in w.iter_mut().enumerate() {
                 *w = load16(t.w.add(c * t.w_stride + k * PANEL));
+                if E::KIND == ElementKind::F8E4M3 {
+                    let s = _mm256_set1_ps(*t.scales.add(c * t.scale_stride + k / t.scale_block));
+                    *w = [_mm256_mul_ps(w[0], s), _mm256_mul_ps(w[1], s)];
+                }
             }
             for (r, acc) in acc.iter_mut().enumerate() {
                 let xr = _mm256_set1_ps(*t.x.add(k * R + r));
@@ -280,6 +305,18 @@ unsafe fn load16<E: PanelElement>(p: *const E) -> [__m256; 2] {
                 [
                     _mm256_cvtph_ps(_mm_loadu_si128(p)),
                     _mm256_cvtph_ps(_mm_loadu_si128(p.add(1))),
+                ]
+            }
+            ElementKind::F8E4M3 => {
+                // The f16 of value × 2⁻⁸ (see `F8E4M3`): magnitude up 7 bits, sign up 8.
+                let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast::<__m128i>()));
+                let bits = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(0x3F80)),
+                    _mm256_and_si256(_mm256_slli_epi16(v, 8), _mm256_set1_epi16(-0x8000)),
+                );
+                [
+                    _mm256_cvtph_ps(_mm256_castsi256_si128(bits)),
+                    _mm256_cvtph_ps(_mm256_extracti128_si256(bits, 1)),
                 ]
             }
         }

@@ -25,9 +25,12 @@ mod element;
 #[cfg(target_arch = "x86_64")]
 mod kernel;
 mod pack;
+pub mod quant;
 
-pub use element::PanelElement;
+pub use element::{F8E4M3, PanelElement};
+pub use quant::QuantizedPanels;
 
+use crate::model::fp8::Fp8Weight;
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, bail};
 use half::{bf16, f16};
 
@@ -45,6 +48,22 @@ enum PanelData {
     F32(Vec<f32>),
     Bf16(Vec<bf16>),
     F16(Vec<f16>),
+    /// FP8 weights with their block scales (one per panel and block of inputs).
+    Fp8(Vec<F8E4M3>, Scales),
+}
+
+/// Block scales of an FP8 packed weight: `values[panel · per_panel + k / k_block]`, each the
+/// checkpoint's scale × 2⁸ (see [`F8E4M3`]).
+pub struct Scales {
+    values: Vec<f32>,
+    per_panel: usize,
+    k_block: usize,
+}
+
+impl Scales {
+    fn get(&self, panel: usize, k: usize) -> f32 {
+        self.values[panel * self.per_panel + k / self.k_block]
+    }
 }
 
 impl PackedWeight {
@@ -86,6 +105,36 @@ impl PackedWeight {
         })
     }
 
+    /// Packs a block-scaled FP8 weight, one byte a weight. Its row blocks must be whole panels.
+    pub fn pack_fp8(weight: &Fp8Weight) -> candle_core::Result<Self> {
+        let [row_block, k_block] = weight.block;
+        if !row_block.is_multiple_of(PANEL) {
+            bail!("FP8 row blocks of {row_block} are not whole panels of {PANEL}")
+        }
+        let (out_dim, in_dim) = (weight.rows, weight.cols);
+        let values: Vec<F8E4M3> = weight.bytes.iter().map(|&b| F8E4M3(b)).collect();
+        let per_panel = in_dim.div_ceil(k_block);
+        let panels = out_dim.div_ceil(PANEL);
+        let scales = (0..panels * per_panel)
+            .map(|i| {
+                let (panel, kb) = (i / per_panel, i % per_panel);
+                weight.scale(panel * PANEL, kb * k_block) * 256.0
+            })
+            .collect();
+        Ok(Self {
+            data: PanelData::Fp8(
+                pack::panels(&values, out_dim, in_dim),
+                Scales {
+                    values: scales,
+                    per_panel,
+                    k_block,
+                },
+            ),
+            in_dim,
+            out_dim,
+        })
+    }
+
     pub fn in_dim(&self) -> usize {
         self.in_dim
     }
@@ -100,6 +149,7 @@ impl PackedWeight {
             PanelData::F32(_) => DType::F32,
             PanelData::Bf16(_) => DType::BF16,
             PanelData::F16(_) => DType::F16,
+            PanelData::Fp8(..) => DType::F8E4M3,
         }
     }
 
@@ -118,9 +168,10 @@ impl PackedWeight {
             )
         }
         let values = match &self.data {
-            PanelData::F32(d) => pack::gather_rows(d, self.in_dim, ids),
-            PanelData::Bf16(d) => pack::gather_rows(d, self.in_dim, ids),
-            PanelData::F16(d) => pack::gather_rows(d, self.in_dim, ids),
+            PanelData::F32(d) => pack::gather_rows(d, None, self.in_dim, ids),
+            PanelData::Bf16(d) => pack::gather_rows(d, None, self.in_dim, ids),
+            PanelData::F16(d) => pack::gather_rows(d, None, self.in_dim, ids),
+            PanelData::Fp8(d, s) => pack::gather_rows(d, Some(s), self.in_dim, ids),
         };
         Tensor::from_vec(values, (ids.len(), self.in_dim), &candle_core::Device::Cpu)
     }
@@ -131,9 +182,10 @@ impl PackedWeight {
         if kernel::supported() {
             let (k, n) = (self.in_dim, self.out_dim);
             match &self.data {
-                PanelData::F32(w) => kernel::matmul(x, rows, k, w, n, y),
-                PanelData::Bf16(w) => kernel::matmul(x, rows, k, w, n, y),
-                PanelData::F16(w) => kernel::matmul(x, rows, k, w, n, y),
+                PanelData::F32(w) => kernel::matmul(x, rows, k, w, None, n, y),
+                PanelData::Bf16(w) => kernel::matmul(x, rows, k, w, None, n, y),
+                PanelData::F16(w) => kernel::matmul(x, rows, k, w, None, n, y),
+                PanelData::Fp8(w, s) => kernel::matmul(x, rows, k, w, Some(s), n, y),
             }
             return Ok(());
         }
@@ -145,9 +197,10 @@ impl PackedWeight {
     /// element one `mul_add` chain over `k` in order, from zero. Slow; for tests.
     pub fn reference(&self, x: &[f32], rows: usize) -> Vec<f32> {
         match &self.data {
-            PanelData::F32(d) => pack::reference(d, x, rows, self.in_dim, self.out_dim),
-            PanelData::Bf16(d) => pack::reference(d, x, rows, self.in_dim, self.out_dim),
-            PanelData::F16(d) => pack::reference(d, x, rows, self.in_dim, self.out_dim),
+            PanelData::F32(d) => pack::reference(d, None, x, rows, self.in_dim, self.out_dim),
+            PanelData::Bf16(d) => pack::reference(d, None, x, rows, self.in_dim, self.out_dim),
+            PanelData::F16(d) => pack::reference(d, None, x, rows, self.in_dim, self.out_dim),
+            PanelData::Fp8(d, s) => pack::reference(d, Some(s), x, rows, self.in_dim, self.out_dim),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! definition of the product. Within a panel's row of 16, columns sit in the element type's
 //! [`PanelElement::slot`] order.
 
-use super::PANEL;
 use super::element::PanelElement;
+use super::{PANEL, Scales};
 use rayon::prelude::*;
 
 /// Index of `W[col][k]` in the packed layout.
@@ -31,11 +31,32 @@ pub fn panels<E: PanelElement>(w: &[E], out_dim: usize, in_dim: usize) -> Vec<E>
     packed
 }
 
-/// Rows `ids` of the original weight, widened to f32, concatenated.
-pub fn gather_rows<E: PanelElement>(packed: &[E], in_dim: usize, ids: &[u32]) -> Vec<f32> {
+/// Weight `(col, k)` as the kernel sees it: widened, times its block scale if it has one.
+#[inline]
+fn weight<E: PanelElement>(
+    packed: &[E],
+    scales: Option<&Scales>,
+    col: usize,
+    k: usize,
+    in_dim: usize,
+) -> f32 {
+    let w = packed[packed_index::<E>(col, k, in_dim)].widen();
+    match scales {
+        Some(s) => w * s.get(col / PANEL, k),
+        None => w,
+    }
+}
+
+/// Rows `ids` of the original weight, widened to f32 (and scaled), concatenated.
+pub fn gather_rows<E: PanelElement>(
+    packed: &[E],
+    scales: Option<&Scales>,
+    in_dim: usize,
+    ids: &[u32],
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(ids.len() * in_dim);
     for &id in ids {
-        out.extend((0..in_dim).map(|k| packed[packed_index::<E>(id as usize, k, in_dim)].widen()));
+        out.extend((0..in_dim).map(|k| weight(packed, scales, id as usize, k, in_dim)));
     }
     out
 }
@@ -44,6 +65,7 @@ pub fn gather_rows<E: PanelElement>(packed: &[E], in_dim: usize, ids: &[u32]) ->
 /// the arithmetic of the SIMD kernel, one element at a time.
 pub fn reference<E: PanelElement>(
     packed: &[E],
+    scales: Option<&Scales>,
     x: &[f32],
     rows: usize,
     in_dim: usize,
@@ -54,8 +76,7 @@ pub fn reference<E: PanelElement>(
         for col in 0..out_dim {
             let mut acc = 0f32;
             for k in 0..in_dim {
-                acc = x[r * in_dim + k]
-                    .mul_add(packed[packed_index::<E>(col, k, in_dim)].widen(), acc);
+                acc = x[r * in_dim + k].mul_add(weight(packed, scales, col, k, in_dim), acc);
             }
             y[r * out_dim + col] = acc;
         }

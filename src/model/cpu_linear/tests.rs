@@ -143,3 +143,56 @@ fn empty_batches_give_empty_outputs() {
         assert_eq!(y.dims(), &[0, 8]);
     }
 }
+
+/// FP8 panels: the kernel is its scalar definition bit for bit, and both are the product with
+/// the dequantized weight (value × block scale) held in f32, bit for bit.
+#[test]
+fn fp8_weights_multiply_as_their_dequantized_values() {
+    use crate::model::fp8::Fp8Weight;
+    if !PackedWeight::supported() {
+        return;
+    }
+    for (out_dim, in_dim) in [(16, 128), (48, 300), (256, 200)] {
+        let dense = random_weight(out_dim, in_dim, 11, DType::F32);
+        let q = Fp8Weight::quantize(&(dense * 40.0).unwrap(), [16, 128]).unwrap();
+        let fp8 = PackedWeight::pack_fp8(&q).unwrap();
+        assert_eq!(fp8.dtype(), DType::F8E4M3);
+        let widened = PackedWeight::pack(&q.dequantize().unwrap()).unwrap();
+        for rows in [1, 3, 7, 13] {
+            let x = random_weight(rows, in_dim, rows as u64, DType::F32);
+            let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = run(&fp8, &x);
+            assert_eq!(
+                bits(&got),
+                bits(&fp8.reference(&xv, rows)),
+                "{out_dim}x{in_dim} {rows}"
+            );
+            assert_eq!(
+                bits(&got),
+                bits(&run(&widened, &x)),
+                "{out_dim}x{in_dim} {rows}"
+            );
+        }
+        let ids = [0u32, (out_dim - 1) as u32];
+        let want = q
+            .dequantize()
+            .unwrap()
+            .index_select(&Tensor::new(&ids, &Device::Cpu).unwrap(), 0)
+            .unwrap();
+        assert_eq!(
+            fp8.rows(&ids).unwrap().to_vec2::<f32>().unwrap(),
+            want.to_vec2::<f32>().unwrap()
+        );
+    }
+    // Every byte widens like candle's e4m3 conversion (subnormals and signs included; 0x7f and
+    // 0xff are e4m3's NaN).
+    for b in (0u8..=255).filter(|b| b & 0x7F != 0x7F) {
+        let want = Tensor::from_raw_buffer(&[b], DType::F8E4M3, &[1], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        assert_eq!(F8E4M3(b).widen() * 256.0, want, "{b:#04x}");
+    }
+}

@@ -1,0 +1,244 @@
+//! Q6_K weights (super-blocks of 256: 6-bit values `q` in 16 sub-blocks of 16, each with an
+//! int8 scale, one f16 factor; the weight is `d · sc · (q − 32)`) in panels of 8 columns,
+//! against activations quantized per 256. Per super-block
+//! `S = Σ_j sc_j · (Σ q·x − 32 · Σ_{sub-block j} x)` (exact), then `acc = fma(S, d·dx, acc)`.
+//!
+//! Panel layout per super-block (1808 bytes): `d[8]` (f16); the scales twice each
+//! (`[sub-block][column][2]`, 256 bytes); the low 4 bits of the values exactly as Q4_K lays out
+//! its nibbles (values `64p + 4s + t` and `64p + 32 + 4s + t` in one byte, 1024 bytes); then per
+//! pair `p` and step `s` 16 bytes of high bits: byte `i` holds the two 2-bit high parts of the
+//! byte `i` of that step's 32 in its low nibble and of byte `16 + i` in its high nibble.
+
+use super::activations::QuantizedRows;
+use super::{COLS, Tile};
+use half::f16;
+
+pub const BLOCK: usize = 256;
+const ROW_BLOCK_BYTES: usize = 210;
+const SCALES: usize = 16;
+const LOW: usize = SCALES + 256;
+const HIGH: usize = LOW + 1024;
+pub const PANEL_BLOCK_BYTES: usize = HIGH + 512;
+
+pub fn panel_bytes(in_dim: usize) -> usize {
+    in_dim / BLOCK * PANEL_BLOCK_BYTES
+}
+
+/// The 256 values (0..64) and 16 scales of one GGML Q6_K block (ggml's dequantization order).
+fn unpack(src: &[u8]) -> ([u8; 256], [i8; 16]) {
+    let (ql, qh, sc) = (&src[0..128], &src[128..192], &src[192..208]);
+    let mut q = [0u8; 256];
+    for half in 0..2 {
+        let (ql, qh) = (&ql[half * 64..], &qh[half * 32..]);
+        for l in 0..32 {
+            let base = half * 128 + l;
+            q[base] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+            q[base + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+            q[base + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            q[base + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    (q, std::array::from_fn(|i| sc[i] as i8))
+}
+
+/// Where value `v` (0..256) of column `j` sits: its byte among the low nibbles (and whether it
+/// is the high nibble), and its step's byte index 0..32.
+fn place(v: usize, j: usize) -> (usize, bool, usize) {
+    let (pair, within) = (v / 64, v % 64);
+    let (upper, l) = (within >= 32, within % 32);
+    let (s, t) = (l / 4, l % 4);
+    let byte = j * 4 + t;
+    (pair * 256 + s * 32 + byte, upper, byte)
+}
+
+fn high_at(v: usize, byte: usize) -> (usize, u32) {
+    let (pair, s) = (v / 64, (v % 32) / 4);
+    let upper = (v % 64) >= 32;
+    let at = HIGH + pair * 128 + s * 16 + byte % 16;
+    // Low nibble: bytes 0..16 of the step, high nibble: 16..32; within a nibble, bits 0-1 for
+    // the first sub-block of the pair, 2-3 for the second.
+    let shift = (if byte >= 16 { 4 } else { 0 }) + if upper { 2 } else { 0 };
+    (at, shift)
+}
+
+pub fn pack(rows: &[u8], out_dim: usize, in_dim: usize, panel: &mut [u8], p: usize) {
+    let blocks = in_dim / BLOCK;
+    for j in 0..COLS.min(out_dim - p * COLS) {
+        let row = &rows[(p * COLS + j) * blocks * ROW_BLOCK_BYTES..][..blocks * ROW_BLOCK_BYTES];
+        for b in 0..blocks {
+            let src = &row[b * ROW_BLOCK_BYTES..][..ROW_BLOCK_BYTES];
+            let dst = &mut panel[b * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
+            dst[2 * j..2 * j + 2].copy_from_slice(&src[208..210]);
+            let (q, sc) = unpack(src);
+            for (sub, &s) in sc.iter().enumerate() {
+                dst[SCALES + sub * 16 + 2 * j] = s as u8;
+                dst[SCALES + sub * 16 + 2 * j + 1] = s as u8;
+            }
+            for (v, &q) in q.iter().enumerate() {
+                let (at, upper, byte) = place(v, j);
+                dst[LOW + at] |= (q & 0xF) << if upper { 4 } else { 0 };
+                let (hat, shift) = high_at(v, byte);
+                dst[hat] |= (q >> 4) << shift;
+            }
+        }
+    }
+}
+
+fn value(block: &[u8], v: usize, j: usize) -> i32 {
+    let (at, upper, byte) = place(v, j);
+    let low = if upper {
+        block[LOW + at] >> 4
+    } else {
+        block[LOW + at] & 0xF
+    };
+    let (hat, shift) = high_at(v, byte);
+    (low | (((block[hat] >> shift) & 3) << 4)) as i32
+}
+
+fn parts(panel: &[u8], b: usize, j: usize) -> (&[u8], f32) {
+    let block = &panel[b * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
+    (
+        block,
+        f16::from_le_bytes([block[2 * j], block[2 * j + 1]]).to_f32(),
+    )
+}
+
+fn scale(block: &[u8], sub: usize, j: usize) -> i32 {
+    block[SCALES + sub * 16 + 2 * j] as i8 as i32
+}
+
+pub fn dequantize_column(panel: &[u8], in_dim: usize, j: usize, out: &mut [f32]) {
+    for b in 0..in_dim / BLOCK {
+        let (block, d) = parts(panel, b, j);
+        for v in 0..BLOCK {
+            let sc = d * scale(block, v / 16, j) as f32;
+            out[b * BLOCK + v] = sc * (value(block, v, j) - 32) as f32;
+        }
+    }
+}
+
+pub fn reference(panel: &[u8], x: &QuantizedRows, y: &mut [f32], y_stride: usize, cols: usize) {
+    let blocks = x.cols / BLOCK;
+    for r in 0..x.rows {
+        let xq = &x.q[r * x.cols..];
+        for j in 0..cols {
+            let mut acc = 0f32;
+            for b in 0..blocks {
+                let (block, d) = parts(panel, b, j);
+                let s: i32 = (0..16)
+                    .map(|sub| {
+                        let dot: i32 = (0..16)
+                            .map(|l| {
+                                let v = sub * 16 + l;
+                                (value(block, v, j) - 32) * xq[b * BLOCK + v] as i32
+                            })
+                            .sum();
+                        scale(block, sub, j) * dot
+                    })
+                    .sum();
+                acc = (s as f32).mul_add(d * x.d[r * blocks + b], acc);
+            }
+            y[r * y_stride + j] = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// The 32 six-bit values of one step: `(first sub-block pair's, second's)`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn step_values(p: *const u8, pair: usize, step: usize) -> (__m256i, __m256i) {
+        // SAFETY: inside the super-block (the caller's bounds).
+        unsafe {
+            let nibble = _mm256_set1_epi8(0x0F);
+            let two = _mm256_set1_epi8(0x03);
+            let w = _mm256_loadu_si256(p.add(LOW + pair * 256 + step * 32) as *const __m256i);
+            let h = _mm_loadu_si128(p.add(HIGH + pair * 128 + step * 16) as *const __m128i);
+            let h = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16(h, 4), _mm_set1_epi8(0x0F)),
+                _mm_and_si128(h, _mm_set1_epi8(0x0F)),
+            );
+            let first = _mm256_or_si256(
+                _mm256_and_si256(w, nibble),
+                _mm256_slli_epi16(_mm256_and_si256(h, two), 4),
+            );
+            let second = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble),
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), two), 4),
+            );
+            (first, second)
+        }
+    }
+
+    /// `R` rows against one panel.
+    // The row loops index several per-row register arrays at once.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+        // SAFETY: as for the other formats: `R` rows of `t.blocks` super-blocks with their sums
+        // of 16, a panel of as many, `R` rows of at least `t.cols` writable outputs.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); R];
+            for b in 0..t.blocks {
+                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+                let scale = |sub: usize| {
+                    _mm256_cvtepi8_epi16(
+                        _mm_loadu_si128(p.add(SCALES + sub * 16) as *const __m128i),
+                    )
+                };
+                let mut dot = [_mm256_setzero_si256(); R];
+                let mut offset = [_mm256_setzero_si256(); R];
+                for pair in 0..4 {
+                    // Two steps at a time: 2 · (2 · 63 · 127) stays within i16.
+                    for step in (0..8).step_by(2) {
+                        let (a0, b0) = step_values(p, pair, step);
+                        let (a1, b1) = step_values(p, pair, step + 1);
+                        let (sub_a, sub_b) = (pair * 4 + step / 4, pair * 4 + 2 + step / 4);
+                        let (sc_a, sc_b) = (scale(sub_a), scale(sub_b));
+                        for r in 0..R {
+                            let x = t.xq.add(r * t.x_stride + b * BLOCK + pair * 64 + step * 4);
+                            let at = |o: usize| {
+                                _mm256_set1_epi32((x.add(o) as *const i32).read_unaligned())
+                            };
+                            let sum_a = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(a0, at(0)),
+                                _mm256_maddubs_epi16(a1, at(4)),
+                            );
+                            let sum_b = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(b0, at(32)),
+                                _mm256_maddubs_epi16(b1, at(36)),
+                            );
+                            dot[r] = _mm256_add_epi32(
+                                dot[r],
+                                _mm256_add_epi32(
+                                    _mm256_madd_epi16(sum_a, sc_a),
+                                    _mm256_madd_epi16(sum_b, sc_b),
+                                ),
+                            );
+                        }
+                    }
+                }
+                // Σ_j sc_j · (sum of sub-block j's x), for the − 32 of every value.
+                for sub in 0..16 {
+                    let sc = scale(sub);
+                    for r in 0..R {
+                        let sum = *t.sums.add(r * t.sums_stride + b * 16 + sub);
+                        let m = _mm256_madd_epi16(sc, _mm256_set1_epi32(sum as u16 as i32));
+                        offset[r] = _mm256_add_epi32(offset[r], m);
+                    }
+                }
+                for r in 0..R {
+                    let total = _mm256_sub_epi32(dot[r], _mm256_slli_epi32(offset[r], 5));
+                    let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
+                    acc[r] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[r]);
+                }
+            }
+            t.store(&acc);
+        }
+    }
+}
