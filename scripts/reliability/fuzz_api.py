@@ -45,8 +45,10 @@ ROUTES = [
     ("POST", "/tokenize", {"prompt": "hi"}),
     ("POST", "/detokenize", {"tokens": [1, 2, 3]}),
     ("GET", "/v1/models", None),
-    # ("POST", "/v1/responses", {"input": "hi", "max_output_tokens": 4}),
-    # ("POST", "/v1/messages", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}),
+    ("POST", "/v1/responses", {"input": "hi", "max_output_tokens": 4}),
+    ("GET", "/v1/responses/resp_unknown", None),
+    ("POST", "/v1/messages", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}),
+    ("POST", "/v1/messages/count_tokens", {"messages": [{"role": "user", "content": "hi"}]}),
 ]
 
 
