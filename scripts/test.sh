@@ -30,7 +30,7 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
   # Bounded versions of the reliability proofs (the full runs: scripts/reliability).
   "$venv/bin/python" scripts/reliability/fuzz_api.py --binary target/debug/tealight --requests 3000 --budget-s 60
   "$venv/bin/python" scripts/reliability/soak.py --binary target/debug/tealight \
-    --duration 30 --warmup 10 --concurrency 48 --rss-tolerance 0.25
+    --duration 30 --warmup 10 --concurrency 48 --rss-tolerance 0.10
 fi
 
 # The real agent CLIs (Codex CLI, Claude Code) against a live server, installed from npm into a

@@ -19,14 +19,14 @@ use tealight::tokenizer::{ChatTemplate, Tokenizer};
 /// `shape` written as GGUF with `plan`, once per test process.
 fn gguf_file(shape: &str, plan: &str) -> PathBuf {
     static FILES: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| process_scratch_dir("gguf"));
     let key = format!("{shape}-{plan}");
     let mut files = FILES.get_or_init(Default::default).lock().unwrap();
     if let Some(p) = files.get(&key) {
         return p.clone();
     }
-    let path = dir.path().join(format!("{key}.gguf"));
+    let path = dir.join(format!("{key}.gguf"));
     gguf::write_gguf(
         &checkpoint_dir(shape),
         &path,

@@ -67,24 +67,46 @@ pub fn model_fixtures(shape: &str) -> &'static ModelFixtures {
         .expect("shape in fixtures")
 }
 
+/// A fresh directory for files a test process makes once and shares between its tests:
+/// `target/tmp/<test binary>/<name>`, emptied when first asked for. Not a temp dir held in a
+/// static: statics are never dropped, so those stayed behind in /tmp after every run.
+pub fn process_scratch_dir(name: &str) -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        // `gguf-<hash>` → `gguf`: a rebuilt binary reuses (and empties) the same directory.
+        .map(|stem| {
+            stem.rsplit_once('-')
+                .map_or(stem.clone(), |(name, _)| name.to_owned())
+        })
+        .unwrap_or_else(|| "tests".to_owned());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(binary)
+        .join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Directory of a synthetic checkpoint: the committed tiny model, or one rebuilt once per test
-/// process into a temp dir.
+/// process.
 pub fn checkpoint_dir(shape: &str) -> PathBuf {
     if shape == "tiny" {
         return tiny_model_dir();
     }
-    static DIRS: OnceLock<std::sync::Mutex<Vec<(String, tempfile::TempDir)>>> = OnceLock::new();
+    static DIRS: OnceLock<std::sync::Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
     let dirs = DIRS.get_or_init(Default::default);
     let mut dirs = dirs.lock().unwrap();
     if let Some((_, d)) = dirs.iter().find(|(s, _)| s == shape) {
-        return d.path().to_path_buf();
+        return d.clone();
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = process_scratch_dir(&format!("checkpoint-{shape}"));
     let spec = tealight::model::synthetic::SyntheticSpec::by_name(shape).expect("known shape");
-    tealight::model::synthetic::write_checkpoint(&spec, dir.path(), &tiny_model_dir()).unwrap();
-    let path = dir.path().to_path_buf();
-    dirs.push((shape.to_owned(), dir));
-    path
+    tealight::model::synthetic::write_checkpoint(&spec, &dir, &tiny_model_dir()).unwrap();
+    dirs.push((shape.to_owned(), dir.clone()));
+    dir
 }
 
 pub fn load(shape: &str, dtype: DtypeChoice) -> LoadedModel {
