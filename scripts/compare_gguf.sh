@@ -119,8 +119,9 @@ serve_llamacpp() { # NAME MODEL
   local port
   port=$(free_port)
   log "llama-server $2"
+  # -c is shared by the -np slots: each slot must hold the longest prompt plus its output.
   "$server" -m "$2" -t "$threads" -tb "$threads" --host 127.0.0.1 --port "$port" \
-    -c $((16 * (256 + decode + 64))) -np 16 >"$out/$1-serve.log" 2>&1 &
+    -c $((16 * (prefill + decode + 64))) -np 16 >"$out/$1-serve.log" 2>&1 &
   server_pid=$!
   if wait_ready "http://127.0.0.1:$port/health"; then bench_server "$1" "$port"; else log "$1 did not start"; fi
   stop_server

@@ -1,7 +1,8 @@
 //! Quantized projections on the CPU with our own integer kernels: GGML block formats (Q8_0,
 //! Q4_K, Q6_K) repacked at load into panels of 8 output columns, multiplied by activations quantized
 //! to int8 per block (as llama.cpp does), in register tiles of several rows so a batch streams
-//! each weight once.
+//! each weight once. AVX2 everywhere; where the CPU has AVX-512 VNNI, `vpdpbusd` tiles for
+//! Q8_0 and Q4_K (picked at run time).
 //!
 //! The invariance rule of the dense kernel holds here too: an output element is the block
 //! terms of its row and column accumulated by one FMA each in block order, from zero, the
@@ -171,8 +172,21 @@ impl QuantizedPanels {
     }
 
     fn multiply(&self, x: &[f32], rows: usize, y: &mut [f32]) -> candle_core::Result<()> {
+        self.multiply_with(x, rows, y, Tiles::best())
+    }
+
+    fn multiply_with(
+        &self,
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+        tiles: Tiles,
+    ) -> candle_core::Result<()> {
         if !cpu_supported() {
             bail!("quantized CPU kernels need x86-64 with AVX2, FMA and F16C")
+        }
+        if tiles == Tiles::Vnni && !vnni_supported() {
+            bail!("the VNNI tiles need AVX-512 VNNI and VL")
         }
         if rows == 0 || self.out_dim == 0 {
             return Ok(());
@@ -188,16 +202,18 @@ impl QuantizedPanels {
                 for p in task * per_task..((task + 1) * per_task).min(panels) {
                     // SAFETY: the features were checked; `xq`, the panel and `y` have the
                     // sizes the tiles read and write; tasks write disjoint columns.
-                    unsafe { self.panel_rows(&xq, p, &out) };
+                    unsafe { self.panel_rows(&xq, p, &out, tiles) };
                 }
             });
         Ok(())
     }
 
     /// Every row block of `xq` against panel `p`.
-    unsafe fn panel_rows(&self, xq: &QuantizedRows, p: usize, out: &OutPtr) {
+    /// `tiles` must be able to run here.
+    unsafe fn panel_rows(&self, xq: &QuantizedRows, p: usize, out: &OutPtr, tiles: Tiles) {
         const ROWS: usize = 4;
         let blocks = xq.blocks_per_row();
+        let vnni = tiles == Tiles::Vnni;
         for r0 in (0..xq.rows).step_by(ROWS) {
             let tile = Tile {
                 panel: self.panel(p).as_ptr(),
@@ -217,19 +233,28 @@ impl QuantizedPanels {
             // SAFETY: forwarded from the caller; `rows` rows remain from `r0`.
             unsafe {
                 use {q4_k::avx2::tile as q4, q6_k::avx2::tile as q6, q8_0::avx2::tile as q8};
-                match (self.format, ROWS.min(xq.rows - r0)) {
-                    (Format::Q8_0, 1) => q8::<1>(&tile),
-                    (Format::Q8_0, 2) => q8::<2>(&tile),
-                    (Format::Q8_0, 3) => q8::<3>(&tile),
-                    (Format::Q8_0, _) => q8::<4>(&tile),
-                    (Format::Q4K, 1) => q4::<1>(&tile),
-                    (Format::Q4K, 2) => q4::<2>(&tile),
-                    (Format::Q4K, 3) => q4::<3>(&tile),
-                    (Format::Q4K, _) => q4::<4>(&tile),
-                    (Format::Q6K, 1) => q6::<1>(&tile),
-                    (Format::Q6K, 2) => q6::<2>(&tile),
-                    (Format::Q6K, 3) => q6::<3>(&tile),
-                    (Format::Q6K, _) => q6::<4>(&tile),
+                use {q4_k::vnni::tile as q4_vnni, q8_0::vnni::tile as q8_vnni};
+                match (self.format, ROWS.min(xq.rows - r0), vnni) {
+                    (Format::Q8_0, 1, true) => q8_vnni::<1>(&tile),
+                    (Format::Q8_0, 2, true) => q8_vnni::<2>(&tile),
+                    (Format::Q8_0, 3, true) => q8_vnni::<3>(&tile),
+                    (Format::Q8_0, _, true) => q8_vnni::<4>(&tile),
+                    (Format::Q4K, 1, true) => q4_vnni::<1>(&tile),
+                    (Format::Q4K, 2, true) => q4_vnni::<2>(&tile),
+                    (Format::Q4K, 3, true) => q4_vnni::<3>(&tile),
+                    (Format::Q4K, _, true) => q4_vnni::<4>(&tile),
+                    (Format::Q8_0, 1, _) => q8::<1>(&tile),
+                    (Format::Q8_0, 2, _) => q8::<2>(&tile),
+                    (Format::Q8_0, 3, _) => q8::<3>(&tile),
+                    (Format::Q8_0, _, _) => q8::<4>(&tile),
+                    (Format::Q4K, 1, _) => q4::<1>(&tile),
+                    (Format::Q4K, 2, _) => q4::<2>(&tile),
+                    (Format::Q4K, 3, _) => q4::<3>(&tile),
+                    (Format::Q4K, _, _) => q4::<4>(&tile),
+                    (Format::Q6K, 1, _) => q6::<1>(&tile),
+                    (Format::Q6K, 2, _) => q6::<2>(&tile),
+                    (Format::Q6K, 3, _) => q6::<3>(&tile),
+                    (Format::Q6K, _, _) => q6::<4>(&tile),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -244,6 +269,45 @@ fn cpu_supported() -> bool {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Which register tiles multiply: the VNNI tiles (AVX-512 VNNI on 256-bit registers) replace
+/// the AVX2 tiles of Q8_0 and Q4_K where the CPU has them, with the same results bit for bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tiles {
+    Avx2,
+    Vnni,
+}
+
+impl Tiles {
+    fn best() -> Self {
+        if vnni_supported() {
+            Self::Vnni
+        } else {
+            Self::Avx2
+        }
+    }
+
+    /// Every set that runs on this CPU (tests hold each to the definition).
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut all = vec![Self::Avx2];
+        if vnni_supported() {
+            all.push(Self::Vnni);
+        }
+        all
+    }
+}
+
+fn vnni_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

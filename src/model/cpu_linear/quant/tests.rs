@@ -68,11 +68,21 @@ fn kernels_match_the_scalar_definition_bit_for_bit() {
             let w = QuantizedPanels::pack(&weight(dtype, out_dim, in_dim, 3)).unwrap();
             for rows in [1, 2, 3, 4, 5, 7, 8, 9, 13] {
                 let x = values(rows * in_dim, rows as u64 + 10);
+                let expected = bits(&w.reference(&x, rows));
                 assert_eq!(
                     bits(&run(&w, &x, rows)),
-                    bits(&w.reference(&x, rows)),
+                    expected,
                     "{dtype} {rows}x{in_dim} · {in_dim}x{out_dim}"
                 );
+                for tiles in Tiles::available() {
+                    let mut y = vec![0f32; rows * out_dim];
+                    w.multiply_with(&x, rows, &mut y, tiles).unwrap();
+                    assert_eq!(
+                        bits(&y),
+                        expected,
+                        "{tiles:?} {dtype} {rows}x{in_dim} · {in_dim}x{out_dim}"
+                    );
+                }
             }
         }
     }
