@@ -1,8 +1,8 @@
 //! Quantized projections on the CPU with our own integer kernels: GGML block formats (Q8_0,
 //! Q4_K, Q6_K) repacked at load into panels of 8 output columns, multiplied by activations quantized
 //! to int8 per block (as llama.cpp does), in register tiles of several rows so a batch streams
-//! each weight once. AVX2 everywhere; where the CPU has AVX-512 VNNI, `vpdpbusd` tiles for
-//! Q8_0 and Q4_K (picked at run time).
+//! each weight once. AVX2 everywhere; where the CPU has AVX-512 VNNI, `vpdpbusd` tiles (picked
+//! at run time).
 //!
 //! The invariance rule of the dense kernel holds here too: an output element is the block
 //! terms of its row and column accumulated by one FMA each in block order, from zero, the
@@ -186,7 +186,7 @@ impl QuantizedPanels {
             bail!("quantized CPU kernels need x86-64 with AVX2, FMA and F16C")
         }
         if tiles == Tiles::Vnni && !vnni_supported() {
-            bail!("the VNNI tiles need AVX-512 VNNI and VL")
+            bail!("the VNNI tiles need AVX-512 F, VL and VNNI")
         }
         if rows == 0 || self.out_dim == 0 {
             return Ok(());
@@ -232,8 +232,9 @@ impl QuantizedPanels {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded from the caller; `rows` rows remain from `r0`.
             unsafe {
+                use q8_0::vnni::tile as q8_vnni;
                 use {q4_k::avx2::tile as q4, q6_k::avx2::tile as q6, q8_0::avx2::tile as q8};
-                use {q4_k::vnni::tile as q4_vnni, q8_0::vnni::tile as q8_vnni};
+                use {q4_k::vnni::tile as q4_vnni, q6_k::vnni::tile as q6_vnni};
                 match (self.format, ROWS.min(xq.rows - r0), vnni) {
                     (Format::Q8_0, 1, true) => q8_vnni::<1>(&tile),
                     (Format::Q8_0, 2, true) => q8_vnni::<2>(&tile),
@@ -243,6 +244,10 @@ impl QuantizedPanels {
                     (Format::Q4K, 2, true) => q4_vnni::<2>(&tile),
                     (Format::Q4K, 3, true) => q4_vnni::<3>(&tile),
                     (Format::Q4K, _, true) => q4_vnni::<4>(&tile),
+                    (Format::Q6K, 1, true) => q6_vnni::<1>(&tile),
+                    (Format::Q6K, 2, true) => q6_vnni::<2>(&tile),
+                    (Format::Q6K, 3, true) => q6_vnni::<3>(&tile),
+                    (Format::Q6K, _, true) => q6_vnni::<4>(&tile),
                     (Format::Q8_0, 1, _) => q8::<1>(&tile),
                     (Format::Q8_0, 2, _) => q8::<2>(&tile),
                     (Format::Q8_0, 3, _) => q8::<3>(&tile),
@@ -276,8 +281,8 @@ fn cpu_supported() -> bool {
     }
 }
 
-/// Which register tiles multiply: the VNNI tiles (AVX-512 VNNI on 256-bit registers) replace
-/// the AVX2 tiles of Q8_0 and Q4_K where the CPU has them, with the same results bit for bit.
+/// Which register tiles multiply: the VNNI tiles (AVX-512 VNNI and VL on 256-bit registers)
+/// replace the AVX2 tiles where the CPU has them, with the same results bit for bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tiles {
     Avx2,
@@ -307,7 +312,9 @@ impl Tiles {
 fn vnni_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+        is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
