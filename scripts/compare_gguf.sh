@@ -6,7 +6,8 @@
 #   - tealight serve and llama-server under `tealight bench` (completions endpoint, prompt ids,
 #     ignore_eos): decode tok/s at concurrency 1 (1000 / mean TPOT), prefill tok/s of one
 #     PREFILL-token prompt (PREFILL / mean TTFT), output tok/s at concurrency 16.
-# Also tealight on the bf16 safetensors checkpoint (the baseline the quantized files replace).
+# Also tealight on the bf16 safetensors checkpoint (the baseline the quantized files replace), and
+# on the same checkpoint quantized to FP8 at load (`--quantization fp8`).
 # Writes RESULTS/table.md, RESULTS/machine.txt and every raw result.
 #
 #   PYTHON=/path/to/python-with-numpy scripts/compare_gguf.sh [RESULTS_DIR]
@@ -14,7 +15,7 @@
 # Knobs: THREADS (2), PREFILL (512), DECODE (64), TYPES ("q8_0 q4_k_m"), REPEATS (3: prompts
 # per single-stream measure), PEERS_DIR (.cache/peers: llama.cpp sources, build, GGUF files; kept
 # out of git), TEALIGHT_BIN (default: a release build made here), SKIP (any of "llamacpp
-# llama-bench tealight bf16").
+# llama-bench tealight bf16 fp8").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -104,12 +105,12 @@ bench_server() {
     log "$name: concurrency-16 bench failed"
 }
 
-serve_tealight() { # NAME MODEL
+serve_tealight() { # NAME MODEL [EXTRA SERVE FLAGS]
   local port
   port=$(free_port)
-  log "tealight serve $2"
+  log "tealight serve $2 ${*:3}"
   "$bin" serve --model "$2" --host 127.0.0.1 --port "$port" --threads "$threads" \
-    --max-model-len 4096 --disable-log-requests >"$out/$1-serve.log" 2>&1 &
+    --max-model-len 4096 --disable-log-requests "${@:3}" >"$out/$1-serve.log" 2>&1 &
   server_pid=$!
   if wait_ready "http://127.0.0.1:$port/health"; then bench_server "$1" "$port"; else log "$1 did not start"; fi
   stop_server
@@ -138,6 +139,7 @@ for t in "${types[@]}"; do
   skipped llamacpp || serve_llamacpp "llamacpp-$t" "$f"
 done
 skipped bf16 || serve_tealight "tealight-bf16" "$checkpoint"
+skipped fp8 || serve_tealight "tealight-fp8" "$checkpoint" --quantization fp8
 
 "$python" scripts/compare/gguf_table.py --dir "$out" --types "$(IFS=,; echo "${types[*]}")" \
   --prefill "$prefill" >"$out/table.md"

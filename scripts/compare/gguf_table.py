@@ -62,6 +62,11 @@ def main():
     bf = served(a.dir, "tealight-bf16", a.prefill)
     if any(bf.values()):
         print(f"| bf16 safetensors | decode / prefill / c=16 | {fmt(bf['decode'])} / {fmt(bf['prefill'])} / {fmt(bf['c16'])} | | | |")
+    fp8 = served(a.dir, "tealight-fp8", a.prefill)
+    if any(fp8.values()):
+        print(f"| same, `--quantization fp8` | decode / prefill / c=16 | {fmt(fp8['decode'])} / {fmt(fp8['prefill'])} / {fmt(fp8['c16'])} | | | |")
+        print(f"| fp8 ÷ bf16 | decode / prefill / c=16 | {ratio(fp8['decode'], bf['decode'])} / "
+              f"{ratio(fp8['prefill'], bf['prefill'])} / {ratio(fp8['c16'], bf['c16'])} | | | |")
 
 
 if __name__ == "__main__":
