@@ -77,6 +77,11 @@ impl EngineCore {
         self.scheduler.add(entry);
     }
 
+    /// Whether the model computes on the CPU (rayon's threads), not a GPU.
+    pub fn runs_on_cpu(&self) -> bool {
+        self.model.device().is_cpu()
+    }
+
     pub fn is_idle(&self) -> bool {
         self.scheduler.is_idle()
     }

@@ -113,13 +113,20 @@ fn run(core: EngineCore, commands: Receiver<Command>, liveness: &Liveness) {
     let panic_after = std::env::var(FAULT_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    let (result, mut core, commands) = on_compute_pool(move || {
+    let on_cpu = core.runs_on_cpu();
+    let steps = move || {
         let mut core = core;
         let result = catch_unwind(AssertUnwindSafe(|| {
             step_loop(&mut core, &commands, panic_after)
         }));
         (result, core, commands)
-    });
+    };
+    // A GPU engine stays on the thread that warmed its device up.
+    let (result, mut core, commands) = if on_cpu {
+        on_compute_pool(steps)
+    } else {
+        steps()
+    };
     let why = match result {
         Ok(None) => return,
         Ok(Some(why)) => why,
