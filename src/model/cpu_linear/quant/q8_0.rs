@@ -69,44 +69,67 @@ pub fn reference(panel: &[u8], x: &QuantizedRows, y: &mut [f32], y_stride: usize
     }
 }
 
+/// The tile's body, shared by its AVX2 and VNNI forms: `dot(acc, |w|, x signed by w)` adds each
+/// column's four u8 × i8 products to its 32-bit lane. Inlined into each form, so it compiles
+/// with that form's target features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_with<const R: usize>(
+    t: &Tile,
+    dot: impl Fn(
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: `t` describes `R` rows of `t.blocks` blocks, a panel of as many and `R` rows
+    // of at least `t.cols` writable outputs (the caller's bounds); the caller has AVX2, FMA
+    // and F16C.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..t.blocks {
+            let p = t.panel.add(b * PANEL_BLOCK_BYTES);
+            let wd = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let mut isum = [_mm256_setzero_si256(); R];
+            for s in 0..8 {
+                let w = _mm256_loadu_si256(p.add(16 + s * 32) as *const __m256i);
+                // |w| as unsigned (−128 reads as 128), the sign moved onto x: both forms take
+                // u8 × i8.
+                let aw = _mm256_sign_epi8(w, w);
+                for (r, isum) in isum.iter_mut().enumerate() {
+                    let xv = _mm256_set1_epi32(
+                        (t.xq.add(r * t.x_stride + b * BLOCK + s * 4) as *const i32)
+                            .read_unaligned(),
+                    );
+                    *isum = dot(*isum, aw, _mm256_sign_epi8(xv, w));
+                }
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let xd = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
+                let s = _mm256_mul_ps(wd, xd);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), s, *acc);
+            }
+        }
+        t.store(&acc);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// `R` rows against one panel.
+    /// `R` rows against one panel: `maddubs` pairs into i16 (pairs of |w| ≤ 128 times
+    /// |x| ≤ 127 stay below its saturation), `madd` by ones into the 32-bit lane.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
-        // SAFETY: `t` describes `R` rows of `t.blocks` blocks, a panel of as many and `R` rows
-        // of at least `t.cols` writable outputs (the caller's bounds).
+        // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
             let ones = _mm256_set1_epi16(1);
-            let mut acc = [_mm256_setzero_ps(); R];
-            for b in 0..t.blocks {
-                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
-                let wd = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let mut isum = [_mm256_setzero_si256(); R];
-                for s in 0..8 {
-                    let w = _mm256_loadu_si256(p.add(16 + s * 32) as *const __m256i);
-                    // |w| as unsigned, the sign moved onto x: maddubs wants u8 × i8, and pairs
-                    // of |w| ≤ 128 times |x| ≤ 127 stay below i16's saturation.
-                    let aw = _mm256_sign_epi8(w, w);
-                    for (r, isum) in isum.iter_mut().enumerate() {
-                        let xv = _mm256_set1_epi32(
-                            (t.xq.add(r * t.x_stride + b * BLOCK + s * 4) as *const i32)
-                                .read_unaligned(),
-                        );
-                        let prod = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
-                        *isum = _mm256_add_epi32(*isum, _mm256_madd_epi16(prod, ones));
-                    }
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let xd = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
-                    let s = _mm256_mul_ps(wd, xd);
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), s, *acc);
-                }
-            }
-            t.store(&acc);
+            tile_with::<R>(t, |acc, aw, sx| {
+                _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones))
+            })
         }
     }
 }
@@ -122,33 +145,7 @@ pub(super) mod vnni {
     /// `R` rows against one panel.
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
-        // SAFETY: as the AVX2 tile: `t` describes `R` rows of `t.blocks` blocks, a panel of
-        // as many and `R` rows of at least `t.cols` writable outputs.
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
-            for b in 0..t.blocks {
-                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
-                let wd = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let mut isum = [_mm256_setzero_si256(); R];
-                for s in 0..8 {
-                    let w = _mm256_loadu_si256(p.add(16 + s * 32) as *const __m256i);
-                    // |w| as unsigned (−128 reads as 128), the sign moved onto x.
-                    let aw = _mm256_sign_epi8(w, w);
-                    for (r, isum) in isum.iter_mut().enumerate() {
-                        let xv = _mm256_set1_epi32(
-                            (t.xq.add(r * t.x_stride + b * BLOCK + s * 4) as *const i32)
-                                .read_unaligned(),
-                        );
-                        *isum = _mm256_dpbusd_epi32(*isum, aw, _mm256_sign_epi8(xv, w));
-                    }
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let xd = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
-                    let s = _mm256_mul_ps(wd, xd);
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), s, *acc);
-                }
-            }
-            t.store(&acc);
-        }
+        // SAFETY: the features are enabled here; the bounds are the caller's.
+        unsafe { tile_with::<R>(t, |acc, aw, sx| _mm256_dpbusd_epi32(acc, aw, sx)) }
     }
 }
