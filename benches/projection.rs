@@ -7,6 +7,9 @@
 //! - `candle_q8_0`, `candle_q4_k`, `candle_q6_k`: candle's `QMatMul` on the GGML formats;
 //! - `panels_q8_0`, `panels_q4_k`, `panels_q6_k`: our integer kernels on the same weights.
 //!
+//! and `head_151936x1024`: the tied head of Qwen3-0.6B in each GGML format, larger than the
+//! caches, so a single row measures how fast the format streams from memory.
+//!
 //!     cargo bench --bench projection
 
 use candle_core::{DType, Device, Tensor};
@@ -92,10 +95,44 @@ fn projection(c: &mut Criterion) {
     group.finish();
 }
 
+/// The tied head of Qwen3-0.6B (151936 × 1024): a weight far larger than the caches, so a
+/// single row measures how fast each format streams from memory.
+fn head(c: &mut Criterion) {
+    const VOCAB: usize = 151_936;
+    if !PackedWeight::supported() {
+        return;
+    }
+    let dev = Device::Cpu;
+    let w32 = Tensor::randn(0f32, 0.02, (VOCAB, IN), &dev).expect("weight");
+    let mut group = c.benchmark_group("head_151936x1024");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, kind) in [
+        ("q8_0", GgmlType::Q8_0),
+        ("q4_k", GgmlType::Q4_K),
+        ("q6_k", GgmlType::Q6_K),
+    ] {
+        let q = QuantizedWeight::quantize(&w32, kind).expect("quantize");
+        let panels = QuantizedPanels::pack(&q).expect("panels");
+        group.throughput(Throughput::Bytes(q.bytes.len() as u64));
+        for rows in [1usize, 4] {
+            let x = Tensor::randn(0f32, 1.0, (rows, IN), &dev).expect("input");
+            group.bench_with_input(
+                BenchmarkId::new(format!("panels_{name}"), rows),
+                &x,
+                |b, x| b.iter(|| panels.forward(x).expect("panels")),
+            );
+        }
+    }
+    group.finish();
+}
+
 // No plots: criterion's plotting backend panics on machines without system fonts.
 criterion_group! {
     name = benches;
     config = Criterion::default().without_plots();
-    targets = projection
+    targets = projection, head
 }
 criterion_main!(benches);
