@@ -96,7 +96,7 @@ fn projection(c: &mut Criterion) {
 }
 
 /// The tied head of Qwen3-0.6B (151936 × 1024): a weight far larger than the caches, so a
-/// single row measures how fast each format streams from memory.
+/// single row measures how fast each format streams from memory (throughput in bytes read).
 fn head(c: &mut Criterion) {
     const VOCAB: usize = 151_936;
     if !PackedWeight::supported() {
@@ -109,6 +109,25 @@ fn head(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
+    let x = Tensor::randn(0f32, 1.0, (1, IN), &dev).expect("input");
+    for (name, packed) in [
+        (
+            "bf16",
+            w32.to_dtype(DType::BF16)
+                .and_then(|w| PackedWeight::pack(&w)),
+        ),
+        (
+            "fp8",
+            Fp8Weight::quantize(&w32, [128, 128]).and_then(|w| PackedWeight::pack_fp8(&w)),
+        ),
+    ] {
+        let packed = packed.expect("packed");
+        let bytes = VOCAB * IN * if name == "bf16" { 2 } else { 1 };
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_with_input(BenchmarkId::new(format!("packed_{name}"), 1), &x, |b, x| {
+            b.iter(|| packed.forward(x).expect("packed"))
+        });
+    }
     for (name, kind) in [
         ("q8_0", GgmlType::Q8_0),
         ("q4_k", GgmlType::Q4_K),

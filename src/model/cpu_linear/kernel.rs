@@ -5,9 +5,9 @@
 //! each, every block of rows, so a panel is read from memory once per call and served from cache
 //! to the other row blocks. That makes a decode step stream the weights exactly once.
 //!
-//! Small row blocks take two panels at once: one row against one panel is only two FMA chains,
-//! too few to hide the FMA latency, while the arithmetic of each element stays one chain in `k`
-//! order either way.
+//! Small row blocks take several panels at once (four for a single row, two for two or three):
+//! one row against one panel is only two FMA chains, too few to hide the FMA latency, while the
+//! arithmetic of each element stays one chain in `k` order either way.
 
 use super::element::{ElementKind, PanelElement};
 use super::{PANEL, Scales};
@@ -62,16 +62,19 @@ pub fn matmul<E: PanelElement>(
         out_dim,
         y: OutPtr(y.as_mut_ptr()),
     };
-    let pairs = panels.div_ceil(2);
+    // Panels a tile takes at once: a single row against two panels is only four FMA chains,
+    // too few to cover the FMA latency, so it takes four (eight chains).
+    let width = if rows == 1 { 4 } else { 2 };
+    let groups = panels.div_ceil(width);
     // A few tasks per thread so an unlucky thread's tail stays short.
-    let tasks = (rayon::current_num_threads() * 4).clamp(1, pairs);
-    let pairs_per_task = pairs.div_ceil(tasks);
-    (0..pairs.div_ceil(pairs_per_task))
+    let tasks = (rayon::current_num_threads() * 4).clamp(1, groups);
+    let groups_per_task = groups.div_ceil(tasks);
+    (0..groups.div_ceil(groups_per_task))
         .into_par_iter()
         .for_each(|task| {
-            let first_pair = task * pairs_per_task;
-            for pair in first_pair..(first_pair + pairs_per_task).min(pairs) {
-                let (panel, count) = (pair * 2, 2.min(panels - pair * 2));
+            let first_group = task * groups_per_task;
+            for group in first_group..(first_group + groups_per_task).min(groups) {
+                let (panel, count) = (group * width, width.min(panels - group * width));
                 // SAFETY: `problem`'s sizes were asserted above; each task writes its own
                 // panels' columns; the CPU features were checked.
                 unsafe { problem.panels(panel, count) };
@@ -91,7 +94,7 @@ struct Problem<'a, E> {
 }
 
 impl<E: PanelElement> Problem<'_, E> {
-    /// Every row block against `count` (1 or 2) panels from `panel`.
+    /// Every row block against `count` panels from `panel` (up to 4 for a single row, else 2).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn panels(&self, panel: usize, count: usize) {
         for row in (0..self.rows).step_by(MAX_ROWS) {
@@ -182,12 +185,14 @@ impl<E> Tile<E> {
     }
 }
 
-/// `rows` (1..=6) rows against `panels` (1 or 2) panels.
+/// `rows` (1..=6) rows against `panels` (1 to 4 for one row, else 1 or 2) panels.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn block<E: PanelElement>(rows: usize, panels: usize, t: Tile<E>) {
     // SAFETY: forwarded from the caller.
     unsafe {
         match (rows, panels) {
+            (1, 4) => tile::<E, 1, 4>(t),
+            (1, 3) => tile::<E, 1, 3>(t),
             (1, 2) => tile::<E, 1, 2>(t),
             (2, 2) => tile::<E, 2, 2>(t),
             (3, 2) => tile::<E, 3, 2>(t),
@@ -215,21 +220,32 @@ unsafe fn tile<E: PanelElement, const R: usize, const C: usize>(t: Tile<E>) {
     // SAFETY: the caller guarantees `R` rows of `k` inputs, `C` panels of `k · 16` weights and
     // `min(cols, C · 16)` writable outputs per row.
     unsafe {
+        let fp8 = E::KIND == ElementKind::F8E4M3;
         let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
-        for k in 0..t.k {
-            let mut w = [[_mm256_setzero_ps(); 2]; C];
-            for (c, w) in w.iter_mut().enumerate() {
-                *w = load16(t.w.add(c * t.w_stride + k * PANEL));
-                if E::KIND == ElementKind::F8E4M3 {
-                    let s = _mm256_set1_ps(*t.scales.add(c * t.scale_stride + k / t.scale_block));
-                    *w = [_mm256_mul_ps(w[0], s), _mm256_mul_ps(w[1], s)];
+        // FP8 weights go a scale block at a time, each block's scales loaded once (no division
+        // in the loop); the other types have one block, all of `k`.
+        for first in (0..t.k).step_by(t.scale_block.min(t.k).max(1)) {
+            let mut scale = [_mm256_setzero_ps(); C];
+            if fp8 {
+                let block = first / t.scale_block;
+                for (c, s) in scale.iter_mut().enumerate() {
+                    *s = _mm256_set1_ps(*t.scales.add(c * t.scale_stride + block));
                 }
             }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xr = _mm256_set1_ps(*t.x.add(k * R + r));
-                for (acc, w) in acc.iter_mut().zip(&w) {
-                    acc[0] = _mm256_fmadd_ps(xr, w[0], acc[0]);
-                    acc[1] = _mm256_fmadd_ps(xr, w[1], acc[1]);
+            for k in first..first.saturating_add(t.scale_block).min(t.k) {
+                let mut w = [[_mm256_setzero_ps(); 2]; C];
+                for (c, w) in w.iter_mut().enumerate() {
+                    *w = load16(t.w.add(c * t.w_stride + k * PANEL));
+                    if fp8 {
+                        *w = [_mm256_mul_ps(w[0], scale[c]), _mm256_mul_ps(w[1], scale[c])];
+                    }
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let xr = _mm256_set1_ps(*t.x.add(k * R + r));
+                    for (acc, w) in acc.iter_mut().zip(&w) {
+                        acc[0] = _mm256_fmadd_ps(xr, w[0], acc[0]);
+                        acc[1] = _mm256_fmadd_ps(xr, w[1], acc[1]);
+                    }
                 }
             }
         }
@@ -308,12 +324,12 @@ unsafe fn load16<E: PanelElement>(p: *const E) -> [__m256; 2] {
                 ]
             }
             ElementKind::F8E4M3 => {
-                // The f16 of value × 2⁻⁸ (see `F8E4M3`): magnitude up 7 bits, sign up 8.
-                let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.cast::<__m128i>()));
-                let bits = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(0x3F80)),
-                    _mm256_and_si256(_mm256_slli_epi16(v, 8), _mm256_set1_epi16(-0x8000)),
-                );
+                // The f16 of value × 2⁻⁸ (see `F8E4M3`): magnitude up 7 bits, sign up 8. Sign-
+                // extended to 16 bits, a byte's sign fills bits 8–15, so after the shift by 7
+                // bit 15 is the sign and one mask keeps it with the magnitude.
+                let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast::<__m128i>()));
+                let bits =
+                    _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(0xBF80u16 as i16));
                 [
                     _mm256_cvtph_ps(_mm256_castsi256_si128(bits)),
                     _mm256_cvtph_ps(_mm256_extracti128_si256(bits, 1)),
