@@ -1,6 +1,7 @@
 //! Qwen's block-scaled FP8 checkpoints (e4m3 weights, `weight_scale_inv` per 128 × 128 block)
-//! and `--quantization fp8`: the same model as its weights dequantized to f32, bit for bit on
-//! the CPU (the packed kernel widens each byte and scales it exactly as dequantizing does).
+//! and `--quantization fp8`: the same model as its weights dequantized to f32, up to f32
+//! rounding (the packed kernel widens each byte exactly and applies each block's scale once to
+//! the block's partial sum, where the dequantized weights carry it in every product).
 
 mod common;
 
@@ -89,7 +90,7 @@ fn load_dir(dir: &Path, quantization: Option<Quantization>) -> Qwen3Model {
 const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 264, 56698, 20538, 30];
 
 #[test]
-fn fp8_checkpoint_is_its_dequantized_weights_bit_for_bit() {
+fn fp8_checkpoint_is_its_dequantized_weights() {
     let tmp = tempfile::tempdir().unwrap();
     for scale_dtype in [DType::BF16, DType::F32] {
         let (fp8_dir, f32_dir) = fp8_checkpoints(
@@ -101,11 +102,9 @@ fn fp8_checkpoint_is_its_dequantized_weights_bit_for_bit() {
         let reference = load_dir(&f32_dir, None);
         let (logits_fp8, tokens_fp8) = greedy_model(&fp8, &PROMPT, 6);
         let (logits_ref, tokens_ref) = greedy_model(&reference, &PROMPT, 6);
-        assert_eq!(
-            max_abs_diff(&logits_fp8, &logits_ref),
-            0.0,
-            "{scale_dtype:?}"
-        );
+        let spread = logits_ref.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(&logits_fp8, &logits_ref);
+        assert!(diff < 1e-4 * spread, "{scale_dtype:?}: {diff} of {spread}");
         assert_eq!(tokens_fp8, tokens_ref);
     }
 }

@@ -53,25 +53,32 @@ impl PanelElement for f16 {
     }
 }
 
-/// One FP8 (e4m3) weight byte. It widens to its value × 2⁻⁸: moving the 7 exponent and
-/// mantissa bits up by 7 and the sign by 8 makes an f16 whose exponent bias is 8 more than
-/// e4m3's, subnormals included (so F16C finishes the job); the 2⁸ is folded into the block
-/// scales, exactly. (0x7f/0xff, e4m3's NaN, would read as 480 · 2⁻⁸; checkpoints hold none.)
+/// One FP8 (e4m3) weight byte. It widens to its value × 2⁻¹²⁰: the sign and the 7 exponent and
+/// mantissa bits moved up to the top of an f32 (sign-extended, shifted by 20, masked) put e4m3's
+/// exponent into f32's, whose bias is 120 more; e4m3's subnormals land on f32 subnormals, still
+/// exact. One shift and one mask a weight, no conversion instruction. The kernels take the
+/// inputs × [`Self::INPUT_FACTOR`] and the block scales × [`Self::SCALE_FACTOR`], powers of two
+/// whose product undoes the 2⁻¹²⁰ with every product far from f32's subnormals. (0x7f/0xff,
+/// e4m3's NaN, would read as 480; checkpoints hold none.)
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 #[repr(transparent)]
 pub struct F8E4M3(pub u8);
 
 impl F8E4M3 {
-    /// The f16 bits of the value × 2⁻⁸.
-    pub fn f16_bits(self) -> u16 {
-        let b = self.0 as u16;
-        ((b & 0x7F) << 7) | ((b & 0x80) << 8)
+    /// 2⁶⁴: what the kernels multiply the inputs by (activations stay far below 2⁶⁴).
+    pub const INPUT_FACTOR: f32 = f32::from_bits((127 + 64) << 23);
+    /// 2⁵⁶: what the packed block scales carry (2¹²⁰ / [`Self::INPUT_FACTOR`]).
+    pub const SCALE_FACTOR: f32 = f32::from_bits((127 + 56) << 23);
+
+    /// The f32 bits of the value × 2⁻¹²⁰.
+    pub fn f32_bits(self) -> u32 {
+        ((self.0 as i8 as i32 as u32) << 20) & 0x87F0_0000
     }
 }
 
 impl PanelElement for F8E4M3 {
     const KIND: ElementKind = ElementKind::F8E4M3;
     fn widen(self) -> f32 {
-        f16::from_bits(self.f16_bits()).to_f32()
+        f32::from_bits(self.f32_bits())
     }
 }

@@ -9,7 +9,7 @@
 //! one row against one panel is only two FMA chains, too few to hide the FMA latency, while the
 //! arithmetic of each element stays one chain in `k` order either way.
 
-use super::element::{ElementKind, PanelElement};
+use super::element::{ElementKind, F8E4M3, PanelElement};
 use super::{PANEL, Scales};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -54,13 +54,14 @@ pub fn matmul<E: PanelElement>(
         return;
     }
     let problem = Problem {
-        x: interleave_row_blocks(&x[..rows * in_dim], in_dim),
+        x: interleave_row_blocks(&x[..rows * in_dim], in_dim, input_factor::<E>()),
         rows,
         in_dim,
         packed,
         scales,
         out_dim,
         y: OutPtr(y.as_mut_ptr()),
+        wide_fp8: E::KIND == ElementKind::F8E4M3 && wide_fp8(),
     };
     // Panels a tile takes at once: a single row against two panels is only four FMA chains,
     // too few to cover the FMA latency, so it takes four (eight chains).
@@ -91,6 +92,8 @@ struct Problem<'a, E> {
     scales: Option<&'a Scales>,
     out_dim: usize,
     y: OutPtr,
+    /// FP8 weights on a CPU with AVX-512: the 512-bit tiles.
+    wide_fp8: bool,
 }
 
 impl<E: PanelElement> Problem<'_, E> {
@@ -113,8 +116,15 @@ impl<E: PanelElement> Problem<'_, E> {
                 y_stride: self.out_dim,
                 cols: self.out_dim - panel * PANEL,
             };
-            // SAFETY: `MAX_ROWS.min(rows - row)` rows and `count` panels are in bounds.
-            unsafe { block(MAX_ROWS.min(self.rows - row), count, tile) };
+            let rows = MAX_ROWS.min(self.rows - row);
+            // SAFETY: `rows` rows and `count` panels are in bounds; the 512-bit tiles run only
+            // where `wide_fp8` found AVX-512.
+            unsafe {
+                match tile.as_fp8() {
+                    Some(tile) if self.wide_fp8 => fp8_avx512::block(rows, count, tile),
+                    _ => block(rows, count, tile),
+                }
+            }
         }
     }
 }
@@ -122,7 +132,8 @@ impl<E: PanelElement> Problem<'_, E> {
 /// Each block of [`MAX_ROWS`] rows (the last may be shorter) interleaved column by column, so a
 /// tile's inputs for one `k` are adjacent. Read in place, rows a power-of-two apart (1024 f32,
 /// say) fall into one L1 set and evict each other. Block `b` starts where its first row did.
-fn interleave_row_blocks(x: &[f32], in_dim: usize) -> Vec<f32> {
+/// Each input is multiplied by `factor` (a power of two, so exactly) on the way.
+fn interleave_row_blocks(x: &[f32], in_dim: usize, factor: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(MAX_ROWS * in_dim.max(1))
         .zip(x.par_chunks(MAX_ROWS * in_dim.max(1)))
@@ -130,7 +141,7 @@ fn interleave_row_blocks(x: &[f32], in_dim: usize) -> Vec<f32> {
             let rows = src.len() / in_dim;
             for (r, row) in src.chunks_exact(in_dim).enumerate() {
                 for (k, &v) in row.iter().enumerate() {
-                    dst[k * rows + r] = v;
+                    dst[k * rows + r] = v * factor;
                 }
             }
         });
@@ -165,7 +176,30 @@ struct Tile<E> {
     cols: usize,
 }
 
+impl<E: PanelElement> Tile<E> {
+    /// The same tile typed as FP8, if its weights are.
+    fn as_fp8(self) -> Option<Tile<F8E4M3>> {
+        (E::KIND == ElementKind::F8E4M3).then(|| Tile {
+            x: self.x,
+            w: self.w.cast::<F8E4M3>(),
+            w_stride: self.w_stride,
+            scales: self.scales,
+            scale_stride: self.scale_stride,
+            scale_block: self.scale_block,
+            k: self.k,
+            y: self.y,
+            y_stride: self.y_stride,
+            cols: self.cols,
+        })
+    }
+}
+
 impl<E> Tile<E> {
+    /// Inputs per chain: a scale block for FP8, all of `k` otherwise.
+    fn block(&self) -> usize {
+        self.scale_block.min(self.k).max(1)
+    }
+
     /// The same rows against the tile's `c`-th panel.
     unsafe fn panel(self, c: usize) -> Self {
         // SAFETY: the caller passes a panel the tile covers.
@@ -185,36 +219,46 @@ impl<E> Tile<E> {
     }
 }
 
-/// `rows` (1..=6) rows against `panels` (1 to 4 for one row, else 1 or 2) panels.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block<E: PanelElement>(rows: usize, panels: usize, t: Tile<E>) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        match (rows, panels) {
-            (1, 4) => tile::<E, 1, 4>(t),
-            (1, 3) => tile::<E, 1, 3>(t),
-            (1, 2) => tile::<E, 1, 2>(t),
-            (2, 2) => tile::<E, 2, 2>(t),
-            (3, 2) => tile::<E, 3, 2>(t),
-            (1, _) => tile::<E, 1, 1>(t),
-            (2, _) => tile::<E, 2, 1>(t),
-            (3, _) => tile::<E, 3, 1>(t),
+/// Calls the tile function `$tile` (with leading generic `$gen`, if any) of the shape of `rows`
+/// (1..=6) rows against `panels` (1 to 4 for one row, else 1 or 2) panels.
+macro_rules! by_shape {
+    ($rows:expr, $panels:expr, $t:expr, $tile:ident $(<$gen:ty>)?) => {
+        match ($rows, $panels) {
+            (1, 4) => $tile::<$($gen,)? 1, 4>($t),
+            (1, 3) => $tile::<$($gen,)? 1, 3>($t),
+            (1, 2) => $tile::<$($gen,)? 1, 2>($t),
+            (2, 2) => $tile::<$($gen,)? 2, 2>($t),
+            (3, 2) => $tile::<$($gen,)? 3, 2>($t),
+            (1, _) => $tile::<$($gen,)? 1, 1>($t),
+            (2, _) => $tile::<$($gen,)? 2, 1>($t),
+            (3, _) => $tile::<$($gen,)? 3, 1>($t),
             (r, p) => {
                 for c in 0..p {
-                    let t = t.panel(c);
+                    let t = $t.panel(c);
                     match r {
-                        4 => tile::<E, 4, 1>(t),
-                        5 => tile::<E, 5, 1>(t),
-                        _ => tile::<E, 6, 1>(t),
+                        4 => $tile::<$($gen,)? 4, 1>(t),
+                        5 => $tile::<$($gen,)? 5, 1>(t),
+                        _ => $tile::<$($gen,)? 6, 1>(t),
                     }
                 }
             }
         }
-    }
+    };
+}
+
+mod fp8_avx512;
+
+/// `rows` (1..=6) rows against `panels` (1 to 4 for one row, else 1 or 2) panels.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block<E: PanelElement>(rows: usize, panels: usize, t: Tile<E>) {
+    // SAFETY: forwarded from the caller.
+    unsafe { by_shape!(rows, panels, t, tile<E>) }
 }
 
 /// `R` rows × `C` panels: `y[r][c·16 + j] = Σₖ x[r][k] · w_c[k][j]`, one FMA chain per element
-/// in `k` order from zero.
+/// in `k` order from zero. FP8 weights: one such chain per block of the scale's inputs, each
+/// added in block order as `acc = fma(chain, scale, acc)` (the scale applied once a block, not
+/// once a weight, as block-scaled FP8 kernels do).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile<E: PanelElement, const R: usize, const C: usize>(t: Tile<E>) {
     // SAFETY: the caller guarantees `R` rows of `k` inputs, `C` panels of `k · 16` weights and
@@ -222,30 +266,30 @@ unsafe fn tile<E: PanelElement, const R: usize, const C: usize>(t: Tile<E>) {
     unsafe {
         let fp8 = E::KIND == ElementKind::F8E4M3;
         let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
-        // FP8 weights go a scale block at a time, each block's scales loaded once (no division
-        // in the loop); the other types have one block, all of `k`.
-        for first in (0..t.k).step_by(t.scale_block.min(t.k).max(1)) {
-            let mut scale = [_mm256_setzero_ps(); C];
-            if fp8 {
-                let block = first / t.scale_block;
-                for (c, s) in scale.iter_mut().enumerate() {
-                    *s = _mm256_set1_ps(*t.scales.add(c * t.scale_stride + block));
-                }
-            }
-            for k in first..first.saturating_add(t.scale_block).min(t.k) {
+        for (block, first) in (0..t.k).step_by(t.block()).enumerate() {
+            let mut chain = [[[_mm256_setzero_ps(); 2]; C]; R];
+            for k in first..(first + t.block()).min(t.k) {
                 let mut w = [[_mm256_setzero_ps(); 2]; C];
                 for (c, w) in w.iter_mut().enumerate() {
                     *w = load16(t.w.add(c * t.w_stride + k * PANEL));
-                    if fp8 {
-                        *w = [_mm256_mul_ps(w[0], scale[c]), _mm256_mul_ps(w[1], scale[c])];
+                }
+                for (r, chain) in chain.iter_mut().enumerate() {
+                    let xr = _mm256_set1_ps(*t.x.add(k * R + r));
+                    for (chain, w) in chain.iter_mut().zip(&w) {
+                        chain[0] = _mm256_fmadd_ps(xr, w[0], chain[0]);
+                        chain[1] = _mm256_fmadd_ps(xr, w[1], chain[1]);
                     }
                 }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let xr = _mm256_set1_ps(*t.x.add(k * R + r));
-                    for (acc, w) in acc.iter_mut().zip(&w) {
-                        acc[0] = _mm256_fmadd_ps(xr, w[0], acc[0]);
-                        acc[1] = _mm256_fmadd_ps(xr, w[1], acc[1]);
-                    }
+            }
+            if !fp8 {
+                acc = chain;
+                continue;
+            }
+            for (acc, chain) in acc.iter_mut().zip(&chain) {
+                for (c, (acc, chain)) in acc.iter_mut().zip(chain).enumerate() {
+                    let s = _mm256_set1_ps(*t.scales.add(c * t.scale_stride + block));
+                    acc[0] = _mm256_fmadd_ps(chain[0], s, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(chain[1], s, acc[1]);
                 }
             }
         }
@@ -324,17 +368,56 @@ unsafe fn load16<E: PanelElement>(p: *const E) -> [__m256; 2] {
                 ]
             }
             ElementKind::F8E4M3 => {
-                // The f16 of value × 2⁻⁸ (see `F8E4M3`): magnitude up 7 bits, sign up 8. Sign-
-                // extended to 16 bits, a byte's sign fills bits 8–15, so after the shift by 7
-                // bit 15 is the sign and one mask keeps it with the magnitude.
-                let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast::<__m128i>()));
-                let bits =
-                    _mm256_and_si256(_mm256_slli_epi16(v, 7), _mm256_set1_epi16(0xBF80u16 as i16));
-                [
-                    _mm256_cvtph_ps(_mm256_castsi256_si128(bits)),
-                    _mm256_cvtph_ps(_mm256_extracti128_si256(bits, 1)),
-                ]
+                let p = p.cast::<u8>();
+                [fp8_widen8(p), fp8_widen8(p.add(8))]
             }
         }
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static AVX2_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's FP8 products on the AVX2 tiles (tests hold both to one result).
+#[cfg(test)]
+pub fn with_avx2_only<T>(f: impl FnOnce() -> T) -> T {
+    AVX2_ONLY.set(true);
+    let out = f();
+    AVX2_ONLY.set(false);
+    out
+}
+
+/// Whether FP8 products started on this thread take the 512-bit tiles.
+fn wide_fp8() -> bool {
+    #[cfg(test)]
+    if AVX2_ONLY.get() {
+        return false;
+    }
+    fp8_avx512::supported()
+}
+
+/// Where the FP8 weights' inputs are scaled to (see [`F8E4M3`]); 1 for the other types.
+fn input_factor<E: PanelElement>() -> f32 {
+    if E::KIND == ElementKind::F8E4M3 {
+        F8E4M3::INPUT_FACTOR
+    } else {
+        1.0
+    }
+}
+
+/// 8 e4m3 bytes widened to f32 as [`F8E4M3::f32_bits`] does.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn fp8_widen8(p: *const u8) -> __m256 {
+    // SAFETY: the caller guarantees 8 readable bytes at `p`.
+    unsafe {
+        let v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast::<__m128i>()));
+        let bits = _mm256_and_si256(
+            _mm256_slli_epi32(v, 20),
+            _mm256_set1_epi32(0x87F0_0000u32 as i32),
+        );
+        _mm256_castsi256_ps(bits)
     }
 }

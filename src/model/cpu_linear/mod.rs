@@ -53,7 +53,7 @@ enum PanelData {
 }
 
 /// Block scales of an FP8 packed weight: `values[panel · per_panel + k / k_block]`, each the
-/// checkpoint's scale × 2⁸ (see [`F8E4M3`]).
+/// checkpoint's scale × [`F8E4M3::SCALE_FACTOR`].
 pub struct Scales {
     values: Vec<f32>,
     per_panel: usize,
@@ -118,7 +118,7 @@ impl PackedWeight {
         let scales = (0..panels * per_panel)
             .map(|i| {
                 let (panel, kb) = (i / per_panel, i % per_panel);
-                weight.scale(panel * PANEL, kb * k_block) * 256.0
+                weight.scale(panel * PANEL, kb * k_block) * F8E4M3::SCALE_FACTOR
             })
             .collect();
         Ok(Self {

@@ -2,7 +2,7 @@
 //! definition of the product. Within a panel's row of 16, columns sit in the element type's
 //! [`PanelElement::slot`] order.
 
-use super::element::PanelElement;
+use super::element::{F8E4M3, PanelElement};
 use super::{PANEL, Scales};
 use rayon::prelude::*;
 
@@ -42,7 +42,8 @@ fn weight<E: PanelElement>(
 ) -> f32 {
     let w = packed[packed_index::<E>(col, k, in_dim)].widen();
     match scales {
-        Some(s) => w * s.get(col / PANEL, k),
+        // One rounding, then an exact power of two (see `F8E4M3`).
+        Some(s) => w * s.get(col / PANEL, k) * F8E4M3::INPUT_FACTOR,
         None => w,
     }
 }
@@ -62,7 +63,9 @@ pub fn gather_rows<E: PanelElement>(
 }
 
 /// `y = x · Wᵀ`, each element a `mul_add` chain over `k` in order starting from zero: exactly
-/// the arithmetic of the SIMD kernel, one element at a time.
+/// the arithmetic of the SIMD kernel, one element at a time. With block scales (FP8), one chain
+/// of the widened weights against the inputs × [`F8E4M3::INPUT_FACTOR`] per block, added in
+/// block order as `chain.mul_add(scale, acc)`.
 pub fn reference<E: PanelElement>(
     packed: &[E],
     scales: Option<&Scales>,
@@ -71,12 +74,22 @@ pub fn reference<E: PanelElement>(
     in_dim: usize,
     out_dim: usize,
 ) -> Vec<f32> {
+    let block = scales.map_or(in_dim, |s| s.k_block).max(1);
+    let input_factor = scales.map_or(1.0, |_| F8E4M3::INPUT_FACTOR);
     let mut y = vec![0f32; rows * out_dim];
     for r in 0..rows {
         for col in 0..out_dim {
             let mut acc = 0f32;
-            for k in 0..in_dim {
-                acc = x[r * in_dim + k].mul_add(weight(packed, scales, col, k, in_dim), acc);
+            for first in (0..in_dim).step_by(block) {
+                let mut chain = 0f32;
+                for k in first..(first + block).min(in_dim) {
+                    let w = packed[packed_index::<E>(col, k, in_dim)].widen();
+                    chain = (x[r * in_dim + k] * input_factor).mul_add(w, chain);
+                }
+                acc = match scales {
+                    Some(s) => chain.mul_add(s.get(col / PANEL, first), acc),
+                    None => chain,
+                };
             }
             y[r * out_dim + col] = acc;
         }

@@ -144,8 +144,8 @@ fn empty_batches_give_empty_outputs() {
     }
 }
 
-/// FP8 panels: the kernel is its scalar definition bit for bit, and both are the product with
-/// the dequantized weight (value × block scale) held in f32, bit for bit.
+/// FP8 panels: the kernel is its scalar definition bit for bit (block chains, each scaled once),
+/// within a few ulps of the product with the dequantized weight (value × block scale).
 #[test]
 fn fp8_weights_multiply_as_their_dequantized_values() {
     use crate::model::fp8::Fp8Weight;
@@ -167,10 +167,23 @@ fn fp8_weights_multiply_as_their_dequantized_values() {
                 bits(&fp8.reference(&xv, rows)),
                 "{out_dim}x{in_dim} {rows}"
             );
+            #[cfg(target_arch = "x86_64")]
             assert_eq!(
+                bits(&super::kernel::with_avx2_only(|| run(&fp8, &x))),
                 bits(&got),
-                bits(&run(&widened, &x)),
-                "{out_dim}x{in_dim} {rows}"
+                "AVX2 tiles, {out_dim}x{in_dim} {rows}"
+            );
+            // The dequantized product rounds each weight's product with its scale; FP8 applies
+            // the scale once a block: a few ulps apart, not bits.
+            let want = run(&widened, &x);
+            let size = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-5 * size,
+                "{out_dim}x{in_dim} {rows}: {worst} of {size}"
             );
         }
         let ids = [0u32, (out_dim - 1) as u32];
@@ -193,6 +206,7 @@ fn fp8_weights_multiply_as_their_dequantized_values() {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap()[0];
-        assert_eq!(F8E4M3(b).widen() * 256.0, want, "{b:#04x}");
+        let two_to_120 = F8E4M3::INPUT_FACTOR * F8E4M3::SCALE_FACTOR;
+        assert_eq!(F8E4M3(b).widen() * two_to_120, want, "{b:#04x}");
     }
 }
