@@ -8,6 +8,9 @@
 
 use rayon::prelude::*;
 
+/// Values a parallel task quantizes at least.
+const MIN_VALUES_PER_TASK: usize = 16 * 1024;
+
 /// Rows of activations as int8 blocks.
 pub struct QuantizedRows {
     pub rows: usize,
@@ -29,9 +32,12 @@ impl QuantizedRows {
         let blocks = cols / block;
         let mut q = vec![0i8; rows * cols];
         let mut d = vec![0f32; rows * blocks];
+        // A decode row is a few microseconds of work: split only what is worth a hand-over
+        // to another thread.
         q.par_chunks_mut(block)
             .zip(d.par_iter_mut())
             .zip(x[..rows * cols].par_chunks(block))
+            .with_min_len((MIN_VALUES_PER_TASK / block).max(1))
             .for_each(|((q, d), x)| *d = quantize_block(x, q));
         let sums16 = if block == 256 {
             q.chunks(16)
