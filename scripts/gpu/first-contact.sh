@@ -20,6 +20,10 @@
 #                    time is left) against the user's command; the c=1 decode rate as a fraction
 #                    of the HBM roofline of the GPU found (H100 3.35, H200 4.8 TB/s)
 #   e streams   (60) 64 concurrent greedy streams through the engine equal to their solo runs (f32)
+#   f quant    (120) quantized weights on the device: the 0.6B checkpoint written as a Q4_K_M GGUF
+#                    file by `tealight debug gguf`, and loaded with `--quantization fp8`; logits on
+#                    the device against the CPU's own kernels, within what the quantization itself
+#                    moves (compare_devices.py); then the GGUF file served and benched at c=1
 # A stage ends PASS or FAIL: one that ran and failed (a timeout too) is FAIL. SKIP is only for a
 # stage that never started: no time left, the setup failed, or (--smoke) no torch for it.
 #
@@ -38,7 +42,7 @@ SMOKE=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
-    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,38p' "$0"; exit 0 ;;
     *) die "unknown argument $arg" ;;
   esac
 done
@@ -54,6 +58,7 @@ if [[ $SMOKE -eq 1 ]]; then
   STREAMS=8 STREAM_TOKENS=6
   LOGIT_BACKENDS="auto generic"
   KERNEL_FLAGS=(--small)
+  GGUF_TYPE=q8_0 # the tiny model's widths are not multiples of the K-quants' 256
 else
   DEVICE=cuda
   PORT="${PORT:-6666}"
@@ -61,8 +66,9 @@ else
   STREAMS=64 STREAM_TOKENS=32
   LOGIT_BACKENDS="auto cuda"
   KERNEL_FLAGS=(--bench --iters 10)
+  GGUF_TYPE=q4_k_m
 fi
-ALL_STAGES="a b c d e"
+ALL_STAGES="a b c d e f"
 STAGES="${STAGES:-$ALL_STAGES}"
 
 OUT="${OUT:-$WORK/out}"
@@ -380,10 +386,70 @@ stage_e() {
   fi
 }
 
-declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams)
-declare -A BUDGET=([a]=150 [b]=100 [c]=60 [d]=170 [e]=60)
+stage_f() {
+  await_checkpoint 0.6b "$CKPT_06B" || return
+  has_module "$PY" numpy || { fail "no numpy for the comparison"; return; }
+  local prompts="$WORK/prompts-f.json" gguf="$WORK/qwen3-0.6b-$GGUF_TYPE.gguf" rc failed=() report
+  "$PY_ANY" -c 'import json, random, sys
+random.seed(8)
+json.dump([[random.randrange(151643) for _ in range(n)] for n in (96, 80)], open(sys.argv[1], "w"))' "$prompts"
+  log "== f: $GGUF_TYPE GGUF of the 0.6b checkpoint"
+  if ! within "$TL" debug gguf --model "$CKPT_06B" --out "$gguf" --type "$GGUF_TYPE"; then
+    fail "debug gguf could not write the $GGUF_TYPE file"
+    return
+  fi
+  logits() { # name device model [load flags]: $WORK/f-name.npy
+    log "== f: logits $1"
+    within "$TL" debug logits --model "$3" --device "$2" --prompts "$prompts" --prefill 32 --chunk 16 \
+      --out "$WORK/f-$1" "${@:4}" || failed+=("logits $1")
+  }
+  logits dense cpu "$CKPT_06B"
+  logits gguf-cpu cpu "$gguf"
+  logits gguf-dev "$DEVICE" "$gguf"
+  logits fp8-cpu cpu "$CKPT_06B" --quantization fp8
+  logits fp8-dev "$DEVICE" "$CKPT_06B" --quantization fp8
+  report="$WORK/compare-f.txt"
+  : >"$report"
+  if [[ ${#failed[@]} -eq 0 ]]; then
+    within "$PY" "$HERE/compare_devices.py" --label "$GGUF_TYPE:" --dense "$WORK/f-dense.npy" \
+      --cpu "$WORK/f-gguf-cpu.npy" --got "$DEVICE=$WORK/f-gguf-dev.npy" | tee -a "$report" ||
+      failed+=("$GGUF_TYPE logits")
+    within "$PY" "$HERE/compare_devices.py" --label "fp8:" --dense "$WORK/f-dense.npy" \
+      --cpu "$WORK/f-fp8-cpu.npy" --got "$DEVICE=$WORK/f-fp8-dev.npy" | tee -a "$report" ||
+      failed+=("fp8 logits")
+  fi
+  rm -f "$WORK"/f-*.npy
+  local decode="not measured"
+  if [[ ${#failed[@]} -eq 0 ]] && (($(left) > 40)) && start_user_serve "$gguf" "$OUT/serve-f.log"; then
+    within "$TL" bench --base-url "http://127.0.0.1:$PORT/v1" --api-key "$API_KEY" --model "$SERVED" \
+      --tokenizer "$CKPT_06B" --input-len 128 --output-len "$((BENCH_OUT < 64 ? BENCH_OUT : 64))" \
+      --num-prompts 3 --max-concurrency 1 --no-progress --result-file "$WORK/bench-f.json"
+    rc=$?
+    stop_serve
+    if [[ $rc -eq 0 ]]; then
+      decode="$("$PY_ANY" -c 'import json, sys; t = json.load(open(sys.argv[1])).get("mean_tpot_ms")
+print("%.1f tok/s" % (1000 / t) if t else "no TPOT")' "$WORK/bench-f.json")"
+    else
+      failed+=("bench of the GGUF file (exit $rc)")
+    fi
+  fi
+  "$PY_ANY" - "$report" "$WORK/metrics-f.json" "$GGUF_TYPE" "$decode" <<'PY'
+import json, sys
+report, out, kind, decode = sys.argv[1:]
+json.dump({"gguf_type": kind, "comparison": [l.strip() for l in open(report) if l.strip()],
+           "gguf_decode_c1": decode}, open(out, "w"), indent=2)
+PY
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    fail "${failed[*]} (table in first-contact.log)"
+  else
+    pass "$GGUF_TYPE GGUF and fp8 logits on $DEVICE within the quantization's noise of the CPU kernels; GGUF decode c=1 $decode"
+  fi
+}
+
+declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant)
+declare -A BUDGET=([a]=150 [b]=100 [c]=60 [d]=170 [e]=60 [f]=120)
 # The least time worth starting a stage with.
-declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25)
+declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=40)
 
 run_stage() { # id
   local id="$1" started=$SECONDS available

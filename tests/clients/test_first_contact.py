@@ -34,8 +34,8 @@ def test_smoke_runs_every_stage_it_can(tmp_path):
     proc, summary, stages = smoke(tmp_path)
     log = proc.stdout + proc.stderr
     assert summary["mode"] == "smoke" and summary["device"] == "cpu"
-    assert list(stages) == ["a", "b", "c", "d", "e"], log
-    for stage in "acde":
+    assert list(stages) == ["a", "b", "c", "d", "e", "f"], log
+    for stage in "acdef":
         assert stages[stage]["status"] == "PASS", (stages[stage], log[-3000:])
     if has_torch():
         assert stages["b"]["status"] == "PASS", (stages["b"], log[-3000:])
@@ -52,9 +52,13 @@ def test_smoke_runs_every_stage_it_can(tmp_path):
     assert bench["single_stream_vs_roofline"]["decode_tok_s"] > 0
     # No HBM figure for a CPU: no fraction is made up.
     assert bench["single_stream_vs_roofline"]["fraction"] is None
+    f = stages["f"]["metrics"]
+    assert f["gguf_type"] == "q8_0" and len(f["comparison"]) == 4, f
+    assert f["gguf_decode_c1"].endswith("tok/s"), f
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) <= 8, files  # what a device run brings back
-    assert {"summary.json", "first-contact.log", "serve-a.log", "serve-d.log", "bench.json"} <= set(files)
+    assert {"summary.json", "first-contact.log", "serve-a.log", "serve-d.log", "serve-f.log",
+            "bench.json"} <= set(files)
 
 
 def test_a_stage_that_runs_and_fails_is_a_fail(tmp_path):
@@ -67,3 +71,25 @@ def test_a_stage_that_runs_and_fails_is_a_fail(tmp_path):
     assert set(stages) == {"c", "e"}
     assert summary["failed"] == 2
     assert proc.returncode != 0
+
+
+def test_compare_devices_fails_beyond_the_quantization_noise(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    dense = rng.normal(0, 3, (64, 500)).astype(np.float32)
+    cpu = dense + rng.normal(0, 0.2, dense.shape).astype(np.float32)
+    paths = {}
+    for name, value in {"dense": dense, "cpu": cpu, "close": cpu + 0.05, "far": cpu + 0.5 * rng.normal(
+            0, 1, dense.shape).astype(np.float32)}.items():
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], value)
+    script = ROOT / "scripts" / "gpu" / "compare_devices.py"
+
+    def run(got):
+        return subprocess.run([sys.executable, str(script), "--dense", str(paths["dense"]), "--cpu",
+                               str(paths["cpu"]), "--got", f"x={paths[got]}"], capture_output=True, text=True)
+
+    close, far = run("close"), run("far")
+    assert close.returncode == 0 and "PASS" in close.stdout, close.stdout + close.stderr
+    assert far.returncode == 1 and "FAIL" in far.stdout, far.stdout + far.stderr

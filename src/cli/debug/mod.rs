@@ -14,12 +14,12 @@ use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
 mod gguf;
 pub mod kernel_check;
+mod npy;
 
 use crate::model::ModelSource;
-use crate::model::loader::{DtypeChoice, load_source};
+use crate::model::loader::{DtypeChoice, Quantization, load_source};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use crate::sampling::SamplingParams;
-use candle_core::Tensor;
 use clap::{Args, Subcommand};
 use kernel_check as check;
 use rand::{Rng, SeedableRng};
@@ -49,13 +49,16 @@ pub enum DebugCommand {
 /// Model, device and backend flags shared by the subcommands that load a model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelFlags {
-    /// Checkpoint directory.
+    /// Checkpoint directory or GGUF file.
     #[arg(long)]
     pub model: String,
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeChoice,
+    /// Quantize a dense checkpoint's projection weights as they load, as `serve` does.
+    #[arg(long, value_enum, value_name = "q8_0|q4_k|fp8")]
+    pub quantization: Option<Quantization>,
     #[arg(long, value_enum, default_value = "auto")]
     pub attention_backend: AttentionBackend,
     #[arg(long, default_value_t = 16)]
@@ -142,7 +145,7 @@ struct Loaded {
 fn load(flags: &ModelFlags) -> Result<Loaded> {
     let device = select_device(flags.device)?;
     let source = ModelSource::resolve(&flags.model)?;
-    let model = load_source(&source, &device, flags.dtype, None)?;
+    let model = load_source(&source, &device, flags.dtype, flags.quantization)?;
     let backend = flags.attention_backend.resolve(&device)?;
     eprintln!(
         "debug: {} on {:?}, {:?}, attention {:?}",
@@ -220,7 +223,7 @@ fn logits(args: LogitsArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let npy = args.out.with_extension("npy");
-    Tensor::from_vec(values, (rows.len(), vocab), &candle_core::Device::Cpu)?.write_npy(&npy)?;
+    npy::write_f32_matrix(&npy, rows.len(), vocab, &values)?;
     let index =
         serde_json::json!({ "rows": rows, "backend": format!("{backend:?}").to_lowercase() });
     std::fs::write(args.out.with_extension("json"), index.to_string())?;
