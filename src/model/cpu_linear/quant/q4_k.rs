@@ -145,76 +145,102 @@ pub fn reference(panel: &[u8], x: &QuantizedRows, y: &mut [f32], y_stride: usize
     }
 }
 
+/// The tile's body, shared by its AVX2 and VNNI forms, which differ in two steps:
+/// `dot(sum, nibbles, x)` adds each column's four nibble × x products to its lane of a
+/// sub-block's sum, and `scaled(sum, scales)` multiplies those sums by the sub-block's scales
+/// (each column's stored twice, as the i16 pair of its lane). Inlined into each form, so it
+/// compiles with that form's target features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_with<const R: usize>(
+    t: &Tile,
+    dot: impl Fn(
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i,
+    scaled: impl Fn(
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: `t` describes `R` rows of `t.blocks` super-blocks (with their sums of 16), a
+    // panel of as many and `R` rows of at least `t.cols` writable outputs (the caller's
+    // bounds); the caller has AVX2, FMA and F16C.
+    unsafe {
+        let nibble = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..t.blocks {
+            let p = t.panel.add(b * PANEL_BLOCK_BYTES);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            let mut s1 = [_mm256_setzero_si256(); R];
+            let mut s2 = [_mm256_setzero_si256(); R];
+            for pair in 0..4 {
+                let mut lo = [_mm256_setzero_si256(); R];
+                let mut hi = [_mm256_setzero_si256(); R];
+                let q = p.add(QS + pair * 256);
+                for s in 0..8 {
+                    let w = _mm256_loadu_si256(q.add(s * 32) as *const __m256i);
+                    let wl = _mm256_and_si256(w, nibble);
+                    let wh = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
+                    for (r, (lo, hi)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+                        let x = t.xq.add(r * t.x_stride + b * BLOCK + pair * 64 + s * 4);
+                        let xl = _mm256_set1_epi32((x as *const i32).read_unaligned());
+                        let xh = _mm256_set1_epi32((x.add(32) as *const i32).read_unaligned());
+                        *lo = dot(*lo, wl, xl);
+                        *hi = dot(*hi, wh, xh);
+                    }
+                }
+                let sc = |sub: usize| {
+                    _mm256_cvtepu8_epi16(
+                        _mm_loadu_si128(p.add(SCALES + sub * 16) as *const __m128i),
+                    )
+                };
+                let (sc_lo, sc_hi) = (sc(2 * pair), sc(2 * pair + 1));
+                let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                    p.add(MINS + pair * 16) as *const __m128i
+                ));
+                for r in 0..R {
+                    let dot = _mm256_add_epi32(scaled(lo[r], sc_lo), scaled(hi[r], sc_hi));
+                    s1[r] = _mm256_add_epi32(s1[r], dot);
+                    // The sums of sub-blocks 2p and 2p+1 as one i16 pair.
+                    let sums = t.sums.add(r * t.sums_stride + b * 16 + pair * 4);
+                    let pair_sums = ((*sums as i32 + *sums.add(1) as i32) & 0xFFFF)
+                        | ((*sums.add(2) as i32 + *sums.add(3) as i32) << 16);
+                    let m = _mm256_madd_epi16(mins, _mm256_set1_epi32(pair_sums));
+                    s2[r] = _mm256_add_epi32(s2[r], m);
+                }
+            }
+            for r in 0..R {
+                let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
+                let scale = _mm256_mul_ps(d, dx);
+                let offset = _mm256_xor_ps(_mm256_mul_ps(dmin, dx), _mm256_set1_ps(-0.0));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[r]), scale, acc[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2[r]), offset, acc[r]);
+            }
+        }
+        t.store(&acc);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// `R` rows against one panel.
-    // The row loops index several per-row register arrays at once.
-    #[allow(clippy::needless_range_loop)]
+    /// `R` rows against one panel: a sub-block's products summed in i16 (nibbles ≤ 15 times
+    /// |x| ≤ 127, 16 of them, stay within it), scaled by `madd` into 32 bits.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
-        // SAFETY: `t` describes `R` rows of `t.blocks` super-blocks (with their sums of 16),
-        // a panel of as many and `R` rows of at least `t.cols` writable outputs.
+        // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
-            let nibble = _mm256_set1_epi8(0x0F);
-            let mut acc = [_mm256_setzero_ps(); R];
-            for b in 0..t.blocks {
-                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-                let mut s1 = [_mm256_setzero_si256(); R];
-                let mut s2 = [_mm256_setzero_si256(); R];
-                for pair in 0..4 {
-                    let mut lo = [_mm256_setzero_si256(); R];
-                    let mut hi = [_mm256_setzero_si256(); R];
-                    let q = p.add(QS + pair * 256);
-                    for s in 0..8 {
-                        let w = _mm256_loadu_si256(q.add(s * 32) as *const __m256i);
-                        let wl = _mm256_and_si256(w, nibble);
-                        let wh = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
-                        for r in 0..R {
-                            let x = t.xq.add(r * t.x_stride + b * BLOCK + pair * 64 + s * 4);
-                            let xl = _mm256_set1_epi32((x as *const i32).read_unaligned());
-                            let xh = _mm256_set1_epi32((x.add(32) as *const i32).read_unaligned());
-                            // Nibbles ≤ 15 times |x| ≤ 127, 16 of them: within i16.
-                            lo[r] = _mm256_add_epi16(lo[r], _mm256_maddubs_epi16(wl, xl));
-                            hi[r] = _mm256_add_epi16(hi[r], _mm256_maddubs_epi16(wh, xh));
-                        }
-                    }
-                    let sc = |sub: usize| {
-                        _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                            p.add(SCALES + sub * 16) as *const __m128i
-                        ))
-                    };
-                    let (sc_lo, sc_hi) = (sc(2 * pair), sc(2 * pair + 1));
-                    let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                        p.add(MINS + pair * 16) as *const __m128i
-                    ));
-                    for r in 0..R {
-                        let dot = _mm256_add_epi32(
-                            _mm256_madd_epi16(lo[r], sc_lo),
-                            _mm256_madd_epi16(hi[r], sc_hi),
-                        );
-                        s1[r] = _mm256_add_epi32(s1[r], dot);
-                        // The sums of sub-blocks 2p and 2p+1 as one i16 pair.
-                        let sums = t.sums.add(r * t.sums_stride + b * 16 + pair * 4);
-                        let pair_sums = ((*sums as i32 + *sums.add(1) as i32) & 0xFFFF)
-                            | ((*sums.add(2) as i32 + *sums.add(3) as i32) << 16);
-                        let m = _mm256_madd_epi16(mins, _mm256_set1_epi32(pair_sums));
-                        s2[r] = _mm256_add_epi32(s2[r], m);
-                    }
-                }
-                for r in 0..R {
-                    let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
-                    let scale = _mm256_mul_ps(d, dx);
-                    let offset = _mm256_xor_ps(_mm256_mul_ps(dmin, dx), _mm256_set1_ps(-0.0));
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[r]), scale, acc[r]);
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2[r]), offset, acc[r]);
-                }
-            }
-            t.store(&acc);
+            tile_with::<R>(
+                t,
+                |sum, w, x| _mm256_add_epi16(sum, _mm256_maddubs_epi16(w, x)),
+                |sum, scales| _mm256_madd_epi16(sum, scales),
+            )
         }
     }
 }
@@ -228,74 +254,17 @@ pub(super) mod vnni {
     use std::arch::x86_64::*;
 
     /// `R` rows against one panel.
-    // The row loops index several per-row register arrays at once.
-    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
-        // SAFETY: as the AVX2 tile: `R` rows of `t.blocks` super-blocks (with their sums of
-        // 16), a panel of as many and `R` rows of at least `t.cols` writable outputs.
+        // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
-            let nibble = _mm256_set1_epi8(0x0F);
+            // The low half of each 32-bit lane of the widened scales is the scale.
             let low_half = _mm256_set1_epi32(0xFFFF);
-            let mut acc = [_mm256_setzero_ps(); R];
-            for b in 0..t.blocks {
-                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
-                let mut s1 = [_mm256_setzero_si256(); R];
-                let mut s2 = [_mm256_setzero_si256(); R];
-                for pair in 0..4 {
-                    let mut lo = [_mm256_setzero_si256(); R];
-                    let mut hi = [_mm256_setzero_si256(); R];
-                    let q = p.add(QS + pair * 256);
-                    for s in 0..8 {
-                        let w = _mm256_loadu_si256(q.add(s * 32) as *const __m256i);
-                        let wl = _mm256_and_si256(w, nibble);
-                        let wh = _mm256_and_si256(_mm256_srli_epi16(w, 4), nibble);
-                        for r in 0..R {
-                            let x = t.xq.add(r * t.x_stride + b * BLOCK + pair * 64 + s * 4);
-                            let xl = _mm256_set1_epi32((x as *const i32).read_unaligned());
-                            let xh = _mm256_set1_epi32((x.add(32) as *const i32).read_unaligned());
-                            lo[r] = _mm256_dpbusd_epi32(lo[r], wl, xl);
-                            hi[r] = _mm256_dpbusd_epi32(hi[r], wh, xh);
-                        }
-                    }
-                    // Each column's scale is stored twice as bytes: widened to i16 pairs, the
-                    // low half of each 32-bit lane is the scale.
-                    let sc = |sub: usize| {
-                        _mm256_and_si256(
-                            _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                                p.add(SCALES + sub * 16) as *const __m128i
-                            )),
-                            low_half,
-                        )
-                    };
-                    let (sc_lo, sc_hi) = (sc(2 * pair), sc(2 * pair + 1));
-                    let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(
-                        p.add(MINS + pair * 16) as *const __m128i
-                    ));
-                    for r in 0..R {
-                        let dot = _mm256_add_epi32(
-                            _mm256_mullo_epi32(lo[r], sc_lo),
-                            _mm256_mullo_epi32(hi[r], sc_hi),
-                        );
-                        s1[r] = _mm256_add_epi32(s1[r], dot);
-                        let sums = t.sums.add(r * t.sums_stride + b * 16 + pair * 4);
-                        let pair_sums = ((*sums as i32 + *sums.add(1) as i32) & 0xFFFF)
-                            | ((*sums.add(2) as i32 + *sums.add(3) as i32) << 16);
-                        let m = _mm256_madd_epi16(mins, _mm256_set1_epi32(pair_sums));
-                        s2[r] = _mm256_add_epi32(s2[r], m);
-                    }
-                }
-                for r in 0..R {
-                    let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
-                    let scale = _mm256_mul_ps(d, dx);
-                    let offset = _mm256_xor_ps(_mm256_mul_ps(dmin, dx), _mm256_set1_ps(-0.0));
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[r]), scale, acc[r]);
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2[r]), offset, acc[r]);
-                }
-            }
-            t.store(&acc);
+            tile_with::<R>(
+                t,
+                |sum, w, x| _mm256_dpbusd_epi32(sum, w, x),
+                |sum, scales| _mm256_mullo_epi32(sum, _mm256_and_si256(scales, low_half)),
+            )
         }
     }
 }
