@@ -9,7 +9,8 @@
 //! - Few-row shapes. gemm 0.19 is built for large products: it sends one row down a separate
 //!   gemv path and leaves most of the FLOPs unused for decode batches of 2–64 rows.
 //! - Batch invariance. Every output element is one fused-multiply-add chain over the inner
-//!   dimension in order, whatever the row count, the row block or the thread it lands on, so a
+//!   dimension in order (FP8: one per 128-input scale block, the blocks' sums scaled and added
+//!   in order), whatever the row count, the row block or the thread it lands on, so a
 //!   sequence's logits do not depend on what else shares its step (seeded sampling relies on
 //!   it). The tests hold the kernel to a scalar chain bit for bit.
 //!
@@ -194,7 +195,8 @@ impl PackedWeight {
     }
 
     /// The scalar definition of what [`Self::forward`] computes, bit for bit: for each output
-    /// element one `mul_add` chain over `k` in order, from zero. Slow; for tests.
+    /// element one `mul_add` chain over `k` in order, from zero (FP8: one per scale block, the
+    /// blocks' sums scaled and added in order). Slow; for tests.
     pub fn reference(&self, x: &[f32], rows: usize) -> Vec<f32> {
         match &self.data {
             PanelData::F32(d) => pack::reference(d, None, x, rows, self.in_dim, self.out_dim),
