@@ -246,6 +246,7 @@ macro_rules! by_shape {
     };
 }
 
+// Declared after `by_shape!`, which it uses (macros are visible below their definition only).
 mod fp8_avx512;
 
 /// `rows` (1..=6) rows against `panels` (1 to 4 for one row, else 1 or 2) panels.

@@ -232,34 +232,24 @@ impl QuantizedPanels {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded from the caller; `rows` rows remain from `r0`.
             unsafe {
-                use q8_0::vnni::tile as q8_vnni;
-                use {q4_k::avx2::tile as q4, q6_k::avx2::tile as q6, q8_0::avx2::tile as q8};
-                use {q4_k::vnni::tile as q4_vnni, q6_k::vnni::tile as q6_vnni};
-                match (self.format, ROWS.min(xq.rows - r0), vnni) {
-                    (Format::Q8_0, 1, true) => q8_vnni::<1>(&tile),
-                    (Format::Q8_0, 2, true) => q8_vnni::<2>(&tile),
-                    (Format::Q8_0, 3, true) => q8_vnni::<3>(&tile),
-                    (Format::Q8_0, _, true) => q8_vnni::<4>(&tile),
-                    (Format::Q4K, 1, true) => q4_vnni::<1>(&tile),
-                    (Format::Q4K, 2, true) => q4_vnni::<2>(&tile),
-                    (Format::Q4K, 3, true) => q4_vnni::<3>(&tile),
-                    (Format::Q4K, _, true) => q4_vnni::<4>(&tile),
-                    (Format::Q6K, 1, true) => q6_vnni::<1>(&tile),
-                    (Format::Q6K, 2, true) => q6_vnni::<2>(&tile),
-                    (Format::Q6K, 3, true) => q6_vnni::<3>(&tile),
-                    (Format::Q6K, _, true) => q6_vnni::<4>(&tile),
-                    (Format::Q8_0, 1, _) => q8::<1>(&tile),
-                    (Format::Q8_0, 2, _) => q8::<2>(&tile),
-                    (Format::Q8_0, 3, _) => q8::<3>(&tile),
-                    (Format::Q8_0, _, _) => q8::<4>(&tile),
-                    (Format::Q4K, 1, _) => q4::<1>(&tile),
-                    (Format::Q4K, 2, _) => q4::<2>(&tile),
-                    (Format::Q4K, 3, _) => q4::<3>(&tile),
-                    (Format::Q4K, _, _) => q4::<4>(&tile),
-                    (Format::Q6K, 1, _) => q6::<1>(&tile),
-                    (Format::Q6K, 2, _) => q6::<2>(&tile),
-                    (Format::Q6K, 3, _) => q6::<3>(&tile),
-                    (Format::Q6K, _, _) => q6::<4>(&tile),
+                // The tile function of `R` rows for the row count left from `r0`.
+                macro_rules! by_rows {
+                    ($($tile:ident)::+) => {
+                        match ROWS.min(xq.rows - r0) {
+                            1 => $($tile)::+::<1>(&tile),
+                            2 => $($tile)::+::<2>(&tile),
+                            3 => $($tile)::+::<3>(&tile),
+                            _ => $($tile)::+::<4>(&tile),
+                        }
+                    };
+                }
+                match (self.format, vnni) {
+                    (Format::Q8_0, true) => by_rows!(q8_0::vnni::tile),
+                    (Format::Q4K, true) => by_rows!(q4_k::vnni::tile),
+                    (Format::Q6K, true) => by_rows!(q6_k::vnni::tile),
+                    (Format::Q8_0, false) => by_rows!(q8_0::avx2::tile),
+                    (Format::Q4K, false) => by_rows!(q4_k::avx2::tile),
+                    (Format::Q6K, false) => by_rows!(q6_k::avx2::tile),
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]

@@ -148,6 +148,56 @@ pub fn reference(panel: &[u8], x: &QuantizedRows, y: &mut [f32], y_stride: usize
     }
 }
 
+/// The scales of sub-block `sub` of the super-block at `p`, each column's stored twice, as the
+/// i16 pair of its 32-bit lane.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn scale16(p: *const u8, sub: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: inside the super-block (the caller's bounds); the caller has AVX2.
+    unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(SCALES + sub * 16) as *const __m128i)) }
+}
+
+/// The tile's body, shared by its AVX2 and VNNI forms: `block_dot(p, b)` gives each row's
+/// `Σ_j sc_j · Σ q·x` over super-block `b` (at `p`), the part where the forms differ; the
+/// offset for the − 32 of every value and the accumulation are common. Inlined into each form,
+/// so it compiles with that form's target features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_with<const R: usize>(
+    t: &Tile,
+    block_dot: impl Fn(*const u8, usize) -> [std::arch::x86_64::__m256i; R],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: `t` describes `R` rows of `t.blocks` super-blocks with their sums of 16, a panel
+    // of as many, `R` rows of at least `t.cols` writable outputs (the caller's bounds); the
+    // caller has AVX2, FMA and F16C.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..t.blocks {
+            let p = t.panel.add(b * PANEL_BLOCK_BYTES);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let dot = block_dot(p, b);
+            // Σ_j sc_j · (sum of sub-block j's x), for the − 32 of every value.
+            let mut offset = [_mm256_setzero_si256(); R];
+            for sub in 0..16 {
+                let sc = scale16(p, sub);
+                for (r, offset) in offset.iter_mut().enumerate() {
+                    let sum = *t.sums.add(r * t.sums_stride + b * 16 + sub);
+                    let m = _mm256_madd_epi16(sc, _mm256_set1_epi32(sum as u16 as i32));
+                    *offset = _mm256_add_epi32(*offset, m);
+                }
+            }
+            for r in 0..R {
+                let total = _mm256_sub_epi32(dot[r], _mm256_slli_epi32(offset[r], 5));
+                let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[r]);
+            }
+        }
+        t.store(&acc);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use super::*;
@@ -179,32 +229,22 @@ pub(super) mod avx2 {
         }
     }
 
-    /// `R` rows against one panel.
+    /// `R` rows against one panel: two steps' products summed in i16, scaled by `madd`.
     // The row loops index several per-row register arrays at once.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
-        // SAFETY: as for the other formats: `R` rows of `t.blocks` super-blocks with their sums
-        // of 16, a panel of as many, `R` rows of at least `t.cols` writable outputs.
+        // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
-            for b in 0..t.blocks {
-                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                let scale = |sub: usize| {
-                    _mm256_cvtepi8_epi16(
-                        _mm_loadu_si128(p.add(SCALES + sub * 16) as *const __m128i),
-                    )
-                };
+            tile_with::<R>(t, |p, b| {
                 let mut dot = [_mm256_setzero_si256(); R];
-                let mut offset = [_mm256_setzero_si256(); R];
                 for pair in 0..4 {
                     // Two steps at a time: 2 · (2 · 63 · 127) stays within i16.
                     for step in (0..8).step_by(2) {
                         let (a0, b0) = step_values(p, pair, step);
                         let (a1, b1) = step_values(p, pair, step + 1);
                         let (sub_a, sub_b) = (pair * 4 + step / 4, pair * 4 + 2 + step / 4);
-                        let (sc_a, sc_b) = (scale(sub_a), scale(sub_b));
+                        let (sc_a, sc_b) = (scale16(p, sub_a), scale16(p, sub_b));
                         for r in 0..R {
                             let x = t.xq.add(r * t.x_stride + b * BLOCK + pair * 64 + step * 4);
                             let at = |o: usize| {
@@ -228,23 +268,8 @@ pub(super) mod avx2 {
                         }
                     }
                 }
-                // Σ_j sc_j · (sum of sub-block j's x), for the − 32 of every value.
-                for sub in 0..16 {
-                    let sc = scale(sub);
-                    for r in 0..R {
-                        let sum = *t.sums.add(r * t.sums_stride + b * 16 + sub);
-                        let m = _mm256_madd_epi16(sc, _mm256_set1_epi32(sum as u16 as i32));
-                        offset[r] = _mm256_add_epi32(offset[r], m);
-                    }
-                }
-                for r in 0..R {
-                    let total = _mm256_sub_epi32(dot[r], _mm256_slli_epi32(offset[r], 5));
-                    let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[r]);
-                }
-            }
-            t.store(&acc);
+                dot
+            })
         }
     }
 }
@@ -295,23 +320,13 @@ pub(super) mod vnni {
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
     pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
-        // SAFETY: as the AVX2 tile: `R` rows of `t.blocks` super-blocks with their sums of 16,
-        // a panel of as many, `R` rows of at least `t.cols` writable outputs.
+        // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
-            for b in 0..t.blocks {
-                let p = t.panel.add(b * PANEL_BLOCK_BYTES);
-                let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
-                // Scales stored twice as bytes, widened to i16 pairs: each 32-bit lane's high
-                // half is the scale, sign-extended by the arithmetic shift.
-                let scale16 = |sub: usize| {
-                    _mm256_cvtepi8_epi16(
-                        _mm_loadu_si128(p.add(SCALES + sub * 16) as *const __m128i),
-                    )
-                };
-                let scale32 = |sub: usize| _mm256_srai_epi32(scale16(sub), 16);
+            tile_with::<R>(t, |p, b| {
+                // Each 32-bit lane's high half of the widened scales is the scale,
+                // sign-extended by the arithmetic shift.
+                let scale32 = |sub: usize| _mm256_srai_epi32(scale16(p, sub), 16);
                 let mut dot = [_mm256_setzero_si256(); R];
-                let mut offset = [_mm256_setzero_si256(); R];
                 for pair in 0..4 {
                     for half in 0..2 {
                         let mut sum_a = [_mm256_setzero_si256(); R];
@@ -339,23 +354,8 @@ pub(super) mod vnni {
                         }
                     }
                 }
-                // Σ_j sc_j · (sum of sub-block j's x), for the − 32 of every value.
-                for sub in 0..16 {
-                    let sc = scale16(sub);
-                    for r in 0..R {
-                        let sum = *t.sums.add(r * t.sums_stride + b * 16 + sub);
-                        let m = _mm256_madd_epi16(sc, _mm256_set1_epi32(sum as u16 as i32));
-                        offset[r] = _mm256_add_epi32(offset[r], m);
-                    }
-                }
-                for r in 0..R {
-                    let total = _mm256_sub_epi32(dot[r], _mm256_slli_epi32(offset[r], 5));
-                    let dx = _mm256_set1_ps(*t.xd.add(r * t.xd_stride + b));
-                    acc[r] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, dx), acc[r]);
-                }
-            }
-            t.store(&acc);
+                dot
+            })
         }
     }
 }
