@@ -458,15 +458,64 @@ fn context_overflows_are_coded_and_truncation_auto_drops_the_oldest_items() {
 }
 
 #[test]
+fn responses_report_logprobs_when_asked() {
+    let s = plain();
+    for stream in [false, true] {
+        let body = json!({"input": "x", "max_output_tokens": 4, "top_logprobs": 2, "temperature": 0,
+            "include": ["message.output_text.logprobs"], "reasoning": {"effort": "none"},
+            "stream": stream});
+        let (done, deltas) = if stream {
+            let events = sse(s, "/v1/responses", &body);
+            let deltas: Vec<Value> = events
+                .iter()
+                .filter(|(kind, _)| kind == "response.output_text.delta")
+                .flat_map(|(_, e)| e["logprobs"].as_array().unwrap().clone())
+                .collect();
+            (events.last().unwrap().1["response"].clone(), Some(deltas))
+        } else {
+            (s.post("/v1/responses", &body).json(), None)
+        };
+        assert_eq!(done["top_logprobs"], 2);
+        let part = &done["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "message")
+            .unwrap_or_else(|| panic!("{done}"))["content"][0];
+        let entries = part["logprobs"].as_array().unwrap();
+        assert!(!entries.is_empty(), "{done}");
+        let spelled: String = entries
+            .iter()
+            .map(|e| e["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(spelled, part["text"], "one entry a token of the text");
+        for e in entries {
+            assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+            assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 2);
+        }
+        if let Some(deltas) = deltas {
+            assert_eq!(&deltas, entries, "the deltas carry the same entries");
+        }
+    }
+    let plain_text = s
+        .post(
+            "/v1/responses",
+            &json!({"input": "x", "max_output_tokens": 2, "reasoning": {"effort": "none"}}),
+        )
+        .json();
+    assert_eq!(plain_text["output"][0]["content"][0]["logprobs"], json!([]));
+}
+
+#[test]
 fn unimplemented_responses_fields_are_refused_by_name() {
     let s = plain();
     for (field, value, param) in [
         ("conversation", json!("conv_1"), "conversation"),
         ("background", json!(true), "background"),
-        ("top_logprobs", json!(2), "top_logprobs"),
+        ("top_logprobs", json!(99), "top_logprobs"),
         (
             "include",
-            json!(["reasoning.encrypted_content", "message.output_text.logprobs"]),
+            json!(["reasoning.encrypted_content", "web_search_call.results"]),
             "include[1]",
         ),
         ("truncation", json!("middle"), "truncation"),

@@ -77,7 +77,8 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         response_store: StoreLimits {
             max_entries: args.response_store_max_entries,
             max_age: Duration::from_secs(args.response_store_ttl),
-            max_bytes: usize::try_from(args.response_store_max_bytes.as_u64()).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(args.response_store_max_bytes.as_u64())
+                .unwrap_or(usize::MAX),
         },
     })
 }

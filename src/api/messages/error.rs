@@ -67,10 +67,7 @@ mod tests {
         };
         let e = prompt_too_long(ApiError::context_length("messages", "long", overflow));
         assert_eq!(e.message, "prompt is too long: 9000 tokens > 4096 maximum");
-        assert_eq!(
-            from_api_error(&e)["error"]["type"],
-            "invalid_request_error"
-        );
+        assert_eq!(from_api_error(&e)["error"]["type"], "invalid_request_error");
         let other = prompt_too_long(ApiError::invalid("max_tokens", "too big"));
         assert_eq!(other.message, "too big");
     }

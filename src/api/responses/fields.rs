@@ -149,7 +149,10 @@ mod tests {
                 json!({"include": ["reasoning.encrypted_content", "file_search_call.results"]}),
                 "include[1]",
             ),
-            (json!({"include": ["web_search_call.results"]}), "include[0]"),
+            (
+                json!({"include": ["web_search_call.results"]}),
+                "include[0]",
+            ),
             (json!({"truncation": "sometimes"}), "truncation"),
             (json!({"metadata": {"k": [1, 2, 3]}}), "metadata"),
             (json!({"metadata": {"k": "v".repeat(513)}}), "metadata"),
@@ -181,7 +184,10 @@ mod tests {
         assert_eq!(top(json!({"top_logprobs": 3})), Some(3));
         assert_eq!(top(json!({"top_logprobs": -1})), Some(-1));
         assert_eq!(top(json!({"include": [LOGPROBS]})), Some(0));
-        assert_eq!(top(json!({"include": [LOGPROBS], "top_logprobs": 2})), Some(2));
+        assert_eq!(
+            top(json!({"include": [LOGPROBS], "top_logprobs": 2})),
+            Some(2)
+        );
     }
 
     #[test]

@@ -180,7 +180,10 @@ fn prepare(
 
 /// The stored response's JSON as it was stored: no parse, no copy, nothing sized by the
 /// response done on the async workers.
-pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let stored = state
         .responses()
         .get(&id)
@@ -260,12 +263,7 @@ fn shell(
         .tool_choice
         .clone()
         .unwrap_or_else(|| Value::String(if has_tools { "auto" } else { "none" }.into()));
-    r.tools = req
-        .tools
-        .iter()
-        .flatten()
-        .map(echoed_tool)
-        .collect();
+    r.tools = req.tools.iter().flatten().map(echoed_tool).collect();
     r.truncation = req.truncation.clone().unwrap_or_else(|| "disabled".into());
     r.user = req.user.clone();
     r.metadata = req.metadata.clone().unwrap_or_default();

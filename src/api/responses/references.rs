@@ -49,7 +49,8 @@ mod tests {
     #[test]
     fn references_become_the_stored_items() {
         let store = ResponseStore::new(StoreLimits::default());
-        let said = json!({"type": "message", "id": "msg_1", "role": "assistant", "content": "hello"});
+        let said =
+            json!({"type": "message", "id": "msg_1", "role": "assistant", "content": "hello"});
         store.insert(StoredResponse {
             id: "resp_1".into(),
             response: Bytes::from_static(b"{}"),

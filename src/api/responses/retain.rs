@@ -163,10 +163,7 @@ mod tests {
         );
         let reasoning = json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": "s"}],
             "encrypted_content": "x".repeat(100)});
-        assert_eq!(
-            prompt_item(&reasoning).unwrap()["content"][0]["text"],
-            "s"
-        );
+        assert_eq!(prompt_item(&reasoning).unwrap()["content"][0]["text"], "s");
         for dropped in [
             json!({"type": "web_search_call", "action": junk}),
             json!({"type": "image_generation_call", "result": "x".repeat(1000)}),
@@ -180,7 +177,9 @@ mod tests {
         let mut kept = KeptItems::default();
         kept.push(&json!({"role": "user", "content": "a", "id": "m1"}));
         kept.push(&json!({"type": "web_search_call", "id": "ws1"}));
-        kept.push(&json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}));
+        kept.push(
+            &json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}),
+        );
         let (array, ids) = kept.finish();
         let items: Vec<Value> = serde_json::from_slice(&array).unwrap();
         assert_eq!(items.len(), 2);

@@ -188,9 +188,10 @@ impl ResponseStore {
 
     fn evict(&self, inner: &mut Inner, now: Instant) {
         while let Some(oldest) = inner.order.front() {
-            let expired = inner.entries.get(oldest).is_none_or(|entry| {
-                now.saturating_duration_since(entry.at) > self.limits.max_age
-            });
+            let expired = inner
+                .entries
+                .get(oldest)
+                .is_none_or(|entry| now.saturating_duration_since(entry.at) > self.limits.max_age);
             let over = inner.entries.len() > self.limits.max_entries
                 || inner.bytes > self.limits.max_bytes;
             if !(expired || over) {
@@ -268,7 +269,10 @@ mod tests {
         let texts = s.response.len() + s.conversation.len();
         store.insert(s);
         let counted = store.bytes();
-        assert!(counted >= texts && counted < texts + 1024, "{counted} vs {texts}");
+        assert!(
+            counted >= texts && counted < texts + 1024,
+            "{counted} vs {texts}"
+        );
     }
 
     #[test]
