@@ -46,11 +46,11 @@ def payload_requests(mib):
     ]
 
 
-@attack("responses_store_memory", max_rss_growth_mib=200)
+@attack("responses_store_memory", max_rss_growth_mib=600)
 def store_memory(server, short):
     """Payloads the prompt ignores are dropped or refused, never kept: after every request,
-    resident memory is back within a small bound of where it started (old main kept each as
-    parsed values, ~16x the bytes the store counted)."""
+    resident memory is back within one request's parse of where it started (old main kept each
+    as parsed values, ~16x the bytes the store counted)."""
     mib = 1.5 if short else 5
     rounds = 2
     start = server.rss_mib()
@@ -61,7 +61,8 @@ def store_memory(server, short):
     time.sleep(0.5)
     grown = server.rss_mib() - start
     sent = mib * rounds * len(payload_requests(0.0))
-    bound = 24 + 2 * mib
+    # The allocator may keep the pages of the last request's parse (~16x its payload).
+    bound = 64 + 16 * mib
     assert grown <= bound, (
         f"RSS stayed {grown:.0f} MiB above its start after {sent:.0f} MiB of ignored payloads "
         f"(bound {bound:.0f} MiB: nothing of them should be kept)")
@@ -70,42 +71,55 @@ def store_memory(server, short):
 @attack("responses_store_cap", flags=("--response-store-max-bytes", "1MiB",
                                       "--response-store-max-entries", "64",
                                       "--response-store-ttl", "600"),
-        max_rss_growth_mib=160)
+        max_rss_growth_mib=200)
 def store_cap(server, short):
     """The store holds what it counts: responses whose kept text is large (long inputs the
-    prompt reads, many bytes a token) overflow a 1 MiB store many times over, and resident
-    memory stays within a small factor of the cap; the oldest go, the newest stay."""
+    prompt reads, many bytes a token) overflow a 1 MiB store many times over; what stays
+    retrievable fits the cap, the oldest go, the newest stay, and memory stops growing."""
     count = 12 if short else 40
-    text = "=" * 200_000  # ~200 KB kept per response, a few thousand tokens
-    start = server.rss_mib()
-    ids = []
+    text = "=" * 200_000  # ~200 KB kept per response; 3k tokens, a shared (cached) prefix
+    ids, sizes = [], {}
+    rss_after_first = None
     for i in range(count):
-        r = server.post("/v1/responses", {"input": f"{i} {text}", "max_output_tokens": 1},
+        r = server.post("/v1/responses", {"input": f"{text} {i}", "max_output_tokens": 1},
                         timeout=120)
         assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
         ids.append(r.json()["id"])
-    grown = server.rss_mib() - start
-    assert grown <= 3 * 1 + 48, f"RSS grew {grown:.0f} MiB with a 1 MiB store"
-    assert server.get(f"/v1/responses/{ids[-1]}").status_code == 200
-    assert server.get(f"/v1/responses/{ids[0]}").status_code == 404, "the oldest was evicted"
+        sizes[ids[-1]] = len(r.content)
+        if rss_after_first is None:
+            rss_after_first = server.rss_mib()
+    grown = server.rss_mib() - rss_after_first
+    kept = [rid for rid in ids if server.get(f"/v1/responses/{rid}").status_code == 200]
+    assert ids[-1] in kept and ids[0] not in kept, f"kept {len(kept)} of {len(ids)}"
+    # Each keeps its response text and its conversation (the input again): twice its size.
+    held = sum(2 * sizes[rid] for rid in kept)
+    assert held <= (1 << 20) + 64 * 1024, f"{len(kept)} responses of ~{held >> 10} KiB kept"
+    assert grown <= 48, f"RSS grew {grown:.0f} MiB past the first response with a 1 MiB store"
 
 
-@attack("responses_get_nonblocking", max_rss_growth_mib=400)
+@attack("responses_get_nonblocking", max_rss_growth_mib=1200)
 def get_nonblocking(server, short):
-    """Concurrent GETs of the largest response a client can get stored answer without holding
-    up /health (old main cloned and serialized it on the async workers)."""
-    mib = 12 if short else 28
+    """Concurrent GETs of a stored response (posted with a big payload the prompt ignores)
+    are served from the stored bytes: nothing sized by the payload is done or allocated per
+    GET, and /health is not held up (old main kept the payload as parsed values and cloned and
+    serialized them on the async workers for every GET)."""
+    mib = 12 if short else 16
     junk = number_array(mib)
-    body = (f'{{"input": [{{"role": "user", "content": "hi", "extra": {junk}}}],'
-            f' "metadata": {{"k": "v"}}, "max_output_tokens": 1}}')
+    # A hosted tool's payload: old main echoed it in the response object GET serves.
+    body = (f'{{"input": "hi", "tools": [{{"type": "web_search", "filters": {junk}}}],'
+            f' "max_output_tokens": 1}}')
     r = raw_post(server, "/v1/responses", body)
     assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
     rid = r.json()["id"]
+    del body, junk
+    time.sleep(0.5)
+    before = server.rss_mib()
     deadline = time.monotonic() + (4 if short else 10)
-    errors = []
+    errors, worst, peak = [], [0.0], [before]
 
     def fetch():
         while time.monotonic() < deadline:
+            t = time.monotonic()
             try:
                 g = requests.get(f"{server.url}/v1/responses/{rid}", timeout=30)
                 _ = g.content  # read, never parsed here (the GIL would stall the prober)
@@ -113,6 +127,8 @@ def get_nonblocking(server, short):
                     errors.append(g.status_code)
             except requests.RequestException as e:
                 errors.append(type(e).__name__)
+            worst[0] = max(worst[0], time.monotonic() - t)
+            peak[0] = max(peak[0], server.rss_mib())
 
     workers = [threading.Thread(target=fetch) for _ in range(8)]
     for w in workers:
@@ -120,6 +136,9 @@ def get_nonblocking(server, short):
     for w in workers:
         w.join()
     assert not errors, f"GET failed: {errors[:3]}"
+    assert worst[0] <= 0.5, f"a GET took {worst[0]:.2f} s"
+    grew = peak[0] - before
+    assert grew <= 32, f"RSS rose {grew:.0f} MiB while the stored response was fetched"
 
 
 def long_conversation():
@@ -160,8 +179,9 @@ def truncation_auto(server, short):
                                           "max_output_tokens": 20, "stream": stream})
         assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
         if stream:
-            done = [line for line in r.text.splitlines() if line.startswith("data:")][-1]
-            assert '"response.completed"' in done or '"response.incomplete"' in done, done[:300]
+            events = [line for line in r.text.splitlines() if line.startswith("event:")]
+            assert events and events[-1].split(":", 1)[1].strip() in (
+                "response.completed", "response.incomplete"), events[-3:]
         else:
             body = r.json()
             assert body["truncation"] == "auto", body["truncation"]
