@@ -18,6 +18,17 @@ pub enum Error {
         param: Option<String>,
     },
 
+    /// A prompt (with the output asked for) longer than the model's context: a 400 whose code
+    /// clients recognise (`context_length_exceeded`), so that agents can compact and retry.
+    #[error("{message}")]
+    ContextLength {
+        message: String,
+        param: Option<String>,
+        /// The tokens asked for (the prompt, plus the completion where one was requested).
+        tokens: usize,
+        max_model_len: usize,
+    },
+
     /// The engine cannot take more work right now (bounded waiting queue is full).
     #[error("{0}")]
     Overloaded(String),

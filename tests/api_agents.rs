@@ -378,3 +378,243 @@ fn responses_disconnect_cancels_and_is_counted() {
         "{metrics}"
     );
 }
+
+/// A Responses error coded `context_length_exceeded` (the string Codex looks for).
+fn context_error(r: &Reply, param: &str) {
+    assert_eq!(r.status, 400, "{}", r.body);
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "context_length_exceeded", "{}", r.body);
+    assert_eq!(e["type"], "BadRequestError", "{}", r.body);
+    assert_eq!(e["param"], param, "{}", r.body);
+}
+
+/// Twenty user turns of about 300 tokens: about 6,000 tokens against a 4,096-token context.
+fn long_conversation() -> Vec<Value> {
+    (0..20)
+        .map(|i| json!({"role": "user", "content": format!("turn {i}: {}", "hello ".repeat(300))}))
+        .collect()
+}
+
+#[test]
+fn context_overflows_are_coded_and_truncation_auto_drops_the_oldest_items() {
+    let s = plain();
+    let input = long_conversation();
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": input, "max_output_tokens": 2}),
+    );
+    context_error(&r, "input");
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": "x", "max_output_tokens": 5000}),
+    );
+    context_error(&r, "max_output_tokens");
+    let r = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": hello(), "max_tokens": 100000}),
+    );
+    context_error(&r, "max_tokens");
+    let r = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "x ".repeat(5000)}]}),
+    );
+    context_error(&r, "messages");
+
+    // The oldest turns go; the instructions and the newest turns stay.
+    for stream in [false, true] {
+        let body = json!({"input": input, "truncation": "auto", "max_output_tokens": 50,
+            "instructions": "Answer briefly.", "stream": stream});
+        let done = if stream {
+            let events = sse(s, "/v1/responses", &body);
+            events.last().unwrap().1["response"].clone()
+        } else {
+            let r = s.post("/v1/responses", &body);
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()
+        };
+        assert_eq!(done["truncation"], "auto");
+        let used = done["usage"]["input_tokens"].as_u64().unwrap();
+        assert!(used + 50 <= 4096 && used > 3000, "{used}");
+    }
+    // The stored conversation is what the prompt held: chaining onto it still fits.
+    let first = s
+        .post(
+            "/v1/responses",
+            &json!({"input": input, "truncation": "auto", "max_output_tokens": 2}),
+        )
+        .json();
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": "and?", "previous_response_id": first["id"], "truncation": "auto",
+            "max_output_tokens": 2}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A last item that cannot fit alone is still an overflow.
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": "hello ".repeat(5000), "truncation": "auto"}),
+    );
+    context_error(&r, "input");
+}
+
+#[test]
+fn responses_report_logprobs_when_asked() {
+    let s = plain();
+    for stream in [false, true] {
+        let body = json!({"input": "x", "max_output_tokens": 4, "top_logprobs": 2, "temperature": 0,
+            "include": ["message.output_text.logprobs"], "reasoning": {"effort": "none"},
+            "stream": stream});
+        let (done, deltas) = if stream {
+            let events = sse(s, "/v1/responses", &body);
+            let deltas: Vec<Value> = events
+                .iter()
+                .filter(|(kind, _)| kind == "response.output_text.delta")
+                .flat_map(|(_, e)| e["logprobs"].as_array().unwrap().clone())
+                .collect();
+            (events.last().unwrap().1["response"].clone(), Some(deltas))
+        } else {
+            (s.post("/v1/responses", &body).json(), None)
+        };
+        assert_eq!(done["top_logprobs"], 2);
+        let part = &done["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "message")
+            .unwrap_or_else(|| panic!("{done}"))["content"][0];
+        let entries = part["logprobs"].as_array().unwrap();
+        assert!(!entries.is_empty(), "{done}");
+        let spelled: String = entries
+            .iter()
+            .map(|e| e["token"].as_str().unwrap())
+            .collect();
+        assert_eq!(spelled, part["text"], "one entry a token of the text");
+        for e in entries {
+            assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+            assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 2);
+        }
+        if let Some(deltas) = deltas {
+            assert_eq!(&deltas, entries, "the deltas carry the same entries");
+        }
+    }
+    let plain_text = s
+        .post(
+            "/v1/responses",
+            &json!({"input": "x", "max_output_tokens": 2, "reasoning": {"effort": "none"}}),
+        )
+        .json();
+    assert_eq!(plain_text["output"][0]["content"][0]["logprobs"], json!([]));
+}
+
+#[test]
+fn unimplemented_responses_fields_are_refused_by_name() {
+    let s = plain();
+    for (field, value, param) in [
+        ("conversation", json!("conv_1"), "conversation"),
+        ("background", json!(true), "background"),
+        ("top_logprobs", json!(99), "top_logprobs"),
+        (
+            "include",
+            json!(["reasoning.encrypted_content", "web_search_call.results"]),
+            "include[1]",
+        ),
+        ("truncation", json!("middle"), "truncation"),
+        ("metadata", json!({"k": [1, 2, 3]}), "metadata"),
+    ] {
+        let mut body = json!({"input": "x", "max_output_tokens": 1});
+        body[field] = value;
+        assert_error(
+            &s.post("/v1/responses", &body),
+            400,
+            "BadRequestError",
+            Some(param),
+        );
+    }
+    let neutral = json!({"input": "x", "max_output_tokens": 1, "conversation": null,
+        "background": false, "top_logprobs": 0, "include": ["reasoning.encrypted_content"],
+        "truncation": "disabled"});
+    assert_eq!(s.post("/v1/responses", &neutral).status, 200);
+}
+
+#[test]
+fn item_references_resolve_against_the_store_or_are_refused() {
+    let s = plain();
+    let first = s
+        .post(
+            "/v1/responses",
+            &json!({"input": [{"type": "message", "id": "msg_mine", "role": "user",
+                "content": "Remember blue, the colour of the sea and of the sky at noon."}],
+                "max_output_tokens": 3}),
+        )
+        .json();
+    let said = first["output"][0]["id"].as_str().unwrap().to_owned();
+    let alone = s
+        .post(
+            "/v1/responses",
+            &json!({"input": "Which colour?", "max_output_tokens": 1}),
+        )
+        .json();
+    let referenced = s.post(
+        "/v1/responses",
+        &json!({"input": [
+            {"type": "item_reference", "id": "msg_mine", "payload": vec![7; 1000]},
+            {"type": "item_reference", "id": said},
+            {"role": "user", "content": "Which colour?"}],
+            "max_output_tokens": 1}),
+    );
+    assert_eq!(referenced.status, 200, "{}", referenced.body);
+    let grew = referenced.json()["usage"]["input_tokens"].as_u64().unwrap()
+        - alone["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(grew > 15, "the referenced items are in the prompt: {grew}");
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": [{"role": "user", "content": "hi"},
+            {"type": "item_reference", "id": "msg_never_stored"}]}),
+    );
+    assert_error(&r, 400, "BadRequestError", Some("input[1]"));
+    assert!(r.body.contains("msg_never_stored"), "{}", r.body);
+}
+
+#[test]
+fn stored_responses_are_served_as_stored_and_echo_hosted_tools_by_type() {
+    let s = plain();
+    let junk: Vec<u32> = (0..1000).collect();
+    let r = s
+        .post(
+            "/v1/responses",
+            &json!({"input": [{"role": "user", "content": "hi"},
+                {"type": "web_search_call", "id": "ws_1", "action": {"junk": junk}}],
+                "tools": [{"type": "web_search", "filters": {"junk": junk}}],
+                "max_output_tokens": 2}),
+        )
+        .json();
+    assert_eq!(r["tools"], json!([{"type": "web_search"}]));
+    let got = s.get(&format!("/v1/responses/{}", r["id"].as_str().unwrap()));
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert_eq!(got.json(), r);
+    // The dropped hosted-tool call was not kept: it cannot be referenced.
+    let ref_dropped = s.post(
+        "/v1/responses",
+        &json!({"input": [{"type": "item_reference", "id": "ws_1"}, {"role": "user", "content": "x"}]}),
+    );
+    assert_error(&ref_dropped, 400, "BadRequestError", Some("input[0]"));
+}
+
+#[test]
+fn the_tool_count_is_a_flag() {
+    static S: OnceLock<TestServer> = OnceLock::new();
+    let s = S.get_or_init(|| start(&["--max-tools", "2"]));
+    let tools: Vec<Value> = (0..3)
+        .map(|i| json!({"type": "function", "function": {"name": format!("f{i}")}}))
+        .collect();
+    let r = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": hello(), "tools": tools, "max_tokens": 1}),
+    );
+    assert_error(&r, 400, "BadRequestError", Some("tools"));
+    assert!(r.body.contains("--max-tools"), "{}", r.body);
+    let hosted: Vec<Value> = (0..3).map(|_| json!({"type": "web_search"})).collect();
+    let r = s.post("/v1/responses", &json!({"input": "x", "tools": hosted}));
+    assert_error(&r, 400, "BadRequestError", Some("tools"));
+}

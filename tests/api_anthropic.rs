@@ -262,4 +262,46 @@ fn max_tokens_is_clamped_to_the_context_and_count_tokens_agrees() {
         messages(&json!({"model": "m", "max_tokens": 5, "messages": user(&"hello ".repeat(5000))}));
     assert_eq!(status, 400);
     anthropic_error(&text, "invalid_request_error");
+    prompt_too_long(&text);
+}
+
+/// Anthropic's words for a prompt over the context, which Claude Code reads to compact.
+fn prompt_too_long(text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    let rest = message
+        .strip_prefix("prompt is too long: ")
+        .unwrap_or_else(|| panic!("{text}"));
+    let (tokens, max) = rest
+        .strip_suffix(" maximum")
+        .and_then(|r| r.split_once(" tokens > "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let tokens: u64 = tokens.parse().unwrap();
+    assert_eq!(max, "4096", "{text}");
+    assert!(tokens > 4096, "{text}");
+}
+
+#[test]
+fn prompts_over_the_context_are_too_long_in_anthropic_words() {
+    // Over the token count (tokenized), then over the byte bound (refused before tokenizing).
+    for text in ["hello ".repeat(5000), "a".repeat(2_000_000)] {
+        let body = json!({"model": "m", "max_tokens": 5, "messages": user(&text)});
+        for stream in [false, true] {
+            let mut body = body.clone();
+            body["stream"] = json!(stream);
+            let (status, _, text) = messages(&body);
+            assert_eq!(status, 400, "{text}");
+            anthropic_error(&text, "invalid_request_error");
+            prompt_too_long(&text);
+        }
+    }
+    let (status, _, text) = call(
+        server(),
+        "POST",
+        "/v1/messages/count_tokens",
+        &[("x-api-key", KEY)],
+        Some(&json!({"model": "m", "messages": user(&"a".repeat(2_000_000))}).to_string()),
+    );
+    assert_eq!(status, 400, "{text}");
+    prompt_too_long(&text);
 }

@@ -6,6 +6,8 @@
 //! a number. The class names are the ones the `openai` SDK raises for each status
 //! (`BadRequestError`, `AuthenticationError`, `NotFoundError`, `RateLimitError`,
 //! `InternalServerError`, ...), so a client sees the same name in the body and in the exception.
+//! One exception to the numeric `code`: a prompt longer than the context carries OpenAI's
+//! `context_length_exceeded`, the string agents (Codex) look for to compact their history.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +20,20 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub param: Option<String>,
+    /// Set when the request is refused for not fitting the context.
+    pub overflow: Option<ContextOverflow>,
 }
+
+/// How far a request is over the context: the tokens it asks for (prompt, plus completion
+/// where one was asked for) and the context length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextOverflow {
+    pub tokens: usize,
+    pub max_model_len: usize,
+}
+
+/// The `code` of a context-length refusal (OpenAI's).
+pub const CONTEXT_LENGTH_EXCEEDED: &str = "context_length_exceeded";
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
@@ -26,6 +41,19 @@ impl ApiError {
             status,
             message: message.into(),
             param: None,
+            overflow: None,
+        }
+    }
+
+    /// A 400 for a request that does not fit the context, coded `context_length_exceeded`.
+    pub fn context_length(
+        param: impl Into<String>,
+        message: impl Into<String>,
+        overflow: ContextOverflow,
+    ) -> Self {
+        Self {
+            overflow: Some(overflow),
+            ..Self::invalid(param, message)
         }
     }
 
@@ -35,6 +63,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             param: Some(param.into()),
+            overflow: None,
         }
     }
 
@@ -76,12 +105,16 @@ impl ApiError {
 
     /// The JSON body (also sent as the data of an error event inside a stream).
     pub fn body(&self) -> Value {
+        let code = match self.overflow {
+            Some(_) => json!(CONTEXT_LENGTH_EXCEEDED),
+            None => json!(self.status.as_u16()),
+        };
         json!({
             "error": {
                 "message": self.message,
                 "type": Self::type_name(self.status),
                 "param": self.param,
-                "code": self.status.as_u16(),
+                "code": code,
             }
         })
     }
@@ -94,6 +127,21 @@ impl From<Error> for ApiError {
                 status: StatusCode::BAD_REQUEST,
                 message,
                 param,
+                overflow: None,
+            },
+            Error::ContextLength {
+                message,
+                param,
+                tokens,
+                max_model_len,
+            } => Self {
+                status: StatusCode::BAD_REQUEST,
+                message,
+                param,
+                overflow: Some(ContextOverflow {
+                    tokens,
+                    max_model_len,
+                }),
             },
             // A template fails on what the request's messages contain (e.g. its
             // `raise_exception` for an unsupported role order).

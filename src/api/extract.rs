@@ -75,6 +75,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             status: StatusCode::BAD_REQUEST,
             message,
             param,
+            overflow: None,
         }
     })?;
     de.end()

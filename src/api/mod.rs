@@ -21,7 +21,7 @@
 //!
 //! Caps beyond vLLM's sampling ranges ([`state::Limits`]): `n` ≤ 16, `stop` ≤ 16 strings,
 //! `stop_token_ids` ≤ 64, `top_logprobs`/`logprobs` ≤ 20, `logit_bias` ≤ 1024 entries,
-//! `tools` ≤ 128, completions `prompt` lists ≤ 64, request body ≤ 32 MiB. One request fans out
+//! `tools` ≤ 128 (`--max-tools`), completions `prompt` lists ≤ 64, request body ≤ 32 MiB. One request fans out
 //! to at most 128 engine requests (prompts × `n`), so it cannot fill the waiting queue. A
 //! non-streamed response holds at most 2^20 (1 048 576) logprob entries, counted as choices ×
 //! (1 + top logprobs) × `max_tokens` (the context's room when unset), plus echoed prompt

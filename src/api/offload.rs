@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Semaphore;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ContextOverflow};
 use super::request_builder;
 use super::state::Ready;
 use crate::engine::{EventStream, GenerationRequest};
@@ -67,7 +67,13 @@ pub fn check_text_fits(
         .saturating_mul(tokenizer.max_token_bytes())
         .saturating_mul(NORMALIZER_SHRINK);
     if text.len() > limit {
-        return Err(ApiError::invalid(
+        // Each token spells at most `limit / max_model_len` bytes: a lower bound on the count.
+        let per_token = (limit / max_model_len.max(1)).max(1);
+        let overflow = ContextOverflow {
+            tokens: text.len().div_ceil(per_token),
+            max_model_len,
+        };
+        return Err(ApiError::context_length(
             param,
             format!(
                 "This model's maximum context length is {max_model_len} tokens. However, your \
@@ -75,6 +81,7 @@ pub fn check_text_fits(
                  ({limit} bytes); shorten it.",
                 text.len()
             ),
+            overflow,
         ));
     }
     Ok(())

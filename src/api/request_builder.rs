@@ -1,7 +1,7 @@
 //! From validated request fields to engine requests: limits, sampling resolution, `n` copies
 //! with their seeds, and submission.
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ContextOverflow};
 use super::state::{Ready, ServerConfig};
 use super::types::common::StopSpec;
 use crate::engine::{EventStream, GenerationRequest, rules};
@@ -84,14 +84,18 @@ pub fn build(
             ));
         }
         Some((m, param)) if prompt_len as i64 + m > max_len as i64 => {
-            return Err(ApiError::invalid(
+            let tokens = (prompt_len as i64).saturating_add(m);
+            return Err(ApiError::context_length(
                 param,
                 format!(
                     "This model's maximum context length is {max_len} tokens. However, you requested \
-                     {} tokens ({prompt_len} in the input, {m} in the completion). Please reduce the \
-                     length of the input or the completion.",
-                    prompt_len as i64 + m
+                     {tokens} tokens ({prompt_len} in the input, {m} in the completion). Please reduce the \
+                     length of the input or the completion."
                 ),
+                ContextOverflow {
+                    tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
+                    max_model_len: max_len,
+                },
             ));
         }
         Some((m, _)) => Some(m as usize),

@@ -145,6 +145,7 @@ impl Ready {
                 status: axum::http::StatusCode::NOT_FOUND,
                 message: format!("The model `{name}` does not exist."),
                 param: Some("model".into()),
+                overflow: None,
             }),
         }
     }

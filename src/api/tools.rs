@@ -51,7 +51,10 @@ pub fn plan(
     if tools.len() > config.limits.max_tools {
         return Err(ApiError::invalid(
             "tools",
-            format!("at most {} tools are allowed", config.limits.max_tools),
+            format!(
+                "at most {} tools are allowed (--max-tools)",
+                config.limits.max_tools
+            ),
         ));
     }
     let functions = tools

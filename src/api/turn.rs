@@ -78,6 +78,9 @@ pub struct Generation {
     pub max_tokens: MaxTokens,
     pub stop: Vec<String>,
     pub sampling: SamplingOverrides,
+    /// A response collected whole (not streamed) with logprobs: the entries it may hold are
+    /// bounded as on chat completions, and a refusal names this field.
+    pub collected_logprobs: Option<&'static str>,
 }
 
 /// Runs `work` (a request's conversion to a turn, [`render`] and whatever else it needs) on the
@@ -166,6 +169,9 @@ pub async fn submit(
         prompt.prompt_param,
         fields,
     )?;
+    if let Some(param) = generation.collected_logprobs {
+        request_builder::check_collected_logprobs(ready, config, &requests, false, param)?;
+    }
     offload::submit_all(ready, requests)
         .await?
         .pop()

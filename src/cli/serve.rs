@@ -144,6 +144,24 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub metrics_compat: MetricsCompat,
 
+    // Agent APIs: the Responses store and the tool count.
+    /// Most memory the stored responses (GET /v1/responses/{id}, previous_response_id) may
+    /// take, counted as their JSON size; the oldest go first.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
+    pub response_store_max_bytes: bytesize::ByteSize,
+
+    /// Most responses kept in the store; the oldest go first.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub response_store_max_entries: usize,
+
+    /// Seconds a stored response is kept.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub response_store_ttl: u64,
+
+    /// Most tools one request may declare (chat completions, Responses, Messages).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_tools: usize,
+
     /// Accepted for vLLM compatibility; tealight runs one device per process.
     #[arg(long, default_value_t = 1, hide = true)]
     pub tensor_parallel_size: usize,

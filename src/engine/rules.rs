@@ -34,13 +34,15 @@ pub fn prompt_fits(prompt_len: usize, max_model_len: usize, param: &str) -> Resu
         return Err(Error::invalid(param, "the prompt is empty"));
     }
     if prompt_len >= max_model_len {
-        return Err(Error::invalid(
-            param,
-            format!(
+        return Err(Error::ContextLength {
+            message: format!(
                 "This model's maximum context length is {max_model_len} tokens. However, your \
                  request has {prompt_len} input tokens, which leaves no room for a completion."
             ),
-        ));
+            param: Some(param.to_owned()),
+            tokens: prompt_len,
+            max_model_len,
+        });
     }
     Ok(())
 }
@@ -63,6 +65,17 @@ mod tests {
         assert!(prompt_fits(0, 8, "prompt").is_err());
         assert!(prompt_fits(7, 8, "prompt").is_ok());
         let err = prompt_fits(8, 8, "messages").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ContextLength {
+                    tokens: 8,
+                    max_model_len: 8,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(
             err.to_string().contains("maximum context length is 8"),
             "{err}"

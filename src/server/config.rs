@@ -70,10 +70,16 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         metrics_compat: args.metrics_compat,
         limits: Limits {
             sse_keep_alive: keep_alive(args.sse_keep_alive)?,
+            max_tools: args.max_tools,
             ..Limits::default()
         },
         strict_model_name: args.strict_model_name,
-        response_store: StoreLimits::default(),
+        response_store: StoreLimits {
+            max_entries: args.response_store_max_entries,
+            max_age: Duration::from_secs(args.response_store_ttl),
+            max_bytes: usize::try_from(args.response_store_max_bytes.as_u64())
+                .unwrap_or(usize::MAX),
+        },
     })
 }
 

@@ -25,6 +25,18 @@ pub fn body(status: StatusCode, message: &str) -> Value {
     json!({"type": "error", "error": {"type": error_type(status), "message": message}})
 }
 
+/// A refusal for a prompt over the context in Anthropic's words, the text Claude Code reads to
+/// compact its conversation: `prompt is too long: N tokens > M maximum`. Other errors as they are.
+pub fn prompt_too_long(mut error: ApiError) -> ApiError {
+    if let Some(o) = error.overflow {
+        error.message = format!(
+            "prompt is too long: {} tokens > {} maximum",
+            o.tokens, o.max_model_len
+        );
+    }
+    error
+}
+
 pub fn from_api_error(error: &ApiError) -> Value {
     body(error.status, &error.message)
 }
@@ -46,6 +58,19 @@ pub fn reshape(status: StatusCode, openai_body: &[u8]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_refusals_use_anthropic_words() {
+        let overflow = crate::api::error::ContextOverflow {
+            tokens: 9000,
+            max_model_len: 4096,
+        };
+        let e = prompt_too_long(ApiError::context_length("messages", "long", overflow));
+        assert_eq!(e.message, "prompt is too long: 9000 tokens > 4096 maximum");
+        assert_eq!(from_api_error(&e)["error"]["type"], "invalid_request_error");
+        let other = prompt_too_long(ApiError::invalid("max_tokens", "too big"));
+        assert_eq!(other.message, "too big");
+    }
 
     #[test]
     fn shapes() {

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::error::prompt_too_long;
 use super::input::{ChatForm, chat_form};
 use super::render::{MessageRenderer, ping};
 use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
@@ -39,7 +40,8 @@ pub async fn create(
         spec.response_format = response_format.as_ref();
         turn::render(ready, config, &spec)
     })
-    .await?;
+    .await
+    .map_err(prompt_too_long)?;
     let config = state.config();
     let events = turn::submit(
         &ready,
@@ -54,9 +56,11 @@ pub async fn create(
                 top_k: req.top_k,
                 ..Default::default()
             },
+            collected_logprobs: None,
         },
     )
-    .await?;
+    .await
+    .map_err(prompt_too_long)?;
     let renderer = Renderer(MessageRenderer::new(
         random_id("msg_"),
         model,
@@ -93,7 +97,8 @@ pub async fn count_tokens(
         )?;
         turn::render(ready, config, &turn_spec(&form, req.thinking.as_ref()))
     })
-    .await?;
+    .await
+    .map_err(prompt_too_long)?;
     Ok(Json(json!({"input_tokens": prompt.ids.len()})))
 }
 

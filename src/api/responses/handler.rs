@@ -3,15 +3,20 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use bytes::Bytes;
+use serde_json::Value;
 
-use super::input::chat_form;
+use super::input::{Conversation, input_items, messages, tool_catalog};
 use super::render::{ResponseRenderer, StreamEvent};
+use super::retain::{KeptItems, echoed_tool};
 use super::store::{ResponseStore, StoredResponse};
 use super::types::{ResponseObject, ResponsesRequest, TextConfig, TextFormat};
+use super::{fields, references, truncate};
 use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
@@ -29,11 +34,14 @@ pub async fn create(
     let ready = state.ready()?;
     let config = state.config();
     let model = ready.serve_model(req.model.as_deref(), config.strict_model_name)?;
-    let (req, turn) = turn::prepare(&state, &ready, req, {
+    let (mut req, turn) = turn::prepare(&state, &ready, req, {
         let store = state.responses().clone();
         move |ready, config, req| prepare(&store, ready, config, req)
     })
     .await?;
+    // The prompt and the kept items are made: the parsed input need not live as long as the
+    // generation does.
+    req.input = None;
     let sampling = SamplingOverrides {
         temperature: req.temperature,
         top_p: req.top_p,
@@ -43,8 +51,11 @@ pub async fn create(
         presence_penalty: req.presence_penalty,
         frequency_penalty: req.frequency_penalty,
         seed: req.seed,
+        top_logprobs: fields::top_logprobs(&req),
         ..Default::default()
     };
+    let logprobs = sampling.top_logprobs.is_some();
+    let streamed = req.stream.unwrap_or(false);
     let resolved = SamplingParams::resolve(&ready.defaults, &sampling, ready.vocab_size())?;
     let max_tokens = match req.max_output_tokens {
         Some(m) => MaxTokens::Exact(m, "max_output_tokens"),
@@ -54,7 +65,7 @@ pub async fn create(
         catalog,
         prompt,
         has_tools,
-        conversation,
+        kept,
     } = turn;
     let events = turn::submit(
         &ready,
@@ -64,17 +75,19 @@ pub async fn create(
             max_tokens,
             stop: Vec::new(),
             sampling,
+            collected_logprobs: (logprobs && !streamed).then_some("top_logprobs"),
         },
     )
     .await?;
 
     let shell = shell(&req, model, &resolved, has_tools);
-    let store = conversation.map(|c| (state.responses().clone(), c));
-    let renderer = Storing {
-        inner: ResponseRenderer::new(shell, catalog, prompt.tracker(config, true)),
-        store,
-    };
-    if req.stream.unwrap_or(false) {
+    let store = kept.map(|k| (state.responses().clone(), k));
+    let mut inner = ResponseRenderer::new(shell, catalog, prompt.tracker(config, true));
+    if logprobs {
+        inner = inner.with_logprobs(ready.tokenizer.clone());
+    }
+    let renderer = Storing { inner, store };
+    if streamed {
         return Ok(turn::stream(
             events,
             renderer,
@@ -91,73 +104,97 @@ struct Turn {
     catalog: ToolCatalog,
     prompt: Prompt,
     has_tools: bool,
-    /// The conversation so far (the previous response's and this input), to store the response
-    /// with; `None` when `store` is off.
-    conversation: Option<Vec<Value>>,
+    /// The conversation the prompt was made of (the previous response's and this input, less
+    /// what truncation dropped) as the store keeps it; `None` when `store` is off.
+    kept: Option<KeptItems>,
 }
 
-/// The history of `previous_response_id`, the request in chat form, its rendered prompt.
+/// The history of `previous_response_id`, the request in chat form (truncated to the context
+/// with `truncation: "auto"`), its rendered prompt.
 fn prepare(
     store: &ResponseStore,
     ready: &Ready,
     config: &ServerConfig,
     req: &ResponsesRequest,
 ) -> ApiResult<Turn> {
+    fields::check(req, config)?;
     let history = match &req.previous_response_id {
         Some(id) => store
             .get(id)
             .ok_or_else(|| unknown_response(id, "previous_response_id"))?
-            .conversation
-            .clone(),
+            .conversation_items(),
         None => Vec::new(),
     };
-    let form = chat_form(
-        req.instructions.as_deref(),
-        req.input.as_ref(),
-        req.tools.as_deref(),
-        req.tool_choice.as_ref(),
-        history.clone(),
-    )?;
-    let response_format = response_format(req.text.as_ref())?;
-    let spec = TurnSpec {
-        messages: &form.messages,
-        tools: form.catalog.chat_tools(),
-        tool_choice: form.tool_choice.as_ref(),
-        parallel_tool_calls: req.parallel_tool_calls,
-        response_format: response_format.as_ref(),
-        enable_thinking: req
-            .reasoning
-            .as_ref()
-            .filter(|r| r.disables_thinking())
-            .map(|_| false),
-        prompt_param: "input",
+    let conversation = Conversation {
+        history,
+        input: references::resolve(store, input_items(req.input.as_ref())?),
     };
-    let prompt = turn::render(ready, config, &spec)?;
-    let has_tools = !spec.tools.is_empty();
-    let conversation = req.store.unwrap_or(true).then(|| {
-        let mut conversation = history;
-        conversation.extend(input_items(req.input.as_ref()));
-        conversation
+    let (catalog, tool_choice) = tool_catalog(req.tools.as_deref(), req.tool_choice.as_ref())?;
+    let response_format = response_format(req.text.as_ref())?;
+    let render = |skip: usize| -> ApiResult<(Prompt, usize)> {
+        let messages = messages(req.instructions.as_deref(), &conversation, skip)?;
+        let spec = TurnSpec {
+            messages: &messages,
+            tools: catalog.chat_tools(),
+            tool_choice: tool_choice.as_ref(),
+            parallel_tool_calls: req.parallel_tool_calls,
+            response_format: response_format.as_ref(),
+            enable_thinking: req
+                .reasoning
+                .as_ref()
+                .filter(|r| r.disables_thinking())
+                .map(|_| false),
+            prompt_param: "input",
+        };
+        let prompt = turn::render(ready, config, &spec)?;
+        let tokens = prompt.ids.len();
+        Ok((prompt, tokens))
+    };
+    let (prompt, skip) = if req.truncation.as_deref() == Some("auto") && !conversation.is_empty() {
+        // Room for the output asked for (at least one token).
+        let reserve = req
+            .max_output_tokens
+            .and_then(|m| usize::try_from(m).ok())
+            .unwrap_or(1)
+            .max(1);
+        let cuts = truncate::cut_points(&conversation);
+        truncate::fit(&cuts, reserve, ready.max_model_len(), render)?
+    } else {
+        (render(0)?.0, 0)
+    };
+    let has_tools = !catalog.chat_tools().is_empty();
+    let kept = req.store.unwrap_or(true).then(|| {
+        let mut kept = KeptItems::default();
+        for i in skip..conversation.len() {
+            kept.push(conversation.item(i).0);
+        }
+        kept
     });
     Ok(Turn {
-        catalog: form.catalog,
+        catalog,
         prompt,
         has_tools,
-        conversation,
+        kept,
     })
 }
 
+/// The stored response's JSON as it was stored: no parse, no copy, nothing sized by the
+/// response done on the async workers.
 pub async fn retrieve(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<ResponseObject>> {
-    state
+) -> ApiResult<Response> {
+    let stored = state
         .responses()
         .get(&id)
-        .map(|s| Json(s.response.clone()))
-        .ok_or_else(|| unknown_response(&id, "response_id"))
+        .ok_or_else(|| unknown_response(&id, "response_id"))?;
+    let mut response = Body::from(stored.response.clone()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
-
 fn unknown_response(id: &str, param: &str) -> ApiError {
     let mut e = ApiError::not_found(format!(
         "Response with id '{id}' not found (responses are kept in memory for a limited time)."
@@ -206,6 +243,7 @@ fn shell(
     r.previous_response_id = req.previous_response_id.clone();
     r.reasoning = req.reasoning.clone();
     r.store = req.store.unwrap_or(true);
+    r.top_logprobs = req.top_logprobs.unwrap_or(0);
     r.temperature = decimal(sampling.temperature);
     r.top_p = decimal(sampling.top_p);
     r.presence_penalty = decimal(sampling.presence_penalty);
@@ -225,7 +263,8 @@ fn shell(
         .tool_choice
         .clone()
         .unwrap_or_else(|| Value::String(if has_tools { "auto" } else { "none" }.into()));
-    r.tools = req.tools.clone().unwrap_or_default();
+    r.tools = req.tools.iter().flatten().map(echoed_tool).collect();
+    r.truncation = req.truncation.clone().unwrap_or_else(|| "disabled".into());
     r.user = req.user.clone();
     r.metadata = req.metadata.clone().unwrap_or_default();
     r.safety_identifier = req.safety_identifier.clone();
@@ -238,34 +277,30 @@ fn decimal(value: f32) -> f64 {
     value.to_string().parse().unwrap_or(f64::from(value))
 }
 
-/// The request's `input` as items, for the stored conversation.
-fn input_items(input: Option<&Value>) -> Vec<Value> {
-    match input {
-        Some(Value::String(text)) => {
-            vec![json!({"type": "message", "role": "user", "content": text})]
-        }
-        Some(Value::Array(items)) => items.clone(),
-        _ => Vec::new(),
-    }
-}
-
 /// The renderer, plus the store the finished response goes into (when `store` is on).
 struct Storing {
     inner: ResponseRenderer,
-    store: Option<(Arc<ResponseStore>, Vec<Value>)>,
+    store: Option<(Arc<ResponseStore>, KeptItems)>,
 }
 
 impl Storing {
     fn after(&mut self, events: Vec<StreamEvent>) -> Vec<StreamEvent> {
         if self.inner.is_finished()
-            && let Some((store, mut conversation)) = self.store.take()
+            && let Some((store, mut kept)) = self.store.take()
         {
-            let response = self.inner.response().clone();
-            if response.status != "failed" {
-                conversation.extend(response.output.iter().cloned());
+            let response = self.inner.response();
+            if response.status != "failed"
+                && let Ok(json) = serde_json::to_vec(response)
+            {
+                for item in &response.output {
+                    kept.push(item);
+                }
+                let (conversation, item_ids) = kept.finish();
                 store.insert(StoredResponse {
-                    response,
+                    id: response.id.clone(),
+                    response: Bytes::from(json),
                     conversation,
+                    item_ids,
                 });
             }
         }

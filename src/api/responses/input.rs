@@ -4,11 +4,14 @@
 //! Items: `message` (roles user/assistant/system/developer; a string or `input_text` /
 //! `output_text` / `refusal` parts), `reasoning` (its `content` texts, else its `summary`),
 //! `function_call` / `function_call_output`, `custom_tool_call` / `custom_tool_call_output`.
-//! Items of other types (e.g. `item_reference`, hosted-tool calls) are dropped, as are hosted
+//! An `item_reference` is resolved against the store before this (one left is a 400). Items of
+//! other types (hosted-tool calls) are dropped, as are hosted
 //! tools (`web_search`, `image_generation`, `local_shell`, `file_search`, ...): they run on
 //! OpenAI's side and a 400 for them breaks clients that always send them. Images and files in
 //! a message are a 400 (the model reads text only); in a tool's output they are replaced by a
 //! note saying so, so that an agent's turn can go on.
+
+use std::borrow::Cow;
 
 use serde_json::{Value, json};
 
@@ -30,6 +33,85 @@ pub struct ChatForm {
     pub tool_choice: Option<Value>,
 }
 
+/// The items a turn's prompt is made of: the chained-onto response's conversation, then the
+/// request's `input` (borrowed from the request where it can be: it may be large).
+#[derive(Debug, Default)]
+pub struct Conversation<'a> {
+    pub history: Vec<Value>,
+    pub input: Vec<Cow<'a, Value>>,
+}
+
+impl Conversation<'_> {
+    pub fn len(&self) -> usize {
+        self.history.len() + self.input.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`th item (history first) and the name errors about it use.
+    pub fn item(&self, i: usize) -> (&Value, String) {
+        match self.history.get(i) {
+            Some(item) => (item, format!("previous_response[{i}]")),
+            None => {
+                let j = i - self.history.len();
+                (&self.input[j], format!("input[{j}]"))
+            }
+        }
+    }
+}
+
+/// The request's `input` as items: a string is one user message.
+pub fn input_items(input: Option<&Value>) -> ApiResult<Vec<Cow<'_, Value>>> {
+    match input {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(vec![Cow::Owned(
+            json!({"type": "message", "role": "user", "content": text}),
+        )]),
+        Some(Value::Array(items)) => Ok(items.iter().map(Cow::Borrowed).collect()),
+        Some(_) => Err(ApiError::invalid(
+            "input",
+            "input must be a string or a list of items",
+        )),
+    }
+}
+
+/// The tools as a catalog of chat-shaped functions, and `tool_choice` in chat's form.
+pub fn tool_catalog(
+    tools: Option<&[Value]>,
+    tool_choice: Option<&Value>,
+) -> ApiResult<(ToolCatalog, Option<Value>)> {
+    let mut catalog = ToolCatalog::default();
+    for (i, tool) in tools.unwrap_or_default().iter().enumerate() {
+        add_tool(&mut catalog, tool, &format!("tools[{i}]"))?;
+    }
+    let tool_choice = map_tool_choice(tool_choice, &mut catalog)?;
+    Ok((catalog, tool_choice))
+}
+
+/// `instructions` and the conversation's items from `skip` on, as chat messages.
+pub fn messages(
+    instructions: Option<&str>,
+    conversation: &Conversation<'_>,
+    skip: usize,
+) -> ApiResult<Vec<Value>> {
+    let mut builder = ConversationBuilder::default();
+    if let Some(text) = instructions {
+        builder.system(text);
+    }
+    for i in skip..conversation.len() {
+        let (item, param) = conversation.item(i);
+        add_item(&mut builder, item, &param)?;
+    }
+    let messages = builder.finish();
+    if messages.is_empty() {
+        return Err(ApiError::invalid("input", "input is empty"));
+    }
+    Ok(messages)
+}
+
+/// The whole request in chat form (no item dropped).
 pub fn chat_form(
     instructions: Option<&str>,
     input: Option<&Value>,
@@ -37,40 +119,13 @@ pub fn chat_form(
     tool_choice: Option<&Value>,
     history: Vec<Value>,
 ) -> ApiResult<ChatForm> {
-    let mut catalog = ToolCatalog::default();
-    for (i, tool) in tools.unwrap_or_default().iter().enumerate() {
-        add_tool(&mut catalog, tool, &format!("tools[{i}]"))?;
-    }
-    let tool_choice = map_tool_choice(tool_choice, &mut catalog)?;
-
-    let mut conversation = ConversationBuilder::default();
-    if let Some(text) = instructions {
-        conversation.system(text);
-    }
-    for (i, item) in history.iter().enumerate() {
-        add_item(&mut conversation, item, &format!("previous_response[{i}]"))?;
-    }
-    match input {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => conversation.user(text),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                add_item(&mut conversation, item, &format!("input[{i}]"))?;
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "input",
-                "input must be a string or a list of items",
-            ));
-        }
-    }
-    let messages = conversation.finish();
-    if messages.is_empty() {
-        return Err(ApiError::invalid("input", "input is empty"));
-    }
+    let (catalog, tool_choice) = tool_catalog(tools, tool_choice)?;
+    let conversation = Conversation {
+        history,
+        input: input_items(input)?,
+    };
     Ok(ChatForm {
-        messages,
+        messages: messages(instructions, &conversation, 0)?,
         catalog,
         tool_choice,
     })
@@ -135,7 +190,15 @@ fn add_item(c: &mut ConversationBuilder, item: &Value, param: &str) -> ApiResult
                 .ok_or_else(|| bad("'output' must be a string or a list of content parts"))?;
             c.tool_result(str_field("call_id")?, &output);
         }
-        _ => {} // hosted-tool items, item references: nothing the template can show
+        // Resolved against the store before this; one left names nothing stored.
+        "item_reference" => {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or("");
+            return Err(bad(&format!(
+                "item_reference '{id}' names no stored item (items of stored responses can be \
+                 referenced while they are kept)"
+            )));
+        }
+        _ => {} // hosted-tool items: nothing the template can show
     }
     Ok(())
 }
@@ -174,7 +237,7 @@ fn message_text(content: Option<&Value>, param: &str) -> ApiResult<String> {
     Ok(texts.join("\n"))
 }
 
-fn reasoning_text(item: &Value) -> String {
+pub(super) fn reasoning_text(item: &Value) -> String {
     let texts = |field: &str| -> Vec<&str> {
         item.get(field)
             .and_then(Value::as_array)
@@ -356,7 +419,7 @@ mod tests {
             {"type": "function_call_output", "call_id": "call_1", "output": [{"type": "input_text", "text": "sunny"}, {"type": "input_image", "image_url": "x"}]},
             {"type": "custom_tool_call", "call_id": "call_2", "name": "apply_patch", "input": "*** Begin"},
             {"type": "custom_tool_call_output", "call_id": "call_2", "output": "ok"},
-            {"type": "item_reference", "id": "x"},
+            {"type": "web_search_call", "id": "ws", "action": {"query": "q"}},
             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]},
         ]);
         let f = form(input, json!([]), None).unwrap();
@@ -466,6 +529,11 @@ mod tests {
                 json!([{"type": "function_call_output", "call_id": "c", "output": 3}]),
                 "input[0]",
                 "output",
+            ),
+            (
+                json!([{"type": "item_reference", "id": "msg_gone"}]),
+                "input[0]",
+                "msg_gone",
             ),
             (json!(7), "input", "string"),
             (json!([]), "input", "empty"),

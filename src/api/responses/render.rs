@@ -14,15 +14,23 @@
 //! `response.output_item.done`; last `response.completed`, `response.incomplete` (token limit)
 //! or `response.failed` (engine failure, shutdown). Every event has `sequence_number`, counting
 //! from 0; `content_index` is 0 (each item has one part).
+//!
+//! With logprobs asked for ([`ResponseRenderer::with_logprobs`]), each token of a message's text
+//! has its entry in the delta that carries its text and in the finished `output_text` part; the
+//! tokens of reasoning, tool calls and their markup have none.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsage};
 use crate::api::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
+use crate::api::logprobs::chat_entry;
 use crate::api::request_builder::random_id;
 use crate::api::state::unix_now;
-use crate::engine::{Event, FinishReason};
+use crate::engine::{Event, FinishReason, TokenLogprob};
+use crate::tokenizer::Tokenizer;
 
 /// One event of the stream: its `type` and its JSON body (which repeats the type).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +49,12 @@ pub struct ResponseRenderer {
     items: Vec<Value>,
     reasoning_tokens: usize,
     finished: bool,
+    /// Set when the request asked for logprobs: the tokenizer that spells their tokens.
+    logprob_tokenizer: Option<Arc<Tokenizer>>,
+    /// Per block: the logprobs of the tokens of its text (message blocks only).
+    block_logprobs: Vec<Vec<Value>>,
+    /// Logprobs of tokens whose text the tracker still holds back (a possible markup start).
+    pending_logprobs: Vec<Value>,
 }
 
 impl ResponseRenderer {
@@ -55,7 +69,17 @@ impl ResponseRenderer {
             items: Vec::new(),
             reasoning_tokens: 0,
             finished: false,
+            logprob_tokenizer: None,
+            block_logprobs: Vec::new(),
+            pending_logprobs: Vec::new(),
         }
+    }
+
+    /// Reports each output text token's logprob (and the alternatives the engine computed) in
+    /// the message's `output_text` parts and `response.output_text.delta` events.
+    pub fn with_logprobs(mut self, tokenizer: Arc<Tokenizer>) -> Self {
+        self.logprob_tokenizer = Some(tokenizer);
+        self
     }
 
     pub fn start(&mut self) -> Vec<StreamEvent> {
@@ -73,9 +97,24 @@ impl ResponseRenderer {
         }
         match event {
             Event::Delta {
-                text, token_ids, ..
+                text,
+                token_ids,
+                logprobs,
             } => {
+                self.hold_logprobs(&logprobs);
                 let block_events = self.tracker.push(&text);
+                let in_text = matches!(
+                    self.tracker.blocks().last(),
+                    Some(b) if b.kind == BlockKind::Text
+                );
+                let text_delta = block_events.iter().any(|e| {
+                    matches!(e, BlockEvent::Delta { index, .. }
+                        if self.tracker.blocks()[*index].kind == BlockKind::Text)
+                });
+                if !in_text && !text_delta {
+                    // Reasoning or a call: its tokens belong to no output text.
+                    self.pending_logprobs.clear();
+                }
                 let in_reasoning = matches!(
                     self.tracker.blocks().last(),
                     Some(b) if b.kind == BlockKind::Reasoning
@@ -140,6 +179,30 @@ impl ResponseRenderer {
 
     pub fn into_response(self) -> ResponseObject {
         self.response
+    }
+
+    fn hold_logprobs(&mut self, logprobs: &[TokenLogprob]) {
+        if let Some(tokenizer) = &self.logprob_tokenizer {
+            self.pending_logprobs.extend(
+                logprobs
+                    .iter()
+                    .map(|lp| serde_json::to_value(chat_entry(tokenizer, lp)).unwrap_or_default()),
+            );
+        }
+    }
+
+    /// The held logprobs, now given to text block `index`.
+    fn take_logprobs(&mut self, index: usize) -> Vec<Value> {
+        let taken = std::mem::take(&mut self.pending_logprobs);
+        if self.block_logprobs.len() <= index {
+            self.block_logprobs.resize_with(index + 1, Vec::new);
+        }
+        self.block_logprobs[index].extend(taken.iter().cloned());
+        taken
+    }
+
+    fn logprobs_of(&self, index: usize) -> Value {
+        Value::Array(self.block_logprobs.get(index).cloned().unwrap_or_default())
     }
 
     fn terminal(&mut self, kind: &str) -> StreamEvent {
@@ -207,7 +270,7 @@ impl ResponseRenderer {
             BlockKind::Reasoning => ("response.reasoning_text.delta", json!({"content_index": 0})),
             BlockKind::Text => (
                 "response.output_text.delta",
-                json!({"content_index": 0, "logprobs": []}),
+                json!({"content_index": 0, "logprobs": self.take_logprobs(index)}),
             ),
             BlockKind::Call { name, .. } if self.is_custom(&name) => return,
             BlockKind::Call { .. } => ("response.function_call_arguments.delta", json!({})),
@@ -231,7 +294,7 @@ impl ResponseRenderer {
                 let mut data = base.clone();
                 merge(
                     &mut data,
-                    json!({"content_index": 0, "text": block.text, "logprobs": []}),
+                    json!({"content_index": 0, "text": block.text, "logprobs": self.logprobs_of(index)}),
                 );
                 out.push(self.event("response.output_text.done", data));
             }
@@ -286,9 +349,8 @@ impl ResponseRenderer {
     fn part(&self, index: usize, text: &str) -> Option<Value> {
         match self.tracker.blocks()[index].kind {
             BlockKind::Reasoning => Some(json!({"type": "reasoning_text", "text": text})),
-            BlockKind::Text => Some(
-                json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}),
-            ),
+            BlockKind::Text => Some(json!({"type": "output_text", "text": text,
+                "annotations": [], "logprobs": self.logprobs_of(index)})),
             BlockKind::Call { .. } => None,
         }
     }

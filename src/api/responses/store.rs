@@ -1,24 +1,62 @@
-//! Finished responses kept in memory for `GET /v1/responses/{id}` and `previous_response_id`.
+//! Finished responses kept in memory for `GET /v1/responses/{id}`, `previous_response_id` and
+//! `item_reference`.
+//!
+//! A response is kept as JSON text, never as parsed values (a parsed number array takes about
+//! sixteen times its text): the response object exactly as GET serves it, and its conversation
+//! as one JSON array, parsed again (on the blocking pool) only when a follow-up chains onto it.
+//! So what the limits count is what is held: the texts, plus a fixed overhead per entry and per
+//! indexed item id.
 //!
 //! Bounded three ways, oldest first out: at most `max_entries` responses, none older than
-//! `max_age`, and at most `max_bytes` of them (measured as their JSON size). Nothing is
-//! written to disk, so a restart forgets them all; a client chaining onto a forgotten id gets a
-//! 404, as OpenAI answers for an unknown id.
+//! `max_age`, and at most `max_bytes` of them (`--response-store-max-entries`,
+//! `--response-store-ttl`, `--response-store-max-bytes`). Nothing is written to disk, so a
+//! restart forgets them all; a client chaining onto a forgotten id gets a 404, as OpenAI answers
+//! for an unknown id.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::Value;
 
-use super::types::ResponseObject;
+/// What an entry costs beyond its texts (the maps' slots, the `Arc`, the ids held twice).
+const ENTRY_OVERHEAD: usize = 256;
+/// What an indexed item id costs beyond its text (its slot in the index, the response id).
+const ITEM_OVERHEAD: usize = 96;
 
-/// A stored response and the conversation it ends: the items of its input (including what it
-/// chained onto) followed by its output, ready to be the history of a follow-up.
+/// A stored response and the conversation it ends.
 #[derive(Debug)]
 pub struct StoredResponse {
-    pub response: ResponseObject,
-    pub conversation: Vec<Value>,
+    pub id: String,
+    /// The response object's JSON, served as is.
+    pub response: Bytes,
+    /// A JSON array: the items of its input (including what it chained onto) followed by its
+    /// output, reduced to what a prompt reads — the history of a follow-up.
+    pub conversation: Bytes,
+    /// The ids of the conversation's items that have one (for `item_reference`).
+    pub item_ids: Vec<Box<str>>,
+}
+
+impl StoredResponse {
+    /// The conversation's items (a parse: blocking work for a long one).
+    pub fn conversation_items(&self) -> Vec<Value> {
+        // Written by this server from values, so it parses; an empty history otherwise.
+        serde_json::from_slice(&self.conversation).unwrap_or_default()
+    }
+
+    /// The conversation's item with this id.
+    pub fn item(&self, item_id: &str) -> Option<Value> {
+        self.conversation_items()
+            .into_iter()
+            .find(|item| item.get("id").and_then(Value::as_str) == Some(item_id))
+    }
+
+    /// The bytes the store counts for it.
+    pub fn size(&self) -> usize {
+        let ids: usize = self.item_ids.iter().map(|i| i.len() + ITEM_OVERHEAD).sum();
+        ENTRY_OVERHEAD + self.id.len() + self.response.len() + self.conversation.len() + ids
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +87,23 @@ struct Inner {
     entries: HashMap<String, Entry>,
     /// Ids in insertion order (so also in age order).
     order: VecDeque<String>,
+    /// Item id → the newest stored response holding that item.
+    items: HashMap<Box<str>, String>,
     bytes: usize,
+}
+
+impl Inner {
+    fn remove(&mut self, id: &str) {
+        let Some(entry) = self.entries.remove(id) else {
+            return;
+        };
+        self.bytes -= entry.bytes;
+        for item in &entry.stored.item_ids {
+            if self.items.get(item).is_some_and(|owner| owner == id) {
+                self.items.remove(item);
+            }
+        }
+    }
 }
 
 pub struct ResponseStore {
@@ -77,6 +131,15 @@ impl ResponseStore {
         self.get_at(id, Instant::now())
     }
 
+    /// The stored response whose conversation holds the item with this id.
+    pub fn holding_item(&self, item_id: &str) -> Option<Arc<StoredResponse>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        self.evict(&mut inner, now);
+        let owner = inner.items.get(item_id)?;
+        inner.entries.get(owner).map(|e| e.stored.clone())
+    }
+
     pub fn len(&self) -> usize {
         self.lock().entries.len()
     }
@@ -85,18 +148,26 @@ impl ResponseStore {
         self.len() == 0
     }
 
+    /// The bytes counted now.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
     fn insert_at(&self, stored: StoredResponse, now: Instant) {
-        let bytes = json_size(&stored);
+        let bytes = stored.size();
         if bytes > self.limits.max_bytes || self.limits.max_entries == 0 {
             return;
         }
-        let id = stored.response.id.clone();
+        let id = stored.id.clone();
         let mut inner = self.lock();
-        if let Some(old) = inner.entries.remove(&id) {
-            inner.bytes -= old.bytes;
+        if inner.entries.contains_key(&id) {
+            inner.remove(&id);
             inner.order.retain(|i| i != &id);
         }
         inner.bytes += bytes;
+        for item in &stored.item_ids {
+            inner.items.insert(item.clone(), id.clone());
+        }
         inner.order.push_back(id.clone());
         inner.entries.insert(
             id,
@@ -117,17 +188,17 @@ impl ResponseStore {
 
     fn evict(&self, inner: &mut Inner, now: Instant) {
         while let Some(oldest) = inner.order.front() {
-            let entry = &inner.entries[oldest];
-            let expired = now.saturating_duration_since(entry.at) > self.limits.max_age;
+            let expired = inner
+                .entries
+                .get(oldest)
+                .is_none_or(|entry| now.saturating_duration_since(entry.at) > self.limits.max_age);
             let over = inner.entries.len() > self.limits.max_entries
                 || inner.bytes > self.limits.max_bytes;
             if !(expired || over) {
                 break;
             }
-            if let Some(id) = inner.order.pop_front()
-                && let Some(e) = inner.entries.remove(&id)
-            {
-                inner.bytes -= e.bytes;
+            if let Some(id) = inner.order.pop_front() {
+                inner.remove(&id);
             }
         }
     }
@@ -139,25 +210,18 @@ impl ResponseStore {
     }
 }
 
-fn json_size(stored: &StoredResponse) -> usize {
-    let response = serde_json::to_string(&stored.response).map_or(0, |s| s.len());
-    let conversation: usize = stored
-        .conversation
-        .iter()
-        .map(|v| serde_json::to_string(v).map_or(0, |s| s.len()))
-        .sum();
-    response + conversation
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn stored(id: &str, filler: usize) -> StoredResponse {
+        let item = json!({"type": "message", "id": format!("msg_{id}"), "role": "user", "content": "x".repeat(filler)});
         StoredResponse {
-            response: ResponseObject::in_progress(id.into(), "m".into(), 0),
-            conversation: vec![json!({"role": "user", "content": "x".repeat(filler)})],
+            id: id.into(),
+            response: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+            conversation: Bytes::from(json!([item]).to_string()),
+            item_ids: vec![format!("msg_{id}").into()],
         }
     }
 
@@ -195,5 +259,35 @@ mod tests {
             "too big to keep"
         );
         assert!(store.get_at("big2", t0 + Duration::from_secs(12)).is_some());
+        assert!(store.bytes() <= limits.max_bytes);
+    }
+
+    #[test]
+    fn the_count_is_the_text_held() {
+        let store = ResponseStore::new(StoreLimits::default());
+        let s = stored("a", 1000);
+        let texts = s.response.len() + s.conversation.len();
+        store.insert(s);
+        let counted = store.bytes();
+        assert!(
+            counted >= texts && counted < texts + 1024,
+            "{counted} vs {texts}"
+        );
+    }
+
+    #[test]
+    fn items_are_found_until_their_response_goes() {
+        let limits = StoreLimits {
+            max_entries: 1,
+            ..StoreLimits::default()
+        };
+        let store = ResponseStore::new(limits);
+        store.insert(stored("a", 3));
+        let holder = store.holding_item("msg_a").expect("indexed");
+        assert_eq!(holder.item("msg_a").unwrap()["content"], "xxx");
+        assert!(holder.item("msg_b").is_none());
+        store.insert(stored("b", 3));
+        assert!(store.holding_item("msg_a").is_none(), "evicted with a");
+        assert!(store.holding_item("msg_b").is_some());
     }
 }

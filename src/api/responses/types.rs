@@ -28,10 +28,12 @@ pub struct ResponsesRequest {
     pub user: Option<String>,
     pub prompt_cache_key: Option<String>,
     pub safety_identifier: Option<String>,
+    // Checked by [`super::fields`]: each works or is refused by name.
     pub top_logprobs: Option<i64>,
     pub truncation: Option<String>,
     pub background: Option<bool>,
     pub include: Option<Vec<String>>,
+    pub conversation: Option<Value>,
     pub max_tool_calls: Option<i64>,
     // vLLM's sampling extras, accepted here as on chat completions.
     pub top_k: Option<i64>,
