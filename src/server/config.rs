@@ -74,6 +74,8 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         },
         strict_model_name: args.strict_model_name,
         response_store: StoreLimits::default(),
+        prefix_cache_salt_per_key: args.prefix_cache_salt_per_key,
+        allow_special_tokens_in_content: args.allow_special_tokens_in_content,
     })
 }
 
