@@ -29,7 +29,7 @@ pub struct EngineConfig {
 }
 
 /// Default of `--stream-buffer-events`.
-pub const DEFAULT_STREAM_BUFFER_EVENTS: usize = 256;
+pub const DEFAULT_STREAM_BUFFER_EVENTS: usize = 64;
 /// Default of `--stream-stall-timeout`, in seconds.
 pub const DEFAULT_STREAM_STALL_TIMEOUT_S: u64 = 60;
 
