@@ -113,7 +113,10 @@ mod tests {
         assert_eq!(completion_fits(5, 3, 8, "max_tokens").unwrap(), 5);
         for bad in [i64::MAX, i64::MAX - 2, 6] {
             let err = completion_fits(bad, 3, 8, "max_tokens").unwrap_err();
-            assert!(err.to_string().contains("maximum context length is 8"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("maximum context length is 8"),
+                "{bad}: {err}"
+            );
         }
         for bad in [0, -1, i64::MIN] {
             let err = completion_fits(bad, 3, 8, "max_tokens").unwrap_err();
