@@ -8,7 +8,7 @@ use tealight::engine::scheduler::SequenceCore;
 use tealight::engine::sequence::RequestState;
 use tealight::sampling::{SampledToken, SamplingParams};
 use tealight::tokenizer::Tokenizer;
-use tokio::sync::mpsc::unbounded_channel;
+use tokio::sync::mpsc::channel;
 
 const EOS: u32 = 151645; // <|im_end|>
 
@@ -26,7 +26,7 @@ fn tokenizer() -> Arc<Tokenizer> {
 /// Feeds `tokens` as if sampled, until the request finishes; returns the concatenated text
 /// and the finish reason.
 fn run(request: GenerationRequest, tokens: &[u32]) -> (String, Option<FinishReason>) {
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = channel(4096);
     let mut state = RequestState::new(&request, tokenizer(), None, 1000, tx);
     let mut core = SequenceCore::new(1, request.prompt_ids.clone());
     for &id in tokens {

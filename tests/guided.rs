@@ -452,8 +452,8 @@ fn tiny_tokenizer() -> Arc<Tokenizer> {
 fn state_with(
     guided: tealight::guided::GuidedMatcher,
     tok: Arc<Tokenizer>,
-) -> (RequestState, tokio::sync::mpsc::UnboundedReceiver<Event>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+) -> (RequestState, tokio::sync::mpsc::Receiver<Event>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
     let state = RequestState {
         events: tx,
         sampler: SequenceSampler::new(SamplingParams::greedy(), &[1]),
@@ -468,6 +468,8 @@ fn state_with(
         last_token_at: None,
         cached_prompt_tokens: None,
         finished: None,
+        stalled_since: None,
+        report_cached_tokens: true,
         guided: Some(guided),
     };
     (state, rx)

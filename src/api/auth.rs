@@ -40,7 +40,7 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
 
 /// The key a request presents: `Authorization: Bearer <key>` (OpenAI clients) or
 /// `x-api-key: <key>` (Anthropic clients, Claude Code with `ANTHROPIC_API_KEY`).
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
@@ -26,7 +27,7 @@ use super::types::common::{StopReasonValue, UsageInfo};
 use crate::engine::{Event, EventStream, FinishReason, Usage};
 use crate::parsers::prompt_opens_thinking;
 use crate::sampling::SamplingOverrides;
-use crate::tokenizer::{Tokenizer, prepare_messages};
+use crate::tokenizer::{Conversation, PromptEnd, Tokenizer, prepare_messages, render_chat};
 
 /// What every choice of one response shares.
 struct ChatContext {
@@ -61,6 +62,7 @@ impl ChatContext {
 
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(mut req): ApiJson<ChatCompletionRequest>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
@@ -88,6 +90,7 @@ pub async fn create(
         let raw = std::mem::take(&mut req.messages);
         let tools = req.tools.take();
         let kwargs = req.chat_template_kwargs.take().unwrap_or_default();
+        let plain_content = !config.allow_special_tokens_in_content;
         offload::run(move || {
             render_prompt(
                 &ready,
@@ -96,6 +99,7 @@ pub async fn create(
                 &kwargs,
                 continue_final,
                 add_generation_prompt,
+                plain_content,
             )
         })
         .await??
@@ -135,6 +139,7 @@ pub async fn create(
             top_logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0)),
         },
         guided: plan.guided,
+        cache_salt: request_builder::cache_salt(config, &headers, req.cache_salt.take())?,
     };
     let requests = request_builder::build(&ready, config, prompt_ids, "messages", fields)?;
     if !req.stream.unwrap_or(false) {
@@ -195,20 +200,34 @@ fn render_prompt(
     kwargs: &Map<String, Value>,
     continue_final: bool,
     add_generation_prompt: bool,
+    plain_content: bool,
 ) -> ApiResult<(Vec<Value>, String, Vec<u32>)> {
     let messages = prepare_messages(raw)?;
-    let template_tools = tools.filter(|t| !t.is_empty());
-    let prompt = if continue_final {
-        ready
-            .template
-            .render_continue_final_message(&messages, template_tools, kwargs)?
-    } else {
-        ready
-            .template
-            .render(&messages, template_tools, add_generation_prompt, kwargs)?
+    let conversation = Conversation {
+        messages: &messages,
+        tools: tools.filter(|t| !t.is_empty()),
+        kwargs,
     };
-    offload::check_text_fits(&ready.tokenizer, &prompt, ready.max_model_len(), "messages")?;
-    let ids = ready.tokenizer.encode(&prompt, false)?;
+    let end = if continue_final {
+        PromptEnd::ContinueFinal
+    } else {
+        PromptEnd::Generation(add_generation_prompt)
+    };
+    let prompt = render_chat(
+        &ready.template,
+        &ready.tokenizer,
+        conversation,
+        end,
+        plain_content,
+    )?;
+    offload::check_text_fits(
+        &ready.tokenizer,
+        &prompt.text,
+        ready.max_model_len(),
+        "messages",
+    )?;
+    let ids = prompt.encode(&ready.tokenizer, false)?;
+    let prompt = prompt.text;
     Ok((messages, prompt, ids))
 }
 
@@ -222,11 +241,13 @@ struct Collected {
 }
 
 async fn collect(ctx: ChatContext, streams: Vec<EventStream>) -> ApiResult<ChatCompletionResponse> {
-    let mut choices = Vec::with_capacity(streams.len());
-    // The engine runs all choices at once; reading them in turn only orders the waiting.
-    for stream in streams {
-        choices.push(collect_choice(&ctx, stream).await?);
-    }
+    // Every choice is read as it runs (a choice nobody reads would be parked by the engine).
+    let choices = futures_util::future::try_join_all(
+        streams
+            .into_iter()
+            .map(|stream| collect_choice(&ctx, stream)),
+    )
+    .await?;
     let prompt_tokens = choices.first().map_or(0, |c| c.usage.prompt_tokens);
     let cached = choices.first().map_or(0, |c| c.usage.cached_tokens);
     let completion_tokens = choices.iter().map(|c| c.usage.completion_tokens).sum();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 
@@ -44,6 +45,7 @@ struct CompletionContext {
 
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(mut req): ApiJson<CompletionRequest>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
@@ -79,6 +81,7 @@ pub async fn create(
         let ready = ready.clone();
         offload::run(move || prompts(&ready, input, add_special_tokens)).await??
     };
+    let cache_salt = request_builder::cache_salt(config, &headers, req.cache_salt.take())?;
     let mut requests = Vec::new();
     let mut choice_prompts = Vec::new();
     for prompt in prompts {
@@ -106,6 +109,7 @@ pub async fn create(
                 top_logprobs: None,
             },
             guided: None,
+            cache_salt: cache_salt.clone(),
         };
         let built = request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields)?;
         choice_prompts.extend(built.iter().map(|_| prompt.clone()));
@@ -235,7 +239,10 @@ async fn collect(
     let mut completion_tokens = 0;
     let mut cached = 0;
     let mut counted_prompt: Option<usize> = None;
-    for (index, mut stream) in streams.into_iter().enumerate() {
+    // Every choice is read as it runs (a choice nobody reads would be parked by the engine).
+    let drained = futures_util::future::join_all(streams.into_iter().map(EventStream::drain));
+    for (index, events) in drained.await.into_iter().enumerate() {
+        let mut events = events.into_iter();
         let prompt = &ctx.prompts[index];
         let mut text = if ctx.echo {
             prompt.text.clone()
@@ -247,7 +254,7 @@ async fn collect(
             logprobs.prompt(&ctx.tokenizer, &prompt.ids, 0);
         }
         let (reason, stop_reason, usage) = loop {
-            match stream.recv().await {
+            match events.next() {
                 Some(Event::Delta {
                     text: delta,
                     logprobs: lps,

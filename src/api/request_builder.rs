@@ -1,7 +1,12 @@
 //! From validated request fields to engine requests: limits, sampling resolution, `n` copies
 //! with their seeds, and submission.
 
-use super::error::{ApiError, ApiResult, ContextOverflow};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
+
+use axum::http::HeaderMap;
+
+use super::error::{ApiError, ApiResult};
 use super::state::{Ready, ServerConfig};
 use super::types::common::StopSpec;
 use crate::engine::{EventStream, GenerationRequest, rules};
@@ -22,6 +27,8 @@ pub struct GenerationFields {
     pub include_stop_str_in_output: Option<bool>,
     pub sampling: SamplingOverrides,
     pub guided: Option<GuidedDecoding>,
+    /// The prefix-cache salt (see [`cache_salt`]).
+    pub cache_salt: Option<String>,
 }
 
 /// `n` engine requests for one prompt. `prompt_param` names the field errors about the prompt
@@ -75,36 +82,19 @@ pub fn build(
     let prompt_len = prompt_ids.len();
     let max_len = ready.max_model_len();
     rules::prompt_fits(prompt_len, max_len, prompt_param)?;
-    let max_tokens = match fields.max_tokens {
+    let requested = match fields.max_tokens {
         None => None,
-        Some((m, param)) if m < 1 => {
-            return Err(ApiError::invalid(
-                param,
-                format!("{param} must be at least 1, got {m}."),
-            ));
-        }
-        Some((m, param)) if prompt_len as i64 + m > max_len as i64 => {
-            let tokens = (prompt_len as i64).saturating_add(m);
-            return Err(ApiError::context_length(
-                param,
-                format!(
-                    "This model's maximum context length is {max_len} tokens. However, you requested \
-                     {tokens} tokens ({prompt_len} in the input, {m} in the completion). Please reduce the \
-                     length of the input or the completion."
-                ),
-                ContextOverflow {
-                    tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
-                    max_model_len: max_len,
-                },
-            ));
-        }
-        Some((m, _)) => Some(m as usize),
+        Some((m, param)) => Some(rules::completion_fits(m, prompt_len, max_len, param)?),
     };
+    // The served generation config's `max_new_tokens` caps every request (vLLM's rule).
+    let max_tokens = rules::cap_output(requested, ready.defaults.max_new_tokens);
+    let room = max_len - prompt_len;
     let min_tokens = fields.min_tokens.unwrap_or(0);
-    if min_tokens < 0 || max_tokens.is_some_and(|m| min_tokens as usize > m) {
+    let most = max_tokens.unwrap_or(room);
+    if !usize::try_from(min_tokens).is_ok_and(|m| m <= most) {
         return Err(ApiError::invalid(
             "min_tokens",
-            format!("min_tokens must be between 0 and max_tokens, got {min_tokens}."),
+            format!("min_tokens must be between 0 and max_tokens ({most}), got {min_tokens}."),
         ));
     }
 
@@ -127,9 +117,42 @@ pub fn build(
         req.skip_special_tokens = fields.skip_special_tokens.unwrap_or(true);
         req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
         req.guided = fields.guided.clone();
+        req.cache_salt = fields.cache_salt.clone();
         requests.push(req);
     }
     Ok(requests)
+}
+
+/// A request's prefix-cache salt: its `cache_salt` (vLLM's field), joined with the API key it
+/// presents under `--prefix-cache-salt-per-key`, so that cached prefixes (and the
+/// `cached_tokens` that reveal them) are shared only within one key. The key enters as a
+/// keyed hash, never as itself.
+pub fn cache_salt(
+    config: &ServerConfig,
+    headers: &HeaderMap,
+    requested: Option<String>,
+) -> ApiResult<Option<String>> {
+    if requested.as_deref() == Some("") {
+        return Err(ApiError::invalid(
+            "cache_salt",
+            "cache_salt must be a non-empty string if provided",
+        ));
+    }
+    let key = config
+        .prefix_cache_salt_per_key
+        .then(|| super::auth::presented_key(headers))
+        .flatten();
+    Ok(match key {
+        None => requested,
+        Some(key) => {
+            static KEY_HASHER: OnceLock<RandomState> = OnceLock::new();
+            let hashed = KEY_HASHER.get_or_init(RandomState::new).hash_one(key);
+            Some(format!(
+                "key:{hashed:016x}/{}",
+                requested.unwrap_or_default()
+            ))
+        }
+    })
 }
 
 /// The engine requests one API request may fan out to (prompts × `n`): each waits in the
@@ -171,7 +194,7 @@ pub fn check_collected_logprobs(
             let room = max_len.saturating_sub(r.prompt_ids.len());
             let generated = r.max_tokens.unwrap_or(room).min(room);
             let echoed = if echo { r.prompt_ids.len() } else { 0 };
-            Some((1 + top).saturating_mul(generated) + echoed)
+            Some((1 + top).saturating_mul(generated).saturating_add(echoed))
         })
         .fold(0usize, usize::saturating_add);
     if entries > limit {

@@ -78,6 +78,11 @@ pub struct ServerConfig {
     /// model answers them all.
     pub strict_model_name: bool,
     pub response_store: StoreLimits,
+    /// `--prefix-cache-salt-per-key`: the presented API key salts the prefix cache.
+    pub prefix_cache_salt_per_key: bool,
+    /// `--allow-special-tokens-in-content`: special-token text in messages becomes control
+    /// tokens (else it is tokenized as plain text).
+    pub allow_special_tokens_in_content: bool,
 }
 
 /// The loaded model and everything derived from it.

@@ -12,7 +12,7 @@ use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
 use crate::engine::rules;
-use crate::tokenizer::prepare_messages;
+use crate::tokenizer::{Conversation, PromptEnd, prepare_messages, render_chat};
 
 pub async fn tokenize(
     State(state): State<AppState>,
@@ -20,29 +20,41 @@ pub async fn tokenize(
 ) -> ApiResult<Json<TokenizeResponse>> {
     let ready = state.ready()?;
     ready.check_model(req.model.as_deref())?;
-    offload::run(move || tokenize_blocking(&ready, req)).await?
+    let plain_content = !state.config().allow_special_tokens_in_content;
+    offload::run(move || tokenize_blocking(&ready, req, plain_content)).await?
 }
 
-/// Rendering and tokenizing: blocking work (see [`offload`]).
-fn tokenize_blocking(ready: &Ready, req: TokenizeRequest) -> ApiResult<Json<TokenizeResponse>> {
+/// Rendering and tokenizing: blocking work (see [`offload`]). `plain_content`: special-token
+/// text in messages is plain text (`--allow-special-tokens-in-content` unset).
+fn tokenize_blocking(
+    ready: &Ready,
+    req: TokenizeRequest,
+    plain_content: bool,
+) -> ApiResult<Json<TokenizeResponse>> {
     let max_len = ready.max_model_len();
     let tokens = match (req.messages, req.prompt) {
         (Some(messages), _) => {
             let messages = prepare_messages(&messages)?;
             let kwargs = req.chat_template_kwargs.unwrap_or_default();
-            let tools = req.tools.as_deref().filter(|t| !t.is_empty());
-            let prompt = if req.continue_final_message.unwrap_or(false) {
-                ready
-                    .template
-                    .render_continue_final_message(&messages, tools, &kwargs)?
-            } else {
-                let add = req.add_generation_prompt.unwrap_or(true);
-                ready.template.render(&messages, tools, add, &kwargs)?
+            let conversation = Conversation {
+                messages: &messages,
+                tools: req.tools.as_deref().filter(|t| !t.is_empty()),
+                kwargs: &kwargs,
             };
-            offload::check_text_fits(&ready.tokenizer, &prompt, max_len, "messages")?;
-            ready
-                .tokenizer
-                .encode(&prompt, req.add_special_tokens.unwrap_or(false))?
+            let end = if req.continue_final_message.unwrap_or(false) {
+                PromptEnd::ContinueFinal
+            } else {
+                PromptEnd::Generation(req.add_generation_prompt.unwrap_or(true))
+            };
+            let prompt = render_chat(
+                &ready.template,
+                &ready.tokenizer,
+                conversation,
+                end,
+                plain_content,
+            )?;
+            offload::check_text_fits(&ready.tokenizer, &prompt.text, max_len, "messages")?;
+            prompt.encode(&ready.tokenizer, req.add_special_tokens.unwrap_or(false))?
         }
         (None, Some(prompt)) => {
             offload::check_text_fits(&ready.tokenizer, &prompt, max_len, "prompt")?;

@@ -27,7 +27,7 @@ use super::types::chat::ResponseFormat;
 use crate::engine::{Event, EventStream};
 use crate::parsers::prompt_opens_thinking;
 use crate::sampling::SamplingOverrides;
-use crate::tokenizer::prepare_messages;
+use crate::tokenizer::{Conversation, PromptEnd, prepare_messages, render_chat};
 
 /// A conversation in chat form plus what shapes its output.
 pub struct TurnSpec<'a> {
@@ -81,6 +81,8 @@ pub struct Generation {
     /// A response collected whole (not streamed) with logprobs: the entries it may hold are
     /// bounded as on chat completions, and a refusal names this field.
     pub collected_logprobs: Option<&'static str>,
+    /// The prefix-cache salt ([`request_builder::cache_salt`]).
+    pub cache_salt: Option<String>,
 }
 
 /// Runs `work` (a request's conversion to a turn, [`render`] and whatever else it needs) on the
@@ -119,19 +121,27 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiR
     if let Some(thinking) = spec.enable_thinking {
         kwargs.insert("enable_thinking".into(), Value::Bool(thinking));
     }
-    let template_tools = Some(spec.tools).filter(|t| !t.is_empty());
-    let text = ready
-        .template
-        .render(&messages, template_tools, true, &kwargs)?;
+    let conversation = Conversation {
+        messages: &messages,
+        tools: Some(spec.tools).filter(|t| !t.is_empty()),
+        kwargs: &kwargs,
+    };
+    let rendered = render_chat(
+        &ready.template,
+        &ready.tokenizer,
+        conversation,
+        PromptEnd::Generation(true),
+        !config.allow_special_tokens_in_content,
+    )?;
     offload::check_text_fits(
         &ready.tokenizer,
-        &text,
+        &rendered.text,
         ready.max_model_len(),
         spec.prompt_param,
     )?;
-    let ids = ready.tokenizer.encode(&text, false)?;
+    let ids = rendered.encode(&ready.tokenizer, false)?;
     Ok(Prompt {
-        text,
+        text: rendered.text,
         ids,
         plan,
         prompt_param: spec.prompt_param,
@@ -160,6 +170,7 @@ pub async fn submit(
             .then_some(super::types::common::StopSpec::Many(generation.stop)),
         sampling: generation.sampling,
         guided: prompt.plan.guided.clone(),
+        cache_salt: generation.cache_salt,
         ..Default::default()
     };
     let requests = request_builder::build(

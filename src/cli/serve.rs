@@ -177,6 +177,32 @@ pub struct ServeArgs {
     /// Ignored (accepted for vLLM compatibility): tealight logs no periodic stats; see /metrics.
     #[arg(long)]
     pub disable_log_stats: bool,
+
+    // Engine hardening: clients that stop reading, prefix-cache privacy, chat-template injection.
+    /// Events (about one per token) a request buffers for a client that is not reading its
+    /// stream; when full, the request stops generating (keeping its KV cache) until it reads.
+    #[arg(long, default_value_t = crate::engine::config::DEFAULT_STREAM_BUFFER_EVENTS)]
+    pub stream_buffer_events: usize,
+
+    /// Seconds a request may wait for its client to read before it is aborted with an error
+    /// and its KV cache freed (0: wait forever).
+    #[arg(long, default_value_t = crate::engine::config::DEFAULT_STREAM_STALL_TIMEOUT_S as f64)]
+    pub stream_stall_timeout: f64,
+
+    /// Prefix-cache blocks match only between requests presenting the same API key (with the
+    /// same `cache_salt`), so one client cannot tell what another has cached.
+    #[arg(long)]
+    pub prefix_cache_salt_per_key: bool,
+
+    /// Report 0 in `usage.prompt_tokens_details.cached_tokens` (and the Messages API's
+    /// `cache_read_input_tokens`): the count tells a client what other requests were served.
+    #[arg(long)]
+    pub no_report_cached_tokens: bool,
+
+    /// Special-token text in message content (e.g. a typed `<|im_start|>`) becomes the control
+    /// token, as in vLLM; by default it is tokenized as plain text.
+    #[arg(long)]
+    pub allow_special_tokens_in_content: bool,
 }
 
 impl ServeArgs {
@@ -195,5 +221,16 @@ impl ServeArgs {
 
     pub fn prefix_caching(&self) -> bool {
         !self.no_enable_prefix_caching
+    }
+
+    /// `--stream-stall-timeout` (`None`: never).
+    pub fn stream_stall_timeout(&self) -> Result<Option<std::time::Duration>, String> {
+        let seconds = self.stream_stall_timeout;
+        if !(seconds.is_finite() && seconds >= 0.0) {
+            return Err(format!(
+                "--stream-stall-timeout must be a number of seconds, 0 or more, got {seconds}"
+            ));
+        }
+        Ok((seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds)))
     }
 }

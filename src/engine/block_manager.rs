@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 pub type BlockId = u32;
 
@@ -37,6 +38,9 @@ struct Block {
     /// The previous block of the sequence that computed this one (`None` for a first block);
     /// meaningful while `hash` is set.
     parent: Option<Parent>,
+    /// The `cache_salt` of the sequence that computed a first block (`None` for later blocks,
+    /// whose parents carry it): a first block matches only lookups with the same salt.
+    salt: Option<Arc<str>>,
     /// Bumped every time the slot is handed out for new contents.
     generation: u64,
     /// Position in the free queue while `ref_count == 0`.
@@ -58,6 +62,16 @@ impl ChainHasher {
             ChainHasher::Keyed(key) => key.hash_one((parent, tokens)),
             #[cfg(test)]
             ChainHasher::Weak(f) => f(parent, tokens),
+        }
+    }
+
+    /// What a salted chain starts from, in place of a parent hash (vLLM mixes `cache_salt`
+    /// into the first block's hash the same way).
+    fn salt_root(&self, salt: &str) -> u64 {
+        match self {
+            ChainHasher::Keyed(key) => key.hash_one(("cache_salt", salt)),
+            #[cfg(test)]
+            ChainHasher::Weak(_) => salt.len() as u64,
         }
     }
 }
@@ -143,8 +157,13 @@ impl BlockManager {
     /// longest matching prefix. Never reuses the block holding the last token, so the step that
     /// computes the last position writes only into blocks this sequence owns alone. Returns
     /// `None` (and changes nothing) when the pool cannot supply the rest.
-    pub fn allocate(&mut self, tokens: &[u32], needed_tokens: usize) -> Option<Allocation> {
-        let hits = self.lookup(tokens);
+    pub fn allocate(
+        &mut self,
+        salt: Option<&str>,
+        tokens: &[u32],
+        needed_tokens: usize,
+    ) -> Option<Allocation> {
+        let hits = self.lookup(salt, tokens);
         let total = self.blocks_for(needed_tokens).max(hits.len());
         let fresh = total - hits.len();
         let hits_from_free = hits
@@ -168,13 +187,14 @@ impl BlockManager {
         })
     }
 
-    /// Number of prompt tokens the prefix cache would serve (for admission decisions).
-    pub fn lookup(&self, tokens: &[u32]) -> Vec<BlockId> {
+    /// The cached blocks of the longest registered prefix of `tokens` computed under the same
+    /// `salt` (for admission decisions).
+    pub fn lookup(&self, salt: Option<&str>, tokens: &[u32]) -> Vec<BlockId> {
         if !self.prefix_caching || tokens.is_empty() {
             return Vec::new();
         }
         let reusable = (tokens.len() - 1) / self.block_size;
-        let mut parent_hash = None;
+        let mut parent_hash = salt.map(|s| self.hasher.salt_root(s));
         let mut parent: Option<Parent> = None;
         let mut hits = Vec::new();
         for chunk in tokens.chunks(self.block_size).take(reusable) {
@@ -184,6 +204,9 @@ impl BlockManager {
             };
             let block = &self.blocks[b as usize];
             if block.tokens != chunk || block.parent != parent {
+                break;
+            }
+            if parent.is_none() && block.salt.as_deref() != salt {
                 break;
             }
             hits.push(b);
@@ -217,6 +240,7 @@ impl BlockManager {
     pub fn register_full_blocks(
         &mut self,
         table: &[BlockId],
+        salt: Option<&Arc<str>>,
         tokens: &[u32],
         computed: usize,
         hashes: &mut Vec<u64>,
@@ -228,7 +252,10 @@ impl BlockManager {
         while hashes.len() < full {
             let i = hashes.len();
             let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
-            let parent_hash = hashes.last().copied();
+            let parent_hash = match i {
+                0 => salt.map(|s| self.hasher.salt_root(s)),
+                _ => hashes.last().copied(),
+            };
             let h = self.chain_hash(parent_hash, chunk);
             hashes.push(h);
             // The block this one's KV was computed after. If it is not itself findable under the
@@ -254,6 +281,7 @@ impl BlockManager {
                 block.hash = Some(h);
                 block.tokens = chunk.to_vec();
                 block.parent = parent;
+                block.salt = if i == 0 { salt.cloned() } else { None };
                 self.cached.insert(h, b);
             }
         }
@@ -289,6 +317,7 @@ impl BlockManager {
             self.cached.remove(&h);
             block.tokens.clear();
             block.parent = None;
+            block.salt = None;
         }
         // New contents: blocks registered after the old ones no longer follow this slot.
         block.generation += 1;
@@ -345,7 +374,7 @@ mod tests {
     #[test]
     fn allocate_and_free_return_every_block() {
         let mut m = BlockManager::new(8, 4, true);
-        let a = m.allocate(&toks(10, 0), 10).unwrap();
+        let a = m.allocate(None, &toks(10, 0), 10).unwrap();
         assert_eq!(a.blocks.len(), 3);
         assert_eq!(a.cached_tokens, 0);
         assert_eq!(m.num_free(), 5);
@@ -358,20 +387,20 @@ mod tests {
     fn shared_prefix_hits_after_registration() {
         let mut m = BlockManager::new(16, 4, true);
         let prompt = toks(13, 0);
-        let a = m.allocate(&prompt, 13).unwrap();
+        let a = m.allocate(None, &prompt, 13).unwrap();
         let mut hashes = Vec::new();
-        m.register_full_blocks(&a.blocks, &prompt, 13, &mut hashes);
+        m.register_full_blocks(&a.blocks, None, &prompt, 13, &mut hashes);
         assert_eq!(hashes.len(), 3);
         // Same first 12 tokens, different tail: three blocks hit while `a` still runs.
         let mut other = prompt[..12].to_vec();
         other.extend([999, 998]);
-        let b = m.allocate(&other, other.len()).unwrap();
+        let b = m.allocate(None, &other, other.len()).unwrap();
         assert_eq!(b.cached_tokens, 12);
         assert_eq!(&b.blocks[..3], &a.blocks[..3]);
         // After both finish, the cached blocks survive and hit again.
         m.free(&a.blocks);
         m.free(&b.blocks);
-        let c = m.allocate(&prompt, 13).unwrap();
+        let c = m.allocate(None, &prompt, 13).unwrap();
         assert_eq!(c.cached_tokens, 12);
         m.check_invariants().unwrap();
     }
@@ -380,11 +409,11 @@ mod tests {
     fn the_block_with_the_last_token_is_never_reused() {
         let mut m = BlockManager::new(8, 4, true);
         let prompt = toks(8, 1);
-        let a = m.allocate(&prompt, 8).unwrap();
+        let a = m.allocate(None, &prompt, 8).unwrap();
         let mut hashes = Vec::new();
-        m.register_full_blocks(&a.blocks, &prompt, 8, &mut hashes);
+        m.register_full_blocks(&a.blocks, None, &prompt, 8, &mut hashes);
         m.free(&a.blocks);
-        let b = m.allocate(&prompt, 8).unwrap();
+        let b = m.allocate(None, &prompt, 8).unwrap();
         assert_eq!(
             b.cached_tokens, 4,
             "exactly-full prompt must recompute its last block"
@@ -396,24 +425,24 @@ mod tests {
     fn eviction_prefers_blocks_without_reusable_content() {
         let mut m = BlockManager::new(4, 2, true);
         let prompt = toks(5, 2);
-        let a = m.allocate(&prompt, 5).unwrap();
+        let a = m.allocate(None, &prompt, 5).unwrap();
         let mut hashes = Vec::new();
-        m.register_full_blocks(&a.blocks, &prompt, 5, &mut hashes);
+        m.register_full_blocks(&a.blocks, None, &prompt, 5, &mut hashes);
         m.free(&a.blocks);
         // Needs one fresh block: the uncached never-used one goes first, the cache survives.
-        let _x = m.allocate(&toks(2, 50), 2).unwrap();
-        assert_eq!(m.lookup(&prompt).len(), 2);
+        let _x = m.allocate(None, &toks(2, 50), 2).unwrap();
+        assert_eq!(m.lookup(None, &prompt).len(), 2);
     }
 
     #[test]
     fn disabled_prefix_caching_never_hits() {
         let mut m = BlockManager::new(8, 4, false);
         let prompt = toks(9, 0);
-        let a = m.allocate(&prompt, 9).unwrap();
+        let a = m.allocate(None, &prompt, 9).unwrap();
         let mut hashes = Vec::new();
-        m.register_full_blocks(&a.blocks, &prompt, 9, &mut hashes);
+        m.register_full_blocks(&a.blocks, None, &prompt, 9, &mut hashes);
         m.free(&a.blocks);
-        assert_eq!(m.allocate(&prompt, 9).unwrap().cached_tokens, 0);
+        assert_eq!(m.allocate(None, &prompt, 9).unwrap().cached_tokens, 0);
     }
 
     /// The hash of a block's own tokens, ignoring its parent: every two prompts whose block `i`
@@ -426,9 +455,9 @@ mod tests {
     }
 
     fn register(m: &mut BlockManager, prompt: &[u32]) -> Allocation {
-        let a = m.allocate(prompt, prompt.len()).unwrap();
+        let a = m.allocate(None, prompt, prompt.len()).unwrap();
         let mut hashes = Vec::new();
-        m.register_full_blocks(&a.blocks, prompt, prompt.len(), &mut hashes);
+        m.register_full_blocks(&a.blocks, None, prompt, prompt.len(), &mut hashes);
         a
     }
 
@@ -461,18 +490,18 @@ mod tests {
             m.chain_hash(Some(m.chain_hash(None, &secret)), &common),
             "the chains collide at block 1"
         );
-        let hits = m.lookup(&attack);
+        let hits = m.lookup(None, &attack);
         assert_eq!(
             hits,
             vec![w.blocks[0]],
             "only the attacker's own block is reused"
         );
         assert!(!hits.contains(&v.blocks[1]));
-        let a = m.allocate(&attack, attack.len()).unwrap();
+        let a = m.allocate(None, &attack, attack.len()).unwrap();
         assert_eq!(a.cached_tokens, 4);
         assert_ne!(a.blocks[1], v.blocks[1]);
         // The victim's own prefix still hits in full.
-        assert_eq!(m.lookup(&victim), vec![v.blocks[0], v.blocks[1]]);
+        assert_eq!(m.lookup(None, &victim), vec![v.blocks[0], v.blocks[1]]);
         m.check_invariants().unwrap();
     }
 
@@ -484,9 +513,9 @@ mod tests {
         let mut m = BlockManager::new(8, 2, true);
         let prompt = [10, 11, 20, 21, 99];
         let a = register(&mut m, &prompt);
-        assert_eq!(m.lookup(&prompt), a.blocks[..2].to_vec());
+        assert_eq!(m.lookup(None, &prompt), a.blocks[..2].to_vec());
         m.blocks[a.blocks[0] as usize].generation += 1;
-        assert_eq!(m.lookup(&prompt), vec![a.blocks[0]]);
+        assert_eq!(m.lookup(None, &prompt), vec![a.blocks[0]]);
     }
 
     #[test]
@@ -501,12 +530,50 @@ mod tests {
     #[test]
     fn allocation_fails_cleanly_when_short() {
         let mut m = BlockManager::new(2, 4, true);
-        assert!(m.allocate(&toks(12, 0), 12).is_none());
+        assert!(m.allocate(None, &toks(12, 0), 12).is_none());
         assert_eq!(m.num_free(), 2);
         let mut table = Vec::new();
         assert!(m.grow(&mut table, 8));
         assert!(!m.grow(&mut table, 9));
         assert_eq!(table.len(), 2);
         m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn blocks_match_only_within_the_same_cache_salt() {
+        let mut m = BlockManager::new(16, 4, true);
+        let prompt = toks(13, 0);
+        let alice: Arc<str> = Arc::from("alice");
+        let a = m.allocate(Some("alice"), &prompt, 13).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, Some(&alice), &prompt, 13, &mut hashes);
+        m.free(&a.blocks);
+        assert_eq!(m.lookup(Some("alice"), &prompt).len(), 3);
+        assert!(m.lookup(Some("bob"), &prompt).is_empty());
+        assert!(m.lookup(None, &prompt).is_empty());
+        // And the unsalted chain does not serve a salted request either.
+        let b = m.allocate(None, &prompt, 13).unwrap();
+        assert_eq!(b.cached_tokens, 0);
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&b.blocks, None, &prompt, 13, &mut hashes);
+        m.free(&b.blocks);
+        assert_eq!(m.lookup(None, &prompt).len(), 3);
+        assert!(m.lookup(Some("carol"), &prompt).is_empty());
+        m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_salt_root_colliding_with_no_salt_still_never_shares() {
+        // The weak hasher's root is the salt's length, so salts of equal length give equal
+        // hashes: the salt stored with the first block must still keep them apart.
+        let mut m = BlockManager::with_weak_hasher(16, 4, |p, t| p.unwrap_or(0) + t[0] as u64);
+        let prompt = toks(9, 0);
+        let ab: Arc<str> = Arc::from("ab");
+        let a = m.allocate(Some("ab"), &prompt, 9).unwrap();
+        let mut hashes = Vec::new();
+        m.register_full_blocks(&a.blocks, Some(&ab), &prompt, 9, &mut hashes);
+        m.free(&a.blocks);
+        assert_eq!(m.lookup(Some("ab"), &prompt).len(), 2);
+        assert!(m.lookup(Some("cd"), &prompt).is_empty());
     }
 }

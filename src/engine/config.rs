@@ -3,6 +3,7 @@
 use super::kv_budget::blocks_in;
 use crate::model::{AttentionBackend, Qwen3Config};
 use crate::sampling::Backend as SamplerBackend;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -18,7 +19,19 @@ pub struct EngineConfig {
     pub attention_backend: AttentionBackend,
     /// Where truncation and sampling run.
     pub sampler: SamplerBackend,
+    /// Events a request's stream buffers for a client that is not reading; when full, the
+    /// request is parked until the client reads.
+    pub stream_buffer_events: usize,
+    /// How long a request may stay parked before it is aborted (`None`: never).
+    pub stream_stall_timeout: Option<Duration>,
+    /// Whether usage reports the prompt tokens the prefix cache served.
+    pub report_cached_tokens: bool,
 }
+
+/// Default of `--stream-buffer-events`.
+pub const DEFAULT_STREAM_BUFFER_EVENTS: usize = 64;
+/// Default of `--stream-stall-timeout`, in seconds.
+pub const DEFAULT_STREAM_STALL_TIMEOUT_S: u64 = 60;
 
 impl EngineConfig {
     /// Sensible defaults for a model, with the KV pool sized from `kv_bytes`.
@@ -35,6 +48,9 @@ impl EngineConfig {
             enable_prefix_caching: true,
             attention_backend: AttentionBackend::Auto,
             sampler: SamplerBackend::Auto,
+            stream_buffer_events: DEFAULT_STREAM_BUFFER_EVENTS,
+            stream_stall_timeout: Some(Duration::from_secs(DEFAULT_STREAM_STALL_TIMEOUT_S)),
+            report_cached_tokens: true,
         }
     }
 
@@ -57,6 +73,12 @@ impl EngineConfig {
                 self.max_model_len,
                 self.num_blocks,
                 self.pool_tokens()
+            ));
+        }
+        if self.stream_buffer_events < super::sequence::EVENTS_PER_STEP {
+            return Err(format!(
+                "--stream-buffer-events must be at least {}",
+                super::sequence::EVENTS_PER_STEP
             ));
         }
         if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 || self.block_size == 0 {

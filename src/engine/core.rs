@@ -15,6 +15,7 @@ use super::metrics::EngineMetrics;
 use super::request::{Event, FinishReason};
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::sequence::RequestState;
+use super::wake::ReadWake;
 use crate::error::Result;
 use crate::model::{KvCache, Qwen3Model};
 use crate::sampling::{SampledToken, Sampler, SequenceSampler};
@@ -22,6 +23,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 type Running = Entry<RequestState>;
 
@@ -45,6 +47,8 @@ pub struct EngineCore {
     metrics: Arc<EngineMetrics>,
     /// Requests accepted but never admitted yet (the backpressure count).
     queued: Arc<AtomicUsize>,
+    /// Signalled by clients' reads while the engine sleeps with only parked requests.
+    wake: Arc<ReadWake>,
     #[cfg(test)]
     faults: Option<Box<dyn tests::StepFaults>>,
 }
@@ -68,9 +72,15 @@ impl EngineCore {
             eos_ids,
             metrics,
             queued,
+            wake: Arc::new(ReadWake::default()),
             #[cfg(test)]
             faults: None,
         }
+    }
+
+    /// The signal clients' reads raise (see [`ReadWake`]).
+    pub fn wake(&self) -> &Arc<ReadWake> {
+        &self.wake
     }
 
     pub fn add(&mut self, entry: Running) {
@@ -99,7 +109,8 @@ impl EngineCore {
     /// Runs one step.
     pub fn step(&mut self) -> StepOutcome {
         self.drop_cancelled();
-        let plan = self.scheduler.schedule();
+        self.check_backpressure();
+        let plan = self.scheduler.schedule_with(RequestState::is_parked);
         // Count the admitted requests as running before they leave the waiting count, so a
         // scrape during this step sees them (routers read both gauges every few ms).
         self.metrics
@@ -245,6 +256,62 @@ impl EngineCore {
         }
     }
 
+    /// Parks the requests whose clients stopped reading (no room in their channels for a
+    /// step's events) and ends with an error those parked longer than
+    /// `--stream-stall-timeout`; their blocks return to the pool.
+    fn check_backpressure(&mut self) {
+        let now = Instant::now();
+        let timeout = self.config.stream_stall_timeout;
+        let message = |waited: Duration| {
+            format!(
+                "the client read nothing of its stream for {:.1} s; the request was aborted \
+                 (--stream-stall-timeout {})",
+                waited.as_secs_f64(),
+                timeout.map_or(0, |t| t.as_secs())
+            )
+        };
+        let stalled = |data: &mut RequestState| {
+            let waited = data.update_backpressure(now)?;
+            timeout.filter(|&t| waited >= t).map(|_| waited)
+        };
+        for entry in self.scheduler.running_mut() {
+            if let Some(waited) = stalled(&mut entry.data) {
+                entry.data.fail_with(&message(waited));
+            }
+        }
+        self.retire();
+        self.scheduler.drop_waiting(|e| e.data.finished.is_some());
+        for entry in self.scheduler.waiting_mut() {
+            if let Some(waited) = stalled(&mut entry.data) {
+                entry.data.fail_with(&message(waited));
+            }
+        }
+        self.scheduler.drop_waiting(|e| e.data.finished.is_some());
+    }
+
+    /// Whether a parked request's client has read since the last step (it can run again).
+    pub fn any_parked_has_room(&self) -> bool {
+        self.scheduler
+            .entries()
+            .any(|e| e.data.is_parked() && e.data.has_room())
+    }
+
+    /// How long the engine may wait, when nothing can run, before it must look again: the
+    /// nearest stall deadline, at most `cap`.
+    pub fn parked_wait(&self, cap: Duration) -> Duration {
+        let Some(timeout) = self.config.stream_stall_timeout else {
+            return cap;
+        };
+        let now = Instant::now();
+        let nearest = self
+            .scheduler
+            .entries()
+            .filter_map(|e| e.data.stalled_since)
+            .map(|since| (since + timeout).saturating_duration_since(now))
+            .min();
+        nearest.map_or(cap, |d| d.min(cap))
+    }
+
     /// Requests whose client went away: running ones are finished (blocks freed at retire),
     /// waiting ones are dropped.
     fn drop_cancelled(&mut self) {
@@ -296,7 +363,7 @@ impl EngineCore {
     pub fn fail_all(&mut self, message: &str) {
         self.fail_running(message);
         for entry in self.scheduler.drain_waiting() {
-            let _ = entry.data.events.send(Event::Error(message.to_owned()));
+            let _ = entry.data.events.try_send(Event::Error(message.to_owned()));
         }
         self.queued.store(0, Ordering::Relaxed);
         self.update_gauges();

@@ -13,7 +13,8 @@ use crate::sampling::SamplingParams;
 use crate::tokenizer::Tokenizer;
 use candle_core::Device;
 use std::collections::HashMap;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use std::time::Duration;
+use tokio::sync::mpsc::{Receiver, channel};
 
 /// Test hooks around each forward pass.
 pub(crate) trait StepFaults: Send {
@@ -46,6 +47,9 @@ fn engine() -> (EngineCore, Arc<Tokenizer>) {
         enable_prefix_caching: true,
         attention_backend: AttentionBackend::Auto.resolve(model.device()).unwrap(),
         sampler: crate::sampling::Backend::Auto,
+        stream_buffer_events: 1024,
+        stream_stall_timeout: None,
+        report_cached_tokens: true,
     };
     let cache = KvCache::new(
         model.config(),
@@ -105,6 +109,15 @@ enum Outcome {
     Error(String),
 }
 
+impl Outcome {
+    fn clone_tokens(&self) -> Vec<u32> {
+        match self {
+            Outcome::Tokens(t) => t.clone(),
+            Outcome::Error(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// What a run to the end left: per request id its tokens or its error, the core, and how many
 /// steps reported [`StepOutcome::Failed`] (what the worker counts towards a fatal run).
 struct Run {
@@ -121,10 +134,10 @@ fn run(
     mut core: EngineCore,
 ) -> Run {
     core.faults = faults;
-    let mut receivers: Vec<(u64, UnboundedReceiver<Event>)> = Vec::new();
+    let mut receivers: Vec<(u64, Receiver<Event>)> = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
         let id = i as u64 + 1;
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = channel(1024);
         let max_tokens = request.max_tokens.unwrap_or(64);
         let data = RequestState::new(&request, tokenizer.clone(), None, max_tokens, tx);
         core.add(Entry {
@@ -379,7 +392,7 @@ fn a_departed_client_is_freed_within_one_step() {
     let mut receivers = Vec::new();
     for (i, mut request) in requests(&tokenizer).into_iter().take(2).enumerate() {
         request.max_tokens = Some(400);
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = channel(1024);
         let data = RequestState::new(&request, tokenizer.clone(), None, 400, tx);
         core.add(Entry {
             core: SequenceCore::new(i as u64 + 1, request.prompt_ids),
@@ -406,4 +419,145 @@ fn a_departed_client_is_freed_within_one_step() {
     core.step();
     let o = core.scheduler.occupancy();
     assert_eq!((o.running, o.blocks_used), (0, 0));
+}
+
+/// Adds request `id` with a stream of `capacity` events; returns its receiver.
+fn add_with_buffer(
+    core: &mut EngineCore,
+    tokenizer: &Arc<Tokenizer>,
+    request: GenerationRequest,
+    id: u64,
+    capacity: usize,
+) -> Receiver<Event> {
+    let (tx, rx) = channel(capacity);
+    let max_tokens = request.max_tokens.unwrap_or(64);
+    let data = RequestState::new(&request, tokenizer.clone(), None, max_tokens, tx);
+    core.add(Entry {
+        core: SequenceCore::new(id, request.prompt_ids),
+        data,
+    });
+    rx
+}
+
+/// Every event waiting in `rx`.
+fn drain(rx: &mut Receiver<Event>) -> Vec<Event> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+fn deltas(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Delta { .. }))
+        .count()
+}
+
+#[test]
+fn a_client_that_stops_reading_is_parked_then_aborted_and_its_blocks_freed() {
+    let (mut core, tokenizer) = engine();
+    let mut reqs = requests(&tokenizer).into_iter();
+    let mut stalled = reqs.next().unwrap();
+    stalled.max_tokens = Some(100);
+    let mut other = reqs.next().unwrap();
+    other.max_tokens = Some(20);
+    let mut stalled_rx = add_with_buffer(&mut core, &tokenizer, stalled, 1, 4);
+    let mut other_rx = add_with_buffer(&mut core, &tokenizer, other, 2, 1024);
+    for _ in 0..25 {
+        core.step();
+    }
+    // The reader got all 20 tokens; the other request stopped at what its buffer holds and
+    // keeps its blocks while parked.
+    let other_events = drain(&mut other_rx);
+    assert_eq!(deltas(&other_events), 20);
+    assert!(matches!(other_events.last(), Some(Event::Finished { .. })));
+    let o = core.scheduler.occupancy();
+    assert_eq!(o.running, 1);
+    assert!(o.blocks_used > 0);
+    // Room for a step's events while two slots are free: three tokens, then parked with one
+    // slot kept for the final event.
+    assert_eq!(stalled_rx.len(), 3);
+    // Parked with nothing else to run: the step is idle, not a hot loop of empty passes.
+    assert!(matches!(core.step(), StepOutcome::Idle));
+    // The timeout counts from when it parked.
+    core.config.stream_stall_timeout = Some(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(350));
+    core.step();
+    let events = drain(&mut stalled_rx);
+    assert_eq!(deltas(&events), 3);
+    match events.last() {
+        Some(Event::Error(message)) => {
+            assert!(message.contains("--stream-stall-timeout"), "{message}")
+        }
+        other => panic!("expected an error event, got {other:?}"),
+    }
+    let o = core.scheduler.occupancy();
+    assert_eq!((o.running, o.waiting), (0, 0));
+    assert_eq!(o.blocks_used, 0);
+}
+
+#[test]
+fn a_parked_request_resumes_where_it_stopped_when_its_client_reads() {
+    let (mut core, tokenizer) = engine();
+    let mut request = requests(&tokenizer).remove(0);
+    request.max_tokens = Some(12);
+    let expected = {
+        let (core, tokenizer) = engine();
+        let Run { outcomes, .. } = run(None, vec![request.clone()], tokenizer, core);
+        outcomes[&1].clone_tokens()
+    };
+    let mut rx = add_with_buffer(&mut core, &tokenizer, request, 1, 4);
+    let mut tokens = Vec::new();
+    let mut finished = false;
+    for _ in 0..100 {
+        core.step();
+        // Read only every third step: the request parks in between.
+        core.step();
+        core.step();
+        for event in drain(&mut rx) {
+            match event {
+                Event::Delta { token_ids, .. } => tokens.extend(token_ids),
+                Event::Finished { .. } => finished = true,
+                Event::Error(e) => panic!("{e}"),
+            }
+        }
+        if finished {
+            break;
+        }
+    }
+    assert!(finished);
+    assert_eq!(tokens, expected);
+}
+
+#[test]
+fn parked_requests_give_way_to_waiting_ones() {
+    let (mut core, tokenizer) = engine();
+    core.scheduler = Scheduler::new(
+        SchedulerConfig {
+            max_num_seqs: 1,
+            max_num_batched_tokens: 1024,
+        },
+        BlockManager::new(128, 16, true),
+    );
+    let mut reqs = requests(&tokenizer).into_iter();
+    let mut parked = reqs.next().unwrap();
+    parked.max_tokens = Some(10);
+    let mut waiting = reqs.next().unwrap();
+    waiting.max_tokens = Some(5);
+    let mut parked_rx = add_with_buffer(&mut core, &tokenizer, parked, 1, 4);
+    let mut waiting_rx = add_with_buffer(&mut core, &tokenizer, waiting, 2, 1024);
+    for _ in 0..10 {
+        core.step();
+    }
+    // The only slot was held by a request whose client does not read: it was preempted.
+    let events = drain(&mut waiting_rx);
+    assert_eq!(deltas(&events), 5);
+    assert!(matches!(events.last(), Some(Event::Finished { .. })));
+    // Its client reads again: it is re-admitted and finishes.
+    let mut seen = drain(&mut parked_rx);
+    for _ in 0..40 {
+        core.step();
+        seen.extend(drain(&mut parked_rx));
+    }
+    assert_eq!(deltas(&seen), 10);
+    assert!(matches!(seen.last(), Some(Event::Finished { .. })));
+    assert!(core.is_idle());
 }

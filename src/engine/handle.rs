@@ -14,6 +14,7 @@ use super::request::{Event, GenerationRequest};
 use super::rules;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
+use super::wake::ReadWake;
 use super::worker::{self, Command, Liveness};
 use crate::error::{Error, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
@@ -24,7 +25,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::{Receiver, channel};
 
 /// What the engine serves, for the API layer (limits, model facts).
 #[derive(Debug, Clone)]
@@ -49,23 +50,47 @@ pub struct EngineHandle {
     /// constrained requests are refused).
     guided: std::result::Result<Arc<GuidedFactory>, String>,
     liveness: Arc<Liveness>,
+    wake: Arc<ReadWake>,
+    stream_buffer_events: usize,
+    report_cached_tokens: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A request's events: deltas, then exactly one `Finished` or `Error`.
 pub struct EventStream {
-    rx: UnboundedReceiver<Event>,
+    /// Bounded (`--stream-buffer-events`): the engine stops running the request while it is
+    /// full.
+    rx: Receiver<Event>,
+    wake: Arc<ReadWake>,
 }
 
 impl EventStream {
     /// The next event; `None` only if the engine thread is gone.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        self.wake.notify();
+        event
+    }
+
+    /// Every event up to and including the last (`Finished` or `Error`), for a response that is
+    /// sent whole. Read while the request runs, so it is never parked for want of a reader.
+    pub async fn drain(mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Some(event) = self.recv().await {
+            let last = matches!(event, Event::Finished { .. } | Event::Error(_));
+            events.push(event);
+            if last {
+                break;
+            }
+        }
+        events
     }
 
     /// Blocking variant for callers outside an async runtime.
     pub fn blocking_recv(&mut self) -> Option<Event> {
-        self.rx.blocking_recv()
+        let event = self.rx.blocking_recv();
+        self.wake.notify();
+        event
     }
 }
 
@@ -132,6 +157,8 @@ impl EngineHandle {
             ),
         );
         let max_waiting = config.max_waiting;
+        let stream_buffer_events = config.stream_buffer_events;
+        let report_cached_tokens = config.report_cached_tokens;
         let core = EngineCore::new(
             model,
             cache,
@@ -142,7 +169,9 @@ impl EngineHandle {
             queued.clone(),
         );
         let liveness = Arc::new(Liveness::default());
+        let wake = core.wake().clone();
         let (tx, thread) = worker::spawn(core, liveness.clone())?;
+        wake.connect(tx.clone());
         Ok(Self {
             commands: Mutex::new(tx),
             metrics,
@@ -154,6 +183,9 @@ impl EngineHandle {
             tokenizer,
             guided,
             liveness,
+            wake,
+            stream_buffer_events,
+            report_cached_tokens,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -243,15 +275,15 @@ impl EngineHandle {
                 self.max_waiting
             )));
         }
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = channel(self.stream_buffer_events);
         let room = limit - prompt_len;
         let max_tokens = request.max_tokens.unwrap_or(room).min(room);
-        let state = RequestState::new(&request, self.tokenizer.clone(), guided, max_tokens, tx);
+        let mut state = RequestState::new(&request, self.tokenizer.clone(), guided, max_tokens, tx);
+        state.report_cached_tokens = self.report_cached_tokens;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry {
-            core: SequenceCore::new(id, request.prompt_ids),
-            data: state,
-        };
+        let mut core = SequenceCore::new(id, request.prompt_ids);
+        core.cache_salt = request.cache_salt.map(Arc::from);
+        let entry = Entry { core, data: state };
         let sent = self
             .commands
             .lock()
@@ -261,7 +293,10 @@ impl EngineHandle {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Unavailable("the engine has stopped".into()));
         }
-        Ok(EventStream { rx })
+        Ok(EventStream {
+            rx,
+            wake: self.wake.clone(),
+        })
     }
 
     /// Refuses new requests, lets running and waiting ones finish until `timeout`, aborts the

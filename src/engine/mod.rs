@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod sequence;
 pub mod startup;
 pub mod stop_strings;
+pub mod wake;
 pub mod worker;
 
 pub use crate::guided::GuidedDecoding;

@@ -20,6 +20,9 @@ pub struct GenerationRequest {
     pub skip_special_tokens: bool,
     /// Constrains what may be generated (structured outputs, forced tool calls).
     pub guided: Option<GuidedDecoding>,
+    /// Prefix-cache blocks are reused only between requests with the same salt (vLLM's
+    /// `cache_salt`, possibly combined with the client's API key).
+    pub cache_salt: Option<String>,
     pub arrival: Instant,
 }
 
@@ -36,6 +39,7 @@ impl GenerationRequest {
             include_stop_str_in_output: false,
             skip_special_tokens: true,
             guided: None,
+            cache_salt: None,
             arrival: Instant::now(),
         }
     }

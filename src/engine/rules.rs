@@ -47,6 +47,50 @@ pub fn prompt_fits(prompt_len: usize, max_model_len: usize, param: &str) -> Resu
     Ok(())
 }
 
+/// A client's `max_tokens` (`param` names its field): at least 1, and with the prompt within
+/// the context. Checked arithmetic: any 64-bit value gets an answer, never a wrap.
+pub fn completion_fits(
+    requested: i64,
+    prompt_len: usize,
+    max_model_len: usize,
+    param: &str,
+) -> Result<usize> {
+    if requested < 1 {
+        return Err(Error::invalid(
+            param,
+            format!("{param} must be at least 1, got {requested}."),
+        ));
+    }
+    let total = usize::try_from(requested)
+        .ok()
+        .and_then(|m| m.checked_add(prompt_len));
+    match total {
+        Some(total) if total <= max_model_len => Ok(total - prompt_len),
+        _ => {
+            let tokens = i128::from(requested) + prompt_len as i128;
+            Err(Error::ContextLength {
+                message: format!(
+                    "This model's maximum context length is {max_model_len} tokens. However, \
+                     you requested {tokens} tokens ({prompt_len} in the input, {requested} in the \
+                     completion). Please reduce the length of the input or the completion."
+                ),
+                param: Some(param.to_owned()),
+                tokens: usize::try_from(tokens).unwrap_or(usize::MAX),
+                max_model_len,
+            })
+        }
+    }
+}
+
+/// A request's output limit under the server-wide cap (`max_new_tokens` of the served
+/// generation config): the smaller of the two, the cap when the request sets none.
+pub fn cap_output(requested: Option<usize>, server_cap: Option<usize>) -> Option<usize> {
+    match (requested, server_cap) {
+        (Some(r), Some(c)) => Some(r.min(c)),
+        (r, c) => r.or(c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +124,34 @@ mod tests {
             err.to_string().contains("maximum context length is 8"),
             "{err}"
         );
+    }
+    #[test]
+    fn max_tokens_beyond_any_integer_width_is_refused_not_wrapped() {
+        assert_eq!(completion_fits(5, 3, 8, "max_tokens").unwrap(), 5);
+        for bad in [i64::MAX, i64::MAX - 2, 6] {
+            let err = completion_fits(bad, 3, 8, "max_tokens").unwrap_err();
+            assert!(
+                err.to_string().contains("maximum context length is 8"),
+                "{bad}: {err}"
+            );
+        }
+        for bad in [0, -1, i64::MIN] {
+            let err = completion_fits(bad, 3, 8, "max_tokens").unwrap_err();
+            assert!(err.to_string().contains("at least 1"), "{bad}: {err}");
+        }
+        let err = completion_fits(i64::MAX, 3, 8, "max_tokens").unwrap_err();
+        assert!(
+            err.to_string().contains("9223372036854775810 tokens"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_server_cap_bounds_every_request_and_defaults_the_rest() {
+        assert_eq!(cap_output(None, Some(8)), Some(8));
+        assert_eq!(cap_output(Some(100), Some(8)), Some(8));
+        assert_eq!(cap_output(Some(3), Some(8)), Some(3));
+        assert_eq!(cap_output(Some(3), None), Some(3));
+        assert_eq!(cap_output(None, None), None);
     }
 }

@@ -10,6 +10,7 @@
 use super::block_manager::{BlockId, BlockManager};
 use crate::batch::{BatchInput, SequenceChunk};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// The scheduling view of a sequence: its tokens and where its KV lives.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct SequenceCore {
     /// Prompt tokens served by the prefix cache at the last admission.
     pub cached_tokens: usize,
     pub preemptions: u32,
+    /// Prefix-cache blocks are shared only between sequences with the same salt.
+    pub cache_salt: Option<Arc<str>>,
 }
 
 impl SequenceCore {
@@ -38,6 +41,7 @@ impl SequenceCore {
             block_hashes: Vec::new(),
             cached_tokens: 0,
             preemptions: 0,
+            cache_salt: None,
         }
     }
 
@@ -134,22 +138,33 @@ impl<T> Scheduler<T> {
 
     /// Decides the next step: which sequences run and how many tokens each feeds.
     pub fn schedule(&mut self) -> StepPlan {
+        self.schedule_with(|_| false)
+    }
+
+    /// [`Self::schedule`], skipping the sequences `parked` names (their clients stopped
+    /// reading): they keep their place and their KV, but feed nothing. Under pressure (no
+    /// blocks or no sequence slot for the next waiting sequence, or a running sequence short of
+    /// blocks) parked sequences are preempted first, so they never hold up the others.
+    pub fn schedule_with(&mut self, parked: impl Fn(&T) -> bool) -> StepPlan {
         let mut budget = self.cfg.max_num_batched_tokens;
-        let mut chunks: Vec<ScheduledChunk> = Vec::new();
-        let mut admitted = Vec::new();
-        let mut stats = StepStats::default();
+        let mut plan = StepPlan::default();
 
         // Running sequences, oldest first. Decodes take one token; unfinished prefills take what
-        // the budget leaves. A sequence that cannot get its blocks preempts the newest.
+        // the budget leaves. A sequence that cannot get its blocks preempts a parked sequence,
+        // else the newest.
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
+            if parked(&self.running[i].data) {
+                i += 1;
+                continue;
+            }
             let core = &self.running[i].core;
             let want = core.pending().min(budget);
             let target = core.num_computed + want;
             loop {
                 let entry = &mut self.running[i];
                 if self.blocks.grow(&mut entry.core.block_table, target) {
-                    chunks.push(ScheduledChunk {
+                    plan.chunks.push(ScheduledChunk {
                         index: i,
                         num_tokens: want,
                     });
@@ -157,24 +172,37 @@ impl<T> Scheduler<T> {
                     i += 1;
                     break;
                 }
-                // Preempt the newest running sequence (possibly this one).
-                let victim = self.running.len() - 1;
-                self.preempt(victim);
-                stats.preempted += 1;
-                chunks.retain(|c| c.index != victim);
+                let victim = self
+                    .newest_parked(&parked)
+                    .unwrap_or(self.running.len() - 1);
+                self.evict(victim, &mut plan);
                 if victim == i {
                     break;
+                }
+                if victim < i {
+                    i -= 1;
                 }
             }
         }
 
-        // Waiting sequences in arrival order, while there is budget and room.
-        while budget > 0 && self.running.len() < self.cfg.max_num_seqs {
-            let Some(entry) = self.waiting.front() else {
+        // Waiting sequences in arrival order (parked ones skipped), while there is budget and
+        // room.
+        let mut w = 0;
+        while budget > 0 && w < self.waiting.len() {
+            if parked(&self.waiting[w].data) {
+                w += 1;
+                continue;
+            }
+            if self.running.len() >= self.cfg.max_num_seqs {
+                if self.evict_parked(&parked, &mut plan) {
+                    w += 1;
+                    continue;
+                }
                 break;
-            };
-            let core = &entry.core;
-            let hit_blocks = self.blocks.lookup(&core.tokens).len();
+            }
+            let core = &self.waiting[w].core;
+            let salt = core.cache_salt.as_deref();
+            let hit_blocks = self.blocks.lookup(salt, &core.tokens).len();
             let cached = hit_blocks * self.blocks.block_size();
             let want = (core.tokens.len() - cached).min(budget);
             // Keep a sliver of the pool free for running decodes so admission does not thrash.
@@ -185,15 +213,23 @@ impl<T> Scheduler<T> {
                 .blocks
                 .blocks_for(cached + want)
                 .saturating_sub(hit_blocks);
-            if fresh + watermark > self.blocks.num_free() && !self.running.is_empty() {
-                break;
-            }
-            let Some(alloc) = self.blocks.allocate(&core.tokens, cached + want) else {
+            let short = fresh + watermark > self.blocks.num_free() && !self.running.is_empty();
+            let alloc = if short {
+                None
+            } else {
+                self.blocks.allocate(salt, &core.tokens, cached + want)
+            };
+            let Some(alloc) = alloc else {
+                if self.evict_parked(&parked, &mut plan) {
+                    w += 1;
+                    continue;
+                }
                 break;
             };
-            let Some(mut entry) = self.waiting.pop_front() else {
+            let Some(mut entry) = self.waiting.remove(w) else {
                 break;
             };
+            let stats = &mut plan.stats;
             stats.prefix_queries += 1;
             stats.prefix_query_tokens += entry.core.tokens.len();
             stats.prefix_hit_tokens += alloc.cached_tokens;
@@ -201,18 +237,44 @@ impl<T> Scheduler<T> {
             entry.core.cached_tokens = alloc.cached_tokens;
             entry.core.block_table = alloc.blocks;
             let want = entry.core.pending().min(budget);
-            chunks.push(ScheduledChunk {
+            plan.chunks.push(ScheduledChunk {
                 index: self.running.len(),
                 num_tokens: want,
             });
             budget -= want;
-            admitted.push(self.running.len());
+            plan.admitted.push(self.running.len());
             self.running.push(entry);
         }
-        StepPlan {
-            chunks,
-            admitted,
-            stats,
+        plan
+    }
+
+    /// The newest running sequence that `parked` names.
+    fn newest_parked(&self, parked: &impl Fn(&T) -> bool) -> Option<usize> {
+        self.running.iter().rposition(|e| parked(&e.data))
+    }
+
+    /// Preempts the newest parked running sequence, if any (it goes to the head of the queue).
+    fn evict_parked(&mut self, parked: &impl Fn(&T) -> bool, plan: &mut StepPlan) -> bool {
+        match self.newest_parked(parked) {
+            Some(victim) => {
+                self.evict(victim, plan);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Preempts `running[victim]` mid-schedule: drops its chunk and renumbers the later ones.
+    fn evict(&mut self, victim: usize, plan: &mut StepPlan) {
+        self.preempt(victim);
+        plan.stats.preempted += 1;
+        plan.chunks.retain(|c| c.index != victim);
+        for c in plan.chunks.iter_mut().filter(|c| c.index > victim) {
+            c.index -= 1;
+        }
+        plan.admitted.retain(|&a| a != victim);
+        for a in plan.admitted.iter_mut().filter(|a| **a > victim) {
+            *a -= 1;
         }
     }
 
@@ -257,6 +319,7 @@ impl<T> Scheduler<T> {
             core.num_computed += chunk.num_tokens;
             self.blocks.register_full_blocks(
                 &core.block_table,
+                core.cache_salt.as_ref(),
                 &core.tokens,
                 core.num_computed,
                 &mut core.block_hashes,
@@ -298,6 +361,16 @@ impl<T> Scheduler<T> {
     /// Every running sequence, oldest first.
     pub fn running_mut(&mut self) -> impl Iterator<Item = &mut Entry<T>> {
         self.running.iter_mut()
+    }
+
+    /// Every sequence, running then waiting.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry<T>> {
+        self.running.iter().chain(self.waiting.iter())
+    }
+
+    /// Every waiting sequence, in queue order.
+    pub fn waiting_mut(&mut self) -> impl Iterator<Item = &mut Entry<T>> {
+        self.waiting.iter_mut()
     }
 
     /// Empties the waiting queue.

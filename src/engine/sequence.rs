@@ -9,10 +9,15 @@ use crate::sampling::{SampledToken, SequenceSampler};
 use crate::tokenizer::{IncrementalDetokenizer, Tokenizer};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
+
+/// Events a step may send one request: a token's delta and the final event.
+pub const EVENTS_PER_STEP: usize = 2;
 
 pub struct RequestState {
-    pub events: UnboundedSender<Event>,
+    /// Bounded: a client that stops reading fills it, and the request is parked (see
+    /// [`RequestState::update_backpressure`]) rather than buffered without end.
+    pub events: Sender<Event>,
     pub sampler: SequenceSampler,
     pub detokenizer: IncrementalDetokenizer,
     pub stops: StopStrings,
@@ -29,6 +34,11 @@ pub struct RequestState {
     pub finished: Option<FinishReason>,
     /// The output constraint (structured outputs, forced tool calls), if any.
     pub guided: Option<GuidedMatcher>,
+    /// Since when the client's channel has had no room for a step's events (the request is
+    /// not scheduled meanwhile); `None` while it has room.
+    pub stalled_since: Option<Instant>,
+    /// Whether usage reports the prompt tokens the prefix cache served (else 0).
+    pub report_cached_tokens: bool,
 }
 
 /// What one sampled token did to a request.
@@ -47,7 +57,7 @@ impl RequestState {
         tokenizer: Arc<Tokenizer>,
         guided: Option<GuidedMatcher>,
         max_tokens: usize,
-        events: UnboundedSender<Event>,
+        events: Sender<Event>,
     ) -> Self {
         Self {
             events,
@@ -64,7 +74,32 @@ impl RequestState {
             cached_prompt_tokens: None,
             finished: None,
             guided,
+            stalled_since: None,
+            report_cached_tokens: true,
         }
+    }
+
+    /// Whether the client's channel has room for what one step may send.
+    pub fn has_room(&self) -> bool {
+        self.events.capacity() >= EVENTS_PER_STEP
+    }
+
+    /// Notes whether the client keeps up: a request without room for a step's events is
+    /// parked (not scheduled, its KV kept) from now on, and resumes when the client reads.
+    /// Returns how long it has been parked. A parked request always has room for one more
+    /// event (it was scheduled only with room for two and sent at most one that did not
+    /// finish it), so the error that ends a stall can always be delivered.
+    pub fn update_backpressure(&mut self, now: Instant) -> Option<std::time::Duration> {
+        if self.finished.is_some() || self.has_room() {
+            self.stalled_since = None;
+            return None;
+        }
+        Some(now - *self.stalled_since.get_or_insert(now))
+    }
+
+    /// Whether the request may be scheduled this step (see [`Self::update_backpressure`]).
+    pub fn is_parked(&self) -> bool {
+        self.stalled_since.is_some()
     }
 
     /// Tokens that may not be sampled yet because `min_tokens` has not been reached.
@@ -175,7 +210,7 @@ impl RequestState {
         };
         let delivered = self
             .events
-            .send(Event::Delta {
+            .try_send(Event::Delta {
                 text,
                 token_ids: vec![token],
                 logprobs,
@@ -218,9 +253,13 @@ impl RequestState {
         let usage = Usage {
             prompt_tokens: core.prompt_len,
             completion_tokens: core.output_len(),
-            cached_tokens: self.cached_prompt_tokens.unwrap_or(0),
+            cached_tokens: if self.report_cached_tokens {
+                self.cached_prompt_tokens.unwrap_or(0)
+            } else {
+                0
+            },
         };
-        let _ = self.events.send(Event::Finished {
+        let _ = self.events.try_send(Event::Finished {
             reason,
             stop_reason,
             usage,
@@ -230,7 +269,7 @@ impl RequestState {
     /// Ends the request with an error event (no-op if it has already finished).
     pub fn fail_with(&mut self, message: &str) {
         if self.finished.is_none() {
-            let _ = self.events.send(Event::Error(message.to_owned()));
+            let _ = self.events.try_send(Event::Error(message.to_owned()));
             self.finished = Some(FinishReason::Abort);
         }
     }

@@ -30,6 +30,8 @@ pub enum Command {
     },
     /// Test-only: panic inside the next step.
     InjectPanic,
+    /// A client read from its stream while the engine waited with only parked requests.
+    Wake,
 }
 
 /// Whether the engine thread is alive, and a way to wait for its death.
@@ -198,8 +200,10 @@ fn step_loop(
             StepOutcome::Ran => failures = 0,
             StepOutcome::Idle => {
                 if !core.is_idle() {
-                    // Nothing could be scheduled (e.g. all waiting requests were cancelled).
-                    std::thread::sleep(Duration::from_millis(1));
+                    // Nothing could be scheduled: every request left is parked (its client
+                    // stopped reading). Sleep until a client reads, a request arrives, or the
+                    // nearest stall deadline.
+                    wait_while_parked(core, commands, &mut deadline)?;
                 }
             }
             StepOutcome::Failed(e) => {
@@ -214,11 +218,40 @@ fn step_loop(
     }
 }
 
+/// The longest the engine sleeps with only parked requests before it looks again (a missed
+/// wake-up costs at most this).
+const PARKED_POLL: Duration = Duration::from_millis(250);
+
+/// Blocks until something may have changed for parked requests. `None` when the handle is gone
+/// (the loop ends).
+fn wait_while_parked(
+    core: &mut EngineCore,
+    commands: &Receiver<Command>,
+    deadline: &mut Option<Instant>,
+) -> Option<()> {
+    // Armed before the check: a client that reads after it sends a wake-up.
+    core.wake().arm();
+    if core.any_parked_has_room() {
+        return Some(());
+    }
+    let mut wait = core.parked_wait(PARKED_POLL);
+    if let Some(d) = *deadline {
+        wait = wait.min(d.saturating_duration_since(Instant::now()));
+    }
+    match commands.recv_timeout(wait) {
+        Ok(cmd) => apply(core, cmd, deadline),
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => return None,
+    }
+    Some(())
+}
+
 fn apply(core: &mut EngineCore, cmd: Command, deadline: &mut Option<Instant>) {
     match cmd {
         Command::Submit(entry) => core.add(*entry),
         Command::Drain { deadline: d } => *deadline = Some(d),
         Command::InjectPanic => panic!("injected fault"),
+        Command::Wake => {}
     }
 }
 
@@ -226,7 +259,7 @@ fn apply(core: &mut EngineCore, cmd: Command, deadline: &mut Option<Instant>) {
 fn fail_queued(commands: &Receiver<Command>, message: &str) {
     while let Ok(cmd) = commands.try_recv() {
         if let Command::Submit(entry) = cmd {
-            let _ = entry.data.events.send(Event::Error(message.to_owned()));
+            let _ = entry.data.events.try_send(Event::Error(message.to_owned()));
         }
     }
 }

@@ -80,6 +80,8 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             max_bytes: usize::try_from(args.response_store_max_bytes.as_u64())
                 .unwrap_or(usize::MAX),
         },
+        prefix_cache_salt_per_key: args.prefix_cache_salt_per_key,
+        allow_special_tokens_in_content: args.allow_special_tokens_in_content,
     })
 }
 

@@ -59,6 +59,11 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     config.enable_prefix_caching = args.prefix_caching();
     config.attention_backend = args.attention_backend.resolve(&device)?;
     config.sampler = args.sampler;
+    config.stream_buffer_events = args.stream_buffer_events;
+    config.stream_stall_timeout = args
+        .stream_stall_timeout()
+        .map_err(Error::invalid_request)?;
+    config.report_cached_tokens = !args.no_report_cached_tokens;
     let context_limit = args.max_model_len.unwrap_or(cfg.max_position_embeddings);
     let kv_bytes = match kv_bytes(budget, &cfg, kv_dtype_size) {
         Some(bytes) => bytes,

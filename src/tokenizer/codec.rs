@@ -5,7 +5,9 @@
 //! "is this id special?" for every generated token.
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use super::byte_level::piece_bytes;
 use crate::error::{Error, Result};
@@ -19,6 +21,10 @@ pub struct Tokenizer {
     /// The most bytes of text one vocabulary entry stands for (a byte-level piece's bytes, else
     /// its own length, which is never shorter than its text).
     max_token_bytes: usize,
+    /// The special tokens' strings and ids, longest first.
+    special_texts: Vec<(String, u32)>,
+    /// The same tokenizer reading special-token strings as plain text (built on first use).
+    plain: OnceLock<tokenizers::Tokenizer>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -42,12 +48,19 @@ impl Tokenizer {
 
     /// Wraps an already built `tokenizers` tokenizer.
     pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
-        let special_ids = inner
+        let specials: Vec<(u32, String)> = inner
             .get_added_tokens_decoder()
             .into_iter()
             .filter(|(_, token)| token.special)
-            .map(|(id, _)| id)
+            .map(|(id, token)| (id, token.content))
             .collect();
+        let special_ids = specials.iter().map(|&(id, _)| id).collect();
+        let mut special_texts: Vec<(String, u32)> = specials
+            .into_iter()
+            .filter(|(_, text)| !text.is_empty())
+            .map(|(id, text)| (text, id))
+            .collect();
+        special_texts.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let max_token_bytes = inner
             .get_vocab(true)
             .keys()
@@ -59,6 +72,8 @@ impl Tokenizer {
             inner,
             special_ids,
             max_token_bytes,
+            special_texts,
+            plain: OnceLock::new(),
         }
     }
 
@@ -76,6 +91,51 @@ impl Tokenizer {
             .inner
             .encode_fast(text, add_special_tokens)
             .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The special tokens' strings and ids, longest first.
+    pub fn special_token_texts(&self) -> &[(String, u32)] {
+        &self.special_texts
+    }
+
+    /// Token ids of `text` in which only the `markup` spans (byte ranges, in order, each one
+    /// special token's string) are control tokens: special-token strings elsewhere are plain
+    /// text. The text between two spans is tokenized on its own, as `encode` does around
+    /// every added token.
+    pub fn encode_with_markup(
+        &self,
+        text: &str,
+        markup: &[(Range<usize>, u32)],
+        add_special_tokens: bool,
+    ) -> Result<Vec<u32>> {
+        let plain = self.plain.get_or_init(|| {
+            let mut plain = self.inner.clone();
+            plain.set_encode_special_tokens(true);
+            plain
+        });
+        let err = |e: tokenizers::Error| Error::Tokenizer(format!("encode: {e}"));
+        let mut pieces = Vec::with_capacity(2 * markup.len() + 1);
+        let mut at = 0;
+        for (span, _) in markup {
+            let between = text.get(at..span.start).unwrap_or_default();
+            let special = text.get(span.clone()).unwrap_or_default();
+            if !between.is_empty() {
+                pieces.push(plain.encode_fast(between, false).map_err(err)?);
+            }
+            pieces.push(self.inner.encode_fast(special, false).map_err(err)?);
+            at = span.end;
+        }
+        let tail = text.get(at..).unwrap_or_default();
+        if !tail.is_empty() || pieces.is_empty() {
+            pieces.push(plain.encode_fast(tail, false).map_err(err)?);
+        }
+        let merged = tokenizers::Encoding::merge(pieces, false);
+        let encoding = if add_special_tokens {
+            self.inner.post_process(merged, None, true).map_err(err)?
+        } else {
+            merged
+        };
         Ok(encoding.get_ids().to_vec())
     }
 

@@ -8,9 +8,11 @@ mod codec;
 mod detokenizer;
 mod jinja;
 mod messages;
+mod plain_content;
 pub mod pyjson;
 
 pub use chat_template::{ChatTemplate, special_tokens_from_config};
 pub use codec::Tokenizer;
 pub use detokenizer::IncrementalDetokenizer;
 pub use messages::{CONTENT_PART_SEPARATOR, prepare_messages, template_messages};
+pub use plain_content::{ChatPrompt, Conversation, PromptEnd, render_chat};

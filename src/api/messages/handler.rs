@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -15,7 +16,7 @@ use super::render::{MessageRenderer, ping};
 use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
-use crate::api::request_builder::random_id;
+use crate::api::request_builder::{self, random_id};
 use crate::api::responses::render::StreamEvent;
 use crate::api::state::{AppState, Ready};
 use crate::api::turn::{self, Generation, MaxTokens, TurnRenderer, TurnSpec};
@@ -25,6 +26,7 @@ use crate::sampling::SamplingOverrides;
 
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<MessagesRequest>,
 ) -> ApiResult<Response> {
     let (ready, model) = serve(&state, Some(&req.model))?;
@@ -57,6 +59,9 @@ pub async fn create(
                 ..Default::default()
             },
             collected_logprobs: None,
+            // The Messages API has no `cache_salt`; the key still salts under
+            // `--prefix-cache-salt-per-key`.
+            cache_salt: request_builder::cache_salt(config, &headers, None)?,
         },
     )
     .await

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, header};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +21,7 @@ use super::{fields, references, truncate};
 use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
-use crate::api::request_builder::random_id;
+use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
 use crate::api::turn::{self, Generation, MaxTokens, Prompt, TurnRenderer, TurnSpec};
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
@@ -29,10 +30,12 @@ use crate::sampling::{SamplingOverrides, SamplingParams};
 
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ResponsesRequest>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
+    let cache_salt = request_builder::cache_salt(config, &headers, req.cache_salt.clone())?;
     let model = ready.serve_model(req.model.as_deref(), config.strict_model_name)?;
     let (mut req, turn) = turn::prepare(&state, &ready, req, {
         let store = state.responses().clone();
@@ -76,6 +79,7 @@ pub async fn create(
             stop: Vec::new(),
             sampling,
             collected_logprobs: (logprobs && !streamed).then_some("top_logprobs"),
+            cache_salt,
         },
     )
     .await?;

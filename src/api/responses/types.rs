@@ -35,6 +35,8 @@ pub struct ResponsesRequest {
     pub include: Option<Vec<String>>,
     pub conversation: Option<Value>,
     pub max_tool_calls: Option<i64>,
+    /// vLLM's: prefix-cache blocks are shared only between requests with the same salt.
+    pub cache_salt: Option<String>,
     // vLLM's sampling extras, accepted here as on chat completions.
     pub top_k: Option<i64>,
     pub min_p: Option<f64>,

@@ -46,6 +46,8 @@ pub struct ChatCompletionRequest {
     pub add_generation_prompt: Option<bool>,
     pub continue_final_message: Option<bool>,
     pub echo: Option<bool>,
+    /// Prefix-cache blocks are shared only between requests with the same salt.
+    pub cache_salt: Option<String>,
     #[serde(flatten)]
     pub unsupported: super::unsupported::Unsupported,
 }

@@ -62,6 +62,8 @@ pub struct CompletionRequest {
     pub skip_special_tokens: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
     pub add_special_tokens: Option<bool>,
+    /// Prefix-cache blocks are shared only between requests with the same salt.
+    pub cache_salt: Option<String>,
     #[serde(flatten)]
     pub unsupported: super::unsupported::Unsupported,
 }
