@@ -147,15 +147,23 @@ fn prepare(
     })
 }
 
+/// A stored response can be as large as a request: it is serialized on the pool.
 pub async fn retrieve(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<ResponseObject>> {
-    state
+) -> ApiResult<Response> {
+    let stored = state
         .responses()
         .get(&id)
-        .map(|s| Json(s.response.clone()))
-        .ok_or_else(|| unknown_response(&id, "response_id"))
+        .ok_or_else(|| unknown_response(&id, "response_id"))?;
+    let body = crate::api::offload::run(move || serde_json::to_vec(&stored.response))
+        .await?
+        .map_err(|e| ApiError::internal(format!("serializing the stored response: {e}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 fn unknown_response(id: &str, param: &str) -> ApiError {
