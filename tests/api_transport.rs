@@ -48,13 +48,18 @@ fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
             Err(e) => panic!("the server kept the connection open: {e}"),
         }
     }
-    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[test]
 fn a_head_sent_too_slowly_is_cut_off() {
     let mut stream = connect(server());
-    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let (_, waited) = read_until_closed(&mut stream);
     assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
 }
@@ -102,5 +107,8 @@ fn a_stream_longer_than_the_keep_alive_timeout_is_not_cut() {
     assert!(done, "the stream ended without [DONE] after {took:?}");
     assert!(events.len() > 1);
     // Otherwise the test proves nothing: the stream must outlast the 1 s timeouts.
-    assert!(took > Duration::from_millis(1500), "the stream took only {took:?}");
+    assert!(
+        took > Duration::from_millis(1500),
+        "the stream took only {took:?}"
+    );
 }

@@ -99,7 +99,10 @@ pub async fn buffer_body(State(state): State<AppState>, req: Request, next: Next
     let max_body = state.config().limits.max_body_bytes;
     let (parts, body) = req.into_parts();
     match read(body, state.body_budget(), deadline, max_body).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Err(refusal) => refuse(refusal, timeout),
     }
 }
@@ -123,7 +126,12 @@ async fn read(
     // Bytes the body may reach without reserving more.
     let mut covered = UNBUDGETED_BYTES;
     if let Some(n) = declared.filter(|&n| n > UNBUDGETED_BYTES) {
-        permits.push(budget.reserve(n, deadline).await.ok_or(Refusal::BudgetFull)?);
+        permits.push(
+            budget
+                .reserve(n, deadline)
+                .await
+                .ok_or(Refusal::BudgetFull)?,
+        );
         covered = n;
     }
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
@@ -144,7 +152,12 @@ async fn read(
         // Without a declared length (chunked), reserve as the body grows.
         if len > covered {
             let more = (len - covered).div_ceil(UNIT) * UNIT;
-            permits.push(budget.reserve(more, deadline).await.ok_or(Refusal::BudgetFull)?);
+            permits.push(
+                budget
+                    .reserve(more, deadline)
+                    .await
+                    .ok_or(Refusal::BudgetFull)?,
+            );
             covered += more;
         }
         bytes.extend_from_slice(&data);
@@ -235,13 +248,12 @@ mod tests {
     #[tokio::test]
     async fn a_held_back_body_times_out() {
         let budget = BodyBudget::new(1 << 20);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, axum::Error>>(1);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, axum::Error>>(1);
         tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"{\"a\""))))
             .await
             .unwrap();
-        let body = Body::new(http_body_util::StreamBody::new(
-            tokio_stream_from(rx),
-        ));
+        let body = Body::new(http_body_util::StreamBody::new(tokio_stream_from(rx)));
         let started = std::time::Instant::now();
         let result = read(body, &budget, deadline(200), 1 << 20).await;
         assert!(matches!(result, Err(Refusal::TooSlow)));

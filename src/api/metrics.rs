@@ -135,7 +135,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     // Not the request-sized pool: a scrape is small and must not queue behind heavy requests.
     let text = match tokio::task::spawn_blocking(move || encode(&state)).await {
         Ok(text) => text,
-        Err(e) => return ApiError::internal(format!("encoding the metrics failed: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::internal(format!("encoding the metrics failed: {e}")).into_response();
+        }
     };
     (
         [(

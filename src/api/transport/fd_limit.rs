@@ -49,7 +49,9 @@ pub fn connection_cap(requested: usize, nofile: Option<u64>) -> usize {
     } else {
         limit / 2
     };
-    requested.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
+    requested
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 #[cfg(test)]
