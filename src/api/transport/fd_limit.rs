@@ -30,6 +30,7 @@ pub fn raise_and_read() -> Option<u64> {
                 }
             }
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every platform
         Some(limit.rlim_cur as u64)
     }
     #[cfg(not(unix))]
