@@ -63,7 +63,8 @@ fn init_logging() {
 fn run_serve(args: cli::serve::ServeArgs) -> tealight::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(tealight::server::run(args));
-    // A model still loading when the process was told to stop is not waited for.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // The drain has answered every request: pool work still running for abandoned requests
+    // (and a model still loading when the process was told to stop) is not waited for.
+    runtime.shutdown_background();
     result
 }

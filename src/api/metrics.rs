@@ -7,6 +7,10 @@
 //! `tealight:num_requests_running` and `tealight:kv_cache_usage_perc` (0–1) — plus
 //! `tealight:cache_config_info{block_size,num_gpu_blocks}` for prefix-aware pickers.
 //! `--metrics-compat vllm` adds vLLM's names beside them ([`super::metrics_vllm`]).
+//!
+//! The request counter's labels come from fixed sets ([`super::metrics_labels`]), so the
+//! series are bounded whatever clients send; encoding runs on a blocking thread, never on the
+//! async workers.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -15,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use prometheus::proto::MetricFamily;
 use prometheus::{Gauge, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use super::error::ApiError;
+use super::metrics_labels;
 use super::metrics_vllm::{MetricsCompat, vllm_twins};
 use super::state::{AppState, Ready};
 
@@ -117,10 +123,22 @@ fn gather(state: &AppState) -> Vec<MetricFamily> {
     families
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Everything `/metrics` reports, as Prometheus text.
+fn encode(state: &AppState) -> String {
     let mut text = String::with_capacity(16 << 10);
     // Encoding only fails on malformed families, which the registries do not build.
-    let _ = TextEncoder::new().encode_utf8(&gather(&state), &mut text);
+    let _ = TextEncoder::new().encode_utf8(&gather(state), &mut text);
+    text
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Not the request-sized pool: a scrape is small and must not queue behind heavy requests.
+    let text = match tokio::task::spawn_blocking(move || encode(&state)).await {
+        Ok(text) => text,
+        Err(e) => {
+            return ApiError::internal(format!("encoding the metrics failed: {e}")).into_response();
+        }
+    };
     (
         [(
             header::CONTENT_TYPE,
@@ -131,19 +149,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts every request by its route template (not the raw path, which clients control).
+/// Counts every request by its method and route template (from fixed sets: not the raw method
+/// or path, which clients control).
 pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+    let method = metrics_labels::method(req.method());
+    let route = metrics_labels::route(req.extensions().get::<MatchedPath>());
     let response = next.run(req).await;
+    let status = metrics_labels::status(response.status());
     state
         .http_metrics()
         .requests
-        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .with_label_values(&[method, route.as_str(), status.as_str()])
         .inc();
     response
 }

@@ -16,8 +16,9 @@
 //! shape (`type` a class name such as `BadRequestError`, `code` the HTTP status); see
 //! [`error`]. Statuses: 400 invalid input (including malformed JSON, a non-JSON content type and
 //! template failures), 401 missing/wrong key, 404 unknown route or model, 405 wrong method,
-//! 413 body over 32 MiB, 429 waiting queue full (`--max-waiting`), 503 loading or draining,
-//! 500 engine failures.
+//! 408 body not received within `--body-read-timeout`, 413 body over 32 MiB, 429 waiting queue
+//! full (`--max-waiting`), 503 loading, draining or too many bodies buffered at once
+//! (`--max-buffered-body-bytes`), 500 engine failures.
 //!
 //! Caps beyond vLLM's sampling ranges ([`state::Limits`]): `n` ≤ 16, `stop` ≤ 16 strings,
 //! `stop_token_ids` ≤ 64, `top_logprobs`/`logprobs` ≤ 20, `logit_bias` ≤ 1024 entries,
@@ -40,6 +41,9 @@
 //! workers, so `/health` and `/metrics` answer whatever arrives. Streams send an SSE comment
 //! (`: keep-alive`) after `--sse-keep-alive` seconds of silence (default 5).
 //!
+//! Connections ([`transport`]): header-read, keep-alive and body-read timeouts, a connection cap
+//! below RLIMIT_NOFILE, and a budget of request-body bytes buffered at once ([`body_buffer`]).
+//!
 //! Keys: `Authorization: Bearer <key>` or `x-api-key: <key>` ([`auth`]).
 //!
 //! Handlers are thin: parse ([`extract::ApiJson`]) → validate ([`tools`],
@@ -52,6 +56,7 @@
 
 pub mod auth;
 pub mod blocks;
+pub mod body_buffer;
 pub mod chat;
 pub mod chat_output;
 pub mod completions;
@@ -62,6 +67,7 @@ pub mod health;
 pub mod logprobs;
 pub mod messages;
 pub mod metrics;
+pub mod metrics_labels;
 pub mod metrics_vllm;
 pub mod models;
 pub mod offload;
@@ -73,6 +79,7 @@ pub mod sse;
 pub mod state;
 pub mod tokenize;
 pub mod tools;
+pub mod transport;
 pub mod turn;
 pub mod types;
 
@@ -85,16 +92,17 @@ pub use state::{AppState, Limits, Ready, ServerConfig};
 
 use crate::error::{Error, Result};
 
-/// Serves `state` on `listener` until `shutdown` resolves, then finishes open requests.
-/// (The server's composition root, tests and embedders call this with their own listener and
-/// shutdown future.)
+/// Serves `state` on `listener` until `shutdown` resolves, then closes each connection once its
+/// request in flight has been answered. (The server's composition root, tests and embedders
+/// call this with their own listener and shutdown future.)
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let registry = state.connections().clone();
+    let limits = state.config().transport.clone();
+    transport::serve(listener, router(state), registry, limits, shutdown)
         .await
         .map_err(Error::Io)
 }

@@ -12,7 +12,8 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use super::error::ApiError;
 use super::state::AppState;
 use super::{
-    auth, chat, completions, health, messages, metrics, models, openapi, responses, tokenize,
+    auth, body_buffer, chat, completions, health, messages, metrics, models, openapi, responses,
+    tokenize,
 };
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +42,11 @@ pub fn router(state: AppState) -> Router {
             metrics::count_requests,
         ))
         .fallback(health::not_found)
+        // Bodies are read once the key has been checked, within a time limit and a budget.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body_buffer::buffer_body,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -61,9 +67,32 @@ pub fn router(state: AppState) -> Router {
         );
     }
     router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            answer_before_exit,
+        ))
         .layer(middleware::from_fn(shape_errors))
         .layer(middleware::from_fn(anthropic_errors))
         .with_state(state)
+}
+
+/// Shutdown: a request still being handled when the drain's time is up is answered 503 (its
+/// work abandoned) rather than losing its connection without a response.
+async fn answer_before_exit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    tokio::select! {
+        response = next.run(req) => response,
+        () = state.requests_cut() => {
+            let mut response = ApiError::unavailable("the server is shutting down").into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 /// Errors on the Messages routes in Anthropic's shape, whichever layer produced them (the

@@ -7,10 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
+use super::body_buffer::BodyBudget;
 use super::error::{ApiError, ApiResult};
 use super::metrics::HttpMetrics;
 use super::metrics_vllm::MetricsCompat;
 use super::responses::store::{ResponseStore, StoreLimits};
+use super::transport::{Registry, TransportLimits};
 use crate::engine::EngineHandle;
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
@@ -83,6 +87,8 @@ pub struct ServerConfig {
     /// `--allow-special-tokens-in-content`: special-token text in messages becomes control
     /// tokens (else it is tokenized as plain text).
     pub allow_special_tokens_in_content: bool,
+    /// Timeouts, the connection cap and the request-body budget ([`super::transport`]).
+    pub transport: TransportLimits,
 }
 
 /// The loaded model and everything derived from it.
@@ -162,6 +168,10 @@ struct Shared {
     draining: AtomicBool,
     http: HttpMetrics,
     responses: Arc<ResponseStore>,
+    connections: Arc<Registry>,
+    body_budget: BodyBudget,
+    /// Set when shutdown's time is up: handlers still working answer 503 at once.
+    cut: watch::Sender<bool>,
 }
 
 /// Cheap to clone: one `Arc`.
@@ -175,6 +185,9 @@ impl AppState {
             draining: AtomicBool::new(false),
             http: HttpMetrics::new(),
             responses: Arc::new(ResponseStore::new(config.response_store)),
+            connections: Arc::new(Registry::default()),
+            body_budget: BodyBudget::new(config.transport.max_buffered_body_bytes),
+            cut: watch::channel(false).0,
             config,
         }))
     }
@@ -197,6 +210,27 @@ impl AppState {
     /// Finished responses of `/v1/responses` kept for retrieval and chaining.
     pub fn responses(&self) -> &Arc<ResponseStore> {
         &self.0.responses
+    }
+
+    /// The open connections and the requests in flight on them.
+    pub fn connections(&self) -> &Arc<Registry> {
+        &self.0.connections
+    }
+
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.0.body_budget
+    }
+
+    /// Shutdown's time is up: requests still being handled are answered 503 now.
+    pub fn cut_requests(&self) {
+        self.0.cut.send_replace(true);
+    }
+
+    /// Resolves once [`Self::cut_requests`] has been called.
+    pub async fn requests_cut(&self) {
+        let mut cut = self.0.cut.subscribe();
+        // The sender lives as long as the state, so this only ends when cut.
+        let _ = cut.wait_for(|&cut| cut).await;
     }
 
     pub fn http_metrics(&self) -> &HttpMetrics {

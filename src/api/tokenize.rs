@@ -83,15 +83,46 @@ fn tokenize_blocking(
     }))
 }
 
+/// `/detokenize`: at most `max_model_len` ids (the longest sequence the server handles), checked
+/// and decoded on the pool.
 pub async fn detokenize(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<DetokenizeRequest>,
 ) -> ApiResult<Json<DetokenizeResponse>> {
     let ready = state.ready()?;
     ready.check_model(req.model.as_deref())?;
-    let vocab = ready.vocab_size();
-    let ids = rules::token_ids(req.tokens.iter().copied(), vocab, "tokens")?;
-    Ok(Json(DetokenizeResponse {
-        prompt: ready.tokenizer.decode(&ids, false)?,
-    }))
+    check_id_count(req.tokens.len(), ready.max_model_len())?;
+    offload::run(move || {
+        let ids = rules::token_ids(req.tokens.iter().copied(), ready.vocab_size(), "tokens")?;
+        Ok(Json(DetokenizeResponse {
+            prompt: ready.tokenizer.decode(&ids, false)?,
+        }))
+    })
+    .await?
+}
+
+fn check_id_count(count: usize, max_model_len: usize) -> ApiResult<()> {
+    if count > max_model_len {
+        return Err(ApiError::invalid(
+            "tokens",
+            format!(
+                "{count} token ids is more than the model's maximum context length \
+                 ({max_model_len} tokens, --max-model-len); detokenize at most that many at once"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detokenize_takes_at_most_a_context_of_ids() {
+        assert!(check_id_count(4096, 4096).is_ok());
+        let e = check_id_count(4097, 4096).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tokens"));
+        assert!(e.message.contains("--max-model-len"), "{}", e.message);
+    }
 }

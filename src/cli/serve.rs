@@ -162,6 +162,30 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_tools: usize,
 
+    // HTTP transport: timeouts, the connection cap, request-body buffering.
+    /// Seconds a client has to send a whole request head (counted from when the connection
+    /// starts waiting for one); slower connections are closed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub header_read_timeout: f64,
+
+    /// Seconds a connection may stay open with no request in flight before it is closed.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub keep_alive_timeout: f64,
+
+    /// Seconds a client has to send a request body once its head has arrived (408 after).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub body_read_timeout: f64,
+
+    /// Most client connections open at once (lowered to leave file descriptors below
+    /// RLIMIT_NOFILE); at the cap the longest-idle connection is closed to make room.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Request-body bytes buffered at once across all connections; a body that cannot fit in
+    /// time is answered 503.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
+    pub max_buffered_body_bytes: bytesize::ByteSize,
+
     /// Accepted for vLLM compatibility; tealight runs one device per process.
     #[arg(long, default_value_t = 1, hide = true)]
     pub tensor_parallel_size: usize,

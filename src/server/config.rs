@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::api::responses::store::StoreLimits;
+use crate::api::transport::TransportLimits;
 use crate::api::{Limits, ServerConfig};
 use crate::cli::serve::ServeArgs;
 use crate::error::{Error, Result};
@@ -82,7 +83,42 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         },
         prefix_cache_salt_per_key: args.prefix_cache_salt_per_key,
         allow_special_tokens_in_content: args.allow_special_tokens_in_content,
+        transport: transport_limits(args)?,
     })
+}
+
+/// The transport's flags: positive timeouts, a positive connection cap, and a body budget that
+/// holds at least one body of the largest size accepted.
+fn transport_limits(args: &ServeArgs) -> Result<TransportLimits> {
+    let limits = TransportLimits {
+        header_read_timeout: seconds("--header-read-timeout", args.header_read_timeout)?,
+        keep_alive_timeout: seconds("--keep-alive-timeout", args.keep_alive_timeout)?,
+        body_read_timeout: seconds("--body-read-timeout", args.body_read_timeout)?,
+        max_connections: args.max_connections,
+        max_buffered_body_bytes: usize::try_from(args.max_buffered_body_bytes.as_u64())
+            .unwrap_or(usize::MAX),
+    };
+    if limits.max_connections == 0 {
+        return Err(Error::invalid_request("--max-connections must be positive"));
+    }
+    if limits.max_buffered_body_bytes < 1 << 20 {
+        return Err(Error::invalid_request(format!(
+            "--max-buffered-body-bytes must be at least 1MiB, got {}",
+            args.max_buffered_body_bytes
+        )));
+    }
+    Ok(limits)
+}
+
+/// A timeout flag: a positive number of seconds, at most a day.
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(Error::invalid_request(format!(
+            "{flag} must be between 0 and 86400 seconds, got {value}"
+        )))
+    }
 }
 
 /// `--sse-keep-alive`: a positive number of seconds.
@@ -153,6 +189,18 @@ mod tests {
         assert!(c.tool_parser && !c.auto_tool_choice && c.strict_model_name);
         assert!(config(&["--tool-call-parser", "none", "--enable-auto-tool-choice"]).is_err());
         assert!(config(&["--reasoning-parser", "r2"]).is_err());
+        let t = config(&[]).unwrap().transport;
+        assert_eq!(t.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(t.keep_alive_timeout, Duration::from_secs(5));
+        assert_eq!(t.max_buffered_body_bytes, 256 << 20);
+        let t = config(&["--header-read-timeout", "0.5", "--max-connections", "7"])
+            .unwrap()
+            .transport;
+        assert_eq!(t.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(t.max_connections, 7);
+        assert!(config(&["--body-read-timeout", "0"]).is_err());
+        assert!(config(&["--max-connections", "0"]).is_err());
+        assert!(config(&["--max-buffered-body-bytes", "1KiB"]).is_err());
         assert!(
             Cli::try_parse_from([
                 "serve",

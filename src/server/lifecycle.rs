@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::api::AppState;
 use crate::error::{Error, Result};
@@ -20,27 +21,46 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener> {
     Ok(listener)
 }
 
-/// Shutdown: `/health` turns 503 and new generation requests get 503, running and queued
-/// requests get `--shutdown-timeout` to finish (then they are aborted), and only then does the
-/// listener stop.
+/// The end of the drain kept for the last responses to reach their clients: a quarter of the
+/// timeout, at most this.
+const FLUSH_SLACK: Duration = Duration::from_secs(1);
+
+/// Shutdown, over within `timeout`: `/health` turns 503 and new requests get 503; requests in
+/// flight (generation, and pool work such as `/tokenize`) get until the deadline less a flush
+/// slack to finish. Then the engine aborts what is left (their streams end with an error),
+/// handlers still working answer 503, the listener stops and the connections close once their
+/// last response is written. Every accepted request gets a response.
 pub async fn drain(
     state: &AppState,
     stop_server: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<Result<()>>,
     timeout: Duration,
 ) -> Result<()> {
-    tracing::info!(timeout_s = timeout.as_secs(), "draining");
+    tracing::info!(timeout_s = timeout.as_secs_f64(), "draining");
+    let deadline = Instant::now() + timeout;
+    let cut_at = deadline - (timeout / 4).min(FLUSH_SLACK);
     state.start_draining();
-    // The listener stays open while the engine drains, so that new requests (and load
-    // balancers' health checks) get a 503 rather than a refused connection.
-    if let Some(ready) = state.loaded() {
+    // The listener stays open while requests drain, so that new requests (and load balancers'
+    // health checks) get a 503 rather than a refused connection.
+    let engine = state.loaded().map(|ready| {
         let engine = ready.engine.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.shutdown(timeout)).await;
+        let budget = cut_at.saturating_duration_since(Instant::now());
+        tokio::task::spawn_blocking(move || engine.shutdown(budget))
+    });
+    let connections = state.connections().clone();
+    let _ = tokio::time::timeout_at(cut_at, connections.all_answered()).await;
+    if connections.requests_in_flight() > 0 {
+        tracing::warn!(
+            requests = connections.requests_in_flight(),
+            "shutdown timeout reached; answering the requests left with 503"
+        );
+    }
+    state.cut_requests();
+    if let Some(engine) = engine {
+        let _ = tokio::time::timeout_at(deadline, engine).await;
     }
     let _ = stop_server.send(());
-    // Streams end once the engine has finished or aborted them; a little slack for the last
-    // bytes to reach the clients.
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(Error::Internal(format!("server task failed: {e}"))),
         Err(_) => {

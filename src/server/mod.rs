@@ -63,7 +63,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             // errors out, then exit non-zero so a supervisor restarts the process.
             let why = liveness.cause().unwrap_or_default();
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let _ = lifecycle::drain(&state, stop_tx, server, std::time::Duration::ZERO).await;
+            let _ = lifecycle::drain(&state, stop_tx, server, std::time::Duration::from_secs(1)).await;
             Err(Error::Device(format!("the engine died: {why}")))
         }
     }

@@ -199,6 +199,7 @@ pub async fn retrieve(
     );
     Ok(response)
 }
+
 fn unknown_response(id: &str, param: &str) -> ApiError {
     let mut e = ApiError::not_found(format!(
         "Response with id '{id}' not found (responses are kept in memory for a limited time)."
