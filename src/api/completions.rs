@@ -105,7 +105,6 @@ pub async fn create(
                 logprobs: req.logprobs,
                 top_logprobs: None,
             },
-            guided: None,
         };
         let built = request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields)?;
         choice_prompts.extend(built.iter().map(|_| prompt.clone()));
