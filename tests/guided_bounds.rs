@@ -31,10 +31,11 @@ fn object(n: usize, required: bool, prefix: &str) -> Value {
 }
 
 /// As wide and as deep as `limits` allow: an object of `max_properties` properties, one of
-/// which nests objects down to `max_depth` (each level is three JSON levels).
+/// which nests objects down to `max_depth` (each level is two JSON levels: an object and its
+/// `properties`).
 fn schema_at(limits: &SchemaLimits, required: bool) -> Value {
     let mut deep = json!({"type": "integer"});
-    for _ in 0..(limits.max_depth - 3) / 3 {
+    for _ in 0..(limits.max_depth - 4) / 2 {
         deep = json!({"type": "object", "properties": {"d": deep}, "required": ["d"]});
     }
     let mut top = object(limits.max_properties - 1, required, "p");
@@ -67,6 +68,11 @@ fn schemas_at_the_default_bounds_compile_on_the_sized_stack() {
     for required in [true, false] {
         let schema = schema_at(&limits, required);
         SchemaBudget::new(&limits).check(&schema).unwrap();
+        let deeper = SchemaLimits {
+            max_depth: limits.max_depth - 1,
+            ..limits
+        };
+        assert!(SchemaBudget::new(&deeper).check(&schema).is_err(), "not at the depth bound");
         let compiled = compile_on_sized_stack(&f, &limits, schema, 1);
         assert!(compiled.is_ok(), "required {required}: {:?}", compiled.err());
     }

@@ -14,7 +14,8 @@ use crate::tokenizer::Tokenizer;
 const PIECE_BYTES: usize = 64 << 10;
 
 /// At least how many tokens `text` has, counting only until the count exceeds `limit` (the
-/// answer is then above `limit`, not the full count).
+/// answer is then above `limit`, not the full count). The last piece, and a text without
+/// cuts, are not counted (a lower bound still).
 pub fn at_least(tokenizer: &Tokenizer, text: &str, limit: usize) -> usize {
     let bytes = text.as_bytes();
     let mut start = 0;
@@ -22,12 +23,15 @@ pub fn at_least(tokenizer: &Tokenizer, text: &str, limit: usize) -> usize {
     let mut cuts = 0usize;
     while start < bytes.len() && tokens.saturating_sub(cuts) <= limit {
         let end = next_cut(bytes, start + PIECE_BYTES);
-        // `end` is at an ASCII byte or the end of the text, so both are char boundaries.
+        if end == bytes.len() {
+            // The rest has no cut: counting it would cost what tokenizing the text costs,
+            // which the caller does next anyway.
+            break;
+        }
+        // `end` is at an ASCII space, so a char boundary.
         let piece = &text[start..end];
         tokens += tokenizer.encode(piece, false).map_or(0, |ids| ids.len());
-        if end < bytes.len() {
-            cuts += 1;
-        }
+        cuts += 1;
         start = end;
     }
     tokens.saturating_sub(cuts)
@@ -75,8 +79,13 @@ mod tests {
         let whole = tok.encode(&text, false).unwrap().len();
         let pieces = at_least(&tok, &text, usize::MAX);
         assert!(pieces <= whole, "{pieces} > {whole}");
-        // Exact up to the one token per cut taken off.
-        assert!(whole - pieces <= text.len() / PIECE_BYTES + 1, "{pieces} vs {whole}");
+        // All but the last piece (under PIECE_BYTES and a word), less one token per cut.
+        let slack = PIECE_BYTES / 2 + text.len() / PIECE_BYTES + 1;
+        assert!(whole - pieces <= slack, "{pieces} vs {whole}");
+        let cut = next_cut(text.as_bytes(), PIECE_BYTES);
+        let (head, tail) = text.split_at(cut);
+        let split = tok.encode(head, false).unwrap().len() + tok.encode(tail, false).unwrap().len();
+        assert_eq!(split, whole, "a cut changes the tokens");
     }
 
     #[test]

@@ -34,16 +34,20 @@ impl Default for SchemaLimits {
 }
 
 /// Stack for a compile thread: enough for a schema at the largest bounds with a fourfold
-/// margin. Measured (llguidance 1.9, x86-64, optimized): about 1.2 KiB a property of one object
-/// and 2.5 KiB a level of nesting, on top of ~64 KiB (see the `stack_at_bounds` tests).
+/// margin, and never under 8 MiB (a main thread's default; only the pages touched are used).
+/// Measured with llguidance 1.9 on x86-64, optimized, by `tests/guided_bounds.rs`'s
+/// `stack_probe`: the smallest stack that compiles 256 properties at depth 64 is 192 KiB,
+/// 2,000 properties 1 MiB, 7,000 properties 4 MiB (2 MiB overflows), 16 properties at depth 128
+/// 384 KiB: about 0.5 KiB a property of the widest object and 3 KiB a level of nesting.
 pub fn compile_stack_bytes(limits: &SchemaLimits) -> usize {
-    const BASE: usize = 256 << 10;
-    const PER_PROPERTY: usize = 1280;
-    const PER_LEVEL: usize = 2560;
+    const BASE: usize = 64 << 10;
+    const PER_PROPERTY: usize = 640;
+    const PER_LEVEL: usize = 3 << 10;
+    const MARGIN: usize = 4;
     let need = BASE
         .saturating_add(limits.max_properties.saturating_mul(PER_PROPERTY))
         .saturating_add(limits.max_depth.saturating_mul(PER_LEVEL));
-    need.saturating_mul(4).max(8 << 20)
+    need.saturating_mul(MARGIN).max(8 << 20)
 }
 
 /// Counts a request's schemas against the limits: call [`Self::check`] once per schema.
@@ -173,9 +177,10 @@ mod tests {
             max_depth: 10,
             ..SchemaLimits::default()
         };
-        // Each level is an object, its `properties` and the member: 3 JSON levels.
-        assert!(SchemaBudget::new(&limits).check(&deep(3)).is_ok());
-        let e = SchemaBudget::new(&limits).check(&deep(4)).unwrap_err();
+        // Each level is an object and its `properties` (2 JSON levels); the innermost
+        // schema and its `type` are 2 more.
+        assert!(SchemaBudget::new(&limits).check(&deep(4)).is_ok());
+        let e = SchemaBudget::new(&limits).check(&deep(5)).unwrap_err();
         assert!(e.contains("--max-schema-depth"), "{e}");
         assert!(e.contains("/properties/a/properties/a"), "{e}");
     }
@@ -191,6 +196,18 @@ mod tests {
         assert!(budget.check(&wide(200)).is_ok());
         let e = budget.check(&wide(200)).unwrap_err();
         assert!(e.contains("--max-schema-nodes"), "{e}");
+    }
+
+    #[test]
+    fn the_compile_stack_grows_with_the_bounds() {
+        let default = compile_stack_bytes(&SchemaLimits::default());
+        assert_eq!(default, 8 << 20);
+        let wide = SchemaLimits {
+            max_properties: 20_000,
+            ..SchemaLimits::default()
+        };
+        // 7,000 properties needed 4 MiB; 20,000 get over four times their share.
+        assert!(compile_stack_bytes(&wide) > 4 * (20_000 * 4 << 20) / 7_000);
     }
 
     #[test]
