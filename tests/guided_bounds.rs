@@ -72,9 +72,16 @@ fn schemas_at_the_default_bounds_compile_on_the_sized_stack() {
             max_depth: limits.max_depth - 1,
             ..limits
         };
-        assert!(SchemaBudget::new(&deeper).check(&schema).is_err(), "not at the depth bound");
+        assert!(
+            SchemaBudget::new(&deeper).check(&schema).is_err(),
+            "not at the depth bound"
+        );
         let compiled = compile_on_sized_stack(&f, &limits, schema, 1);
-        assert!(compiled.is_ok(), "required {required}: {:?}", compiled.err());
+        assert!(
+            compiled.is_ok(),
+            "required {required}: {:?}",
+            compiled.err()
+        );
     }
 }
 
@@ -99,7 +106,10 @@ fn raised_bounds_get_a_stack_to_match() {
                 assert!(message.contains("mark properties required"), "{message}");
                 assert!(message.contains("max is 2000") && !message.contains('\n'));
             }
-            other => panic!("{n}: expected a client error, got {:?}", other.map(|v| v.len())),
+            other => panic!(
+                "{n}: expected a client error, got {:?}",
+                other.map(|v| v.len())
+            ),
         }
     }
 }
@@ -127,7 +137,12 @@ fn one_compile_serves_every_choice() {
 #[test]
 #[ignore]
 fn stack_probe() {
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let limits = SchemaLimits {
         max_properties: env("PROPS", 256),
         max_nodes: usize::MAX,

@@ -57,7 +57,10 @@ mod tests {
     use super::*;
 
     fn tokenizer() -> Tokenizer {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/qwen3-tiny/tokenizer.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/qwen3-tiny/tokenizer.json"
+        );
         Tokenizer::from_file(path).expect("the embedded model's tokenizer")
     }
 

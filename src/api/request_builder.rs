@@ -208,7 +208,9 @@ pub fn submit_all(
             .collect();
     }
     if guided.len() != requests.len() {
-        return Err(ApiError::internal("one compiled grammar per choice expected"));
+        return Err(ApiError::internal(
+            "one compiled grammar per choice expected",
+        ));
     }
     requests
         .into_iter()

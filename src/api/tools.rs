@@ -356,7 +356,11 @@ mod tests {
         let forced = json!({"type": "function", "function": {"name": "f"}});
         let e = plan(Some(&t), Some(&forced), None, None, &config(false)).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools[1].function.parameters"));
-        assert!(e.message.contains("--max-schema-properties"), "{}", e.message);
+        assert!(
+            e.message.contains("--max-schema-properties"),
+            "{}",
+            e.message
+        );
         // Rendered only (not forced): nothing compiles it, nothing to bound.
         assert!(plan(Some(&t), Some(&json!("none")), None, None, &config(false)).is_ok());
         let format: ResponseFormat = serde_json::from_value(json!({

@@ -164,7 +164,10 @@ mod tests {
         assert!(SchemaBudget::new(&limits).check(&wide(256)).is_ok());
         let e = SchemaBudget::new(&limits).check(&wide(257)).unwrap_err();
         assert!(e.contains("--max-schema-properties"), "{e}");
-        assert!(e.contains("257 entries in one object at /properties"), "{e}");
+        assert!(
+            e.contains("257 entries in one object at /properties"),
+            "{e}"
+        );
         let e = SchemaBudget::new(&limits)
             .check(&json!({"enum": (0..300).collect::<Vec<_>>()}))
             .unwrap_err();

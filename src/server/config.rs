@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use crate::api::grammar::GrammarLimits;
 use crate::api::responses::store::StoreLimits;
 use crate::api::{Limits, ServerConfig};
-use crate::api::grammar::GrammarLimits;
 use crate::cli::serve::ServeArgs;
-use crate::guided::SchemaLimits;
 use crate::error::{Error, Result};
+use crate::guided::SchemaLimits;
 
 /// Sizes that must be positive, checked before anything is loaded or divided by them.
 fn check_sizes(args: &ServeArgs) -> Result<()> {
@@ -101,7 +101,11 @@ fn grammar_limits(args: &ServeArgs) -> Result<GrammarLimits> {
     }
     Ok(GrammarLimits {
         schema: SchemaLimits {
-            max_properties: positive("--max-schema-properties", args.max_schema_properties, 20_000)?,
+            max_properties: positive(
+                "--max-schema-properties",
+                args.max_schema_properties,
+                20_000,
+            )?,
             max_nodes: positive("--max-schema-nodes", args.max_schema_nodes, 10_000_000)?,
             max_depth: positive("--max-schema-depth", args.max_schema_depth, 128)?,
         },
