@@ -210,7 +210,7 @@ mod tests {
             ..SchemaLimits::default()
         };
         // 7,000 properties needed 4 MiB; 20,000 get over four times their share.
-        assert!(compile_stack_bytes(&wide) > 4 * (20_000 * 4 << 20) / 7_000);
+        assert!(compile_stack_bytes(&wide) > 4 * ((20_000 * 4) << 20) / 7_000);
     }
 
     #[test]
