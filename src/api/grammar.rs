@@ -83,7 +83,7 @@ pub async fn compile(
         Err(_) => Err(ApiError::invalid(
             param,
             format!(
-                "the schema took longer than {:.1} s to compile (--grammar-compile-timeout); \
+                "the schema took longer than {} s to compile (--grammar-compile-timeout); \
                  simplify it: fewer properties, alternatives or nested objects",
                 limits.compile_timeout.as_secs_f64()
             ),
