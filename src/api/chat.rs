@@ -69,13 +69,6 @@ pub async fn create(
     let config = state.config();
     let model = ready.check_model(req.model.as_deref())?;
     req.unsupported.refuse()?;
-    let plan = tools::plan(
-        req.tools.as_deref(),
-        req.tool_choice.as_ref(),
-        req.parallel_tool_calls,
-        req.response_format.as_ref(),
-        config,
-    )?;
     check_stream_options(req.stream, req.stream_options.is_some())?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let continue_final = req.continue_final_message.unwrap_or(false);
@@ -85,14 +78,26 @@ pub async fn create(
             "Cannot set both `continue_final_message` and `add_generation_prompt` to true.",
         ));
     }
-    let (messages, prompt, prompt_ids) = {
-        let ready = ready.clone();
+    // The tool plan clones tool schemas and writes grammars, the prompt is rendered and
+    // tokenized: all sized by the request, so all on the pool.
+    let (plan, messages, prompt, prompt_ids) = {
+        let (ready, state) = (ready.clone(), state.clone());
         let raw = std::mem::take(&mut req.messages);
         let tools = req.tools.take();
+        let tool_choice = req.tool_choice.take();
+        let parallel_tool_calls = req.parallel_tool_calls;
+        let response_format = req.response_format.take();
         let kwargs = req.chat_template_kwargs.take().unwrap_or_default();
         let plain_content = !config.allow_special_tokens_in_content;
         offload::run(move || {
-            render_prompt(
+            let plan = tools::plan(
+                tools.as_deref(),
+                tool_choice.as_ref(),
+                parallel_tool_calls,
+                response_format.as_ref(),
+                state.config(),
+            )?;
+            let (messages, prompt, ids) = render_prompt(
                 &ready,
                 &raw,
                 tools.as_deref(),
@@ -100,7 +105,8 @@ pub async fn create(
                 continue_final,
                 add_generation_prompt,
                 plain_content,
-            )
+            )?;
+            Ok::<_, ApiError>((plan, messages, prompt, ids))
         })
         .await??
     };
@@ -138,7 +144,6 @@ pub async fn create(
             logprobs: None,
             top_logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0)),
         },
-        guided: plan.guided,
         cache_salt: request_builder::cache_salt(config, &headers, req.cache_salt.take())?,
     };
     let requests = request_builder::build(&ready, config, prompt_ids, "messages", fields)?;
@@ -151,7 +156,7 @@ pub async fn create(
             "top_logprobs",
         )?;
     }
-    let streams = offload::submit_all(&ready, requests).await?;
+    let streams = offload::submit_guided(&ready, &config.grammar, requests, plan.guided).await?;
 
     let echo = req
         .echo

@@ -108,7 +108,6 @@ pub async fn create(
                 logprobs: req.logprobs,
                 top_logprobs: None,
             },
-            guided: None,
             cache_salt: cache_salt.clone(),
         };
         let built = request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields)?;

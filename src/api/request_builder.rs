@@ -10,7 +10,7 @@ use super::error::{ApiError, ApiResult};
 use super::state::{Ready, ServerConfig};
 use super::types::common::StopSpec;
 use crate::engine::{EventStream, GenerationRequest, rules};
-use crate::guided::GuidedDecoding;
+use crate::guided::GuidedMatcher;
 use crate::sampling::{SamplingOverrides, SamplingParams};
 
 /// The generation fields chat and completions share.
@@ -26,7 +26,6 @@ pub struct GenerationFields {
     pub skip_special_tokens: Option<bool>,
     pub include_stop_str_in_output: Option<bool>,
     pub sampling: SamplingOverrides,
-    pub guided: Option<GuidedDecoding>,
     /// The prefix-cache salt (see [`cache_salt`]).
     pub cache_salt: Option<String>,
 }
@@ -116,7 +115,6 @@ pub fn build(
         req.ignore_eos = fields.ignore_eos.unwrap_or(false);
         req.skip_special_tokens = fields.skip_special_tokens.unwrap_or(true);
         req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
-        req.guided = fields.guided.clone();
         req.cache_salt = fields.cache_salt.clone();
         requests.push(req);
     }
@@ -223,11 +221,33 @@ pub fn check_stream_options(stream: Option<bool>, has_options: bool) -> ApiResul
 }
 
 /// Submits all requests or none: if one is refused, the streams already opened are dropped,
-/// which cancels them.
-pub fn submit_all(ready: &Ready, requests: Vec<GenerationRequest>) -> ApiResult<Vec<EventStream>> {
+/// which cancels them. `guided` holds one compiled matcher per request, or none for requests
+/// without a constraint.
+pub fn submit_all(
+    ready: &Ready,
+    requests: Vec<GenerationRequest>,
+    guided: Vec<GuidedMatcher>,
+) -> ApiResult<Vec<EventStream>> {
+    if guided.is_empty() {
+        return requests
+            .into_iter()
+            .map(|r| ready.engine.submit(r).map_err(ApiError::from))
+            .collect();
+    }
+    if guided.len() != requests.len() {
+        return Err(ApiError::internal(
+            "one compiled grammar per choice expected",
+        ));
+    }
     requests
         .into_iter()
-        .map(|r| ready.engine.submit(r).map_err(ApiError::from))
+        .zip(guided)
+        .map(|(r, g)| {
+            ready
+                .engine
+                .submit_compiled(r, Some(g))
+                .map_err(ApiError::from)
+        })
         .collect()
 }
 

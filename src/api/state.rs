@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// `--metrics-compat`: extra metric names on `/metrics`.
     pub metrics_compat: MetricsCompat,
     pub limits: Limits,
+    /// Structured outputs: schema bounds and the compile budget.
+    pub grammar: super::grammar::GrammarLimits,
     /// `--strict-model-name`: the agent APIs (`/v1/responses`, `/v1/messages`) answer 404 for
     /// a model name that is not served, as chat completions do. Off by default: agents ask
     /// for other names (Claude Code's background tasks use `claude-haiku-*`), and the one

@@ -7,17 +7,21 @@
 //! hermes` for it); `required` and a named function are forced by a grammar and
 //! their output is always parsed as Hermes calls; `none` renders the tools but parses nothing.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::grammar::{GuidedSpec, check_schema};
 use super::state::ServerConfig;
 use super::types::chat::ResponseFormat;
-use crate::guided::GuidedDecoding;
-use crate::guided::{ToolSpec, hermes_tool_call_grammar};
+use crate::guided::{GuidedDecoding, SchemaBudget, ToolSpec, hermes_tool_call_grammar};
 
 /// A function the request declares.
 #[derive(Debug, Clone, PartialEq)]
 struct FunctionSpec {
+    /// Its place in `tools`, for errors.
+    index: usize,
     name: String,
     /// The `parameters` JSON Schema; `Null` when the tool gives none (any object).
     parameters: Value,
@@ -36,16 +40,60 @@ pub struct ToolPlan {
     pub choice: ToolChoice,
     /// Parse the output for Hermes tool calls.
     pub parse_calls: bool,
-    pub guided: Option<GuidedDecoding>,
+    /// The output constraint, its schemas checked against `--max-schema-*`.
+    pub guided: Option<GuidedSpec>,
 }
 
-/// Checks the tool fields and decides how the request runs.
+/// Where an API keeps its output schemas, for the `param` of errors about them.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaFields {
+    /// The response format (chat's `response_format`, Responses' `text.format`).
+    pub format: &'static str,
+    /// A tool's schema inside `tools[i]`.
+    pub tool_schema: &'static str,
+}
+
+impl SchemaFields {
+    pub const CHAT: Self = Self {
+        format: "response_format",
+        tool_schema: "function.parameters",
+    };
+    pub const RESPONSES: Self = Self {
+        format: "text.format",
+        tool_schema: "parameters",
+    };
+    pub const MESSAGES: Self = Self {
+        format: "output_config.format",
+        tool_schema: "input_schema",
+    };
+}
+
+/// Checks the tool fields and decides how the request runs (chat's field names).
 pub fn plan(
     tools: Option<&[Value]>,
     tool_choice: Option<&Value>,
     parallel_tool_calls: Option<bool>,
     response_format: Option<&ResponseFormat>,
     config: &ServerConfig,
+) -> ApiResult<ToolPlan> {
+    plan_for(
+        tools,
+        tool_choice,
+        parallel_tool_calls,
+        response_format,
+        config,
+        SchemaFields::CHAT,
+    )
+}
+
+/// [`plan`] for an API whose schemas live in `fields`.
+pub fn plan_for(
+    tools: Option<&[Value]>,
+    tool_choice: Option<&Value>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<&ResponseFormat>,
+    config: &ServerConfig,
+    fields: SchemaFields,
 ) -> ApiResult<ToolPlan> {
     let tools = tools.unwrap_or_default();
     if tools.len() > config.limits.max_tools {
@@ -64,6 +112,7 @@ pub fn plan(
         .collect::<ApiResult<Vec<_>>>()?;
     let choice = parse_choice(tool_choice, !functions.is_empty())?;
     let guided_format = response_guided(response_format)?;
+    let mut budget = SchemaBudget::new(&config.grammar.schema);
 
     let forced: Vec<FunctionSpec> = match &choice {
         ToolChoice::None | ToolChoice::Auto => Vec::new(),
@@ -91,13 +140,23 @@ pub fn plan(
         ));
     }
     let guided = if forced.is_empty() {
-        guided_format
+        if let Some(GuidedDecoding::JsonSchema(schema)) = &guided_format {
+            check_schema(&mut budget, schema, fields.format)?;
+        }
+        guided_format.map(|spec| GuidedSpec {
+            spec: Arc::new(spec),
+            param: fields.format.to_owned(),
+        })
     } else {
         if guided_format.is_some() {
             return Err(ApiError::invalid(
                 "response_format",
                 "response_format cannot be combined with a required or named tool_choice",
             ));
+        }
+        for f in forced.iter().filter(|f| !f.parameters.is_null()) {
+            let param = format!("tools[{}].{}", f.index, fields.tool_schema);
+            check_schema(&mut budget, &f.parameters, &param)?;
         }
         let parallel = parallel_tool_calls.unwrap_or(true) && choice == ToolChoice::Required;
         let specs: Vec<ToolSpec<'_>> = forced
@@ -109,7 +168,10 @@ pub fn plan(
             .collect();
         let grammar = hermes_tool_call_grammar(&specs, parallel)
             .map_err(|e| ApiError::invalid("tools", e))?;
-        Some(GuidedDecoding::Lark(grammar))
+        Some(GuidedSpec {
+            spec: Arc::new(GuidedDecoding::Lark(grammar)),
+            param: "tools".into(),
+        })
     };
     Ok(ToolPlan {
         parse_calls: choice != ToolChoice::None,
@@ -145,6 +207,7 @@ fn function_spec(i: usize, tool: &Value) -> ApiResult<FunctionSpec> {
         Some(_) => return Err(bad("function.parameters must be a JSON Schema object")),
     };
     Ok(FunctionSpec {
+        index: i,
         name: name.to_owned(),
         parameters,
     })
@@ -251,12 +314,12 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(p.guided, Some(GuidedDecoding::Lark(ref g)) if g.contains("(\"\\n\" call)*"))
+            matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.contains("(\"\\n\" call)*"))
         );
         let named = json!({"type": "function", "function": {"name": "f"}});
         let p = plan(Some(&t), Some(&named), None, None, &config(false)).unwrap();
         assert!(
-            matches!(p.guided, Some(GuidedDecoding::Lark(ref g)) if g.starts_with("start: call\n"))
+            matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.starts_with("start: call\n"))
         );
         let p = plan(Some(&t), Some(&json!("none")), None, None, &config(false)).unwrap();
         assert!(!p.parse_calls);
@@ -281,5 +344,41 @@ mod tests {
                 .as_deref(),
             Some("tools[0]")
         );
+    }
+
+    #[test]
+    fn schemas_past_the_bounds_are_refused_naming_field_and_flag() {
+        let props: serde_json::Map<String, Value> = (0..300)
+            .map(|i| (format!("p{i}"), json!({"type": "string"})))
+            .collect();
+        let wide = json!({"type": "object", "properties": props});
+        let t = vec![
+            json!({"type": "function", "function": {"name": "ok"}}),
+            json!({"type": "function", "function": {"name": "f", "parameters": wide}}),
+        ];
+        let forced = json!({"type": "function", "function": {"name": "f"}});
+        let e = plan(Some(&t), Some(&forced), None, None, &config(false)).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("tools[1].function.parameters"));
+        assert!(
+            e.message.contains("--max-schema-properties"),
+            "{}",
+            e.message
+        );
+        // Rendered only (not forced): nothing compiles it, nothing to bound.
+        assert!(plan(Some(&t), Some(&json!("none")), None, None, &config(false)).is_ok());
+        let format: ResponseFormat = serde_json::from_value(json!({
+            "type": "json_schema", "json_schema": {"name": "x", "schema": wide}
+        }))
+        .unwrap();
+        let e = plan_for(
+            None,
+            None,
+            None,
+            Some(&format),
+            &config(false),
+            SchemaFields::RESPONSES,
+        )
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("text.format"));
     }
 }

@@ -22,7 +22,7 @@ use super::offload;
 use super::request_builder::{self, GenerationFields};
 use super::responses::render::StreamEvent;
 use super::state::{AppState, Ready, ServerConfig};
-use super::tools::{self, ToolPlan};
+use super::tools::{self, SchemaFields, ToolPlan};
 use super::types::chat::ResponseFormat;
 use crate::engine::{Event, EventStream};
 use crate::parsers::prompt_opens_thinking;
@@ -41,6 +41,17 @@ pub struct TurnSpec<'a> {
     pub enable_thinking: Option<bool>,
     /// The request field that holds the conversation, for errors about the prompt.
     pub prompt_param: &'static str,
+}
+
+impl TurnSpec<'_> {
+    /// Where the API keeps its output schemas: Responses takes its conversation from `input`,
+    /// Messages from `messages`.
+    fn schema_fields(&self) -> SchemaFields {
+        match self.prompt_param {
+            "input" => SchemaFields::RESPONSES,
+            _ => SchemaFields::MESSAGES,
+        }
+    }
 }
 
 /// A rendered, tokenized prompt and how its output is parsed.
@@ -109,12 +120,13 @@ where
 /// long for the context is refused before it is tokenized. Blocking work: call it on the pool
 /// ([`offload::run`]).
 pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiResult<Prompt> {
-    let plan = tools::plan(
+    let plan = tools::plan_for(
         Some(spec.tools),
         spec.tool_choice,
         spec.parallel_tool_calls,
         spec.response_format,
         config,
+        spec.schema_fields(),
     )?;
     let messages = prepare_messages(spec.messages)?;
     let mut kwargs = Map::new();
@@ -148,7 +160,8 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiR
     })
 }
 
-/// Builds the turn's one engine request and submits it on the pool (grammar compilation).
+/// Builds the turn's one engine request and submits it (the grammar compiles on a thread of
+/// its own, the submission runs on the pool).
 pub async fn submit(
     ready: &Arc<Ready>,
     config: &ServerConfig,
@@ -169,7 +182,6 @@ pub async fn submit(
         stop: (!generation.stop.is_empty())
             .then_some(super::types::common::StopSpec::Many(generation.stop)),
         sampling: generation.sampling,
-        guided: prompt.plan.guided.clone(),
         cache_salt: generation.cache_salt,
         ..Default::default()
     };
@@ -183,7 +195,7 @@ pub async fn submit(
     if let Some(param) = generation.collected_logprobs {
         request_builder::check_collected_logprobs(ready, config, &requests, false, param)?;
     }
-    offload::submit_all(ready, requests)
+    offload::submit_guided(ready, &config.grammar, requests, prompt.plan.guided.clone())
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no request was submitted"))

@@ -227,6 +227,24 @@ pub struct ServeArgs {
     /// token, as in vLLM; by default it is tokenized as plain text.
     #[arg(long)]
     pub allow_special_tokens_in_content: bool,
+
+    // Structured outputs: schema bounds and the grammar compile budget.
+    /// Most entries in any one object or list of a JSON schema (properties, enum values,
+    /// anyOf branches, required names) for response formats and forced tool calls.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_schema_properties: usize,
+
+    /// Most JSON values in all of one request's output schemas together.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    pub max_schema_nodes: usize,
+
+    /// Deepest nesting of JSON values in an output schema.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_schema_depth: usize,
+
+    /// Seconds a request's output grammar may take to compile before it is refused (400).
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub grammar_compile_timeout: f64,
 }
 
 impl ServeArgs {

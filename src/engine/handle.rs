@@ -255,19 +255,50 @@ impl EngineHandle {
     /// Queues a request. Fails fast when the server is draining, overloaded, or the prompt
     /// cannot fit the context.
     pub fn submit(&self, request: GenerationRequest) -> Result<EventStream> {
+        self.check_open()?;
+        self.check_prompt(&request)?;
+        let guided = self.compile_guided(&request)?;
+        self.enqueue(request, guided)
+    }
+
+    /// [`Self::submit`] with the request's constraint already compiled (`request.guided` is
+    /// then ignored): the API layer compiles once per request, off the engine thread, on a
+    /// stack of its own.
+    pub fn submit_compiled(
+        &self,
+        request: GenerationRequest,
+        guided: Option<GuidedMatcher>,
+    ) -> Result<EventStream> {
+        self.check_open()?;
+        self.check_prompt(&request)?;
+        self.enqueue(request, guided)
+    }
+
+    fn check_prompt(&self, request: &GenerationRequest) -> Result<()> {
+        rules::prompt_fits(request.prompt_ids.len(), self.info.max_model_len, "prompt")?;
+        for &id in &request.prompt_ids {
+            rules::token_id(i64::from(id), self.info.vocab_size, "prompt")?;
+        }
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
         if self.is_draining() {
             return Err(Error::Unavailable("the server is shutting down".into()));
         }
         if let Some(why) = self.liveness.cause() {
             return Err(Error::Unavailable(format!("the engine has stopped: {why}")));
         }
+        Ok(())
+    }
+
+    fn enqueue(
+        &self,
+        request: GenerationRequest,
+        guided: Option<GuidedMatcher>,
+    ) -> Result<EventStream> {
         let prompt_len = request.prompt_ids.len();
         let limit = self.info.max_model_len;
-        rules::prompt_fits(prompt_len, limit, "prompt")?;
-        for &id in &request.prompt_ids {
-            rules::token_id(i64::from(id), self.info.vocab_size, "prompt")?;
-        }
-        let guided = self.compile_guided(&request)?;
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Overloaded(format!(

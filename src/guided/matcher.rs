@@ -81,6 +81,14 @@ impl GuidedFactory {
             GuidedDecoding::Lark(_) => "tools",
             _ => "response_format",
         };
+        self.compile_for(spec, param)
+    }
+
+    /// [`Self::compile`] with errors naming `param`. The first mask is computed here too: a
+    /// grammar whose very first step exceeds llguidance's per-step limits (an object with
+    /// hundreds of optional properties) is refused now, as the client's error, instead of
+    /// failing on the engine thread; the mask is kept for the first step.
+    pub fn compile_for(&self, spec: &GuidedDecoding, param: &str) -> Result<GuidedMatcher> {
         let invalid = |e: String| Error::invalid(param, format!("invalid {}: {e}", what(spec)));
         let grammar = top_level_grammar(spec).map_err(invalid)?;
         // llguidance reports bad input as errors; a panic on some odd input must still not
@@ -93,10 +101,30 @@ impl GuidedFactory {
         if let Some(e) = matcher.get_error() {
             return Err(invalid(e));
         }
-        Ok(GuidedMatcher {
+        let mut guided = GuidedMatcher {
             matcher,
             vocab_size: self.vocab_size,
-        })
+            first_mask: None,
+        };
+        let first = guided.compute_mask().and_then(|mask| {
+            guided.probe(&mask)?;
+            Ok(mask)
+        });
+        let first = first.map_err(|e| {
+            Error::invalid(
+                param,
+                format!(
+                    "the {} is too complex for the grammar engine: its first steps fail ({}). \
+                     An object with hundreds of optional properties, or a long anyOf or \
+                     enum, branches too widely: mark properties required, split the object \
+                     into nested objects, or shorten the list",
+                    what(spec),
+                    e.lines().next().unwrap_or_default()
+                ),
+            )
+        })?;
+        guided.first_mask = Some(first);
+        Ok(guided)
     }
 }
 
@@ -111,6 +139,9 @@ fn what(spec: &GuidedDecoding) -> &'static str {
 pub struct GuidedMatcher {
     matcher: Matcher,
     vocab_size: usize,
+    /// The mask for the first step, computed at compile time (see
+    /// [`GuidedFactory::compile_for`]).
+    first_mask: Option<TokenMask>,
 }
 
 impl std::fmt::Debug for GuidedMatcher {
@@ -126,6 +157,13 @@ impl GuidedMatcher {
     /// language, plus EOS once the output is complete. Fails if the matcher has failed (an
     /// internal limit, or no token can continue), which should end the request.
     pub fn next_mask(&mut self) -> std::result::Result<TokenMask, String> {
+        match self.first_mask.take() {
+            Some(mask) => Ok(mask),
+            None => self.compute_mask(),
+        }
+    }
+
+    fn compute_mask(&mut self) -> std::result::Result<TokenMask, String> {
         let vob = self
             .matcher
             .compute_mask_or_eos()
@@ -137,9 +175,41 @@ impl GuidedMatcher {
         Ok(mask)
     }
 
+    /// Walks a fork a few tokens into the output (each time the lowest allowed token, which
+    /// for JSON is the bare `{`, `"`, ... byte) computing each mask: the widest choices of an
+    /// object come right after its opening brace, where a schema's first object would
+    /// otherwise fail on the engine thread.
+    fn probe(&self, first: &TokenMask) -> std::result::Result<(), String> {
+        const PROBE_STEPS: usize = 3;
+        let mut fork = self.fork();
+        let mut mask = first.clone();
+        for _ in 0..PROBE_STEPS {
+            let Some(&token) = mask.ids().first() else {
+                return Ok(());
+            };
+            if fork.commit(token)? {
+                return Ok(());
+            }
+            mask = fork.compute_mask()?;
+        }
+        Ok(())
+    }
+
+    /// An independent copy at the same position, with its own lexer caches (so the choices of
+    /// one request compute their masks in parallel without sharing a lock): a request with `n`
+    /// choices compiles its grammar once.
+    pub fn fork(&self) -> Self {
+        Self {
+            matcher: self.matcher.deep_clone(),
+            vocab_size: self.vocab_size,
+            first_mask: self.first_mask.clone(),
+        }
+    }
+
     /// Advances past a sampled token. Returns whether the output is now complete, i.e. the
     /// grammar allows nothing but EOS (or EOS was just consumed); the request should end there.
     pub fn commit(&mut self, token: u32) -> std::result::Result<bool, String> {
+        self.first_mask = None;
         self.matcher
             .consume_token(token)
             .map_err(|e| format!("{e:#}"))?;

@@ -9,6 +9,10 @@
 //!   into a [`GuidedMatcher`], which gives the allowed-token mask before each draw and advances
 //!   after it.
 //!
+//! - [`bounds`]: the size a schema may have (properties per object, values, depth), checked
+//!   before compiling; [`compile_thread`]: compilation on a thread whose stack is sized for
+//!   those bounds, once per request (each choice gets a fork of the compiled matcher).
+//!
 //! How the engine uses it: `submit` compiles the constraint (a bad schema is rejected there,
 //! before anything runs); each step, after the forward pass is launched and before sampling,
 //! the masks of all constrained sequences in the batch are computed in parallel and handed to
@@ -21,11 +25,15 @@
 //! forbid without changing its language: schemas that must finish should bound their strings
 //! (`maxLength`) and arrays (`maxItems`); `max_tokens` remains the backstop.
 
+pub mod bounds;
+pub mod compile_thread;
 pub mod grammar;
 pub mod matcher;
 pub mod spec;
 pub mod vocab;
 
+pub use bounds::{SchemaBudget, SchemaLimits, compile_stack_bytes};
+pub use compile_thread::CompileJob;
 pub use grammar::{
     ToolSpec, bounded_json_schema, hermes_tool_call_grammar, json_defaults, top_level_grammar,
 };

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use crate::api::grammar::GrammarLimits;
 use crate::api::responses::store::StoreLimits;
 use crate::api::transport::TransportLimits;
 use crate::api::{Limits, ServerConfig};
 use crate::cli::serve::ServeArgs;
 use crate::error::{Error, Result};
+use crate::guided::SchemaLimits;
 
 /// Sizes that must be positive, checked before anything is loaded or divided by them.
 fn check_sizes(args: &ServeArgs) -> Result<()> {
@@ -84,6 +86,40 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         prefix_cache_salt_per_key: args.prefix_cache_salt_per_key,
         allow_special_tokens_in_content: args.allow_special_tokens_in_content,
         transport: transport_limits(args)?,
+        grammar: grammar_limits(args)?,
+    })
+}
+
+/// `--max-schema-properties`, `--max-schema-nodes`, `--max-schema-depth` and
+/// `--grammar-compile-timeout`. The depth is capped by what a request body can nest (serde's
+/// parser stops at 128), the width by what a compile thread's stack is sized for.
+fn grammar_limits(args: &ServeArgs) -> Result<GrammarLimits> {
+    let positive = |flag: &str, n: usize, max: usize| {
+        if (1..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(Error::invalid_request(format!(
+                "{flag} must be between 1 and {max}, got {n}"
+            )))
+        }
+    };
+    let seconds = args.grammar_compile_timeout;
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+        return Err(Error::invalid_request(format!(
+            "--grammar-compile-timeout must be between 0 and 3600 seconds, got {seconds}"
+        )));
+    }
+    Ok(GrammarLimits {
+        schema: SchemaLimits {
+            max_properties: positive(
+                "--max-schema-properties",
+                args.max_schema_properties,
+                20_000,
+            )?,
+            max_nodes: positive("--max-schema-nodes", args.max_schema_nodes, 10_000_000)?,
+            max_depth: positive("--max-schema-depth", args.max_schema_depth, 128)?,
+        },
+        compile_timeout: Duration::from_secs_f64(seconds),
     })
 }
 

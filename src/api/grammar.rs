@@ -1,0 +1,92 @@
+//! Structured outputs from the API's side: a request's schemas are bounded before anything
+//! compiles them, and its grammar compiles once (each of the `n` choices gets a fork) on a
+//! thread of its own, in the heavy lane of the pool ([`offload::heavy_permit`]), within a time
+//! budget. Every failure is the client's: a 400 naming the field and the flag to change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::offload;
+use super::state::Ready;
+use crate::guided::compile_thread;
+use crate::guided::{
+    CompileJob, GuidedDecoding, GuidedMatcher, SchemaBudget, SchemaLimits, compile_stack_bytes,
+};
+
+/// `--max-schema-properties`, `--max-schema-nodes`, `--max-schema-depth` and
+/// `--grammar-compile-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrammarLimits {
+    pub schema: SchemaLimits,
+    /// How long a request waits for its grammar to compile before it is refused.
+    pub compile_timeout: Duration,
+}
+
+impl Default for GrammarLimits {
+    fn default() -> Self {
+        Self {
+            schema: SchemaLimits::default(),
+            compile_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Checks one schema of the request against `budget` (shared by all of a request's schemas);
+/// `param` names the field it came from.
+pub fn check_schema(budget: &mut SchemaBudget<'_>, schema: &Value, param: &str) -> ApiResult<()> {
+    budget
+        .check(schema)
+        .map_err(|e| ApiError::invalid(param, format!("{param}: {e}")))
+}
+
+/// A request's constraint and the field its errors name.
+#[derive(Debug, Clone)]
+pub struct GuidedSpec {
+    /// Shared: cloning a plan never copies a schema.
+    pub spec: Arc<GuidedDecoding>,
+    pub param: String,
+}
+
+/// Compiles `guided` once and returns a matcher for each of `copies` choices (none without a
+/// constraint).
+pub async fn compile(
+    ready: &Ready,
+    limits: &GrammarLimits,
+    guided: Option<GuidedSpec>,
+    copies: usize,
+) -> ApiResult<Vec<GuidedMatcher>> {
+    let Some(GuidedSpec { spec, param }) = guided else {
+        return Ok(Vec::new());
+    };
+    let Some(factory) = ready.engine.guided_factory().map(Arc::clone) else {
+        return Err(ApiError::invalid(
+            param,
+            "structured outputs are not available with this model's tokenizer",
+        ));
+    };
+    let permit = offload::heavy_permit().await?;
+    let job = CompileJob {
+        spec,
+        param: param.clone(),
+        copies,
+    };
+    let done = compile_thread::spawn(factory, job, compile_stack_bytes(&limits.schema), permit)?;
+    match tokio::time::timeout(limits.compile_timeout, done).await {
+        Ok(Ok(compiled)) => Ok(compiled?),
+        Ok(Err(_)) => Err(ApiError::invalid(
+            param,
+            "the grammar engine could not compile this schema; simplify it",
+        )),
+        Err(_) => Err(ApiError::invalid(
+            param,
+            format!(
+                "the schema took longer than {} s to compile (--grammar-compile-timeout); \
+                 simplify it: fewer properties, alternatives or nested objects",
+                limits.compile_timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
