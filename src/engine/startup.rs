@@ -6,12 +6,22 @@
 //! Both run the real forward and the real sampler on dummy batches. Their block tables point at
 //! a few blocks over and over (the contents are garbage and never read back), so a step of any
 //! context length fits a pool of a handful of blocks.
+//!
+//! With the generic attention backend the profiling step runs at a shorter context than the
+//! limit ([`ProfilePlan`]): its problems' temporaries are capped by the tile budget, not by the
+//! context, so the shortest context whose largest problem is at least as large as at the limit
+//! has the same peak at a fraction of the work (at the Qwen3 shapes, 8,192 tokens × 256
+//! sequences at context 40,960 is ~160 problems a layer; at the context chosen, ~35). The index
+//! tensors a step keeps alive do grow with the context: their difference is added to the
+//! measurement by arithmetic.
 
 use candle_core::DType;
 
 use crate::batch::{BatchInput, SequenceChunk};
 use crate::device::PeakMemory;
 use crate::error::Result;
+use crate::model::attention::generic::TileBudget;
+use crate::model::attention::generic::plan::footprint;
 use crate::model::{AttentionBackend, KvCache, Qwen3Config, Qwen3Model};
 use crate::sampling::{Sampler, SamplingParams, SequenceSampler};
 
@@ -35,6 +45,8 @@ pub struct ActivationProfile {
     pub measured: Option<usize>,
     /// [`estimate_activation_bytes`] for the same step: the floor the measurement must clear.
     pub estimate: usize,
+    /// The context the step ran at ([`ProfilePlan`]).
+    pub profiled_context: usize,
 }
 
 impl ActivationProfile {
@@ -48,12 +60,22 @@ impl ActivationProfile {
 /// tokens, every row asking for logits (the sampler's `[rows, vocab]` temporaries are part of
 /// the peak), every block table cycling over `blocks` scratch blocks.
 pub fn dummy_batch(shape: StepShape, block_size: usize, blocks: usize, vocab: usize) -> BatchInput {
-    let rows = shape.rows.clamp(1, shape.tokens.max(1));
-    let chunk_tokens = shape.tokens.max(rows) - (rows - 1);
-    let context = shape.context.max(chunk_tokens);
+    let (_, _, context) = layout(shape);
     let table: Vec<u32> = (0..context.div_ceil(block_size))
         .map(|i| (i % blocks.max(1)) as u32)
         .collect();
+    batch_of(shape, table, vocab)
+}
+
+/// The dummy batch's rows, its last chunk's tokens and every row's context.
+fn layout(shape: StepShape) -> (usize, usize, usize) {
+    let rows = shape.rows.clamp(1, shape.tokens.max(1));
+    let chunk_tokens = shape.tokens.max(rows) - (rows - 1);
+    (rows, chunk_tokens, shape.context.max(chunk_tokens))
+}
+
+fn batch_of(shape: StepShape, table: Vec<u32>, vocab: usize) -> BatchInput {
+    let (rows, chunk_tokens, context) = layout(shape);
     let mut batch = BatchInput::default();
     for row in 0..rows {
         let fed = if row + 1 == rows { chunk_tokens } else { 1 };
@@ -81,17 +103,76 @@ pub fn profile_activations(
 ) -> Result<ActivationProfile> {
     let cfg = model.config();
     let estimate = estimate_activation_bytes(cfg, model.dtype(), shape);
+    let plan = ProfilePlan::new(cfg, backend, model.dtype().size_in_bytes(), shape);
     let device = model.device();
     let peak = PeakMemory::start(device);
     {
         let scratch = KvCache::new(cfg, SCRATCH_BLOCKS, block_size, model.dtype(), device)?;
-        let batch = dummy_batch(shape, block_size, SCRATCH_BLOCKS, cfg.vocab_size);
+        let batch = dummy_batch(plan.run, block_size, SCRATCH_BLOCKS, cfg.vocab_size);
         let logits = model.forward(&batch, &scratch, backend)?;
         sample_like_a_busy_server(sampler, &logits, batch.chunks.len())?;
         device.synchronize()?;
     }
-    let measured = peak.finish(device);
-    Ok(ActivationProfile { measured, estimate })
+    let measured = peak.finish(device).map(|m| m + plan.index_extra);
+    Ok(ActivationProfile {
+        measured,
+        estimate,
+        profiled_context: plan.run.context,
+    })
+}
+
+/// The step the profiling runs, and what must be added to its measurement to stand for `shape`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfilePlan {
+    pub run: StepShape,
+    /// Bytes of index tensors `shape`'s step keeps alive beyond `run`'s.
+    pub index_extra: usize,
+}
+
+impl ProfilePlan {
+    /// Candidate contexts are tried in steps of this many tokens.
+    const STEP: usize = 256;
+
+    /// For the generic backend, the shortest context (from the chunk's length up, in steps of
+    /// [`Self::STEP`]) whose largest attention problem holds at least the temporaries of the
+    /// largest at `shape.context`, under the default tile budget. Other backends run `shape`.
+    pub fn new(
+        cfg: &Qwen3Config,
+        backend: AttentionBackend,
+        dtype_size: usize,
+        shape: StepShape,
+    ) -> Self {
+        let full = Self {
+            run: shape,
+            index_extra: 0,
+        };
+        if backend != AttentionBackend::Generic {
+            return full;
+        }
+        let dims = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let at = |context: usize| {
+            let shape = StepShape { context, ..shape };
+            let batch = batch_of(shape, Vec::new(), 1);
+            footprint(&batch, dims, dtype_size, TileBudget::default())
+        };
+        let (_, chunk_tokens, limit) = layout(shape);
+        let want = at(limit);
+        let first = chunk_tokens.div_ceil(Self::STEP) * Self::STEP;
+        for context in (first..limit).step_by(Self::STEP) {
+            let got = at(context);
+            if got.largest_problem >= want.largest_problem {
+                return Self {
+                    run: StepShape { context, ..shape },
+                    index_extra: want.index.saturating_sub(got.index),
+                };
+            }
+        }
+        full
+    }
 }
 
 /// A warm-up step on `cache`: one short prefill chunk and one decode, sampled greedily and with
@@ -193,6 +274,112 @@ mod tests {
         );
         assert_eq!((batch.num_tokens(), batch.chunks.len()), (4, 4));
         batch.validate(16, 8).unwrap();
+    }
+
+    fn qwen3(hidden: usize, inter: usize, layers: usize, heads: usize) -> Qwen3Config {
+        Qwen3Config::from_json(&format!(
+            r#"{{"architectures":["Qwen3ForCausalLM"],"vocab_size":151936,"hidden_size":{hidden},
+            "intermediate_size":{inter},"num_hidden_layers":{layers},"num_attention_heads":{heads},
+            "num_key_value_heads":8,"head_dim":128,"max_position_embeddings":40960,
+            "rms_norm_eps":1e-6}}"#
+        ))
+        .unwrap()
+    }
+
+    /// The GPU defaults' largest step: 8,192 tokens, 256 sequences, the full context.
+    const GPU_STEP: StepShape = StepShape {
+        tokens: 8192,
+        rows: 256,
+        context: 40960,
+    };
+
+    /// At the Qwen3 shapes the generic backend's profile runs at a fraction of the context, with
+    /// a largest problem at least as large as the full context's, and the difference in index
+    /// tensors added; other backends profile the step as it is.
+    #[test]
+    fn the_profile_runs_a_shorter_context_with_the_same_largest_problem() {
+        for cfg in [qwen3(1024, 3072, 28, 16), qwen3(2560, 9728, 36, 32)] {
+            let dims = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+            let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
+            let at = |context| {
+                let shape = StepShape { context, ..GPU_STEP };
+                let batch = dummy_batch(shape, 16, 8, 1000);
+                footprint(&batch, dims, 2, TileBudget::default())
+            };
+            let (full, run) = (at(40960), at(plan.run.context));
+            assert!(plan.run.context <= 40960 / 4, "{plan:?}");
+            assert_eq!((plan.run.tokens, plan.run.rows), (8192, 256));
+            assert!(run.largest_problem >= full.largest_problem, "{run:?} {full:?}");
+            assert_eq!(plan.index_extra, full.index - run.index);
+            assert!(plan.index_extra > 100 << 20, "{plan:?}");
+            // The work: attention problems over their keys, a fifth or less of the full step's.
+            let work = |context| {
+                let shape = StepShape { context, ..GPU_STEP };
+                let batch = dummy_batch(shape, 16, 8, 1000);
+                crate::model::attention::generic::plan::plan(&batch, dims.0, 1024, TileBudget::default())
+                    .len()
+            };
+            assert!(work(plan.run.context) * 4 < work(40960), "{plan:?}");
+            for backend in [AttentionBackend::Cuda, AttentionBackend::Cpu] {
+                let plan = ProfilePlan::new(&cfg, backend, 2, GPU_STEP);
+                assert_eq!((plan.run, plan.index_extra), (GPU_STEP, 0));
+            }
+        }
+        // A short limit: nothing shorter to run.
+        let cfg = qwen3(1024, 3072, 28, 16);
+        let short = StepShape { context: 8192, ..GPU_STEP };
+        let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, short);
+        assert_eq!(plan.run, short);
+    }
+
+    /// The cost of the profiling step's attention on the CPU, one layer of the Qwen3-0.6B
+    /// shape at the GPU defaults' largest step (f32, the generic backend):
+    /// `cargo test --release --lib profiling_attention_cost -- --ignored --nocapture`, with
+    /// `PROFILE_CONTEXT=40960` for the full context instead of the planned one.
+    #[test]
+    #[ignore = "a measurement: tens of seconds"]
+    fn profiling_attention_cost() {
+        use crate::model::attention::generic::GenericMetadata;
+        use crate::model::kv_cache::LayerKv;
+        use candle_core::{Device, Tensor};
+        let cfg = qwen3(1024, 3072, 28, 16);
+        let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 4, GPU_STEP);
+        let context = std::env::var("PROFILE_CONTEXT")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(plan.run.context);
+        let shape = StepShape { context, ..GPU_STEP };
+        let device = Device::Cpu;
+        let batch = dummy_batch(shape, 16, SCRATCH_BLOCKS, 1000);
+        let (heads, kv_heads, d) = (16, 8, 128);
+        let t = batch.num_tokens();
+        let slots = SCRATCH_BLOCKS * 16;
+        let rand = |shape: (usize, usize, usize)| Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+        let cache = LayerKv {
+            k: rand((slots, kv_heads, d)),
+            v: rand((slots, kv_heads, d)),
+        };
+        let (q, k, v) = (rand((t, heads, d)), rand((t, kv_heads, d)), rand((t, kv_heads, d)));
+        let started = std::time::Instant::now();
+        let meta = GenericMetadata::new(&batch, 16, (kv_heads, d), &device).unwrap();
+        let out = meta.forward(&q, &k, &v, &cache, 0.088).unwrap();
+        let first = started.elapsed().as_secs_f64();
+        let problems = crate::model::attention::generic::plan::plan(
+            &batch,
+            heads,
+            kv_heads * d,
+            TileBudget::default(),
+        )
+        .len();
+        let at = footprint(&batch, (heads, kv_heads, d), 4, TileBudget::default());
+        println!(
+            "profiling attention, one layer of 28, context {context}: {first:.2} s, {problems} \
+             problems, largest problem {:.1} MiB, index tensors {:.1} MiB (+{:.1} MiB added), out {:?}",
+            at.largest_problem as f64 / 1048576.0,
+            at.index as f64 / 1048576.0,
+            if context == plan.run.context { plan.index_extra as f64 / 1048576.0 } else { 0.0 },
+            out.dims()
+        );
     }
 
     #[test]
