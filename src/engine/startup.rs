@@ -8,12 +8,12 @@
 //! context length fits a pool of a handful of blocks.
 //!
 //! With the generic attention backend the profiling step runs at a shorter context than the
-//! limit ([`ProfilePlan`]): its problems' temporaries are capped by the tile budget, not by the
-//! context, so the shortest context whose largest problem is at least as large as at the limit
-//! has the same peak at a fraction of the work (at the Qwen3 shapes, 8,192 tokens × 256
-//! sequences at context 40,960 is ~160 problems a layer; at the context chosen, ~35). The index
-//! tensors a step keeps alive do grow with the context: their difference is added to the
-//! measurement by arithmetic.
+//! limit ([`ProfilePlan`]): its problems' scores are capped by the tile budget, not by the
+//! context, so a context at which the largest problem already fills the budget has nearly the
+//! same peak at a fraction of the work (at the Qwen3 shapes, 8,192 tokens × 256 sequences at
+//! context 40,960 is ~160 problems a layer; at context 8,192, ~32). What does grow with the
+//! context — one prefill tile's gathered K/V, and the index tensors a step keeps alive — is
+//! added to the measurement by arithmetic ([`footprint`]).
 
 use candle_core::DType;
 
@@ -113,7 +113,7 @@ pub fn profile_activations(
         sample_like_a_busy_server(sampler, &logits, batch.chunks.len())?;
         device.synchronize()?;
     }
-    let measured = peak.finish(device).map(|m| m + plan.index_extra);
+    let measured = peak.finish(device).map(|m| m + plan.extra);
     Ok(ActivationProfile {
         measured,
         estimate,
@@ -125,8 +125,9 @@ pub fn profile_activations(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProfilePlan {
     pub run: StepShape,
-    /// Bytes of index tensors `shape`'s step keeps alive beyond `run`'s.
-    pub index_extra: usize,
+    /// Bytes `shape`'s step holds beyond `run`'s: the growth of its largest attention problem
+    /// and of the index tensors kept for the step.
+    pub extra: usize,
 }
 
 impl ProfilePlan {
@@ -134,8 +135,9 @@ impl ProfilePlan {
     const STEP: usize = 256;
 
     /// For the generic backend, the shortest context (from the chunk's length up, in steps of
-    /// [`Self::STEP`]) whose largest attention problem holds at least the temporaries of the
-    /// largest at `shape.context`, under the default tile budget. Other backends run `shape`.
+    /// [`Self::STEP`]) whose largest attention problem holds at least 7/8 of the temporaries of
+    /// the largest at `shape.context` under the default tile budget (the measured part stays
+    /// the bulk; the rest is added). Other backends run `shape`.
     pub fn new(
         cfg: &Qwen3Config,
         backend: AttentionBackend,
@@ -144,7 +146,7 @@ impl ProfilePlan {
     ) -> Self {
         let full = Self {
             run: shape,
-            index_extra: 0,
+            extra: 0,
         };
         if backend != AttentionBackend::Generic {
             return full;
@@ -164,10 +166,11 @@ impl ProfilePlan {
         let first = chunk_tokens.div_ceil(Self::STEP) * Self::STEP;
         for context in (first..limit).step_by(Self::STEP) {
             let got = at(context);
-            if got.largest_problem >= want.largest_problem {
+            if got.largest_problem * 8 >= want.largest_problem * 7 {
                 return Self {
                     run: StepShape { context, ..shape },
-                    index_extra: want.index.saturating_sub(got.index),
+                    extra: want.largest_problem.saturating_sub(got.largest_problem)
+                        + want.index.saturating_sub(got.index),
                 };
             }
         }
@@ -297,7 +300,7 @@ mod tests {
     /// a largest problem at least as large as the full context's, and the difference in index
     /// tensors added; other backends profile the step as it is.
     #[test]
-    fn the_profile_runs_a_shorter_context_with_the_same_largest_problem() {
+    fn the_profile_runs_a_shorter_context_and_adds_what_grows_with_it() {
         for cfg in [qwen3(1024, 3072, 28, 16), qwen3(2560, 9728, 36, 32)] {
             let dims = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
             let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
@@ -309,9 +312,14 @@ mod tests {
             let (full, run) = (at(40960), at(plan.run.context));
             assert!(plan.run.context <= 40960 / 4, "{plan:?}");
             assert_eq!((plan.run.tokens, plan.run.rows), (8192, 256));
-            assert!(run.largest_problem >= full.largest_problem, "{run:?} {full:?}");
-            assert_eq!(plan.index_extra, full.index - run.index);
-            assert!(plan.index_extra > 100 << 20, "{plan:?}");
+            // Most of the largest problem is measured; with what is added, the profile stands
+            // for at least the full step's largest problem and index tensors.
+            assert!(run.largest_problem * 8 >= full.largest_problem * 7, "{run:?} {full:?}");
+            assert_eq!(
+                run.largest_problem + run.index + plan.extra,
+                full.largest_problem.max(run.largest_problem) + full.index
+            );
+            assert!(plan.extra > 100 << 20, "{plan:?}");
             // The work: attention problems over their keys, a fifth or less of the full step's.
             let work = |context| {
                 let shape = StepShape { context, ..GPU_STEP };
@@ -322,7 +330,7 @@ mod tests {
             assert!(work(plan.run.context) * 4 < work(40960), "{plan:?}");
             for backend in [AttentionBackend::Cuda, AttentionBackend::Cpu] {
                 let plan = ProfilePlan::new(&cfg, backend, 2, GPU_STEP);
-                assert_eq!((plan.run, plan.index_extra), (GPU_STEP, 0));
+                assert_eq!((plan.run, plan.extra), (GPU_STEP, 0));
             }
         }
         // A short limit: nothing shorter to run.
@@ -332,53 +340,82 @@ mod tests {
         assert_eq!(plan.run, short);
     }
 
-    /// The cost of the profiling step's attention on the CPU, one layer of the Qwen3-0.6B
-    /// shape at the GPU defaults' largest step (f32, the generic backend):
-    /// `cargo test --release --lib profiling_attention_cost -- --ignored --nocapture`, with
-    /// `PROFILE_CONTEXT=40960` for the full context instead of the planned one.
+    /// The cost of the profiling step's attention on the CPU: one layer of the Qwen3-0.6B shape
+    /// at the GPU defaults' largest step, the generic backend, the context the GPU (bf16) plan
+    /// picks, or `PROFILE_CONTEXT`; computed in f32 (the CPU has no fast bf16 matmul). Every
+    /// decode group and every `PROFILE_SAMPLE`-th tile (default 8) run for real; the layer's
+    /// cost is their time scaled to all problems:
+    /// `cargo test --lib profiling_attention_cost -- --ignored --nocapture`.
     #[test]
-    #[ignore = "a measurement: tens of seconds"]
+    #[ignore = "a measurement: minutes on two cores"]
     fn profiling_attention_cost() {
-        use crate::model::attention::generic::GenericMetadata;
+        use crate::model::attention::generic::plan::{Problem, plan as plan_of};
+        use crate::model::attention::generic::GenericAttend;
         use crate::model::kv_cache::LayerKv;
         use candle_core::{Device, Tensor};
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
         let cfg = qwen3(1024, 3072, 28, 16);
-        let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 4, GPU_STEP);
-        let context = std::env::var("PROFILE_CONTEXT")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(plan.run.context);
+        let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
+        let context = env("PROFILE_CONTEXT").unwrap_or(plan.run.context);
+        let sample = env("PROFILE_SAMPLE").unwrap_or(8).max(1);
         let shape = StepShape { context, ..GPU_STEP };
         let device = Device::Cpu;
         let batch = dummy_batch(shape, 16, SCRATCH_BLOCKS, 1000);
         let (heads, kv_heads, d) = (16, 8, 128);
-        let t = batch.num_tokens();
-        let slots = SCRATCH_BLOCKS * 16;
         let rand = |shape: (usize, usize, usize)| Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+        let slots = SCRATCH_BLOCKS * 16;
         let cache = LayerKv {
             k: rand((slots, kv_heads, d)),
             v: rand((slots, kv_heads, d)),
         };
-        let (q, k, v) = (rand((t, heads, d)), rand((t, kv_heads, d)), rand((t, kv_heads, d)));
-        let started = std::time::Instant::now();
-        let meta = GenericMetadata::new(&batch, 16, (kv_heads, d), &device).unwrap();
-        let out = meta.forward(&q, &k, &v, &cache, 0.088).unwrap();
-        let first = started.elapsed().as_secs_f64();
-        let problems = crate::model::attention::generic::plan::plan(
-            &batch,
-            heads,
-            kv_heads * d,
-            TileBudget::default(),
-        )
-        .len();
-        let at = footprint(&batch, (heads, kv_heads, d), 4, TileBudget::default());
+        let problems = plan_of(&batch, heads, kv_heads * d, TileBudget::default());
+        let tiles = problems.iter().filter(|p| matches!(p, Problem::Tile { .. })).count();
+        let groups = problems.len() - tiles;
+        // Seconds and count of the problems run, per kind (0: decode groups, 1: tiles).
+        let (mut spent, mut run) = ([0.0f64; 2], [0usize; 2]);
+        let mut seen = [0usize; 2];
+        for problem in &problems {
+            let kind = usize::from(matches!(problem, Problem::Tile { .. }));
+            seen[kind] += 1;
+            if (seen[kind] - 1) % sample != 0 {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match problem {
+                Problem::Decodes(members) => {
+                    let chunks: Vec<_> = members.iter().map(|&i| &batch.chunks[i]).collect();
+                    let attend = GenericAttend::decodes(&chunks, 16, &device).unwrap();
+                    attend.forward(&rand((members.len(), heads, d)), &cache, 0.088).unwrap();
+                }
+                Problem::Tile { chunk, start, len } => {
+                    let chunk = &batch.chunks[*chunk];
+                    let attend = GenericAttend::tile(chunk, *start, *len, 16, &device).unwrap();
+                    attend.forward(&rand((*len, heads, d)), &cache, 0.088).unwrap();
+                }
+            }
+            spent[kind] += started.elapsed().as_secs_f64();
+            run[kind] += 1;
+        }
+        let scaled = |kind: usize, all: usize| spent[kind] * all as f64 / run[kind].max(1) as f64;
+        let (decode_s, tile_s) = (scaled(0, groups), scaled(1, tiles));
+        let layer = decode_s + tile_s;
+        let at = footprint(&batch, (heads, kv_heads, d), 2, TileBudget::default());
         println!(
-            "profiling attention, one layer of 28, context {context}: {first:.2} s, {problems} \
-             problems, largest problem {:.1} MiB, index tensors {:.1} MiB (+{:.1} MiB added), out {:?}",
+            "profiling attention at context {context}: {} problems a layer ({groups} decode \
+             groups: {decode_s:.1} s from {} run; {tiles} tiles: {tile_s:.1} s from {} run): \
+             {layer:.1} s a layer, {:.0} s for 28 layers; bf16 model: largest problem {:.1} MiB, \
+             index tensors {:.1} MiB{}",
+            problems.len(),
+            run[0],
+            run[1],
+            28.0 * layer,
             at.largest_problem as f64 / 1048576.0,
             at.index as f64 / 1048576.0,
-            if context == plan.run.context { plan.index_extra as f64 / 1048576.0 } else { 0.0 },
-            out.dims()
+            if context == plan.run.context {
+                format!(", {:.1} MiB added", plan.extra as f64 / 1048576.0)
+            } else {
+                String::new()
+            }
         );
     }
 
