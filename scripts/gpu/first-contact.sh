@@ -370,7 +370,7 @@ PY
   elif timed_out $rc; then
     fail "the SDK calls did not finish within the stage's time"
   else
-    fail "SDK check failed (exit $rc): $(grep -o '"problems": \[[^]]*\]' "$WORK/metrics-a.json" 2>/dev/null | head -c 300)"
+    fail "SDK check failed (exit $rc): $("$PY_ANY" -c 'import json, sys; print("; ".join(json.load(open(sys.argv[1])).get("problems", []))[:300])' "$WORK/metrics-a.json" 2>/dev/null)"
   fi
 }
 

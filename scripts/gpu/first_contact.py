@@ -69,11 +69,15 @@ def reasoning_of(obj):
 
 
 def sdk_checks(args, problems, metrics):
-    import httpx
+    import openai
     from openai import OpenAI
 
     # Short connection timeouts: a dead server is reported in seconds, not at the deadline.
-    timeout = httpx.Timeout(args.timeout, connect=min(5.0, args.timeout))
+    # (`openai.Timeout` is the HTTP client's timeout type, whichever client the SDK uses.)
+    try:
+        timeout = openai.Timeout(args.timeout, connect=min(5.0, args.timeout))
+    except (AttributeError, TypeError):
+        timeout = args.timeout
     client = OpenAI(base_url=args.base, api_key=args.api_key, max_retries=0, timeout=timeout)
     messages = [
         {"role": "system", "content": "你是一个小助手"},
