@@ -57,7 +57,7 @@ for arg in "$@"; do
   case "$arg" in
     --smoke) SMOKE=1 ;;
     --follow-up) FOLLOW_UP=1 ;;
-    -h | --help) sed -n '2,46p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
     *) die "unknown argument $arg" ;;
   esac
 done

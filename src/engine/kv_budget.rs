@@ -208,7 +208,10 @@ mod tests {
             assert_eq!(blocks, max_blocks_for_offsets(&cfg, block));
             assert!(per_layer(blocks, block) <= MAX_LAYER_KV_ELEMENTS, "{block}");
             // The cap is tight: one block more would pass the limit.
-            assert!(per_layer(blocks + 1, block) > MAX_LAYER_KV_ELEMENTS, "{block}");
+            assert!(
+                per_layer(blocks + 1, block) > MAX_LAYER_KV_ELEMENTS,
+                "{block}"
+            );
         }
         // Qwen3-4B (8 KV heads × 128) in bf16 on an H200: ~115 GiB of KV is ~780 k tokens, far
         // below the cap of ~4.2 M tokens.

@@ -10,8 +10,8 @@
 //! With the generic attention backend the profiling step runs at a shorter context than the
 //! limit ([`ProfilePlan`]): its problems' scores are capped by the tile budget, not by the
 //! context, so a context at which the largest problem already fills the budget has nearly the
-//! same peak at a fraction of the work (at the Qwen3 shapes, 8,192 tokens × 256 sequences at
-//! context 40,960 is ~160 problems a layer; at context 8,192, ~32). What does grow with the
+//! same peak at a fraction of the work (Qwen3-0.6B in bf16, 8,192 tokens × 256 sequences at
+//! context 40,960: 163 problems a layer; at the context chosen, 8,704: 34). What does grow with the
 //! context — one prefill tile's gathered K/V, and the index tensors a step keeps alive — is
 //! added to the measurement by arithmetic ([`footprint`]).
 
@@ -302,10 +302,17 @@ mod tests {
     #[test]
     fn the_profile_runs_a_shorter_context_and_adds_what_grows_with_it() {
         for cfg in [qwen3(1024, 3072, 28, 16), qwen3(2560, 9728, 36, 32)] {
-            let dims = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+            let dims = (
+                cfg.num_attention_heads,
+                cfg.num_key_value_heads,
+                cfg.head_dim,
+            );
             let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
             let at = |context| {
-                let shape = StepShape { context, ..GPU_STEP };
+                let shape = StepShape {
+                    context,
+                    ..GPU_STEP
+                };
                 let batch = dummy_batch(shape, 16, 8, 1000);
                 footprint(&batch, dims, 2, TileBudget::default())
             };
@@ -314,7 +321,10 @@ mod tests {
             assert_eq!((plan.run.tokens, plan.run.rows), (8192, 256));
             // Most of the largest problem is measured; with what is added, the profile stands
             // for at least the full step's largest problem and index tensors.
-            assert!(run.largest_problem * 8 >= full.largest_problem * 7, "{run:?} {full:?}");
+            assert!(
+                run.largest_problem * 8 >= full.largest_problem * 7,
+                "{run:?} {full:?}"
+            );
             assert_eq!(
                 run.largest_problem + run.index + plan.extra,
                 full.largest_problem.max(run.largest_problem) + full.index
@@ -322,10 +332,18 @@ mod tests {
             assert!(plan.extra > 100 << 20, "{plan:?}");
             // The work: attention problems over their keys, a fifth or less of the full step's.
             let work = |context| {
-                let shape = StepShape { context, ..GPU_STEP };
+                let shape = StepShape {
+                    context,
+                    ..GPU_STEP
+                };
                 let batch = dummy_batch(shape, 16, 8, 1000);
-                crate::model::attention::generic::plan::plan(&batch, dims.0, 1024, TileBudget::default())
-                    .len()
+                crate::model::attention::generic::plan::plan(
+                    &batch,
+                    dims.0,
+                    1024,
+                    TileBudget::default(),
+                )
+                .len()
             };
             assert!(work(plan.run.context) * 4 < work(40960), "{plan:?}");
             for backend in [AttentionBackend::Cuda, AttentionBackend::Cpu] {
@@ -335,7 +353,10 @@ mod tests {
         }
         // A short limit: nothing shorter to run.
         let cfg = qwen3(1024, 3072, 28, 16);
-        let short = StepShape { context: 8192, ..GPU_STEP };
+        let short = StepShape {
+            context: 8192,
+            ..GPU_STEP
+        };
         let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, short);
         assert_eq!(plan.run, short);
     }
@@ -349,16 +370,23 @@ mod tests {
     #[test]
     #[ignore = "a measurement: minutes on two cores"]
     fn profiling_attention_cost() {
-        use crate::model::attention::generic::plan::{Problem, plan as plan_of};
         use crate::model::attention::generic::GenericAttend;
+        use crate::model::attention::generic::plan::{Problem, plan as plan_of};
         use crate::model::kv_cache::LayerKv;
         use candle_core::{Device, Tensor};
-        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
         let cfg = qwen3(1024, 3072, 28, 16);
         let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
         let context = env("PROFILE_CONTEXT").unwrap_or(plan.run.context);
         let sample = env("PROFILE_SAMPLE").unwrap_or(8).max(1);
-        let shape = StepShape { context, ..GPU_STEP };
+        let shape = StepShape {
+            context,
+            ..GPU_STEP
+        };
         let device = Device::Cpu;
         let batch = dummy_batch(shape, 16, SCRATCH_BLOCKS, 1000);
         let (heads, kv_heads, d) = (16, 8, 128);
@@ -369,7 +397,10 @@ mod tests {
             v: rand((slots, kv_heads, d)),
         };
         let problems = plan_of(&batch, heads, kv_heads * d, TileBudget::default());
-        let tiles = problems.iter().filter(|p| matches!(p, Problem::Tile { .. })).count();
+        let tiles = problems
+            .iter()
+            .filter(|p| matches!(p, Problem::Tile { .. }))
+            .count();
         let groups = problems.len() - tiles;
         // Seconds and count of the problems run, per kind (0: decode groups, 1: tiles).
         let (mut spent, mut run) = ([0.0f64; 2], [0usize; 2]);
@@ -385,12 +416,16 @@ mod tests {
                 Problem::Decodes(members) => {
                     let chunks: Vec<_> = members.iter().map(|&i| &batch.chunks[i]).collect();
                     let attend = GenericAttend::decodes(&chunks, 16, &device).unwrap();
-                    attend.forward(&rand((members.len(), heads, d)), &cache, 0.088).unwrap();
+                    attend
+                        .forward(&rand((members.len(), heads, d)), &cache, 0.088)
+                        .unwrap();
                 }
                 Problem::Tile { chunk, start, len } => {
                     let chunk = &batch.chunks[*chunk];
                     let attend = GenericAttend::tile(chunk, *start, *len, 16, &device).unwrap();
-                    attend.forward(&rand((*len, heads, d)), &cache, 0.088).unwrap();
+                    attend
+                        .forward(&rand((*len, heads, d)), &cache, 0.088)
+                        .unwrap();
                 }
             }
             spent[kind] += started.elapsed().as_secs_f64();

@@ -171,8 +171,8 @@ impl CandleQuantized {
             None => {
                 let (dtype, rows, cols) = self.format;
                 let bytes = self.qtensor.data()?.into_owned();
-                let weight =
-                    QuantizedWeight::new(dtype, rows, cols, bytes).map_err(candle_core::Error::Msg)?;
+                let weight = QuantizedWeight::new(dtype, rows, cols, bytes)
+                    .map_err(candle_core::Error::Msg)?;
                 self.host.get_or_init(|| weight)
             }
         };

@@ -151,11 +151,18 @@ fn mask_softmax(device: &Device) -> Result<()> {
             .broadcast_gt(&last)?
             .to_dtype(DType::F32)?
             .affine(f32::MIN as f64, 0.0)?;
-        let scores = scores.to_device(d)?.affine(0.5, 0.0)?.broadcast_add(&bias)?;
+        let scores = scores
+            .to_device(d)?
+            .affine(0.5, 0.0)?
+            .broadcast_add(&bias)?;
         Ok(candle_nn::ops::softmax_last_dim(&scores)?)
     };
     let want = run(&Device::Cpu)?;
-    let hidden = want.i((.., .., 0, 33..))?.abs()?.sum_all()?.to_scalar::<f32>()?;
+    let hidden = want
+        .i((.., .., 0, 33..))?
+        .abs()?
+        .sum_all()?
+        .to_scalar::<f32>()?;
     if hidden != 0.0 {
         return Err(Error::Device(format!(
             "hidden keys got weight {hidden} on the CPU"
@@ -170,14 +177,23 @@ fn rms_norm_silu(device: &Device) -> Result<()> {
     let run = |d: &Device, dtype: DType| -> Result<Tensor> {
         let x = x.to_device(d)?.to_dtype(dtype)?;
         let w = w.to_device(d)?.to_dtype(dtype)?;
-        Ok(candle_nn::ops::silu(&candle_nn::ops::rms_norm(&x, &w, 1e-6)?)?)
+        Ok(candle_nn::ops::silu(&candle_nn::ops::rms_norm(
+            &x, &w, 1e-6,
+        )?)?)
     };
-    close(&run(device, DType::BF16)?, &run(&Device::Cpu, DType::F32)?, 2e-2)
+    close(
+        &run(device, DType::BF16)?,
+        &run(&Device::Cpu, DType::F32)?,
+        2e-2,
+    )
 }
 
 fn arg_sort(device: &Device) -> Result<()> {
     let x = values(&[4, 8192], 8);
-    let want = x.arg_sort_last_dim(false)?.i((.., ..20))?.to_vec2::<u32>()?;
+    let want = x
+        .arg_sort_last_dim(false)?
+        .i((.., ..20))?
+        .to_vec2::<u32>()?;
     let got = x
         .to_device(device)?
         .arg_sort_last_dim(false)?
