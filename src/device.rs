@@ -91,8 +91,33 @@ pub const fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
 }
 
-/// Opens the device `choice` names. See the module docs for what `auto` picks.
+/// Opens the device `choice` names (see the module docs for what `auto` picks) and logs the
+/// one chosen: with `auto`, a silent fall-back to the CPU would otherwise pass for a GPU run.
 pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+    let device = open_choice(choice)?;
+    tracing::info!(
+        "device: {} (--device {choice}{})",
+        describe(&device),
+        if cuda_compiled() {
+            ", a cuda build"
+        } else {
+            ", a CPU-only build"
+        }
+    );
+    Ok(device)
+}
+
+/// The device as `cpu` or `cuda:N`: what the server reports as the device it runs on
+/// (the start-up log and `tealight:device_info`).
+pub fn describe(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_owned(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+fn open_choice(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => {
@@ -131,6 +156,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
 /// activation peak aside.
 fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
     let device = Device::new_cuda_with_stream(ordinal)?;
+    pool::single_stream(&device);
     if let Err(why) = pool::retain_freed_memory(&device) {
         tracing::debug!("allocator pool left as it is: {why}");
     }
@@ -180,6 +206,20 @@ mod pool {
         match status {
             sys::CUresult::CUDA_SUCCESS => Ok(pool),
             other => Err(format!("cuDeviceGetDefaultMemPool: {other:?}")),
+        }
+    }
+
+    /// An explicit stream puts cudarc in multi-stream mode, where every allocation records two
+    /// CUevents and every kernel argument a wait and a record, to order uses across streams.
+    /// tealight runs every kernel, copy and cuBLAS call on the one stream [`super::open_cuda`]
+    /// made (the loader's thread and the engine's share it), so stream order alone is enough:
+    /// tracking is turned off before any tensor exists.
+    pub fn single_stream(device: &Device) {
+        if let Ok(cuda) = device.as_cuda_device() {
+            // SAFETY: the tensors of this device are used on its one stream only (see above);
+            // none exists yet, so none was created with tracking on.
+            unsafe { cuda.disable_event_tracking() };
+            tracing::debug!("cudarc event tracking: {}", cuda.is_event_tracking());
         }
     }
 
@@ -233,6 +273,8 @@ mod pool {
 #[cfg(not(feature = "cuda"))]
 mod pool {
     use candle_core::Device;
+
+    pub fn single_stream(_device: &Device) {}
 
     pub fn retain_freed_memory(_device: &Device) -> Result<(), String> {
         Err("a CPU-only build".into())

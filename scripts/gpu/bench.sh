@@ -5,9 +5,10 @@
 #   scripts/gpu/bench.sh                       # backends "generic cuda", concurrency 1 16 64 256
 #   BACKENDS=cuda CONCURRENCY="1 64" scripts/gpu/bench.sh
 #
-# For each attention backend: start `tealight serve` on the checkpoint, wait for /health, run
+# For each attention backend: start `tealight serve --device cuda` on the checkpoint, wait for
+# /health, check that the server reports the GPU as its device (tealight:device_info), run
 # `tealight bench` (when it is built) or scripts/gpu/serve_client.py bench with 1024 input and
-# 128 output tokens (ignore_eos) at each concurrency, and print output tok/s, TTFT, TPOT, ITL,
+# 128 output tokens (random token prompts, every output token generated) at each concurrency, and print output tok/s, TTFT, TPOT, ITL,
 # E2EL, and the c=1 decode rate as a fraction of the HBM roofline (weights + KV bytes read per
 # token over 3.35 TB/s). Anchors for Qwen3-4B bf16 on an H100: vLLM ≈ 250–270 tok/s single
 # stream; roofline ≈ 416 tok/s (weights only).
@@ -52,12 +53,20 @@ for backend in $BACKENDS; do
     FAILED=1
     continue
   fi
+  if ! "$PY" "$HERE/first_contact.py" device --base "$BASE" --want cuda --out "$LOGDIR/device-$backend.json"; then
+    log "FAIL: the server does not run on the GPU (its own report above); no bench of it"
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    FAILED=1
+    continue
+  fi
   if use_tealight_bench; then
     for c in $CONCURRENCY; do
       n=$((c * 2 > 8 ? c * 2 : 8))
-      "$TL" bench --base-url "$BASE" --model "$NAME" --dataset-name random \
-        --random-input-len "$INPUT_LEN" --random-output-len "$OUTPUT_LEN" --ignore-eos \
-        --max-concurrency "$c" --num-prompts "$n" || FAILED=1
+      # The flags `tealight bench` takes (the same as first-contact.sh's stage d).
+      "$TL" bench --base-url "$BASE/v1" --model "$NAME" --tokenizer "$CKPT" \
+        --input-len "$INPUT_LEN" --output-len "$OUTPUT_LEN" --max-concurrency "$c" \
+        --num-prompts "$n" --no-progress --result-file "$LOGDIR/bench-$backend-c$c.json" || FAILED=1
     done
   else
     # shellcheck disable=SC2086

@@ -15,7 +15,8 @@
 #            prompts in one batch) against transformers bf16 and f32, per backend.
 #   streams  64 concurrent greedy streams through the engine, each equal to its solo run
 #            (f32: must all be equal; bf16: reported).
-#   serve    when `tealight serve` answers /health: 64 concurrent HTTP streams vs solo.
+#   serve    `tealight serve --dtype f32` (the batch-invariant case, as in streams): 64 concurrent
+#            HTTP completions vs solo, all identical; a server that never answers /health fails.
 # Environment: TEALIGHT_BIN (binary), TEALIGHT_GPU_WORK (scratch, default /tmp/tealight-gpu),
 # BACKENDS (default "generic cuda"), SHAPES (default "0.6b 4b"), PYTHON. Logs go to
 # $OUT/check.log when $OUT is set. DEVICE=cpu BACKENDS="generic cpu" SHAPES=tiny runs the same
@@ -129,13 +130,21 @@ stage_serve() {
   ckpt="$(checkpoint "$STREAM_SHAPE")" || { record serve FAIL "no checkpoint"; return; }
   for backend in $BACKENDS; do
     log "== serve: attention $backend"
+    # f32: 64 concurrent streams must equal their solo runs only where the batch shape cannot
+    # change the rounding (bf16 cuBLAS GEMMs of different M need not agree; see streams).
     "$TL" serve --model "$ckpt" --served-model-name qwen3-check --port "$port" --device "$DEVICE" \
-      --attention-backend "$backend" --enforce-eager >"$WORK/serve-$backend.log" 2>&1 &
+      --dtype f32 --attention-backend "$backend" --enforce-eager >"$WORK/serve-$backend.log" 2>&1 &
     pid=$!
     if ! "$PY" "$HERE/serve_client.py" wait --base "http://127.0.0.1:$port" --timeout 180 --pid "$pid"; then
       kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
       tail -5 "$WORK/serve-$backend.log"
-      record "serve streams $backend" SKIP "tealight serve did not answer /health"
+      record "serve streams $backend" FAIL "tealight serve did not answer /health"
+      continue
+    fi
+    if ! "$PY" "$HERE/first_contact.py" device --base "http://127.0.0.1:$port" --want "$DEVICE" \
+      --out "$WORK/device-$backend.json"; then
+      kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+      record "serve streams $backend" FAIL "the server does not run on $DEVICE"
       continue
     fi
     if "$PY" "$HERE/serve_client.py" streams --base "http://127.0.0.1:$port" --model qwen3-check \

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def connection(base):
+def connection(base, timeout=600):
     u = urllib.parse.urlparse(base)
-    return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=600), u.path.rstrip("/")
+    return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout), u.path.rstrip("/")
 
 
 def alive(pid):
@@ -47,7 +47,9 @@ def wait(args):
     deadline = time.time() + args.timeout
     while time.time() < deadline and alive(args.pid):
         try:
-            conn, _ = connection(args.base)
+            # A short timeout per probe: a server that accepts but never answers must not hold
+            # the wait past its deadline.
+            conn, _ = connection(args.base, timeout=max(0.5, min(5.0, deadline - time.time())))
             conn.request("GET", "/health")
             status = conn.getresponse().status
             conn.close()

@@ -31,6 +31,7 @@ pub struct HttpMetrics {
     kv_usage: Gauge,
     prefix_hit_rate: Gauge,
     cache_config: IntGaugeVec,
+    device_info: IntGaugeVec,
 }
 
 impl HttpMetrics {
@@ -62,11 +63,21 @@ impl HttpMetrics {
             &["block_size", "num_gpu_blocks"],
         )
         .expect("valid gauge vec");
+        // Scripts check where the model really runs (`--device auto` may fall back to the CPU).
+        let device_info = IntGaugeVec::new(
+            Opts::new(
+                "tealight:device_info",
+                "The device the model runs on and the attention backend, in the labels (always 1).",
+            ),
+            &["device", "attention_backend"],
+        )
+        .expect("valid gauge vec");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(kv_usage.clone()),
             Box::new(prefix_hit_rate.clone()),
             Box::new(cache_config.clone()),
+            Box::new(device_info.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -76,6 +87,7 @@ impl HttpMetrics {
             kv_usage,
             prefix_hit_rate,
             cache_config,
+            device_info,
         }
     }
 
@@ -96,6 +108,9 @@ impl HttpMetrics {
                 info.block_size.to_string().as_str(),
                 info.num_blocks.to_string().as_str(),
             ])
+            .set(1);
+        self.device_info
+            .with_label_values(&[info.device.as_str(), info.attention_backend.as_str()])
             .set(1);
     }
 }

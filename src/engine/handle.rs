@@ -35,6 +35,10 @@ pub struct EngineInfo {
     pub num_blocks: usize,
     pub block_size: usize,
     pub eos_ids: Vec<u32>,
+    /// Where the model runs, as `cpu` or `cuda:N` ([`crate::device::describe`]).
+    pub device: String,
+    /// The attention backend `auto` resolved to.
+    pub attention_backend: String,
 }
 
 pub struct EngineHandle {
@@ -130,6 +134,8 @@ impl EngineHandle {
             num_blocks: config.num_blocks,
             block_size: config.block_size,
             eos_ids: eos_ids.clone(),
+            device: crate::device::describe(model.device()),
+            attention_backend: format!("{:?}", config.attention_backend).to_lowercase(),
         };
         // Built once here (a trie over the whole vocabulary) and shared by every request.
         let built = Instant::now();

@@ -106,10 +106,31 @@ pub fn gpu_breakdown(
     })
 }
 
-/// How many blocks of `block_size` tokens fit in `bytes` (at least one).
+/// The most elements one layer's K (or V) tensor may hold. candle's `index_select` and
+/// `scatter_set` kernels compute element offsets in 32 bits: a larger tensor would gather
+/// wrong rows silently (the pool hands out its highest block ids first).
+pub const MAX_LAYER_KV_ELEMENTS: usize = u32::MAX as usize;
+
+/// The most blocks a pool may have so that every per-layer K/V tensor (`[blocks × block_size,
+/// kv_heads, head_dim]`) stays within [`MAX_LAYER_KV_ELEMENTS`].
+pub fn max_blocks_for_offsets(cfg: &Qwen3Config, block_size: usize) -> usize {
+    let per_block = block_size.max(1) * cfg.num_key_value_heads * cfg.head_dim;
+    (MAX_LAYER_KV_ELEMENTS / per_block.max(1)).max(1)
+}
+
+/// How many blocks of `block_size` tokens fit in `bytes` (at least one, and never more than
+/// [`max_blocks_for_offsets`] allows).
 pub fn blocks_in(bytes: usize, cfg: &Qwen3Config, dtype_size: usize, block_size: usize) -> usize {
     let per_block = cfg.kv_bytes_per_token(dtype_size) * block_size.max(1);
-    (bytes / per_block.max(1)).max(1)
+    let fit = (bytes / per_block.max(1)).max(1);
+    let cap = max_blocks_for_offsets(cfg, block_size);
+    if fit > cap {
+        tracing::info!(
+            "KV pool capped at {cap} blocks (the budget holds {fit}): one layer's K/V tensor must \
+             stay below 2^32 elements for 32-bit gather offsets"
+        );
+    }
+    fit.min(cap)
 }
 
 #[cfg(test)]
@@ -173,5 +194,36 @@ mod tests {
         let per_token = cfg.kv_bytes_per_token(4);
         assert_eq!(blocks_in(per_token * 16 * 10 + 1, &cfg, 4, 16), 10);
         assert_eq!(blocks_in(1, &cfg, 4, 16), 1);
+    }
+
+    /// The embedded tiny model on an 80 GB card would get ~8.8 G elements a layer: the pool is
+    /// cut so that every per-layer K/V tensor stays addressable with 32-bit offsets, while real
+    /// models on real cards are untouched.
+    #[test]
+    fn the_pool_keeps_each_layer_below_32_bit_offsets() {
+        let cfg = tiny(); // 2 KV heads
+        let per_layer = |blocks: usize, block: usize| blocks * block * 2 * cfg.head_dim;
+        for block in [1, 16, 32, 128] {
+            let blocks = blocks_in(72 * GIB * 1000, &cfg, 2, block);
+            assert_eq!(blocks, max_blocks_for_offsets(&cfg, block));
+            assert!(per_layer(blocks, block) <= MAX_LAYER_KV_ELEMENTS, "{block}");
+            // The cap is tight: one block more would pass the limit.
+            assert!(
+                per_layer(blocks + 1, block) > MAX_LAYER_KV_ELEMENTS,
+                "{block}"
+            );
+        }
+        // Qwen3-4B (8 KV heads × 128) in bf16 on an H200: ~115 GiB of KV is ~780 k tokens, far
+        // below the cap of ~4.2 M tokens.
+        let qwen3_4b = Qwen3Config::from_json(
+            r#"{"architectures":["Qwen3ForCausalLM"],"vocab_size":151936,"hidden_size":2560,
+            "intermediate_size":9728,"num_hidden_layers":36,"num_attention_heads":32,
+            "num_key_value_heads":8,"head_dim":128,"max_position_embeddings":40960,
+            "rms_norm_eps":1e-6}"#,
+        )
+        .unwrap();
+        let bytes = 115 * GIB;
+        let uncapped = bytes / (qwen3_4b.kv_bytes_per_token(2) * 16);
+        assert_eq!(blocks_in(bytes, &qwen3_4b, 2, 16), uncapped);
     }
 }

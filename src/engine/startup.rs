@@ -6,12 +6,22 @@
 //! Both run the real forward and the real sampler on dummy batches. Their block tables point at
 //! a few blocks over and over (the contents are garbage and never read back), so a step of any
 //! context length fits a pool of a handful of blocks.
+//!
+//! With the generic attention backend the profiling step runs at a shorter context than the
+//! limit ([`ProfilePlan`]): its problems' scores are capped by the tile budget, not by the
+//! context, so a context at which the largest problem already fills the budget has nearly the
+//! same peak at a fraction of the work (Qwen3-0.6B in bf16, 8,192 tokens × 256 sequences at
+//! context 40,960: 163 problems a layer; at the context chosen, 8,704: 34). What does grow with the
+//! context — one prefill tile's gathered K/V, and the index tensors a step keeps alive — is
+//! added to the measurement by arithmetic ([`footprint`]).
 
 use candle_core::DType;
 
 use crate::batch::{BatchInput, SequenceChunk};
 use crate::device::PeakMemory;
 use crate::error::Result;
+use crate::model::attention::generic::TileBudget;
+use crate::model::attention::generic::plan::footprint;
 use crate::model::{AttentionBackend, KvCache, Qwen3Config, Qwen3Model};
 use crate::sampling::{Sampler, SamplingParams, SequenceSampler};
 
@@ -35,6 +45,8 @@ pub struct ActivationProfile {
     pub measured: Option<usize>,
     /// [`estimate_activation_bytes`] for the same step: the floor the measurement must clear.
     pub estimate: usize,
+    /// The context the step ran at ([`ProfilePlan`]).
+    pub profiled_context: usize,
 }
 
 impl ActivationProfile {
@@ -48,12 +60,22 @@ impl ActivationProfile {
 /// tokens, every row asking for logits (the sampler's `[rows, vocab]` temporaries are part of
 /// the peak), every block table cycling over `blocks` scratch blocks.
 pub fn dummy_batch(shape: StepShape, block_size: usize, blocks: usize, vocab: usize) -> BatchInput {
-    let rows = shape.rows.clamp(1, shape.tokens.max(1));
-    let chunk_tokens = shape.tokens.max(rows) - (rows - 1);
-    let context = shape.context.max(chunk_tokens);
+    let (_, _, context) = layout(shape);
     let table: Vec<u32> = (0..context.div_ceil(block_size))
         .map(|i| (i % blocks.max(1)) as u32)
         .collect();
+    batch_of(shape, table, vocab)
+}
+
+/// The dummy batch's rows, its last chunk's tokens and every row's context.
+fn layout(shape: StepShape) -> (usize, usize, usize) {
+    let rows = shape.rows.clamp(1, shape.tokens.max(1));
+    let chunk_tokens = shape.tokens.max(rows) - (rows - 1);
+    (rows, chunk_tokens, shape.context.max(chunk_tokens))
+}
+
+fn batch_of(shape: StepShape, table: Vec<u32>, vocab: usize) -> BatchInput {
+    let (rows, chunk_tokens, context) = layout(shape);
     let mut batch = BatchInput::default();
     for row in 0..rows {
         let fed = if row + 1 == rows { chunk_tokens } else { 1 };
@@ -81,17 +103,79 @@ pub fn profile_activations(
 ) -> Result<ActivationProfile> {
     let cfg = model.config();
     let estimate = estimate_activation_bytes(cfg, model.dtype(), shape);
+    let plan = ProfilePlan::new(cfg, backend, model.dtype().size_in_bytes(), shape);
     let device = model.device();
     let peak = PeakMemory::start(device);
     {
         let scratch = KvCache::new(cfg, SCRATCH_BLOCKS, block_size, model.dtype(), device)?;
-        let batch = dummy_batch(shape, block_size, SCRATCH_BLOCKS, cfg.vocab_size);
+        let batch = dummy_batch(plan.run, block_size, SCRATCH_BLOCKS, cfg.vocab_size);
         let logits = model.forward(&batch, &scratch, backend)?;
         sample_like_a_busy_server(sampler, &logits, batch.chunks.len())?;
         device.synchronize()?;
     }
-    let measured = peak.finish(device);
-    Ok(ActivationProfile { measured, estimate })
+    let measured = peak.finish(device).map(|m| m + plan.extra);
+    Ok(ActivationProfile {
+        measured,
+        estimate,
+        profiled_context: plan.run.context,
+    })
+}
+
+/// The step the profiling runs, and what must be added to its measurement to stand for `shape`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfilePlan {
+    pub run: StepShape,
+    /// Bytes `shape`'s step holds beyond `run`'s: the growth of its largest attention problem
+    /// and of the index tensors kept for the step.
+    pub extra: usize,
+}
+
+impl ProfilePlan {
+    /// Candidate contexts are tried in steps of this many tokens.
+    const STEP: usize = 256;
+
+    /// For the generic backend, the shortest context (from the chunk's length up, in steps of
+    /// [`Self::STEP`]) whose largest attention problem holds at least 7/8 of the temporaries of
+    /// the largest at `shape.context` under the default tile budget (the measured part stays
+    /// the bulk; the rest is added). Other backends run `shape`.
+    pub fn new(
+        cfg: &Qwen3Config,
+        backend: AttentionBackend,
+        dtype_size: usize,
+        shape: StepShape,
+    ) -> Self {
+        let full = Self {
+            run: shape,
+            extra: 0,
+        };
+        if backend != AttentionBackend::Generic {
+            return full;
+        }
+        let dims = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
+        let at = |context: usize| {
+            let shape = StepShape { context, ..shape };
+            let batch = batch_of(shape, Vec::new(), 1);
+            footprint(&batch, dims, dtype_size, TileBudget::default())
+        };
+        let (_, chunk_tokens, limit) = layout(shape);
+        let want = at(limit);
+        let first = chunk_tokens.div_ceil(Self::STEP) * Self::STEP;
+        for context in (first..limit).step_by(Self::STEP) {
+            let got = at(context);
+            if got.largest_problem * 8 >= want.largest_problem * 7 {
+                return Self {
+                    run: StepShape { context, ..shape },
+                    extra: want.largest_problem.saturating_sub(got.largest_problem)
+                        + want.index.saturating_sub(got.index),
+                };
+            }
+        }
+        full
+    }
 }
 
 /// A warm-up step on `cache`: one short prefill chunk and one decode, sampled greedily and with
@@ -193,6 +277,181 @@ mod tests {
         );
         assert_eq!((batch.num_tokens(), batch.chunks.len()), (4, 4));
         batch.validate(16, 8).unwrap();
+    }
+
+    fn qwen3(hidden: usize, inter: usize, layers: usize, heads: usize) -> Qwen3Config {
+        Qwen3Config::from_json(&format!(
+            r#"{{"architectures":["Qwen3ForCausalLM"],"vocab_size":151936,"hidden_size":{hidden},
+            "intermediate_size":{inter},"num_hidden_layers":{layers},"num_attention_heads":{heads},
+            "num_key_value_heads":8,"head_dim":128,"max_position_embeddings":40960,
+            "rms_norm_eps":1e-6}}"#
+        ))
+        .unwrap()
+    }
+
+    /// The GPU defaults' largest step: 8,192 tokens, 256 sequences, the full context.
+    const GPU_STEP: StepShape = StepShape {
+        tokens: 8192,
+        rows: 256,
+        context: 40960,
+    };
+
+    /// At the Qwen3 shapes the generic backend's profile runs at a fraction of the context, with
+    /// a largest problem at least as large as the full context's, and the difference in index
+    /// tensors added; other backends profile the step as it is.
+    #[test]
+    fn the_profile_runs_a_shorter_context_and_adds_what_grows_with_it() {
+        for cfg in [qwen3(1024, 3072, 28, 16), qwen3(2560, 9728, 36, 32)] {
+            let dims = (
+                cfg.num_attention_heads,
+                cfg.num_key_value_heads,
+                cfg.head_dim,
+            );
+            let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
+            let at = |context| {
+                let shape = StepShape {
+                    context,
+                    ..GPU_STEP
+                };
+                let batch = dummy_batch(shape, 16, 8, 1000);
+                footprint(&batch, dims, 2, TileBudget::default())
+            };
+            let (full, run) = (at(40960), at(plan.run.context));
+            assert!(plan.run.context <= 40960 / 4, "{plan:?}");
+            assert_eq!((plan.run.tokens, plan.run.rows), (8192, 256));
+            // Most of the largest problem is measured; with what is added, the profile stands
+            // for at least the full step's largest problem and index tensors.
+            assert!(
+                run.largest_problem * 8 >= full.largest_problem * 7,
+                "{run:?} {full:?}"
+            );
+            assert_eq!(
+                run.largest_problem + run.index + plan.extra,
+                full.largest_problem.max(run.largest_problem) + full.index
+            );
+            assert!(plan.extra > 100 << 20, "{plan:?}");
+            // The work: attention problems over their keys, a fifth or less of the full step's.
+            let work = |context| {
+                let shape = StepShape {
+                    context,
+                    ..GPU_STEP
+                };
+                let batch = dummy_batch(shape, 16, 8, 1000);
+                crate::model::attention::generic::plan::plan(
+                    &batch,
+                    dims.0,
+                    1024,
+                    TileBudget::default(),
+                )
+                .len()
+            };
+            assert!(work(plan.run.context) * 4 < work(40960), "{plan:?}");
+            for backend in [AttentionBackend::Cuda, AttentionBackend::Cpu] {
+                let plan = ProfilePlan::new(&cfg, backend, 2, GPU_STEP);
+                assert_eq!((plan.run, plan.extra), (GPU_STEP, 0));
+            }
+        }
+        // A short limit: nothing shorter to run.
+        let cfg = qwen3(1024, 3072, 28, 16);
+        let short = StepShape {
+            context: 8192,
+            ..GPU_STEP
+        };
+        let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, short);
+        assert_eq!(plan.run, short);
+    }
+
+    /// The cost of the profiling step's attention on the CPU: one layer of the Qwen3-0.6B shape
+    /// at the GPU defaults' largest step, the generic backend, the context the GPU (bf16) plan
+    /// picks, or `PROFILE_CONTEXT`; computed in f32 (the CPU has no fast bf16 matmul). Every
+    /// decode group and every `PROFILE_SAMPLE`-th tile (default 8) run for real; the layer's
+    /// cost is their time scaled to all problems:
+    /// `cargo test --lib profiling_attention_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: minutes on two cores"]
+    fn profiling_attention_cost() {
+        use crate::model::attention::generic::GenericAttend;
+        use crate::model::attention::generic::plan::{Problem, plan as plan_of};
+        use crate::model::kv_cache::LayerKv;
+        use candle_core::{Device, Tensor};
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let cfg = qwen3(1024, 3072, 28, 16);
+        let plan = ProfilePlan::new(&cfg, AttentionBackend::Generic, 2, GPU_STEP);
+        let context = env("PROFILE_CONTEXT").unwrap_or(plan.run.context);
+        let sample = env("PROFILE_SAMPLE").unwrap_or(8).max(1);
+        let shape = StepShape {
+            context,
+            ..GPU_STEP
+        };
+        let device = Device::Cpu;
+        let batch = dummy_batch(shape, 16, SCRATCH_BLOCKS, 1000);
+        let (heads, kv_heads, d) = (16, 8, 128);
+        let rand = |shape: (usize, usize, usize)| Tensor::randn(0f32, 1.0, shape, &device).unwrap();
+        let slots = SCRATCH_BLOCKS * 16;
+        let cache = LayerKv {
+            k: rand((slots, kv_heads, d)),
+            v: rand((slots, kv_heads, d)),
+        };
+        let problems = plan_of(&batch, heads, kv_heads * d, TileBudget::default());
+        let tiles = problems
+            .iter()
+            .filter(|p| matches!(p, Problem::Tile { .. }))
+            .count();
+        let groups = problems.len() - tiles;
+        // Seconds and count of the problems run, per kind (0: decode groups, 1: tiles).
+        let (mut spent, mut run) = ([0.0f64; 2], [0usize; 2]);
+        let mut seen = [0usize; 2];
+        for problem in &problems {
+            let kind = usize::from(matches!(problem, Problem::Tile { .. }));
+            seen[kind] += 1;
+            if (seen[kind] - 1) % sample != 0 {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match problem {
+                Problem::Decodes(members) => {
+                    let chunks: Vec<_> = members.iter().map(|&i| &batch.chunks[i]).collect();
+                    let attend = GenericAttend::decodes(&chunks, 16, &device).unwrap();
+                    attend
+                        .forward(&rand((members.len(), heads, d)), &cache, 0.088)
+                        .unwrap();
+                }
+                Problem::Tile { chunk, start, len } => {
+                    let chunk = &batch.chunks[*chunk];
+                    let attend = GenericAttend::tile(chunk, *start, *len, 16, &device).unwrap();
+                    attend
+                        .forward(&rand((*len, heads, d)), &cache, 0.088)
+                        .unwrap();
+                }
+            }
+            spent[kind] += started.elapsed().as_secs_f64();
+            run[kind] += 1;
+        }
+        let scaled = |kind: usize, all: usize| spent[kind] * all as f64 / run[kind].max(1) as f64;
+        let (decode_s, tile_s) = (scaled(0, groups), scaled(1, tiles));
+        let layer = decode_s + tile_s;
+        let at = footprint(&batch, (heads, kv_heads, d), 2, TileBudget::default());
+        println!(
+            "profiling attention at context {context}: {} problems a layer ({groups} decode \
+             groups: {decode_s:.1} s from {} run; {tiles} tiles: {tile_s:.1} s from {} run): \
+             {layer:.1} s a layer, {:.0} s for 28 layers; bf16 model: largest problem {:.1} MiB, \
+             index tensors {:.1} MiB{}",
+            problems.len(),
+            run[0],
+            run[1],
+            28.0 * layer,
+            at.largest_problem as f64 / 1048576.0,
+            at.index as f64 / 1048576.0,
+            if context == plan.run.context {
+                format!(", {:.1} MiB added", plan.extra as f64 / 1048576.0)
+            } else {
+                String::new()
+            }
+        );
     }
 
     #[test]

@@ -128,6 +128,12 @@ impl QuantizedWeight {
 pub struct CandleQuantized {
     matmul: QMatMul,
     qtensor: Arc<QTensor>,
+    /// `(type, rows, cols)` of the weight.
+    format: (GgmlType, usize, usize),
+    /// Off the CPU: the weight's blocks on the host, copied at the first row lookup (only the
+    /// tied embedding ever has one), so lookups dequantize a few rows on the host instead of
+    /// loading candle's quantized CUDA module for them.
+    host: std::sync::OnceLock<QuantizedWeight>,
 }
 
 impl CandleQuantized {
@@ -136,6 +142,8 @@ impl CandleQuantized {
         Ok(Self {
             matmul: QMatMul::from_arc(qtensor.clone())?,
             qtensor,
+            format: (weight.dtype, weight.rows, weight.cols),
+            host: std::sync::OnceLock::new(),
         })
     }
 
@@ -151,8 +159,24 @@ impl CandleQuantized {
         self.matmul.forward(&x.contiguous()?)?.to_dtype(dtype)
     }
 
-    /// Rows `ids` of the weight (the tied-embedding lookup), `[n, in]` f32.
+    /// Rows `ids` of the weight (the tied-embedding lookup), `[n, in]` f32 on the weight's
+    /// device.
     pub fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        self.qtensor.embedding(ids)
+        let device = self.qtensor.device();
+        if device.is_cpu() {
+            return self.qtensor.embedding(ids);
+        }
+        let host = match self.host.get() {
+            Some(host) => host,
+            None => {
+                let (dtype, rows, cols) = self.format;
+                let bytes = self.qtensor.data()?.into_owned();
+                let weight = QuantizedWeight::new(dtype, rows, cols, bytes)
+                    .map_err(candle_core::Error::Msg)?;
+                self.host.get_or_init(|| weight)
+            }
+        };
+        let ids = ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?;
+        host.dequantize_rows(&ids)?.to_device(&device)
     }
 }

@@ -126,7 +126,7 @@ fn profiled_kv_bytes(
     tracing::info!(
         "GPU memory: {} total, budget {} (--gpu-memory-utilization {fraction}); weights and \
          context {}; activation peak {} ({}, step of {} tokens × {} sequences at context {}, \
-         profiled in {:.2} s); reserve {}; KV cache {}",
+         profiled at context {} in {:.2} s); reserve {}; KV cache {}",
         gib(b.total),
         gib(b.budget),
         gib(b.in_use),
@@ -138,6 +138,7 @@ fn profiled_kv_bytes(
         shape.tokens,
         shape.rows,
         shape.context,
+        profile.profiled_context,
         started.elapsed().as_secs_f64(),
         gib(b.reserve),
         gib(b.kv),

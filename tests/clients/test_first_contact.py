@@ -1,6 +1,7 @@
 """scripts/gpu/first-contact.sh rehearsed on the CPU build (`--smoke`): every stage runs on the
 embedded tiny model except the ones that need torch, which say so; a stage that runs and fails is
-reported FAIL, never SKIP."""
+reported FAIL, never SKIP; a server on the wrong device, a failed setup and a server that never
+comes up are reported at once; the budgets fit the device run."""
 
 import json
 import os
@@ -19,9 +20,9 @@ def has_torch():
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
-def smoke(tmp_path, binary=BINARY, stages=None):
+def smoke(tmp_path, binary=BINARY, stages=None, **extra_env):
     env = dict(os.environ, OUT=str(tmp_path / "out"), TEALIGHT_GPU_WORK=str(tmp_path / "work"),
-               TEALIGHT_BIN=str(binary), PYTHON=sys.executable)
+               TEALIGHT_BIN=str(binary), PYTHON=sys.executable, **extra_env)
     if stages:
         env["STAGES"] = stages
     proc = subprocess.run(["bash", str(SCRIPT), "--smoke"], env=env, capture_output=True, text=True,
@@ -30,13 +31,25 @@ def smoke(tmp_path, binary=BINARY, stages=None):
     return proc, summary, {s["stage"]: s for s in summary["stages"]}
 
 
+def fake_binary(tmp_path, script):
+    """A tealight that runs `script` (sh) first and otherwise is the real binary."""
+    fake = tmp_path / "tealight"
+    fake.write_text(f'#!/bin/sh\n{script}\nexec "{BINARY}" "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake
+
+
 def test_smoke_runs_every_stage_it_can(tmp_path):
     proc, summary, stages = smoke(tmp_path)
     log = proc.stdout + proc.stderr
     assert summary["mode"] == "smoke" and summary["device"] == "cpu"
-    assert list(stages) == ["a", "b", "c", "d", "e", "f"], log
-    for stage in "acdef":
+    assert list(stages) == ["setup", "a", "b", "c", "d", "e", "f"], log
+    for stage in ["setup", *"acdef"]:
         assert stages[stage]["status"] == "PASS", (stages[stage], log[-3000:])
+    # The pre-flight ran every check on the device (here the CPU) during the setup.
+    assert "pre-flight all ok" in stages["setup"]["detail"], stages["setup"]
+    assert summary["verdict"] == ("PASS" if has_torch() else "INCOMPLETE"), summary["verdict"]
+    assert summary["other_stages"] == {"f": "PASS"}
     if has_torch():
         assert stages["b"]["status"] == "PASS", (stages["b"], log[-3000:])
     else:
@@ -46,6 +59,9 @@ def test_smoke_runs_every_stage_it_can(tmp_path):
     a = stages["a"]["metrics"]
     assert a["ready_s"] >= 0 and a["chat"]["completion_tokens"] >= 1
     assert a["stream"]["finish_reason"] in ("stop", "length") and a["problems"] == []
+    # The server's own report of its device, and the start-up log line.
+    assert a["served_device"]["device"] == "cpu" and a["served_device"]["ok"] is True, a
+    assert "device: cpu" in (tmp_path / "out" / "serve-a.log").read_text()
     bench = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert [lv["max_concurrency"] for lv in bench["levels"]] == [1, 4]
     assert all(lv["failed"] == 0 and lv["completed"] == lv["num_prompts"] for lv in bench["levels"])
@@ -62,15 +78,72 @@ def test_smoke_runs_every_stage_it_can(tmp_path):
 
 
 def test_a_stage_that_runs_and_fails_is_a_fail(tmp_path):
-    # A binary whose `debug` subcommands fail: the kernels and streams stages run and must fail.
-    fake = tmp_path / "tealight"
-    fake.write_text(f'#!/bin/sh\nif [ "$1" = debug ]; then echo "broken" >&2; exit 3; fi\nexec "{BINARY}" "$@"\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    # A binary whose kernel and stream checks fail: those stages run and must fail.
+    fake = fake_binary(tmp_path, 'case "$2" in kernels|streams) echo "broken" >&2; exit 3;; esac')
     proc, summary, stages = smoke(tmp_path, binary=fake, stages="c e")
     assert stages["c"]["status"] == "FAIL" and stages["e"]["status"] == "FAIL"
-    assert set(stages) == {"c", "e"}
-    assert summary["failed"] == 2
+    assert set(stages) == {"setup", "c", "e"}
+    assert summary["failed"] == 2 and summary["verdict"] == "FAIL"
     assert proc.returncode != 0
+
+
+def test_a_server_on_another_device_fails_stage_a(tmp_path):
+    # What a GPU run sees when `--device auto` falls back to the CPU: the server answers and
+    # generates, but its own report names the CPU. Here the CPU server is held to `cuda`.
+    proc, summary, stages = smoke(tmp_path, stages="a", WANT_DEVICE="cuda")
+    log = proc.stdout + proc.stderr
+    assert stages["a"]["status"] == "FAIL", (stages["a"], log[-3000:])
+    assert "runs on cpu, not cuda" in stages["a"]["detail"], stages["a"]
+    assert stages["a"]["metrics"]["served_device"]["device"] == "cpu"
+    assert proc.returncode != 0
+
+
+def test_a_failed_setup_is_a_fail_row_and_a_non_zero_exit(tmp_path):
+    # A binary that does not start (as one linked against missing CUDA libraries would not).
+    fake = fake_binary(tmp_path, 'if [ "$1" = --version ]; then echo "cannot open libcublas.so.13" >&2; exit 127; fi')
+    proc, summary, stages = smoke(tmp_path, binary=fake)
+    log = proc.stdout + proc.stderr
+    assert stages["setup"]["status"] == "FAIL", (stages, log[-3000:])
+    assert "--version exited 127" in stages["setup"]["detail"], stages["setup"]
+    assert all(stages[s]["status"] == "SKIP" for s in "abcdef"), stages
+    assert summary["verdict"] == "FAIL"
+    assert proc.returncode != 0
+    # A pre-flight that fails is a failed setup too, reported with the failing check.
+    fake = fake_binary(tmp_path, 'if [ "$2" = preflight ]; then echo "preflight matmul-bf16 failed: CUDA_ERROR_NO_DEVICE"; exit 1; fi')
+    proc, summary, stages = smoke(tmp_path, binary=fake, stages="a")
+    assert stages["setup"]["status"] == "FAIL" and "matmul-bf16" in stages["setup"]["detail"], stages
+    assert stages["a"]["status"] == "SKIP" and proc.returncode != 0
+
+
+def test_an_unreachable_server_fails_a_and_skips_d_at_once(tmp_path):
+    fake = fake_binary(tmp_path, 'if [ "$1" = serve ]; then echo "CUDA_ERROR_OUT_OF_MEMORY" >&2; exit 1; fi')
+    proc, summary, stages = smoke(tmp_path, binary=fake, stages="a d")
+    log = proc.stdout + proc.stderr
+    assert stages["a"]["status"] == "FAIL", (stages["a"], log[-3000:])
+    assert stages["d"]["status"] == "SKIP" and stages["d"]["seconds"] == 0, stages["d"]
+    assert "never answered /health" in stages["d"]["detail"]
+    assert stages["a"]["seconds"] < 20, stages["a"]  # the wait ends when the server exits
+    assert proc.returncode != 0
+
+
+def test_the_budgets_fit_the_device_run(tmp_path):
+    # Setup as measured here (binary checks, the pre-flight) within its budget, and setup + the
+    # a-e budgets + the reserve within 8 minutes: the one run leaves the rest of the machine's
+    # 15 minutes for its start-up and the follow-up.
+    proc, summary, stages = smoke(tmp_path, stages="a")
+    assert stages["setup"]["status"] == "PASS", (stages, proc.stdout[-2000:])
+    measured_setup = stages["setup"]["seconds"]
+    assert measured_setup <= summary["setup_budget_s"], summary
+    budgets = summary["budgets_s"]
+    core = sum(budgets[s] for s in "abcde")
+    assert summary["setup_budget_s"] + core + summary["reserve_s"] <= 480, summary
+    assert measured_setup + core + summary["reserve_s"] <= 480
+    assert summary["deadline_s"] <= 480
+    # Stage a's measured start-up on the CPU fits its budget many times over.
+    assert stages["a"]["metrics"]["ready_s"] < budgets["a"] / 4, stages["a"]
+    # Stage f runs only with its real need left, and is reported beside the verdict.
+    script = SCRIPT.read_text()
+    assert "[f]=100" in script
 
 
 def test_compare_devices_fails_beyond_the_quantization_noise(tmp_path):

@@ -27,7 +27,9 @@ pub fn run(args: GgufArgs) -> Result<()> {
             args.plan
         ))
     })?;
-    write_gguf(&args.model, &args.out, plan)?;
+    // The embedded model's weights are made on first use, here as in every loader.
+    let model = crate::model::embedded::ensure_weights(&args.model)?;
+    write_gguf(&model, &args.out, plan)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())
 }

@@ -8,6 +8,7 @@
 //!   timing the attention backends.
 //! - `debug streams`: N concurrent greedy streams through the engine, each compared with its
 //!   solo run.
+//! - `debug preflight`: a few seconds of candle's kernels on a fresh GPU ([`preflight`]).
 
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 mod gguf;
 pub mod kernel_check;
 mod npy;
+mod preflight;
 
 use crate::model::ModelSource;
 use crate::model::loader::{DtypeChoice, Quantization, load_source};
@@ -44,6 +46,8 @@ pub enum DebugCommand {
     Streams(StreamsArgs),
     /// Writes a checkpoint directory as one GGUF file (tests, fixtures, benchmarks).
     Gguf(gguf::GgufArgs),
+    /// Opens the device and runs each kind of kernel once against the CPU; fails fast.
+    Preflight(preflight::PreflightArgs),
 }
 
 /// Model, device and backend flags shared by the subcommands that load a model.
@@ -133,6 +137,7 @@ pub fn run(args: DebugArgs) -> Result<()> {
         DebugCommand::Kernels(a) => kernels(a),
         DebugCommand::Streams(a) => streams(a),
         DebugCommand::Gguf(a) => gguf::run(a),
+        DebugCommand::Preflight(a) => preflight::run(a),
     }
 }
 

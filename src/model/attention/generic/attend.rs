@@ -31,12 +31,26 @@ pub struct GenericAttend {
 
 /// Which keys each query row sees: key `j` is visible to row `r` iff `j <= last[r]`.
 struct Visibility {
-    /// `[b, 1, 1, mq, 1]` u32.
+    /// `[b, 1, mq, 1]` u32.
     last: Tensor,
-    /// `[1, 1, 1, 1, mk]` u32: `0..mk`.
+    /// `[1, 1, 1, mk]` u32: `0..mk`.
     positions: Tensor,
-    /// `[1, 1, 1, 1, 1]` f32 `-inf`.
-    hidden: Tensor,
+}
+
+/// Added to a hidden key's score: `exp` of it (less the row's maximum) is exactly 0, as for
+/// `-inf`, while `0 · HIDDEN` stays 0 where `0 · -inf` would be NaN.
+const HIDDEN: f64 = f32::MIN as f64;
+
+impl Visibility {
+    /// `[b, 1, mq, mk]` f32: 0 where the key is visible, [`HIDDEN`] where not. Made per call
+    /// (a `heads`-th of the scores' size), so a step keeps no mask alive between layers.
+    fn bias(&self) -> Result<Tensor> {
+        Ok(self
+            .positions
+            .broadcast_gt(&self.last)?
+            .to_dtype(DType::F32)?
+            .affine(HIDDEN, 0.0)?)
+    }
 }
 
 impl GenericAttend {
@@ -81,9 +95,8 @@ impl GenericAttend {
     ) -> Result<Self> {
         let mask = match last {
             Some(last) => Some(Visibility {
-                last: Tensor::from_vec(last, (b, 1, 1, mq, 1), device)?,
-                positions: Tensor::arange(0u32, mk as u32, device)?.reshape((1, 1, 1, 1, mk))?,
-                hidden: Tensor::full(f32::NEG_INFINITY, (1, 1, 1, 1, 1), device)?,
+                last: Tensor::from_vec(last, (b, 1, mq, 1), device)?,
+                positions: Tensor::arange(0u32, mk as u32, device)?.reshape((1, 1, 1, mk))?,
             }),
             None => None,
         };
@@ -159,11 +172,11 @@ impl GenericAttend {
         };
         scores = scores.affine(scale, 0.0)?;
         if let Some(mask) = &self.mask {
-            let shape = (b, kv_heads, group, mq, mk);
-            let visible = mask.positions.broadcast_le(&mask.last)?;
-            scores = visible
-                .broadcast_as(shape)?
-                .where_cond(&scores.reshape(shape)?, &mask.hidden.broadcast_as(shape)?)?;
+            // One additive bias over `[b, kv_heads · group, mq, mk]` (a binary op whose inner
+            // `mq · mk` run is contiguous) instead of a three-input strided select.
+            scores = scores
+                .reshape((b, kv_heads * group, mq, mk))?
+                .broadcast_add(&mask.bias()?)?;
         }
         scores = candle_nn::ops::softmax_last_dim(&scores)?;
         let probs = scores

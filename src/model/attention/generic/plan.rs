@@ -103,6 +103,49 @@ pub fn plan(batch: &BatchInput, heads: usize, kv_row: usize, budget: TileBudget)
     problems
 }
 
+/// What a step's problems hold in memory, in bytes: the largest problem's temporaries (the
+/// gathered K or V in the compute dtype, and its scores: two f32 copies and one in the compute
+/// dtype alive at once) and the index tensors every problem keeps for the whole step (slots,
+/// gather rows, mask rows; u32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    pub largest_problem: usize,
+    pub index: usize,
+}
+
+/// [`Footprint`] of `batch` under `budget`, for `heads` query heads over `kv_heads × head_dim`
+/// K/V rows with `dtype_size`-byte elements. Host arithmetic only: sizes the profiling step.
+pub fn footprint(
+    batch: &BatchInput,
+    (heads, kv_heads, head_dim): (usize, usize, usize),
+    dtype_size: usize,
+    budget: TileBudget,
+) -> Footprint {
+    let mut out = Footprint::default();
+    for problem in plan(batch, heads, kv_heads * head_dim, budget) {
+        // (sequences, query rows each, keys)
+        let (b, mq, mk) = match problem {
+            Problem::Decodes(members) => {
+                let keys = members
+                    .iter()
+                    .map(|&i| batch.chunks[i].context_len)
+                    .max()
+                    .unwrap_or(0);
+                (members.len(), 1, keys)
+            }
+            Problem::Tile { chunk, start, len } => {
+                (1, len, batch.chunks[chunk].first_position() + start + len)
+            }
+        };
+        let gathered = b * mk * kv_heads * head_dim;
+        let scores = b * heads * mq * mk;
+        let temporaries = gathered * dtype_size + scores * (8 + dtype_size);
+        out.largest_problem = out.largest_problem.max(temporaries);
+        out.index += 4 * (b * mk * (1 + kv_heads) + mk + 2 * b * mq);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
