@@ -32,6 +32,8 @@ if [ -d tests/clients ] && compgen -G "tests/clients/test_*.py" >/dev/null; then
   # A 40-second soak has not settled (RSS +0.8 % to +9 % measured); the 10-minute one holds 5 %.
   "$venv/bin/python" scripts/reliability/soak.py --binary target/debug/tealight \
     --duration 30 --warmup 10 --concurrency 48 --rss-tolerance 0.20
+  # Every attack of the adversarial suite at its bounded size (the full sizes: scripts/reliability).
+  "$venv/bin/python" scripts/reliability/adversarial.py --binary target/debug/tealight --short
 fi
 
 # The real agent CLIs (Codex CLI, Claude Code) against a live server, installed from npm into a
