@@ -533,3 +533,62 @@ fn overload_is_429() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The request-shape limits are flags: lowered ones refuse what the defaults allow, and each
+/// refusal names its flag.
+#[test]
+fn request_shape_limits_are_flags_named_in_the_refusal() {
+    let s = start(&[
+        "--max-n",
+        "2",
+        "--max-stop",
+        "1",
+        "--max-logit-bias",
+        "1",
+        "--max-prompts",
+        "2",
+        "--max-request-body-bytes",
+        "4KiB",
+    ]);
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1});
+        for (k, v) in extra.as_object().expect("an object") {
+            body[k] = v.clone();
+        }
+        s.post("/v1/chat/completions", &body)
+    };
+    let cases = [
+        (chat(json!({"n": 3})), "n", "--max-n"),
+        (chat(json!({"stop": ["a", "b"]})), "stop", "--max-stop"),
+        (
+            chat(json!({"logit_bias": {"1": 1, "2": 1}})),
+            "logit_bias",
+            "--max-logit-bias",
+        ),
+        (
+            s.post(
+                "/v1/completions",
+                &json!({"prompt": ["a", "b", "c"], "max_tokens": 1}),
+            ),
+            "prompt",
+            "--max-prompts",
+        ),
+    ];
+    for (reply, param, flag) in cases {
+        assert_error(&reply, 400, "BadRequestError", Some(param));
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(message.contains(flag), "{flag} not named: {message}");
+    }
+    // What the lowered limits still allow is served.
+    assert_eq!(chat(json!({"n": 2, "stop": ["a"]})).status, 200);
+    let big = chat(json!({"user": "x".repeat(8 << 10)}));
+    assert_eq!(big.status, 413, "{}", big.body);
+    assert!(
+        big.body.contains("--max-request-body-bytes"),
+        "{}",
+        big.body
+    );
+}

@@ -116,7 +116,7 @@ async fn read(
     let (limit, flag) = if budget.total_bytes() < max_body {
         (budget.total_bytes(), " (--max-buffered-body-bytes)")
     } else {
-        (max_body, "")
+        (max_body, " (--max-request-body-bytes)")
     };
     let declared = body.size_hint().exact().map(|n| n as usize);
     if declared.is_some_and(|n| n > limit) {

@@ -69,7 +69,7 @@ pub async fn create(
         return Err(ApiError::invalid(
             "prompt",
             format!(
-                "at most {} prompts are allowed per request",
+                "at most {} prompts are allowed per request (--max-prompts)",
                 config.limits.max_prompts
             ),
         ));

@@ -44,14 +44,20 @@ pub fn build(
     if n < 1 || n as usize > limits.max_n {
         return Err(ApiError::invalid(
             "n",
-            format!("n must be between 1 and {}, got {n}.", limits.max_n),
+            format!(
+                "n must be between 1 and {} (--max-n), got {n}.",
+                limits.max_n
+            ),
         ));
     }
     let stop = fields.stop.map(StopSpec::into_vec).unwrap_or_default();
     if stop.len() > limits.max_stop {
         return Err(ApiError::invalid(
             "stop",
-            format!("at most {} stop strings are allowed", limits.max_stop),
+            format!(
+                "at most {} stop strings are allowed (--max-stop)",
+                limits.max_stop
+            ),
         ));
     }
     let vocab = ready.vocab_size();
@@ -60,7 +66,7 @@ pub fn build(
         return Err(ApiError::invalid(
             "stop_token_ids",
             format!(
-                "at most {} stop_token_ids are allowed",
+                "at most {} stop_token_ids are allowed (--max-stop-token-ids)",
                 limits.max_stop_token_ids
             ),
         ));
@@ -72,7 +78,7 @@ pub fn build(
         return Err(ApiError::invalid(
             "logit_bias",
             format!(
-                "logit_bias may hold at most {} entries",
+                "logit_bias may hold at most {} entries (--max-logit-bias)",
                 limits.max_logit_bias
             ),
         ));
@@ -165,7 +171,7 @@ pub fn check_fan_out(config: &ServerConfig, prompts: usize, n: Option<i64>) -> A
             "n",
             format!(
                 "this request asks for {choices} choices ({prompts} prompts × n {n}); at most \
-                 {limit} choices are allowed per request"
+                 {limit} choices are allowed per request (--max-choices)"
             ),
         ));
     }
@@ -199,7 +205,8 @@ pub fn check_collected_logprobs(
         return Err(ApiError::invalid(
             param,
             format!(
-                "a non-streamed response may hold at most {limit} logprob entries, and this one \
+                "a non-streamed response may hold at most {limit} logprob entries \
+                 (--max-logprob-entries), and this one \
                  could hold {entries} (choices × (1 + top logprobs) × max_tokens); lower \
                  max_tokens, n or the number of top logprobs, or stream the response"
             ),

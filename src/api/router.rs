@@ -153,7 +153,7 @@ async fn reject_oversized(
     if declared.is_some_and(|n| n > limit) {
         return ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is too large (limit {limit} bytes)"),
+            format!("request body is too large (limit {limit} bytes, --max-request-body-bytes)"),
         )
         .into_response();
     }

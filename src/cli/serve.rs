@@ -162,6 +162,39 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_tools: usize,
 
+    // Request shape: what one request may ask for.
+    /// Largest request body.
+    #[arg(long, default_value = "32MiB", value_name = "SIZE")]
+    pub max_request_body_bytes: bytesize::ByteSize,
+
+    /// Largest `n` (choices per prompt).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_n: usize,
+
+    /// Most prompts in one /v1/completions request.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_prompts: usize,
+
+    /// Most engine requests one API request becomes (prompts × n).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_choices: usize,
+
+    /// Most stop strings.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_stop: usize,
+
+    /// Most `stop_token_ids`.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_stop_token_ids: usize,
+
+    /// Most `logit_bias` entries.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_logit_bias: usize,
+
+    /// Most logprob entries a non-streamed response may hold (choices × (1 + top) × tokens).
+    #[arg(long, default_value_t = 1 << 20, value_name = "N")]
+    pub max_logprob_entries: usize,
+
     // HTTP transport: timeouts, the connection cap, request-body buffering.
     /// Seconds a client has to send a whole request head (counted from when the connection
     /// starts waiting for one); slower connections are closed.

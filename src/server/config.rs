@@ -17,6 +17,13 @@ fn check_sizes(args: &ServeArgs) -> Result<()> {
         ("--max-num-seqs", Some(args.max_num_seqs)),
         ("--max-num-batched-tokens", args.max_num_batched_tokens),
         ("--max-model-len", args.max_model_len),
+        ("--max-n", Some(args.max_n)),
+        ("--max-prompts", Some(args.max_prompts)),
+        ("--max-choices", Some(args.max_choices)),
+        (
+            "--max-request-body-bytes",
+            Some(args.max_request_body_bytes.as_u64() as usize),
+        ),
     ];
     for (flag, value) in sizes {
         if value == Some(0) {
@@ -74,6 +81,15 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         limits: Limits {
             sse_keep_alive: keep_alive(args.sse_keep_alive)?,
             max_tools: args.max_tools,
+            max_body_bytes: usize::try_from(args.max_request_body_bytes.as_u64())
+                .unwrap_or(usize::MAX),
+            max_n: args.max_n,
+            max_prompts: args.max_prompts,
+            max_choices: args.max_choices,
+            max_stop: args.max_stop,
+            max_stop_token_ids: args.max_stop_token_ids,
+            max_logit_bias: args.max_logit_bias,
+            max_logprob_entries: args.max_logprob_entries,
             ..Limits::default()
         },
         strict_model_name: args.strict_model_name,
