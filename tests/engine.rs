@@ -147,10 +147,16 @@ fn context_limit_ends_with_length_and_long_prompts_are_rejected() {
     assert_eq!(usage.completion_tokens, 64 - p.len());
     let too_long: Vec<u32> = (0..64).map(|i| 100 + i).collect();
     match engine.submit(greedy(too_long, 1)) {
-        Err(tealight::Error::InvalidRequest { message, .. }) => {
-            assert!(message.contains("64"), "{message}")
+        Err(tealight::Error::ContextLength {
+            message,
+            tokens,
+            max_model_len,
+            ..
+        }) => {
+            assert!(message.contains("64"), "{message}");
+            assert_eq!((tokens, max_model_len), (64, 64));
         }
-        other => panic!("expected a rejection, got {:?}", other.map(|_| ())),
+        other => panic!("expected a context-length refusal, got {:?}", other.map(|_| ())),
     }
 }
 
