@@ -156,7 +156,10 @@ fn context_limit_ends_with_length_and_long_prompts_are_rejected() {
             assert!(message.contains("64"), "{message}");
             assert_eq!((tokens, max_model_len), (64, 64));
         }
-        other => panic!("expected a context-length refusal, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected a context-length refusal, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }
 

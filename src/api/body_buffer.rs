@@ -242,7 +242,10 @@ mod tests {
         assert_eq!(small.ok().unwrap().len(), 1000);
         assert_eq!(budget.available_bytes(), UNBUDGETED_BYTES * 2);
         let big = read(Body::from(vec![1u8; 2000]), &budget, deadline(100), 1500).await;
-        assert!(matches!(big, Err(Refusal::TooLarge(1500, ""))));
+        assert!(matches!(
+            big,
+            Err(Refusal::TooLarge(1500, " (--max-request-body-bytes)"))
+        ));
     }
 
     #[tokio::test]
