@@ -27,7 +27,9 @@ use super::types::common::{StopReasonValue, UsageInfo};
 use crate::engine::{Event, EventStream, FinishReason, Usage};
 use crate::parsers::prompt_opens_thinking;
 use crate::sampling::SamplingOverrides;
-use crate::tokenizer::{Conversation, PromptEnd, Tokenizer, prepare_messages, render_chat};
+use crate::tokenizer::{
+    ChatPrompt, Conversation, PromptEnd, Tokenizer, prepare_messages, render_chat,
+};
 
 /// What every choice of one response shares.
 struct ChatContext {
@@ -207,16 +209,32 @@ fn render_prompt(
     add_generation_prompt: bool,
     plain_content: bool,
 ) -> ApiResult<(Vec<Value>, String, Vec<u32>)> {
+    let end = if continue_final {
+        PromptEnd::ContinueFinal
+    } else {
+        PromptEnd::Generation(add_generation_prompt)
+    };
+    let (messages, prompt) = render_checked(ready, raw, tools, kwargs, end, plain_content)?;
+    let ids = prompt.encode(&ready.tokenizer, false)?;
+    Ok((messages, prompt.text, ids))
+}
+
+/// Chat messages checked, rendered through the template and held to the context (by their
+/// text, before tokenizing): what chat completions and `/tokenize` share. `plain_content`:
+/// special-token text in messages stays text (`--allow-special-tokens-in-content` unset).
+pub(super) fn render_checked(
+    ready: &Ready,
+    raw: &[Value],
+    tools: Option<&[Value]>,
+    kwargs: &Map<String, Value>,
+    end: PromptEnd,
+    plain_content: bool,
+) -> ApiResult<(Vec<Value>, ChatPrompt)> {
     let messages = prepare_messages(raw)?;
     let conversation = Conversation {
         messages: &messages,
         tools: tools.filter(|t| !t.is_empty()),
         kwargs,
-    };
-    let end = if continue_final {
-        PromptEnd::ContinueFinal
-    } else {
-        PromptEnd::Generation(add_generation_prompt)
     };
     let prompt = render_chat(
         &ready.template,
@@ -231,9 +249,7 @@ fn render_prompt(
         ready.max_model_len(),
         "messages",
     )?;
-    let ids = prompt.encode(&ready.tokenizer, false)?;
-    let prompt = prompt.text;
-    Ok((messages, prompt, ids))
+    Ok((messages, prompt))
 }
 
 /// One finished choice of a non-streamed response.

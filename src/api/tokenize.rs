@@ -12,7 +12,7 @@ use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
 use crate::engine::rules;
-use crate::tokenizer::{Conversation, PromptEnd, prepare_messages, render_chat};
+use crate::tokenizer::PromptEnd;
 
 pub async fn tokenize(
     State(state): State<AppState>,
@@ -34,26 +34,20 @@ fn tokenize_blocking(
     let max_len = ready.max_model_len();
     let tokens = match (req.messages, req.prompt) {
         (Some(messages), _) => {
-            let messages = prepare_messages(&messages)?;
             let kwargs = req.chat_template_kwargs.unwrap_or_default();
-            let conversation = Conversation {
-                messages: &messages,
-                tools: req.tools.as_deref().filter(|t| !t.is_empty()),
-                kwargs: &kwargs,
-            };
             let end = if req.continue_final_message.unwrap_or(false) {
                 PromptEnd::ContinueFinal
             } else {
                 PromptEnd::Generation(req.add_generation_prompt.unwrap_or(true))
             };
-            let prompt = render_chat(
-                &ready.template,
-                &ready.tokenizer,
-                conversation,
+            let (_, prompt) = super::chat::render_checked(
+                ready,
+                &messages,
+                req.tools.as_deref(),
+                &kwargs,
                 end,
                 plain_content,
             )?;
-            offload::check_text_fits(&ready.tokenizer, &prompt.text, max_len, "messages")?;
             prompt.encode(&ready.tokenizer, req.add_special_tokens.unwrap_or(false))?
         }
         (None, Some(prompt)) => {
