@@ -1,5 +1,6 @@
 """Starting and stopping a `tealight serve` process for the reliability scripts."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -14,12 +15,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(binary, port, flags, log, timeout=120):
-    """`binary serve` on 127.0.0.1:`port` with `flags`, output to `log` (None: discarded);
-    returns once /health answers 200."""
+def start(binary, port, flags, log, timeout=120, env=None, preexec=None):
+    """`binary serve` on 127.0.0.1:`port` with `flags`, output to `log` (None: discarded),
+    `env` added to the environment and `preexec` run in the child before it starts (e.g. to
+    lower a resource limit); returns once /health answers 200."""
     cmd = [binary, "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
     out = log if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, **env} if env else None, preexec_fn=preexec)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:

@@ -8,15 +8,17 @@ message saying what was expected) when the server misbehaves.
 
 import dataclasses
 import json
-import os
 import signal
-import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import server as serve  # noqa: E402
 
 REGISTRY = []
 
@@ -42,38 +44,20 @@ def attack(name, **kw):
     return register
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
-    """`tealight serve` on the embedded model, on 127.0.0.1 and a free port."""
+    """`tealight serve` on the embedded model, on 127.0.0.1 and a free port. A server that
+    exits or never turns healthy at start-up raises RuntimeError."""
 
     def __init__(self, binary, flags=(), env=None, preexec=None, log=None):
         self.binary, self.flags = binary, list(flags)
-        self.port = free_port()
+        self.port = serve.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [binary, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--kv-cache-memory", "512MiB", "--disable-log-requests", *self.flags]
-        self.log = log
-        self.proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, preexec_fn=preexec)
-        deadline = time.monotonic() + 180
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode} at start-up")
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError("server never became healthy")
-            time.sleep(0.05)
+        flags = ["--kv-cache-memory", "512MiB", "--disable-log-requests", *self.flags]
+        try:
+            self.proc = serve.start(binary, self.port, flags, log, timeout=180, env=env,
+                                    preexec=preexec)
+        except SystemExit as e:
+            raise RuntimeError(str(e)) from None
 
     @property
     def pid(self):
