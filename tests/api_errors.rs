@@ -430,7 +430,7 @@ fn bad_inputs_table() {
         None,
     );
     assert_error(&s.get("/v1/nothing"), 404, "NotFoundError", None);
-    assert_error(&too_large(s), 413, "RequestTooLargeError", None);
+    assert_error(&too_large(s, 33 << 20), 413, "RequestTooLargeError", None);
     // Unknown fields are ignored.
     let r = s.post(
         chat,
@@ -442,9 +442,9 @@ fn bad_inputs_table() {
     assert_eq!(s.get("/health").status, 200);
 }
 
-/// A request announcing a 33 MiB body: refused from its headers, before the body is read
+/// A request announcing a body of `bytes`: refused from its headers, before the body is read
 /// (raw TCP, since a client still writing the body would see the connection close).
-fn too_large(s: &TestServer) -> Reply {
+fn too_large(s: &TestServer, bytes: usize) -> Reply {
     use std::io::{Read, Write};
     let addr = s.base.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -452,8 +452,7 @@ fn too_large(s: &TestServer) -> Reply {
         .unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"messages\": ",
-        33 << 20
+         Content-Type: application/json\r\nContent-Length: {bytes}\r\n\r\n{{\"messages\": "
     );
     conn.write_all(head.as_bytes()).unwrap();
     let mut raw = Vec::new();
@@ -584,7 +583,7 @@ fn request_shape_limits_are_flags_named_in_the_refusal() {
     }
     // What the lowered limits still allow is served.
     assert_eq!(chat(json!({"n": 2, "stop": ["a"]})).status, 200);
-    let big = chat(json!({"user": "x".repeat(8 << 10)}));
+    let big = too_large(&s, 8 << 10);
     assert_eq!(big.status, 413, "{}", big.body);
     assert!(
         big.body.contains("--max-request-body-bytes"),
