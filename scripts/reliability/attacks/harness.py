@@ -49,7 +49,7 @@ class Server:
     exits or never turns healthy at start-up raises RuntimeError."""
 
     def __init__(self, binary, flags=(), env=None, preexec=None, log=None):
-        self.binary, self.flags = binary, list(flags)
+        self.binary, self.flags, self.log = binary, list(flags), log
         self.port = serve.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         flags = ["--kv-cache-memory", "512MiB", "--disable-log-requests", *self.flags]
