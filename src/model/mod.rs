@@ -8,6 +8,7 @@ pub mod cpu_linear;
 pub mod embedded;
 pub mod fp8;
 pub mod gguf;
+mod huge_pages;
 pub mod kv_cache;
 pub mod layers;
 pub mod loader;

@@ -7,6 +7,7 @@
 //!   over its gathered context ([`GenericAttend`]), where gemm does the work.
 
 use super::generic::GenericAttend;
+use super::vector;
 use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
 use crate::model::kv_cache::LayerKv;
@@ -196,10 +197,31 @@ struct PagedDecode<'a> {
 trait Element: WithDType + Copy + Send + Sync {
     fn widen(self) -> f32;
     fn narrow(x: f32) -> Self;
-    /// The row as f32: borrowed as is for f32, widened into `buf` otherwise.
-    fn row_as_f32<'a>(row: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
-        buf.iter_mut().zip(row).for_each(|(b, x)| *b = x.widen());
-        buf
+    /// The rows of length `d` at `starts`, as f32: the storage itself for f32, widened
+    /// into a copy otherwise.
+    fn rows_as_f32<'a>(data: &'a [Self], starts: &'a [usize], d: usize) -> Rows<'a> {
+        let mut widened = Vec::with_capacity(starts.len() * d);
+        for &s in starts {
+            widened.extend(data[s..s + d].iter().map(|x| x.widen()));
+        }
+        Rows::Widened(widened)
+    }
+}
+
+/// Rows of K or V for one (token, kv head), by position.
+enum Rows<'a> {
+    /// In the cache's own f32 storage, starting at the offsets.
+    InPlace(&'a [f32], &'a [usize]),
+    /// Widened copies, one after the other.
+    Widened(Vec<f32>),
+}
+
+impl Rows<'_> {
+    fn row(&self, j: usize, d: usize) -> &[f32] {
+        match self {
+            Rows::InPlace(data, starts) => &data[starts[j]..starts[j] + d],
+            Rows::Widened(rows) => &rows[j * d..(j + 1) * d],
+        }
     }
 }
 
@@ -210,8 +232,8 @@ impl Element for f32 {
     fn narrow(x: f32) -> Self {
         x
     }
-    fn row_as_f32<'a>(row: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
-        row
+    fn rows_as_f32<'a>(data: &'a [Self], starts: &'a [usize], _d: usize) -> Rows<'a> {
+        Rows::InPlace(data, starts)
     }
 }
 
@@ -231,25 +253,6 @@ impl Element for bf16 {
     fn narrow(x: f32) -> Self {
         bf16::from_f32(x)
     }
-}
-
-/// Dot product with eight independent accumulators so the compiler can vectorise it.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 impl PagedDecode<'_> {
@@ -275,29 +278,33 @@ impl PagedDecode<'_> {
                     .iter()
                     .map(|x| x.widen())
                     .collect();
+                // Where each visible position's row of this kv head starts, looked up once for
+                // both passes.
+                let starts: Vec<usize> = (0..visible)
+                    .map(|j| (slot_of(table, j, self.block_size) as usize * kv_heads + h) * d)
+                    .collect();
+                let keys = T::rows_as_f32(k, &starts, d);
                 let mut scores = vec![0f32; group * visible];
-                let mut widened = vec![0f32; d];
                 for j in 0..visible {
-                    let slot = slot_of(table, j, self.block_size) as usize;
-                    let key = T::row_as_f32(&k[(slot * kv_heads + h) * d..][..d], &mut widened);
+                    if j + vector::PREFETCH_AHEAD < visible {
+                        vector::prefetch(keys.row(j + vector::PREFETCH_AHEAD, d));
+                    }
+                    let key = keys.row(j, d);
                     for g in 0..group {
-                        scores[g * visible + j] = dot(&qs[g * d..][..d], key) * self.scale;
+                        scores[g * visible + j] = vector::dot(&qs[g * d..][..d], key) * self.scale;
                     }
                 }
                 for g in 0..group {
                     softmax_in_place(&mut scores[g * visible..][..visible]);
                 }
+                let values = T::rows_as_f32(v, &starts, d);
                 let mut acc = vec![0f32; group * d];
-                for j in 0..visible {
-                    let slot = slot_of(table, j, self.block_size) as usize;
-                    let value = T::row_as_f32(&v[(slot * kv_heads + h) * d..][..d], &mut widened);
-                    for g in 0..group {
-                        let p = scores[g * visible + j];
-                        acc[g * d..][..d]
-                            .iter_mut()
-                            .zip(value)
-                            .for_each(|(a, x)| *a += p * x);
-                    }
+                for g in 0..group {
+                    vector::weighted_sum(
+                        &mut acc[g * d..][..d],
+                        &scores[g * visible..][..visible],
+                        |j| values.row(j, d),
+                    );
                 }
                 out.iter_mut()
                     .zip(&acc)

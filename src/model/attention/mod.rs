@@ -11,6 +11,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod generic;
+mod vector;
 
 use super::kv_cache::LayerKv;
 use crate::batch::BatchInput;

@@ -11,6 +11,7 @@
 
 use super::element::{ElementKind, F8E4M3, PanelElement};
 use super::{PANEL, Scales};
+use half::bf16;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -100,22 +101,12 @@ impl<E: PanelElement> Problem<'_, E> {
     /// Every row block against `count` panels from `panel` (up to 4 for a single row, else 2).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn panels(&self, panel: usize, count: usize) {
+        if E::KIND == ElementKind::F8E4M3 && !self.wide_fp8 && self.rows > MAX_ROWS {
+            // SAFETY: forwarded; the weights are FP8.
+            return unsafe { self.fp8_panels_widened(panel, count) };
+        }
         for row in (0..self.rows).step_by(MAX_ROWS) {
-            let tile = Tile {
-                x: self.x[row * self.in_dim..].as_ptr(),
-                w: self.packed[panel * PANEL * self.in_dim..].as_ptr(),
-                w_stride: PANEL * self.in_dim,
-                scales: self.scales.map_or(std::ptr::null(), |s| {
-                    s.values[panel * s.per_panel..].as_ptr()
-                }),
-                scale_stride: self.scales.map_or(0, |s| s.per_panel),
-                scale_block: self.scales.map_or(usize::MAX, |s| s.k_block),
-                k: self.in_dim,
-                // SAFETY: inside `y` (the caller's bounds).
-                y: unsafe { self.y.get().add(row * self.out_dim + panel * PANEL) },
-                y_stride: self.out_dim,
-                cols: self.out_dim - panel * PANEL,
-            };
+            let tile = self.tile::<E>(row, panel);
             let rows = MAX_ROWS.min(self.rows - row);
             // SAFETY: `rows` rows and `count` panels are in bounds; the 512-bit tiles run only
             // where `wide_fp8` found AVX-512.
@@ -125,6 +116,90 @@ impl<E: PanelElement> Problem<'_, E> {
                     _ => block(rows, count, tile),
                 }
             }
+        }
+    }
+}
+
+impl<E: PanelElement> Problem<'_, E> {
+    /// FP8 panels on AVX2 for two or more row blocks: each panel widened once into a bf16
+    /// scratch (the widened e4m3 bits are exactly a bf16: their low 16 bits are zero) and
+    /// multiplied by the bf16 tiles with the FP8 block scales. Widening a weight costs a
+    /// conversion, a shift and a mask on the shuffle and shift ports the FMAs share; once per
+    /// panel instead of once per row block, prefill runs at the bf16 tiles' speed. Same values
+    /// in the same chains, so the same bits as the direct FP8 tiles.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fp8_panels_widened(&self, panel: usize, count: usize) {
+        let panel_len = PANEL * self.in_dim;
+        let fp8 = self.packed.as_ptr().cast::<F8E4M3>();
+        WIDENED.with_borrow_mut(|scratch| {
+            if scratch.len() < count * panel_len {
+                scratch.resize(count * panel_len, bf16::ZERO);
+            }
+            for c in 0..count {
+                // SAFETY: panel `panel + c` is inside `packed` (the caller's bounds).
+                unsafe {
+                    widen_fp8_panel(
+                        fp8.add((panel + c) * panel_len),
+                        self.in_dim,
+                        &mut scratch[c * panel_len..(c + 1) * panel_len],
+                    )
+                };
+            }
+            for row in (0..self.rows).step_by(MAX_ROWS) {
+                let tile = Tile::<bf16> {
+                    w: scratch.as_ptr(),
+                    w_stride: panel_len,
+                    ..self.tile::<bf16>(row, panel)
+                };
+                // SAFETY: as in `panels`; the scratch holds `count` widened panels.
+                unsafe { block(MAX_ROWS.min(self.rows - row), count, tile) };
+            }
+        });
+    }
+
+    /// The tile of the row block from `row` against panels from `panel`, reading weights at
+    /// `packed` (callers replace `w` to read a widened copy).
+    fn tile<T>(&self, row: usize, panel: usize) -> Tile<T> {
+        Tile {
+            x: self.x[row * self.in_dim..].as_ptr(),
+            w: self.packed[panel * PANEL * self.in_dim..]
+                .as_ptr()
+                .cast::<T>(),
+            w_stride: PANEL * self.in_dim,
+            scales: self.scales.map_or(std::ptr::null(), |s| {
+                s.values[panel * s.per_panel..].as_ptr()
+            }),
+            scale_stride: self.scales.map_or(0, |s| s.per_panel),
+            scale_block: self.scales.map_or(usize::MAX, |s| s.k_block),
+            k: self.in_dim,
+            // SAFETY: inside `y` (the caller's bounds).
+            y: unsafe { self.y.get().add(row * self.out_dim + panel * PANEL) },
+            y_stride: self.out_dim,
+            cols: self.out_dim - panel * PANEL,
+        }
+    }
+}
+
+thread_local! {
+    /// Each pool thread's widened FP8 panels (reused: a fresh buffer of this size per call
+    /// would be mapped and faulted in each time).
+    static WIDENED: std::cell::RefCell<Vec<bf16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One FP8 panel (`k` rows of 16) widened to bf16 in the bf16 slot order: the widened f32 bits
+/// of [`F8E4M3::f32_bits`], top halves. `packus` narrows within 128-bit lanes, which puts
+/// columns 8–11 in slots 4–7 and 4–7 in 8–11, as [`PanelElement::slot`] for bf16 wants.
+#[target_feature(enable = "avx2")]
+unsafe fn widen_fp8_panel(p: *const F8E4M3, k: usize, out: &mut [bf16]) {
+    assert!(out.len() >= k * PANEL);
+    let dst = out.as_mut_ptr().cast::<__m256i>();
+    for i in 0..k {
+        // SAFETY: 16 bytes at row `i` of the panel (the caller's bounds); `out` holds `k` rows.
+        unsafe {
+            let row = p.add(i * PANEL).cast::<u8>();
+            let lo = _mm256_srli_epi32(_mm256_castps_si256(fp8_widen8(row)), 16);
+            let hi = _mm256_srli_epi32(_mm256_castps_si256(fp8_widen8(row.add(8))), 16);
+            _mm256_storeu_si256(dst.add(i), _mm256_packus_epi32(lo, hi));
         }
     }
 }
@@ -265,7 +340,8 @@ unsafe fn tile<E: PanelElement, const R: usize, const C: usize>(t: Tile<E>) {
     // SAFETY: the caller guarantees `R` rows of `k` inputs, `C` panels of `k · 16` weights and
     // `min(cols, C · 16)` writable outputs per row.
     unsafe {
-        let fp8 = E::KIND == ElementKind::F8E4M3;
+        // Block-scaled (FP8, or FP8 widened to bf16): chains per scale block.
+        let fp8 = !t.scales.is_null();
         let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
         for (block, first) in (0..t.k).step_by(t.block()).enumerate() {
             let mut chain = [[[_mm256_setzero_ps(); 2]; C]; R];

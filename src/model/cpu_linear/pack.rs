@@ -4,6 +4,7 @@
 
 use super::element::{F8E4M3, PanelElement};
 use super::{PANEL, Scales};
+use crate::model::huge_pages;
 use rayon::prelude::*;
 
 /// Index of `W[col][k]` in the packed layout.
@@ -15,7 +16,7 @@ fn packed_index<E: PanelElement>(col: usize, k: usize, in_dim: usize) -> usize {
 /// Packs `w` (`out × in`, row-major) into column panels; the last panel is zero-padded.
 pub fn panels<E: PanelElement>(w: &[E], out_dim: usize, in_dim: usize) -> Vec<E> {
     assert_eq!(w.len(), out_dim * in_dim, "weight size");
-    let mut packed = vec![E::default(); out_dim.div_ceil(PANEL) * PANEL * in_dim];
+    let mut packed = huge_pages::filled(out_dim.div_ceil(PANEL) * PANEL * in_dim, E::default());
     packed
         .par_chunks_mut(PANEL * in_dim)
         .enumerate()

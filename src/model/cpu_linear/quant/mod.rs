@@ -18,12 +18,17 @@ mod q8_0;
 pub use activations::QuantizedRows;
 
 use crate::model::gguf::GgmlType;
+use crate::model::huge_pages;
 use crate::model::quantized::QuantizedWeight;
 use candle_core::{CpuStorage, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 /// Output columns per panel: one AVX2 register of 32-bit lanes.
 pub const COLS: usize = 8;
+
+/// Parallel tasks a product is cut into, per thread. A thread that finishes early waits for the
+/// other's last task, and a decode step is a hundred products: small tasks keep that tail short.
+const TASKS_PER_THREAD: usize = 16;
 
 /// The block formats with a kernel here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +113,7 @@ impl QuantizedPanels {
         };
         let (out_dim, in_dim) = (weight.rows, weight.cols);
         let stride = format.panel_bytes(in_dim);
-        let mut data = vec![0u8; out_dim.div_ceil(COLS) * stride];
+        let mut data = huge_pages::filled(out_dim.div_ceil(COLS) * stride, 0u8);
         data.par_chunks_mut(stride.max(1))
             .enumerate()
             .for_each(|(p, panel)| format.pack(&weight.bytes, out_dim, in_dim, panel, p));
@@ -194,7 +199,7 @@ impl QuantizedPanels {
         let xq = self.quantize_input(x, rows);
         let panels = self.out_dim.div_ceil(COLS);
         let out = OutPtr(y.as_mut_ptr());
-        let tasks = (rayon::current_num_threads() * 4).clamp(1, panels);
+        let tasks = (rayon::current_num_threads() * TASKS_PER_THREAD).clamp(1, panels);
         let per_task = panels.div_ceil(tasks);
         (0..panels.div_ceil(per_task))
             .into_par_iter()
