@@ -68,8 +68,9 @@ pub fn matmul<E: PanelElement>(
     // too few to cover the FMA latency, so it takes four (eight chains).
     let width = if rows == 1 { 4 } else { 2 };
     let groups = panels.div_ceil(width);
-    // A few tasks per thread so an unlucky thread's tail stays short.
-    let tasks = (rayon::current_num_threads() * 4).clamp(1, groups);
+    // Many small tasks per thread: the thread that finishes first waits out the other's last
+    // task, once in each of the hundred products of a decode step.
+    let tasks = (rayon::current_num_threads() * 16).clamp(1, groups);
     let groups_per_task = groups.div_ceil(tasks);
     (0..groups.div_ceil(groups_per_task))
         .into_par_iter()
