@@ -9,7 +9,7 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// Asks for huge pages under the 2 MiB-aligned part of `buffer`. Call it before the buffer is
 /// first written: pages already faulted in stay small until the kernel collapses them.
-pub fn advise<T>(buffer: &[T]) {
+fn advise<T>(buffer: &[T]) {
     #[cfg(target_os = "linux")]
     {
         let start = buffer.as_ptr() as usize;

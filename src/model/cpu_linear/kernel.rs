@@ -10,7 +10,7 @@
 //! arithmetic of each element stays one chain in `k` order either way.
 
 use super::element::{ElementKind, F8E4M3, PanelElement};
-use super::{PANEL, Scales};
+use super::{PANEL, Scales, TASKS_PER_THREAD};
 use half::bf16;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -68,9 +68,7 @@ pub fn matmul<E: PanelElement>(
     // too few to cover the FMA latency, so it takes four (eight chains).
     let width = if rows == 1 { 4 } else { 2 };
     let groups = panels.div_ceil(width);
-    // Many small tasks per thread: the thread that finishes first waits out the other's last
-    // task, once in each of the hundred products of a decode step.
-    let tasks = (rayon::current_num_threads() * 16).clamp(1, groups);
+    let tasks = (rayon::current_num_threads() * TASKS_PER_THREAD).clamp(1, groups);
     let groups_per_task = groups.div_ceil(tasks);
     (0..groups.div_ceil(groups_per_task))
         .into_par_iter()
@@ -119,9 +117,7 @@ impl<E: PanelElement> Problem<'_, E> {
             }
         }
     }
-}
 
-impl<E: PanelElement> Problem<'_, E> {
     /// FP8 panels on AVX2 for two or more row blocks: each panel widened once into a bf16
     /// scratch (the widened e4m3 bits are exactly a bf16: their low 16 bits are zero) and
     /// multiplied by the bf16 tiles with the FP8 block scales. Widening a weight costs a

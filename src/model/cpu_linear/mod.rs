@@ -38,6 +38,11 @@ use half::{bf16, f16};
 /// Output columns per panel: two AVX2 registers of f32.
 pub const PANEL: usize = 16;
 
+/// Parallel tasks a product is cut into, per thread (dense and quantized kernels). A thread that
+/// finishes early waits for the other's last task, and a decode step is a hundred products:
+/// small tasks keep that tail short.
+const TASKS_PER_THREAD: usize = 16;
+
 /// A weight `[out, in]` packed into column panels, in the dtype it was given.
 pub struct PackedWeight {
     data: PanelData,

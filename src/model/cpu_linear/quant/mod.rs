@@ -17,6 +17,7 @@ mod q8_0;
 
 pub use activations::QuantizedRows;
 
+use super::TASKS_PER_THREAD;
 use crate::model::gguf::GgmlType;
 use crate::model::huge_pages;
 use crate::model::quantized::QuantizedWeight;
@@ -25,10 +26,6 @@ use rayon::prelude::*;
 
 /// Output columns per panel: one AVX2 register of 32-bit lanes.
 pub const COLS: usize = 8;
-
-/// Parallel tasks a product is cut into, per thread. A thread that finishes early waits for the
-/// other's last task, and a decode step is a hundred products: small tasks keep that tail short.
-const TASKS_PER_THREAD: usize = 16;
 
 /// The block formats with a kernel here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
