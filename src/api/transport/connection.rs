@@ -19,21 +19,23 @@ use tower::ServiceExt;
 
 use super::TransportLimits;
 use super::io::ActivityIo;
-use super::registry::Registry;
+use super::registry::{ConnHandle, Registry};
 use super::tracked_body::TrackedBody;
 
 /// Shortest interval between keep-alive checks.
 const MIN_IDLE_CHECK: Duration = Duration::from_millis(50);
 
+/// Serves `stream`, registered as `handle` (by the accept loop, so that its count of open
+/// connections is exact before the next accept).
 pub async fn serve(
     stream: TcpStream,
+    handle: ConnHandle,
     router: Router,
     registry: Arc<Registry>,
     limits: TransportLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let handle = registry.open();
     let conn_state = handle.state().clone();
     let io = TokioIo::new(ActivityIo::new(
         stream,

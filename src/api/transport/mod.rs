@@ -84,7 +84,7 @@ pub async fn serve(
         while registry.open_connections() >= cap {
             registry.evict_idlest();
             tokio::select! {
-                () = registry.closed_one(SLOT_WAIT) => {}
+                () = registry.fewer_than(cap, SLOT_WAIT) => {}
                 () = &mut shutdown => break 'accepting,
             }
         }
@@ -93,6 +93,7 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     tokio::spawn(connection::serve(
                         stream,
+                        registry.open(),
                         router.clone(),
                         registry.clone(),
                         limits.clone(),
@@ -111,7 +112,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     while registry.open_connections() > 0 {
-        registry.closed_one(SLOT_WAIT).await;
+        registry.fewer_than(1, SLOT_WAIT).await;
     }
     Ok(())
 }

@@ -102,9 +102,23 @@ impl Registry {
         }
     }
 
-    /// Waits until some connection closes, or `max` passes.
-    pub async fn closed_one(&self, max: Duration) {
-        let _ = tokio::time::timeout(max, self.closed.notified()).await;
+    /// Waits until fewer than `count` connections are open, or `max` passes. Each wait is
+    /// registered before the count is read: a connection that closes in between (on another
+    /// worker, right after being asked to) still wakes it, rather than costing the whole `max`
+    /// — at the cap that was one `max` per connection accepted.
+    pub async fn fewer_than(&self, count: usize, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.open_connections() < count {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// How long `conn` has been idle: no request in flight and no bytes arriving.
@@ -217,5 +231,29 @@ mod tests {
         assert_eq!(registry.requests_in_flight(), 0);
         drop(newest);
         assert_eq!(registry.open_connections(), 2);
+    }
+
+    /// A close on another thread wakes the waiter at once, not after its whole timeout, and
+    /// one close is not taken for "below the count" while the count is still reached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_for_fewer_connections_wakes_on_the_close_that_gets_there() {
+        let registry = Arc::new(Registry::default());
+        let kept = registry.open();
+        let closed: Vec<_> = (0..2).map(|_| registry.open()).collect();
+        let closer = std::thread::spawn(move || {
+            for handle in closed {
+                std::thread::sleep(Duration::from_millis(20));
+                drop(handle);
+            }
+        });
+        let started = std::time::Instant::now();
+        registry.fewer_than(2, Duration::from_secs(10)).await;
+        let waited = started.elapsed();
+        assert_eq!(registry.open_connections(), 1);
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+        closer.join().expect("closer thread");
+        // Already below the count: returns at once.
+        registry.fewer_than(2, Duration::from_secs(10)).await;
+        drop(kept);
     }
 }
