@@ -10,11 +10,11 @@ use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use super::chat_output::{ChoiceDelta, ChoiceParser, MessageBuilder};
+use super::blocking_pool;
+use super::choice_parser::{ChoiceDelta, ChoiceParser, MessageBuilder};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::chat_entry;
-use super::offload;
 use super::request_builder::{self, GenerationFields, check_stream_options, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
 use super::state::{AppState, Ready, unix_now};
@@ -91,7 +91,7 @@ pub async fn create(
         let response_format = req.response_format.take();
         let kwargs = req.chat_template_kwargs.take().unwrap_or_default();
         let plain_content = !config.allow_special_tokens_in_content;
-        offload::run(move || {
+        blocking_pool::run(move || {
             let plan = tools::plan(
                 tools.as_deref(),
                 tool_choice.as_ref(),
@@ -158,7 +158,8 @@ pub async fn create(
             "top_logprobs",
         )?;
     }
-    let streams = offload::submit_guided(&ready, &config.grammar, requests, plan.guided).await?;
+    let streams =
+        blocking_pool::submit_guided(&ready, &config.grammar, requests, plan.guided).await?;
 
     let echo = req
         .echo
@@ -199,7 +200,7 @@ pub async fn create(
     Ok(Json(collect(ctx, streams).await?).into_response())
 }
 
-/// The checked messages, the rendered prompt and its ids (blocking work: see [`offload`]).
+/// The checked messages, the rendered prompt and its ids (blocking work: see [`blocking_pool`]).
 fn render_prompt(
     ready: &Ready,
     raw: &[Value],
@@ -243,7 +244,7 @@ pub(super) fn render_checked(
         end,
         plain_content,
     )?;
-    offload::check_text_fits(
+    blocking_pool::check_text_fits(
         &ready.tokenizer,
         &prompt.text,
         ready.max_model_len(),

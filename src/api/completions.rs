@@ -9,10 +9,10 @@ use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 
+use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::{clamp, token_text, top_map};
-use super::offload;
 use super::request_builder::{self, GenerationFields, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
 use super::state::{AppState, Ready, unix_now};
@@ -79,7 +79,7 @@ pub async fn create(
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
     let prompts = {
         let ready = ready.clone();
-        offload::run(move || prompts(&ready, input, add_special_tokens)).await??
+        blocking_pool::run(move || prompts(&ready, input, add_special_tokens)).await??
     };
     let cache_salt = request_builder::cache_salt(config, &headers, req.cache_salt.take())?;
     let mut requests = Vec::new();
@@ -118,7 +118,7 @@ pub async fn create(
     if !req.stream.unwrap_or(false) {
         request_builder::check_collected_logprobs(&ready, config, &requests, echo, "logprobs")?;
     }
-    let streams = offload::submit_all(&ready, requests).await?;
+    let streams = blocking_pool::submit_all(&ready, requests).await?;
     let ctx = CompletionContext {
         id: random_id("cmpl-"),
         created: unix_now(),
@@ -153,7 +153,7 @@ pub async fn create(
 fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiResult<Vec<Prompt>> {
     let max_len = ready.max_model_len();
     let from_text = |text: String| -> ApiResult<Prompt> {
-        offload::check_text_fits(&ready.tokenizer, &text, max_len, "prompt")?;
+        blocking_pool::check_text_fits(&ready.tokenizer, &text, max_len, "prompt")?;
         Ok(Prompt {
             ids: ready.tokenizer.encode(&text, add_special_tokens)?,
             text,

@@ -159,6 +159,9 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The OpenAI body; the error itself rides along as a response extension, so that a route
+/// speaking another dialect (Anthropic's, [`crate::api::messages::error`]) renders its own body
+/// from the typed error rather than by re-reading this one.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
@@ -167,6 +170,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        response.extensions_mut().insert(self);
         response
     }
 }

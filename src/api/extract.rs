@@ -15,7 +15,7 @@ use super::error::ApiError;
 
 pub struct ApiJson<T>(pub T);
 
-/// Bodies larger than this are parsed on the blocking pool ([`super::offload`]).
+/// Bodies larger than this are parsed on the blocking pool ([`super::blocking_pool`]).
 const INLINE_PARSE_BYTES: usize = 256 << 10;
 
 impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
@@ -41,7 +41,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Ap
         if bytes.len() <= INLINE_PARSE_BYTES {
             return parse_json(&bytes).map(ApiJson);
         }
-        super::offload::run(move || parse_json(&bytes))
+        super::blocking_pool::run(move || parse_json(&bytes))
             .await?
             .map(ApiJson)
     }

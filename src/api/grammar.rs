@@ -1,6 +1,6 @@
 //! Structured outputs from the API's side: a request's schemas are bounded before anything
 //! compiles them, and its grammar compiles once (each of the `n` choices gets a fork) on a
-//! thread of its own, in the heavy lane of the pool ([`offload::heavy_permit`]), within a time
+//! thread of its own, in the heavy lane of the pool ([`blocking_pool::heavy_permit`]), within a time
 //! budget. Every failure is the client's: a 400 naming the field and the flag to change.
 
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
-use super::offload;
 use super::state::Ready;
 use crate::guided::compile_thread;
 use crate::guided::{
@@ -67,7 +67,7 @@ pub async fn compile(
             "structured outputs are not available with this model's tokenizer",
         ));
     };
-    let permit = offload::heavy_permit().await?;
+    let permit = blocking_pool::heavy_permit().await?;
     let job = CompileJob {
         spec,
         param: param.clone(),

@@ -27,7 +27,7 @@
 //! non-streamed response holds at most 2^20 (1 048 576) logprob entries, counted as choices ×
 //! (1 + top logprobs) × `max_tokens` (the context's room when unset), plus echoed prompt
 //! tokens; stream to go beyond. A prompt text longer than 3 × the longest token's bytes ×
-//! `max_model_len` is refused before it is tokenized ([`offload`]). Each error names the limit.
+//! `max_model_len` is refused before it is tokenized ([`blocking_pool`]). Each error names the limit.
 //!
 //! Refused rather than ignored ([`types::unsupported`]): vLLM extras tealight does not implement
 //! (`prompt_logprobs`, `use_beam_search`, `guided_*`, `structured_outputs`, `bad_words`,
@@ -37,7 +37,7 @@
 //! ignored, as OpenAI and vLLM do.
 //!
 //! Heavy work per request (large JSON bodies, template rendering, tokenization, grammar
-//! compilation, `/tokenize`) runs on a bounded blocking pool ([`offload`]), never on the async
+//! compilation, `/tokenize`) runs on a bounded blocking pool ([`blocking_pool`]), never on the async
 //! workers, so `/health` and `/metrics` answer whatever arrives. Streams send an SSE comment
 //! (`: keep-alive`) after `--sse-keep-alive` seconds of silence (default 5).
 //!
@@ -50,15 +50,15 @@
 //! [`request_builder`], the engine's [`crate::engine::rules`]) → submit to the engine → render
 //! ([`chat`], [`completions`], [`sse`]). The Responses and Messages handlers translate their
 //! request into chat form and share one path to the engine ([`turn`]) and one block model of
-//! the output ([`blocks`]), each with its own stream renderer. Output parsing (reasoning, tool
+//! the output ([`output_blocks`]), each with its own stream renderer. Output parsing (reasoning, tool
 //! calls) lives in [`crate::parsers`]. The layer takes a [`ServerConfig`] and a [`Ready`] model from
 //! [`crate::server`], the composition root, and knows nothing of command-line flags.
 
 pub mod auth;
-pub mod blocks;
+pub mod blocking_pool;
 pub mod body_buffer;
 pub mod chat;
-pub mod chat_output;
+pub mod choice_parser;
 pub mod completions;
 pub mod conversation;
 pub mod error;
@@ -71,8 +71,8 @@ pub mod metrics;
 pub mod metrics_labels;
 pub mod metrics_vllm;
 pub mod models;
-pub mod offload;
 pub mod openapi;
+pub mod output_blocks;
 pub mod prompt_tokens;
 pub mod request_builder;
 pub mod responses;

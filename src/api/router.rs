@@ -98,25 +98,13 @@ async fn answer_before_exit(
 /// Errors on the Messages routes in Anthropic's shape, whichever layer produced them (the
 /// handler, the key check, the body limit, the JSON extractor).
 async fn anthropic_errors(req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/v1/messages") {
-        return next.run(req).await;
-    }
+    let anthropic = req.uri().path().starts_with("/v1/messages");
     let response = next.run(req).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+    if anthropic {
+        messages::error::in_anthropic_shape(response)
+    } else {
+        response
     }
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 << 10)
-        .await
-        .unwrap_or_default();
-    let reshaped = messages::error::reshape(status, &bytes);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, axum::body::Body::from(reshaped.to_string()))
 }
 
 /// CORS for browser clients; `*` allows any origin.

@@ -4,9 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 
+use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::offload;
 use super::state::{AppState, Ready};
 use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
@@ -21,10 +21,10 @@ pub async fn tokenize(
     let ready = state.ready()?;
     ready.check_model(req.model.as_deref())?;
     let plain_content = !state.config().allow_special_tokens_in_content;
-    offload::run(move || tokenize_blocking(&ready, req, plain_content)).await?
+    blocking_pool::run(move || tokenize_blocking(&ready, req, plain_content)).await?
 }
 
-/// Rendering and tokenizing: blocking work (see [`offload`]). `plain_content`: special-token
+/// Rendering and tokenizing: blocking work (see [`blocking_pool`]). `plain_content`: special-token
 /// text in messages is plain text (`--allow-special-tokens-in-content` unset).
 fn tokenize_blocking(
     ready: &Ready,
@@ -51,7 +51,7 @@ fn tokenize_blocking(
             prompt.encode(&ready.tokenizer, req.add_special_tokens.unwrap_or(false))?
         }
         (None, Some(prompt)) => {
-            offload::check_text_fits(&ready.tokenizer, &prompt, max_len, "prompt")?;
+            blocking_pool::check_text_fits(&ready.tokenizer, &prompt, max_len, "prompt")?;
             ready
                 .tokenizer
                 .encode(&prompt, req.add_special_tokens.unwrap_or(true))?
@@ -86,7 +86,7 @@ pub async fn detokenize(
     let ready = state.ready()?;
     ready.check_model(req.model.as_deref())?;
     check_id_count(req.tokens.len(), ready.max_model_len())?;
-    offload::run(move || {
+    blocking_pool::run(move || {
         let ids = rules::token_ids(req.tokens.iter().copied(), ready.vocab_size(), "tokens")?;
         Ok(Json(DetokenizeResponse {
             prompt: ready.tokenizer.decode(&ids, false)?,

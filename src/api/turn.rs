@@ -5,7 +5,7 @@
 //! [`crate::api::messages::render`]); [`stream`] or [`collect`] drive them.
 //!
 //! As for chat completions, the conversion, rendering and tokenization of a turn are blocking
-//! work: the handlers run them (and [`render`]) on the bounded pool ([`offload::run`]), and
+//! work: the handlers run them (and [`render`]) on the bounded pool ([`blocking_pool::run`]), and
 //! [`submit`] compiles the grammar and submits there too.
 
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use axum::response::sse::Event as SseEvent;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
-use super::blocks::BlockTracker;
+use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
-use super::offload;
+use super::output_blocks::BlockTracker;
 use super::request_builder::{self, GenerationFields};
 use super::responses::render::StreamEvent;
 use super::state::{AppState, Ready, ServerConfig};
@@ -109,7 +109,7 @@ where
     U: Send + 'static,
 {
     let (state, ready) = (state.clone(), ready.clone());
-    offload::run(move || {
+    blocking_pool::run(move || {
         let done = work(&ready, state.config(), &request)?;
         Ok((request, done))
     })
@@ -118,7 +118,7 @@ where
 
 /// The turn's tool plan, checked messages, rendered prompt and its ids; a prompt certainly too
 /// long for the context is refused before it is tokenized. Blocking work: call it on the pool
-/// ([`offload::run`]).
+/// ([`blocking_pool::run`]).
 pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiResult<Prompt> {
     let plan = tools::plan_for(
         Some(spec.tools),
@@ -145,7 +145,7 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiR
         PromptEnd::Generation(true),
         !config.allow_special_tokens_in_content,
     )?;
-    offload::check_text_fits(
+    blocking_pool::check_text_fits(
         &ready.tokenizer,
         &rendered.text,
         ready.max_model_len(),
@@ -195,7 +195,7 @@ pub async fn submit(
     if let Some(param) = generation.collected_logprobs {
         request_builder::check_collected_logprobs(ready, config, &requests, false, param)?;
     }
-    offload::submit_guided(ready, &config.grammar, requests, prompt.plan.guided.clone())
+    blocking_pool::submit_guided(ready, &config.grammar, requests, prompt.plan.guided.clone())
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no request was submitted"))

@@ -35,7 +35,7 @@ impl Default for SchemaLimits {
 
 /// Stack for a compile thread: enough for a schema at the largest bounds with a fourfold
 /// margin, and never under 8 MiB (a main thread's default; only the pages touched are used).
-/// Measured with llguidance 1.9 on x86-64, optimized, by `tests/guided_bounds.rs`'s
+/// Measured with llguidance 1.9 on x86-64, optimized, by `tests/engine/guided_bounds.rs`'s
 /// `stack_probe`: the smallest stack that compiles 256 properties at depth 64 is 192 KiB,
 /// 2,000 properties 1 MiB, 7,000 properties 4 MiB (2 MiB overflows), 16 properties at depth 128
 /// 384 KiB: about 0.5 KiB a property of the widest object and 3 KiB a level of nesting.

@@ -35,7 +35,7 @@
 //! Own kernels compile to PTX in seconds (build.rs, only with `--features cuda`), cover every
 //! dtype and the test head dims, share their index math with the CPU code, and are small enough
 //! to read. Their cost is that they are unproven until a GPU runs them. Two things stand in until
-//! then: the CPU twins (tests/cuda_twins.rs) and the emulator, which runs the `.cu` sources
+//! then: the CPU twins (tests/model/cuda_twins.rs) and the emulator, which runs the `.cu` sources
 //! themselves on the CPU against the twins (kernels/emu/). The `cuda` attention backend stays
 //! opt-in (`--attention-backend cuda`): `auto` keeps `generic` on CUDA until
 //! scripts/gpu/check.sh has passed on a GPU.

@@ -1,5 +1,5 @@
 //! Deterministic Qwen3 checkpoints with random weights, bit-identical to
-//! `scripts/synthetic_qwen3.py`. Tests and benchmarks rebuild checkpoints of any shape from a
+//! `scripts/fixtures/synthetic_qwen3.py`. Tests and benchmarks rebuild checkpoints of any shape from a
 //! seed instead of committing them; the reference script loads the same files in transformers.
 
 use crate::error::{Error, Result};

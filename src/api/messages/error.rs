@@ -1,8 +1,11 @@
 //! Anthropic's error shape, `{"type": "error", "error": {"type", "message"}}`, for every
 //! failure on the Messages routes — including the ones the router's layers produce (missing
-//! key, oversized or malformed body), which are rewritten from the API's usual shape.
+//! key, oversized or malformed body): each is rendered from the [`ApiError`] its response
+//! carries ([`in_anthropic_shape`]).
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::api::error::ApiError;
@@ -41,23 +44,31 @@ pub fn from_api_error(error: &ApiError) -> Value {
     body(error.status, &error.message)
 }
 
-/// The Anthropic body for an error response already rendered in the API's usual shape
-/// (`{"error": {"message", ...}}`); any other body is kept as the message text.
-pub fn reshape(status: StatusCode, openai_body: &[u8]) -> Value {
-    let message = serde_json::from_slice::<Value>(openai_body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(openai_body).trim().to_owned());
-    body(status, &message)
+/// `response` with Anthropic's body when it is an error: rendered from the [`ApiError`] it
+/// carries (every error response of this server does; see its `IntoResponse`), or from the
+/// status alone for one that somehow does not. Headers other than the body's are kept.
+pub fn in_anthropic_shape(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _openai_body) = response.into_parts();
+    let body = match parts.extensions.get::<ApiError>() {
+        Some(error) => from_api_error(error),
+        None => body(status, status.canonical_reason().unwrap_or("error")),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse;
 
     #[test]
     fn context_refusals_use_anthropic_words() {
@@ -79,18 +90,36 @@ mod tests {
             from_api_error(&e),
             json!({"type": "error", "error": {"type": "invalid_request_error", "message": "too big"}})
         );
-        let openai = ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect API key provided.").body();
-        let reshaped = reshape(StatusCode::UNAUTHORIZED, openai.to_string().as_bytes());
+        let unauthorized = ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect API key provided.");
+        let response = in_anthropic_shape(unauthorized.into_response());
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+        let bytes = body_bytes(response);
+        let reshaped: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(reshaped["error"]["type"], "authentication_error");
         assert_eq!(reshaped["error"]["message"], "Incorrect API key provided.");
-        assert_eq!(
-            reshape(StatusCode::NOT_FOUND, b"nope")["error"]["message"],
-            "nope"
-        );
+        let bare = Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from("nope"))
+            .unwrap();
+        let bytes = body_bytes(in_anthropic_shape(bare));
+        let reshaped: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(reshaped["error"]["type"], "not_found_error");
+        assert_eq!(reshaped["error"]["message"], "Not Found");
         assert_eq!(
             error_type(StatusCode::SERVICE_UNAVAILABLE),
             "overloaded_error"
         );
         assert_eq!(error_type(StatusCode::INTERNAL_SERVER_ERROR), "api_error");
+    }
+
+    fn body_bytes(response: Response) -> Vec<u8> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+            .unwrap()
+            .to_vec()
     }
 }

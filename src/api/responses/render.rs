@@ -24,9 +24,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsage};
-use crate::api::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
 use crate::api::logprobs::chat_entry;
+use crate::api::output_blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::request_builder::random_id;
 use crate::api::state::unix_now;
 use crate::engine::{Event, FinishReason, TokenLogprob};

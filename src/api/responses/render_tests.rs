@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::render::{ResponseRenderer, StreamEvent};
 use super::types::ResponseObject;
-use crate::api::blocks::BlockTracker;
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_parameters};
+use crate::api::output_blocks::BlockTracker;
 use crate::engine::{Event, FinishReason, Usage};
 
 fn catalog() -> ToolCatalog {

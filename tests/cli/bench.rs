@@ -3,7 +3,7 @@
 //! a benchmark must count rather than drop (HTTP errors, cut streams, short outputs, bad key,
 //! no server).
 
-mod openai_mock;
+use crate::openai_mock;
 
 use openai_mock::{BIN, Behaviour, LiveServer, Mock, MockConfig};
 use serde_json::Value;

@@ -7,7 +7,7 @@
 //! `json_object` test (which has no schema to bound them) nudges the model towards `"` with a
 //! logit bias, standing in for a real model's habit of closing its strings.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! `batch.rs`, the twins against a plain f64 softmax, the constants against kernels/*.cu, and the
 //! `cuda` backend (twins on the CPU device) against transformers and the other backends.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;

@@ -1,8 +1,7 @@
 //! The HTTP API's refusals over real HTTP: auth, every bad input with its status and error
 //! shape, oversized bodies, overload, and cancellation when a client goes away.
 
-#[path = "api_common/mod.rs"]
-mod api_common;
+use crate::api_common;
 
 use api_common::*;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! model): on the CPU a sequence's logits differ in their last bits with the rows it is batched
 //! with, and the draw must not amplify that into a different token.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tealight::engine::{FinishReason, GenerationRequest};

@@ -1,8 +1,7 @@
 //! The HTTP API end to end over real HTTP, against the tiny model served in-process: generation,
 //! streaming, logprobs, tools, reasoning, metrics.
 
-#[path = "api_common/mod.rs"]
-mod api_common;
+use crate::api_common;
 
 use api_common::*;
 use serde_json::{Value, json};

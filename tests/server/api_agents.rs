@@ -2,8 +2,7 @@
 //! Responses API (`/v1/responses`) as Codex and the OpenAI SDKs use it. The Messages API is in
 //! `api_anthropic.rs`.
 
-#[path = "api_common/mod.rs"]
-mod api_common;
+use crate::api_common;
 
 use api_common::*;
 use serde_json::{Value, json};

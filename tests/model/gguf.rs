@@ -2,7 +2,7 @@
 //! from (float types bit for bit, quantized types within their quantization), its tokenizer,
 //! template and config from the metadata, and one clear error for each kind of broken file.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;

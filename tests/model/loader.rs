@@ -1,7 +1,7 @@
 //! Checkpoint discovery and loading: hub-cache layout, both config layouts, sharding, and clear
 //! errors (naming the file) for every way a checkpoint can be broken.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::*;

@@ -1,7 +1,7 @@
 //! The serving engine end to end on the tiny model: batch invariance, preemption, prefix
 //! caching, cancellation, limits, stopping and backpressure.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::{Duration, Instant};

@@ -1,8 +1,7 @@
 //! The HTTP transport over real sockets: slow heads and held-back bodies are timed out, idle
 //! keep-alive connections are closed, and a stream outlives the keep-alive timeout.
 
-#[path = "api_common/mod.rs"]
-mod api_common;
+use crate::api_common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

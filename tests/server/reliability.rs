@@ -3,7 +3,7 @@
 //! refused before tokenizing, `/health` answers while huge prompts are tokenized, and a client
 //! that leaves while queued leaves the queue.
 
-mod api_common;
+use crate::api_common;
 
 use api_common::*;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The forward pass against HF transformers (f32) on the same synthetic checkpoints:
 //! last-position logits, greedy continuations, and batching/chunking invariance.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tealight::model::loader::DtypeChoice;

@@ -3,7 +3,7 @@
 //! rounding (the packed kernel widens each byte exactly and applies each block's scale once to
 //! the block's partial sum, where the dequantized weights carry it in every product).
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;

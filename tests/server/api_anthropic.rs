@@ -2,8 +2,7 @@
 //! Code and the Anthropic SDKs use it: `x-api-key`, `?beta=true`, named SSE events with an early
 //! `ping`, Anthropic-shaped errors, `max_tokens` clamped to the context.
 
-#[path = "api_common/mod.rs"]
-mod api_common;
+use crate::api_common;
 
 use api_common::*;
 use serde_json::{Value, json};

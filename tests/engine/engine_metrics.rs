@@ -2,7 +2,7 @@
 //! counts as waiting from the moment it is accepted (a scrape does not wait for the engine's
 //! next step to see it), admitted requests count as running, and both go back to zero.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tealight::engine::{FinishReason, GenerationRequest};

@@ -3,7 +3,7 @@
 //! of the history, Ctrl-C stopping an answer without leaving, the clear errors for a wrong key
 //! or no server, and one session against a live `tealight serve`.
 
-mod openai_mock;
+use crate::openai_mock;
 
 use openai_mock::{BIN, LiveServer, Mock, MockConfig};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,7 +2,7 @@
 //! sized for them (a stack overflow would abort this test binary), a first step beyond the
 //! grammar engine's limits is the client's error, and one compile serves every choice.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Map, Value, json};

@@ -12,7 +12,7 @@
 //! opens. Within one parser step the order is reasoning, then text, then tool calls, which is
 //! the order Qwen3 writes them in.
 
-use super::chat_output::ChoiceParser;
+use super::choice_parser::ChoiceParser;
 use super::types::chat::ToolCallChunk;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl BlockTracker {
         self.parser.called_tools()
     }
 
-    fn route(&mut self, delta: super::chat_output::ChoiceDelta, events: &mut Vec<BlockEvent>) {
+    fn route(&mut self, delta: super::choice_parser::ChoiceDelta, events: &mut Vec<BlockEvent>) {
         if !delta.reasoning.is_empty() {
             self.append(BlockKind::Reasoning, &delta.reasoning, events);
         }
