@@ -5,7 +5,7 @@
 //!     TEALIGHT_BENCH_DTYPE=f16 cargo bench --bench forward
 //!
 //! The checkpoint is generated once into `target/bench-models/0.6b` (or `$TEALIGHT_BENCH_MODEL`).
-//! `scripts/bench_forward.sh` runs this beside HF transformers on the same checkpoint.
+//! `scripts/bench/bench_forward.sh` runs this beside HF transformers on the same checkpoint.
 
 use candle_core::Device;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

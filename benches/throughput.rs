@@ -1,6 +1,6 @@
 //! Offline throughput, nano-vllm style: N requests with random input/output lengths, all
 //! submitted at once to the engine; reports output tokens/s. Prints one JSON line and writes the
-//! workload to `target/bench-throughput/workload.json` so `scripts/throughput_reference.py` can
+//! workload to `target/bench-throughput/workload.json` so `scripts/bench/throughput_reference.py` can
 //! run HF transformers on exactly the same requests.
 //!
 //!     cargo bench --bench throughput                   # 16 requests, f32
@@ -133,7 +133,7 @@ fn main() {
     );
 }
 
-/// The requests as `scripts/throughput_reference.py` reads them.
+/// The requests as `scripts/bench/throughput_reference.py` reads them.
 fn write_workload(out_dir: &std::path::Path, workload: &[(Vec<u32>, usize)]) {
     std::fs::create_dir_all(out_dir).expect("output dir");
     let json: Vec<serde_json::Value> = workload

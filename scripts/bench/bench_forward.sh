@@ -2,20 +2,20 @@
 # Side by side, in one run: tealight's forward (criterion, benches/forward.rs) and HF transformers
 # f32 on the same Qwen3-0.6B-shaped checkpoint and thread count. Prints tokens/s and ratios.
 #
-#   PYTHON=/path/to/venv/bin/python scripts/bench_forward.sh [threads]
+#   PYTHON=/path/to/venv/bin/python scripts/bench/bench_forward.sh [threads]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 threads="${1:-2}"
 python="${PYTHON:-python3}"
 export RAYON_NUM_THREADS="$threads"
 
 model=target/bench-models/0.6b
 if [ ! -f "$model/model.safetensors" ]; then
-  "$python" scripts/synthetic_qwen3.py --shape 0.6b --out "$model"
+  "$python" scripts/fixtures/synthetic_qwen3.py --shape 0.6b --out "$model"
 fi
 export TEALIGHT_BENCH_MODEL="$PWD/$model"
 
-ref=$("$python" scripts/bench_forward_reference.py --model "$model" --threads "$threads")
+ref=$("$python" scripts/bench/bench_forward_reference.py --model "$model" --threads "$threads")
 echo "transformers: $ref"
 for dtype in f32 f16; do
   TEALIGHT_BENCH_DTYPE=$dtype cargo bench --bench forward -- --noplot >/dev/null 2>&1

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HF transformers f32 on the same shapes `benches/forward.rs` measures, for side-by-side ratios.
 
-    python scripts/bench_forward_reference.py --model target/bench-models/0.6b --threads 2
+    python scripts/bench/bench_forward_reference.py --model target/bench-models/0.6b --threads 2
 
 Prints JSON: tokens/s for one decode step at batch 1 and 16 (context 128) and a 512-token prefill.
 """

@@ -2,17 +2,17 @@
 # Offline throughput side by side, in one run: the engine with all requests submitted at once
 # (benches/throughput.rs) and HF transformers generating the same requests one at a time.
 #
-#   PYTHON=/path/to/venv/bin/python scripts/bench_throughput.sh [threads] [requests]
+#   PYTHON=/path/to/venv/bin/python scripts/bench/bench_throughput.sh [threads] [requests]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 threads="${1:-2}"
 export RAYON_NUM_THREADS="$threads" TEALIGHT_BENCH_REQUESTS="${2:-16}"
 python="${PYTHON:-python3}"
 model=target/bench-models/0.6b
-[ -f "$model/model.safetensors" ] || "$python" scripts/synthetic_qwen3.py --shape 0.6b --out "$model"
+[ -f "$model/model.safetensors" ] || "$python" scripts/fixtures/synthetic_qwen3.py --shape 0.6b --out "$model"
 export TEALIGHT_BENCH_MODEL="$PWD/$model"
 ours=$(cargo bench --bench throughput 2>/dev/null | grep '^{')
-theirs=$("$python" scripts/throughput_reference.py --model "$model" --threads "$threads")
+theirs=$("$python" scripts/bench/throughput_reference.py --model "$model" --threads "$threads")
 echo "$ours"
 echo "$theirs"
 "$python" - "$ours" "$theirs" <<'PY'

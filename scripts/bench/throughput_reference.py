@@ -2,7 +2,7 @@
 """HF transformers `generate`, one request at a time, on the workload `benches/throughput.rs`
 wrote — the baseline for the engine's offline throughput.
 
-    python scripts/throughput_reference.py --model target/bench-models/0.6b --threads 2
+    python scripts/bench/throughput_reference.py --model target/bench-models/0.6b --threads 2
 """
 
 import argparse

@@ -7,14 +7,14 @@
 #   - transformers `generate` (f32, torch.set_num_threads($THREADS)) on the same prompt ids.
 # Writes RESULTS/table.md (Markdown, with ratios), RESULTS/machine.txt and every raw result.
 #
-#   PYTHON=/path/to/venv/bin/python scripts/compare_cpu.sh [RESULTS_DIR]
+#   PYTHON=/path/to/venv/bin/python scripts/compare/cpu.sh [RESULTS_DIR]
 #
 # PYTHON must have torch and transformers. Knobs (environment): THREADS (2), INPUT_LEN (256),
 # OUTPUT_LEN (64), LEVELS ("1 4 16") with PROMPTS ("4 8 16", prompts per level), SKIP (any of
 # "tealight transformers llamacpp"), PEERS_DIR (.cache/peers: llama.cpp sources and build, kept
 # out of git), TEALIGHT_BIN (default: a release build made here).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 repo="$PWD"
 
 threads="${THREADS:-2}"
@@ -49,7 +49,7 @@ cat "$out/machine.txt" >&2
 # --- weights and prompts -----------------------------------------------------------------
 if [ ! -f "$model/model.safetensors" ]; then
   log "writing the Qwen3-0.6B-shaped checkpoint to $model"
-  "$python" scripts/synthetic_qwen3.py --shape 0.6b --out "$model" >&2
+  "$python" scripts/fixtures/synthetic_qwen3.py --shape 0.6b --out "$model" >&2
 fi
 bin="${TEALIGHT_BIN:-$repo/target/release/tealight}"
 if [ -z "${TEALIGHT_BIN:-}" ]; then

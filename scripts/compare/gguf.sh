@@ -10,14 +10,14 @@
 # on the same checkpoint quantized to FP8 at load (`--quantization fp8`).
 # Writes RESULTS/table.md, RESULTS/machine.txt and every raw result.
 #
-#   PYTHON=/path/to/python-with-numpy scripts/compare_gguf.sh [RESULTS_DIR]
+#   PYTHON=/path/to/python-with-numpy scripts/compare/gguf.sh [RESULTS_DIR]
 #
 # Knobs: THREADS (2), PREFILL (512), DECODE (64), TYPES ("q8_0 q4_k_m"), REPEATS (3: prompts
 # per single-stream measure), PEERS_DIR (.cache/peers: llama.cpp sources, build, GGUF files; kept
 # out of git), TEALIGHT_BIN (default: a release build made here), SKIP (any of "llamacpp
 # llama-bench tealight bf16 fp8").
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 repo="$PWD"
 
 threads="${THREADS:-2}"
@@ -56,7 +56,7 @@ server=$(scripts/compare/build_llama_server.sh "$peers")
 llama_bin="$(dirname "$server")"
 if [ ! -f "$checkpoint/model.safetensors" ]; then
   log "writing the Qwen3-0.6B-shaped checkpoint"
-  "$python" scripts/synthetic_qwen3.py --shape 0.6b --out "$checkpoint" >&2
+  "$python" scripts/fixtures/synthetic_qwen3.py --shape 0.6b --out "$checkpoint" >&2
 fi
 if [ ! -f "$models/qwen3-0.6b-bf16.gguf" ]; then
   "$bin" debug gguf --model "$checkpoint" --out "$models/qwen3-0.6b-bf16.gguf" --type bf16

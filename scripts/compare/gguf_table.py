@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The table of scripts/compare_gguf.sh: per GGUF type, tealight and llama.cpp served under
+"""The table of scripts/compare/gguf.sh: per GGUF type, tealight and llama.cpp served under
 `tealight bench` (decode at concurrency 1, prefill of one prompt, output tok/s at
 concurrency 16), llama-bench's own numbers, and the ratios tealight ÷ llama.cpp.
 

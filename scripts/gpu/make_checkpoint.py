@@ -3,11 +3,11 @@
 
     python scripts/gpu/make_checkpoint.py --shape 4b --out /tmp/qwen3-4b [--shape 0.6b --out DIR ...]
 
-Weights follow scripts/synthetic_qwen3.py's distributions (not its bits): embeddings uniform in
+Weights follow scripts/fixtures/synthetic_qwen3.py's distributions (not its bits): embeddings uniform in
 [-0.25, 0.25), projections uniform with variance 1/fan_in, norm scales uniform in [0.75, 1.25).
 transformers' own init (normal, std 0.02) gives nearly flat next-token distributions, where the
 top-1 token of any bf16 implementation is mostly noise. Stored in bf16 with the real Qwen3
-tokenizer files from models/qwen3-tiny. `--method numpy` runs scripts/synthetic_qwen3.py instead
+tokenizer files from models/qwen3-tiny. `--method numpy` runs scripts/fixtures/synthetic_qwen3.py instead
 (same bits as the Rust generator; slower, CPU only).
 """
 
@@ -88,7 +88,7 @@ def with_transformers(shape: str, out: Path, device: str):
 
 
 def with_numpy(shape: str, out: Path):
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "synthetic_qwen3.py"), "--shape", shape,
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "fixtures" / "synthetic_qwen3.py"), "--shape", shape,
                     "--out", str(out)], check=True)
 
 

@@ -1,4 +1,5 @@
-//! Integration tests: the engine and sampling: scheduling, metrics, sampling and its batch invariance, guided decoding and its bounds.
+//! Integration tests: the engine and sampling: scheduling, metrics, sampling and its batch
+//! invariance, guided decoding and its bounds.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.

@@ -362,7 +362,7 @@ struct LlamaStep {
     top_logprobs: Vec<f32>,
 }
 
-/// `tests/fixtures/gguf.json`, made by `scripts/gguf_fixtures.py` with gguf-py and llama.cpp.
+/// `tests/fixtures/gguf.json`, made by `scripts/fixtures/gguf_fixtures.py` with gguf-py and llama.cpp.
 fn reference() -> Reference {
     let text = std::fs::read_to_string(repo_path("tests/fixtures/gguf.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -383,7 +383,7 @@ fn dequantization_matches_gguf_py() {
         assert_eq!(
             sha256(&path),
             entry.sha256,
-            "{} {}: the writer's output changed; rerun scripts/gguf_fixtures.py",
+            "{} {}: the writer's output changed; rerun scripts/fixtures/gguf_fixtures.py",
             entry.shape,
             entry.plan
         );

@@ -1,4 +1,5 @@
-//! Integration tests: the model: parity with transformers, GGUF and FP8 weights, checkpoint loading, device selection, the CUDA twins.
+//! Integration tests: the model: parity with transformers, GGUF and FP8 weights, checkpoint
+//! loading, device selection, the CUDA twins.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.

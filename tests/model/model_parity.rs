@@ -11,7 +11,7 @@ const SHAPES: [&str; 2] = ["tiny", "tiny-untied"];
 const LOGITS_TOLERANCE: f32 = 1e-3;
 
 /// The embedded model's weights are made on first use: they must be the bytes the fixtures
-/// were recorded with (scripts/synthetic_qwen3.py writes the same file).
+/// were recorded with (scripts/fixtures/synthetic_qwen3.py writes the same file).
 #[test]
 fn generated_tiny_weights_are_the_recorded_ones() {
     use sha2::Digest;

@@ -2,9 +2,9 @@
 //! Responses API (`/v1/responses`) as Codex and the OpenAI SDKs use it. The Messages API is in
 //! `api_anthropic.rs`.
 
-use crate::api_common;
+use crate::http_client;
 
-use api_common::*;
+use http_client::*;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::sync::OnceLock;

@@ -2,9 +2,9 @@
 //! Code and the Anthropic SDKs use it: `x-api-key`, `?beta=true`, named SSE events with an early
 //! `ping`, Anthropic-shaped errors, `max_tokens` clamped to the context.
 
-use crate::api_common;
+use crate::http_client;
 
-use api_common::*;
+use http_client::*;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::sync::OnceLock;

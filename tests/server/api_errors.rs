@@ -1,9 +1,9 @@
 //! The HTTP API's refusals over real HTTP: auth, every bad input with its status and error
 //! shape, oversized bodies, overload, and cancellation when a client goes away.
 
-use crate::api_common;
+use crate::http_client;
 
-use api_common::*;
+use http_client::*;
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::time::{Duration, Instant};

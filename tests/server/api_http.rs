@@ -1,9 +1,9 @@
 //! The HTTP API end to end over real HTTP, against the tiny model served in-process: generation,
 //! streaming, logprobs, tools, reasoning, metrics.
 
-use crate::api_common;
+use crate::http_client;
 
-use api_common::*;
+use http_client::*;
 use serde_json::{Value, json};
 
 /// System "你是一个小助手" + user "你好", greedy, 40 tokens: exactly the reference tokens.
@@ -393,7 +393,7 @@ fn tool_round_trip_and_tool_choice_modes() {
     }
     // Without any parser flag, tools without a tool_choice ("auto") are served: Qwen3's
     // hermes parser and automatic tool choice are on by default (--disable-auto-tool-choice
-    // and --tool-call-parser none turn them off; see tests/api_agents.rs).
+    // and --tool-call-parser none turn them off; see api_agents.rs).
     let r = small_server().post(
         "/v1/chat/completions",
         &json!({"messages": hello(), "tools": [weather_tool()], "max_tokens": 2}),

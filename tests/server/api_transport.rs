@@ -1,14 +1,14 @@
 //! The HTTP transport over real sockets: slow heads and held-back bodies are timed out, idle
 //! keep-alive connections are closed, and a stream outlives the keep-alive timeout.
 
-use crate::api_common;
+use crate::http_client;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use api_common::*;
+use http_client::*;
 use serde_json::json;
 
 fn server() -> &'static TestServer {

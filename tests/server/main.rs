@@ -1,10 +1,10 @@
-//! Integration tests: the HTTP API on an in-process server over the tiny model: the OpenAI, Responses and Anthropic routes, errors, transport limits, agent-client shapes, hostile requests.
+//! Integration tests: the HTTP API on an in-process server over the tiny model: the OpenAI,
+//! Responses and Anthropic routes, errors, transport limits, agent-client shapes, hostile requests.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.
 
-#[path = "../api_common/mod.rs"]
-mod api_common;
+mod http_client;
 
 mod api_agents;
 mod api_anthropic;

@@ -3,9 +3,9 @@
 //! refused before tokenizing, `/health` answers while huge prompts are tokenized, and a client
 //! that leaves while queued leaves the queue.
 
-use crate::api_common;
+use crate::http_client;
 
-use api_common::*;
+use http_client::*;
 use serde_json::json;
 use std::io::BufRead;
 use std::sync::OnceLock;
@@ -230,7 +230,7 @@ fn the_openapi_document_names_real_routes() {
     assert_eq!(r.status, 200);
     let doc = r.json();
     let file: serde_json::Value =
-        serde_json::from_str(include_str!("../src/api/openapi.json")).unwrap();
+        serde_json::from_str(include_str!("../../src/api/openapi.json")).unwrap();
     assert_eq!(doc, file);
     let paths = doc["paths"].as_object().unwrap();
     for route in [

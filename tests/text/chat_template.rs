@@ -1,6 +1,6 @@
 //! Chat templates render exactly what transformers renders, and tokenize to the same ids.
 //!
-//! The expected prompts and ids come from `scripts/template_fixtures.py` (HF transformers on
+//! The expected prompts and ids come from `scripts/fixtures/template_fixtures.py` (HF transformers on
 //! the real Qwen3 tokenizer), committed in `tests/fixtures/templates/cases.json`.
 
 use std::path::PathBuf;

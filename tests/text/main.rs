@@ -1,4 +1,5 @@
-//! Integration tests: text in and out: the chat template, the incremental detokenizer, finish text and stop strings.
+//! Integration tests: text in and out: the chat template, the incremental detokenizer, finish text
+//! and stop strings.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.
