@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tealight");
+use crate::process::{BIN, free_port};
 
 #[test]
 fn serve_help_reads_well() {
@@ -51,14 +51,6 @@ fn unknown_parser_fails_at_startup() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--reasoning-parser"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn status_of(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Result<(u16, String), String> {

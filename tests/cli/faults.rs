@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tealight");
+use crate::process::{BIN, free_port};
 
 #[test]
 fn zero_sizes_are_refused_with_one_clear_error() {
@@ -45,14 +45,6 @@ fn ignored_flags_say_so_in_help() {
             .join(" ");
         assert!(line.contains("Ignored"), "{flag}: {line}");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A fresh connection each time (no agent): new clients during the drain.

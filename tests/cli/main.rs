@@ -5,6 +5,7 @@
 //! linking, not compiling, is most of `cargo test`'s time.
 
 mod openai_mock;
+mod process;
 
 mod api_process;
 mod bench;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_tealight");
+pub use crate::process::BIN;
 pub const MOCK_MODEL: &str = "mock-model";
 
 /// What the mock does with the n-th streamed request (0-based, in arrival order).
