@@ -10,7 +10,6 @@
 //! [`UNBUDGETED_BYTES`] are not counted: the connection cap bounds those, and ordinary requests
 //! never wait behind large ones.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -20,65 +19,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::body_budget::{BodyBudget, Reserved, UNBUDGETED_BYTES, UNIT};
 use super::error::ApiError;
 use super::state::AppState;
-
-/// The budget's unit (a semaphore counts permits in `u32`).
-const UNIT: usize = 1024;
-/// Bodies this small skip the budget.
-pub const UNBUDGETED_BYTES: usize = 64 << 10;
-
-/// The bytes of request bodies buffered at once, in [`UNIT`]s.
-pub struct BodyBudget {
-    units: Arc<Semaphore>,
-    total_units: usize,
-}
-
-impl BodyBudget {
-    pub fn new(max_bytes: usize) -> Self {
-        let total_units = max_bytes.div_ceil(UNIT).clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            units: Arc::new(Semaphore::new(total_units)),
-            total_units,
-        }
-    }
-
-    pub fn total_bytes(&self) -> usize {
-        self.total_units * UNIT
-    }
-
-    /// Bytes free now (tests and diagnostics).
-    pub fn available_bytes(&self) -> usize {
-        self.units.available_permits() * UNIT
-    }
-
-    /// Reserves `bytes` (rounded up to units) by `deadline`; `None` when the budget stays
-    /// too full until then.
-    async fn reserve(&self, bytes: usize, deadline: Instant) -> Option<OwnedSemaphorePermit> {
-        let units = bytes.div_ceil(UNIT).min(self.total_units);
-        let units = u32::try_from(units).unwrap_or(u32::MAX);
-        tokio::time::timeout_at(deadline, self.units.clone().acquire_many_owned(units))
-            .await
-            .ok()?
-            .ok()
-    }
-}
-
-/// Buffered body bytes holding their reservation: it is returned when the last view of the
-/// bytes drops.
-struct Reserved {
-    bytes: Vec<u8>,
-    _permits: Vec<OwnedSemaphorePermit>,
-}
-
-impl AsRef<[u8]> for Reserved {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
 
 /// Why a body could not be read.
 enum Refusal {
@@ -165,10 +110,7 @@ async fn read(
     if permits.is_empty() {
         return Ok(Bytes::from(bytes));
     }
-    Ok(Bytes::from_owner(Reserved {
-        bytes,
-        _permits: permits,
-    }))
+    Ok(Bytes::from_owner(Reserved { bytes, permits }))
 }
 
 /// The refusal as an API error. The rest of the body is unread, so the connection cannot carry

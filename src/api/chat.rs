@@ -15,6 +15,7 @@ use super::choice_parser::{ChoiceDelta, ChoiceParser, MessageBuilder};
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::chat_entry;
+use super::prompt_length;
 use super::request_builder::{self, GenerationFields, check_stream_options, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
 use super::state::{AppState, Ready, unix_now};
@@ -159,7 +160,7 @@ pub async fn create(
         )?;
     }
     let streams =
-        blocking_pool::submit_guided(&ready, &config.grammar, requests, plan.guided).await?;
+        request_builder::submit_guided(&ready, &config.grammar, requests, plan.guided).await?;
 
     let echo = req
         .echo
@@ -244,7 +245,7 @@ pub(super) fn render_checked(
         end,
         plain_content,
     )?;
-    blocking_pool::check_text_fits(
+    prompt_length::check_text_fits(
         &ready.tokenizer,
         &prompt.text,
         ready.max_model_len(),

@@ -13,6 +13,7 @@ use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::logprobs::{clamp, token_text, top_map};
+use super::prompt_length;
 use super::request_builder::{self, GenerationFields, random_id};
 use super::sse::{self, Renderer, abort_error, error_event, json_event};
 use super::state::{AppState, Ready, unix_now};
@@ -118,7 +119,7 @@ pub async fn create(
     if !req.stream.unwrap_or(false) {
         request_builder::check_collected_logprobs(&ready, config, &requests, echo, "logprobs")?;
     }
-    let streams = blocking_pool::submit_all(&ready, requests).await?;
+    let streams = request_builder::submit(&ready, requests).await?;
     let ctx = CompletionContext {
         id: random_id("cmpl-"),
         created: unix_now(),
@@ -153,7 +154,7 @@ pub async fn create(
 fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiResult<Vec<Prompt>> {
     let max_len = ready.max_model_len();
     let from_text = |text: String| -> ApiResult<Prompt> {
-        blocking_pool::check_text_fits(&ready.tokenizer, &text, max_len, "prompt")?;
+        prompt_length::check_text_fits(&ready.tokenizer, &text, max_len, "prompt")?;
         Ok(Prompt {
             ids: ready.tokenizer.encode(&text, add_special_tokens)?,
             text,

@@ -4,35 +4,14 @@
 //! budget. Every failure is the client's: a 400 naming the field and the flag to change.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
-use super::state::Ready;
+use super::state::{GrammarLimits, Ready};
 use crate::guided::compile_thread;
-use crate::guided::{
-    CompileJob, GuidedDecoding, GuidedMatcher, SchemaBudget, SchemaLimits, compile_stack_bytes,
-};
-
-/// `--max-schema-properties`, `--max-schema-nodes`, `--max-schema-depth` and
-/// `--grammar-compile-timeout`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GrammarLimits {
-    pub schema: SchemaLimits,
-    /// How long a request waits for its grammar to compile before it is refused.
-    pub compile_timeout: Duration,
-}
-
-impl Default for GrammarLimits {
-    fn default() -> Self {
-        Self {
-            schema: SchemaLimits::default(),
-            compile_timeout: Duration::from_secs(10),
-        }
-    }
-}
+use crate::guided::{CompileJob, GuidedDecoding, GuidedMatcher, SchemaBudget, compile_stack_bytes};
 
 /// Checks one schema of the request against `budget` (shared by all of a request's schemas);
 /// `param` names the field it came from.

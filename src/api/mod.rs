@@ -56,6 +56,7 @@
 
 pub mod auth;
 pub mod blocking_pool;
+pub mod body_budget;
 pub mod body_buffer;
 pub mod chat;
 pub mod choice_parser;
@@ -65,6 +66,7 @@ pub mod error;
 pub mod extract;
 pub mod grammar;
 pub mod health;
+pub mod http_metrics;
 pub mod logprobs;
 pub mod messages;
 pub mod metrics;
@@ -73,6 +75,7 @@ pub mod metrics_vllm;
 pub mod models;
 pub mod openapi;
 pub mod output_blocks;
+pub mod prompt_length;
 pub mod prompt_tokens;
 pub mod request_builder;
 pub mod responses;

@@ -2,12 +2,14 @@
 //! with their seeds, and submission.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::http::HeaderMap;
 
+use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
-use super::state::{Ready, ServerConfig};
+use super::grammar::{self, GuidedSpec};
+use super::state::{GrammarLimits, Ready, ServerConfig};
 use super::types::common::StopSpec;
 use crate::engine::{EventStream, GenerationRequest, rules};
 use crate::guided::GuidedMatcher;
@@ -256,6 +258,28 @@ pub fn submit_all(
                 .map_err(ApiError::from)
         })
         .collect()
+}
+
+/// [`submit_all`] on the pool: submission checks every prompt id.
+pub async fn submit(
+    ready: &Arc<Ready>,
+    requests: Vec<GenerationRequest>,
+) -> ApiResult<Vec<EventStream>> {
+    let ready = ready.clone();
+    blocking_pool::run(move || submit_all(&ready, requests, Vec::new())).await?
+}
+
+/// [`submit`] for requests under one output constraint: the grammar compiles once for all
+/// of them (see [`grammar::compile`]), then they are submitted on the pool.
+pub async fn submit_guided(
+    ready: &Arc<Ready>,
+    limits: &GrammarLimits,
+    requests: Vec<GenerationRequest>,
+    guided: Option<GuidedSpec>,
+) -> ApiResult<Vec<EventStream>> {
+    let matchers = grammar::compile(ready, limits, guided, requests.len()).await?;
+    let ready = ready.clone();
+    blocking_pool::run(move || submit_all(&ready, requests, matchers)).await?
 }
 
 /// A random id with OpenAI's prefixes (`chatcmpl-`, `cmpl-`, `call_`).

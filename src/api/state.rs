@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::body_buffer::BodyBudget;
+use super::body_budget::BodyBudget;
 use super::error::{ApiError, ApiResult};
-use super::metrics::HttpMetrics;
+use super::http_metrics::HttpMetrics;
 use super::metrics_vllm::MetricsCompat;
 use super::responses::store::{ResponseStore, StoreLimits};
 use super::transport::{Registry, TransportLimits};
 use crate::engine::EngineHandle;
+use crate::guided::SchemaLimits;
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -77,7 +78,7 @@ pub struct ServerConfig {
     pub metrics_compat: MetricsCompat,
     pub limits: Limits,
     /// Structured outputs: schema bounds and the compile budget.
-    pub grammar: super::grammar::GrammarLimits,
+    pub grammar: GrammarLimits,
     /// `--strict-model-name`: the agent APIs (`/v1/responses`, `/v1/messages`) answer 404 for
     /// a model name that is not served, as chat completions do. Off by default: agents ask
     /// for other names (Claude Code's background tasks use `claude-haiku-*`), and the one
@@ -91,6 +92,24 @@ pub struct ServerConfig {
     pub allow_special_tokens_in_content: bool,
     /// Timeouts, the connection cap and the request-body budget ([`super::transport`]).
     pub transport: TransportLimits,
+}
+
+/// `--max-schema-properties`, `--max-schema-nodes`, `--max-schema-depth` and
+/// `--grammar-compile-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrammarLimits {
+    pub schema: SchemaLimits,
+    /// How long a request waits for its grammar to compile before it is refused.
+    pub compile_timeout: Duration,
+}
+
+impl Default for GrammarLimits {
+    fn default() -> Self {
+        Self {
+            schema: SchemaLimits::default(),
+            compile_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The loaded model and everything derived from it.

@@ -7,6 +7,7 @@ use axum::extract::State;
 use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
+use super::prompt_length;
 use super::state::{AppState, Ready};
 use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
@@ -51,7 +52,7 @@ fn tokenize_blocking(
             prompt.encode(&ready.tokenizer, req.add_special_tokens.unwrap_or(false))?
         }
         (None, Some(prompt)) => {
-            blocking_pool::check_text_fits(&ready.tokenizer, &prompt, max_len, "prompt")?;
+            prompt_length::check_text_fits(&ready.tokenizer, &prompt, max_len, "prompt")?;
             ready
                 .tokenizer
                 .encode(&prompt, req.add_special_tokens.unwrap_or(true))?

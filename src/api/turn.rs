@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::output_blocks::BlockTracker;
+use super::prompt_length;
 use super::request_builder::{self, GenerationFields};
 use super::responses::render::StreamEvent;
 use super::state::{AppState, Ready, ServerConfig};
@@ -145,7 +146,7 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &TurnSpec<'_>) -> ApiR
         PromptEnd::Generation(true),
         !config.allow_special_tokens_in_content,
     )?;
-    blocking_pool::check_text_fits(
+    prompt_length::check_text_fits(
         &ready.tokenizer,
         &rendered.text,
         ready.max_model_len(),
@@ -195,7 +196,7 @@ pub async fn submit(
     if let Some(param) = generation.collected_logprobs {
         request_builder::check_collected_logprobs(ready, config, &requests, false, param)?;
     }
-    blocking_pool::submit_guided(ready, &config.grammar, requests, prompt.plan.guided.clone())
+    request_builder::submit_guided(ready, &config.grammar, requests, prompt.plan.guided.clone())
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no request was submitted"))

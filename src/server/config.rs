@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::api::grammar::GrammarLimits;
 use crate::api::responses::store::StoreLimits;
+use crate::api::state::GrammarLimits;
 use crate::api::transport::TransportLimits;
 use crate::api::{Limits, ServerConfig};
 use crate::cli::serve::ServeArgs;
