@@ -4,7 +4,8 @@
 use crate::api::metrics_vllm::MetricsCompat;
 use crate::device::DeviceChoice;
 use crate::model::AttentionBackend;
-use crate::model::loader::{DtypeChoice, Quantization};
+use crate::model::Quantization;
+use crate::model::loader::DtypeChoice;
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]

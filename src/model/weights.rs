@@ -4,7 +4,7 @@
 
 use super::fp8::Fp8Weight;
 use super::gguf::{GgmlType, GgufFile};
-use super::loader::Quantization;
+use super::quantization::Quantization;
 use super::quantized::QuantizedWeight;
 use crate::error::{Error, Result};
 use candle_core::safetensors::{Load, MmapedSafetensors};

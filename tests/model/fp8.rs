@@ -9,8 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use std::collections::HashMap;
 use std::path::Path;
+use tealight::model::Quantization;
 use tealight::model::fp8::Fp8Weight;
-use tealight::model::loader::{DtypeChoice, Quantization, load_source};
+use tealight::model::loader::{DtypeChoice, load_source};
 use tealight::model::{ModelSource, Qwen3Model};
 
 fn is_linear(name: &str) -> bool {

@@ -19,7 +19,8 @@ mod npy;
 mod preflight;
 
 use crate::model::ModelSource;
-use crate::model::loader::{DtypeChoice, Quantization, load_source};
+use crate::model::Quantization;
+use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use crate::sampling::SamplingParams;
 use clap::{Args, Subcommand};
