@@ -13,6 +13,9 @@
 
 use serde_json::{Value, json};
 
+/// What a tool output that held an image or file says instead.
+pub const OMITTED_MEDIA: &str = "[non-text content omitted: this model reads text only]";
+
 /// Where a tool the model sees came from in the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolOrigin {

@@ -160,7 +160,7 @@ impl From<Error> for ApiError {
 }
 
 /// The OpenAI body; the error itself rides along as a response extension, so that a route
-/// speaking another dialect (Anthropic's, [`crate::api::messages::error`]) renders its own body
+/// speaking another dialect (Anthropic's, [`crate::api::anthropic::error`]) renders its own body
 /// from the typed error rather than by re-reading this one.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

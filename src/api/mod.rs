@@ -2,9 +2,9 @@
 //!
 //! Routes:
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (JSON or SSE with `stream: true`)
-//! - `POST /v1/responses`, `GET /v1/responses/{id}`: the Responses API ([`responses`])
+//! - `POST /v1/responses`, `GET /v1/responses/{id}`: the Responses API ([`openai::responses`])
 //! - `POST /v1/messages` (also `?beta=true`), `POST /v1/messages/count_tokens`: the Anthropic
-//!   Messages API ([`messages`]), whose errors take Anthropic's shape
+//!   Messages API ([`anthropic`]), whose errors take Anthropic's shape
 //! - `GET|HEAD /`: 200 while listening (no key needed)
 //! - `GET /v1/models`
 //! - `POST /tokenize`, `POST /detokenize` (vLLM's shapes)
@@ -46,21 +46,25 @@
 //!
 //! Keys: `Authorization: Bearer <key>` or `x-api-key: <key>` ([`auth`]).
 //!
-//! Handlers are thin: parse ([`extract::ApiJson`]) → validate ([`tools`],
-//! [`request_builder`], the engine's [`crate::engine::rules`]) → submit to the engine → render
-//! ([`chat`], [`completions`], [`sse`]). The Responses and Messages handlers translate their
-//! request into chat form and share one path to the engine ([`turn`]) and one block model of
-//! the output ([`output_blocks`]), each with its own stream renderer. Output parsing (reasoning, tool
-//! calls) lives in [`crate::parsers`]. The layer takes a [`ServerConfig`] and a [`Ready`] model from
-//! [`crate::server`], the composition root, and knows nothing of command-line flags.
+//! Layout: one folder per protocol around a shared core. [`openai`] holds chat completions,
+//! completions and the Responses API; [`anthropic`] the Messages API; no protocol imports
+//! another. The core: parsing ([`extract::ApiJson`]), checks ([`tools`], [`request_builder`],
+//! the engine's [`crate::engine::rules`]), prompts ([`chat_prompt`], [`prompt_length`]), the
+//! blocking pool ([`blocking_pool`]), submission ([`request_builder`]), SSE ([`sse`]), and the
+//! output models: per choice ([`choice_parser`]) and per turn as blocks ([`output_blocks`]).
+//! The Responses and Messages handlers translate their request into chat form
+//! ([`conversation`]) and share one path to the engine ([`turn`]), each with its own stream
+//! renderer. Output parsing (reasoning, tool calls) lives in [`crate::parsers`]. The layer takes
+//! a [`ServerConfig`] and a [`Ready`] model from [`crate::server`], the composition root, and
+//! knows nothing of command-line flags.
 
+pub mod anthropic;
 pub mod auth;
 pub mod blocking_pool;
 pub mod body_budget;
 pub mod body_buffer;
-pub mod chat;
+pub mod chat_prompt;
 pub mod choice_parser;
-pub mod completions;
 pub mod conversation;
 pub mod error;
 pub mod extract;
@@ -68,17 +72,16 @@ pub mod grammar;
 pub mod health;
 pub mod http_metrics;
 pub mod logprobs;
-pub mod messages;
 pub mod metrics;
 pub mod metrics_labels;
 pub mod metrics_vllm;
 pub mod models;
+pub mod openai;
 pub mod openapi;
 pub mod output_blocks;
 pub mod prompt_length;
 pub mod prompt_tokens;
 pub mod request_builder;
-pub mod responses;
 pub mod router;
 pub mod sse;
 pub mod state;

@@ -11,10 +11,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{
-    auth, body_buffer, chat, completions, health, messages, metrics, models, openapi, responses,
-    tokenize,
-};
+use super::{anthropic, auth, body_buffer, health, metrics, models, openai, openapi, tokenize};
 
 pub fn router(state: AppState) -> Router {
     let config = state.config().clone();
@@ -24,14 +21,17 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(health::version))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/models", get(models::list))
-        .route("/v1/chat/completions", post(chat::create))
-        .route("/v1/completions", post(completions::create))
-        .route("/v1/responses", post(responses::handler::create))
-        .route("/v1/responses/{id}", get(responses::handler::retrieve))
-        .route("/v1/messages", post(messages::handler::create))
+        .route("/v1/chat/completions", post(openai::chat::create))
+        .route("/v1/completions", post(openai::completions::create))
+        .route("/v1/responses", post(openai::responses::handler::create))
+        .route(
+            "/v1/responses/{id}",
+            get(openai::responses::handler::retrieve),
+        )
+        .route("/v1/messages", post(anthropic::handler::create))
         .route(
             "/v1/messages/count_tokens",
-            post(messages::handler::count_tokens),
+            post(anthropic::handler::count_tokens),
         )
         .route("/", get(health::root))
         .route("/tokenize", post(tokenize::tokenize))
@@ -101,7 +101,7 @@ async fn anthropic_errors(req: Request, next: Next) -> Response {
     let anthropic = req.uri().path().starts_with("/v1/messages");
     let response = next.run(req).await;
     if anthropic {
-        messages::error::in_anthropic_shape(response)
+        anthropic::error::in_anthropic_shape(response)
     } else {
         response
     }

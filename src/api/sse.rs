@@ -12,6 +12,7 @@
 //! that went away is found by the failed write, which cancels its requests even before they
 //! leave the queue. Clients ignore comment lines (the SSE spec).
 
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -23,6 +24,14 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use crate::engine::{Event, EventStream};
+
+/// One named event of an agent API's stream (`event: <kind>`): its type and its JSON body
+/// (which repeats the type), as the Responses and Messages APIs send them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub kind: String,
+    pub data: Value,
+}
 
 /// Turns merged engine events into SSE chunks for one response.
 pub trait Renderer: Send + 'static {

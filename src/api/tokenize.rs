@@ -41,7 +41,7 @@ fn tokenize_blocking(
             } else {
                 PromptEnd::Generation(req.add_generation_prompt.unwrap_or(true))
             };
-            let (_, prompt) = super::chat::render_checked(
+            let (_, prompt) = super::chat_prompt::render_checked(
                 ready,
                 &messages,
                 req.tools.as_deref(),

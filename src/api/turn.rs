@@ -1,8 +1,8 @@
 //! The one path the agent APIs (`/v1/responses`, `/v1/messages`) share from a request in chat
 //! form to an engine event stream: tool plan → messages checked → prompt rendered and tokenized
 //! → limits and sampling resolved → submitted. Each API only translates its request into a
-//! [`TurnSpec`] and renders the events with its own renderer ([`crate::api::responses::render`],
-//! [`crate::api::messages::render`]); [`stream`] or [`collect`] drive them.
+//! [`TurnSpec`] and renders the events with its own renderer ([`crate::api::openai::responses::render`],
+//! [`crate::api::anthropic::render`]); [`stream`] or [`collect`] drive them.
 //!
 //! As for chat completions, the conversion, rendering and tokenization of a turn are blocking
 //! work: the handlers run them (and [`render`]) on the bounded pool ([`blocking_pool::run`]), and
@@ -21,7 +21,7 @@ use super::error::{ApiError, ApiResult};
 use super::output_blocks::BlockTracker;
 use super::prompt_length;
 use super::request_builder::{self, GenerationFields};
-use super::responses::render::StreamEvent;
+use super::sse::StreamEvent;
 use super::state::{AppState, Ready, ServerConfig};
 use super::tools::{self, SchemaFields, ToolPlan};
 use super::types::chat::ResponseFormat;

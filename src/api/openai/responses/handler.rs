@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::input::{Conversation, input_items, messages, tool_catalog};
-use super::render::{ResponseRenderer, StreamEvent};
+use super::render::ResponseRenderer;
 use super::retain::{KeptItems, echoed_tool};
 use super::store::{ResponseStore, StoredResponse};
 use super::types::{ResponseObject, ResponsesRequest, TextConfig, TextFormat};
@@ -22,6 +22,7 @@ use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
 use crate::api::request_builder::{self, random_id};
+use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
 use crate::api::turn::{self, Generation, MaxTokens, Prompt, TurnRenderer, TurnSpec};
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};

@@ -10,9 +10,9 @@
 
 use serde_json::{Value, json};
 
+use crate::api::conversation::OMITTED_MEDIA;
 use crate::api::conversation::{ConversationBuilder, ToolCatalog, ToolOrigin};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::responses::input::OMITTED_MEDIA;
 
 #[derive(Debug)]
 pub struct ChatForm {

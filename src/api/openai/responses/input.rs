@@ -16,13 +16,10 @@ use std::borrow::Cow;
 use serde_json::{Value, json};
 
 use crate::api::conversation::{
-    ConversationBuilder, ToolCatalog, ToolOrigin, arguments_value, custom_tool_parameters,
-    flat_name,
+    ConversationBuilder, OMITTED_MEDIA, ToolCatalog, ToolOrigin, arguments_value,
+    custom_tool_parameters, flat_name,
 };
 use crate::api::error::{ApiError, ApiResult};
-
-/// What a tool output that held an image or file says instead.
-pub const OMITTED_MEDIA: &str = "[non-text content omitted: this model reads text only]";
 
 /// The request's conversation in chat form.
 #[derive(Debug)]

@@ -3,10 +3,11 @@
 
 use serde_json::{Value, json};
 
-use super::render::{ResponseRenderer, StreamEvent};
+use super::render::ResponseRenderer;
 use super::types::ResponseObject;
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_parameters};
 use crate::api::output_blocks::BlockTracker;
+use crate::api::sse::StreamEvent;
 use crate::engine::{Event, FinishReason, Usage};
 
 fn catalog() -> ToolCatalog {

@@ -42,7 +42,7 @@ pub fn resolve<'a>(store: &ResponseStore, input: Vec<Cow<'a, Value>>) -> Vec<Cow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::responses::store::{StoreLimits, StoredResponse};
+    use crate::api::openai::responses::store::{StoreLimits, StoredResponse};
     use bytes::Bytes;
     use serde_json::json;
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::types::{MessageObject, MessageUsage};
 use crate::api::output_blocks::{BlockEvent, BlockKind, BlockTracker};
-use crate::api::responses::render::StreamEvent;
+use crate::api::sse::StreamEvent;
 use crate::engine::{Event, FinishReason, StopReason};
 
 pub struct MessageRenderer {

@@ -6,7 +6,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::input::{OMITTED_MEDIA, reasoning_text};
+use super::input::reasoning_text;
+use crate::api::conversation::OMITTED_MEDIA;
 
 /// A conversation's items as the store keeps them, written as JSON while they are added (so
 /// the request's parsed values need not outlive the turn's preparation).

@@ -10,27 +10,25 @@ use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use super::blocking_pool;
-use super::choice_parser::{ChoiceDelta, ChoiceParser, MessageBuilder};
-use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
-use super::logprobs::chat_entry;
-use super::prompt_length;
-use super::request_builder::{self, GenerationFields, check_stream_options, random_id};
-use super::sse::{self, Renderer, abort_error, error_event, json_event};
-use super::state::{AppState, Ready, unix_now};
-use super::tools;
-use super::types::chat::{
+use crate::api::blocking_pool;
+use crate::api::chat_prompt::render_checked;
+use crate::api::choice_parser::{ChoiceDelta, ChoiceParser, MessageBuilder};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::ApiJson;
+use crate::api::logprobs::chat_entry;
+use crate::api::request_builder::{self, GenerationFields, check_stream_options, random_id};
+use crate::api::sse::{self, Renderer, abort_error, error_event, json_event};
+use crate::api::state::{AppState, Ready, unix_now};
+use crate::api::tools;
+use crate::api::types::chat::{
     ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatDelta,
     ChatLogprobToken, ChatLogprobs, ChatMessage, ChunkChoice,
 };
-use super::types::common::{StopReasonValue, UsageInfo};
+use crate::api::types::common::{StopReasonValue, UsageInfo};
 use crate::engine::{Event, EventStream, FinishReason, Usage};
 use crate::parsers::prompt_opens_thinking;
 use crate::sampling::SamplingOverrides;
-use crate::tokenizer::{
-    ChatPrompt, Conversation, PromptEnd, Tokenizer, prepare_messages, render_chat,
-};
+use crate::tokenizer::{PromptEnd, Tokenizer};
 
 /// What every choice of one response shares.
 struct ChatContext {
@@ -219,39 +217,6 @@ fn render_prompt(
     let (messages, prompt) = render_checked(ready, raw, tools, kwargs, end, plain_content)?;
     let ids = prompt.encode(&ready.tokenizer, false)?;
     Ok((messages, prompt.text, ids))
-}
-
-/// Chat messages checked, rendered through the template and held to the context (by their
-/// text, before tokenizing): what chat completions and `/tokenize` share. `plain_content`:
-/// special-token text in messages stays text (`--allow-special-tokens-in-content` unset).
-pub(super) fn render_checked(
-    ready: &Ready,
-    raw: &[Value],
-    tools: Option<&[Value]>,
-    kwargs: &Map<String, Value>,
-    end: PromptEnd,
-    plain_content: bool,
-) -> ApiResult<(Vec<Value>, ChatPrompt)> {
-    let messages = prepare_messages(raw)?;
-    let conversation = Conversation {
-        messages: &messages,
-        tools: tools.filter(|t| !t.is_empty()),
-        kwargs,
-    };
-    let prompt = render_chat(
-        &ready.template,
-        &ready.tokenizer,
-        conversation,
-        end,
-        plain_content,
-    )?;
-    prompt_length::check_text_fits(
-        &ready.tokenizer,
-        &prompt.text,
-        ready.max_model_len(),
-        "messages",
-    )?;
-    Ok((messages, prompt))
 }
 
 /// One finished choice of a non-streamed response.

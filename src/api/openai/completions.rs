@@ -9,16 +9,16 @@ use axum::http::HeaderMap;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 
-use super::blocking_pool;
-use super::error::{ApiError, ApiResult};
-use super::extract::ApiJson;
-use super::logprobs::{clamp, token_text, top_map};
-use super::prompt_length;
-use super::request_builder::{self, GenerationFields, random_id};
-use super::sse::{self, Renderer, abort_error, error_event, json_event};
-use super::state::{AppState, Ready, unix_now};
-use super::types::common::{StopReasonValue, UsageInfo};
-use super::types::completions::{
+use crate::api::blocking_pool;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::ApiJson;
+use crate::api::logprobs::{clamp, token_text, top_map};
+use crate::api::prompt_length;
+use crate::api::request_builder::{self, GenerationFields, random_id};
+use crate::api::sse::{self, Renderer, abort_error, error_event, json_event};
+use crate::api::state::{AppState, Ready, unix_now};
+use crate::api::types::common::{StopReasonValue, UsageInfo};
+use crate::api::types::completions::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput,
 };
 use crate::engine::{Event, EventStream, FinishReason, TokenLogprob, Usage, rules};

@@ -17,7 +17,7 @@ use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingCo
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
 use crate::api::request_builder::{self, random_id};
-use crate::api::responses::render::StreamEvent;
+use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready};
 use crate::api::turn::{self, Generation, MaxTokens, TurnRenderer, TurnSpec};
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};

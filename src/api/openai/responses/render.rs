@@ -28,16 +28,10 @@ use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
 use crate::api::logprobs::chat_entry;
 use crate::api::output_blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::request_builder::random_id;
+use crate::api::sse::StreamEvent;
 use crate::api::state::unix_now;
 use crate::engine::{Event, FinishReason, TokenLogprob};
 use crate::tokenizer::Tokenizer;
-
-/// One event of the stream: its `type` and its JSON body (which repeats the type).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamEvent {
-    pub kind: String,
-    pub data: Value,
-}
 
 pub struct ResponseRenderer {
     response: ResponseObject,
