@@ -82,6 +82,7 @@ pub mod output_blocks;
 pub mod prompt_length;
 pub mod prompt_tokens;
 pub mod request_builder;
+pub mod response_store;
 pub mod router;
 pub mod sse;
 pub mod state;

@@ -13,7 +13,7 @@ use super::body_budget::BodyBudget;
 use super::error::{ApiError, ApiResult};
 use super::http_metrics::HttpMetrics;
 use super::metrics_vllm::MetricsCompat;
-use super::openai::responses::store::{ResponseStore, StoreLimits};
+use super::response_store::{ResponseStore, StoreLimits};
 use super::transport::{Registry, TransportLimits};
 use crate::engine::EngineHandle;
 use crate::guided::SchemaLimits;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::api::openai::responses::store::StoreLimits;
+use crate::api::response_store::StoreLimits;
 use crate::api::state::GrammarLimits;
 use crate::api::transport::TransportLimits;
 use crate::api::{Limits, ServerConfig};

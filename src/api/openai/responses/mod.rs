@@ -8,7 +8,7 @@
 //! - [`truncate`]: `truncation: "auto"` — the oldest items go until the prompt fits.
 //! - [`render`]: engine events → stream events and the final object (one code path for both).
 //! - [`retain`]: what the store keeps of a request (what a prompt reads).
-//! - [`store`]: finished responses kept in memory, as JSON text.
+//! - the store of finished responses is the core's [`crate::api::response_store`].
 
 pub mod fields;
 pub mod handler;
@@ -16,7 +16,6 @@ pub mod input;
 pub mod references;
 pub mod render;
 pub mod retain;
-pub mod store;
 pub mod truncate;
 pub mod types;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::store::ResponseStore;
+use crate::api::response_store::ResponseStore;
 
 /// `input` with its references resolved. Each stored conversation is parsed at most once.
 /// Blocking work (the parses): run it on the pool.
@@ -42,7 +42,7 @@ pub fn resolve<'a>(store: &ResponseStore, input: Vec<Cow<'a, Value>>) -> Vec<Cow
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::openai::responses::store::{StoreLimits, StoredResponse};
+    use crate::api::response_store::{StoreLimits, StoredResponse};
     use bytes::Bytes;
     use serde_json::json;
 
