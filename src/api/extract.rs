@@ -22,29 +22,59 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Ap
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(value) = req.headers().get(header::CONTENT_TYPE) {
-            let mime = value.to_str().unwrap_or_default().to_ascii_lowercase();
-            let essence = mime.split(';').next().unwrap_or_default().trim();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ApiError::bad_request(format!(
-                    "Content-Type must be application/json, got {essence:?}"
-                )));
-            }
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {rejection}"))
-            }
-        })?;
-        if bytes.len() <= INLINE_PARSE_BYTES {
-            return parse_json(&bytes).map(ApiJson);
-        }
-        super::blocking_pool::run(move || parse_json(&bytes))
-            .await?
-            .map(ApiJson)
+        let bytes = json_body(req, state).await?;
+        parse_off_the_workers(bytes, |b| parse_json(b).map(ApiJson)).await
     }
+}
+
+/// Two views of one JSON body: the request `T` and a field group `G` several requests share
+/// (each parsed on its own, so an error in either names its field; a flattened group would
+/// lose the name). Unknown fields are ignored by both, so each view skips the other's.
+pub struct ApiJsonWith<T, G>(pub T, pub G);
+
+impl<S, T, G> FromRequest<S> for ApiJsonWith<T, G>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send + 'static,
+    G: DeserializeOwned + Send + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_body(req, state).await?;
+        parse_off_the_workers(bytes, |b| Ok(ApiJsonWith(parse_json(b)?, parse_json(b)?))).await
+    }
+}
+
+/// The body of a JSON request (a missing `Content-Type` is read as JSON).
+async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    if let Some(value) = req.headers().get(header::CONTENT_TYPE) {
+        let mime = value.to_str().unwrap_or_default().to_ascii_lowercase();
+        let essence = mime.split(';').next().unwrap_or_default().trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::bad_request(format!(
+                "Content-Type must be application/json, got {essence:?}"
+            )));
+        }
+    }
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {rejection}"))
+        }
+    })
+}
+
+/// Runs `parse` inline for small bodies, on the blocking pool for large ones.
+async fn parse_off_the_workers<R: Send + 'static>(
+    bytes: Bytes,
+    parse: impl FnOnce(&[u8]) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    if bytes.len() <= INLINE_PARSE_BYTES {
+        return parse(&bytes);
+    }
+    super::blocking_pool::run(move || parse(&bytes)).await?
 }
 
 /// Deserialises `bytes`, naming the field at fault in the error.

@@ -336,6 +336,29 @@ fn bad_inputs_table() {
             "BadRequestError",
             Some("prompt"),
         ),
+        // The shared generation fields are a second view of the body: a wrong type there is
+        // still named, on both routes.
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "n": "two"}),
+            400,
+            "BadRequestError",
+            Some("n"),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "stop_token_ids": [1, "x"]}),
+            400,
+            "BadRequestError",
+            Some("stop_token_ids[1]"),
+        ),
+        (
+            chat,
+            json!({"messages": msgs, "logit_bias": {"1": "x"}}),
+            400,
+            "BadRequestError",
+            Some("logit_bias.1"),
+        ),
         (
             "/v1/completions",
             json!({"prompt": []}),

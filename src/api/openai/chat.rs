@@ -14,9 +14,9 @@ use crate::api::blocking_pool;
 use crate::api::chat_prompt::render_checked;
 use crate::api::choice_parser::{ChoiceDelta, ChoiceParser, MessageBuilder};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::ApiJson;
+use crate::api::extract::ApiJsonWith;
 use crate::api::logprobs::chat_entry;
-use crate::api::request_builder::{self, GenerationFields, check_stream_options, random_id};
+use crate::api::request_builder::{self, check_stream_options, random_id};
 use crate::api::sse::{self, Renderer, abort_error, error_event, json_event};
 use crate::api::state::{AppState, Ready, unix_now};
 use crate::api::tools;
@@ -25,9 +25,9 @@ use crate::api::types::chat::{
     ChatLogprobToken, ChatLogprobs, ChatMessage, ChunkChoice,
 };
 use crate::api::types::common::{StopReasonValue, UsageInfo};
+use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
 use crate::engine::{Event, EventStream, FinishReason, Usage};
 use crate::parsers::prompt_opens_thinking;
-use crate::sampling::SamplingOverrides;
 use crate::tokenizer::{PromptEnd, Tokenizer};
 
 /// What every choice of one response shares.
@@ -64,7 +64,7 @@ impl ChatContext {
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(mut req): ApiJson<ChatCompletionRequest>,
+    ApiJsonWith(mut req, mut shared): ApiJsonWith<ChatCompletionRequest, SharedGenerationFields>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
@@ -120,33 +120,17 @@ pub async fn create(
             "when using top_logprobs, logprobs must be set to true",
         ));
     }
-    let fields = GenerationFields {
-        max_tokens: req
-            .max_completion_tokens
-            .map(|m| (m, "max_completion_tokens"))
-            .or(req.max_tokens.map(|m| (m, "max_tokens"))),
-        min_tokens: req.min_tokens,
-        n: req.n,
-        stop: req.stop,
-        stop_token_ids: req.stop_token_ids,
-        ignore_eos: req.ignore_eos,
-        skip_special_tokens: req.skip_special_tokens,
-        include_stop_str_in_output: req.include_stop_str_in_output,
-        sampling: SamplingOverrides {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            top_k: req.top_k,
-            min_p: req.min_p,
-            repetition_penalty: req.repetition_penalty,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-            logit_bias: req.logit_bias,
-            seed: req.seed,
-            logprobs: None,
-            top_logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0)),
-        },
-        cache_salt: request_builder::cache_salt(config, &headers, req.cache_salt.take())?,
+    let max_tokens = req
+        .max_completion_tokens
+        .map(|m| (m, "max_completion_tokens"))
+        .or(req.max_tokens.map(|m| (m, "max_tokens")));
+    let logprobs_field = if logprobs {
+        LogprobsField::Chat(req.top_logprobs.unwrap_or(0))
+    } else {
+        LogprobsField::None
     };
+    let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
+    let fields = shared.into_fields(max_tokens, logprobs_field, cache_salt);
     let requests = request_builder::build(&ready, config, prompt_ids, "messages", fields)?;
     if !req.stream.unwrap_or(false) {
         request_builder::check_collected_logprobs(

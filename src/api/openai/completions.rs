@@ -11,18 +11,18 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::blocking_pool;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::ApiJson;
+use crate::api::extract::ApiJsonWith;
 use crate::api::logprobs::{clamp, token_text, top_map};
 use crate::api::prompt_length;
-use crate::api::request_builder::{self, GenerationFields, random_id};
+use crate::api::request_builder::{self, random_id};
 use crate::api::sse::{self, Renderer, abort_error, error_event, json_event};
 use crate::api::state::{AppState, Ready, unix_now};
 use crate::api::types::common::{StopReasonValue, UsageInfo};
 use crate::api::types::completions::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, PromptInput,
 };
+use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
 use crate::engine::{Event, EventStream, FinishReason, TokenLogprob, Usage, rules};
-use crate::sampling::SamplingOverrides;
 use crate::tokenizer::Tokenizer;
 
 /// One prompt: its ids and its text (for `echo`).
@@ -47,7 +47,7 @@ struct CompletionContext {
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(mut req): ApiJson<CompletionRequest>,
+    ApiJsonWith(mut req, mut shared): ApiJsonWith<CompletionRequest, SharedGenerationFields>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
@@ -58,7 +58,7 @@ pub async fn create(
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
     if let Some(best_of) = req.best_of
-        && best_of != req.n.unwrap_or(1)
+        && best_of != shared.n.unwrap_or(1)
     {
         return Err(ApiError::invalid(
             "best_of",
@@ -75,42 +75,23 @@ pub async fn create(
             ),
         ));
     }
-    request_builder::check_fan_out(config, count, req.n)?;
+    request_builder::check_fan_out(config, count, shared.n)?;
     let input = std::mem::replace(&mut req.prompt, PromptInput::Texts(Vec::new()));
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
     let prompts = {
         let ready = ready.clone();
         blocking_pool::run(move || prompts(&ready, input, add_special_tokens)).await??
     };
-    let cache_salt = request_builder::cache_salt(config, &headers, req.cache_salt.take())?;
+    let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
     let mut requests = Vec::new();
     let mut choice_prompts = Vec::new();
     for prompt in prompts {
         let prompt = Arc::new(prompt);
-        let fields = GenerationFields {
-            max_tokens: Some((req.max_tokens.unwrap_or(16), "max_tokens")),
-            min_tokens: req.min_tokens,
-            n: req.n,
-            stop: req.stop.clone(),
-            stop_token_ids: req.stop_token_ids.clone(),
-            ignore_eos: req.ignore_eos,
-            skip_special_tokens: req.skip_special_tokens,
-            include_stop_str_in_output: req.include_stop_str_in_output,
-            sampling: SamplingOverrides {
-                temperature: req.temperature,
-                top_p: req.top_p,
-                top_k: req.top_k,
-                min_p: req.min_p,
-                repetition_penalty: req.repetition_penalty,
-                presence_penalty: req.presence_penalty,
-                frequency_penalty: req.frequency_penalty,
-                logit_bias: req.logit_bias.clone(),
-                seed: req.seed,
-                logprobs: req.logprobs,
-                top_logprobs: None,
-            },
-            cache_salt: cache_salt.clone(),
-        };
+        let fields = shared.clone().into_fields(
+            Some((req.max_tokens.unwrap_or(16), "max_tokens")),
+            LogprobsField::Completions(req.logprobs),
+            cache_salt.clone(),
+        );
         let built = request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields)?;
         choice_prompts.extend(built.iter().map(|_| prompt.clone()));
         requests.extend(built);

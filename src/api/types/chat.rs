@@ -1,13 +1,14 @@
 //! `/v1/chat/completions` bodies: the request (OpenAI's fields plus vLLM's extras), the
 //! response, and the stream chunks.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::common::{StopReasonValue, StopSpec, StreamOptions, UsageInfo};
+use super::common::{StopReasonValue, StreamOptions, UsageInfo};
 
+/// The request's own fields; the sampling and generation fields it shares with the other
+/// OpenAI generation API are [`super::generation::SharedGenerationFields`], read from the same
+/// body.
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionRequest {
     /// Checked and flattened by `tokenizer::prepare_messages` (string or text-part content).
@@ -15,17 +16,6 @@ pub struct ChatCompletionRequest {
     pub model: Option<String>,
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f64>,
-    pub n: Option<i64>,
-    pub seed: Option<i64>,
-    pub stop: Option<StopSpec>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
-    pub logit_bias: Option<HashMap<String, f64>>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
     pub stream: Option<bool>,
@@ -38,16 +28,9 @@ pub struct ChatCompletionRequest {
     pub user: Option<String>,
     // vLLM's extensions.
     pub chat_template_kwargs: Option<Map<String, Value>>,
-    pub ignore_eos: Option<bool>,
-    pub min_tokens: Option<i64>,
-    pub stop_token_ids: Option<Vec<i64>>,
-    pub skip_special_tokens: Option<bool>,
-    pub include_stop_str_in_output: Option<bool>,
     pub add_generation_prompt: Option<bool>,
     pub continue_final_message: Option<bool>,
     pub echo: Option<bool>,
-    /// Prefix-cache blocks are shared only between requests with the same salt.
-    pub cache_salt: Option<String>,
     #[serde(flatten)]
     pub unsupported: super::unsupported::Unsupported,
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{StopReasonValue, StopSpec, StreamOptions, UsageInfo};
+use super::common::{StopReasonValue, StreamOptions, UsageInfo};
 
 /// `prompt`: a string, a list of strings, a list of token ids, or a list of such lists.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,23 +31,15 @@ impl PromptInput {
     }
 }
 
+/// The request's own fields; the sampling and generation fields it shares with the other
+/// OpenAI generation API are [`super::generation::SharedGenerationFields`], read from the same
+/// body.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     pub prompt: PromptInput,
     pub model: Option<String>,
     pub max_tokens: Option<i64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f64>,
-    pub n: Option<i64>,
     pub best_of: Option<i64>,
-    pub seed: Option<i64>,
-    pub stop: Option<StopSpec>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
-    pub logit_bias: Option<HashMap<String, f64>>,
     /// Number of alternatives per token (0..=20), OpenAI's completions shape.
     pub logprobs: Option<i64>,
     pub echo: Option<bool>,
@@ -56,14 +48,7 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     pub user: Option<String>,
     // vLLM's extensions.
-    pub ignore_eos: Option<bool>,
-    pub min_tokens: Option<i64>,
-    pub stop_token_ids: Option<Vec<i64>>,
-    pub skip_special_tokens: Option<bool>,
-    pub include_stop_str_in_output: Option<bool>,
     pub add_special_tokens: Option<bool>,
-    /// Prefix-cache blocks are shared only between requests with the same salt.
-    pub cache_salt: Option<String>,
     #[serde(flatten)]
     pub unsupported: super::unsupported::Unsupported,
 }

@@ -5,5 +5,6 @@
 pub mod chat;
 pub mod common;
 pub mod completions;
+pub mod generation;
 pub mod tokenize;
 pub mod unsupported;
