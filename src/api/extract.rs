@@ -1,4 +1,5 @@
-//! `ApiJson<T>`: the JSON body extractor every POST route uses.
+//! `ApiJson<T>`: the JSON body extractor every POST route uses (`ApiJsonWith<T, G>` where a
+//! request also carries a shared field group).
 //!
 //! Replaces axum's `Json` so that every way a body can be wrong ends in the API's error shape
 //! with the offending field named: a syntax error, a field of the wrong type
