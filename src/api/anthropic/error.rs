@@ -25,7 +25,12 @@ pub fn error_type(status: StatusCode) -> &'static str {
 }
 
 pub fn body(status: StatusCode, message: &str) -> Value {
-    json!({"type": "error", "error": {"type": error_type(status), "message": message}})
+    json!({"type": "error", "error": error_object(status, message)})
+}
+
+/// The `error` member of a body, and of a stream's `error` event: one table for both.
+pub fn error_object(status: StatusCode, message: &str) -> Value {
+    json!({"type": error_type(status), "message": message})
 }
 
 /// A refusal for a prompt over the context in Anthropic's words, the text Claude Code reads to

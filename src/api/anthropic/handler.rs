@@ -161,7 +161,7 @@ impl TurnRenderer for Renderer {
     }
 
     fn fail(&mut self, message: &str) -> Vec<StreamEvent> {
-        self.0.fail("api_error", message)
+        self.0.fail(&ApiError::internal(message))
     }
 
     fn is_finished(&self) -> bool {

@@ -12,7 +12,9 @@
 
 use serde_json::{Value, json};
 
+use super::error::error_object;
 use super::types::{MessageObject, MessageUsage};
+use crate::api::error::ApiError;
 use crate::api::output_blocks::{BlockEvent, BlockKind, BlockTracker};
 use crate::api::sse::StreamEvent;
 use crate::engine::{Event, FinishReason, StopReason};
@@ -74,7 +76,7 @@ impl MessageRenderer {
             } => {
                 let (stop, sequence) = match (reason, stop_reason) {
                     (FinishReason::Abort, _) => {
-                        return self.fail("overloaded_error", "the server is shutting down");
+                        return self.fail(&ApiError::unavailable("the server is shutting down"));
                     }
                     (FinishReason::Length, _) => ("max_tokens", None),
                     (FinishReason::Stop, _) if self.tracker.called_tools() => ("tool_use", None),
@@ -99,19 +101,20 @@ impl MessageRenderer {
                 events.push(event("message_stop", json!({})));
                 events
             }
-            Event::Error(message) => self.fail("api_error", &message),
+            Event::Error(message) => self.fail(&ApiError::internal(message)),
         }
     }
 
-    /// Ends the stream with an `error` event (`kind`: Anthropic's error type).
-    pub fn fail(&mut self, kind: &str, message: &str) -> Vec<StreamEvent> {
+    /// Ends the stream with an `error` event, typed by the same table as an error response
+    /// ([`super::error::error_type`]).
+    pub fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
         if self.finished {
             return Vec::new();
         }
         self.finished = true;
         vec![event(
             "error",
-            json!({"error": {"type": kind, "message": message}}),
+            json!({"error": error_object(error.status, &error.message)}),
         )]
     }
 
@@ -380,6 +383,26 @@ mod tests {
         events.extend(r.on_engine(Event::Error("boom".into())));
         assert_eq!(events.last().unwrap().kind, "error");
         assert_eq!(events.last().unwrap().data["error"]["type"], "api_error");
+        assert!(r.is_finished() && r.into_message().is_none());
+    }
+
+    /// A request aborted by shutdown ends with Anthropic's type for a 503, from the same table
+    /// as the error responses.
+    #[test]
+    fn an_aborted_stream_ends_overloaded() {
+        let tracker = BlockTracker::new(Some(false), false, false);
+        let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, false);
+        let mut events = r.start();
+        events.extend(r.on_engine(Event::Finished {
+            reason: FinishReason::Abort,
+            stop_reason: None,
+            usage: Usage::default(),
+        }));
+        let last = events.last().unwrap();
+        assert_eq!(last.kind, "error");
+        assert_eq!(last.data["type"], "error");
+        assert_eq!(last.data["error"]["type"], "overloaded_error");
+        assert_eq!(last.data["error"]["message"], "the server is shutting down");
         assert!(r.is_finished() && r.into_message().is_none());
     }
 }
