@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{BIN, free_port};
+use crate::process::{BIN, free_port, serve_command};
 
 #[test]
 fn serve_help_reads_well() {
@@ -69,26 +69,20 @@ fn status_of(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Result<(u16, 
 fn health_while_loading_env_key_and_sigterm_drain() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
+    let mut child = serve_command(
+        port,
+        &[
             "--max-model-len",
             "4096",
             "--kv-cache-memory",
             "64MiB",
             "--shutdown-timeout",
             "30",
-            "--disable-log-requests",
-        ])
-        .env("TEALIGHT_API_KEY", "env-key")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .env("TEALIGHT_API_KEY", "env-key")
+    .spawn()
+    .unwrap();
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(60))
         .build();

@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{BIN, free_port};
+use crate::process::{BIN, free_port, serve_command};
 
 #[test]
 fn zero_sizes_are_refused_with_one_clear_error() {
@@ -108,13 +108,9 @@ fn stream(url: &str, max_tokens: u64) -> StreamEnd {
 fn sigterm_under_load_finishes_accepted_streams_and_refuses_new_ones() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
+    let mut child = serve_command(
+        port,
+        &[
             "--max-model-len",
             "2048",
             "--kv-cache-memory",
@@ -123,12 +119,10 @@ fn sigterm_under_load_finishes_accepted_streams_and_refuses_new_ones() {
             "4",
             "--shutdown-timeout",
             "60",
-            "--disable-log-requests",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .spawn()
+    .unwrap();
     let start = Instant::now();
     while status_of(&format!("{base}/health")) != Ok(200) {
         assert!(start.elapsed() < Duration::from_secs(60), "never ready");

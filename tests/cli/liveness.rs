@@ -5,30 +5,20 @@
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{BIN, free_port};
+use crate::process::{free_port, serve_command};
 
 fn serve(port: u16, fault: &str) -> Child {
-    Command::new(BIN)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--max-model-len",
-            "4096",
-            "--kv-cache-memory",
-            "64MiB",
-            "--disable-log-requests",
-        ])
-        .env("TEALIGHT_FAULT_PANIC_AFTER_STEPS", fault)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    serve_command(
+        port,
+        &["--max-model-len", "4096", "--kv-cache-memory", "64MiB"],
+    )
+    .env("TEALIGHT_FAULT_PANIC_AFTER_STEPS", fault)
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
 }
 
 fn status(agent: &ureq::Agent, url: &str) -> Option<u16> {

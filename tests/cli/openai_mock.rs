@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use crate::process::BIN;
+use crate::process::{free_port, serve_command};
 pub const MOCK_MODEL: &str = "mock-model";
 
 /// What the mock does with the n-th streamed request (0-based, in arrival order).
@@ -272,30 +273,10 @@ pub struct LiveServer {
 
 impl LiveServer {
     pub fn start(extra: &[&str]) -> LiveServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut args = vec![
-            "serve".to_owned(),
-            "--host".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--max-model-len".into(),
-            "4096".into(),
-            "--kv-cache-memory".into(),
-            "64MiB".into(),
-            "--disable-log-requests".into(),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let child = Command::new(BIN)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let port = free_port();
+        let mut flags = vec!["--max-model-len", "4096", "--kv-cache-memory", "64MiB"];
+        flags.extend_from_slice(extra);
+        let child = serve_command(port, &flags).spawn().unwrap();
         let server = LiveServer {
             child,
             base_url: format!("http://127.0.0.1:{port}/v1"),
