@@ -51,10 +51,10 @@
 //! another. The core: parsing ([`extract::ApiJson`]), checks ([`tools`], [`request_builder`],
 //! the engine's [`crate::engine::rules`]), prompts ([`chat_prompt`], [`prompt_length`]), the
 //! blocking pool ([`blocking_pool`]), submission ([`request_builder`]), SSE ([`sse`]), and the
-//! output models: per choice ([`choice_parser`]) and per turn as blocks ([`output_blocks`]).
-//! The Responses and Messages handlers translate their request into chat form
-//! ([`conversation`]) and share one path to the engine ([`turn`]), each with its own stream
-//! renderer. Output parsing (reasoning, tool calls) lives in [`crate::parsers`]. The layer takes
+//! one output path ([`output`]: one parser per choice, one [`output::Renderer`] trait each
+//! protocol implements, one driver for streamed and whole answers; per turn as blocks for the
+//! agent APIs). The Responses and Messages handlers translate their request into chat form
+//! ([`conversation`]) and share one path to the engine ([`turn`]). Output parsing (reasoning, tool calls) lives in [`crate::parsers`]. The layer takes
 //! a [`ServerConfig`] and a [`Ready`] model from [`crate::server`], the composition root, and
 //! knows nothing of command-line flags.
 
@@ -64,7 +64,6 @@ pub mod blocking_pool;
 pub mod body_budget;
 pub mod body_buffer;
 pub mod chat_prompt;
-pub mod choice_parser;
 pub mod conversation;
 pub mod error;
 pub mod extract;
@@ -78,7 +77,7 @@ pub mod metrics_vllm;
 pub mod models;
 pub mod openai;
 pub mod openapi;
-pub mod output_blocks;
+pub mod output;
 pub mod prompt_length;
 pub mod prompt_tokens;
 pub mod request_builder;

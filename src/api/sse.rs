@@ -1,29 +1,19 @@
-//! Server-sent events: `data: <json>` chunks, then `data: [DONE]`.
-//!
-//! A response streams one or more engine requests (`n` choices, several prompts). Their event
-//! streams are merged, and a [`Renderer`] turns each engine event into chunks. The stream owns
-//! the engine streams: when the client disconnects, axum drops it, which drops them, which
-//! cancels the requests in the engine. A failure after the first chunk cannot change the HTTP
-//! status any more, so it is sent as an error event (`data: {"error": {...}}`, which the
-//! `openai` SDK raises as an exception) followed by `[DONE]`.
-//!
-//! While no event flows (queued, or a long prefill) a comment line (`: keep-alive`) goes out
-//! after each `Limits::sse_keep_alive` of silence: proxies keep the connection, and a client
-//! that went away is found by the failed write, which cancels its requests even before they
-//! leave the queue. Clients ignore comment lines (the SSE spec).
+//! Server-sent events on the wire: OpenAI's `data: <json>` chunks ending in `data: [DONE]`
+//! (a failure after the first chunk is an error chunk, `data: {"error": {...}}`, which the
+//! `openai` SDK raises as an exception), the agent APIs' named events (`event: <type>`), and the
+//! keep-alive every streaming route sends after `--sse-keep-alive` of silence (a comment line,
+//! which clients ignore, per the SSE spec). [`crate::api::output`] drives the streams.
 
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use serde::Serialize;
 
 use super::error::ApiError;
-use crate::engine::{Event, EventStream};
 
 /// One named event of an agent API's stream (`event: <kind>`): its type and its JSON body
 /// (which repeats the type), as the Responses and Messages APIs send them.
@@ -33,16 +23,14 @@ pub struct StreamEvent {
     pub data: Value,
 }
 
-/// Turns merged engine events into SSE chunks for one response.
-pub trait Renderer: Send + 'static {
-    /// Chunks sent before any engine event (the role chunk of each choice).
-    fn start(&mut self) -> Vec<SseEvent>;
-    /// Chunks for one event of choice `index`; `true` ends the stream (an error was sent).
-    fn event(&mut self, index: usize, event: Event) -> (Vec<SseEvent>, bool);
-    /// Whether every choice has finished.
-    fn all_finished(&self) -> bool;
-    /// Chunks after the last choice finished (the usage chunk).
-    fn finish(&mut self) -> Vec<SseEvent>;
+impl StreamEvent {
+    /// The event with an `event:` line naming its type (the Anthropic SDKs drop events
+    /// without one).
+    pub fn into_sse(self) -> SseEvent {
+        SseEvent::default()
+            .event(self.kind)
+            .data(self.data.to_string())
+    }
 }
 
 pub fn json_event<T: Serialize>(value: &T) -> SseEvent {
@@ -55,82 +43,6 @@ pub fn error_event(error: &ApiError) -> SseEvent {
 
 pub fn done_event() -> SseEvent {
     SseEvent::default().data("[DONE]")
-}
-
-/// Events of all `streams`, tagged with the stream's index, as they arrive.
-fn merge(streams: Vec<EventStream>) -> BoxStream<'static, (usize, Event)> {
-    let tagged = streams.into_iter().enumerate().map(|(i, s)| {
-        stream::unfold(s, move |mut s| async move {
-            s.recv().await.map(|e| ((i, e), s))
-        })
-        .boxed()
-    });
-    stream::select_all(tagged).boxed()
-}
-
-struct Driver<R> {
-    merged: Option<BoxStream<'static, (usize, Event)>>,
-    renderer: R,
-    pending: VecDeque<SseEvent>,
-    ended: bool,
-}
-
-/// The SSE response for `streams` rendered by `renderer`, with a keep-alive comment after each
-/// `keep_alive` of silence.
-pub fn response<R: Renderer>(
-    streams: Vec<EventStream>,
-    mut renderer: R,
-    keep_alive: Duration,
-) -> Response {
-    let pending = renderer.start().into();
-    let driver = Driver {
-        merged: Some(merge(streams)),
-        renderer,
-        pending,
-        ended: false,
-    };
-    let events = stream::unfold(driver, |mut d| async move {
-        loop {
-            if let Some(event) = d.pending.pop_front() {
-                return Some((event, d));
-            }
-            if d.ended {
-                return None;
-            }
-            let next = match d.merged.as_mut() {
-                Some(merged) => merged.next().await,
-                None => None,
-            };
-            match next {
-                Some((index, event)) => {
-                    let (events, stop) = d.renderer.event(index, event);
-                    d.pending.extend(events);
-                    if stop {
-                        d.merged = None; // cancels the other choices
-                        d.pending.push_back(done_event());
-                        d.ended = true;
-                    }
-                }
-                None => {
-                    d.merged = None;
-                    if d.renderer.all_finished() {
-                        d.pending.extend(d.renderer.finish());
-                    } else {
-                        d.pending.push_back(error_event(&ApiError::internal(
-                            "the engine stopped before the request finished",
-                        )));
-                    }
-                    d.pending.push_back(done_event());
-                    d.ended = true;
-                }
-            }
-        }
-    });
-    with_keep_alive(
-        events,
-        keep_alive,
-        SseEvent::default().comment("keep-alive"),
-    )
 }
 
 /// The SSE response for `events`, sending `keep_alive` after each `interval` of silence (every

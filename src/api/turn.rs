@@ -2,30 +2,25 @@
 //! form to an engine event stream: tool plan → messages checked → prompt rendered and tokenized
 //! → limits and sampling resolved → submitted. Each API only translates its request into a
 //! [`TurnSpec`] and renders the events with its own renderer ([`crate::api::openai::responses::render`],
-//! [`crate::api::anthropic::render`]); [`stream`] or [`collect`] drive them.
+//! [`crate::api::anthropic::render`]), driven like every API's by [`crate::api::output`].
 //!
 //! As for chat completions, the conversion, rendering and tokenization of a turn are blocking
 //! work: the handlers run them (and [`render`]) on the bounded pool ([`blocking_pool::run`]), and
 //! [`submit`] compiles the grammar and submits there too.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::response::Response;
-use axum::response::sse::Event as SseEvent;
-use futures_util::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
 use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
-use super::output_blocks::BlockTracker;
+use super::output::blocks::BlockTracker;
 use super::prompt_length;
 use super::request_builder::{self, GenerationFields};
-use super::sse::StreamEvent;
 use super::state::{AppState, Ready, ServerConfig};
 use super::tools::{self, SchemaFields, ToolPlan};
 use super::types::chat::ResponseFormat;
-use crate::engine::{Event, EventStream};
+use crate::engine::EventStream;
 use crate::parsers::prompt_opens_thinking;
 use crate::sampling::SamplingOverrides;
 use crate::tokenizer::{Conversation, PromptEnd, prepare_messages, render_chat};
@@ -200,66 +195,4 @@ pub async fn submit(
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no request was submitted"))
-}
-
-/// Turns engine events into an API's stream events.
-pub trait TurnRenderer: Send + 'static {
-    fn start(&mut self) -> Vec<StreamEvent>;
-    fn on_engine(&mut self, event: Event) -> Vec<StreamEvent>;
-    /// The engine went away without a final event.
-    fn fail(&mut self, message: &str) -> Vec<StreamEvent>;
-    fn is_finished(&self) -> bool;
-}
-
-const ENGINE_GONE: &str = "the engine stopped before the request finished";
-
-/// Runs the turn to its end without streaming; the renderer then holds the final object.
-pub async fn collect<R: TurnRenderer>(mut stream: EventStream, mut renderer: R) -> R {
-    renderer.start();
-    while !renderer.is_finished() {
-        match stream.recv().await {
-            Some(event) => {
-                renderer.on_engine(event);
-            }
-            None => {
-                renderer.fail(ENGINE_GONE);
-            }
-        }
-    }
-    renderer
-}
-
-/// The SSE response: every event with an `event:` line naming its type, and `keep_alive` sent
-/// after each `interval` of silence (queued, or a long prefill; `--sse-keep-alive`, as for chat
-/// completions: see [`super::sse`]). The stream owns the engine stream, so a client that
-/// disconnects cancels the request, queued or running.
-pub fn stream<R: TurnRenderer>(
-    stream: EventStream,
-    mut renderer: R,
-    interval: Duration,
-    keep_alive: SseEvent,
-) -> Response {
-    let first = renderer.start();
-    let state = (Some(stream), renderer);
-    let rest = stream::unfold(state, |(engine, mut renderer)| async move {
-        let mut engine = engine?;
-        if renderer.is_finished() {
-            return None;
-        }
-        let events = match engine.recv().await {
-            Some(event) => renderer.on_engine(event),
-            None => renderer.fail(ENGINE_GONE),
-        };
-        let engine = (!renderer.is_finished()).then_some(engine);
-        Some((stream::iter(events), (engine, renderer)))
-    })
-    .flatten();
-    let events = stream::iter(first).chain(rest).map(|e| sse_event(&e));
-    super::sse::with_keep_alive(events, interval, keep_alive)
-}
-
-pub fn sse_event(event: &StreamEvent) -> SseEvent {
-    SseEvent::default()
-        .event(event.kind.clone())
-        .data(event.data.to_string())
 }

@@ -12,16 +12,15 @@ use serde_json::{Value, json};
 
 use super::error::prompt_too_long;
 use super::input::{ChatForm, chat_form};
-use super::render::{MessageRenderer, ping};
+use super::render::MessageRenderer;
 use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
+use crate::api::output;
 use crate::api::request_builder::{self, random_id};
-use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready};
-use crate::api::turn::{self, Generation, MaxTokens, TurnRenderer, TurnSpec};
+use crate::api::turn::{self, Generation, MaxTokens, TurnSpec};
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
-use crate::engine::Event;
 use crate::sampling::SamplingOverrides;
 
 pub async fn create(
@@ -66,26 +65,24 @@ pub async fn create(
     )
     .await
     .map_err(prompt_too_long)?;
-    let renderer = Renderer(MessageRenderer::new(
+    let renderer = MessageRenderer::new(
         random_id("msg_"),
         model,
         prompt.ids.len(),
         prompt.tracker(config, false),
         ThinkingConfig::omits_text(req.thinking.as_ref()),
-    ));
+    );
     if req.stream.unwrap_or(false) {
-        return Ok(turn::stream(
-            events,
+        return Ok(output::stream(
+            vec![events],
             renderer,
             config.limits.sse_keep_alive,
-            turn::sse_event(&ping()),
         ));
     }
-    let done = turn::collect(events, renderer).await;
-    match done.0.into_message() {
-        Some(message) => Ok(Json(message).into_response()),
-        None => Err(ApiError::internal("the request failed before it finished")),
-    }
+    let message = output::collect(vec![events], renderer)
+        .await
+        .into_message()?;
+    Ok(Json(message).into_response())
 }
 
 pub async fn count_tokens(
@@ -147,24 +144,4 @@ fn output_format(config: Option<&OutputConfig>) -> ApiResult<Option<ResponseForm
             strict: Some(true),
         }),
     }))
-}
-
-struct Renderer(MessageRenderer);
-
-impl TurnRenderer for Renderer {
-    fn start(&mut self) -> Vec<StreamEvent> {
-        self.0.start()
-    }
-
-    fn on_engine(&mut self, event: Event) -> Vec<StreamEvent> {
-        self.0.on_engine(event)
-    }
-
-    fn fail(&mut self, message: &str) -> Vec<StreamEvent> {
-        self.0.fail(&ApiError::internal(message))
-    }
-
-    fn is_finished(&self) -> bool {
-        self.0.is_finished()
-    }
 }

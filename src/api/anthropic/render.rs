@@ -12,10 +12,14 @@
 
 use serde_json::{Value, json};
 
+use axum::response::sse::Event as SseEvent;
+
 use super::error::error_object;
 use super::types::{MessageObject, MessageUsage};
-use crate::api::error::ApiError;
-use crate::api::output_blocks::{BlockEvent, BlockKind, BlockTracker};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::output::Renderer;
+use crate::api::output::blocks::{BlockEvent, BlockKind, BlockTracker};
+use crate::api::request_builder::random_id;
 use crate::api::sse::StreamEvent;
 use crate::engine::{Event, FinishReason, StopReason};
 
@@ -25,6 +29,8 @@ pub struct MessageRenderer {
     prompt_tokens: usize,
     omit_thinking: bool,
     finished: bool,
+    /// Why the message failed, once it has.
+    failed: Option<ApiError>,
 }
 
 impl MessageRenderer {
@@ -52,15 +58,105 @@ impl MessageRenderer {
             prompt_tokens,
             omit_thinking,
             finished: false,
+            failed: None,
         }
     }
 
-    pub fn start(&mut self) -> Vec<StreamEvent> {
+    /// The message; the error it ended in, if it did.
+    pub fn into_message(self) -> ApiResult<MessageObject> {
+        match self.failed {
+            Some(error) => Err(error),
+            None if self.message.stop_reason.is_none() => {
+                Err(ApiError::internal("the request ended before it finished"))
+            }
+            None => Ok(self.message),
+        }
+    }
+
+    fn render_blocks(&mut self, blocks: Vec<BlockEvent>) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        for e in blocks {
+            match e {
+                BlockEvent::Start { index, kind } => {
+                    let block = match &kind {
+                        BlockKind::Reasoning => {
+                            json!({"type": "thinking", "thinking": "", "signature": ""})
+                        }
+                        BlockKind::Text => json!({"type": "text", "text": ""}),
+                        BlockKind::Call { name } => {
+                            json!({"type": "tool_use", "id": random_id("toolu_"), "name": name, "input": {}})
+                        }
+                    };
+                    self.message.content.push(block.clone());
+                    out.push(event(
+                        "content_block_start",
+                        json!({"index": index, "content_block": block}),
+                    ));
+                }
+                BlockEvent::Delta { index, text } => {
+                    let delta = match &self.tracker.blocks()[index].kind {
+                        BlockKind::Reasoning if self.omit_thinking => continue,
+                        BlockKind::Reasoning => json!({"type": "thinking_delta", "thinking": text}),
+                        BlockKind::Text => json!({"type": "text_delta", "text": text}),
+                        BlockKind::Call { .. } => {
+                            json!({"type": "input_json_delta", "partial_json": text})
+                        }
+                    };
+                    out.push(event(
+                        "content_block_delta",
+                        json!({"index": index, "delta": delta}),
+                    ));
+                }
+                BlockEvent::Stop { index, .. } => {
+                    let text = self.tracker.blocks()[index].text.clone();
+                    let block = &mut self.message.content[index];
+                    match block["type"].as_str() {
+                        Some("thinking") if !self.omit_thinking => {
+                            block["thinking"] = Value::String(text)
+                        }
+                        Some("text") => block["text"] = Value::String(text),
+                        Some("tool_use") => block["input"] = tool_input(&text),
+                        _ => {}
+                    }
+                    out.push(event("content_block_stop", json!({"index": index})));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A tool call's `input` object from the arguments JSON the model wrote; arguments that are not
+/// a complete object (a call cut by `max_tokens`) give `{}`.
+fn tool_input(arguments: &str) -> Value {
+    serde_json::from_str::<Value>(arguments)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}))
+}
+
+fn event(kind: &str, mut data: Value) -> StreamEvent {
+    data["type"] = Value::String(kind.to_owned());
+    StreamEvent {
+        kind: kind.to_owned(),
+        data,
+    }
+}
+
+/// The keep-alive event.
+fn ping() -> StreamEvent {
+    event("ping", json!({}))
+}
+
+impl Renderer for MessageRenderer {
+    type Event = StreamEvent;
+
+    fn start(&mut self) -> Vec<StreamEvent> {
         let message = serde_json::to_value(&self.message).unwrap_or(Value::Null);
         vec![event("message_start", json!({"message": message})), ping()]
     }
 
-    pub fn on_engine(&mut self, engine_event: Event) -> Vec<StreamEvent> {
+    fn on_engine(&mut self, _choice: usize, engine_event: Event) -> Vec<StreamEvent> {
         if self.finished {
             return Vec::new();
         }
@@ -107,104 +203,30 @@ impl MessageRenderer {
 
     /// Ends the stream with an `error` event, typed by the same table as an error response
     /// ([`super::error::error_type`]).
-    pub fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
+    fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
         if self.finished {
             return Vec::new();
         }
         self.finished = true;
+        self.failed = Some(error.clone());
         vec![event(
             "error",
             json!({"error": error_object(error.status, &error.message)}),
         )]
     }
 
-    pub fn is_finished(&self) -> bool {
+    fn is_finished(&self) -> bool {
         self.finished
     }
 
-    /// The message; `None` if it ended in an error.
-    pub fn into_message(self) -> Option<MessageObject> {
-        self.message.stop_reason.is_some().then_some(self.message)
+    fn to_sse(event: StreamEvent) -> SseEvent {
+        event.into_sse()
     }
 
-    fn render_blocks(&mut self, blocks: Vec<BlockEvent>) -> Vec<StreamEvent> {
-        let mut out = Vec::new();
-        for e in blocks {
-            match e {
-                BlockEvent::Start { index, kind } => {
-                    let block = match &kind {
-                        BlockKind::Reasoning => {
-                            json!({"type": "thinking", "thinking": "", "signature": ""})
-                        }
-                        BlockKind::Text => json!({"type": "text", "text": ""}),
-                        BlockKind::Call { call_id, name } => {
-                            json!({"type": "tool_use", "id": tool_use_id(call_id), "name": name, "input": {}})
-                        }
-                    };
-                    self.message.content.push(block.clone());
-                    out.push(event(
-                        "content_block_start",
-                        json!({"index": index, "content_block": block}),
-                    ));
-                }
-                BlockEvent::Delta { index, text } => {
-                    let delta = match &self.tracker.blocks()[index].kind {
-                        BlockKind::Reasoning if self.omit_thinking => continue,
-                        BlockKind::Reasoning => json!({"type": "thinking_delta", "thinking": text}),
-                        BlockKind::Text => json!({"type": "text_delta", "text": text}),
-                        BlockKind::Call { .. } => {
-                            json!({"type": "input_json_delta", "partial_json": text})
-                        }
-                    };
-                    out.push(event(
-                        "content_block_delta",
-                        json!({"index": index, "delta": delta}),
-                    ));
-                }
-                BlockEvent::Stop { index, .. } => {
-                    let text = self.tracker.blocks()[index].text.clone();
-                    let block = &mut self.message.content[index];
-                    match block["type"].as_str() {
-                        Some("thinking") if !self.omit_thinking => {
-                            block["thinking"] = Value::String(text)
-                        }
-                        Some("text") => block["text"] = Value::String(text),
-                        Some("tool_use") => block["input"] = tool_input(&text),
-                        _ => {}
-                    }
-                    out.push(event("content_block_stop", json!({"index": index})));
-                }
-            }
-        }
-        out
+    /// Anthropic's stream stays alive with `ping` events.
+    fn keep_alive() -> SseEvent {
+        ping().into_sse()
     }
-}
-
-/// Anthropic's id style for a call the parser named `call_…`.
-fn tool_use_id(call_id: &str) -> String {
-    format!("toolu_{}", call_id.trim_start_matches("call_"))
-}
-
-/// A tool call's `input` object from the arguments JSON the model wrote; arguments that are not
-/// a complete object (a call cut by `max_tokens`) give `{}`.
-fn tool_input(arguments: &str) -> Value {
-    serde_json::from_str::<Value>(arguments)
-        .ok()
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}))
-}
-
-fn event(kind: &str, mut data: Value) -> StreamEvent {
-    data["type"] = Value::String(kind.to_owned());
-    StreamEvent {
-        kind: kind.to_owned(),
-        data,
-    }
-}
-
-/// The keep-alive event.
-pub fn ping() -> StreamEvent {
-    event("ping", json!({}))
 }
 
 #[cfg(test)]
@@ -221,21 +243,27 @@ mod tests {
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 12, tracker, false);
         let mut events = r.start();
         for p in pieces {
-            events.extend(r.on_engine(Event::Delta {
-                text: (*p).into(),
-                token_ids: vec![1],
-                logprobs: vec![],
-            }));
+            events.extend(r.on_engine(
+                0,
+                Event::Delta {
+                    text: (*p).into(),
+                    token_ids: vec![1],
+                    logprobs: vec![],
+                },
+            ));
         }
-        events.extend(r.on_engine(Event::Finished {
-            reason,
-            stop_reason: stop,
-            usage: Usage {
-                prompt_tokens: 12,
-                completion_tokens: pieces.len(),
-                cached_tokens: 8,
+        events.extend(r.on_engine(
+            0,
+            Event::Finished {
+                reason,
+                stop_reason: stop,
+                usage: Usage {
+                    prompt_tokens: 12,
+                    completion_tokens: pieces.len(),
+                    cached_tokens: 8,
+                },
             },
-        }));
+        ));
         (events, r.into_message().unwrap())
     }
 
@@ -370,20 +398,23 @@ mod tests {
         let tracker = BlockTracker::new(Some(false), false, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, true);
         let mut events = r.start();
-        events.extend(r.on_engine(Event::Delta {
-            text: "<think>secret</think>ok".into(),
-            token_ids: vec![1],
-            logprobs: vec![],
-        }));
+        events.extend(r.on_engine(
+            0,
+            Event::Delta {
+                text: "<think>secret</think>ok".into(),
+                token_ids: vec![1],
+                logprobs: vec![],
+            },
+        ));
         assert!(
             events
                 .iter()
                 .all(|e| e.data["delta"]["type"] != "thinking_delta")
         );
-        events.extend(r.on_engine(Event::Error("boom".into())));
+        events.extend(r.on_engine(0, Event::Error("boom".into())));
         assert_eq!(events.last().unwrap().kind, "error");
         assert_eq!(events.last().unwrap().data["error"]["type"], "api_error");
-        assert!(r.is_finished() && r.into_message().is_none());
+        assert!(r.is_finished() && r.into_message().is_err());
     }
 
     /// A request aborted by shutdown ends with Anthropic's type for a 503, from the same table
@@ -393,16 +424,19 @@ mod tests {
         let tracker = BlockTracker::new(Some(false), false, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, false);
         let mut events = r.start();
-        events.extend(r.on_engine(Event::Finished {
-            reason: FinishReason::Abort,
-            stop_reason: None,
-            usage: Usage::default(),
-        }));
+        events.extend(r.on_engine(
+            0,
+            Event::Finished {
+                reason: FinishReason::Abort,
+                stop_reason: None,
+                usage: Usage::default(),
+            },
+        ));
         let last = events.last().unwrap();
         assert_eq!(last.kind, "error");
         assert_eq!(last.data["type"], "error");
         assert_eq!(last.data["error"]["type"], "overloaded_error");
         assert_eq!(last.data["error"]["message"], "the server is shutting down");
-        assert!(r.is_finished() && r.into_message().is_none());
+        assert!(r.is_finished() && r.into_message().is_err());
     }
 }

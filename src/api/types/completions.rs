@@ -82,3 +82,13 @@ pub struct CompletionLogprobs {
     pub top_logprobs: Vec<Option<HashMap<String, f32>>>,
     pub text_offset: Vec<usize>,
 }
+
+impl CompletionLogprobs {
+    /// Appends `more`'s tokens after these.
+    pub fn extend(&mut self, more: CompletionLogprobs) {
+        self.tokens.extend(more.tokens);
+        self.token_logprobs.extend(more.token_logprobs);
+        self.top_logprobs.extend(more.top_logprobs);
+        self.text_offset.extend(more.text_offset);
+    }
+}

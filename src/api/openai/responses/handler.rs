@@ -20,11 +20,12 @@ use super::{fields, references, truncate};
 use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
+use crate::api::output::{self, Renderer};
 use crate::api::request_builder::{self, random_id};
 use crate::api::response_store::{ResponseStore, StoredResponse};
 use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
-use crate::api::turn::{self, Generation, MaxTokens, Prompt, TurnRenderer, TurnSpec};
+use crate::api::turn::{self, Generation, MaxTokens, Prompt, TurnSpec};
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::engine::Event;
 use crate::sampling::{SamplingOverrides, SamplingParams};
@@ -93,14 +94,13 @@ pub async fn create(
     }
     let renderer = Storing { inner, store };
     if streamed {
-        return Ok(turn::stream(
-            events,
+        return Ok(output::stream(
+            vec![events],
             renderer,
             config.limits.sse_keep_alive,
-            SseEvent::default().comment("keep-alive"),
         ));
     }
-    let done = turn::collect(events, renderer).await;
+    let done = output::collect(vec![events], renderer).await;
     Ok(Json(done.inner.into_response()).into_response())
 }
 
@@ -314,22 +314,28 @@ impl Storing {
     }
 }
 
-impl TurnRenderer for Storing {
+impl Renderer for Storing {
+    type Event = StreamEvent;
+
     fn start(&mut self) -> Vec<StreamEvent> {
         self.inner.start()
     }
 
-    fn on_engine(&mut self, event: Event) -> Vec<StreamEvent> {
-        let events = self.inner.on_engine(event);
+    fn on_engine(&mut self, choice: usize, event: Event) -> Vec<StreamEvent> {
+        let events = self.inner.on_engine(choice, event);
         self.after(events)
     }
 
-    fn fail(&mut self, message: &str) -> Vec<StreamEvent> {
-        let events = self.inner.fail(message);
+    fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
+        let events = self.inner.fail(error);
         self.after(events)
     }
 
     fn is_finished(&self) -> bool {
         self.inner.is_finished()
+    }
+
+    fn to_sse(event: StreamEvent) -> SseEvent {
+        event.into_sse()
     }
 }

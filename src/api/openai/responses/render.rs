@@ -21,14 +21,17 @@
 
 use std::sync::Arc;
 
+use axum::response::sse::Event as SseEvent;
 use serde_json::{Value, json};
 
 use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsage};
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
+use crate::api::error::ApiError;
 use crate::api::logprobs::chat_entry;
-use crate::api::output_blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
+use crate::api::output::Renderer;
+use crate::api::output::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::request_builder::random_id;
-use crate::api::sse::StreamEvent;
+use crate::api::sse::{StreamEvent, abort_error};
 use crate::api::state::unix_now;
 use crate::engine::{Event, FinishReason, TokenLogprob};
 use crate::tokenizer::Tokenizer;
@@ -40,6 +43,8 @@ pub struct ResponseRenderer {
     sequence: u64,
     /// Per block: the item id and, once closed, the finished item.
     item_ids: Vec<String>,
+    /// Per block: the `call_id` of a tool call (empty for other blocks).
+    call_ids: Vec<String>,
     items: Vec<Value>,
     reasoning_tokens: usize,
     finished: bool,
@@ -60,6 +65,7 @@ impl ResponseRenderer {
             tracker,
             sequence: 0,
             item_ids: Vec::new(),
+            call_ids: Vec::new(),
             items: Vec::new(),
             reasoning_tokens: 0,
             finished: false,
@@ -74,97 +80,6 @@ impl ResponseRenderer {
     pub fn with_logprobs(mut self, tokenizer: Arc<Tokenizer>) -> Self {
         self.logprob_tokenizer = Some(tokenizer);
         self
-    }
-
-    pub fn start(&mut self) -> Vec<StreamEvent> {
-        let shell = self.shell();
-        vec![
-            self.event("response.created", json!({"response": shell})),
-            self.event("response.in_progress", json!({"response": shell})),
-        ]
-    }
-
-    /// The events for one engine event; after `Finished` or `Error` the response is final.
-    pub fn on_engine(&mut self, event: Event) -> Vec<StreamEvent> {
-        if self.finished {
-            return Vec::new();
-        }
-        match event {
-            Event::Delta {
-                text,
-                token_ids,
-                logprobs,
-            } => {
-                self.hold_logprobs(&logprobs);
-                let block_events = self.tracker.push(&text);
-                let in_text = matches!(
-                    self.tracker.blocks().last(),
-                    Some(b) if b.kind == BlockKind::Text
-                );
-                let text_delta = block_events.iter().any(|e| {
-                    matches!(e, BlockEvent::Delta { index, .. }
-                        if self.tracker.blocks()[*index].kind == BlockKind::Text)
-                });
-                if !in_text && !text_delta {
-                    // Reasoning or a call: its tokens belong to no output text.
-                    self.pending_logprobs.clear();
-                }
-                let in_reasoning = matches!(
-                    self.tracker.blocks().last(),
-                    Some(b) if b.kind == BlockKind::Reasoning
-                ) && !block_events
-                    .iter()
-                    .any(|e| matches!(e, BlockEvent::Stop { .. }));
-                if in_reasoning {
-                    self.reasoning_tokens += token_ids.len();
-                }
-                self.render_blocks(block_events)
-            }
-            Event::Finished { reason, usage, .. } => {
-                if reason == FinishReason::Abort {
-                    return self.fail("the request was aborted: the server is shutting down");
-                }
-                let cut = reason == FinishReason::Length;
-                let block_events = self.tracker.finish(cut);
-                let mut events = self.render_blocks(block_events);
-                self.response.usage = Some(ResponseUsage::new(
-                    usage.prompt_tokens,
-                    usage.cached_tokens,
-                    usage.completion_tokens,
-                    self.reasoning_tokens.min(usage.completion_tokens),
-                ));
-                let kind = if cut {
-                    self.response.status = "incomplete".into();
-                    self.response.incomplete_details = Some(IncompleteDetails {
-                        reason: "max_output_tokens".into(),
-                    });
-                    "response.incomplete"
-                } else {
-                    self.response.status = "completed".into();
-                    "response.completed"
-                };
-                events.push(self.terminal(kind));
-                events
-            }
-            Event::Error(message) => self.fail(&message),
-        }
-    }
-
-    /// The engine went away without finishing the request.
-    pub fn fail(&mut self, message: &str) -> Vec<StreamEvent> {
-        if self.finished {
-            return Vec::new();
-        }
-        self.response.status = "failed".into();
-        self.response.error = Some(ResponseError {
-            code: "server_error".into(),
-            message: message.to_owned(),
-        });
-        vec![self.terminal("response.failed")]
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.finished
     }
 
     pub fn response(&self) -> &ResponseObject {
@@ -243,6 +158,11 @@ impl ResponseRenderer {
             },
         };
         self.item_ids.push(random_id(prefix));
+        let call_id = match kind {
+            BlockKind::Call { .. } => random_id("call_"),
+            _ => String::new(),
+        };
+        self.call_ids.push(call_id);
         let item = self.item(index, "", None);
         out.push(self.event(
             "response.output_item.added",
@@ -375,7 +295,8 @@ impl ResponseRenderer {
                 };
                 json!({"type": "message", "id": id, "role": "assistant", "status": status, "content": content})
             }
-            BlockKind::Call { call_id, name } => {
+            BlockKind::Call { name } => {
+                let call_id = &self.call_ids[index];
                 let (namespace, short) = self.public_name(name);
                 let mut item = if self.is_custom(name) {
                     let input = if done {
@@ -400,5 +321,104 @@ impl ResponseRenderer {
 fn merge(into: &mut Value, extra: Value) {
     if let (Value::Object(into), Value::Object(extra)) = (into, extra) {
         into.extend(extra);
+    }
+}
+
+impl Renderer for ResponseRenderer {
+    type Event = StreamEvent;
+
+    fn start(&mut self) -> Vec<StreamEvent> {
+        let shell = self.shell();
+        vec![
+            self.event("response.created", json!({"response": shell})),
+            self.event("response.in_progress", json!({"response": shell})),
+        ]
+    }
+
+    /// The events for one engine event; after `Finished` or `Error` the response is final.
+    fn on_engine(&mut self, _choice: usize, event: Event) -> Vec<StreamEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        match event {
+            Event::Delta {
+                text,
+                token_ids,
+                logprobs,
+            } => {
+                self.hold_logprobs(&logprobs);
+                let block_events = self.tracker.push(&text);
+                let in_text = matches!(
+                    self.tracker.blocks().last(),
+                    Some(b) if b.kind == BlockKind::Text
+                );
+                let text_delta = block_events.iter().any(|e| {
+                    matches!(e, BlockEvent::Delta { index, .. }
+                        if self.tracker.blocks()[*index].kind == BlockKind::Text)
+                });
+                if !in_text && !text_delta {
+                    // Reasoning or a call: its tokens belong to no output text.
+                    self.pending_logprobs.clear();
+                }
+                let in_reasoning = matches!(
+                    self.tracker.blocks().last(),
+                    Some(b) if b.kind == BlockKind::Reasoning
+                ) && !block_events
+                    .iter()
+                    .any(|e| matches!(e, BlockEvent::Stop { .. }));
+                if in_reasoning {
+                    self.reasoning_tokens += token_ids.len();
+                }
+                self.render_blocks(block_events)
+            }
+            Event::Finished { reason, usage, .. } => {
+                if reason == FinishReason::Abort {
+                    return self.fail(&abort_error());
+                }
+                let cut = reason == FinishReason::Length;
+                let block_events = self.tracker.finish(cut);
+                let mut events = self.render_blocks(block_events);
+                self.response.usage = Some(ResponseUsage::new(
+                    usage.prompt_tokens,
+                    usage.cached_tokens,
+                    usage.completion_tokens,
+                    self.reasoning_tokens.min(usage.completion_tokens),
+                ));
+                let kind = if cut {
+                    self.response.status = "incomplete".into();
+                    self.response.incomplete_details = Some(IncompleteDetails {
+                        reason: "max_output_tokens".into(),
+                    });
+                    "response.incomplete"
+                } else {
+                    self.response.status = "completed".into();
+                    "response.completed"
+                };
+                events.push(self.terminal(kind));
+                events
+            }
+            Event::Error(message) => self.fail(&ApiError::internal(message)),
+        }
+    }
+
+    /// The response failed: the engine went away or failed, or the server is shutting down.
+    fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        self.response.status = "failed".into();
+        self.response.error = Some(ResponseError {
+            code: "server_error".into(),
+            message: error.message.clone(),
+        });
+        vec![self.terminal("response.failed")]
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn to_sse(event: StreamEvent) -> SseEvent {
+        event.into_sse()
     }
 }

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use super::render::ResponseRenderer;
 use super::types::ResponseObject;
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_parameters};
-use crate::api::output_blocks::BlockTracker;
+use crate::api::output::Renderer;
+use crate::api::output::blocks::BlockTracker;
 use crate::api::sse::StreamEvent;
 use crate::engine::{Event, FinishReason, Usage};
 
@@ -57,11 +58,11 @@ fn run(pieces: &[&str], reason: FinishReason) -> (Vec<StreamEvent>, ResponseObje
     let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(Some(false), true, true));
     let mut events = r.start();
     for p in pieces {
-        events.extend(r.on_engine(delta(p)));
+        events.extend(r.on_engine(0, delta(p)));
     }
-    events.extend(r.on_engine(finished(reason, pieces.len())));
+    events.extend(r.on_engine(0, finished(reason, pieces.len())));
     assert!(r.is_finished());
-    assert!(r.on_engine(delta("late")).is_empty());
+    assert!(r.on_engine(0, delta("late")).is_empty());
     (events, r.into_response())
 }
 
@@ -227,8 +228,8 @@ fn a_length_cut_is_incomplete_and_failures_are_failed() {
     let shell = ResponseObject::in_progress("resp_2".into(), "m".into(), 1);
     let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(None, false, true));
     let mut events = r.start();
-    events.extend(r.on_engine(delta("partial")));
-    events.extend(r.on_engine(Event::Error("device lost".into())));
+    events.extend(r.on_engine(0, delta("partial")));
+    events.extend(r.on_engine(0, Event::Error("device lost".into())));
     assert_eq!(events.last().unwrap().kind, "response.failed");
     let failed = r.into_response();
     assert_eq!(failed.status, "failed");

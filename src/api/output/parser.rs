@@ -1,43 +1,44 @@
-//! One chat choice's output: raw text deltas → reasoning, content and tool-call deltas.
+//! One choice's output: raw text deltas → reasoning, content and tool-call deltas, the one
+//! internal output delta every API renders ([`OutputDelta`]).
 //!
 //! The same object serves streamed and non-streamed responses (a non-streamed message is the
-//! concatenation of the deltas), so both always agree.
+//! concatenation of the deltas), so both always agree. Tool calls carry their index and name but
+//! no id: each protocol mints ids in its own style (`call_…`, `toolu_…`).
 
-use super::request_builder::random_id;
-use super::types::chat::{FunctionCall, FunctionChunk, ToolCall, ToolCallChunk};
-use crate::parsers::{HermesToolParser, Qwen3ReasoningParser};
+use crate::parsers::{HermesDelta, HermesToolParser, Qwen3ReasoningParser, ToolCallDelta};
 
 #[derive(Debug, Default)]
-pub struct ChoiceDelta {
+pub struct OutputDelta {
     pub reasoning: String,
     pub content: String,
-    pub tool_calls: Vec<ToolCallChunk>,
+    /// A call's first delta has its `name`; later ones carry argument text.
+    pub tool_calls: Vec<ToolCallDelta>,
 }
 
-impl ChoiceDelta {
+impl OutputDelta {
     pub fn is_empty(&self) -> bool {
         self.reasoning.is_empty() && self.content.is_empty() && self.tool_calls.is_empty()
     }
 }
 
-pub struct ChoiceParser {
+pub struct OutputParser {
     reasoning: Option<Qwen3ReasoningParser>,
     tools: Option<HermesToolParser>,
-    /// `call_…` id of each call, by index.
-    ids: Vec<String>,
+    /// How many calls have started.
+    calls: usize,
 }
 
-impl ChoiceParser {
+impl OutputParser {
     /// `reasoning`: split `<think>` blocks (`Some(prompt_opened)`); `tools`: parse tool calls.
     pub fn new(reasoning: Option<bool>, tools: bool) -> Self {
         Self {
             reasoning: reasoning.map(Qwen3ReasoningParser::new),
             tools: tools.then(HermesToolParser::new),
-            ids: Vec::new(),
+            calls: 0,
         }
     }
 
-    pub fn push(&mut self, text: &str) -> ChoiceDelta {
+    pub fn push(&mut self, text: &str) -> OutputDelta {
         let (reasoning, content) = match &mut self.reasoning {
             Some(p) => {
                 let d = p.push(text);
@@ -48,21 +49,21 @@ impl ChoiceParser {
         self.route_content(reasoning, &content)
     }
 
-    pub fn finish(&mut self) -> ChoiceDelta {
+    pub fn finish(&mut self) -> OutputDelta {
         self.end(false)
     }
 
     /// Ends an output cut by the token limit: no partial tool-call markup becomes content.
-    pub fn finish_cut(&mut self) -> ChoiceDelta {
+    pub fn finish_cut(&mut self) -> OutputDelta {
         self.end(true)
     }
 
     /// Whether any tool call was found.
     pub fn called_tools(&self) -> bool {
-        !self.ids.is_empty()
+        self.calls > 0
     }
 
-    fn end(&mut self, cut: bool) -> ChoiceDelta {
+    fn end(&mut self, cut: bool) -> OutputDelta {
         let (reasoning, content) = match &mut self.reasoning {
             Some(p) => {
                 let d = p.finish();
@@ -71,7 +72,7 @@ impl ChoiceParser {
             None => (String::new(), String::new()),
         };
         let Some(tools) = &mut self.tools else {
-            return ChoiceDelta {
+            return OutputDelta {
                 reasoning,
                 content,
                 tool_calls: Vec::new(),
@@ -86,9 +87,9 @@ impl ChoiceParser {
         self.delta_from(reasoning, d)
     }
 
-    fn route_content(&mut self, reasoning: String, content: &str) -> ChoiceDelta {
+    fn route_content(&mut self, reasoning: String, content: &str) -> OutputDelta {
         let Some(tools) = &mut self.tools else {
-            return ChoiceDelta {
+            return OutputDelta {
                 reasoning,
                 content: content.to_owned(),
                 tool_calls: Vec::new(),
@@ -98,67 +99,12 @@ impl ChoiceParser {
         self.delta_from(reasoning, d)
     }
 
-    /// Gives each new call its `call_…` id.
-    fn delta_from(&mut self, reasoning: String, d: crate::parsers::HermesDelta) -> ChoiceDelta {
-        let tool_calls = d
-            .calls
-            .into_iter()
-            .map(|c| {
-                let id = match c.name {
-                    Some(_) => {
-                        let id = random_id("call_");
-                        self.ids.push(id.clone());
-                        Some(id)
-                    }
-                    None => None,
-                };
-                ToolCallChunk {
-                    index: c.index,
-                    kind: id.as_ref().map(|_| "function"),
-                    id,
-                    function: FunctionChunk {
-                        name: c.name,
-                        arguments: c.arguments,
-                    },
-                }
-            })
-            .collect();
-        ChoiceDelta {
+    fn delta_from(&mut self, reasoning: String, d: HermesDelta) -> OutputDelta {
+        self.calls += d.calls.iter().filter(|c| c.name.is_some()).count();
+        OutputDelta {
             reasoning,
             content: d.content,
-            tool_calls,
-        }
-    }
-}
-
-/// Accumulates deltas into the non-streamed message fields.
-#[derive(Debug, Default)]
-pub struct MessageBuilder {
-    pub reasoning: String,
-    pub content: String,
-    pub tool_calls: Vec<ToolCall>,
-}
-
-impl MessageBuilder {
-    pub fn add(&mut self, delta: ChoiceDelta) {
-        self.reasoning.push_str(&delta.reasoning);
-        self.content.push_str(&delta.content);
-        for chunk in delta.tool_calls {
-            match chunk.id {
-                Some(id) => self.tool_calls.push(ToolCall {
-                    id,
-                    kind: "function",
-                    function: FunctionCall {
-                        name: chunk.function.name.unwrap_or_default(),
-                        arguments: chunk.function.arguments,
-                    },
-                }),
-                None => {
-                    if let Some(call) = self.tool_calls.get_mut(chunk.index) {
-                        call.function.arguments.push_str(&chunk.function.arguments);
-                    }
-                }
-            }
+            tool_calls: d.calls,
         }
     }
 }
@@ -168,9 +114,31 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn run(text: &str, cuts: &[usize]) -> MessageBuilder {
-        let mut parser = ChoiceParser::new(Some(false), true);
-        let mut message = MessageBuilder::default();
+    /// The deltas concatenated: reasoning, content, and `(name, arguments)` per call.
+    #[derive(Debug, Default)]
+    struct Whole {
+        reasoning: String,
+        content: String,
+        calls: Vec<(String, String)>,
+    }
+
+    impl Whole {
+        fn add(&mut self, delta: OutputDelta) {
+            self.reasoning.push_str(&delta.reasoning);
+            self.content.push_str(&delta.content);
+            for call in delta.tool_calls {
+                if call.index == self.calls.len() {
+                    self.calls
+                        .push((call.name.unwrap_or_default(), String::new()));
+                }
+                self.calls[call.index].1.push_str(&call.arguments);
+            }
+        }
+    }
+
+    fn run(text: &str, cuts: &[usize]) -> Whole {
+        let mut parser = OutputParser::new(Some(false), true);
+        let mut message = Whole::default();
         let mut points: Vec<usize> = cuts
             .iter()
             .map(|&c| c % (text.len() + 1))
@@ -189,13 +157,8 @@ mod tests {
         message
     }
 
-    fn summary(m: &MessageBuilder) -> (String, String, Vec<(String, String)>) {
-        let calls = m
-            .tool_calls
-            .iter()
-            .map(|c| (c.function.name.clone(), c.function.arguments.clone()))
-            .collect();
-        (m.reasoning.clone(), m.content.clone(), calls)
+    fn summary(m: &Whole) -> (String, String, Vec<(String, String)>) {
+        (m.reasoning.clone(), m.content.clone(), m.calls.clone())
     }
 
     #[test]
@@ -210,7 +173,6 @@ mod tests {
                 vec![("f".into(), "{\"a\": \"}\"}".into())]
             )
         );
-        assert!(m.tool_calls[0].id.starts_with("call_"));
     }
 
     proptest! {
@@ -225,7 +187,7 @@ mod tests {
                 "<think>\nplan\n</think>\n\nSure.<tool_call>\n{{\"name\": \"a\", \"arguments\": {args}}}\n</tool_call>\n<tool_call>\n{{\"name\": \"b\", \"arguments\": {{\"k\": 1}}}}\n</tool_call>"
             );
             prop_assert_eq!(summary(&run(&text, &cuts)), summary(&run(&text, &[])));
-            prop_assert_eq!(&run(&text, &cuts).tool_calls[0].function.arguments, args);
+            prop_assert_eq!(&run(&text, &cuts).calls[0].1, args);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One assistant turn as an ordered list of blocks — reasoning, text, tool calls — the shape
 //! the Responses API (output items) and the Anthropic Messages API (content blocks) share.
 //!
-//! [`BlockTracker`] feeds raw text deltas through the same [`ChoiceParser`] chat completions
+//! [`BlockTracker`] feeds raw text deltas through the same [`OutputParser`] chat completions
 //! use, and turns what it releases into `Start` / `Delta` / `Stop` events: a block opens when
 //! output of a new kind begins and closes when another kind starts or the turn ends. The
 //! tracker also keeps every block it streamed, so a non-streamed response is built from exactly
@@ -12,16 +12,15 @@
 //! opens. Within one parser step the order is reasoning, then text, then tool calls, which is
 //! the order Qwen3 writes them in.
 
-use super::choice_parser::ChoiceParser;
-use super::types::chat::ToolCallChunk;
+use super::parser::{OutputDelta, OutputParser};
+use crate::parsers::ToolCallDelta;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockKind {
     Reasoning,
     Text,
-    /// A tool call: the id the parser gave it (`call_…`) and the function name.
+    /// A tool call to the function `name` (each protocol gives it an id of its own style).
     Call {
-        call_id: String,
         name: String,
     },
 }
@@ -62,7 +61,7 @@ pub struct Block {
 }
 
 pub struct BlockTracker {
-    parser: ChoiceParser,
+    parser: OutputParser,
     blocks: Vec<Block>,
     /// Whether the last block is still open.
     open: bool,
@@ -79,7 +78,7 @@ impl BlockTracker {
     /// `never_empty`: a turn without output still gets one (empty) text block.
     pub fn new(reasoning: Option<bool>, tools: bool, never_empty: bool) -> Self {
         Self {
-            parser: ChoiceParser::new(reasoning, tools),
+            parser: OutputParser::new(reasoning, tools),
             blocks: Vec::new(),
             open: false,
             held_space: String::new(),
@@ -130,7 +129,7 @@ impl BlockTracker {
         self.parser.called_tools()
     }
 
-    fn route(&mut self, delta: super::choice_parser::ChoiceDelta, events: &mut Vec<BlockEvent>) {
+    fn route(&mut self, delta: OutputDelta, events: &mut Vec<BlockEvent>) {
         if !delta.reasoning.is_empty() {
             self.append(BlockKind::Reasoning, &delta.reasoning, events);
         }
@@ -155,17 +154,17 @@ impl BlockTracker {
         self.append(BlockKind::Text, &text, events);
     }
 
-    fn call(&mut self, chunk: ToolCallChunk, events: &mut Vec<BlockEvent>) {
-        if let (Some(call_id), Some(name)) = (chunk.id, chunk.function.name) {
+    fn call(&mut self, chunk: ToolCallDelta, events: &mut Vec<BlockEvent>) {
+        if let Some(name) = chunk.name {
             self.held_space.clear();
             self.close(BlockStatus::Completed, events);
-            let index = self.start(BlockKind::Call { call_id, name }, events);
+            let index = self.start(BlockKind::Call { name }, events);
             if self.call_blocks.len() <= chunk.index {
                 self.call_blocks.resize(chunk.index + 1, index);
             }
             self.call_blocks[chunk.index] = index;
         }
-        if chunk.function.arguments.is_empty() {
+        if chunk.arguments.is_empty() {
             return;
         }
         // Argument pieces only ever follow their own call's start, which is the open block.
@@ -173,10 +172,10 @@ impl BlockTracker {
             return;
         };
         if self.open && index + 1 == self.blocks.len() {
-            self.blocks[index].text.push_str(&chunk.function.arguments);
+            self.blocks[index].text.push_str(&chunk.arguments);
             events.push(BlockEvent::Delta {
                 index,
-                text: chunk.function.arguments,
+                text: chunk.arguments,
             });
         }
     }

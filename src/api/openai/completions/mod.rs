@@ -1,0 +1,165 @@
+//! `POST /v1/completions`: raw prompts (text or token ids, one or several), JSON or SSE.
+//! Choice `i` of prompt `p` has index `p * n + i`, as in OpenAI's API. One renderer makes both
+//! forms ([`render`]).
+
+mod render;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::blocking_pool;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::ApiJsonWith;
+use crate::api::output;
+use crate::api::prompt_length;
+use crate::api::request_builder::{self, random_id};
+use crate::api::state::{AppState, Ready, unix_now};
+use crate::api::types::completions::{CompletionRequest, PromptInput};
+use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
+use crate::engine::rules;
+use render::{CompletionContext, CompletionRenderer, Delivery};
+
+/// One prompt: its ids and its text (for `echo`).
+pub struct Prompt {
+    ids: Vec<u32>,
+    text: String,
+    /// Position in the request's prompt list.
+    index: usize,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJsonWith(mut req, mut shared): ApiJsonWith<CompletionRequest, SharedGenerationFields>,
+) -> ApiResult<Response> {
+    let ready = state.ready()?;
+    let config = state.config();
+    let model = ready.check_model(req.model.as_deref())?;
+    req.unsupported.refuse()?;
+    request_builder::check_stream_options(req.stream, req.stream_options.is_some())?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid("suffix", "suffix is not supported"));
+    }
+    if let Some(best_of) = req.best_of
+        && best_of != shared.n.unwrap_or(1)
+    {
+        return Err(ApiError::invalid(
+            "best_of",
+            "best_of must equal n (or be omitted)",
+        ));
+    }
+    let count = req.prompt.len();
+    if count > config.limits.max_prompts {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "at most {} prompts are allowed per request (--max-prompts)",
+                config.limits.max_prompts
+            ),
+        ));
+    }
+    request_builder::check_fan_out(config, count, shared.n)?;
+    let input = std::mem::replace(&mut req.prompt, PromptInput::Texts(Vec::new()));
+    let add_special_tokens = req.add_special_tokens.unwrap_or(true);
+    let prompts = {
+        let ready = ready.clone();
+        blocking_pool::run(move || prompts(&ready, input, add_special_tokens)).await??
+    };
+    let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
+    let mut requests = Vec::new();
+    let mut choice_prompts = Vec::new();
+    for prompt in prompts {
+        let prompt = Arc::new(prompt);
+        let fields = shared.clone().into_fields(
+            Some((req.max_tokens.unwrap_or(16), "max_tokens")),
+            LogprobsField::Completions(req.logprobs),
+            cache_salt.clone(),
+        );
+        let built = request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields)?;
+        choice_prompts.extend(built.iter().map(|_| prompt.clone()));
+        requests.extend(built);
+    }
+    let echo = req.echo.unwrap_or(false);
+    if !req.stream.unwrap_or(false) {
+        request_builder::check_collected_logprobs(&ready, config, &requests, echo, "logprobs")?;
+    }
+    let streams = request_builder::submit(&ready, requests).await?;
+    let ctx = CompletionContext {
+        id: random_id("cmpl-"),
+        created: unix_now(),
+        model,
+        tokenizer: ready.tokenizer.clone(),
+        logprobs: req.logprobs.is_some(),
+        echo,
+        prompts: choice_prompts,
+    };
+    if req.stream.unwrap_or(false) {
+        let include_usage = req
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let continuous = include_usage
+            && req
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.continuous_usage_stats)
+                .unwrap_or(false);
+        let delivery = Delivery::Stream {
+            include_usage,
+            continuous_usage: continuous,
+        };
+        return Ok(output::stream(
+            streams,
+            CompletionRenderer::new(ctx, delivery),
+            config.limits.sse_keep_alive,
+        ));
+    }
+    let renderer = CompletionRenderer::new(ctx, Delivery::Whole);
+    let response = output::collect(streams, renderer).await.into_response()?;
+    Ok(Json(response).into_response())
+}
+
+/// The prompts of a request, tokenized (text) or checked (token ids).
+fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiResult<Vec<Prompt>> {
+    let max_len = ready.max_model_len();
+    let from_text = |text: String| -> ApiResult<Prompt> {
+        prompt_length::check_text_fits(&ready.tokenizer, &text, max_len, "prompt")?;
+        Ok(Prompt {
+            ids: ready.tokenizer.encode(&text, add_special_tokens)?,
+            text,
+            index: 0,
+        })
+    };
+    let vocab = ready.vocab_size();
+    let from_ids = |ids: Vec<i64>| -> ApiResult<Prompt> {
+        rules::prompt_fits(ids.len(), max_len, "prompt")?;
+        let ids = rules::token_ids(ids, vocab, "prompt")?;
+        let text = ready.tokenizer.decode(&ids, false)?;
+        Ok(Prompt {
+            ids,
+            text,
+            index: 0,
+        })
+    };
+    let prompts = match input {
+        PromptInput::Text(text) => vec![from_text(text)?],
+        PromptInput::Texts(texts) => texts.into_iter().map(from_text).collect::<ApiResult<_>>()?,
+        PromptInput::Tokens(ids) => vec![from_ids(ids)?],
+        PromptInput::TokenLists(lists) => {
+            lists.into_iter().map(from_ids).collect::<ApiResult<_>>()?
+        }
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::invalid("prompt", "prompt must not be empty"));
+    }
+    let mut prompts: Vec<Prompt> = prompts;
+    for (i, p) in prompts.iter_mut().enumerate() {
+        p.index = i;
+    }
+    Ok(prompts)
+}
