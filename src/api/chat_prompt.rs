@@ -1,5 +1,6 @@
 //! Chat messages to a prompt: checked, rendered through the template and held to the context
-//! by their text before anything tokenizes them. Chat completions and `/tokenize` share it.
+//! by their text before anything tokenizes them. Every chat-form API ([`super::generate`]) and
+//! `/tokenize` share it.
 
 use serde_json::{Map, Value};
 
@@ -10,7 +11,8 @@ use crate::tokenizer::{ChatPrompt, Conversation, PromptEnd, prepare_messages, re
 
 /// Chat messages checked, rendered through the template and held to the context (by their
 /// text, before tokenizing): what chat completions and `/tokenize` share. `plain_content`:
-/// special-token text in messages stays text (`--allow-special-tokens-in-content` unset).
+/// special-token text in messages stays text (`--allow-special-tokens-in-content` unset);
+/// `prompt_param`: the request field that holds the conversation, for errors about its length.
 pub fn render_checked(
     ready: &Ready,
     raw: &[Value],
@@ -18,6 +20,7 @@ pub fn render_checked(
     kwargs: &Map<String, Value>,
     end: PromptEnd,
     plain_content: bool,
+    prompt_param: &str,
 ) -> ApiResult<(Vec<Value>, ChatPrompt)> {
     let messages = prepare_messages(raw)?;
     let conversation = Conversation {
@@ -36,7 +39,7 @@ pub fn render_checked(
         &ready.tokenizer,
         &prompt.text,
         ready.max_model_len(),
-        "messages",
+        prompt_param,
     )?;
     Ok((messages, prompt))
 }

@@ -67,6 +67,7 @@ pub mod chat_prompt;
 pub mod conversation;
 pub mod error;
 pub mod extract;
+pub mod generate;
 pub mod grammar;
 pub mod health;
 pub mod http_metrics;
@@ -88,7 +89,7 @@ pub mod state;
 pub mod tokenize;
 pub mod tools;
 pub mod transport;
-pub mod turn;
+
 pub mod types;
 
 use std::future::Future;

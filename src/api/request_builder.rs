@@ -1,17 +1,20 @@
-//! From validated request fields to engine requests: limits, sampling resolution, `n` copies
-//! with their seeds, and submission.
+//! From validated request fields to checked engine requests: limits, sampling resolution, `n`
+//! copies with their seeds, the engine's own rules ([`CheckedRequest`]), and submission.
+//!
+//! [`build`] is blocking work (the engine's rules read the whole prompt): it runs on the
+//! blocking pool in the same trip as the prompt's rendering. Submission then only takes queue
+//! slots, so it runs on the async worker.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, OnceLock};
 
 use axum::http::HeaderMap;
 
-use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::grammar::{self, GuidedSpec};
 use super::state::{GrammarLimits, Ready, ServerConfig};
 use super::types::common::StopSpec;
-use crate::engine::{EventStream, GenerationRequest, rules};
+use crate::engine::{CheckedRequest, EventStream, GenerationRequest, rules};
 use crate::guided::GuidedMatcher;
 use crate::sampling::{SamplingOverrides, SamplingParams};
 
@@ -32,15 +35,15 @@ pub struct GenerationFields {
     pub cache_salt: Option<String>,
 }
 
-/// `n` engine requests for one prompt. `prompt_param` names the field errors about the prompt
-/// point at (`messages` or `prompt`).
+/// `n` checked engine requests for one prompt. `prompt_param` names the field errors about the
+/// prompt point at (`messages` or `prompt`).
 pub fn build(
     ready: &Ready,
     config: &ServerConfig,
     prompt_ids: Vec<u32>,
     prompt_param: &str,
     fields: GenerationFields,
-) -> ApiResult<Vec<GenerationRequest>> {
+) -> ApiResult<Vec<CheckedRequest>> {
     let limits = &config.limits;
     let n = fields.n.unwrap_or(1);
     if n < 1 || n as usize > limits.max_n {
@@ -124,7 +127,7 @@ pub fn build(
         req.skip_special_tokens = fields.skip_special_tokens.unwrap_or(true);
         req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
         req.cache_salt = fields.cache_salt.clone();
-        requests.push(req);
+        requests.push(CheckedRequest::new(req, ready.engine.info())?);
     }
     Ok(requests)
 }
@@ -187,7 +190,7 @@ pub fn check_fan_out(config: &ServerConfig, prompts: usize, n: Option<i64>) -> A
 pub fn check_collected_logprobs(
     ready: &Ready,
     config: &ServerConfig,
-    requests: &[GenerationRequest],
+    requests: &[CheckedRequest],
     echo: bool,
     param: &str,
 ) -> ApiResult<()> {
@@ -195,6 +198,7 @@ pub fn check_collected_logprobs(
     let max_len = ready.max_model_len();
     let entries: usize = requests
         .iter()
+        .map(CheckedRequest::request)
         .filter_map(|r| {
             let top = r.sampling.logprobs?;
             let room = max_len.saturating_sub(r.prompt_ids.len());
@@ -231,55 +235,41 @@ pub fn check_stream_options(stream: Option<bool>, has_options: bool) -> ApiResul
 
 /// Submits all requests or none: if one is refused, the streams already opened are dropped,
 /// which cancels them. `guided` holds one compiled matcher per request, or none for requests
-/// without a constraint.
-pub fn submit_all(
+/// without a constraint. Only queue slots are taken here (the requests are checked), so this
+/// runs on the async worker.
+pub fn submit(
     ready: &Ready,
-    requests: Vec<GenerationRequest>,
+    requests: Vec<CheckedRequest>,
     guided: Vec<GuidedMatcher>,
 ) -> ApiResult<Vec<EventStream>> {
-    if guided.is_empty() {
-        return requests
-            .into_iter()
-            .map(|r| ready.engine.submit(r).map_err(ApiError::from))
-            .collect();
-    }
-    if guided.len() != requests.len() {
+    if !guided.is_empty() && guided.len() != requests.len() {
         return Err(ApiError::internal(
             "one compiled grammar per choice expected",
         ));
     }
+    let mut guided = guided.into_iter();
     requests
         .into_iter()
-        .zip(guided)
-        .map(|(r, g)| {
+        .map(|r| {
             ready
                 .engine
-                .submit_compiled(r, Some(g))
+                .submit_checked(r, guided.next())
                 .map_err(ApiError::from)
         })
         .collect()
 }
 
-/// [`submit_all`] on the pool: submission checks every prompt id.
-pub async fn submit(
-    ready: &Arc<Ready>,
-    requests: Vec<GenerationRequest>,
-) -> ApiResult<Vec<EventStream>> {
-    let ready = ready.clone();
-    blocking_pool::run(move || submit_all(&ready, requests, Vec::new())).await?
-}
-
-/// [`submit`] for requests under one output constraint: the grammar compiles once for all
-/// of them (see [`grammar::compile`]), then they are submitted on the pool.
+/// [`submit`] for requests under one output constraint: the grammar compiles once for all of
+/// them (see [`grammar::compile`]: a thread of its own, in the pool's heavy lane), then they are
+/// submitted.
 pub async fn submit_guided(
     ready: &Arc<Ready>,
     limits: &GrammarLimits,
-    requests: Vec<GenerationRequest>,
+    requests: Vec<CheckedRequest>,
     guided: Option<GuidedSpec>,
 ) -> ApiResult<Vec<EventStream>> {
     let matchers = grammar::compile(ready, limits, guided, requests.len()).await?;
-    let ready = ready.clone();
-    blocking_pool::run(move || submit_all(&ready, requests, matchers)).await?
+    submit(ready, requests, matchers)
 }
 
 /// A random id with OpenAI's prefixes (`chatcmpl-`, `cmpl-`, `call_`).

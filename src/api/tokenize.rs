@@ -48,6 +48,7 @@ fn tokenize_blocking(
                 &kwargs,
                 end,
                 plain_content,
+                "messages",
             )?;
             prompt.encode(&ready.tokenizer, req.add_special_tokens.unwrap_or(false))?
         }

@@ -68,26 +68,9 @@ impl SchemaFields {
     };
 }
 
-/// Checks the tool fields and decides how the request runs (chat's field names).
+/// Checks the tool fields and decides how the request runs; `fields`: where the API keeps its
+/// schemas, for errors about them.
 pub fn plan(
-    tools: Option<&[Value]>,
-    tool_choice: Option<&Value>,
-    parallel_tool_calls: Option<bool>,
-    response_format: Option<&ResponseFormat>,
-    config: &ServerConfig,
-) -> ApiResult<ToolPlan> {
-    plan_for(
-        tools,
-        tool_choice,
-        parallel_tool_calls,
-        response_format,
-        config,
-        SchemaFields::CHAT,
-    )
-}
-
-/// [`plan`] for an API whose schemas live in `fields`.
-pub fn plan_for(
     tools: Option<&[Value]>,
     tool_choice: Option<&Value>,
     parallel_tool_calls: Option<bool>,
@@ -286,6 +269,24 @@ mod tests {
         }
     }
 
+    /// The plan under chat's field names.
+    fn chat_plan(
+        tools: Option<&[Value]>,
+        tool_choice: Option<&Value>,
+        parallel_tool_calls: Option<bool>,
+        response_format: Option<&ResponseFormat>,
+        config: &ServerConfig,
+    ) -> ApiResult<ToolPlan> {
+        plan(
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
+            config,
+            SchemaFields::CHAT,
+        )
+    }
+
     fn tools() -> Vec<Value> {
         vec![
             json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}),
@@ -295,17 +296,17 @@ mod tests {
     #[test]
     fn choices() {
         let t = tools();
-        let p = plan(Some(&t), None, None, None, &config(true)).unwrap();
+        let p = chat_plan(Some(&t), None, None, None, &config(true)).unwrap();
         assert_eq!(p.choice, ToolChoice::Auto);
         assert!(p.parse_calls && p.guided.is_none());
         assert_eq!(
-            plan(Some(&t), None, None, None, &config(false))
+            chat_plan(Some(&t), None, None, None, &config(false))
                 .unwrap_err()
                 .param
                 .as_deref(),
             Some("tool_choice")
         );
-        let p = plan(
+        let p = chat_plan(
             Some(&t),
             Some(&json!("required")),
             None,
@@ -317,17 +318,17 @@ mod tests {
             matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.contains("(\"\\n\" call)*"))
         );
         let named = json!({"type": "function", "function": {"name": "f"}});
-        let p = plan(Some(&t), Some(&named), None, None, &config(false)).unwrap();
+        let p = chat_plan(Some(&t), Some(&named), None, None, &config(false)).unwrap();
         assert!(
             matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.starts_with("start: call\n"))
         );
-        let p = plan(Some(&t), Some(&json!("none")), None, None, &config(false)).unwrap();
+        let p = chat_plan(Some(&t), Some(&json!("none")), None, None, &config(false)).unwrap();
         assert!(!p.parse_calls);
         let missing = json!({"type": "function", "function": {"name": "g"}});
-        assert!(plan(Some(&t), Some(&missing), None, None, &config(false)).is_err());
-        assert!(plan(None, Some(&json!("required")), None, None, &config(false)).is_err());
+        assert!(chat_plan(Some(&t), Some(&missing), None, None, &config(false)).is_err());
+        assert!(chat_plan(None, Some(&json!("required")), None, None, &config(false)).is_err());
         assert!(
-            plan(
+            chat_plan(
                 Some(&t),
                 Some(&json!("sometimes")),
                 None,
@@ -338,7 +339,7 @@ mod tests {
         );
         let bad = vec![json!({"type": "function", "function": {"parameters": {}}})];
         assert_eq!(
-            plan(Some(&bad), Some(&json!("none")), None, None, &config(false))
+            chat_plan(Some(&bad), Some(&json!("none")), None, None, &config(false))
                 .unwrap_err()
                 .param
                 .as_deref(),
@@ -357,7 +358,7 @@ mod tests {
             json!({"type": "function", "function": {"name": "f", "parameters": wide}}),
         ];
         let forced = json!({"type": "function", "function": {"name": "f"}});
-        let e = plan(Some(&t), Some(&forced), None, None, &config(false)).unwrap_err();
+        let e = chat_plan(Some(&t), Some(&forced), None, None, &config(false)).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("tools[1].function.parameters"));
         assert!(
             e.message.contains("--max-schema-properties"),
@@ -365,12 +366,12 @@ mod tests {
             e.message
         );
         // Rendered only (not forced): nothing compiles it, nothing to bound.
-        assert!(plan(Some(&t), Some(&json!("none")), None, None, &config(false)).is_ok());
+        assert!(chat_plan(Some(&t), Some(&json!("none")), None, None, &config(false)).is_ok());
         let format: ResponseFormat = serde_json::from_value(json!({
             "type": "json_schema", "json_schema": {"name": "x", "schema": wide}
         }))
         .unwrap();
-        let e = plan_for(
+        let e = plan(
             None,
             None,
             None,

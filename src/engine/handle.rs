@@ -7,11 +7,11 @@
 //! deadline.
 
 use super::block_manager::BlockManager;
+use super::checked::CheckedRequest;
 use super::config::EngineConfig;
 use super::core::EngineCore;
 use super::metrics::EngineMetrics;
 use super::request::{Event, GenerationRequest};
-use super::rules;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
 use super::wake::ReadWake;
@@ -258,34 +258,26 @@ impl EngineHandle {
         }
     }
 
-    /// Queues a request. Fails fast when the server is draining, overloaded, or the prompt
-    /// cannot fit the context.
+    /// Checks a request ([`CheckedRequest::new`]), compiles its constraint and queues it: the
+    /// whole path, for callers that build requests themselves (the CLI, benchmarks, tests).
     pub fn submit(&self, request: GenerationRequest) -> Result<EventStream> {
         self.check_open()?;
-        self.check_prompt(&request)?;
         let guided = self.compile_guided(&request)?;
-        self.enqueue(request, guided)
+        let checked = CheckedRequest::new(request, &self.info)?;
+        self.enqueue(checked.into_request(), guided)
     }
 
-    /// [`Self::submit`] with the request's constraint already compiled (`request.guided` is
-    /// then ignored): the API layer compiles once per request, off the engine thread, on a
-    /// stack of its own.
-    pub fn submit_compiled(
+    /// Queues a checked request with its constraint already compiled (`guided` replaces
+    /// `request.guided`): the API layer checks and compiles once per request, off the engine
+    /// thread, and this only takes a slot in the queue. Fails fast when the server is draining
+    /// or overloaded.
+    pub fn submit_checked(
         &self,
-        request: GenerationRequest,
+        request: CheckedRequest,
         guided: Option<GuidedMatcher>,
     ) -> Result<EventStream> {
         self.check_open()?;
-        self.check_prompt(&request)?;
-        self.enqueue(request, guided)
-    }
-
-    fn check_prompt(&self, request: &GenerationRequest) -> Result<()> {
-        rules::prompt_fits(request.prompt_ids.len(), self.info.max_model_len, "prompt")?;
-        for &id in &request.prompt_ids {
-            rules::token_id(i64::from(id), self.info.vocab_size, "prompt")?;
-        }
-        Ok(())
+        self.enqueue(request.into_request(), guided)
     }
 
     fn check_open(&self) -> Result<()> {

@@ -5,6 +5,7 @@
 //! sampled tokens into text, stop decisions and events.
 
 pub mod block_manager;
+pub mod checked;
 pub mod config;
 pub mod core;
 pub mod handle;
@@ -20,6 +21,7 @@ pub mod wake;
 pub mod worker;
 
 pub use crate::guided::GuidedDecoding;
+pub use checked::CheckedRequest;
 pub use config::EngineConfig;
 pub use handle::{EngineHandle, EngineInfo, EventStream};
 pub use request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};

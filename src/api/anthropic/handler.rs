@@ -16,12 +16,14 @@ use super::render::MessageRenderer;
 use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
+use crate::api::generate::{self, Generation, MaxTokens, PromptSpec};
 use crate::api::output;
 use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready};
-use crate::api::turn::{self, Generation, MaxTokens, TurnSpec};
+use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::sampling::SamplingOverrides;
+use crate::tokenizer::PromptEnd;
 
 pub async fn create(
     State(state): State<AppState>,
@@ -29,7 +31,11 @@ pub async fn create(
     ApiJson(req): ApiJson<MessagesRequest>,
 ) -> ApiResult<Response> {
     let (ready, model) = serve(&state, Some(&req.model))?;
-    let (req, prompt) = turn::prepare(&state, &ready, req, |ready, config, req| {
+    let config = state.config();
+    // The Messages API has no `cache_salt`; the key still salts under
+    // `--prefix-cache-salt-per-key`.
+    let cache_salt = request_builder::cache_salt(config, &headers, None)?;
+    let (req, (prompt, requests)) = generate::prepare(&state, &ready, req, |ready, config, req| {
         let form = chat_form(
             req.system.as_ref(),
             &req.messages,
@@ -37,18 +43,10 @@ pub async fn create(
             req.tool_choice.as_ref(),
         )?;
         let response_format = output_format(req.output_config.as_ref())?;
-        let mut spec = turn_spec(&form, req.thinking.as_ref());
+        let mut spec = prompt_spec(&form, req.thinking.as_ref());
         spec.response_format = response_format.as_ref();
-        turn::render(ready, config, &spec)
-    })
-    .await
-    .map_err(prompt_too_long)?;
-    let config = state.config();
-    let events = turn::submit(
-        &ready,
-        config,
-        &prompt,
-        Generation {
+        let prompt = generate::render(ready, config, &spec)?;
+        let generation = Generation {
             max_tokens: MaxTokens::Clamped(req.max_tokens, "max_tokens"),
             stop: req.stop_sequences.clone().unwrap_or_default(),
             sampling: SamplingOverrides {
@@ -57,14 +55,17 @@ pub async fn create(
                 top_k: req.top_k,
                 ..Default::default()
             },
-            collected_logprobs: None,
-            // The Messages API has no `cache_salt`; the key still salts under
-            // `--prefix-cache-salt-per-key`.
-            cache_salt: request_builder::cache_salt(config, &headers, None)?,
-        },
-    )
+            cache_salt,
+        };
+        let fields = generation.into_fields(ready, &prompt);
+        let requests = generate::build(ready, config, &prompt, fields, None)?;
+        Ok((prompt, requests))
+    })
     .await
     .map_err(prompt_too_long)?;
+    let events = generate::submit(&ready, config, &prompt.plan, requests)
+        .await
+        .map_err(prompt_too_long)?;
     let renderer = MessageRenderer::new(
         random_id("msg_"),
         model,
@@ -74,14 +75,12 @@ pub async fn create(
     );
     if req.stream.unwrap_or(false) {
         return Ok(output::stream(
-            vec![events],
+            events,
             renderer,
             config.limits.sse_keep_alive,
         ));
     }
-    let message = output::collect(vec![events], renderer)
-        .await
-        .into_message()?;
+    let message = output::collect(events, renderer).await.into_message()?;
     Ok(Json(message).into_response())
 }
 
@@ -90,14 +89,14 @@ pub async fn count_tokens(
     ApiJson(req): ApiJson<CountTokensRequest>,
 ) -> ApiResult<Json<Value>> {
     let (ready, _) = serve(&state, req.model.as_deref())?;
-    let (_, prompt) = turn::prepare(&state, &ready, req, |ready, config, req| {
+    let (_, prompt) = generate::prepare(&state, &ready, req, |ready, config, req| {
         let form = chat_form(
             req.system.as_ref(),
             &req.messages,
             req.tools.as_deref(),
             req.tool_choice.as_ref(),
         )?;
-        turn::render(ready, config, &turn_spec(&form, req.thinking.as_ref()))
+        generate::render(ready, config, &prompt_spec(&form, req.thinking.as_ref()))
     })
     .await
     .map_err(prompt_too_long)?;
@@ -113,15 +112,18 @@ fn serve(state: &AppState, model: Option<&str>) -> ApiResult<(Arc<Ready>, String
 
 /// The turn of a Messages request: Qwen3 thinks only when `thinking` asks for it, as
 /// Anthropic's models do.
-fn turn_spec<'a>(form: &'a ChatForm, thinking: Option<&ThinkingConfig>) -> TurnSpec<'a> {
-    TurnSpec {
+fn prompt_spec<'a>(form: &'a ChatForm, thinking: Option<&ThinkingConfig>) -> PromptSpec<'a> {
+    PromptSpec {
         messages: &form.messages,
         tools: form.catalog.chat_tools(),
         tool_choice: form.tool_choice.as_ref(),
         parallel_tool_calls: form.parallel_tool_calls,
         response_format: None,
+        template_kwargs: None,
         enable_thinking: Some(ThinkingConfig::enabled(thinking)),
+        end: PromptEnd::Generation(true),
         prompt_param: "messages",
+        schema_fields: SchemaFields::MESSAGES,
     }
 }
 

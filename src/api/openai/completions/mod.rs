@@ -65,29 +65,41 @@ pub async fn create(
     request_builder::check_fan_out(config, count, shared.n)?;
     let input = std::mem::replace(&mut req.prompt, PromptInput::Texts(Vec::new()));
     let add_special_tokens = req.add_special_tokens.unwrap_or(true);
-    let prompts = {
-        let ready = ready.clone();
-        blocking_pool::run(move || prompts(&ready, input, add_special_tokens)).await??
-    };
     let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
-    let mut requests = Vec::new();
-    let mut choice_prompts = Vec::new();
-    for prompt in prompts {
-        let prompt = Arc::new(prompt);
-        let fields = shared.clone().into_fields(
+    let fields = move || {
+        shared.clone().into_fields(
             Some((req.max_tokens.unwrap_or(16), "max_tokens")),
             LogprobsField::Completions(req.logprobs),
             cache_salt.clone(),
-        );
-        let built = request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields)?;
-        choice_prompts.extend(built.iter().map(|_| prompt.clone()));
-        requests.extend(built);
-    }
+        )
+    };
     let echo = req.echo.unwrap_or(false);
-    if !req.stream.unwrap_or(false) {
-        request_builder::check_collected_logprobs(&ready, config, &requests, echo, "logprobs")?;
-    }
-    let streams = request_builder::submit(&ready, requests).await?;
+    let streamed = req.stream.unwrap_or(false);
+    // Tokenizing, the engine's rules and the logprob bound are all sized by the request: one
+    // trip to the pool.
+    let (requests, choice_prompts) = {
+        let (ready, state) = (ready.clone(), state.clone());
+        blocking_pool::run(move || {
+            let config = state.config();
+            let mut requests = Vec::new();
+            let mut choice_prompts = Vec::new();
+            for prompt in prompts(&ready, input, add_special_tokens)? {
+                let prompt = Arc::new(prompt);
+                let built =
+                    request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields())?;
+                choice_prompts.extend(built.iter().map(|_| prompt.clone()));
+                requests.extend(built);
+            }
+            if !streamed {
+                request_builder::check_collected_logprobs(
+                    &ready, config, &requests, echo, "logprobs",
+                )?;
+            }
+            Ok::<_, ApiError>((requests, choice_prompts))
+        })
+        .await??
+    };
+    let streams = request_builder::submit(&ready, requests, Vec::new())?;
     let ctx = CompletionContext {
         id: random_id("cmpl-"),
         created: unix_now(),
@@ -97,7 +109,7 @@ pub async fn create(
         echo,
         prompts: choice_prompts,
     };
-    if req.stream.unwrap_or(false) {
+    if streamed {
         let include_usage = req
             .stream_options
             .as_ref()

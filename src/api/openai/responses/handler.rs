@@ -20,15 +20,17 @@ use super::{fields, references, truncate};
 use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
+use crate::api::generate::{self, Generation, MaxTokens, Prompt, PromptSpec};
 use crate::api::output::{self, Renderer};
 use crate::api::request_builder::{self, random_id};
 use crate::api::response_store::{ResponseStore, StoredResponse};
 use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
-use crate::api::turn::{self, Generation, MaxTokens, Prompt, TurnSpec};
+use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::engine::Event;
 use crate::sampling::{SamplingOverrides, SamplingParams};
+use crate::tokenizer::PromptEnd;
 
 pub async fn create(
     State(state): State<AppState>,
@@ -39,52 +41,45 @@ pub async fn create(
     let config = state.config();
     let cache_salt = request_builder::cache_salt(config, &headers, req.cache_salt.clone())?;
     let model = ready.serve_model(req.model.as_deref(), config.strict_model_name)?;
-    let (mut req, turn) = turn::prepare(&state, &ready, req, {
+    let streamed = req.stream.unwrap_or(false);
+    let (mut req, (turn, requests)) = generate::prepare(&state, &ready, req, {
         let store = state.responses().clone();
-        move |ready, config, req| prepare(&store, ready, config, req)
+        move |ready, config, req| {
+            let turn = prepare(&store, ready, config, req)?;
+            let max_tokens = match req.max_output_tokens {
+                Some(m) => MaxTokens::Exact(m, "max_output_tokens"),
+                None => MaxTokens::Rest,
+            };
+            let generation = Generation {
+                max_tokens,
+                stop: Vec::new(),
+                sampling: sampling(req),
+                cache_salt,
+            };
+            let fields = generation.into_fields(ready, &turn.prompt);
+            let logprobs = fields.sampling.top_logprobs.is_some();
+            let collected = (logprobs && !streamed).then_some("top_logprobs");
+            let requests = generate::build(ready, config, &turn.prompt, fields, collected)?;
+            Ok((turn, requests))
+        }
     })
     .await?;
     // The prompt and the kept items are made: the parsed input need not live as long as the
     // generation does.
     req.input = None;
-    let sampling = SamplingOverrides {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        repetition_penalty: req.repetition_penalty,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        seed: req.seed,
-        top_logprobs: fields::top_logprobs(&req),
-        ..Default::default()
-    };
-    let logprobs = sampling.top_logprobs.is_some();
-    let streamed = req.stream.unwrap_or(false);
-    let resolved = SamplingParams::resolve(&ready.defaults, &sampling, ready.vocab_size())?;
-    let max_tokens = match req.max_output_tokens {
-        Some(m) => MaxTokens::Exact(m, "max_output_tokens"),
-        None => MaxTokens::Rest,
-    };
+    // The settings the request runs with, as the response echoes them.
+    let resolved = requests
+        .first()
+        .map(|r| r.request().sampling.clone())
+        .ok_or_else(|| ApiError::internal("no request was built"))?;
+    let logprobs = resolved.logprobs.is_some();
     let Turn {
         catalog,
         prompt,
         has_tools,
         kept,
     } = turn;
-    let events = turn::submit(
-        &ready,
-        config,
-        &prompt,
-        Generation {
-            max_tokens,
-            stop: Vec::new(),
-            sampling,
-            collected_logprobs: (logprobs && !streamed).then_some("top_logprobs"),
-            cache_salt,
-        },
-    )
-    .await?;
+    let events = generate::submit(&ready, config, &prompt.plan, requests).await?;
 
     let shell = shell(&req, model, &resolved, has_tools);
     let store = kept.map(|k| (state.responses().clone(), k));
@@ -95,13 +90,29 @@ pub async fn create(
     let renderer = Storing { inner, store };
     if streamed {
         return Ok(output::stream(
-            vec![events],
+            events,
             renderer,
             config.limits.sse_keep_alive,
         ));
     }
-    let done = output::collect(vec![events], renderer).await;
+    let done = output::collect(events, renderer).await;
     Ok(Json(done.inner.into_response()).into_response())
+}
+
+/// The sampling fields of a Responses request.
+fn sampling(req: &ResponsesRequest) -> SamplingOverrides {
+    SamplingOverrides {
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        repetition_penalty: req.repetition_penalty,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        seed: req.seed,
+        top_logprobs: fields::top_logprobs(req),
+        ..Default::default()
+    }
 }
 
 /// A Responses request as a turn: what [`prepare`] works out on the blocking pool.
@@ -138,20 +149,23 @@ fn prepare(
     let response_format = response_format(req.text.as_ref())?;
     let render = |skip: usize| -> ApiResult<(Prompt, usize)> {
         let messages = messages(req.instructions.as_deref(), &conversation, skip)?;
-        let spec = TurnSpec {
+        let spec = PromptSpec {
             messages: &messages,
             tools: catalog.chat_tools(),
             tool_choice: tool_choice.as_ref(),
             parallel_tool_calls: req.parallel_tool_calls,
             response_format: response_format.as_ref(),
+            template_kwargs: None,
             enable_thinking: req
                 .reasoning
                 .as_ref()
                 .filter(|r| r.disables_thinking())
                 .map(|_| false),
+            end: PromptEnd::Generation(true),
             prompt_param: "input",
+            schema_fields: SchemaFields::RESPONSES,
         };
-        let prompt = turn::render(ready, config, &spec)?;
+        let prompt = generate::render(ready, config, &spec)?;
         let tokens = prompt.ids.len();
         Ok((prompt, tokens))
     };

@@ -1,0 +1,36 @@
+//! A request the engine's rules have passed. Only [`CheckedRequest::new`] makes one, so
+//! [`super::EngineHandle::submit_checked`] queues it without looking again: the rules that read
+//! the whole prompt run once, where the request is built (on the API's blocking pool), not a
+//! second time at submission.
+
+use super::handle::EngineInfo;
+use super::request::GenerationRequest;
+use super::rules;
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct CheckedRequest(GenerationRequest);
+
+impl CheckedRequest {
+    /// `request` if it fits the engine `info` describes: a prompt of at least one token that
+    /// leaves room for one more, and every prompt and stop token id in the vocabulary.
+    pub fn new(request: GenerationRequest, info: &EngineInfo) -> Result<Self> {
+        rules::prompt_fits(request.prompt_ids.len(), info.max_model_len, "prompt")?;
+        let vocab = info.vocab_size;
+        for &id in &request.prompt_ids {
+            rules::token_id(i64::from(id), vocab, "prompt")?;
+        }
+        for &id in &request.stop_token_ids {
+            rules::token_id(i64::from(id), vocab, "stop_token_ids")?;
+        }
+        Ok(Self(request))
+    }
+
+    pub fn request(&self) -> &GenerationRequest {
+        &self.0
+    }
+
+    pub(super) fn into_request(self) -> GenerationRequest {
+        self.0
+    }
+}
