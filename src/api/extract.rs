@@ -13,6 +13,8 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::types::generation::SharedGenerationFields;
+use super::types::sampling::SamplingFields;
 
 pub struct ApiJson<T>(pub T);
 
@@ -28,22 +30,45 @@ impl<S: Send + Sync, T: DeserializeOwned + Send + 'static> FromRequest<S> for Ap
     }
 }
 
-/// Two views of one JSON body: the request `T` and a field group `G` several requests share
-/// (each parsed on its own, so an error in either names its field; a flattened group would
-/// lose the name). Unknown fields are ignored by both, so each view skips the other's.
+/// Views of one JSON body: the request `T` and the field groups `G` several requests share
+/// (each parsed on its own, so an error in any names its field; a flattened group would lose
+/// the name). Unknown fields are ignored by all, so each view skips the others'.
 pub struct ApiJsonWith<T, G>(pub T, pub G);
+
+/// A field group read as a view of a request body: one group, or a pair of them.
+pub trait BodyView: Sized + Send + 'static {
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError>;
+}
+
+impl BodyView for SamplingFields {
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        parse_json(bytes)
+    }
+}
+
+impl BodyView for SharedGenerationFields {
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        parse_json(bytes)
+    }
+}
+
+impl<A: BodyView, B: BodyView> BodyView for (A, B) {
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        Ok((A::parse(bytes)?, B::parse(bytes)?))
+    }
+}
 
 impl<S, T, G> FromRequest<S> for ApiJsonWith<T, G>
 where
     S: Send + Sync,
     T: DeserializeOwned + Send + 'static,
-    G: DeserializeOwned + Send + 'static,
+    G: BodyView,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = json_body(req, state).await?;
-        parse_off_the_workers(bytes, |b| Ok(ApiJsonWith(parse_json(b)?, parse_json(b)?))).await
+        parse_off_the_workers(bytes, |b| Ok(ApiJsonWith(parse_json(b)?, G::parse(b)?))).await
     }
 }
 

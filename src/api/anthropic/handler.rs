@@ -15,20 +15,20 @@ use super::input::{ChatForm, chat_form};
 use super::render::MessageRenderer;
 use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::ApiJson;
+use crate::api::extract::{ApiJson, ApiJsonWith};
 use crate::api::generate::{self, Generation, MaxTokens, PromptSpec};
 use crate::api::output;
 use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready};
 use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
-use crate::sampling::SamplingOverrides;
+use crate::api::types::sampling::SamplingFields;
 use crate::tokenizer::PromptEnd;
 
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<MessagesRequest>,
+    ApiJsonWith(req, sampling): ApiJsonWith<MessagesRequest, SamplingFields>,
 ) -> ApiResult<Response> {
     let (ready, model) = serve(&state, Some(&req.model))?;
     let config = state.config();
@@ -49,12 +49,7 @@ pub async fn create(
         let generation = Generation {
             max_tokens: MaxTokens::Clamped(req.max_tokens, "max_tokens"),
             stop: req.stop_sequences.clone().unwrap_or_default(),
-            sampling: SamplingOverrides {
-                temperature: req.temperature,
-                top_p: req.top_p,
-                top_k: req.top_k,
-                ..Default::default()
-            },
+            sampling: sampling.into_overrides(),
             cache_salt,
         };
         let fields = generation.into_fields(ready, &prompt);

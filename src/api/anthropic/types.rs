@@ -14,9 +14,8 @@ pub struct MessagesRequest {
     pub system: Option<Value>,
     pub stop_sequences: Option<Vec<String>>,
     pub stream: Option<bool>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
+    // `temperature`, `top_p`, `top_k` are read by the sampling view every API shares
+    // ([`crate::api::types::sampling::SamplingFields`]).
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
     pub thinking: Option<ThinkingConfig>,

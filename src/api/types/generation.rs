@@ -1,27 +1,21 @@
-//! The generation fields chat completions and completions share: OpenAI's sampling fields
-//! and vLLM's extras, declared once and converted once ([`SharedGenerationFields::into_fields`]).
-//! Parsed as a second view of the request body ([`crate::api::extract::ApiJsonWith`]).
+//! The generation fields chat completions and completions share beyond sampling (`n`, `stop`,
+//! `logit_bias`, vLLM's extras), declared once and converted once, with the sampling fields
+//! ([`super::sampling::SamplingFields`]), by [`SharedGenerationFields::into_fields`]. Parsed as a
+//! view of the request body of its own ([`crate::api::extract::ApiJsonWith`]).
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
 use super::common::StopSpec;
+use super::sampling::SamplingFields;
 use crate::api::request_builder::GenerationFields;
 use crate::sampling::SamplingOverrides;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SharedGenerationFields {
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<i64>,
-    pub min_p: Option<f64>,
     pub n: Option<i64>,
-    pub seed: Option<i64>,
     pub stop: Option<StopSpec>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
     pub logit_bias: Option<HashMap<String, f64>>,
     // vLLM's extensions.
     pub ignore_eos: Option<bool>,
@@ -43,10 +37,11 @@ pub enum LogprobsField {
 }
 
 impl SharedGenerationFields {
-    /// The fields for [`crate::api::request_builder::build`]: `max_tokens` with the name the
-    /// client used, the logprobs the API asked for, and the salted `cache_salt`.
+    /// The fields for [`crate::api::request_builder::build`]: the request's sampling fields,
+    /// `max_tokens` with the name the client used, the logprobs the API asked for, and the salted `cache_salt`.
     pub fn into_fields(
         self,
+        sampling: SamplingFields,
         max_tokens: Option<(i64, &'static str)>,
         logprobs: LogprobsField,
         cache_salt: Option<String>,
@@ -66,17 +61,10 @@ impl SharedGenerationFields {
             skip_special_tokens: self.skip_special_tokens,
             include_stop_str_in_output: self.include_stop_str_in_output,
             sampling: SamplingOverrides {
-                temperature: self.temperature,
-                top_p: self.top_p,
-                top_k: self.top_k,
-                min_p: self.min_p,
-                repetition_penalty: self.repetition_penalty,
-                presence_penalty: self.presence_penalty,
-                frequency_penalty: self.frequency_penalty,
                 logit_bias: self.logit_bias,
-                seed: self.seed,
                 logprobs,
                 top_logprobs,
+                ..sampling.into_overrides()
             },
             cache_salt,
         }

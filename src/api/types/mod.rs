@@ -6,5 +6,6 @@ pub mod chat;
 pub mod common;
 pub mod completions;
 pub mod generation;
+pub mod sampling;
 pub mod tokenize;
 pub mod unsupported;

@@ -17,13 +17,17 @@ use crate::api::state::{AppState, unix_now};
 use crate::api::tools::SchemaFields;
 use crate::api::types::chat::ChatCompletionRequest;
 use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
+use crate::api::types::sampling::SamplingFields;
 use crate::tokenizer::PromptEnd;
 use render::{ChatContext, ChatRenderer, Delivery};
 
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJsonWith(req, mut shared): ApiJsonWith<ChatCompletionRequest, SharedGenerationFields>,
+    ApiJsonWith(req, (sampling, mut shared)): ApiJsonWith<
+        ChatCompletionRequest,
+        (SamplingFields, SharedGenerationFields),
+    >,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
@@ -55,7 +59,7 @@ pub async fn create(
         LogprobsField::None
     };
     let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
-    let fields = shared.into_fields(max_tokens, logprobs_field, cache_salt);
+    let fields = shared.into_fields(sampling, max_tokens, logprobs_field, cache_salt);
     let streamed = req.stream.unwrap_or(false);
     let end = if continue_final {
         PromptEnd::ContinueFinal

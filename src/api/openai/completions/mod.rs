@@ -20,6 +20,7 @@ use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready, unix_now};
 use crate::api::types::completions::{CompletionRequest, PromptInput};
 use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
+use crate::api::types::sampling::SamplingFields;
 use crate::engine::rules;
 use render::{CompletionContext, CompletionRenderer, Delivery};
 
@@ -34,7 +35,10 @@ pub struct Prompt {
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJsonWith(mut req, mut shared): ApiJsonWith<CompletionRequest, SharedGenerationFields>,
+    ApiJsonWith(mut req, (sampling, mut shared)): ApiJsonWith<
+        CompletionRequest,
+        (SamplingFields, SharedGenerationFields),
+    >,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
@@ -68,6 +72,7 @@ pub async fn create(
     let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
     let fields = move || {
         shared.clone().into_fields(
+            sampling.clone(),
             Some((req.max_tokens.unwrap_or(16), "max_tokens")),
             LogprobsField::Completions(req.logprobs),
             cache_salt.clone(),

@@ -19,7 +19,7 @@ use super::types::{ResponseObject, ResponsesRequest, TextConfig, TextFormat};
 use super::{fields, references, truncate};
 use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::ApiJson;
+use crate::api::extract::ApiJsonWith;
 use crate::api::generate::{self, Generation, MaxTokens, Prompt, PromptSpec};
 use crate::api::output::{self, Renderer};
 use crate::api::request_builder::{self, random_id};
@@ -28,6 +28,7 @@ use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
 use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
+use crate::api::types::sampling::SamplingFields;
 use crate::engine::Event;
 use crate::sampling::{SamplingOverrides, SamplingParams};
 use crate::tokenizer::PromptEnd;
@@ -35,7 +36,7 @@ use crate::tokenizer::PromptEnd;
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<ResponsesRequest>,
+    ApiJsonWith(req, sampling): ApiJsonWith<ResponsesRequest, SamplingFields>,
 ) -> ApiResult<Response> {
     let ready = state.ready()?;
     let config = state.config();
@@ -53,7 +54,10 @@ pub async fn create(
             let generation = Generation {
                 max_tokens,
                 stop: Vec::new(),
-                sampling: sampling(req),
+                sampling: SamplingOverrides {
+                    top_logprobs: fields::top_logprobs(req),
+                    ..sampling.into_overrides()
+                },
                 cache_salt,
             };
             let fields = generation.into_fields(ready, &turn.prompt);
@@ -97,22 +101,6 @@ pub async fn create(
     }
     let done = output::collect(events, renderer).await;
     Ok(Json(done.inner.into_response()).into_response())
-}
-
-/// The sampling fields of a Responses request.
-fn sampling(req: &ResponsesRequest) -> SamplingOverrides {
-    SamplingOverrides {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        repetition_penalty: req.repetition_penalty,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        seed: req.seed,
-        top_logprobs: fields::top_logprobs(req),
-        ..Default::default()
-    }
 }
 
 /// A Responses request as a turn: what [`prepare`] works out on the blocking pool.

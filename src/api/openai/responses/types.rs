@@ -17,8 +17,8 @@ pub struct ResponsesRequest {
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<bool>,
     pub max_output_tokens: Option<i64>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
+    // The sampling fields (`temperature`, `top_p`, vLLM's extras) are a view of their own:
+    // [`crate::api::types::sampling::SamplingFields`].
     pub stream: Option<bool>,
     pub store: Option<bool>,
     pub previous_response_id: Option<String>,
@@ -37,13 +37,6 @@ pub struct ResponsesRequest {
     pub max_tool_calls: Option<i64>,
     /// vLLM's: prefix-cache blocks are shared only between requests with the same salt.
     pub cache_salt: Option<String>,
-    // vLLM's sampling extras, accepted here as on chat completions.
-    pub top_k: Option<i64>,
-    pub min_p: Option<f64>,
-    pub presence_penalty: Option<f64>,
-    pub frequency_penalty: Option<f64>,
-    pub repetition_penalty: Option<f64>,
-    pub seed: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
