@@ -33,16 +33,28 @@ impl StreamEvent {
     }
 }
 
-pub fn json_event<T: Serialize>(value: &T) -> SseEvent {
-    SseEvent::default().data(serde_json::to_string(value).unwrap_or_default())
-}
+/// One `data:` line of OpenAI's streams (chat completions, completions): a JSON chunk, an error
+/// chunk, or `[DONE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataChunk(pub String);
 
-pub fn error_event(error: &ApiError) -> SseEvent {
-    SseEvent::default().data(error.body().to_string())
-}
+impl DataChunk {
+    pub fn json<T: Serialize>(value: &T) -> Self {
+        Self(serde_json::to_string(value).unwrap_or_default())
+    }
 
-pub fn done_event() -> SseEvent {
-    SseEvent::default().data("[DONE]")
+    /// The error after the first chunk: `{"error": {...}}`, which the `openai` SDK raises.
+    pub fn error(error: &ApiError) -> Self {
+        Self(error.body().to_string())
+    }
+
+    pub fn done() -> Self {
+        Self("[DONE]".into())
+    }
+
+    pub fn into_sse(self) -> SseEvent {
+        SseEvent::default().data(self.0)
+    }
 }
 
 /// The SSE response for `events`, sending `keep_alive` after each `interval` of silence (every

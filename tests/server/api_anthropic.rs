@@ -134,6 +134,13 @@ fn keys_routes_and_error_shapes() {
     );
     assert_eq!(status, 400);
     anthropic_error(&text, "invalid_request_error");
+    // A sampling field of the wrong type is named, though the sampling fields are a view of
+    // their own.
+    let hot = json!({"model": "m", "max_tokens": 1, "messages": user("x"), "temperature": "hot"});
+    let (status, _, text) = call(s, "POST", "/v1/messages", &key, Some(&hot.to_string()));
+    assert_eq!(status, 400);
+    anthropic_error(&text, "invalid_request_error");
+    assert!(text.contains("temperature"), "{text}");
     let (status, _, text) = call(s, "GET", "/v1/messages", &key, None);
     assert_eq!(status, 405);
     anthropic_error(&text, "invalid_request_error");

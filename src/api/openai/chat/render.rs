@@ -12,7 +12,7 @@ use crate::api::logprobs::chat_entry;
 use crate::api::output::Renderer;
 use crate::api::output::parser::{OutputDelta, OutputParser};
 use crate::api::request_builder::random_id;
-use crate::api::sse::{abort_error, done_event, error_event, json_event};
+use crate::api::sse::{DataChunk, abort_error};
 use crate::api::types::chat::{
     ChatChoice, ChatCompletionChunk, ChatCompletionResponse, ChatDelta, ChatLogprobToken,
     ChatLogprobs, ChatMessage, ChunkChoice, FunctionCall, FunctionChunk, ToolCall, ToolCallChunk,
@@ -195,7 +195,7 @@ impl ChatRenderer {
     }
 
     /// Sends `pieces` (SSE) or folds them into their choices' messages (whole).
-    fn deliver(&mut self, pieces: Vec<ChunkChoice>) -> Vec<SseEvent> {
+    fn deliver(&mut self, pieces: Vec<ChunkChoice>) -> Vec<DataChunk> {
         if let Delivery::Whole = self.delivery {
             for piece in pieces {
                 self.choices[piece.index].message.add(piece);
@@ -205,7 +205,7 @@ impl ChatRenderer {
         pieces.into_iter().map(|p| self.chunk(vec![p])).collect()
     }
 
-    fn chunk(&self, choices: Vec<ChunkChoice>) -> SseEvent {
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> DataChunk {
         let continuous = matches!(
             self.delivery,
             Delivery::Stream {
@@ -217,7 +217,7 @@ impl ChatRenderer {
             let tokens = self.choices.iter().map(|c| c.tokens).sum();
             UsageInfo::new(self.ctx.prompt_tokens, tokens, None)
         });
-        json_event(&ChatCompletionChunk {
+        DataChunk::json(&ChatCompletionChunk {
             id: &self.ctx.id,
             object: "chat.completion.chunk",
             created: self.ctx.created,
@@ -306,9 +306,9 @@ impl ChatRenderer {
 }
 
 impl Renderer for ChatRenderer {
-    type Event = SseEvent;
+    type Event = DataChunk;
 
-    fn start(&mut self) -> Vec<SseEvent> {
+    fn start(&mut self) -> Vec<DataChunk> {
         let echo = self.ctx.echo.clone().filter(|e| !e.is_empty());
         let mut pieces = Vec::new();
         for index in 0..self.choices.len() {
@@ -339,7 +339,7 @@ impl Renderer for ChatRenderer {
         self.deliver(pieces)
     }
 
-    fn on_engine(&mut self, index: usize, event: Event) -> Vec<SseEvent> {
+    fn on_engine(&mut self, index: usize, event: Event) -> Vec<DataChunk> {
         if self.failed.is_some() {
             return Vec::new();
         }
@@ -375,19 +375,19 @@ impl Renderer for ChatRenderer {
         }
     }
 
-    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
+    fn fail(&mut self, error: &ApiError) -> Vec<DataChunk> {
         if self.failed.is_some() {
             return Vec::new();
         }
         self.failed = Some(error.clone());
-        vec![error_event(error)]
+        vec![DataChunk::error(error)]
     }
 
     fn is_finished(&self) -> bool {
         self.failed.is_some() || self.choices.iter().all(|c| c.usage.is_some())
     }
 
-    fn end(&mut self) -> Vec<SseEvent> {
+    fn end(&mut self) -> Vec<DataChunk> {
         let Delivery::Stream { include_usage, .. } = self.delivery else {
             return Vec::new();
         };
@@ -399,7 +399,7 @@ impl Renderer for ChatRenderer {
                 .map_or(self.ctx.prompt_tokens, |u| u.prompt_tokens);
             let cached = usages.first().map(|u| u.cached_tokens);
             let completion = usages.iter().map(|u| u.completion_tokens).sum();
-            events.push(json_event(&ChatCompletionChunk {
+            events.push(DataChunk::json(&ChatCompletionChunk {
                 id: &self.ctx.id,
                 object: "chat.completion.chunk",
                 created: self.ctx.created,
@@ -408,12 +408,12 @@ impl Renderer for ChatRenderer {
                 usage: Some(UsageInfo::new(prompt, completion, cached)),
             }));
         }
-        events.push(done_event());
+        events.push(DataChunk::done());
         events
     }
 
-    fn to_sse(event: SseEvent) -> SseEvent {
-        event
+    fn to_sse(event: DataChunk) -> SseEvent {
+        event.into_sse()
     }
 }
 
@@ -428,5 +428,173 @@ fn wire_call(call: ToolCallDelta) -> ToolCallChunk {
             name: call.name,
             arguments: call.arguments,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn renderer(delivery: Delivery, n: usize) -> ChatRenderer {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/qwen3-tiny/tokenizer.json"
+        );
+        let ctx = ChatContext {
+            id: "chatcmpl-1".into(),
+            created: 1,
+            model: "m".into(),
+            tokenizer: Arc::new(Tokenizer::from_file(path).expect("tokenizer")),
+            reasoning: Some(false),
+            parse_tools: true,
+            logprobs: false,
+            echo: Some("Sure: ".into()),
+            prompt_tokens: 7,
+        };
+        ChatRenderer::new(ctx, n, delivery)
+    }
+
+    /// Engine events for `text` cut into `pieces`-byte deltas, choice by choice interleaved.
+    fn run(renderer: &mut ChatRenderer, text: &str, pieces: usize, n: usize) -> Vec<DataChunk> {
+        let mut events = renderer.start();
+        let chunks: Vec<String> = text
+            .chars()
+            .collect::<Vec<_>>()
+            .chunks(pieces)
+            .map(|c| c.iter().collect())
+            .collect();
+        for chunk in &chunks {
+            for index in 0..n {
+                let delta = Event::Delta {
+                    text: chunk.clone(),
+                    token_ids: vec![1],
+                    logprobs: Vec::new(),
+                };
+                events.extend(renderer.on_engine(index, delta));
+            }
+        }
+        for index in 0..n {
+            let usage = Usage {
+                prompt_tokens: 7,
+                completion_tokens: chunks.len(),
+                cached_tokens: 0,
+            };
+            let finished = Event::Finished {
+                reason: FinishReason::Stop,
+                stop_reason: None,
+                usage,
+            };
+            events.extend(renderer.on_engine(index, finished));
+        }
+        assert!(renderer.is_finished());
+        events.extend(renderer.end());
+        events
+    }
+
+    /// What the `openai` SDK's stream accumulator does: one message per choice from the chunks.
+    fn accumulate(events: &[DataChunk], n: usize) -> Vec<Value> {
+        let mut out = vec![json!({"content": "", "reasoning": "", "tool_calls": []}); n];
+        assert_eq!(events.last(), Some(&DataChunk::done()));
+        for e in &events[..events.len() - 1] {
+            let chunk: Value = serde_json::from_str(&e.0).expect("chunk JSON");
+            for choice in chunk["choices"].as_array().expect("choices") {
+                let i = choice["index"].as_u64().expect("index") as usize;
+                let d = &choice["delta"];
+                for field in ["content", "reasoning"] {
+                    if let Some(t) = d[field].as_str() {
+                        let joined = format!("{}{t}", out[i][field].as_str().unwrap_or(""));
+                        out[i][field] = json!(joined);
+                    }
+                }
+                for call in d["tool_calls"].as_array().into_iter().flatten() {
+                    let calls = out[i]["tool_calls"].as_array_mut().expect("calls");
+                    let k = call["index"].as_u64().expect("call index") as usize;
+                    if k == calls.len() {
+                        calls.push(json!({"name": call["function"]["name"], "arguments": ""}));
+                    }
+                    let args = format!(
+                        "{}{}",
+                        calls[k]["arguments"].as_str().unwrap_or(""),
+                        call["function"]["arguments"].as_str().unwrap_or("")
+                    );
+                    calls[k]["arguments"] = json!(args);
+                }
+                if let Some(f) = choice["finish_reason"].as_str() {
+                    out[i]["finish_reason"] = json!(f);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_whole_answer_is_the_fold_of_the_streamed_chunks() {
+        let text = "<think>\nlook it up\n</think>\n\nChecking.<tool_call>\n{\"name\": \"get\", \"arguments\": {\"city\": \"Paris {1}\"}}\n</tool_call>";
+        let n = 2;
+        for pieces in [1, 3, 7, 1000] {
+            let mut whole = renderer(Delivery::Whole, n);
+            assert!(run(&mut whole, text, pieces, n).is_empty());
+            let whole = serde_json::to_value(whole.into_response().expect("answer")).unwrap();
+            let mut streamed = renderer(
+                Delivery::Stream {
+                    include_usage: true,
+                    continuous_usage: false,
+                },
+                n,
+            );
+            let streamed = accumulate(&run(&mut streamed, text, pieces, n), n);
+            for (i, s) in streamed.iter().enumerate() {
+                let w = &whole["choices"][i];
+                assert_eq!(w["message"]["content"], s["content"], "{pieces}");
+                assert_eq!(w["message"]["content"], "Sure: Checking.");
+                assert_eq!(w["message"]["reasoning"], s["reasoning"]);
+                assert_eq!(w["message"]["reasoning"], "look it up");
+                assert_eq!(w["finish_reason"], s["finish_reason"]);
+                assert_eq!(w["finish_reason"], "tool_calls");
+                let call = &w["message"]["tool_calls"][0];
+                assert_eq!(call["function"]["name"], s["tool_calls"][0]["name"]);
+                assert_eq!(
+                    call["function"]["arguments"],
+                    s["tool_calls"][0]["arguments"]
+                );
+                assert_eq!(call["function"]["arguments"], "{\"city\": \"Paris {1}\"}");
+                assert!(
+                    call["id"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with("call_"))
+                );
+            }
+            assert_eq!(
+                whole["usage"]["completion_tokens"],
+                json!(2 * text.chars().count().div_ceil(pieces))
+            );
+        }
+    }
+
+    #[test]
+    fn an_engine_error_fails_both_forms() {
+        let mut whole = renderer(Delivery::Whole, 1);
+        whole.start();
+        whole.on_engine(0, Event::Error("device lost".into()));
+        assert!(whole.is_finished());
+        let error = whole.into_response().expect_err("a failed answer");
+        assert_eq!(error.status.as_u16(), 500);
+        let mut streamed = renderer(
+            Delivery::Stream {
+                include_usage: true,
+                continuous_usage: false,
+            },
+            1,
+        );
+        streamed.start();
+        let events = streamed.on_engine(0, Event::Error("device lost".into()));
+        let error: Value = serde_json::from_str(&events[0].0).expect("error chunk");
+        assert_eq!(error["error"]["message"], "device lost");
+        assert_eq!(
+            streamed.end(),
+            [DataChunk::done()],
+            "no usage after a failure"
+        );
     }
 }

@@ -10,7 +10,7 @@ use super::Prompt;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::{clamp, token_text, top_map};
 use crate::api::output::Renderer;
-use crate::api::sse::{abort_error, done_event, error_event, json_event};
+use crate::api::sse::{DataChunk, abort_error};
 use crate::api::types::common::{StopReasonValue, UsageInfo};
 use crate::api::types::completions::{CompletionChoice, CompletionLogprobs, CompletionResponse};
 use crate::engine::{Event, FinishReason, TokenLogprob, Usage};
@@ -127,7 +127,7 @@ impl CompletionRenderer {
     }
 
     /// Sends `piece` (SSE) or folds it into its choice (whole).
-    fn deliver(&mut self, piece: CompletionChoice) -> Vec<SseEvent> {
+    fn deliver(&mut self, piece: CompletionChoice) -> Vec<DataChunk> {
         if let Delivery::Whole = self.delivery {
             let folded = &mut self.choices[piece.index].folded;
             folded.text.push_str(&piece.text);
@@ -143,7 +143,7 @@ impl CompletionRenderer {
         vec![self.chunk(Some(piece), None)]
     }
 
-    fn chunk(&self, choice: Option<CompletionChoice>, usage: Option<UsageInfo>) -> SseEvent {
+    fn chunk(&self, choice: Option<CompletionChoice>, usage: Option<UsageInfo>) -> DataChunk {
         let continuous = matches!(
             self.delivery,
             Delivery::Stream {
@@ -155,7 +155,7 @@ impl CompletionRenderer {
             let tokens = self.choices.iter().map(|c| c.tokens).sum();
             continuous.then(|| UsageInfo::new(self.prompt_tokens(), tokens, None))
         });
-        json_event(&CompletionResponse {
+        DataChunk::json(&CompletionResponse {
             id: self.ctx.id.clone(),
             object: "text_completion",
             created: self.ctx.created,
@@ -167,9 +167,9 @@ impl CompletionRenderer {
 }
 
 impl Renderer for CompletionRenderer {
-    type Event = SseEvent;
+    type Event = DataChunk;
 
-    fn start(&mut self) -> Vec<SseEvent> {
+    fn start(&mut self) -> Vec<DataChunk> {
         if !self.ctx.echo {
             return Vec::new();
         }
@@ -193,7 +193,7 @@ impl Renderer for CompletionRenderer {
         events
     }
 
-    fn on_engine(&mut self, index: usize, event: Event) -> Vec<SseEvent> {
+    fn on_engine(&mut self, index: usize, event: Event) -> Vec<DataChunk> {
         if self.failed.is_some() {
             return Vec::new();
         }
@@ -248,19 +248,19 @@ impl Renderer for CompletionRenderer {
         }
     }
 
-    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
+    fn fail(&mut self, error: &ApiError) -> Vec<DataChunk> {
         if self.failed.is_some() {
             return Vec::new();
         }
         self.failed = Some(error.clone());
-        vec![error_event(error)]
+        vec![DataChunk::error(error)]
     }
 
     fn is_finished(&self) -> bool {
         self.failed.is_some() || self.choices.iter().all(|c| c.usage.is_some())
     }
 
-    fn end(&mut self) -> Vec<SseEvent> {
+    fn end(&mut self) -> Vec<DataChunk> {
         let Delivery::Stream { include_usage, .. } = self.delivery else {
             return Vec::new();
         };
@@ -268,12 +268,12 @@ impl Renderer for CompletionRenderer {
         if include_usage && self.failed.is_none() {
             events.push(self.chunk(None, Some(self.usage())));
         }
-        events.push(done_event());
+        events.push(DataChunk::done());
         events
     }
 
-    fn to_sse(event: SseEvent) -> SseEvent {
-        event
+    fn to_sse(event: DataChunk) -> SseEvent {
+        event.into_sse()
     }
 }
 
