@@ -48,14 +48,16 @@
 //!
 //! Layout: one folder per protocol around a shared core. [`openai`] holds chat completions,
 //! completions and the Responses API; [`anthropic`] the Messages API; no protocol imports
-//! another. The core: parsing ([`extract::ApiJson`]), checks ([`tools`], [`request_builder`],
-//! the engine's [`crate::engine::rules`]), prompts ([`chat_prompt`], [`prompt_length`]), the
-//! blocking pool ([`blocking_pool`]), submission ([`request_builder`]), SSE ([`sse`]), and the
-//! one output path ([`output`]: one parser per choice, one [`output::Renderer`] trait each
-//! protocol implements, one driver for streamed and whole answers; per turn as blocks for the
-//! agent APIs). The Responses and Messages handlers translate their request into chat form
-//! ([`conversation`]) and share one path to the engine ([`turn`]). Output parsing (reasoning, tool calls) lives in [`crate::parsers`]. The layer takes
-//! a [`ServerConfig`] and a [`Ready`] model from [`crate::server`], the composition root, and
+//! another. Each translates its request into the core's terms and renders the output in its own
+//! wire shapes. The core: parsing ([`extract`]: the request plus views of the fields every API
+//! shares, [`types::sampling`], [`types::generation`]); one path from a conversation to checked
+//! engine requests ([`generate`]: tool plan, prompt, limits, sampling and the engine's own rules
+//! in one trip to the [`blocking_pool`], then submission, which only takes queue slots);
+//! completions' raw prompts take the same [`request_builder`]; one output path ([`output`]: one
+//! parser per choice, one [`output::Renderer`] trait each protocol implements, one driver for
+//! streamed and whole answers); SSE on the wire ([`sse`]); one error type ([`error`]) rendered
+//! per dialect. Output parsing (reasoning, tool calls) lives in [`crate::parsers`]. The layer
+//! takes a [`ServerConfig`] and a [`Ready`] model from [`crate::server`], the composition root, and
 //! knows nothing of command-line flags.
 
 pub mod anthropic;

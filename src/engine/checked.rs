@@ -3,7 +3,7 @@
 //! the whole prompt run once, where the request is built (on the API's blocking pool), not a
 //! second time at submission.
 
-use super::handle::EngineInfo;
+use super::info::EngineInfo;
 use super::request::GenerationRequest;
 use super::rules;
 use crate::error::Result;

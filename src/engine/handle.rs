@@ -8,14 +8,16 @@
 
 use super::block_manager::BlockManager;
 use super::checked::CheckedRequest;
+use super::command::Command;
 use super::config::EngineConfig;
 use super::core::EngineCore;
+use super::info::EngineInfo;
 use super::metrics::EngineMetrics;
 use super::request::{Event, GenerationRequest};
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::sequence::RequestState;
 use super::wake::ReadWake;
-use super::worker::{self, Command, Liveness};
+use super::worker::{self, Liveness};
 use crate::error::{Error, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
@@ -26,20 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{Receiver, channel};
-
-/// What the engine serves, for the API layer (limits, model facts).
-#[derive(Debug, Clone)]
-pub struct EngineInfo {
-    pub max_model_len: usize,
-    pub vocab_size: usize,
-    pub num_blocks: usize,
-    pub block_size: usize,
-    pub eos_ids: Vec<u32>,
-    /// Where the model runs, as `cpu` or `cuda:N` ([`crate::device::describe`]).
-    pub device: String,
-    /// The attention backend `auto` resolved to.
-    pub attention_backend: String,
-}
 
 pub struct EngineHandle {
     commands: Mutex<mpsc::Sender<Command>>,

@@ -6,9 +6,11 @@
 
 pub mod block_manager;
 pub mod checked;
+pub mod command;
 pub mod config;
 pub mod core;
 pub mod handle;
+pub mod info;
 pub mod kv_budget;
 pub mod metrics;
 pub mod request;
@@ -23,5 +25,6 @@ pub mod worker;
 pub use crate::guided::GuidedDecoding;
 pub use checked::CheckedRequest;
 pub use config::EngineConfig;
-pub use handle::{EngineHandle, EngineInfo, EventStream};
+pub use handle::{EngineHandle, EventStream};
+pub use info::EngineInfo;
 pub use request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};

@@ -5,7 +5,7 @@
 //! command channel; it arms this signal first, and the first read after that sends it a
 //! `Wake`. Reads while it is not armed cost one atomic swap.
 
-use super::worker::Command;
+use super::command::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;

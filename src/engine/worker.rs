@@ -5,10 +5,9 @@
 //! every accepted request gets an error event, the [`Liveness`] flag drops (so `/health` turns
 //! 503 and the server exits non-zero for a supervisor to restart it), and the thread ends.
 
+use super::command::Command;
 use super::core::{EngineCore, StepOutcome};
 use super::request::Event;
-use super::scheduler::Entry;
-use super::sequence::RequestState;
 use crate::error::{Error, Result};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,17 +21,6 @@ pub const FATAL_CONSECUTIVE_FAILURES: usize = 3;
 /// Test-only: the engine thread panics after this many steps, or in its warm-up step when set
 /// to `warmup` (process-level fault tests).
 pub const FAULT_ENV: &str = "TEALIGHT_FAULT_PANIC_AFTER_STEPS";
-
-pub enum Command {
-    Submit(Box<Entry<RequestState>>),
-    Drain {
-        deadline: Instant,
-    },
-    /// Test-only: panic inside the next step.
-    InjectPanic,
-    /// A client read from its stream while the engine waited with only parked requests.
-    Wake,
-}
 
 /// Whether the engine thread is alive, and a way to wait for its death.
 #[derive(Debug, Default)]

@@ -2,9 +2,7 @@
 //! loaded once per device through candle's module cache (`get_or_load_custom_func`); the driver
 //! JIT-compiles it for the GPU at first use (and keeps it in its compute cache).
 
-use super::kv_write::WriteKv;
-use super::paged_attention::PagedAttention;
-use super::plan::{HeadShape, MAX_GROUP};
+use super::plan::{AttentionPlan, HeadShape, MAX_GROUP};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -58,8 +56,26 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// What a KV write launches with: the rows to write, the elements per row (the op checked
+/// both), and where the slots are in the plan tensor.
+pub(super) struct KvWriteLaunch<'a> {
+    pub rows: usize,
+    pub row: usize,
+    pub slots: &'a Range<usize>,
+}
+
+/// What an attention launch reads besides q and the caches.
+pub(super) struct AttentionLaunch<'a> {
+    pub plan: &'a AttentionPlan,
+    /// The plan's packed arrays on the device (`plan.packed`, u32).
+    pub meta: &'a candle_core::Tensor,
+    pub scale: f32,
+    /// Fill the output with NaN before the kernels run.
+    pub poison: bool,
+}
+
 pub(super) fn write_kv(
-    op: &WriteKv,
+    op: KvWriteLaunch<'_>,
     dst: &mut CudaStorage,
     dst_l: &Layout,
     src: &CudaStorage,
@@ -67,7 +83,7 @@ pub(super) fn write_kv(
     meta: &CudaStorage,
     meta_l: &Layout,
 ) -> Result<()> {
-    let (rows, row) = op.geometry(dst_l, src_l, meta_l)?;
+    let KvWriteLaunch { rows, row, .. } = op;
     let dtype = dst.dtype();
     if src.dtype() != dtype {
         bail!(
@@ -100,7 +116,7 @@ pub(super) fn write_kv(
         all: meta.as_cuda_slice::<u32>()?,
         base: meta_l.start_offset(),
     };
-    let slots = plan.view(&op.slots);
+    let slots = plan.view(op.slots);
     let row_words = (row_bytes / word) as u32;
     let rows = rows as u32;
     let cfg = LaunchConfig {
@@ -151,7 +167,7 @@ pub(super) fn write_kv(
 }
 
 pub(super) fn paged_attention(
-    op: &PagedAttention,
+    op: &AttentionLaunch<'_>,
     q: &CudaStorage,
     q_l: &Layout,
     k: &CudaStorage,
@@ -173,7 +189,7 @@ pub(super) fn paged_attention(
 }
 
 type Args<'a> = (
-    &'a PagedAttention<'a>,
+    &'a AttentionLaunch<'a>,
     &'a CudaStorage,
     &'a Layout,
     &'a CudaStorage,

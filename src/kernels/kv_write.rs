@@ -106,6 +106,12 @@ impl candle_core::InplaceOp3 for WriteKv {
         meta: &candle_core::CudaStorage,
         meta_l: &Layout,
     ) -> Result<()> {
-        super::cuda::write_kv(self, dst, dst_l, src, src_l, meta, meta_l)
+        let (rows, row) = self.geometry(dst_l, src_l, meta_l)?;
+        let launch = super::cuda::KvWriteLaunch {
+            rows,
+            row,
+            slots: &self.slots,
+        };
+        super::cuda::write_kv(launch, dst, dst_l, src, src_l, meta, meta_l)
     }
 }

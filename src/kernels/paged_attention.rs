@@ -115,7 +115,13 @@ impl candle_core::CustomOp3 for PagedAttention<'_> {
         v_l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         self.check(q_l, k_l, v_l)?;
-        let storage = super::cuda::paged_attention(self, q, q_l, k, k_l, v, v_l)?;
+        let launch = super::cuda::AttentionLaunch {
+            plan: self.plan,
+            meta: self.meta,
+            scale: self.scale,
+            poison: self.poison,
+        };
+        let storage = super::cuda::paged_attention(&launch, q, q_l, k, k_l, v, v_l)?;
         Ok((storage, q_l.shape().clone()))
     }
 }

@@ -5,4 +5,5 @@
 
 pub mod chat;
 pub mod completions;
+mod delivery;
 pub mod responses;

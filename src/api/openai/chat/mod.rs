@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+use super::delivery::Delivery;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJsonWith;
 use crate::api::generate::{self, PromptSpec};
@@ -19,7 +20,7 @@ use crate::api::types::chat::ChatCompletionRequest;
 use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
 use crate::api::types::sampling::SamplingFields;
 use crate::tokenizer::PromptEnd;
-use render::{ChatContext, ChatRenderer, Delivery};
+use render::{ChatContext, ChatRenderer};
 
 pub async fn create(
     State(state): State<AppState>,
@@ -105,21 +106,15 @@ pub async fn create(
             .flatten(),
         prompt_tokens: prompt.ids.len(),
     };
+    let delivery = Delivery::of(streamed, req.stream_options.as_ref());
+    let renderer = ChatRenderer::new(ctx, streams.len(), delivery);
     if streamed {
-        let options = req.stream_options.unwrap_or_default();
-        let include_usage = options.include_usage.unwrap_or(false);
-        let delivery = Delivery::Stream {
-            include_usage,
-            continuous_usage: include_usage && options.continuous_usage_stats.unwrap_or(false),
-        };
-        let renderer = ChatRenderer::new(ctx, streams.len(), delivery);
         return Ok(output::stream(
             streams,
             renderer,
             config.limits.sse_keep_alive,
         ));
     }
-    let renderer = ChatRenderer::new(ctx, streams.len(), Delivery::Whole);
     let response = output::collect(streams, renderer).await.into_response()?;
     Ok(Json(response).into_response())
 }

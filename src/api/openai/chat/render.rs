@@ -9,6 +9,7 @@ use axum::response::sse::Event as SseEvent;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::chat_entry;
+use crate::api::openai::delivery::{Delivery, Failure};
 use crate::api::output::Renderer;
 use crate::api::output::parser::{OutputDelta, OutputParser};
 use crate::api::request_builder::random_id;
@@ -47,18 +48,6 @@ impl ChatContext {
             .map(|lp| chat_entry(&self.tokenizer, lp))
             .collect()
     }
-}
-
-/// How the response goes out.
-pub enum Delivery {
-    /// SSE chunks; `include_usage`: a usage chunk before `[DONE]`; `continuous_usage`: usage
-    /// on every chunk too.
-    Stream {
-        include_usage: bool,
-        continuous_usage: bool,
-    },
-    /// One JSON object, folded from the chunk choices.
-    Whole,
 }
 
 /// One choice as it runs.
@@ -123,7 +112,7 @@ pub struct ChatRenderer {
     ctx: ChatContext,
     choices: Vec<Choice>,
     delivery: Delivery,
-    failed: Option<ApiError>,
+    failure: Failure,
 }
 
 impl ChatRenderer {
@@ -141,19 +130,14 @@ impl ChatRenderer {
             ctx,
             choices,
             delivery,
-            failed: None,
+            failure: Failure::default(),
         }
     }
 
     /// The response sent whole; the error when it failed.
     pub fn into_response(self) -> ApiResult<ChatCompletionResponse> {
-        if let Some(error) = self.failed {
-            return Err(error);
-        }
-        let usages: Vec<Usage> = self.choices.iter().filter_map(|c| c.usage).collect();
-        let prompt_tokens = usages.first().map_or(0, |u| u.prompt_tokens);
-        let cached = usages.first().map_or(0, |u| u.cached_tokens);
-        let completion_tokens = usages.iter().map(|u| u.completion_tokens).sum();
+        self.failure.check()?;
+        let usage = self.usage();
         let logprobs = self.ctx.logprobs;
         let choices = self
             .choices
@@ -190,13 +174,24 @@ impl ChatRenderer {
             created: self.ctx.created,
             model: self.ctx.model,
             choices,
-            usage: UsageInfo::new(prompt_tokens, completion_tokens, Some(cached)),
+            usage,
         })
+    }
+
+    /// The response's usage once every choice finished: the prompt once, every choice's output.
+    fn usage(&self) -> UsageInfo {
+        let usages: Vec<Usage> = self.choices.iter().filter_map(|c| c.usage).collect();
+        let prompt = usages
+            .first()
+            .map_or(self.ctx.prompt_tokens, |u| u.prompt_tokens);
+        let cached = usages.first().map_or(0, |u| u.cached_tokens);
+        let completion = usages.iter().map(|u| u.completion_tokens).sum();
+        UsageInfo::new(prompt, completion, Some(cached))
     }
 
     /// Sends `pieces` (SSE) or folds them into their choices' messages (whole).
     fn deliver(&mut self, pieces: Vec<ChunkChoice>) -> Vec<DataChunk> {
-        if let Delivery::Whole = self.delivery {
+        if self.delivery.is_whole() {
             for piece in pieces {
                 self.choices[piece.index].message.add(piece);
             }
@@ -206,13 +201,7 @@ impl ChatRenderer {
     }
 
     fn chunk(&self, choices: Vec<ChunkChoice>) -> DataChunk {
-        let continuous = matches!(
-            self.delivery,
-            Delivery::Stream {
-                continuous_usage: true,
-                ..
-            }
-        );
+        let continuous = self.delivery.continuous_usage();
         let usage = continuous.then(|| {
             let tokens = self.choices.iter().map(|c| c.tokens).sum();
             UsageInfo::new(self.ctx.prompt_tokens, tokens, None)
@@ -340,7 +329,7 @@ impl Renderer for ChatRenderer {
     }
 
     fn on_engine(&mut self, index: usize, event: Event) -> Vec<DataChunk> {
-        if self.failed.is_some() {
+        if self.failure.is_failed() {
             return Vec::new();
         }
         match event {
@@ -376,40 +365,24 @@ impl Renderer for ChatRenderer {
     }
 
     fn fail(&mut self, error: &ApiError) -> Vec<DataChunk> {
-        if self.failed.is_some() {
-            return Vec::new();
-        }
-        self.failed = Some(error.clone());
-        vec![DataChunk::error(error)]
+        self.failure.fail(error)
     }
 
     fn is_finished(&self) -> bool {
-        self.failed.is_some() || self.choices.iter().all(|c| c.usage.is_some())
+        self.failure.is_failed() || self.choices.iter().all(|c| c.usage.is_some())
     }
 
     fn end(&mut self) -> Vec<DataChunk> {
-        let Delivery::Stream { include_usage, .. } = self.delivery else {
-            return Vec::new();
-        };
-        let mut events = Vec::new();
-        if include_usage && self.failed.is_none() {
-            let usages: Vec<Usage> = self.choices.iter().filter_map(|c| c.usage).collect();
-            let prompt = usages
-                .first()
-                .map_or(self.ctx.prompt_tokens, |u| u.prompt_tokens);
-            let cached = usages.first().map(|u| u.cached_tokens);
-            let completion = usages.iter().map(|u| u.completion_tokens).sum();
-            events.push(DataChunk::json(&ChatCompletionChunk {
+        self.delivery.end(&self.failure, || {
+            DataChunk::json(&ChatCompletionChunk {
                 id: &self.ctx.id,
                 object: "chat.completion.chunk",
                 created: self.ctx.created,
                 model: &self.ctx.model,
                 choices: Vec::new(),
-                usage: Some(UsageInfo::new(prompt, completion, cached)),
-            }));
-        }
-        events.push(DataChunk::done());
-        events
+                usage: Some(self.usage()),
+            })
+        })
     }
 
     fn to_sse(event: DataChunk) -> SseEvent {

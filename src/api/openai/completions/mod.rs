@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+use super::delivery::Delivery;
 use crate::api::blocking_pool;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJsonWith;
@@ -22,7 +23,7 @@ use crate::api::types::completions::{CompletionRequest, PromptInput};
 use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
 use crate::api::types::sampling::SamplingFields;
 use crate::engine::rules;
-use render::{CompletionContext, CompletionRenderer, Delivery};
+use render::{CompletionContext, CompletionRenderer};
 
 /// One prompt: its ids and its text (for `echo`).
 pub struct Prompt {
@@ -114,29 +115,15 @@ pub async fn create(
         echo,
         prompts: choice_prompts,
     };
+    let delivery = Delivery::of(streamed, req.stream_options.as_ref());
+    let renderer = CompletionRenderer::new(ctx, delivery);
     if streamed {
-        let include_usage = req
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        let continuous = include_usage
-            && req
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.continuous_usage_stats)
-                .unwrap_or(false);
-        let delivery = Delivery::Stream {
-            include_usage,
-            continuous_usage: continuous,
-        };
         return Ok(output::stream(
             streams,
-            CompletionRenderer::new(ctx, delivery),
+            renderer,
             config.limits.sse_keep_alive,
         ));
     }
-    let renderer = CompletionRenderer::new(ctx, Delivery::Whole);
     let response = output::collect(streams, renderer).await.into_response()?;
     Ok(Json(response).into_response())
 }

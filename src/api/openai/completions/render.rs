@@ -9,6 +9,7 @@ use axum::response::sse::Event as SseEvent;
 use super::Prompt;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::{clamp, token_text, top_map};
+use crate::api::openai::delivery::{Delivery, Failure};
 use crate::api::output::Renderer;
 use crate::api::sse::{DataChunk, abort_error};
 use crate::api::types::common::{StopReasonValue, UsageInfo};
@@ -27,18 +28,6 @@ pub struct CompletionContext {
     pub prompts: Vec<Arc<Prompt>>,
 }
 
-/// How the response goes out.
-pub enum Delivery {
-    /// SSE chunks; `include_usage`: a usage chunk before `[DONE]`; `continuous_usage`: usage
-    /// on every chunk too.
-    Stream {
-        include_usage: bool,
-        continuous_usage: bool,
-    },
-    /// One JSON object, folded from the pieces.
-    Whole,
-}
-
 /// One choice as it runs.
 struct Choice {
     /// Bytes of text out so far (for `text_offset`).
@@ -53,7 +42,7 @@ pub struct CompletionRenderer {
     ctx: CompletionContext,
     choices: Vec<Choice>,
     delivery: Delivery,
-    failed: Option<ApiError>,
+    failure: Failure,
 }
 
 impl CompletionRenderer {
@@ -76,15 +65,13 @@ impl CompletionRenderer {
             ctx,
             choices,
             delivery,
-            failed: None,
+            failure: Failure::default(),
         }
     }
 
     /// The response sent whole; the error when it failed.
     pub fn into_response(self) -> ApiResult<CompletionResponse> {
-        if let Some(error) = self.failed {
-            return Err(error);
-        }
+        self.failure.check()?;
         let usage = self.usage();
         Ok(CompletionResponse {
             id: self.ctx.id,
@@ -128,7 +115,7 @@ impl CompletionRenderer {
 
     /// Sends `piece` (SSE) or folds it into its choice (whole).
     fn deliver(&mut self, piece: CompletionChoice) -> Vec<DataChunk> {
-        if let Delivery::Whole = self.delivery {
+        if self.delivery.is_whole() {
             let folded = &mut self.choices[piece.index].folded;
             folded.text.push_str(&piece.text);
             if let (Some(all), Some(more)) = (&mut folded.logprobs, piece.logprobs) {
@@ -144,13 +131,7 @@ impl CompletionRenderer {
     }
 
     fn chunk(&self, choice: Option<CompletionChoice>, usage: Option<UsageInfo>) -> DataChunk {
-        let continuous = matches!(
-            self.delivery,
-            Delivery::Stream {
-                continuous_usage: true,
-                ..
-            }
-        );
+        let continuous = self.delivery.continuous_usage();
         let usage = usage.or_else(|| {
             let tokens = self.choices.iter().map(|c| c.tokens).sum();
             continuous.then(|| UsageInfo::new(self.prompt_tokens(), tokens, None))
@@ -194,7 +175,7 @@ impl Renderer for CompletionRenderer {
     }
 
     fn on_engine(&mut self, index: usize, event: Event) -> Vec<DataChunk> {
-        if self.failed.is_some() {
+        if self.failure.is_failed() {
             return Vec::new();
         }
         match event {
@@ -249,27 +230,16 @@ impl Renderer for CompletionRenderer {
     }
 
     fn fail(&mut self, error: &ApiError) -> Vec<DataChunk> {
-        if self.failed.is_some() {
-            return Vec::new();
-        }
-        self.failed = Some(error.clone());
-        vec![DataChunk::error(error)]
+        self.failure.fail(error)
     }
 
     fn is_finished(&self) -> bool {
-        self.failed.is_some() || self.choices.iter().all(|c| c.usage.is_some())
+        self.failure.is_failed() || self.choices.iter().all(|c| c.usage.is_some())
     }
 
     fn end(&mut self) -> Vec<DataChunk> {
-        let Delivery::Stream { include_usage, .. } = self.delivery else {
-            return Vec::new();
-        };
-        let mut events = Vec::new();
-        if include_usage && self.failed.is_none() {
-            events.push(self.chunk(None, Some(self.usage())));
-        }
-        events.push(DataChunk::done());
-        events
+        self.delivery
+            .end(&self.failure, || self.chunk(None, Some(self.usage())))
     }
 
     fn to_sse(event: DataChunk) -> SseEvent {
