@@ -18,6 +18,3 @@ pub mod render;
 pub mod retain;
 pub mod truncate;
 pub mod types;
-
-#[cfg(test)]
-mod render_tests;

@@ -422,3 +422,7 @@ impl Renderer for ResponseRenderer {
         event.into_sse()
     }
 }
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

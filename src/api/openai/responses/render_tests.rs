@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::render::ResponseRenderer;
-use super::types::ResponseObject;
+use super::ResponseRenderer;
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_parameters};
+use crate::api::openai::responses::types::ResponseObject;
 use crate::api::output::Renderer;
 use crate::api::output::blocks::BlockTracker;
 use crate::api::sse::StreamEvent;
