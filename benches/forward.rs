@@ -12,10 +12,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::path::PathBuf;
 use std::time::Duration;
 use tealight::model::loader::{DtypeChoice, load_model};
-use tealight::model::synthetic::{SyntheticSpec, write_checkpoint};
-use tealight::model::{
-    AttentionBackend, BatchInput, KvCache, SequenceChunk, checkpoint::CheckpointFiles,
-};
+use tealight::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
+use tealight::weights::checkpoint::CheckpointFiles;
+use tealight::weights::synthetic::{SyntheticSpec, write_checkpoint};
 
 const BLOCK: usize = 16;
 const CONTEXT: usize = 128;

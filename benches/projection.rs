@@ -15,10 +15,10 @@
 use candle_core::{DType, Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
-use tealight::model::cpu_linear::{PackedWeight, QuantizedPanels};
-use tealight::model::fp8::Fp8Weight;
-use tealight::model::gguf::GgmlType;
-use tealight::model::quantized::{CandleQuantized, QuantizedWeight};
+use tealight::kernels::cpu_linear::{PackedWeight, QuantizedPanels};
+use tealight::weights::fp8::Fp8Weight;
+use tealight::weights::gguf::GgmlType;
+use tealight::weights::quantized::{CandleQuantized, QuantizedWeight};
 
 const IN: usize = 1024;
 const OUT: usize = 6144;

@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tealight::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
-use tealight::model::checkpoint::CheckpointFiles;
 use tealight::model::loader::{DtypeChoice, load_model};
-use tealight::model::synthetic::{SyntheticSpec, write_checkpoint};
 use tealight::sampling::SamplingParams;
 use tealight::tokenizer::Tokenizer;
+use tealight::weights::checkpoint::CheckpointFiles;
+use tealight::weights::synthetic::{SyntheticSpec, write_checkpoint};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -35,7 +35,7 @@ fn main() {
     let smoke = !std::env::args().any(|a| a == "--bench");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = if smoke {
-        tealight::model::embedded::ensure_weights(&root.join("models/qwen3-tiny"))
+        tealight::weights::embedded::ensure_weights(&root.join("models/qwen3-tiny"))
             .expect("embedded model")
     } else {
         std::env::var_os("TEALIGHT_BENCH_MODEL")

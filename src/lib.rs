@@ -16,5 +16,6 @@ pub mod parsers;
 pub mod sampling;
 pub mod server;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -4,8 +4,8 @@
 use crate::api::metrics_vllm::MetricsCompat;
 use crate::device::DeviceChoice;
 use crate::model::AttentionBackend;
-use crate::model::Quantization;
 use crate::model::loader::DtypeChoice;
+use crate::weights::Quantization;
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]

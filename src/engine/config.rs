@@ -1,8 +1,9 @@
 //! Engine limits.
 
 use super::kv_budget::blocks_in;
-use crate::model::{AttentionBackend, Qwen3Config};
+use crate::model::AttentionBackend;
 use crate::sampling::Backend as SamplerBackend;
+use crate::weights::Qwen3Config;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]

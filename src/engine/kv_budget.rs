@@ -8,7 +8,7 @@
 
 use crate::device::DeviceMemory;
 use crate::error::{Error, Result};
-use crate::model::Qwen3Config;
+use crate::weights::Qwen3Config;
 
 /// Default CPU KV budget when `--kv-cache-memory` is not given: at most this much...
 pub const DEFAULT_CPU_KV_BYTES: usize = 4 << 30;

@@ -22,8 +22,9 @@ use crate::device::PeakMemory;
 use crate::error::Result;
 use crate::model::attention::generic::TileBudget;
 use crate::model::attention::generic::plan::footprint;
-use crate::model::{AttentionBackend, KvCache, Qwen3Config, Qwen3Model};
+use crate::model::{AttentionBackend, KvCache, Qwen3Model};
 use crate::sampling::{Sampler, SamplingParams, SequenceSampler};
+use crate::weights::Qwen3Config;
 
 /// Blocks of the scratch pool the profiling step attends over.
 const SCRATCH_BLOCKS: usize = 8;

@@ -40,15 +40,20 @@
 //! opt-in (`--attention-backend cuda`): `auto` keeps `generic` on CUDA until
 //! scripts/gpu/check.sh has passed on a GPU.
 
+pub mod check;
+pub mod cpu_linear;
+pub mod element;
+pub mod huge_pages;
 pub mod kv_write;
 pub mod paged_attention;
 pub mod plan;
 
+pub use element::{Element, Widen};
+
 #[cfg(feature = "cuda")]
 mod cuda;
 
-use candle_core::{DType, WithDType};
-use half::{bf16, f16};
+use candle_core::DType;
 
 /// Head dims the paged kernel is built for (kernels/attention.cu instantiates the same list).
 pub const PAGED_HEAD_DIMS: [usize; 5] = [32, 48, 64, 128, 256];
@@ -72,43 +77,5 @@ pub fn dtype_suffix(dtype: DType) -> Option<&'static str> {
         DType::F16 => Some("f16"),
         DType::BF16 => Some("bf16"),
         _ => None,
-    }
-}
-
-/// Element types the kernels read, widened to f32 for arithmetic (`tl_to_float` /
-/// `tl_from_float` in kernels/common.cuh: round to nearest even).
-pub trait Element: WithDType + Copy + Send + Sync {
-    fn widen(self) -> f32;
-    fn narrow(x: f32) -> Self;
-    /// `x` rounded to this type and back (what storing an f32 in this type keeps).
-    fn round(x: f32) -> f32 {
-        Self::narrow(x).widen()
-    }
-}
-
-impl Element for f32 {
-    fn widen(self) -> f32 {
-        self
-    }
-    fn narrow(x: f32) -> Self {
-        x
-    }
-}
-
-impl Element for f16 {
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    fn narrow(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-}
-
-impl Element for bf16 {
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    fn narrow(x: f32) -> Self {
-        bf16::from_f32(x)
     }
 }

@@ -2,8 +2,8 @@
 //! slot holding `[num_kv_heads, head_dim]`. Which block belongs to which sequence is the engine's
 //! business (block tables); the cache only stores.
 
-use super::config::Qwen3Config;
 use crate::error::Result;
+use crate::weights::config::Qwen3Config;
 use candle_core::{DType, Device, Shape, Tensor, WithDType};
 
 pub struct KvCache {
@@ -82,7 +82,7 @@ fn resident_zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Res
 /// zeros over zeroed memory are otherwise removed as redundant.
 fn touched_zeros<T: WithDType>(n: usize) -> Vec<T> {
     const PAGE_BYTES: usize = 4096;
-    let mut v = super::huge_pages::filled(n, T::zero());
+    let mut v = crate::kernels::huge_pages::filled(n, T::zero());
     let stride = (PAGE_BYTES / std::mem::size_of::<T>()).max(1);
     // Writes a page apart touch every page they span; the last element covers a tail page.
     for i in (0..n).step_by(stride).chain(n.checked_sub(1)) {

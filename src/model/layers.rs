@@ -1,10 +1,10 @@
 //! Small building blocks of the Qwen3 decoder: RMSNorm, rotary tables, and dense projections.
 
-use super::cpu_linear::{PackedWeight, QuantizedPanels};
-use super::fp8::Fp8Weight;
-use super::quantized::{CandleQuantized, QuantizedWeight};
-use super::weights::{StoredWeight, WeightStore};
 use crate::error::{Error, Result};
+use crate::kernels::cpu_linear::{PackedWeight, QuantizedPanels};
+use crate::weights::fp8::Fp8Weight;
+use crate::weights::quantized::{CandleQuantized, QuantizedWeight};
+use crate::weights::store::{StoredWeight, WeightStore};
 use candle_core::{DType, Device, Tensor};
 
 /// RMSNorm with a learned scale; candle's fused kernel accumulates in f32 on every backend.
@@ -41,7 +41,7 @@ pub struct Projection {
 /// How the weight is held, by where it runs.
 enum ProjectionWeight {
     /// CPU with f32 activations on x86-64 with AVX2/FMA/F16C: column panels in the checkpoint's
-    /// dtype, multiplied by our kernel (see [`super::cpu_linear`] for why).
+    /// dtype, multiplied by our kernel (see [`crate::kernels::cpu_linear`] for why).
     Packed(PackedWeight),
     /// Other CPUs, or half-precision compute: `[in, out]` for candle's gemm, one input row
     /// multiplied as two. gemm 0.19 with the checkpoint's `[out, in]` layout makes few-row
@@ -52,7 +52,7 @@ enum ProjectionWeight {
     /// Accelerators: the checkpoint's `[out, in]`, which cuBLAS takes as is.
     Checkpoint(Tensor),
     /// A GGML block format on a CPU with f32 activations, in panels for our integer kernels
-    /// (see [`super::cpu_linear::quant`]).
+    /// (see [`crate::kernels::cpu_linear::quant`]).
     QuantizedPacked(QuantizedPanels),
     /// A GGML block format (GGUF files, `--quantization`) through candle's `QMatMul`: the
     /// device-generic path, on CUDA and on CPUs our kernels do not cover.

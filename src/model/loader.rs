@@ -1,13 +1,13 @@
 //! Loads a checkpoint onto a device: config, weights (converted to the compute dtype, or
 //! quantized), timing.
 
-use super::checkpoint::CheckpointFiles;
-use super::config::Qwen3Config;
-use super::quantization::Quantization;
 use super::qwen3::Qwen3Model;
-use super::source::ModelSource;
-use super::weights::WeightStore;
 use crate::error::Result;
+use crate::weights::checkpoint::CheckpointFiles;
+use crate::weights::config::Qwen3Config;
+use crate::weights::quantization::Quantization;
+use crate::weights::source::ModelSource;
+use crate::weights::store::WeightStore;
 use candle_core::{DType, Device};
 use std::time::Instant;
 

@@ -4,13 +4,13 @@
 //! attention (GQA) → o_proj + residual → RMSNorm → fused gate|up → SwiGLU → down_proj + residual.
 
 use super::attention::{AttentionBackend, AttentionMetadata};
-use super::config::Qwen3Config;
 use super::kv_cache::KvCache;
 use super::layers::{Projection, RmsNorm, RotaryTables};
 use super::swiglu::swiglu;
-use super::weights::WeightStore;
 use crate::batch::BatchInput;
 use crate::error::{Error, Result};
+use crate::weights::config::Qwen3Config;
+use crate::weights::store::WeightStore;
 use candle_core::{DType, Device, Tensor};
 
 struct DecoderLayer {

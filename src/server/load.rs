@@ -10,11 +10,12 @@ use crate::engine::kv_budget::{KvBudget, blocks_in, check_fraction, gpu_breakdow
 use crate::engine::startup::{StepShape, profile_activations};
 use crate::engine::{EngineConfig, EngineHandle};
 use crate::error::{Error, Result};
+use crate::model::Qwen3Model;
 use crate::model::loader::load_source;
-use crate::model::{ModelSource, Qwen3Model};
 use crate::sampling::GenerationDefaults;
 use crate::sampling::Sampler;
 use crate::tokenizer::{ChatTemplate, Tokenizer};
+use crate::weights::ModelSource;
 
 /// Loads the checkpoint, tokenizer, template and sampling defaults, and starts the engine.
 pub fn load(args: &ServeArgs) -> Result<Ready> {

@@ -7,9 +7,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tealight::model::loader::{DtypeChoice, LoadedModel, load_model};
-use tealight::model::{
-    AttentionBackend, BatchInput, KvCache, SequenceChunk, checkpoint::CheckpointFiles,
-};
+use tealight::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
+use tealight::weights::checkpoint::CheckpointFiles;
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -19,7 +18,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
 pub fn tiny_model_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        tealight::model::embedded::ensure_weights(&repo_path("models/qwen3-tiny"))
+        tealight::weights::embedded::ensure_weights(&repo_path("models/qwen3-tiny"))
             .expect("embedded model weights")
     })
     .clone()
@@ -103,8 +102,8 @@ pub fn checkpoint_dir(shape: &str) -> PathBuf {
         return d.clone();
     }
     let dir = process_scratch_dir(&format!("checkpoint-{shape}"));
-    let spec = tealight::model::synthetic::SyntheticSpec::by_name(shape).expect("known shape");
-    tealight::model::synthetic::write_checkpoint(&spec, &dir, &tiny_model_dir()).unwrap();
+    let spec = tealight::weights::synthetic::SyntheticSpec::by_name(shape).expect("known shape");
+    tealight::weights::synthetic::write_checkpoint(&spec, &dir, &tiny_model_dir()).unwrap();
     dirs.push((shape.to_owned(), dir.clone()));
     dir
 }

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tealight::batch::slot_of;
-use tealight::cli::debug::kernel_check::{batch_of, random_specs, reference};
+use tealight::kernels::check::{batch_of, random_specs, reference};
 use tealight::kernels::kv_write::WriteKv;
 use tealight::kernels::paged_attention::{PagedAttention, twin};
 use tealight::kernels::plan::{
@@ -581,13 +581,13 @@ fn emulated_cuda_kernels_equal_their_twins() {
         }
     }
     let mut files = Vec::new();
-    for (i, case) in tealight::cli::debug::kernel_check::small_cases(1)
+    for (i, case) in tealight::kernels::check::small_cases(1)
         .iter()
         .enumerate()
         .filter(|(_, c)| c.dtype == DType::BF16)
     {
         let path = dir.path().join(format!("case-{i:02}.bin"));
-        tealight::cli::debug::kernel_check::dump_case(case, 1000 + i as u64, &path).unwrap();
+        tealight::kernels::check::dump_case(case, 1000 + i as u64, &path).unwrap();
         files.push(path);
     }
     let out = std::process::Command::new(&exe)

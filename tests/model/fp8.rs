@@ -9,10 +9,11 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use std::collections::HashMap;
 use std::path::Path;
-use tealight::model::Quantization;
-use tealight::model::fp8::Fp8Weight;
+use tealight::model::Qwen3Model;
 use tealight::model::loader::{DtypeChoice, load_source};
-use tealight::model::{ModelSource, Qwen3Model};
+use tealight::weights::ModelSource;
+use tealight::weights::Quantization;
+use tealight::weights::fp8::Fp8Weight;
 
 fn is_linear(name: &str) -> bool {
     name.ends_with("proj.weight")

@@ -9,12 +9,11 @@ use common::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use tealight::model::gguf::{self, GgufFile, TypePlan};
 use tealight::model::loader::{DtypeChoice, load_source};
-use tealight::model::{
-    AttentionBackend, BatchInput, KvCache, ModelSource, Qwen3Model, SequenceChunk,
-};
+use tealight::model::{AttentionBackend, BatchInput, KvCache, Qwen3Model, SequenceChunk};
 use tealight::tokenizer::{ChatTemplate, Tokenizer};
+use tealight::weights::ModelSource;
+use tealight::weights::gguf::{self, GgufFile, TypePlan};
 
 /// `shape` written as GGUF with `plan`, once per test process.
 fn gguf_file(shape: &str, plan: &str) -> PathBuf {
@@ -111,7 +110,7 @@ fn config_comes_from_the_metadata() {
         ("tiny-k", "q4_k_m"),
     ] {
         let dir = checkpoint_dir(shape);
-        let want = tealight::model::Qwen3Config::from_file(&dir.join("config.json")).unwrap();
+        let want = tealight::weights::Qwen3Config::from_file(&dir.join("config.json")).unwrap();
         let file = GgufFile::open(&gguf_file(shape, plan)).unwrap();
         let mut got = gguf::qwen3_config(&file).unwrap();
         // The GGUF file holds no training dtype, only the embedding's type.
@@ -189,7 +188,7 @@ fn dequantized_checkpoint(path: &Path, out: &Path, shape: &str) {
                 Tensor::from_raw_buffer(file.bytes(info), DType::F32, &info.dims, &Device::Cpu)
                     .unwrap()
             }
-            kind => tealight::model::quantized::QuantizedWeight::new(
+            kind => tealight::weights::quantized::QuantizedWeight::new(
                 kind,
                 info.dims[0],
                 info.dims[1],
@@ -398,7 +397,7 @@ fn dequantization_matches_gguf_py() {
                     .chunks(4)
                     .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                     .collect(),
-                kind => tealight::model::quantized::QuantizedWeight::new(
+                kind => tealight::weights::quantized::QuantizedWeight::new(
                     kind,
                     info.dims[0],
                     info.dims[1],

@@ -6,8 +6,8 @@ use crate::common;
 use candle_core::Device;
 use common::*;
 use std::path::Path;
-use tealight::model::checkpoint::{CheckpointFiles, resolve_in_hub_cache};
 use tealight::model::loader::{DtypeChoice, load_model};
+use tealight::weights::checkpoint::{CheckpointFiles, resolve_in_hub_cache};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

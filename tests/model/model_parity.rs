@@ -16,8 +16,8 @@ const LOGITS_TOLERANCE: f32 = 1e-3;
 fn generated_tiny_weights_are_the_recorded_ones() {
     use sha2::Digest;
     let dir = tempfile::tempdir().unwrap();
-    let spec = tealight::model::synthetic::SyntheticSpec::tiny();
-    tealight::model::synthetic::write_checkpoint(&spec, dir.path(), &tiny_model_dir()).unwrap();
+    let spec = tealight::weights::synthetic::SyntheticSpec::tiny();
+    tealight::weights::synthetic::write_checkpoint(&spec, dir.path(), &tiny_model_dir()).unwrap();
     let rebuilt = std::fs::read(dir.path().join("model.safetensors")).unwrap();
     let digest: String = sha2::Sha256::digest(&rebuilt)
         .iter()

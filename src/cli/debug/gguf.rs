@@ -3,7 +3,7 @@
 //! make their GGUF files with it.
 
 use crate::error::{Error, Result};
-use crate::model::gguf::{TypePlan, write_gguf};
+use crate::weights::gguf::{TypePlan, write_gguf};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -28,7 +28,7 @@ pub fn run(args: GgufArgs) -> Result<()> {
         ))
     })?;
     // The embedded model's weights are made on first use, here as in every loader.
-    let model = crate::model::embedded::ensure_weights(&args.model)?;
+    let model = crate::weights::embedded::ensure_weights(&args.model)?;
     write_gguf(&model, &args.out, plan)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())

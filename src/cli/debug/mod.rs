@@ -4,7 +4,7 @@
 //! - `debug logits`: teacher-forced logits of token-id prompts (prefill in chunks over the
 //!   growing cache, then one decode step per position), written as `.npy` for
 //!   scripts/gpu/compare_logits.py.
-//! - `debug kernels`: each own CUDA kernel against its CPU twin ([`kernel_check`]), optionally
+//! - `debug kernels`: each own CUDA kernel against its CPU twin ([`crate::kernels::check`]), optionally
 //!   timing the attention backends.
 //! - `debug streams`: N concurrent greedy streams through the engine, each compared with its
 //!   solo run.
@@ -13,18 +13,18 @@
 use crate::device::{DeviceChoice, select_device};
 use crate::engine::{EngineConfig, EngineHandle, Event, GenerationRequest};
 use crate::error::{Error, Result};
+pub mod backend_timing;
 mod gguf;
-pub mod kernel_check;
 mod npy;
 mod preflight;
 
-use crate::model::ModelSource;
-use crate::model::Quantization;
+use crate::kernels::check;
 use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use crate::sampling::SamplingParams;
+use crate::weights::ModelSource;
+use crate::weights::Quantization;
 use clap::{Args, Subcommand};
-use kernel_check as check;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
@@ -288,7 +288,7 @@ fn kernels(args: KernelsArgs) -> Result<()> {
         failed += usize::from(!report.passed);
     }
     if args.bench {
-        let timings = check::time_backends(
+        let timings = backend_timing::time_backends(
             &device,
             &[AttentionBackend::Generic, AttentionBackend::Cuda],
             args.iters,

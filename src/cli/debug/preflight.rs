@@ -17,8 +17,8 @@ use clap::Args;
 
 use crate::device::{DeviceChoice, PeakMemory, describe, select_device};
 use crate::error::{Error, Result};
-use crate::model::gguf::GgmlType;
-use crate::model::quantized::{CandleQuantized, QuantizedWeight};
+use crate::weights::gguf::GgmlType;
+use crate::weights::quantized::{CandleQuantized, QuantizedWeight};
 
 #[derive(Debug, Clone, Args)]
 pub struct PreflightArgs {

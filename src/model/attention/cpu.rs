@@ -10,8 +10,9 @@ use super::generic::GenericAttend;
 use super::vector;
 use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
+use crate::kernels::Element;
 use crate::model::kv_cache::LayerKv;
-use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, WithDType, bail};
+use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, bail};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -193,10 +194,8 @@ struct PagedDecode<'a> {
     scale: f32,
 }
 
-/// Element types the kernel reads, widened to f32 for arithmetic.
-trait Element: WithDType + Copy + Send + Sync {
-    fn widen(self) -> f32;
-    fn narrow(x: f32) -> Self;
+/// How a cache's element type gives the kernel its rows as f32.
+trait CacheRows: Element {
     /// The rows of length `d` at `starts`, as f32: the storage itself for f32, widened
     /// into a copy otherwise.
     fn rows_as_f32<'a>(data: &'a [Self], starts: &'a [usize], d: usize) -> Rows<'a> {
@@ -225,38 +224,18 @@ impl Rows<'_> {
     }
 }
 
-impl Element for f32 {
-    fn widen(self) -> f32 {
-        self
-    }
-    fn narrow(x: f32) -> Self {
-        x
-    }
+impl CacheRows for f32 {
     fn rows_as_f32<'a>(data: &'a [Self], starts: &'a [usize], _d: usize) -> Rows<'a> {
         Rows::InPlace(data, starts)
     }
 }
 
-impl Element for f16 {
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    fn narrow(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-}
+impl CacheRows for f16 {}
 
-impl Element for bf16 {
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-    fn narrow(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-}
+impl CacheRows for bf16 {}
 
 impl PagedDecode<'_> {
-    fn run<T: Element>(
+    fn run<T: CacheRows>(
         &self,
         q: &[T],
         k: &[T],

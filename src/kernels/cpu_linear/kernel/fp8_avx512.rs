@@ -4,7 +4,7 @@
 //! lane for lane, so the two give the same bits.
 
 use super::{PANEL, Tile};
-use crate::model::cpu_linear::element::F8E4M3;
+use crate::kernels::cpu_linear::element::F8E4M3;
 use std::arch::x86_64::*;
 
 pub fn supported() -> bool {

@@ -123,7 +123,7 @@ pub(super) mod avx2 {
     /// `R` rows against one panel: `maddubs` pairs into i16 (pairs of |w| ≤ 128 times
     /// |x| ≤ 127 stay below its saturation), `madd` by ones into the 32-bit lane.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(in crate::kernels::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
         // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
             let ones = _mm256_set1_epi16(1);
@@ -144,7 +144,7 @@ pub(super) mod vnni {
 
     /// `R` rows against one panel.
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(in crate::kernels::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
         // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe { tile_with::<R>(t, |acc, aw, sx| _mm256_dpbusd_epi32(acc, aw, sx)) }
     }

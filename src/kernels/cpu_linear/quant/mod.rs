@@ -18,9 +18,9 @@ mod q8_0;
 pub use activations::QuantizedRows;
 
 use super::TASKS_PER_THREAD;
-use crate::model::gguf::GgmlType;
-use crate::model::huge_pages;
-use crate::model::quantized::QuantizedWeight;
+use crate::kernels::huge_pages;
+use crate::weights::gguf::GgmlType;
+use crate::weights::quantized::QuantizedWeight;
 use candle_core::{CpuStorage, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::quantized::QuantizedWeight;
+use crate::weights::quantized::QuantizedWeight;
 use candle_core::{DType, Device};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {

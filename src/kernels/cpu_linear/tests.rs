@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::Widen;
 use candle_core::Device;
 
 fn random_weight(out_dim: usize, in_dim: usize, seed: u64, dtype: DType) -> Tensor {
@@ -148,7 +149,7 @@ fn empty_batches_give_empty_outputs() {
 /// within a few ulps of the product with the dequantized weight (value × block scale).
 #[test]
 fn fp8_weights_multiply_as_their_dequantized_values() {
-    use crate::model::fp8::Fp8Weight;
+    use crate::weights::fp8::Fp8Weight;
     if !PackedWeight::supported() {
         return;
     }

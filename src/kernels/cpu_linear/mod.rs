@@ -31,7 +31,7 @@ pub mod quant;
 pub use element::{F8E4M3, PanelElement};
 pub use quant::QuantizedPanels;
 
-use crate::model::fp8::Fp8Weight;
+use crate::weights::fp8::Fp8Weight;
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, bail};
 use half::{bf16, f16};
 

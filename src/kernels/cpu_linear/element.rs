@@ -1,5 +1,7 @@
-//! The dtypes a packed weight is kept in, and how each widens to f32 (exactly, for all four).
+//! The dtypes a packed weight is kept in: the three of [`crate::kernels::Element`] and FP8
+//! bytes, each widening to f32 exactly ([`Widen`]), and where the kernel wants their columns.
 
+use crate::kernels::Widen;
 use half::{bf16, f16};
 
 /// Which load-and-widen the kernel uses for an element type.
@@ -11,9 +13,8 @@ pub enum ElementKind {
     F8E4M3,
 }
 
-pub trait PanelElement: Copy + Default + Send + Sync + 'static {
+pub trait PanelElement: Widen + Default {
     const KIND: ElementKind;
-    fn widen(self) -> f32;
     /// Where column `j` (0..16) of a panel sits within its row of 16: the order the kernel's
     /// widening produces columns in.
     fn slot(j: usize) -> usize {
@@ -23,16 +24,10 @@ pub trait PanelElement: Copy + Default + Send + Sync + 'static {
 
 impl PanelElement for f32 {
     const KIND: ElementKind = ElementKind::F32;
-    fn widen(self) -> f32 {
-        self
-    }
 }
 
 impl PanelElement for bf16 {
     const KIND: ElementKind = ElementKind::Bf16;
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
     /// The kernel widens a row of 16 bf16 with one 256-bit load and two unpacks against zero,
     /// which work within 128-bit lanes: the low unpack takes slots 0–3 and 8–11, the high one
     /// 4–7 and 12–15. Storing columns 4–7 in slots 8–11 (and 8–11 in 4–7) makes them come out
@@ -48,9 +43,6 @@ impl PanelElement for bf16 {
 
 impl PanelElement for f16 {
     const KIND: ElementKind = ElementKind::F16;
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
 }
 
 /// One FP8 (e4m3) weight byte. It widens to its value × 2⁻¹²⁰: the sign and the 7 exponent and
@@ -76,9 +68,12 @@ impl F8E4M3 {
     }
 }
 
-impl PanelElement for F8E4M3 {
-    const KIND: ElementKind = ElementKind::F8E4M3;
+impl Widen for F8E4M3 {
     fn widen(self) -> f32 {
         f32::from_bits(self.f32_bits())
     }
+}
+
+impl PanelElement for F8E4M3 {
+    const KIND: ElementKind = ElementKind::F8E4M3;
 }

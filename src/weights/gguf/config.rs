@@ -4,7 +4,7 @@
 use super::GgufFile;
 use super::types::GgmlType;
 use crate::error::Result;
-use crate::model::config::Qwen3Config;
+use crate::weights::config::Qwen3Config;
 use candle_core::quantized::gguf_file::Value;
 
 pub const ARCHITECTURE: &str = "qwen3";

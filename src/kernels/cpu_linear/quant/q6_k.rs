@@ -233,7 +233,7 @@ pub(super) mod avx2 {
     // The row loops index several per-row register arrays at once.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(in crate::kernels::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
         // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
             tile_with::<R>(t, |p, b| {
@@ -319,7 +319,7 @@ pub(super) mod vnni {
     // The row loops index several per-row register arrays at once.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(in crate::kernels::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
         // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
             tile_with::<R>(t, |p, b| {

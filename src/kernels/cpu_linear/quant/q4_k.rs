@@ -233,7 +233,7 @@ pub(super) mod avx2 {
     /// `R` rows against one panel: a sub-block's products summed in i16 (nibbles ≤ 15 times
     /// |x| ≤ 127, 16 of them, stay within it), scaled by `madd` into 32 bits.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(in crate::kernels::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
         // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
             tile_with::<R>(
@@ -255,7 +255,7 @@ pub(super) mod vnni {
 
     /// `R` rows against one panel.
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    pub(in crate::model::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
+    pub(in crate::kernels::cpu_linear::quant) unsafe fn tile<const R: usize>(t: &Tile) {
         // SAFETY: the features are enabled here; the bounds are the caller's.
         unsafe {
             // The low half of each 32-bit lane of the widened scales is the scale.

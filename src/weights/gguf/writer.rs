@@ -6,8 +6,8 @@
 use super::names;
 use super::types::GgmlType;
 use crate::error::{Error, Result};
-use crate::model::checkpoint::CheckpointFiles;
-use crate::model::config::Qwen3Config;
+use crate::weights::checkpoint::CheckpointFiles;
+use crate::weights::config::Qwen3Config;
 use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::safetensors::MmapedSafetensors;

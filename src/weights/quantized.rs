@@ -1,7 +1,7 @@
 //! Quantized weights (GGML block formats) and the device-generic way to use them: candle's
 //! `QMatMul` (CPU, CUDA) for products and `QTensor::embedding` for row lookups. On x86-64 CPUs
 //! with AVX2 the projections of the types we have kernels for go to
-//! [`super::cpu_linear::QuantizedPanels`] instead; everything else, and every GPU, comes here.
+//! [`crate::kernels::cpu_linear::QuantizedPanels`] instead; everything else, and every GPU, comes here.
 
 use super::gguf::GgmlType;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};

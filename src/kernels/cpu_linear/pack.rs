@@ -4,7 +4,7 @@
 
 use super::element::{F8E4M3, PanelElement};
 use super::{PANEL, Scales};
-use crate::model::huge_pages;
+use crate::kernels::huge_pages;
 use rayon::prelude::*;
 
 /// Index of `W[col][k]` in the packed layout.
