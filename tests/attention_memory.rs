@@ -10,7 +10,7 @@
 //!
 //! The bound, derived from the code (w = 4 bytes, T tokens, U touched KV blocks, b block size,
 //! H·d = query row, R = kv_heads · head_dim = KV row):
-//! - one problem of the step's plan at a time (`generic::plan`, within `TileBudget::default()`):
+//! - one problem of the step's plan at a time (`generic::tiling`, within `TileBudget::default()`):
 //!   its gathered K or V (`sequences × keys × R` elements, w each), two f32 score matrices
 //!   (`sequences × H × query rows × keys` each) and a u8 mask as large as one; the bound takes
 //!   the largest problem of the plan;
@@ -29,7 +29,7 @@ use candle_core::{DType, Device, Tensor};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use tealight::model::attention::generic::plan::plan;
+use tealight::model::attention::generic::tiling::problems;
 use tealight::model::attention::generic::{Problem, TileBudget};
 use tealight::model::attention::{AttentionBackend, AttentionMetadata};
 use tealight::model::kv_cache::LayerKv;
@@ -155,7 +155,7 @@ fn bound(batch: &BatchInput) -> usize {
     let t = batch.num_tokens();
     let query_row = HEADS * HEAD_DIM;
     let kv_row = KV_HEADS * HEAD_DIM;
-    let largest_problem = plan(batch, HEADS, kv_row, TileBudget::default())
+    let largest_problem = problems(batch, HEADS, kv_row, TileBudget::default())
         .iter()
         .map(|p| {
             let (sequences, rows, keys) = match p {

@@ -1,7 +1,7 @@
 //! What the engine thread is told through its channel (by the handle, and by a reader's wake).
 
+use super::request_state::RequestState;
 use super::scheduler::Entry;
-use super::sequence::RequestState;
 use std::time::Instant;
 
 pub enum Command {

@@ -76,10 +76,10 @@ impl EngineConfig {
                 self.pool_tokens()
             ));
         }
-        if self.stream_buffer_events < super::sequence::EVENTS_PER_STEP {
+        if self.stream_buffer_events < super::request_state::EVENTS_PER_STEP {
             return Err(format!(
                 "--stream-buffer-events must be at least {}",
-                super::sequence::EVENTS_PER_STEP
+                super::request_state::EVENTS_PER_STEP
             ));
         }
         if self.max_num_seqs == 0 || self.max_num_batched_tokens == 0 || self.block_size == 0 {

@@ -13,8 +13,8 @@
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
 use super::request::{Event, FinishReason};
+use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
-use super::sequence::RequestState;
 use super::wake::ReadWake;
 use crate::error::Result;
 use crate::model::{KvCache, Qwen3Model};

@@ -21,7 +21,7 @@ use crate::batch::{BatchInput, SequenceChunk};
 use crate::device::PeakMemory;
 use crate::error::Result;
 use crate::model::attention::generic::TileBudget;
-use crate::model::attention::generic::plan::footprint;
+use crate::model::attention::generic::tiling::footprint;
 use crate::model::{AttentionBackend, KvCache, Qwen3Model};
 use crate::sampling::{Sampler, SamplingParams, SequenceSampler};
 use crate::weights::Qwen3Config;
@@ -338,7 +338,7 @@ mod tests {
                     ..GPU_STEP
                 };
                 let batch = dummy_batch(shape, 16, 8, 1000);
-                crate::model::attention::generic::plan::plan(
+                crate::model::attention::generic::tiling::problems(
                     &batch,
                     dims.0,
                     1024,
@@ -372,7 +372,7 @@ mod tests {
     #[ignore = "a measurement: minutes on two cores"]
     fn profiling_attention_cost() {
         use crate::model::attention::generic::GenericAttend;
-        use crate::model::attention::generic::plan::{Problem, plan as plan_of};
+        use crate::model::attention::generic::tiling::{Problem, problems as plan_of};
         use crate::model::kv_cache::LayerKv;
         use candle_core::{Device, Tensor};
         let env = |name: &str| {

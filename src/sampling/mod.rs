@@ -53,7 +53,7 @@ pub mod params;
 pub mod penalties;
 pub mod sampler;
 pub mod selection;
-pub mod sequence;
+pub mod sequence_sampler;
 
 pub use allowed::TokenMask;
 pub use device::{DeviceWork, select_device, select_device_counted};
@@ -65,4 +65,4 @@ pub use params::{MAX_LOGPROBS, SamplingOverrides, SamplingParams};
 pub use penalties::process_logits;
 pub use sampler::{Backend, SampledToken, Sampler};
 pub use selection::RowSpec;
-pub use sequence::SequenceSampler;
+pub use sequence_sampler::SequenceSampler;

@@ -12,7 +12,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::sequence::{Adjustment, SequenceSampler};
+use super::sequence_sampler::{Adjustment, SequenceSampler};
 use crate::error::{Error, Result};
 
 /// The logits every later step (greedy argmax, truncation, sampling) works on: `logits`

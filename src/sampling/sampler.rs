@@ -18,7 +18,7 @@ use super::host::select_host;
 use super::logprobs::{LogprobRequest, logprobs_device, logprobs_host};
 use super::penalties::process_logits;
 use super::selection::RowSpec;
-use super::sequence::SequenceSampler;
+use super::sequence_sampler::SequenceSampler;
 use crate::error::{Error, Result};
 
 /// What the sampler returns for one sequence.

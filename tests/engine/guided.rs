@@ -12,7 +12,7 @@ use crate::common;
 use common::*;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tealight::engine::sequence::RequestState;
+use tealight::engine::request_state::RequestState;
 use tealight::engine::stop_strings::StopStrings;
 use tealight::engine::{Event, FinishReason, GenerationRequest, GuidedDecoding, StopReason};
 use tealight::guided::{GuidedFactory, ToolSpec, hermes_tool_call_grammar};

@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, OnceLock};
 use tealight::engine::request::{Event, FinishReason, GenerationRequest};
+use tealight::engine::request_state::RequestState;
 use tealight::engine::scheduler::SequenceCore;
-use tealight::engine::sequence::RequestState;
 use tealight::sampling::{SampledToken, SamplingParams};
 use tealight::tokenizer::Tokenizer;
 use tokio::sync::mpsc::channel;

@@ -4,7 +4,7 @@
 //!
 //! Temporaries of one call: the gathered K (then V), `b·kv_heads·mk·head_dim` elements in the
 //! compute dtype, and the scores, `b·heads·mq·mk` f32 (two alive at a time). Nothing is padded
-//! across sequences but the keys of a decode group ([`super::plan`] keeps them within budget).
+//! across sequences but the keys of a decode group ([`super::tiling`] keeps them within budget).
 
 use crate::batch::{SequenceChunk, slot_of};
 use crate::error::Result;

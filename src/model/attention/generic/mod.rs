@@ -1,7 +1,7 @@
 //! Device-generic paged attention: only candle ops that exist on every backend, so the CPU tests
 //! exercise exactly what runs on CUDA.
 //!
-//! A step is cut into dense problems ([`plan`]): the decode tokens in groups of sequences, each
+//! A step is cut into dense problems ([`tiling`]): the decode tokens in groups of sequences, each
 //! prefill chunk alone in tiles of query rows. Each problem gathers its sequences' K/V through
 //! the block tables and runs matmul + masked softmax ([`GenericAttend`]). The temporaries of a
 //! layer are those of its largest problem, which the [`TileBudget`] bounds whatever the number
@@ -10,10 +10,10 @@
 
 mod attend;
 pub mod kv_write;
-pub mod plan;
+pub mod tiling;
 
 pub use attend::GenericAttend;
-pub use plan::{Problem, TileBudget};
+pub use tiling::{Problem, TileBudget};
 
 use crate::batch::BatchInput;
 use crate::error::Result;
@@ -80,7 +80,7 @@ impl GenericMetadata {
         let offsets = batch.query_offsets();
         let mut list = Vec::new();
         let mut produced: Vec<u32> = Vec::with_capacity(batch.num_tokens());
-        for problem in plan::plan(batch, heads, kv_row, self.budget) {
+        for problem in tiling::problems(batch, heads, kv_row, self.budget) {
             match problem {
                 Problem::Decodes(members) => {
                     let rows: Vec<u32> = members.iter().map(|&s| offsets[s] as u32).collect();
@@ -218,8 +218,8 @@ mod tests {
     fn tiling_does_not_change_the_result() {
         let batch = step();
         let plans = [
-            plan::plan(&batch, HEADS, KV_HEADS * HEAD_DIM, TileBudget::default()),
-            plan::plan(&batch, HEADS, KV_HEADS * HEAD_DIM, small()),
+            tiling::problems(&batch, HEADS, KV_HEADS * HEAD_DIM, TileBudget::default()),
+            tiling::problems(&batch, HEADS, KV_HEADS * HEAD_DIM, small()),
         ];
         assert_eq!(plans[0].len(), 3, "{:?}", plans[0]);
         assert!(plans[1].len() > 12, "{:?}", plans[1]);

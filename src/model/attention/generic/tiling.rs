@@ -50,7 +50,12 @@ pub enum Problem {
 
 /// The problems of a step, decodes first, then each prefill chunk's tiles in order.
 /// `kv_row` is `kv_heads × head_dim`.
-pub fn plan(batch: &BatchInput, heads: usize, kv_row: usize, budget: TileBudget) -> Vec<Problem> {
+pub fn problems(
+    batch: &BatchInput,
+    heads: usize,
+    kv_row: usize,
+    budget: TileBudget,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut decodes: Vec<usize> = (0..batch.chunks.len())
         .filter(|&i| batch.chunks[i].num_query_tokens == 1)
@@ -122,7 +127,7 @@ pub fn footprint(
     budget: TileBudget,
 ) -> Footprint {
     let mut out = Footprint::default();
-    for problem in plan(batch, heads, kv_heads * head_dim, budget) {
+    for problem in problems(batch, heads, kv_heads * head_dim, budget) {
         // (sequences, query rows each, keys)
         let (b, mq, mk) = match problem {
             Problem::Decodes(members) => {
@@ -177,11 +182,11 @@ mod tests {
         };
         // kv_row 4: two sequences of 40 keys fit (2·40·4 = 320), a third does not.
         assert_eq!(
-            plan(&b, 8, 4, budget),
+            problems(&b, 8, 4, budget),
             vec![Problem::Decodes(vec![1, 3]), Problem::Decodes(vec![2, 0])]
         );
         // One group keeps the batch order.
-        let all = plan(&b, 8, 4, TileBudget::default());
+        let all = problems(&b, 8, 4, TileBudget::default());
         assert_eq!(all, vec![Problem::Decodes(vec![0, 1, 2, 3])]);
     }
 
@@ -193,7 +198,7 @@ mod tests {
             gathered: 10,
         };
         assert_eq!(
-            plan(&b, 2, 2, budget),
+            problems(&b, 2, 2, budget),
             vec![Problem::Decodes(vec![0]), Problem::Decodes(vec![1])]
         );
     }
@@ -206,7 +211,7 @@ mod tests {
             scores: 500,
             gathered: usize::MAX,
         };
-        let p = plan(&b, 2, 4, budget);
+        let p = problems(&b, 2, 4, budget);
         assert_eq!(p[0], Problem::Decodes(vec![0]));
         let tiles: Vec<(usize, usize, usize)> = p[1..]
             .iter()
@@ -233,7 +238,7 @@ mod tests {
             gathered: usize::MAX,
         };
         assert_eq!(
-            plan(&b, 1, 1, budget),
+            problems(&b, 1, 1, budget),
             vec![
                 Problem::Tile {
                     chunk: 0,
