@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::error::prompt_too_long;
@@ -68,15 +68,8 @@ pub async fn create(
         prompt.tracker(config, false),
         ThinkingConfig::omits_text(req.thinking.as_ref()),
     );
-    if req.stream.unwrap_or(false) {
-        return Ok(output::stream(
-            events,
-            renderer,
-            config.limits.sse_keep_alive,
-        ));
-    }
-    let message = output::collect(events, renderer).await.into_message()?;
-    Ok(Json(message).into_response())
+    let streamed = req.stream.unwrap_or(false);
+    output::respond(events, renderer, streamed, config.limits.sse_keep_alive).await
 }
 
 pub async fn count_tokens(

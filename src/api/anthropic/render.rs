@@ -63,7 +63,7 @@ impl MessageRenderer {
     }
 
     /// The message; the error it ended in, if it did.
-    pub fn into_message(self) -> ApiResult<MessageObject> {
+    fn message(self) -> ApiResult<MessageObject> {
         match self.failed {
             Some(error) => Err(error),
             None if self.message.stop_reason.is_none() => {
@@ -150,6 +150,11 @@ fn ping() -> StreamEvent {
 
 impl Renderer for MessageRenderer {
     type Event = StreamEvent;
+    type Whole = MessageObject;
+
+    fn into_whole(self) -> ApiResult<MessageObject> {
+        self.message()
+    }
 
     fn start(&mut self) -> Vec<StreamEvent> {
         let message = serde_json::to_value(&self.message).unwrap_or(Value::Null);
@@ -264,7 +269,7 @@ mod tests {
                 },
             },
         ));
-        (events, r.into_message().unwrap())
+        (events, r.into_whole().unwrap())
     }
 
     /// What the SDK's accumulator does: rebuild the message from the events.
@@ -414,7 +419,7 @@ mod tests {
         events.extend(r.on_engine(0, Event::Error("boom".into())));
         assert_eq!(events.last().unwrap().kind, "error");
         assert_eq!(events.last().unwrap().data["error"]["type"], "api_error");
-        assert!(r.is_finished() && r.into_message().is_err());
+        assert!(r.is_finished() && r.into_whole().is_err());
     }
 
     /// A request aborted by shutdown ends with Anthropic's type for a 503, from the same table
@@ -437,6 +442,6 @@ mod tests {
         assert_eq!(last.data["type"], "error");
         assert_eq!(last.data["error"]["type"], "overloaded_error");
         assert_eq!(last.data["error"]["message"], "the server is shutting down");
-        assert!(r.is_finished() && r.into_message().is_err());
+        assert!(r.is_finished() && r.into_whole().is_err());
     }
 }

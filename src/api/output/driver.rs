@@ -17,11 +17,13 @@
 
 use std::time::Duration;
 
-use axum::response::Response;
+use axum::Json;
 use axum::response::sse::Event as SseEvent;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self as futures_stream, BoxStream, StreamExt};
+use serde::Serialize;
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ApiResult};
 use crate::api::sse::with_keep_alive;
 use crate::engine::{Event, EventStream};
 
@@ -29,6 +31,8 @@ use crate::engine::{Event, EventStream};
 pub trait Renderer: Send + 'static {
     /// One event of the protocol's stream.
     type Event: Send + 'static;
+    /// The answer sent whole (not streamed): the final object the renderer built.
+    type Whole: Serialize;
 
     /// The events before any engine event.
     fn start(&mut self) -> Vec<Self::Event>;
@@ -44,6 +48,8 @@ pub trait Renderer: Send + 'static {
     }
     /// An event as it goes on the wire.
     fn to_sse(event: Self::Event) -> SseEvent;
+    /// The final object, once the response is over; the error it failed with, if it did.
+    fn into_whole(self) -> ApiResult<Self::Whole>;
     /// What is sent after each `--sse-keep-alive` of silence.
     fn keep_alive() -> SseEvent {
         SseEvent::default().comment("keep-alive")
@@ -118,4 +124,19 @@ pub async fn collect<R: Renderer>(streams: Vec<EventStream>, mut renderer: R) ->
         over = step(&mut merged, &mut renderer).await.1;
     }
     renderer
+}
+
+/// The HTTP answer to a generation request: the SSE stream when `streamed`, else the final
+/// object as JSON (or the error the response failed with).
+pub async fn respond<R: Renderer>(
+    streams: Vec<EventStream>,
+    renderer: R,
+    streamed: bool,
+    keep_alive: Duration,
+) -> ApiResult<Response> {
+    if streamed {
+        return Ok(stream(streams, renderer, keep_alive));
+    }
+    let whole = collect(streams, renderer).await.into_whole()?;
+    Ok(Json(whole).into_response())
 }

@@ -3,10 +3,9 @@
 
 mod render;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::delivery::Delivery;
 use crate::api::error::{ApiError, ApiResult};
@@ -108,13 +107,5 @@ pub async fn create(
     };
     let delivery = Delivery::of(streamed, req.stream_options.as_ref());
     let renderer = ChatRenderer::new(ctx, streams.len(), delivery);
-    if streamed {
-        return Ok(output::stream(
-            streams,
-            renderer,
-            config.limits.sse_keep_alive,
-        ));
-    }
-    let response = output::collect(streams, renderer).await.into_response()?;
-    Ok(Json(response).into_response())
+    output::respond(streams, renderer, streamed, config.limits.sse_keep_alive).await
 }

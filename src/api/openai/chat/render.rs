@@ -135,7 +135,7 @@ impl ChatRenderer {
     }
 
     /// The response sent whole; the error when it failed.
-    pub fn into_response(self) -> ApiResult<ChatCompletionResponse> {
+    fn whole(self) -> ApiResult<ChatCompletionResponse> {
         self.failure.check()?;
         let usage = self.usage();
         let logprobs = self.ctx.logprobs;
@@ -296,6 +296,11 @@ impl ChatRenderer {
 
 impl Renderer for ChatRenderer {
     type Event = DataChunk;
+    type Whole = ChatCompletionResponse;
+
+    fn into_whole(self) -> ApiResult<ChatCompletionResponse> {
+        self.whole()
+    }
 
     fn start(&mut self) -> Vec<DataChunk> {
         let echo = self.ctx.echo.clone().filter(|e| !e.is_empty());
@@ -508,7 +513,7 @@ mod tests {
         for pieces in [1, 3, 7, 1000] {
             let mut whole = renderer(Delivery::Whole, n);
             assert!(run(&mut whole, text, pieces, n).is_empty());
-            let whole = serde_json::to_value(whole.into_response().expect("answer")).unwrap();
+            let whole = serde_json::to_value(whole.into_whole().expect("answer")).unwrap();
             let mut streamed = renderer(
                 Delivery::Stream {
                     include_usage: true,
@@ -551,7 +556,7 @@ mod tests {
         whole.start();
         whole.on_engine(0, Event::Error("device lost".into()));
         assert!(whole.is_finished());
-        let error = whole.into_response().expect_err("a failed answer");
+        let error = whole.into_whole().expect_err("a failed answer");
         assert_eq!(error.status.as_u16(), 500);
         let mut streamed = renderer(
             Delivery::Stream {

@@ -6,10 +6,9 @@ mod render;
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::delivery::Delivery;
 use crate::api::blocking_pool;
@@ -117,15 +116,7 @@ pub async fn create(
     };
     let delivery = Delivery::of(streamed, req.stream_options.as_ref());
     let renderer = CompletionRenderer::new(ctx, delivery);
-    if streamed {
-        return Ok(output::stream(
-            streams,
-            renderer,
-            config.limits.sse_keep_alive,
-        ));
-    }
-    let response = output::collect(streams, renderer).await.into_response()?;
-    Ok(Json(response).into_response())
+    output::respond(streams, renderer, streamed, config.limits.sse_keep_alive).await
 }
 
 /// The prompts of a request, tokenized (text) or checked (token ids).

@@ -70,7 +70,7 @@ impl CompletionRenderer {
     }
 
     /// The response sent whole; the error when it failed.
-    pub fn into_response(self) -> ApiResult<CompletionResponse> {
+    fn whole(self) -> ApiResult<CompletionResponse> {
         self.failure.check()?;
         let usage = self.usage();
         Ok(CompletionResponse {
@@ -149,6 +149,11 @@ impl CompletionRenderer {
 
 impl Renderer for CompletionRenderer {
     type Event = DataChunk;
+    type Whole = CompletionResponse;
+
+    fn into_whole(self) -> ApiResult<CompletionResponse> {
+        self.whole()
+    }
 
     fn start(&mut self) -> Vec<DataChunk> {
         if !self.ctx.echo {

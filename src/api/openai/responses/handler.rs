@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -92,15 +91,7 @@ pub async fn create(
         inner = inner.with_logprobs(ready.tokenizer.clone());
     }
     let renderer = Storing { inner, store };
-    if streamed {
-        return Ok(output::stream(
-            events,
-            renderer,
-            config.limits.sse_keep_alive,
-        ));
-    }
-    let done = output::collect(events, renderer).await;
-    Ok(Json(done.inner.into_response()).into_response())
+    output::respond(events, renderer, streamed, config.limits.sse_keep_alive).await
 }
 
 /// A Responses request as a turn: what [`prepare`] works out on the blocking pool.
@@ -318,6 +309,11 @@ impl Storing {
 
 impl Renderer for Storing {
     type Event = StreamEvent;
+    type Whole = ResponseObject;
+
+    fn into_whole(self) -> ApiResult<ResponseObject> {
+        self.inner.into_whole()
+    }
 
     fn start(&mut self) -> Vec<StreamEvent> {
         self.inner.start()

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsage};
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::chat_entry;
 use crate::api::output::Renderer;
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
@@ -84,10 +84,6 @@ impl ResponseRenderer {
 
     pub fn response(&self) -> &ResponseObject {
         &self.response
-    }
-
-    pub fn into_response(self) -> ResponseObject {
-        self.response
     }
 
     fn hold_logprobs(&mut self, logprobs: &[TokenLogprob]) {
@@ -326,6 +322,12 @@ fn merge(into: &mut Value, extra: Value) {
 
 impl Renderer for ResponseRenderer {
     type Event = StreamEvent;
+    /// A failed response is still a response (`status: failed`), sent with 200.
+    type Whole = ResponseObject;
+
+    fn into_whole(self) -> ApiResult<ResponseObject> {
+        Ok(self.response)
+    }
 
     fn start(&mut self) -> Vec<StreamEvent> {
         let shell = self.shell();

@@ -63,7 +63,7 @@ fn run(pieces: &[&str], reason: FinishReason) -> (Vec<StreamEvent>, ResponseObje
     events.extend(r.on_engine(0, finished(reason, pieces.len())));
     assert!(r.is_finished());
     assert!(r.on_engine(0, delta("late")).is_empty());
-    (events, r.into_response())
+    (events, r.into_whole().expect("a response"))
 }
 
 /// The checks the SDK's stream accumulator makes, plus the ones Codex relies on. Returns the
@@ -231,7 +231,7 @@ fn a_length_cut_is_incomplete_and_failures_are_failed() {
     events.extend(r.on_engine(0, delta("partial")));
     events.extend(r.on_engine(0, Event::Error("device lost".into())));
     assert_eq!(events.last().unwrap().kind, "response.failed");
-    let failed = r.into_response();
+    let failed = r.into_whole().expect("a failed response is a response");
     assert_eq!(failed.status, "failed");
     assert_eq!(failed.error.unwrap().code, "server_error");
 }
