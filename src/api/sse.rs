@@ -1,9 +1,11 @@
 //! Server-sent events on the wire: OpenAI's `data: <json>` chunks ending in `data: [DONE]`
 //! (a failure after the first chunk is an error chunk, `data: {"error": {...}}`, which the
-//! `openai` SDK raises as an exception), the agent APIs' named events (`event: <type>`), and the
+//! `openai` SDK raises as an exception), the agent APIs' named events (`event: <type>`, typed
+//! per protocol: `openai::responses::events`, `anthropic::events`), and the
 //! keep-alive every streaming route sends after `--sse-keep-alive` of silence (a comment line,
 //! which clients ignore, per the SSE spec). [`crate::api::output`] drives the streams.
 
+#[cfg(test)]
 use serde_json::Value;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -15,22 +17,25 @@ use serde::Serialize;
 
 use super::error::ApiError;
 
-/// One named event of an agent API's stream (`event: <kind>`): its type and its JSON body
-/// (which repeats the type), as the Responses and Messages APIs send them.
+/// An agent API's event as a test reads it off the wire: its `event:` name and its JSON body
+/// (which repeats the type).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
-pub struct StreamEvent {
+pub struct WireEvent {
     pub kind: String,
     pub data: Value,
 }
 
-impl StreamEvent {
-    /// The event with an `event:` line naming its type (the Anthropic SDKs drop events
-    /// without one).
-    pub fn into_sse(self) -> SseEvent {
-        SseEvent::default()
-            .event(self.kind)
-            .data(self.data.to_string())
-    }
+/// `events` as they go on the wire, named by `name`.
+#[cfg(test)]
+pub fn wire<E: Serialize>(events: Vec<E>, name: fn(&E) -> &'static str) -> Vec<WireEvent> {
+    events
+        .into_iter()
+        .map(|e| WireEvent {
+            kind: name(&e).to_owned(),
+            data: serde_json::to_value(&e).expect("event JSON"),
+        })
+        .collect()
 }
 
 /// One `data:` line of OpenAI's streams (chat completions, completions): a JSON chunk, an error

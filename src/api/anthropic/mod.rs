@@ -3,10 +3,11 @@
 //!
 //! - [`types`]: request and response bodies.
 //! - [`input`]: `system` / `messages` blocks / tools / `tool_choice` → chat form.
-//! - [`render`]: engine events → `event:`-named stream events and the final message.
+//! - [`render`]: engine events → stream events ([`events`], typed) and the final message.
 //! - [`error`]: the Anthropic error shape for every failure on these routes.
 
 pub mod error;
+pub mod events;
 pub mod handler;
 pub mod input;
 pub mod render;

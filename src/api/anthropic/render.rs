@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 use axum::response::sse::Event as SseEvent;
 
 use super::error::error_object;
+use super::events::{BlockDelta, MessageEvent, StopDelta};
 use super::types::{MessageObject, MessageUsage};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::output::Renderer;
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockTracker};
 use crate::api::request_builder::random_id;
-use crate::api::sse::StreamEvent;
 use crate::engine::{Event, FinishReason, StopReason};
 
 pub struct MessageRenderer {
@@ -73,7 +73,7 @@ impl MessageRenderer {
         }
     }
 
-    fn render_blocks(&mut self, blocks: Vec<BlockEvent>) -> Vec<StreamEvent> {
+    fn render_blocks(&mut self, blocks: Vec<BlockEvent>) -> Vec<MessageEvent> {
         let mut out = Vec::new();
         for e in blocks {
             match e {
@@ -88,24 +88,19 @@ impl MessageRenderer {
                         }
                     };
                     self.message.content.push(block.clone());
-                    out.push(event(
-                        "content_block_start",
-                        json!({"index": index, "content_block": block}),
-                    ));
+                    out.push(MessageEvent::ContentBlockStart {
+                        index,
+                        content_block: block,
+                    });
                 }
                 BlockEvent::Delta { index, text } => {
                     let delta = match &self.tracker.blocks()[index].kind {
                         BlockKind::Reasoning if self.omit_thinking => continue,
-                        BlockKind::Reasoning => json!({"type": "thinking_delta", "thinking": text}),
-                        BlockKind::Text => json!({"type": "text_delta", "text": text}),
-                        BlockKind::Call { .. } => {
-                            json!({"type": "input_json_delta", "partial_json": text})
-                        }
+                        BlockKind::Reasoning => BlockDelta::ThinkingDelta { thinking: text },
+                        BlockKind::Text => BlockDelta::TextDelta { text },
+                        BlockKind::Call { .. } => BlockDelta::InputJsonDelta { partial_json: text },
                     };
-                    out.push(event(
-                        "content_block_delta",
-                        json!({"index": index, "delta": delta}),
-                    ));
+                    out.push(MessageEvent::ContentBlockDelta { index, delta });
                 }
                 BlockEvent::Stop { index, .. } => {
                     let text = self.tracker.blocks()[index].text.clone();
@@ -118,7 +113,7 @@ impl MessageRenderer {
                         Some("tool_use") => block["input"] = tool_input(&text),
                         _ => {}
                     }
-                    out.push(event("content_block_stop", json!({"index": index})));
+                    out.push(MessageEvent::ContentBlockStop { index });
                 }
             }
         }
@@ -135,33 +130,21 @@ fn tool_input(arguments: &str) -> Value {
         .unwrap_or_else(|| json!({}))
 }
 
-fn event(kind: &str, mut data: Value) -> StreamEvent {
-    data["type"] = Value::String(kind.to_owned());
-    StreamEvent {
-        kind: kind.to_owned(),
-        data,
-    }
-}
-
-/// The keep-alive event.
-fn ping() -> StreamEvent {
-    event("ping", json!({}))
-}
-
 impl Renderer for MessageRenderer {
-    type Event = StreamEvent;
+    type Event = MessageEvent;
     type Whole = MessageObject;
 
     fn into_whole(self) -> ApiResult<MessageObject> {
         self.message()
     }
 
-    fn start(&mut self) -> Vec<StreamEvent> {
-        let message = serde_json::to_value(&self.message).unwrap_or(Value::Null);
-        vec![event("message_start", json!({"message": message})), ping()]
+    /// `ping` at once, so a long prefill is visibly alive.
+    fn start(&mut self) -> Vec<MessageEvent> {
+        let message = self.message.clone();
+        vec![MessageEvent::MessageStart { message }, MessageEvent::Ping]
     }
 
-    fn on_engine(&mut self, _choice: usize, engine_event: Event) -> Vec<StreamEvent> {
+    fn on_engine(&mut self, _choice: usize, engine_event: Event) -> Vec<MessageEvent> {
         if self.finished {
             return Vec::new();
         }
@@ -194,12 +177,14 @@ impl Renderer for MessageRenderer {
                     usage.cached_tokens,
                     usage.completion_tokens,
                 );
-                let usage = serde_json::to_value(self.message.usage).unwrap_or(Value::Null);
-                events.push(event(
-                    "message_delta",
-                    json!({"delta": {"stop_reason": stop, "stop_sequence": sequence}, "usage": usage}),
-                ));
-                events.push(event("message_stop", json!({})));
+                events.push(MessageEvent::MessageDelta {
+                    delta: StopDelta {
+                        stop_reason: stop,
+                        stop_sequence: sequence,
+                    },
+                    usage: self.message.usage,
+                });
+                events.push(MessageEvent::MessageStop);
                 events
             }
             Event::Error(message) => self.fail(&ApiError::internal(message)),
@@ -208,48 +193,57 @@ impl Renderer for MessageRenderer {
 
     /// Ends the stream with an `error` event, typed by the same table as an error response
     /// ([`super::error::error_type`]).
-    fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
+    fn fail(&mut self, error: &ApiError) -> Vec<MessageEvent> {
         if self.finished {
             return Vec::new();
         }
         self.finished = true;
         self.failed = Some(error.clone());
-        vec![event(
-            "error",
-            json!({"error": error_object(error.status, &error.message)}),
-        )]
+        vec![MessageEvent::Error {
+            error: error_object(error.status, &error.message),
+        }]
     }
 
     fn is_finished(&self) -> bool {
         self.finished
     }
 
-    fn to_sse(event: StreamEvent) -> SseEvent {
+    fn to_sse(event: MessageEvent) -> SseEvent {
         event.into_sse()
     }
 
     /// Anthropic's stream stays alive with `ping` events.
     fn keep_alive() -> SseEvent {
-        ping().into_sse()
+        MessageEvent::Ping.into_sse()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::sse::{self, WireEvent};
     use crate::engine::Usage;
+    use serde_json::json;
+
+    fn wire(events: Vec<MessageEvent>) -> Vec<WireEvent> {
+        sse::wire(events, MessageEvent::name)
+    }
+
+    fn on_engine(r: &mut MessageRenderer, event: Event) -> Vec<WireEvent> {
+        wire(r.on_engine(0, event))
+    }
 
     fn run(
         pieces: &[&str],
         reason: FinishReason,
         stop: Option<StopReason>,
-    ) -> (Vec<StreamEvent>, MessageObject) {
+    ) -> (Vec<WireEvent>, MessageObject) {
         let tracker = BlockTracker::new(Some(false), true, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 12, tracker, false);
-        let mut events = r.start();
+        let mut events = wire(r.start());
         for p in pieces {
-            events.extend(r.on_engine(
-                0,
+            events.extend(on_engine(
+                &mut r,
                 Event::Delta {
                     text: (*p).into(),
                     token_ids: vec![1],
@@ -257,8 +251,8 @@ mod tests {
                 },
             ));
         }
-        events.extend(r.on_engine(
-            0,
+        events.extend(on_engine(
+            &mut r,
             Event::Finished {
                 reason,
                 stop_reason: stop,
@@ -273,7 +267,7 @@ mod tests {
     }
 
     /// What the SDK's accumulator does: rebuild the message from the events.
-    fn accumulate(events: &[StreamEvent]) -> Value {
+    fn accumulate(events: &[WireEvent]) -> Value {
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(&kinds[..2], ["message_start", "ping"]);
         assert_eq!(&kinds[kinds.len() - 2..], ["message_delta", "message_stop"]);
@@ -402,9 +396,9 @@ mod tests {
     fn omitted_thinking_and_failures() {
         let tracker = BlockTracker::new(Some(false), false, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, true);
-        let mut events = r.start();
-        events.extend(r.on_engine(
-            0,
+        let mut events = wire(r.start());
+        events.extend(on_engine(
+            &mut r,
             Event::Delta {
                 text: "<think>secret</think>ok".into(),
                 token_ids: vec![1],
@@ -416,7 +410,7 @@ mod tests {
                 .iter()
                 .all(|e| e.data["delta"]["type"] != "thinking_delta")
         );
-        events.extend(r.on_engine(0, Event::Error("boom".into())));
+        events.extend(on_engine(&mut r, Event::Error("boom".into())));
         assert_eq!(events.last().unwrap().kind, "error");
         assert_eq!(events.last().unwrap().data["error"]["type"], "api_error");
         assert!(r.is_finished() && r.into_whole().is_err());
@@ -428,9 +422,9 @@ mod tests {
     fn an_aborted_stream_ends_overloaded() {
         let tracker = BlockTracker::new(Some(false), false, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, false);
-        let mut events = r.start();
-        events.extend(r.on_engine(
-            0,
+        let mut events = wire(r.start());
+        events.extend(on_engine(
+            &mut r,
             Event::Finished {
                 reason: FinishReason::Abort,
                 stop_reason: None,

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::events::ResponseEvent;
 use super::input::{Conversation, input_items, messages, tool_catalog};
 use super::render::ResponseRenderer;
 use super::retain::{KeptItems, echoed_tool};
@@ -23,7 +24,6 @@ use crate::api::generate::{self, Generation, MaxTokens, Prompt, PromptSpec};
 use crate::api::output::{self, Renderer};
 use crate::api::request_builder::{self, random_id};
 use crate::api::response_store::{ResponseStore, StoredResponse};
-use crate::api::sse::StreamEvent;
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
 use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
@@ -283,7 +283,7 @@ struct Storing {
 }
 
 impl Storing {
-    fn after(&mut self, events: Vec<StreamEvent>) -> Vec<StreamEvent> {
+    fn after(&mut self, events: Vec<ResponseEvent>) -> Vec<ResponseEvent> {
         if self.inner.is_finished()
             && let Some((store, mut kept)) = self.store.take()
         {
@@ -308,23 +308,23 @@ impl Storing {
 }
 
 impl Renderer for Storing {
-    type Event = StreamEvent;
+    type Event = ResponseEvent;
     type Whole = ResponseObject;
 
     fn into_whole(self) -> ApiResult<ResponseObject> {
         self.inner.into_whole()
     }
 
-    fn start(&mut self) -> Vec<StreamEvent> {
+    fn start(&mut self) -> Vec<ResponseEvent> {
         self.inner.start()
     }
 
-    fn on_engine(&mut self, choice: usize, event: Event) -> Vec<StreamEvent> {
+    fn on_engine(&mut self, choice: usize, event: Event) -> Vec<ResponseEvent> {
         let events = self.inner.on_engine(choice, event);
         self.after(events)
     }
 
-    fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
+    fn fail(&mut self, error: &ApiError) -> Vec<ResponseEvent> {
         let events = self.inner.fail(error);
         self.after(events)
     }
@@ -333,7 +333,7 @@ impl Renderer for Storing {
         self.inner.is_finished()
     }
 
-    fn to_sse(event: StreamEvent) -> SseEvent {
+    fn to_sse(event: ResponseEvent) -> SseEvent {
         event.into_sse()
     }
 }

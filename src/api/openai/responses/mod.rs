@@ -10,6 +10,7 @@
 //! - [`retain`]: what the store keeps of a request (what a prompt reads).
 //! - the store of finished responses is the core's [`crate::api::response_store`].
 
+pub mod events;
 pub mod fields;
 pub mod handler;
 pub mod input;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use axum::response::sse::Event as SseEvent;
 use serde_json::{Value, json};
 
+use super::events::{EventBody, ResponseEvent};
 use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsage};
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
 use crate::api::error::{ApiError, ApiResult};
@@ -31,7 +32,7 @@ use crate::api::logprobs::chat_entry;
 use crate::api::output::Renderer;
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::request_builder::random_id;
-use crate::api::sse::{StreamEvent, abort_error};
+use crate::api::sse::abort_error;
 use crate::api::state::unix_now;
 use crate::engine::{Event, FinishReason, TokenLogprob};
 use crate::tokenizer::Tokenizer;
@@ -110,29 +111,28 @@ impl ResponseRenderer {
         Value::Array(self.block_logprobs.get(index).cloned().unwrap_or_default())
     }
 
-    fn terminal(&mut self, kind: &str) -> StreamEvent {
+    /// The last event: the response with its output, under `end`'s type.
+    fn terminal(&mut self, end: fn(Value) -> EventBody) -> ResponseEvent {
         self.finished = true;
         self.response.completed_at = Some(unix_now());
         self.response.output = self.items.clone();
-        let response = serde_json::to_value(&self.response).unwrap_or(Value::Null);
-        self.event(kind, json!({"response": response}))
+        self.event(end(self.shell()))
     }
 
     fn shell(&self) -> Value {
         serde_json::to_value(&self.response).unwrap_or(Value::Null)
     }
 
-    fn event(&mut self, kind: &str, mut data: Value) -> StreamEvent {
-        data["type"] = Value::String(kind.to_owned());
-        data["sequence_number"] = json!(self.sequence);
+    fn event(&mut self, body: EventBody) -> ResponseEvent {
+        let sequence_number = self.sequence;
         self.sequence += 1;
-        StreamEvent {
-            kind: kind.to_owned(),
-            data,
+        ResponseEvent {
+            body,
+            sequence_number,
         }
     }
 
-    fn render_blocks(&mut self, block_events: Vec<BlockEvent>) -> Vec<StreamEvent> {
+    fn render_blocks(&mut self, block_events: Vec<BlockEvent>) -> Vec<ResponseEvent> {
         let mut out = Vec::new();
         for e in block_events {
             match e {
@@ -144,7 +144,7 @@ impl ResponseRenderer {
         out
     }
 
-    fn started(&mut self, index: usize, kind: &BlockKind, out: &mut Vec<StreamEvent>) {
+    fn started(&mut self, index: usize, kind: &BlockKind, out: &mut Vec<ResponseEvent>) {
         let prefix = match kind {
             BlockKind::Reasoning => "rs_",
             BlockKind::Text => "msg_",
@@ -160,83 +160,105 @@ impl ResponseRenderer {
         };
         self.call_ids.push(call_id);
         let item = self.item(index, "", None);
-        out.push(self.event(
-            "response.output_item.added",
-            json!({"output_index": index, "item": item}),
-        ));
+        out.push(self.event(EventBody::OutputItemAdded {
+            output_index: index,
+            item,
+        }));
         if let Some(part) = self.part(index, "") {
             let item_id = self.item_ids[index].clone();
-            out.push(self.event(
-                "response.content_part.added",
-                json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": part}),
-            ));
+            out.push(self.event(EventBody::ContentPartAdded {
+                item_id,
+                output_index: index,
+                content_index: 0,
+                part,
+            }));
         }
     }
 
-    fn delta(&mut self, index: usize, text: String, out: &mut Vec<StreamEvent>) {
+    fn delta(&mut self, index: usize, delta: String, out: &mut Vec<ResponseEvent>) {
         let item_id = self.item_ids[index].clone();
-        let kind = self.tracker.blocks()[index].kind.clone();
-        let (event, extra) = match kind {
-            BlockKind::Reasoning => ("response.reasoning_text.delta", json!({"content_index": 0})),
-            BlockKind::Text => (
-                "response.output_text.delta",
-                json!({"content_index": 0, "logprobs": self.take_logprobs(index)}),
-            ),
+        let output_index = index;
+        let body = match self.tracker.blocks()[index].kind.clone() {
+            BlockKind::Reasoning => EventBody::ReasoningTextDelta {
+                item_id,
+                output_index,
+                content_index: 0,
+                delta,
+            },
+            BlockKind::Text => EventBody::OutputTextDelta {
+                item_id,
+                output_index,
+                content_index: 0,
+                delta,
+                logprobs: self.take_logprobs(index),
+            },
             BlockKind::Call { name, .. } if self.is_custom(&name) => return,
-            BlockKind::Call { .. } => ("response.function_call_arguments.delta", json!({})),
+            BlockKind::Call { .. } => EventBody::FunctionCallArgumentsDelta {
+                item_id,
+                output_index,
+                delta,
+            },
         };
-        let mut data = json!({"item_id": item_id, "output_index": index, "delta": text});
-        merge(&mut data, extra);
-        out.push(self.event(event, data));
+        out.push(self.event(body));
     }
 
-    fn stopped(&mut self, index: usize, status: BlockStatus, out: &mut Vec<StreamEvent>) {
+    fn stopped(&mut self, index: usize, status: BlockStatus, out: &mut Vec<ResponseEvent>) {
         let item_id = self.item_ids[index].clone();
+        let output_index = index;
         let block = self.tracker.blocks()[index].clone();
-        let base = json!({"item_id": item_id, "output_index": index});
         match &block.kind {
-            BlockKind::Reasoning => {
-                let mut data = base.clone();
-                merge(&mut data, json!({"content_index": 0, "text": block.text}));
-                out.push(self.event("response.reasoning_text.done", data));
-            }
+            BlockKind::Reasoning => out.push(self.event(EventBody::ReasoningTextDone {
+                item_id: item_id.clone(),
+                output_index,
+                content_index: 0,
+                text: block.text.clone(),
+            })),
             BlockKind::Text => {
-                let mut data = base.clone();
-                merge(
-                    &mut data,
-                    json!({"content_index": 0, "text": block.text, "logprobs": self.logprobs_of(index)}),
-                );
-                out.push(self.event("response.output_text.done", data));
+                let logprobs = self.logprobs_of(index);
+                out.push(self.event(EventBody::OutputTextDone {
+                    item_id: item_id.clone(),
+                    output_index,
+                    content_index: 0,
+                    text: block.text.clone(),
+                    logprobs,
+                }));
             }
             BlockKind::Call { name, .. } if self.is_custom(name) => {
                 let input = custom_tool_input(&block.text);
                 if !input.is_empty() {
-                    let mut data = base.clone();
-                    merge(&mut data, json!({"delta": input}));
-                    out.push(self.event("response.custom_tool_call_input.delta", data));
+                    out.push(self.event(EventBody::CustomToolCallInputDelta {
+                        item_id: item_id.clone(),
+                        output_index,
+                        delta: input.clone(),
+                    }));
                 }
-                let mut data = base.clone();
-                merge(&mut data, json!({"input": input}));
-                out.push(self.event("response.custom_tool_call_input.done", data));
+                out.push(self.event(EventBody::CustomToolCallInputDone {
+                    item_id: item_id.clone(),
+                    output_index,
+                    input,
+                }));
             }
             BlockKind::Call { name, .. } => {
-                let (_, short) = self.public_name(name);
-                let mut data = base.clone();
-                merge(&mut data, json!({"name": short, "arguments": block.text}));
-                out.push(self.event("response.function_call_arguments.done", data));
+                let (_, name) = self.public_name(name);
+                out.push(self.event(EventBody::FunctionCallArgumentsDone {
+                    item_id: item_id.clone(),
+                    output_index,
+                    name,
+                    arguments: block.text.clone(),
+                }));
             }
         }
         if let Some(part) = self.part(index, &block.text) {
-            let mut data = base.clone();
-            merge(&mut data, json!({"content_index": 0, "part": part}));
-            out.push(self.event("response.content_part.done", data));
+            out.push(self.event(EventBody::ContentPartDone {
+                item_id,
+                output_index,
+                content_index: 0,
+                part,
+            }));
         }
         let item = self.item(index, &block.text, Some(status));
         self.items.push(item.clone());
-        out.push(self.event(
-            "response.output_item.done",
-            json!({"output_index": index, "item": item}),
-        ));
+        out.push(self.event(EventBody::OutputItemDone { output_index, item }));
     }
 
     fn is_custom(&self, name: &str) -> bool {
@@ -314,14 +336,8 @@ impl ResponseRenderer {
     }
 }
 
-fn merge(into: &mut Value, extra: Value) {
-    if let (Value::Object(into), Value::Object(extra)) = (into, extra) {
-        into.extend(extra);
-    }
-}
-
 impl Renderer for ResponseRenderer {
-    type Event = StreamEvent;
+    type Event = ResponseEvent;
     /// A failed response is still a response (`status: failed`), sent with 200.
     type Whole = ResponseObject;
 
@@ -329,16 +345,18 @@ impl Renderer for ResponseRenderer {
         Ok(self.response)
     }
 
-    fn start(&mut self) -> Vec<StreamEvent> {
+    fn start(&mut self) -> Vec<ResponseEvent> {
         let shell = self.shell();
         vec![
-            self.event("response.created", json!({"response": shell})),
-            self.event("response.in_progress", json!({"response": shell})),
+            self.event(EventBody::Created {
+                response: shell.clone(),
+            }),
+            self.event(EventBody::InProgress { response: shell }),
         ]
     }
 
     /// The events for one engine event; after `Finished` or `Error` the response is final.
-    fn on_engine(&mut self, _choice: usize, event: Event) -> Vec<StreamEvent> {
+    fn on_engine(&mut self, _choice: usize, event: Event) -> Vec<ResponseEvent> {
         if self.finished {
             return Vec::new();
         }
@@ -386,17 +404,17 @@ impl Renderer for ResponseRenderer {
                     usage.completion_tokens,
                     self.reasoning_tokens.min(usage.completion_tokens),
                 ));
-                let kind = if cut {
+                let end: fn(Value) -> EventBody = if cut {
                     self.response.status = "incomplete".into();
                     self.response.incomplete_details = Some(IncompleteDetails {
                         reason: "max_output_tokens".into(),
                     });
-                    "response.incomplete"
+                    |response| EventBody::Incomplete { response }
                 } else {
                     self.response.status = "completed".into();
-                    "response.completed"
+                    |response| EventBody::Completed { response }
                 };
-                events.push(self.terminal(kind));
+                events.push(self.terminal(end));
                 events
             }
             Event::Error(message) => self.fail(&ApiError::internal(message)),
@@ -404,7 +422,7 @@ impl Renderer for ResponseRenderer {
     }
 
     /// The response failed: the engine went away or failed, or the server is shutting down.
-    fn fail(&mut self, error: &ApiError) -> Vec<StreamEvent> {
+    fn fail(&mut self, error: &ApiError) -> Vec<ResponseEvent> {
         if self.finished {
             return Vec::new();
         }
@@ -413,14 +431,14 @@ impl Renderer for ResponseRenderer {
             code: "server_error".into(),
             message: error.message.clone(),
         });
-        vec![self.terminal("response.failed")]
+        vec![self.terminal(|response| EventBody::Failed { response })]
     }
 
     fn is_finished(&self) -> bool {
         self.finished
     }
 
-    fn to_sse(event: StreamEvent) -> SseEvent {
+    fn to_sse(event: ResponseEvent) -> SseEvent {
         event.into_sse()
     }
 }

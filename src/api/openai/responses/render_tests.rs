@@ -5,10 +5,11 @@ use serde_json::{Value, json};
 
 use super::ResponseRenderer;
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_parameters};
+use crate::api::openai::responses::events::ResponseEvent;
 use crate::api::openai::responses::types::ResponseObject;
 use crate::api::output::Renderer;
 use crate::api::output::blocks::BlockTracker;
-use crate::api::sse::StreamEvent;
+use crate::api::sse::{self, WireEvent};
 use crate::engine::{Event, FinishReason, Usage};
 
 fn catalog() -> ToolCatalog {
@@ -40,6 +41,10 @@ fn delta(text: &str) -> Event {
     }
 }
 
+fn wire(events: Vec<ResponseEvent>) -> Vec<WireEvent> {
+    sse::wire(events, ResponseEvent::name)
+}
+
 fn finished(reason: FinishReason, tokens: usize) -> Event {
     Event::Finished {
         reason,
@@ -53,14 +58,14 @@ fn finished(reason: FinishReason, tokens: usize) -> Event {
 }
 
 /// Runs `pieces` through a renderer; returns the events and the final object.
-fn run(pieces: &[&str], reason: FinishReason) -> (Vec<StreamEvent>, ResponseObject) {
+fn run(pieces: &[&str], reason: FinishReason) -> (Vec<WireEvent>, ResponseObject) {
     let shell = ResponseObject::in_progress("resp_1".into(), "m".into(), 1);
     let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(Some(false), true, true));
-    let mut events = r.start();
+    let mut events = wire(r.start());
     for p in pieces {
-        events.extend(r.on_engine(0, delta(p)));
+        events.extend(wire(r.on_engine(0, delta(p))));
     }
-    events.extend(r.on_engine(0, finished(reason, pieces.len())));
+    events.extend(wire(r.on_engine(0, finished(reason, pieces.len()))));
     assert!(r.is_finished());
     assert!(r.on_engine(0, delta("late")).is_empty());
     (events, r.into_whole().expect("a response"))
@@ -68,7 +73,7 @@ fn run(pieces: &[&str], reason: FinishReason) -> (Vec<StreamEvent>, ResponseObje
 
 /// The checks the SDK's stream accumulator makes, plus the ones Codex relies on. Returns the
 /// items of the `output_item.done` events.
-fn check_stream(events: &[StreamEvent]) -> Vec<Value> {
+fn check_stream(events: &[WireEvent]) -> Vec<Value> {
     assert_eq!(events[0].kind, "response.created");
     assert_eq!(events[1].kind, "response.in_progress");
     let mut added: Vec<Value> = Vec::new();
@@ -193,7 +198,7 @@ fn custom_and_namespaced_calls_map_back_to_their_declared_form() {
     assert_eq!(items[0]["name"], "apply_patch");
     assert_eq!(items[0]["input"], "*** Begin Patch\n");
     assert!(items[0]["id"].as_str().unwrap().starts_with("ctc_"));
-    let input_events: Vec<&StreamEvent> = events
+    let input_events: Vec<&WireEvent> = events
         .iter()
         .filter(|e| e.kind.starts_with("response.custom_tool_call_input"))
         .collect();
@@ -227,9 +232,9 @@ fn a_length_cut_is_incomplete_and_failures_are_failed() {
 
     let shell = ResponseObject::in_progress("resp_2".into(), "m".into(), 1);
     let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(None, false, true));
-    let mut events = r.start();
-    events.extend(r.on_engine(0, delta("partial")));
-    events.extend(r.on_engine(0, Event::Error("device lost".into())));
+    let mut events = wire(r.start());
+    events.extend(wire(r.on_engine(0, delta("partial"))));
+    events.extend(wire(r.on_engine(0, Event::Error("device lost".into()))));
     assert_eq!(events.last().unwrap().kind, "response.failed");
     let failed = r.into_whole().expect("a failed response is a response");
     assert_eq!(failed.status, "failed");
