@@ -64,20 +64,6 @@ impl EventStream {
         event
     }
 
-    /// Every event up to and including the last (`Finished` or `Error`), for a response that is
-    /// sent whole. Read while the request runs, so it is never parked for want of a reader.
-    pub async fn drain(mut self) -> Vec<Event> {
-        let mut events = Vec::new();
-        while let Some(event) = self.recv().await {
-            let last = matches!(event, Event::Finished { .. } | Event::Error(_));
-            events.push(event);
-            if last {
-                break;
-            }
-        }
-        events
-    }
-
     /// Blocking variant for callers outside an async runtime.
     pub fn blocking_recv(&mut self) -> Option<Event> {
         let event = self.rx.blocking_recv();

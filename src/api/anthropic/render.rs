@@ -28,8 +28,7 @@ pub struct MessageRenderer {
     tracker: BlockTracker,
     prompt_tokens: usize,
     omit_thinking: bool,
-    finished: bool,
-    /// Why the message failed, once it has.
+    /// Why the message failed, once it has (it is finished once this or its stop reason is set).
     failed: Option<ApiError>,
 }
 
@@ -57,7 +56,6 @@ impl MessageRenderer {
             tracker,
             prompt_tokens,
             omit_thinking,
-            finished: false,
             failed: None,
         }
     }
@@ -145,7 +143,7 @@ impl Renderer for MessageRenderer {
     }
 
     fn on_engine(&mut self, _choice: usize, engine_event: Event) -> Vec<MessageEvent> {
-        if self.finished {
+        if self.is_finished() {
             return Vec::new();
         }
         match engine_event {
@@ -169,7 +167,6 @@ impl Renderer for MessageRenderer {
                 };
                 let blocks = self.tracker.finish(reason == FinishReason::Length);
                 let mut events = self.render_blocks(blocks);
-                self.finished = true;
                 self.message.stop_reason = Some(stop.to_owned());
                 self.message.stop_sequence = sequence.clone();
                 self.message.usage = MessageUsage::new(
@@ -194,10 +191,9 @@ impl Renderer for MessageRenderer {
     /// Ends the stream with an `error` event, typed by the same table as an error response
     /// ([`super::error::error_type`]).
     fn fail(&mut self, error: &ApiError) -> Vec<MessageEvent> {
-        if self.finished {
+        if self.is_finished() {
             return Vec::new();
         }
-        self.finished = true;
         self.failed = Some(error.clone());
         vec![MessageEvent::Error {
             error: error_object(error.status, &error.message),
@@ -205,7 +201,7 @@ impl Renderer for MessageRenderer {
     }
 
     fn is_finished(&self) -> bool {
-        self.finished
+        self.failed.is_some() || self.message.stop_reason.is_some()
     }
 
     fn to_sse(event: MessageEvent) -> SseEvent {
