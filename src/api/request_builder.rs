@@ -113,22 +113,27 @@ pub fn build(
         overrides.seed = config.default_seed.map(|s| s as i64);
     }
     let base_seed = overrides.seed;
-    let mut requests = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        // Seeded choices of one request must differ from each other but stay reproducible.
+    // Seeded choices of one request must differ from each other but stay reproducible.
+    let mut sampling_of = |i: i64| {
         overrides.seed = base_seed.map(|s| if s == -1 { s } else { s.wrapping_add(i) });
-        let sampling = SamplingParams::resolve(&ready.defaults, &overrides, vocab)?;
-        let mut req = GenerationRequest::new(prompt_ids.clone(), sampling);
-        req.max_tokens = max_tokens;
-        req.min_tokens = min_tokens as usize;
-        req.stop = stop.clone();
-        req.stop_token_ids = stop_token_ids.clone();
-        req.ignore_eos = fields.ignore_eos.unwrap_or(false);
-        req.skip_special_tokens = fields.skip_special_tokens.unwrap_or(true);
-        req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
-        req.cache_salt = fields.cache_salt.clone();
-        requests.push(CheckedRequest::new(req, ready.engine.info())?);
+        SamplingParams::resolve(&ready.defaults, &overrides, vocab)
+    };
+    let mut req = GenerationRequest::new(prompt_ids, sampling_of(0)?);
+    req.max_tokens = max_tokens;
+    req.min_tokens = min_tokens as usize;
+    req.stop = stop;
+    req.stop_token_ids = stop_token_ids;
+    req.ignore_eos = fields.ignore_eos.unwrap_or(false);
+    req.skip_special_tokens = fields.skip_special_tokens.unwrap_or(true);
+    req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
+    req.cache_salt = fields.cache_salt;
+    // The engine's rules read the whole prompt: once, not once per choice.
+    let first = CheckedRequest::new(req, ready.engine.info())?;
+    let mut requests = Vec::with_capacity(n as usize);
+    for i in 1..n {
+        requests.push(first.with_sampling(sampling_of(i)?));
     }
+    requests.insert(0, first);
     Ok(requests)
 }
 

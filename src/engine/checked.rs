@@ -7,6 +7,7 @@ use super::info::EngineInfo;
 use super::request::GenerationRequest;
 use super::rules;
 use crate::error::Result;
+use crate::sampling::SamplingParams;
 
 #[derive(Debug, Clone)]
 pub struct CheckedRequest(GenerationRequest);
@@ -24,6 +25,14 @@ impl CheckedRequest {
             rules::token_id(i64::from(id), vocab, "stop_token_ids")?;
         }
         Ok(Self(request))
+    }
+
+    /// This request with other sampling settings, which are not among what was checked: the
+    /// `n` choices of one prompt are checked once.
+    pub fn with_sampling(&self, sampling: SamplingParams) -> Self {
+        let mut request = self.0.clone();
+        request.sampling = sampling;
+        Self(request)
     }
 
     pub fn request(&self) -> &GenerationRequest {
