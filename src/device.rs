@@ -51,7 +51,7 @@ impl std::error::Error for ParseDeviceError {}
 
 impl From<ParseDeviceError> for Error {
     fn from(e: ParseDeviceError) -> Self {
-        Error::invalid("device", e.0)
+        Error::config(e.0)
     }
 }
 

@@ -18,4 +18,4 @@ pub mod server;
 pub mod tokenizer;
 pub mod weights;
 
-pub use error::{Error, Result};
+pub use error::{Error, RequestPart, Result};

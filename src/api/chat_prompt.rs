@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiResult;
+use super::field_names::{FieldNames, Named};
 use super::prompt_length;
 use super::state::Ready;
 use crate::tokenizer::{ChatPrompt, Conversation, PromptEnd, prepare_messages, render_chat};
@@ -12,7 +13,7 @@ use crate::tokenizer::{ChatPrompt, Conversation, PromptEnd, prepare_messages, re
 /// Chat messages checked, rendered through the template and held to the context (by their
 /// text, before tokenizing): what chat completions and `/tokenize` share. `plain_content`:
 /// special-token text in messages stays text (`--allow-special-tokens-in-content` unset);
-/// `prompt_param`: the request field that holds the conversation, for errors about its length.
+/// `names`: what the API calls the request's parts, for errors about them.
 pub fn render_checked(
     ready: &Ready,
     raw: &[Value],
@@ -20,9 +21,9 @@ pub fn render_checked(
     kwargs: &Map<String, Value>,
     end: PromptEnd,
     plain_content: bool,
-    prompt_param: &str,
+    names: &FieldNames,
 ) -> ApiResult<(Vec<Value>, ChatPrompt)> {
-    let messages = prepare_messages(raw)?;
+    let messages = prepare_messages(raw).named(names)?;
     let conversation = Conversation {
         messages: &messages,
         tools: tools.filter(|t| !t.is_empty()),
@@ -34,12 +35,13 @@ pub fn render_checked(
         conversation,
         end,
         plain_content,
-    )?;
+    )
+    .named(names)?;
     prompt_length::check_text_fits(
         &ready.tokenizer,
         &prompt.text,
         ready.max_model_len(),
-        prompt_param,
+        names.prompt,
     )?;
     Ok((messages, prompt))
 }

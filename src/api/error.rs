@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::field_names::FieldNames;
 use crate::error::Error;
 
 #[derive(Debug, Clone)]
@@ -120,33 +121,33 @@ impl ApiError {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
+impl ApiError {
+    /// An engine error as this API's clients see it: a refusal of a request part names the
+    /// part's field in `names`, the table of the API that received the request.
+    pub fn from_engine(err: Error, names: &FieldNames) -> Self {
         match err {
-            Error::InvalidRequest { message, param } => Self {
-                status: StatusCode::BAD_REQUEST,
-                message,
-                param,
-                overflow: None,
-            },
+            Error::InvalidRequest { part, message } => Self::invalid(names.name(part), message),
+            Error::OutOfRange { part, problem } => {
+                let field = names.name(part);
+                Self::invalid(field, format!("{field} {problem}"))
+            }
             Error::ContextLength {
+                part,
                 message,
-                param,
                 tokens,
                 max_model_len,
-            } => Self {
-                status: StatusCode::BAD_REQUEST,
+            } => Self::context_length(
+                names.name(part),
                 message,
-                param,
-                overflow: Some(ContextOverflow {
+                ContextOverflow {
                     tokens,
                     max_model_len,
-                }),
-            },
+                },
+            ),
             // A template fails on what the request's messages contain (e.g. its
             // `raise_exception` for an unsupported role order).
             Error::Template(message) => {
-                Self::invalid("messages", format!("chat template: {message}"))
+                Self::invalid(names.prompt, format!("chat template: {message}"))
             }
             Error::Tokenizer(message) => Self::bad_request(format!("tokenizer: {message}")),
             Error::Overloaded(message) => Self::new(StatusCode::TOO_MANY_REQUESTS, message),
@@ -156,6 +157,14 @@ impl From<Error> for ApiError {
                 Self::internal(other.to_string())
             }
         }
+    }
+}
+
+/// Where no API's table applies, a part takes the engine's own name (vLLM's completions
+/// fields); the generation pipeline converts with its API's table ([`FieldNames`]).
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        Self::from_engine(err, &FieldNames::COMPLETIONS)
     }
 }
 

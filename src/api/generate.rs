@@ -16,10 +16,11 @@ use serde_json::{Map, Value};
 use super::blocking_pool;
 use super::chat_prompt::render_checked;
 use super::error::ApiResult;
+use super::field_names::FieldNames;
 use super::output::blocks::BlockTracker;
 use super::request_builder::{self, GenerationFields};
 use super::state::{AppState, Ready, ServerConfig};
-use super::tools::{self, SchemaFields, ToolPlan};
+use super::tools::{self, ToolPlan};
 use super::types::chat::ResponseFormat;
 use super::types::common::StopSpec;
 use crate::engine::{CheckedRequest, EventStream};
@@ -41,10 +42,8 @@ pub struct PromptSpec<'a> {
     pub enable_thinking: Option<bool>,
     /// How the prompt ends: the assistant's turn opened, or the final message continued.
     pub end: PromptEnd,
-    /// The request field that holds the conversation, for errors about the prompt.
-    pub prompt_param: &'static str,
-    /// Where the API keeps its output schemas, for errors about them.
-    pub schema_fields: SchemaFields,
+    /// What the API calls the request's parts, for errors about them.
+    pub names: FieldNames,
 }
 
 /// A rendered, tokenized prompt and how its output is parsed.
@@ -54,7 +53,7 @@ pub struct Prompt {
     pub plan: ToolPlan,
     /// The final message's text when the assistant wrote it (chat's `echo` repeats it).
     pub final_assistant_text: Option<String>,
-    prompt_param: &'static str,
+    names: FieldNames,
 }
 
 impl Prompt {
@@ -78,10 +77,10 @@ pub enum MaxTokens {
     /// Up to the end of the context.
     Rest,
     /// Exactly this cap; beyond the context is a 400 (the Responses API's `max_output_tokens`).
-    Exact(i64, &'static str),
+    Exact(i64),
     /// This cap, lowered to what the context has left (the Messages API's required
     /// `max_tokens`, which Claude Code sets far above any local model's context).
-    Clamped(i64, &'static str),
+    Clamped(i64),
 }
 
 /// The generation settings the agent APIs have (a subset of chat's).
@@ -99,11 +98,11 @@ impl Generation {
         let left = ready.max_model_len() as i64 - prompt.ids.len() as i64;
         let max_tokens = match self.max_tokens {
             MaxTokens::Rest => None,
-            MaxTokens::Exact(m, param) => Some((m, param)),
+            MaxTokens::Exact(m) => Some(m),
             // At least 1 so that a prompt that fills the context gets the usual error, not a
             // clamp to nothing.
-            MaxTokens::Clamped(m, param) if m >= 1 => Some((m.min(left.max(1)), param)),
-            MaxTokens::Clamped(m, param) => Some((m, param)),
+            MaxTokens::Clamped(m) if m >= 1 => Some(m.min(left.max(1))),
+            MaxTokens::Clamped(m) => Some(m),
         };
         GenerationFields {
             max_tokens,
@@ -144,7 +143,7 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &PromptSpec<'_>) -> Ap
         spec.parallel_tool_calls,
         spec.response_format,
         config,
-        spec.schema_fields,
+        &spec.names,
     )?;
     let mut kwargs = spec.template_kwargs.cloned().unwrap_or_default();
     if let Some(thinking) = spec.enable_thinking {
@@ -157,7 +156,7 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &PromptSpec<'_>) -> Ap
         &kwargs,
         spec.end,
         !config.allow_special_tokens_in_content,
-        spec.prompt_param,
+        &spec.names,
     )?;
     let ids = rendered.encode(&ready.tokenizer, false)?;
     let final_assistant_text = messages
@@ -170,29 +169,24 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &PromptSpec<'_>) -> Ap
         ids,
         plan,
         final_assistant_text,
-        prompt_param: spec.prompt_param,
+        names: spec.names,
     })
 }
 
 /// The checked engine requests for `prompt` (`n` of them). `collected_logprobs`: the response is
-/// sent whole with logprobs, so the entries it may hold are bounded, and a refusal names this
-/// field. Blocking work (see [`prepare`]).
+/// sent whole with logprobs, so the entries it may hold are bounded. Blocking work (see
+/// [`prepare`]).
 pub fn build(
     ready: &Ready,
     config: &ServerConfig,
     prompt: &Prompt,
     fields: GenerationFields,
-    collected_logprobs: Option<&'static str>,
+    collected_logprobs: bool,
 ) -> ApiResult<Vec<CheckedRequest>> {
-    let requests = request_builder::build(
-        ready,
-        config,
-        prompt.ids.clone(),
-        prompt.prompt_param,
-        fields,
-    )?;
-    if let Some(param) = collected_logprobs {
-        request_builder::check_collected_logprobs(ready, config, &requests, false, param)?;
+    let requests =
+        request_builder::build(ready, config, prompt.ids.clone(), &prompt.names, fields)?;
+    if collected_logprobs {
+        request_builder::check_collected_logprobs(ready, config, &requests, false, &prompt.names)?;
     }
     Ok(requests)
 }

@@ -47,14 +47,14 @@ pub async fn compile(
         ));
     };
     let permit = blocking_pool::heavy_permit().await?;
-    let job = CompileJob {
-        spec,
-        param: param.clone(),
-        copies,
-    };
+    let job = CompileJob { spec, copies };
     let done = compile_thread::spawn(factory, job, compile_stack_bytes(&limits.schema), permit)?;
     match tokio::time::timeout(limits.compile_timeout, done).await {
-        Ok(Ok(compiled)) => Ok(compiled?),
+        // The engine's refusals are about the output constraint: this request's `param`.
+        Ok(Ok(compiled)) => compiled.map_err(|e| match e.request_part() {
+            Some(_) => ApiError::invalid(param, e.to_string()),
+            None => ApiError::from(e),
+        }),
         Ok(Err(_)) => Err(ApiError::invalid(
             param,
             "the grammar engine could not compile this schema; simplify it",

@@ -69,6 +69,7 @@ pub mod chat_prompt;
 pub mod conversation;
 pub mod error;
 pub mod extract;
+pub mod field_names;
 pub mod generate;
 pub mod grammar;
 pub mod health;

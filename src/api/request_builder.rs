@@ -11,18 +11,20 @@ use std::sync::{Arc, OnceLock};
 use axum::http::HeaderMap;
 
 use super::error::{ApiError, ApiResult};
+use super::field_names::{FieldNames, Named};
 use super::grammar::{self, GuidedSpec};
 use super::state::{GrammarLimits, Ready, ServerConfig};
 use super::types::common::StopSpec;
 use crate::engine::{CheckedRequest, EventStream, GenerationRequest, rules};
+use crate::error::RequestPart;
 use crate::guided::GuidedMatcher;
 use crate::sampling::{SamplingOverrides, SamplingParams};
 
 /// The generation fields chat and completions share.
 #[derive(Debug, Default)]
 pub struct GenerationFields {
-    /// `max_tokens` (or chat's `max_completion_tokens`) and the name the client used.
-    pub max_tokens: Option<(i64, &'static str)>,
+    /// The output limit (`max_tokens`, chat's `max_completion_tokens`, ...).
+    pub max_tokens: Option<i64>,
     pub min_tokens: Option<i64>,
     pub n: Option<i64>,
     pub stop: Option<StopSpec>,
@@ -35,13 +37,13 @@ pub struct GenerationFields {
     pub cache_salt: Option<String>,
 }
 
-/// `n` checked engine requests for one prompt. `prompt_param` names the field errors about the
-/// prompt point at (`messages` or `prompt`).
+/// `n` checked engine requests for one prompt; errors name the fields as `names` (the API's
+/// table) does.
 pub fn build(
     ready: &Ready,
     config: &ServerConfig,
     prompt_ids: Vec<u32>,
-    prompt_param: &str,
+    names: &FieldNames,
     fields: GenerationFields,
 ) -> ApiResult<Vec<CheckedRequest>> {
     let limits = &config.limits;
@@ -76,7 +78,8 @@ pub fn build(
             ),
         ));
     }
-    let stop_token_ids = rules::token_ids(stop_token_ids, vocab, "stop_token_ids")?;
+    let stop_token_ids =
+        rules::token_ids(stop_token_ids, vocab, RequestPart::StopTokenIds).named(names)?;
     if let Some(bias) = &fields.sampling.logit_bias
         && bias.len() > limits.max_logit_bias
     {
@@ -91,10 +94,10 @@ pub fn build(
 
     let prompt_len = prompt_ids.len();
     let max_len = ready.max_model_len();
-    rules::prompt_fits(prompt_len, max_len, prompt_param)?;
+    rules::prompt_fits(prompt_len, max_len).named(names)?;
     let requested = match fields.max_tokens {
         None => None,
-        Some((m, param)) => Some(rules::completion_fits(m, prompt_len, max_len, param)?),
+        Some(m) => Some(rules::completion_fits(m, prompt_len, max_len).named(names)?),
     };
     // The served generation config's `max_new_tokens` caps every request (vLLM's rule).
     let max_tokens = rules::cap_output(requested, ready.defaults.max_new_tokens);
@@ -116,7 +119,7 @@ pub fn build(
     // Seeded choices of one request must differ from each other but stay reproducible.
     let mut sampling_of = |i: i64| {
         overrides.seed = base_seed.map(|s| if s == -1 { s } else { s.wrapping_add(i) });
-        SamplingParams::resolve(&ready.defaults, &overrides, vocab)
+        SamplingParams::resolve(&ready.defaults, &overrides, vocab).named(names)
     };
     let mut req = GenerationRequest::new(prompt_ids, sampling_of(0)?);
     req.max_tokens = max_tokens;
@@ -128,7 +131,7 @@ pub fn build(
     req.include_stop_str_in_output = fields.include_stop_str_in_output.unwrap_or(false);
     req.cache_salt = fields.cache_salt;
     // The engine's rules read the whole prompt: once, not once per choice.
-    let first = CheckedRequest::new(req, ready.engine.info())?;
+    let first = CheckedRequest::new(req, ready.engine.info()).named(names)?;
     let mut requests = Vec::with_capacity(n as usize);
     for i in 1..n {
         requests.push(first.with_sampling(sampling_of(i)?));
@@ -190,14 +193,14 @@ pub fn check_fan_out(config: &ServerConfig, prompts: usize, n: Option<i64>) -> A
 
 /// A non-streamed response holds every logprob entry at once: `n` × (1 + top alternatives) ×
 /// the tokens each choice may generate (plus the prompt's when it is echoed). Beyond
-/// `Limits::max_logprob_entries` the request is refused, naming `param`; streaming it has no
-/// such limit.
+/// `Limits::max_logprob_entries` the request is refused, naming the API's logprobs field;
+/// streaming it has no such limit.
 pub fn check_collected_logprobs(
     ready: &Ready,
     config: &ServerConfig,
     requests: &[CheckedRequest],
     echo: bool,
-    param: &str,
+    names: &FieldNames,
 ) -> ApiResult<()> {
     let limit = config.limits.max_logprob_entries;
     let max_len = ready.max_model_len();
@@ -214,7 +217,7 @@ pub fn check_collected_logprobs(
         .fold(0usize, usize::saturating_add);
     if entries > limit {
         return Err(ApiError::invalid(
-            param,
+            names.logprobs,
             format!(
                 "a non-streamed response may hold at most {limit} logprob entries \
                  (--max-logprob-entries), and this one \

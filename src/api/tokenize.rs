@@ -7,12 +7,14 @@ use axum::extract::State;
 use super::blocking_pool;
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
+use super::field_names::{FieldNames, Named};
 use super::prompt_length;
 use super::state::{AppState, Ready};
 use super::types::tokenize::{
     DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
 };
 use crate::engine::rules;
+use crate::error::RequestPart;
 use crate::tokenizer::PromptEnd;
 
 pub async fn tokenize(
@@ -48,7 +50,7 @@ fn tokenize_blocking(
                 &kwargs,
                 end,
                 plain_content,
-                "messages",
+                &FieldNames::CHAT,
             )?;
             prompt.encode(&ready.tokenizer, req.add_special_tokens.unwrap_or(false))?
         }
@@ -89,7 +91,17 @@ pub async fn detokenize(
     ready.check_model(req.model.as_deref())?;
     check_id_count(req.tokens.len(), ready.max_model_len())?;
     blocking_pool::run(move || {
-        let ids = rules::token_ids(req.tokens.iter().copied(), ready.vocab_size(), "tokens")?;
+        // The ids to decode stand where a prompt's would; the request calls them `tokens`.
+        let names = FieldNames {
+            prompt: "tokens",
+            ..FieldNames::COMPLETIONS
+        };
+        let ids = rules::token_ids(
+            req.tokens.iter().copied(),
+            ready.vocab_size(),
+            RequestPart::Prompt,
+        )
+        .named(&names)?;
         Ok(Json(DetokenizeResponse {
             prompt: ready.tokenizer.decode(&ids, false)?,
         }))

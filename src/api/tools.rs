@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::field_names::FieldNames;
 use super::grammar::{GuidedSpec, check_schema};
 use super::state::ServerConfig;
 use super::types::chat::ResponseFormat;
@@ -44,39 +45,15 @@ pub struct ToolPlan {
     pub guided: Option<GuidedSpec>,
 }
 
-/// Where an API keeps its output schemas, for the `param` of errors about them.
-#[derive(Debug, Clone, Copy)]
-pub struct SchemaFields {
-    /// The response format (chat's `response_format`, Responses' `text.format`).
-    pub format: &'static str,
-    /// A tool's schema inside `tools[i]`.
-    pub tool_schema: &'static str,
-}
-
-impl SchemaFields {
-    pub const CHAT: Self = Self {
-        format: "response_format",
-        tool_schema: "function.parameters",
-    };
-    pub const RESPONSES: Self = Self {
-        format: "text.format",
-        tool_schema: "parameters",
-    };
-    pub const MESSAGES: Self = Self {
-        format: "output_config.format",
-        tool_schema: "input_schema",
-    };
-}
-
-/// Checks the tool fields and decides how the request runs; `fields`: where the API keeps its
-/// schemas, for errors about them.
+/// Checks the tool fields and decides how the request runs; `fields`: the API's names, for
+/// errors about its schemas.
 pub fn plan(
     tools: Option<&[Value]>,
     tool_choice: Option<&Value>,
     parallel_tool_calls: Option<bool>,
     response_format: Option<&ResponseFormat>,
     config: &ServerConfig,
-    fields: SchemaFields,
+    fields: &FieldNames,
 ) -> ApiResult<ToolPlan> {
     let tools = tools.unwrap_or_default();
     if tools.len() > config.limits.max_tools {
@@ -283,7 +260,7 @@ mod tests {
             parallel_tool_calls,
             response_format,
             config,
-            SchemaFields::CHAT,
+            &FieldNames::CHAT,
         )
     }
 
@@ -377,7 +354,7 @@ mod tests {
             None,
             Some(&format),
             &config(false),
-            SchemaFields::RESPONSES,
+            &FieldNames::RESPONSES,
         )
         .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("text.format"));

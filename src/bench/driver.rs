@@ -120,7 +120,7 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
             .collect();
         let run = run_load(&endpoint, &shape, prompts, &load)
             .await
-            .map_err(Error::invalid_request)?;
+            .map_err(Error::config)?;
         let metrics = compute(&run.outcomes, &client_lens, run.duration, &opts.percentiles);
         let result = BenchResult {
             config: RunConfig {

@@ -124,22 +124,22 @@ fn parse_endpoint(value: &str) -> std::result::Result<EndpointKind, String> {
 impl BenchArgs {
     fn options(&self) -> Result<Options> {
         if self.num_prompts == 0 || self.input_len == 0 || self.output_len == 0 {
-            return Err(Error::invalid_request(
+            return Err(Error::config(
                 "--num-prompts, --input-len and --output-len must be at least 1",
             ));
         }
         if self.max_concurrency == Some(0) || self.sweep_concurrency.contains(&0) {
-            return Err(Error::invalid_request("a concurrency of 0 sends nothing"));
+            return Err(Error::config("a concurrency of 0 sends nothing"));
         }
         if !(self.request_timeout > 0.0 && self.request_timeout.is_finite()) {
-            return Err(Error::invalid_request("--request-timeout must be positive"));
+            return Err(Error::config("--request-timeout must be positive"));
         }
         if let Some(p) = self
             .metric_percentiles
             .iter()
             .find(|p| !(0.0..=100.0).contains(*p))
         {
-            return Err(Error::invalid_request(format!(
+            return Err(Error::config(format!(
                 "--metric-percentiles: {p} is not between 0 and 100"
             )));
         }

@@ -6,7 +6,7 @@
 use super::info::EngineInfo;
 use super::request::GenerationRequest;
 use super::rules;
-use crate::error::Result;
+use crate::error::{RequestPart, Result};
 use crate::sampling::SamplingParams;
 
 #[derive(Debug, Clone)]
@@ -16,13 +16,13 @@ impl CheckedRequest {
     /// `request` if it fits the engine `info` describes: a prompt of at least one token that
     /// leaves room for one more, and every prompt and stop token id in the vocabulary.
     pub fn new(request: GenerationRequest, info: &EngineInfo) -> Result<Self> {
-        rules::prompt_fits(request.prompt_ids.len(), info.max_model_len, "prompt")?;
+        rules::prompt_fits(request.prompt_ids.len(), info.max_model_len)?;
         let vocab = info.vocab_size;
         for &id in &request.prompt_ids {
-            rules::token_id(i64::from(id), vocab, "prompt")?;
+            rules::token_id(i64::from(id), vocab, RequestPart::Prompt)?;
         }
         for &id in &request.stop_token_ids {
-            rules::token_id(i64::from(id), vocab, "stop_token_ids")?;
+            rules::token_id(i64::from(id), vocab, RequestPart::StopTokenIds)?;
         }
         Ok(Self(request))
     }

@@ -18,7 +18,7 @@ use super::request_state::RequestState;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::wake::ReadWake;
 use super::worker::{self, Liveness};
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestPart, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
 use crate::model::{KvCache, Qwen3Model};
 use crate::tokenizer::Tokenizer;
@@ -82,7 +82,7 @@ impl EngineHandle {
     ) -> Result<Self> {
         config
             .validate(model.config().max_position_embeddings)
-            .map_err(Error::invalid_request)?;
+            .map_err(Error::config)?;
         let backend = config.attention_backend.resolve(model.device())?;
         let config = EngineConfig {
             attention_backend: backend,
@@ -204,7 +204,7 @@ impl EngineHandle {
         match &self.guided {
             Ok(factory) => factory.compile(spec).map(Some),
             Err(why) => Err(Error::invalid(
-                "response_format",
+                RequestPart::OutputConstraint,
                 format!("structured outputs are not available with this tokenizer: {why}"),
             )),
         }

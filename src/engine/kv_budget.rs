@@ -66,9 +66,7 @@ pub fn check_fraction(fraction: f64) -> Result<()> {
     if fraction > 0.0 && fraction <= 1.0 {
         Ok(())
     } else {
-        Err(Error::invalid_request(
-            "--gpu-memory-utilization must be in (0, 1]",
-        ))
+        Err(Error::config("--gpu-memory-utilization must be in (0, 1]"))
     }
 }
 

@@ -8,14 +8,13 @@ use tokio::sync::oneshot;
 
 use super::matcher::{GuidedFactory, GuidedMatcher};
 use super::spec::GuidedDecoding;
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestPart, Result};
 
-/// What one request asks compiled: its constraint, the field errors name, and how many
-/// choices need a matcher (compiled once, then forked).
+/// What one request asks compiled: its constraint, and how many choices need a matcher
+/// (compiled once, then forked).
 #[derive(Debug)]
 pub struct CompileJob {
     pub spec: Arc<GuidedDecoding>,
-    pub param: String,
     pub copies: usize,
 }
 
@@ -43,7 +42,7 @@ pub fn spawn(
 /// Compiles on the calling thread (whose stack must be large enough: see the module docs).
 pub fn compile(factory: &GuidedFactory, job: &CompileJob) -> Result<Vec<GuidedMatcher>> {
     let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let first = factory.compile_for(&job.spec, &job.param)?;
+        let first = factory.compile(&job.spec)?;
         let mut all = Vec::with_capacity(job.copies.max(1));
         for _ in 1..job.copies {
             all.push(first.fork());
@@ -53,7 +52,7 @@ pub fn compile(factory: &GuidedFactory, job: &CompileJob) -> Result<Vec<GuidedMa
     }));
     compiled.unwrap_or_else(|_| {
         Err(Error::invalid(
-            job.param.clone(),
+            RequestPart::OutputConstraint,
             "the grammar engine could not compile this schema; simplify it",
         ))
     })

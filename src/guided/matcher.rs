@@ -10,7 +10,7 @@ use llguidance::{Matcher, ParserFactory};
 use super::grammar::top_level_grammar;
 use super::spec::GuidedDecoding;
 use super::vocab::VocabEnv;
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestPart, Result};
 use crate::sampling::TokenMask;
 use crate::tokenizer::Tokenizer;
 
@@ -74,22 +74,15 @@ impl GuidedFactory {
     }
 
     /// A fresh matcher for `spec`. A schema or grammar that does not compile is the client's
-    /// error: `InvalidRequest` naming `response_format` (JSON) or `tools` (Lark grammars,
-    /// which the API builds for forced tool calls), with llguidance's explanation.
+    /// error: `InvalidRequest` about the [`RequestPart::OutputConstraint`] (the API names its
+    /// field: a response format, or the tools a forced call's grammar came from), with
+    /// llguidance's explanation. The first mask is computed here too: a grammar whose very
+    /// first step exceeds llguidance's per-step limits (an object with hundreds of optional
+    /// properties) is refused now, as the client's error, instead of failing on the engine
+    /// thread; the mask is kept for the first step.
     pub fn compile(&self, spec: &GuidedDecoding) -> Result<GuidedMatcher> {
-        let param = match spec {
-            GuidedDecoding::Lark(_) => "tools",
-            _ => "response_format",
-        };
-        self.compile_for(spec, param)
-    }
-
-    /// [`Self::compile`] with errors naming `param`. The first mask is computed here too: a
-    /// grammar whose very first step exceeds llguidance's per-step limits (an object with
-    /// hundreds of optional properties) is refused now, as the client's error, instead of
-    /// failing on the engine thread; the mask is kept for the first step.
-    pub fn compile_for(&self, spec: &GuidedDecoding, param: &str) -> Result<GuidedMatcher> {
-        let invalid = |e: String| Error::invalid(param, format!("invalid {}: {e}", what(spec)));
+        let part = RequestPart::OutputConstraint;
+        let invalid = |e: String| Error::invalid(part, format!("invalid {}: {e}", what(spec)));
         let grammar = top_level_grammar(spec).map_err(invalid)?;
         // llguidance reports bad input as errors; a panic on some odd input must still not
         // take the caller down.
@@ -112,7 +105,7 @@ impl GuidedFactory {
         });
         let first = first.map_err(|e| {
             Error::invalid(
-                param,
+                part,
                 format!(
                     "the {} is too complex for the grammar engine: its first steps fail ({}). \
                      An object with hundreds of optional properties, or a long anyOf or \
@@ -140,7 +133,7 @@ pub struct GuidedMatcher {
     matcher: Matcher,
     vocab_size: usize,
     /// The mask for the first step, computed at compile time (see
-    /// [`GuidedFactory::compile_for`]).
+    /// [`GuidedFactory::compile`]).
     first_mask: Option<TokenMask>,
 }
 

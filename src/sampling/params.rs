@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::generation_config::GenerationDefaults;
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestPart, Result};
 
 /// Below this temperature a request is greedy (vLLM's `_SAMPLING_EPS`).
 pub const GREEDY_TEMPERATURE: f32 = 1e-5;
@@ -37,12 +37,9 @@ pub struct SamplingOverrides {
     pub logit_bias: Option<HashMap<String, f64>>,
     /// `-1` means "no seed", as in vLLM; any other value seeds the sequence's generator.
     pub seed: Option<i64>,
-    /// Completions-API style `logprobs: n` (alternatives per token). Errors name `logprobs`.
+    /// Alternatives to report per token (completions' `logprobs: n`, chat's `top_logprobs: n`;
+    /// a chat request with `logprobs: true` and no `top_logprobs` asks for `Some(0)`).
     pub logprobs: Option<i64>,
-    /// Chat-API style `top_logprobs: n`; when set it is the count used, and errors name
-    /// `top_logprobs`. A chat handler that got `logprobs: true` without `top_logprobs` sets this
-    /// to `Some(0)`.
-    pub top_logprobs: Option<i64>,
 }
 
 /// The resolved, validated parameters one sequence is sampled with.
@@ -132,27 +129,23 @@ impl SamplingParams {
 
         check_temperature(temperature)?;
         if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(Error::invalid(
-                "top_p",
-                format!("top_p must be in (0, 1], got {top_p}."),
+            return Err(Error::out_of_range(
+                RequestPart::TopP,
+                format!("must be in (0, 1], got {top_p}."),
             ));
         }
         if top_k < -1 {
-            return Err(Error::invalid(
-                "top_k",
-                format!("top_k must be -1 or 0 (disabled), or at least 1, got {top_k}."),
+            return Err(Error::out_of_range(
+                RequestPart::TopK,
+                format!("must be -1 or 0 (disabled), or at least 1, got {top_k}."),
             ));
         }
         check_min_p(min_p)?;
-        check_penalty("presence_penalty", presence_penalty)?;
-        check_penalty("frequency_penalty", frequency_penalty)?;
+        check_penalty(RequestPart::PresencePenalty, presence_penalty)?;
+        check_penalty(RequestPart::FrequencyPenalty, frequency_penalty)?;
         check_repetition_penalty(repetition_penalty)?;
 
-        let logprobs = match (request.top_logprobs, request.logprobs) {
-            (Some(n), _) => Some(check_logprobs("top_logprobs", n)?),
-            (None, Some(n)) => Some(check_logprobs("logprobs", n)?),
-            (None, None) => None,
-        };
+        let logprobs = request.logprobs.map(check_logprobs).transpose()?;
         let logit_bias = match &request.logit_bias {
             Some(map) => parse_logit_bias(map, vocab_size)?,
             None => Vec::new(),
@@ -188,27 +181,24 @@ impl SamplingParams {
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
         check_temperature(self.temperature)?;
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid(
-                "top_p",
-                format!("top_p must be in (0, 1], got {}.", self.top_p),
+            return Err(Error::out_of_range(
+                RequestPart::TopP,
+                format!("must be in (0, 1], got {}.", self.top_p),
             ));
         }
         check_min_p(self.min_p)?;
-        check_penalty("presence_penalty", self.presence_penalty)?;
-        check_penalty("frequency_penalty", self.frequency_penalty)?;
+        check_penalty(RequestPart::PresencePenalty, self.presence_penalty)?;
+        check_penalty(RequestPart::FrequencyPenalty, self.frequency_penalty)?;
         check_repetition_penalty(self.repetition_penalty)?;
         if let Some(n) = self.logprobs {
-            check_logprobs("logprobs", n as i64)?;
+            check_logprobs(n as i64)?;
         }
         for &(id, bias) in &self.logit_bias {
             if id as usize >= vocab_size {
                 return Err(out_of_vocab(id, vocab_size));
             }
             if !bias.is_finite() {
-                return Err(Error::invalid(
-                    "logit_bias",
-                    format!("logit_bias value for token {id} must be a finite number."),
-                ));
+                return Err(not_finite_bias(id));
             }
         }
         Ok(())
@@ -235,15 +225,15 @@ impl SamplingParams {
 
 fn check_temperature(t: f32) -> Result<()> {
     if !t.is_finite() {
-        return Err(Error::invalid(
-            "temperature",
-            format!("temperature must be a finite number, got {t}."),
+        return Err(Error::out_of_range(
+            RequestPart::Temperature,
+            format!("must be a finite number, got {t}."),
         ));
     }
     if !(0.0..=MAX_TEMPERATURE).contains(&t) {
-        return Err(Error::invalid(
-            "temperature",
-            format!("temperature must be in [0, {MAX_TEMPERATURE}], got {t}."),
+        return Err(Error::out_of_range(
+            RequestPart::Temperature,
+            format!("must be in [0, {MAX_TEMPERATURE}], got {t}."),
         ));
     }
     Ok(())
@@ -251,19 +241,19 @@ fn check_temperature(t: f32) -> Result<()> {
 
 fn check_min_p(p: f32) -> Result<()> {
     if !(0.0..=1.0).contains(&p) {
-        return Err(Error::invalid(
-            "min_p",
-            format!("min_p must be in [0, 1], got {p}."),
+        return Err(Error::out_of_range(
+            RequestPart::MinP,
+            format!("must be in [0, 1], got {p}."),
         ));
     }
     Ok(())
 }
 
-fn check_penalty(param: &str, v: f32) -> Result<()> {
+fn check_penalty(part: RequestPart, v: f32) -> Result<()> {
     if !(-2.0..=2.0).contains(&v) {
-        return Err(Error::invalid(
-            param,
-            format!("{param} must be in [-2, 2], got {v}."),
+        return Err(Error::out_of_range(
+            part,
+            format!("must be in [-2, 2], got {v}."),
         ));
     }
     Ok(())
@@ -271,19 +261,19 @@ fn check_penalty(param: &str, v: f32) -> Result<()> {
 
 fn check_repetition_penalty(r: f32) -> Result<()> {
     if !(r.is_finite() && r > 0.0) {
-        return Err(Error::invalid(
-            "repetition_penalty",
-            format!("repetition_penalty must be a finite number greater than zero, got {r}."),
+        return Err(Error::out_of_range(
+            RequestPart::RepetitionPenalty,
+            format!("must be a finite number greater than zero, got {r}."),
         ));
     }
     Ok(())
 }
 
-fn check_logprobs(param: &str, n: i64) -> Result<usize> {
+fn check_logprobs(n: i64) -> Result<usize> {
     if !(0..=MAX_LOGPROBS as i64).contains(&n) {
-        return Err(Error::invalid(
-            param,
-            format!("{param} must be between 0 and {MAX_LOGPROBS}, got {n}."),
+        return Err(Error::out_of_range(
+            RequestPart::Logprobs,
+            format!("must be between 0 and {MAX_LOGPROBS}, got {n}."),
         ));
     }
     Ok(n as usize)
@@ -291,8 +281,15 @@ fn check_logprobs(param: &str, n: i64) -> Result<usize> {
 
 fn out_of_vocab(id: u32, vocab_size: usize) -> Error {
     Error::invalid(
-        "logit_bias",
+        RequestPart::LogitBias,
         format!("logit_bias token id {id} is out of the vocabulary (size {vocab_size})."),
+    )
+}
+
+fn not_finite_bias(id: u32) -> Error {
+    Error::invalid(
+        RequestPart::LogitBias,
+        format!("logit_bias value for token {id} must be a finite number."),
     )
 }
 
@@ -306,7 +303,7 @@ fn parse_logit_bias(map: &HashMap<String, f64>, vocab_size: usize) -> Result<Vec
         let bias = map[key];
         let id: u32 = key.trim().parse().map_err(|_| {
             Error::invalid(
-                "logit_bias",
+                RequestPart::LogitBias,
                 format!("logit_bias key {key:?} is not a token id (a non-negative integer)."),
             )
         })?;
@@ -314,10 +311,7 @@ fn parse_logit_bias(map: &HashMap<String, f64>, vocab_size: usize) -> Result<Vec
             return Err(out_of_vocab(id, vocab_size));
         }
         if !bias.is_finite() {
-            return Err(Error::invalid(
-                "logit_bias",
-                format!("logit_bias value for token {id} must be a finite number."),
-            ));
+            return Err(not_finite_bias(id));
         }
         out.push((id, (bias as f32).clamp(-MAX_LOGIT_BIAS, MAX_LOGIT_BIAS)));
     }
@@ -351,11 +345,9 @@ mod tests {
         }
     }
 
-    fn param_of(err: Error) -> String {
-        match err {
-            Error::InvalidRequest { param, .. } => param.unwrap_or_default(),
-            other => panic!("expected an invalid-request error, got {other:?}"),
-        }
+    fn part_of(err: &Error) -> RequestPart {
+        err.request_part()
+            .unwrap_or_else(|| panic!("expected a refusal of a request part, got {err:?}"))
     }
 
     #[test]
@@ -434,112 +426,113 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_param() {
+    fn validation_names_the_part() {
         let d = GenerationDefaults::default();
-        let cases: Vec<(SamplingOverrides, &str)> = vec![
+        let cases: Vec<(SamplingOverrides, RequestPart)> = vec![
             (
                 SamplingOverrides {
                     temperature: Some(-0.1),
                     ..Default::default()
                 },
-                "temperature",
+                RequestPart::Temperature,
             ),
             (
                 SamplingOverrides {
                     temperature: Some(2.5),
                     ..Default::default()
                 },
-                "temperature",
+                RequestPart::Temperature,
             ),
             (
                 SamplingOverrides {
                     temperature: Some(f64::NAN),
                     ..Default::default()
                 },
-                "temperature",
+                RequestPart::Temperature,
             ),
             (
                 SamplingOverrides {
                     top_p: Some(0.0),
                     ..Default::default()
                 },
-                "top_p",
+                RequestPart::TopP,
             ),
             (
                 SamplingOverrides {
                     top_p: Some(1.01),
                     ..Default::default()
                 },
-                "top_p",
+                RequestPart::TopP,
             ),
             (
                 SamplingOverrides {
                     top_k: Some(-2),
                     ..Default::default()
                 },
-                "top_k",
+                RequestPart::TopK,
             ),
             (
                 SamplingOverrides {
                     min_p: Some(1.5),
                     ..Default::default()
                 },
-                "min_p",
+                RequestPart::MinP,
             ),
             (
                 SamplingOverrides {
                     presence_penalty: Some(2.1),
                     ..Default::default()
                 },
-                "presence_penalty",
+                RequestPart::PresencePenalty,
             ),
             (
                 SamplingOverrides {
                     frequency_penalty: Some(-3.0),
                     ..Default::default()
                 },
-                "frequency_penalty",
+                RequestPart::FrequencyPenalty,
             ),
             (
                 SamplingOverrides {
                     repetition_penalty: Some(0.0),
                     ..Default::default()
                 },
-                "repetition_penalty",
+                RequestPart::RepetitionPenalty,
             ),
             (
                 SamplingOverrides {
                     logprobs: Some(21),
                     ..Default::default()
                 },
-                "logprobs",
+                RequestPart::Logprobs,
             ),
             (
                 SamplingOverrides {
-                    top_logprobs: Some(-1),
+                    logprobs: Some(-1),
                     ..Default::default()
                 },
-                "top_logprobs",
+                RequestPart::Logprobs,
             ),
             (
                 SamplingOverrides {
                     logit_bias: Some(HashMap::from([("1000".to_string(), 1.0)])),
                     ..Default::default()
                 },
-                "logit_bias",
+                RequestPart::LogitBias,
             ),
             (
                 SamplingOverrides {
                     logit_bias: Some(HashMap::from([("abc".to_string(), 1.0)])),
                     ..Default::default()
                 },
-                "logit_bias",
+                RequestPart::LogitBias,
             ),
         ];
-        for (req, param) in cases {
+        for (req, part) in cases {
             let err = SamplingParams::resolve(&d, &req, VOCAB).unwrap_err();
-            assert!(!err.to_string().is_empty());
-            assert_eq!(param_of(err), param, "{req:?}");
+            assert_eq!(part_of(&err), part, "{req:?}");
+            // The engine's own wording names the part as vLLM's completions API does.
+            assert!(err.to_string().starts_with(part.name()), "{err}");
         }
     }
 
@@ -576,10 +569,9 @@ mod tests {
     }
 
     #[test]
-    fn top_logprobs_wins_over_logprobs_and_seed_minus_one_is_none() {
+    fn logprobs_are_kept_and_seed_minus_one_is_none() {
         let req = SamplingOverrides {
-            logprobs: Some(3),
-            top_logprobs: Some(5),
+            logprobs: Some(5),
             seed: Some(-1),
             ..Default::default()
         };

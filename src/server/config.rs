@@ -27,9 +27,7 @@ fn check_sizes(args: &ServeArgs) -> Result<()> {
     ];
     for (flag, value) in sizes {
         if value == Some(0) {
-            return Err(Error::invalid_request(format!(
-                "{flag} must be positive, got 0"
-            )));
+            return Err(Error::config(format!("{flag} must be positive, got 0")));
         }
     }
     Ok(())
@@ -45,7 +43,7 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         None | Some("qwen3") | Some("deepseek_r1") => true,
         Some("none") => false,
         Some(other) => {
-            return Err(Error::invalid_request(format!(
+            return Err(Error::config(format!(
                 "--reasoning-parser {other}: unknown parser (available: qwen3, none)"
             )));
         }
@@ -54,13 +52,13 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         None | Some("hermes") => true,
         Some("none") => false,
         Some(other) => {
-            return Err(Error::invalid_request(format!(
+            return Err(Error::config(format!(
                 "--tool-call-parser {other}: unknown parser (available: hermes, none)"
             )));
         }
     };
     if args.enable_auto_tool_choice && !tool_parser {
-        return Err(Error::invalid_request(
+        return Err(Error::config(
             "--enable-auto-tool-choice needs a tool-call parser (hermes)",
         ));
     }
@@ -114,14 +112,14 @@ fn grammar_limits(args: &ServeArgs) -> Result<GrammarLimits> {
         if (1..=max).contains(&n) {
             Ok(n)
         } else {
-            Err(Error::invalid_request(format!(
+            Err(Error::config(format!(
                 "{flag} must be between 1 and {max}, got {n}"
             )))
         }
     };
     let seconds = args.grammar_compile_timeout;
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
-        return Err(Error::invalid_request(format!(
+        return Err(Error::config(format!(
             "--grammar-compile-timeout must be between 0 and 3600 seconds, got {seconds}"
         )));
     }
@@ -151,10 +149,10 @@ fn transport_limits(args: &ServeArgs) -> Result<TransportLimits> {
             .unwrap_or(usize::MAX),
     };
     if limits.max_connections == 0 {
-        return Err(Error::invalid_request("--max-connections must be positive"));
+        return Err(Error::config("--max-connections must be positive"));
     }
     if limits.max_buffered_body_bytes < 1 << 20 {
-        return Err(Error::invalid_request(format!(
+        return Err(Error::config(format!(
             "--max-buffered-body-bytes must be at least 1MiB, got {}",
             args.max_buffered_body_bytes
         )));
@@ -167,7 +165,7 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
     if value.is_finite() && value > 0.0 && value <= 86_400.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(Error::invalid_request(format!(
+        Err(Error::config(format!(
             "{flag} must be between 0 and 86400 seconds, got {value}"
         )))
     }
@@ -178,7 +176,7 @@ fn keep_alive(seconds: f64) -> Result<Duration> {
     if seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0 {
         Ok(Duration::from_secs_f64(seconds))
     } else {
-        Err(Error::invalid_request(format!(
+        Err(Error::config(format!(
             "--sse-keep-alive must be between 0 and 3600 seconds, got {seconds}"
         )))
     }
@@ -189,7 +187,7 @@ pub fn parse_origins(value: &str) -> Result<Vec<String>> {
     let value = value.trim();
     let origins: Vec<String> = if value.starts_with('[') {
         serde_json::from_str(value).map_err(|e| {
-            Error::invalid_request(format!(
+            Error::config(format!(
                 "--allowed-origins: not a JSON list of strings: {e}"
             ))
         })?

@@ -20,7 +20,7 @@ use crate::weights::ModelSource;
 /// Loads the checkpoint, tokenizer, template and sampling defaults, and starts the engine.
 pub fn load(args: &ServeArgs) -> Result<Ready> {
     if args.tensor_parallel_size != 1 {
-        return Err(Error::invalid_request(
+        return Err(Error::config(
             "--tensor-parallel-size must be 1: tealight runs one device",
         ));
     }
@@ -61,9 +61,7 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     config.attention_backend = args.attention_backend.resolve(&device)?;
     config.sampler = args.sampler;
     config.stream_buffer_events = args.stream_buffer_events;
-    config.stream_stall_timeout = args
-        .stream_stall_timeout()
-        .map_err(Error::invalid_request)?;
+    config.stream_stall_timeout = args.stream_stall_timeout().map_err(Error::config)?;
     config.report_cached_tokens = !args.no_report_cached_tokens;
     let context_limit = args.max_model_len.unwrap_or(cfg.max_position_embeddings);
     let kv_bytes = match kv_bytes(budget, &cfg, kv_dtype_size) {

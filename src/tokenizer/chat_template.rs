@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::jinja;
 use super::messages::template_messages;
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestPart, Result};
 
 /// The named special tokens transformers passes to every template (`special_tokens_map`).
 const SPECIAL_TOKEN_NAMES: [&str; 7] = [
@@ -215,7 +215,7 @@ impl ChatTemplate {
             })
             .ok_or_else(|| {
                 Error::invalid(
-                    "messages",
+                    RequestPart::Prompt,
                     "continue_final_message needs a final message with text content",
                 )
             })?;
@@ -326,7 +326,10 @@ fn read_json(path: &Path) -> Result<Value> {
 
 fn non_empty(messages: &[Value]) -> Result<&[Value]> {
     if messages.is_empty() {
-        return Err(Error::invalid("messages", "messages must not be empty"));
+        return Err(Error::invalid(
+            RequestPart::Prompt,
+            "the conversation has no messages",
+        ));
     }
     Ok(messages)
 }

@@ -12,7 +12,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestPart, Result};
 
 /// Separator between the text parts of one message's content, as vLLM joins them.
 pub const CONTENT_PART_SEPARATOR: &str = "\n";
@@ -132,7 +132,7 @@ pub fn template_messages(messages: &[Value]) -> Result<Vec<Value>> {
 }
 
 fn invalid(message: String) -> Error {
-    Error::invalid("messages", message)
+    Error::invalid(RequestPart::Prompt, message)
 }
 
 #[cfg(test)]
@@ -171,10 +171,10 @@ mod tests {
         for message in bad {
             match prepare_messages(std::slice::from_ref(&message)) {
                 Err(Error::InvalidRequest {
-                    param,
+                    part,
                     message: text,
                 }) => {
-                    assert_eq!(param.as_deref(), Some("messages"), "{text}");
+                    assert_eq!(part, RequestPart::Prompt, "{text}");
                 }
                 other => panic!("{message}: expected InvalidRequest, got {other:?}"),
             }

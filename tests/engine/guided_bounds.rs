@@ -54,7 +54,6 @@ fn compile_on_sized_stack(
 ) -> tealight::error::Result<Vec<tealight::guided::GuidedMatcher>> {
     let job = CompileJob {
         spec: Arc::new(GuidedDecoding::JsonSchema(schema)),
-        param: "response_format".into(),
         copies,
     };
     let rx = compile_thread::spawn(factory.clone(), job, compile_stack_bytes(limits), ()).unwrap();
@@ -101,8 +100,8 @@ fn raised_bounds_get_a_stack_to_match() {
     // per-step limit (it failed on the engine thread, a 500): now the client's error.
     for n in [600, 7000] {
         match compile_on_sized_stack(&f, &limits, object(n, false, "p"), 1) {
-            Err(Error::InvalidRequest { message, param }) => {
-                assert_eq!(param.as_deref(), Some("response_format"));
+            Err(Error::InvalidRequest { message, part }) => {
+                assert_eq!(part, tealight::RequestPart::OutputConstraint);
                 assert!(message.contains("mark properties required"), "{message}");
                 assert!(message.contains("max is 2000") && !message.contains('\n'));
             }
@@ -152,7 +151,6 @@ fn stack_probe() {
     let f = factory();
     let job = CompileJob {
         spec: Arc::new(GuidedDecoding::JsonSchema(schema)),
-        param: "response_format".into(),
         copies: 1,
     };
     let rx = compile_thread::spawn(f, job, env("STACK_KIB", 2048) << 10, ()).unwrap();

@@ -76,10 +76,11 @@ fn support(logits: &[f32], s: RowSpec, device: bool) -> Vec<u32> {
     ids
 }
 
+/// The engine's name for the refused part (vLLM's completions field).
 fn param_of(err: Error) -> String {
-    match err {
-        Error::InvalidRequest { param, .. } => param.unwrap_or_default(),
-        other => panic!("expected an invalid-request error, got {other:?}"),
+    match err.request_part() {
+        Some(part) => part.name().to_owned(),
+        None => panic!("expected a refusal of a request part, got {err:?}"),
     }
 }
 
@@ -707,10 +708,10 @@ fn validation_errors_name_the_param() {
     );
     assert_eq!(
         bad(SamplingOverrides {
-            top_logprobs: Some(50),
+            logprobs: Some(50),
             ..Default::default()
         }),
-        "top_logprobs"
+        "logprobs"
     );
     assert_eq!(
         bad(SamplingOverrides {

@@ -464,6 +464,70 @@ fn bad_inputs_table() {
     assert_eq!(s.get("/health").status, 200);
 }
 
+/// The engine refuses request parts (the output limit, a sampling value, the prompt); each API
+/// tells the client in its own field names, in `param` and in the message.
+#[test]
+fn engine_refusals_name_each_apis_own_fields() {
+    let s = server();
+    let msgs = hello();
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"messages": msgs, "max_completion_tokens": 0}),
+            "max_completion_tokens",
+            "max_completion_tokens must be at least 1, got 0.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": msgs, "max_tokens": 0}),
+            "max_tokens",
+            "max_tokens must be at least 1, got 0.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": msgs, "logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+            "top_logprobs must be between 0 and 20, got 21.",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "x", "logprobs": 21}),
+            "logprobs",
+            "logprobs must be between 0 and 20, got 21.",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": [[5, 999999999]]}),
+            "prompt",
+            "token id 999999999 is out of the vocabulary",
+        ),
+        (
+            "/v1/responses",
+            json!({"input": "x", "max_output_tokens": 0}),
+            "max_output_tokens",
+            "max_output_tokens must be at least 1, got 0.",
+        ),
+        (
+            "/v1/responses",
+            json!({"input": "x", "top_p": 0}),
+            "top_p",
+            "top_p must be in (0, 1], got 0.",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": msgs, "stop_token_ids": [999999999]}),
+            "stop_token_ids",
+            "token id 999999999 is out of the vocabulary",
+        ),
+    ];
+    for (path, body, param, message) in cases {
+        let r = s.post(path, &body);
+        assert_error(&r, 400, "BadRequestError", Some(param));
+        let text = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(text.starts_with(message), "{path} {body}: {text}");
+    }
+}
+
 /// A request announcing a body of `bytes`: refused from its headers, before the body is read
 /// (raw TCP, since a client still writing the body would see the connection close).
 fn too_large(s: &TestServer, bytes: usize) -> Reply {

@@ -16,11 +16,11 @@ use super::render::MessageRenderer;
 use super::types::{CountTokensRequest, MessagesRequest, OutputConfig, ThinkingConfig};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiJsonWith};
+use crate::api::field_names::FieldNames;
 use crate::api::generate::{self, Generation, MaxTokens, PromptSpec};
 use crate::api::output;
 use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready};
-use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::api::types::sampling::SamplingFields;
 use crate::tokenizer::PromptEnd;
@@ -47,13 +47,13 @@ pub async fn create(
         spec.response_format = response_format.as_ref();
         let prompt = generate::render(ready, config, &spec)?;
         let generation = Generation {
-            max_tokens: MaxTokens::Clamped(req.max_tokens, "max_tokens"),
+            max_tokens: MaxTokens::Clamped(req.max_tokens),
             stop: req.stop_sequences.clone().unwrap_or_default(),
             sampling: sampling.into_overrides(),
             cache_salt,
         };
         let fields = generation.into_fields(ready, &prompt);
-        let requests = generate::build(ready, config, &prompt, fields, None)?;
+        let requests = generate::build(ready, config, &prompt, fields, false)?;
         Ok((prompt, requests))
     })
     .await
@@ -110,8 +110,7 @@ fn prompt_spec<'a>(form: &'a ChatForm, thinking: Option<&ThinkingConfig>) -> Pro
         template_kwargs: None,
         enable_thinking: Some(ThinkingConfig::enabled(thinking)),
         end: PromptEnd::Generation(true),
-        prompt_param: "messages",
-        schema_fields: SchemaFields::MESSAGES,
+        names: FieldNames::MESSAGES,
     }
 }
 

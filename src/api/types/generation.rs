@@ -27,30 +27,17 @@ pub struct SharedGenerationFields {
     pub cache_salt: Option<String>,
 }
 
-/// How the API asks for logprobs: completions' `logprobs: n`, or chat's `top_logprobs: n`
-/// (set when `logprobs: true`). Errors name the field the client used.
-#[derive(Debug, Clone, Copy)]
-pub enum LogprobsField {
-    None,
-    Completions(Option<i64>),
-    Chat(i64),
-}
-
 impl SharedGenerationFields {
     /// The fields for [`crate::api::request_builder::build`]: the request's sampling fields,
-    /// `max_tokens` with the name the client used, the logprobs the API asked for, and the salted `cache_salt`.
+    /// its output limit, the alternatives per token it asked logprobs for, and the salted
+    /// `cache_salt`.
     pub fn into_fields(
         self,
         sampling: SamplingFields,
-        max_tokens: Option<(i64, &'static str)>,
-        logprobs: LogprobsField,
+        max_tokens: Option<i64>,
+        logprobs: Option<i64>,
         cache_salt: Option<String>,
     ) -> GenerationFields {
-        let (logprobs, top_logprobs) = match logprobs {
-            LogprobsField::None => (None, None),
-            LogprobsField::Completions(n) => (n, None),
-            LogprobsField::Chat(n) => (None, Some(n)),
-        };
         GenerationFields {
             max_tokens,
             min_tokens: self.min_tokens,
@@ -63,7 +50,6 @@ impl SharedGenerationFields {
             sampling: SamplingOverrides {
                 logit_bias: self.logit_bias,
                 logprobs,
-                top_logprobs,
                 ..sampling.into_overrides()
             },
             cache_salt,

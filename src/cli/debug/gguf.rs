@@ -22,7 +22,7 @@ pub struct GgufArgs {
 
 pub fn run(args: GgufArgs) -> Result<()> {
     let plan = TypePlan::parse(&args.plan).ok_or_else(|| {
-        Error::invalid_request(format!(
+        Error::config(format!(
             "unknown --type {:?} (f32, f16, bf16, q8_0, q4_k, q5_k, q6_k, q4_k_m)",
             args.plan
         ))

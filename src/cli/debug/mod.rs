@@ -170,9 +170,9 @@ fn load(flags: &ModelFlags) -> Result<Loaded> {
 fn logits(args: LogitsArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.prompts)?;
     let prompts: Vec<Vec<u32>> = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid("prompts", format!("{}: {e}", args.prompts.display())))?;
+        .map_err(|e| Error::config(format!("--prompts {}: {e}", args.prompts.display())))?;
     if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) || args.chunk == 0 {
-        return Err(Error::invalid_request(
+        return Err(Error::config(
             "need non-empty prompts and a positive --chunk",
         ));
     }

@@ -10,13 +10,13 @@ use axum::response::Response;
 use super::delivery::Delivery;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJsonWith;
+use crate::api::field_names::FieldNames;
 use crate::api::generate::{self, PromptSpec};
 use crate::api::output;
 use crate::api::request_builder::{self, check_stream_options, random_id};
 use crate::api::state::{AppState, unix_now};
-use crate::api::tools::SchemaFields;
 use crate::api::types::chat::ChatCompletionRequest;
-use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
+use crate::api::types::generation::SharedGenerationFields;
 use crate::api::types::sampling::SamplingFields;
 use crate::tokenizer::PromptEnd;
 use render::{ChatContext, ChatRenderer};
@@ -49,17 +49,17 @@ pub async fn create(
             "when using top_logprobs, logprobs must be set to true",
         ));
     }
-    let max_tokens = req
-        .max_completion_tokens
-        .map(|m| (m, "max_completion_tokens"))
-        .or(req.max_tokens.map(|m| (m, "max_tokens")));
-    let logprobs_field = if logprobs {
-        LogprobsField::Chat(req.top_logprobs.unwrap_or(0))
-    } else {
-        LogprobsField::None
+    // Errors about the output limit name the field the client used.
+    let (max_tokens, names) = match req.max_completion_tokens {
+        Some(m) => (
+            Some(m),
+            FieldNames::CHAT.with_output_limit("max_completion_tokens"),
+        ),
+        None => (req.max_tokens, FieldNames::CHAT),
     };
+    let top_logprobs = logprobs.then(|| req.top_logprobs.unwrap_or(0));
     let cache_salt = request_builder::cache_salt(config, &headers, shared.cache_salt.take())?;
-    let fields = shared.into_fields(sampling, max_tokens, logprobs_field, cache_salt);
+    let fields = shared.into_fields(sampling, max_tokens, top_logprobs, cache_salt);
     let streamed = req.stream.unwrap_or(false);
     let end = if continue_final {
         PromptEnd::ContinueFinal
@@ -79,12 +79,10 @@ pub async fn create(
                 template_kwargs: req.chat_template_kwargs.as_ref(),
                 enable_thinking: None,
                 end,
-                prompt_param: "messages",
-                schema_fields: SchemaFields::CHAT,
+                names,
             };
             let prompt = generate::render(ready, config, &spec)?;
-            let collected = (!streamed).then_some("top_logprobs");
-            let requests = generate::build(ready, config, &prompt, fields, collected)?;
+            let requests = generate::build(ready, config, &prompt, fields, !streamed)?;
             Ok((prompt, requests))
         })
         .await?;

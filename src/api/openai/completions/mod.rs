@@ -14,14 +14,16 @@ use super::delivery::Delivery;
 use crate::api::blocking_pool;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJsonWith;
+use crate::api::field_names::{FieldNames, Named};
 use crate::api::output;
 use crate::api::prompt_length;
 use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready, unix_now};
 use crate::api::types::completions::{CompletionRequest, PromptInput};
-use crate::api::types::generation::{LogprobsField, SharedGenerationFields};
+use crate::api::types::generation::SharedGenerationFields;
 use crate::api::types::sampling::SamplingFields;
 use crate::engine::rules;
+use crate::error::RequestPart;
 use render::{CompletionContext, CompletionRenderer};
 
 /// One prompt: its ids and its text (for `echo`).
@@ -73,8 +75,8 @@ pub async fn create(
     let fields = move || {
         shared.clone().into_fields(
             sampling.clone(),
-            Some((req.max_tokens.unwrap_or(16), "max_tokens")),
-            LogprobsField::Completions(req.logprobs),
+            Some(req.max_tokens.unwrap_or(16)),
+            req.logprobs,
             cache_salt.clone(),
         )
     };
@@ -90,14 +92,23 @@ pub async fn create(
             let mut choice_prompts = Vec::new();
             for prompt in prompts(&ready, input, add_special_tokens)? {
                 let prompt = Arc::new(prompt);
-                let built =
-                    request_builder::build(&ready, config, prompt.ids.clone(), "prompt", fields())?;
+                let built = request_builder::build(
+                    &ready,
+                    config,
+                    prompt.ids.clone(),
+                    &FieldNames::COMPLETIONS,
+                    fields(),
+                )?;
                 choice_prompts.extend(built.iter().map(|_| prompt.clone()));
                 requests.extend(built);
             }
             if !streamed {
                 request_builder::check_collected_logprobs(
-                    &ready, config, &requests, echo, "logprobs",
+                    &ready,
+                    config,
+                    &requests,
+                    echo,
+                    &FieldNames::COMPLETIONS,
                 )?;
             }
             Ok::<_, ApiError>((requests, choice_prompts))
@@ -132,8 +143,9 @@ fn prompts(ready: &Ready, input: PromptInput, add_special_tokens: bool) -> ApiRe
     };
     let vocab = ready.vocab_size();
     let from_ids = |ids: Vec<i64>| -> ApiResult<Prompt> {
-        rules::prompt_fits(ids.len(), max_len, "prompt")?;
-        let ids = rules::token_ids(ids, vocab, "prompt")?;
+        let names = &FieldNames::COMPLETIONS;
+        rules::prompt_fits(ids.len(), max_len).named(names)?;
+        let ids = rules::token_ids(ids, vocab, RequestPart::Prompt).named(names)?;
         let text = ready.tokenizer.decode(&ids, false)?;
         Ok(Prompt {
             ids,

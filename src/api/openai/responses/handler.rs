@@ -20,12 +20,12 @@ use super::{fields, references, truncate};
 use crate::api::conversation::ToolCatalog;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJsonWith;
+use crate::api::field_names::FieldNames;
 use crate::api::generate::{self, Generation, MaxTokens, Prompt, PromptSpec};
 use crate::api::output::{self, Renderer};
 use crate::api::request_builder::{self, random_id};
 use crate::api::response_store::{ResponseStore, StoredResponse};
 use crate::api::state::{AppState, Ready, ServerConfig, unix_now};
-use crate::api::tools::SchemaFields;
 use crate::api::types::chat::{JsonSchemaFormat, ResponseFormat};
 use crate::api::types::sampling::SamplingFields;
 use crate::engine::Event;
@@ -47,21 +47,20 @@ pub async fn create(
         move |ready, config, req| {
             let turn = prepare(&store, ready, config, req)?;
             let max_tokens = match req.max_output_tokens {
-                Some(m) => MaxTokens::Exact(m, "max_output_tokens"),
+                Some(m) => MaxTokens::Exact(m),
                 None => MaxTokens::Rest,
             };
             let generation = Generation {
                 max_tokens,
                 stop: Vec::new(),
                 sampling: SamplingOverrides {
-                    top_logprobs: fields::top_logprobs(req),
+                    logprobs: fields::top_logprobs(req),
                     ..sampling.into_overrides()
                 },
                 cache_salt,
             };
             let fields = generation.into_fields(ready, &turn.prompt);
-            let logprobs = fields.sampling.top_logprobs.is_some();
-            let collected = (logprobs && !streamed).then_some("top_logprobs");
+            let collected = fields.sampling.logprobs.is_some() && !streamed;
             let requests = generate::build(ready, config, &turn.prompt, fields, collected)?;
             Ok((turn, requests))
         }
@@ -141,8 +140,7 @@ fn prepare(
                 .filter(|r| r.disables_thinking())
                 .map(|_| false),
             end: PromptEnd::Generation(true),
-            prompt_param: "input",
-            schema_fields: SchemaFields::RESPONSES,
+            names: FieldNames::RESPONSES,
         };
         let prompt = generate::render(ready, config, &spec)?;
         let tokens = prompt.ids.len();
