@@ -112,6 +112,7 @@ fn main() {
                 Event::Delta { token_ids, .. } => generated += token_ids.len(),
                 Event::Finished { .. } => break,
                 Event::Error(e) => panic!("engine error: {e}"),
+                Event::Pooled(_) => panic!("a generation request got a pooled result"),
             }
         }
     }

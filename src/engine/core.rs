@@ -17,7 +17,7 @@ use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::wake::ReadWake;
 use crate::error::Result;
-use crate::model::{KvCache, Qwen3Model};
+use crate::model::{KvCache, Qwen3Model, StepOutput};
 use crate::sampling::{SampledToken, Sampler, SequenceSampler};
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -130,14 +130,25 @@ impl EngineCore {
     /// `Ran` when any request of the step got its token (faults isolated to some rows do not
     /// fail the step); `Failed` when none could (every forward or every sampled row failed).
     fn run(&mut self, plan: &StepPlan) -> StepOutcome {
-        let (computed, logits) = match self.forward_isolated(&plan.chunks) {
+        let (computed, output) = match self.forward_isolated(&plan.chunks) {
             Ok(done) => done,
             Err(why) => return StepOutcome::Failed(why),
         };
         let prompt_tokens = self.scheduler.commit(&computed);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
 
-        let mut rows = self.scheduler.rows_to_sample(&computed);
+        // Rows whose prompt is done: pooling requests end here with what they read, the
+        // others sample their next token. Both keep the order of the step's output rows.
+        let (pooled, mut rows): (Vec<_>, Vec<_>) = self
+            .scheduler
+            .rows_to_sample(&computed)
+            .into_iter()
+            .partition(|e| e.data.pooling.is_some());
+        deliver_pooled(pooled, &output.hidden);
+        if rows.is_empty() {
+            return StepOutcome::Ran;
+        }
+        let logits = output.logits;
         for Entry { core, data } in rows.iter_mut() {
             let banned = data.suppressed_tokens(core.output_len(), &self.eos_ids);
             data.sampler.set_suppressed(banned);
@@ -172,11 +183,11 @@ impl EngineCore {
 
     /// Runs the model on `chunks`. If that fails, retries once as two halves and fails the
     /// requests of a half that fails again. Returns the chunks whose KV is now computed and
-    /// their logits rows, or why nothing was computed (every request of the step has failed).
+    /// their output rows, or why nothing was computed (every request of the step has failed).
     fn forward_isolated(
         &mut self,
         chunks: &[ScheduledChunk],
-    ) -> std::result::Result<(Vec<ScheduledChunk>, Tensor), String> {
+    ) -> std::result::Result<(Vec<ScheduledChunk>, StepOutput), String> {
         let first = match self.forward(chunks) {
             Ok(logits) => return Ok((chunks.to_vec(), logits)),
             Err(e) => e,
@@ -204,32 +215,43 @@ impl EngineCore {
                 }
             }
         }
-        let logits = match pieces.len() {
+        let output = match pieces.len() {
             0 => return Err(last_error),
             1 => pieces.pop().ok_or(last_error)?,
-            _ => Tensor::cat(&pieces, 0).map_err(|e| {
+            _ => join_outputs(&pieces).map_err(|e| {
                 self.fail_chunks(&computed, &format!("engine error: {e}"));
                 e.to_string()
             })?,
         };
-        Ok((computed, logits))
+        Ok((computed, output))
     }
 
-    /// One forward pass over `chunks`: the logits rows of the chunks that finish their input.
-    fn forward(&mut self, chunks: &[ScheduledChunk]) -> Result<Tensor> {
+    /// One forward pass over `chunks`: the output rows of the chunks that finish their input
+    /// (logits, or the hidden state of a pooling request's).
+    fn forward(&mut self, chunks: &[ScheduledChunk]) -> Result<StepOutput> {
         let batch = self.scheduler.batch_input(chunks);
         #[cfg(test)]
         if let Some(faults) = self.faults.as_mut() {
             faults.before_forward(&self.scheduler.ids_of(chunks))?;
         }
-        let logits = self
-            .model
-            .forward(&batch, &self.cache, self.config.attention_backend)?;
+        let pooled: Vec<bool> = chunks
+            .iter()
+            .zip(&batch.chunks)
+            .filter(|(_, c)| c.needs_logits)
+            .map(|(c, _)| self.scheduler.running_at(c.index).data.pooling.is_some())
+            .collect();
+        #[allow(unused_mut)]
+        let mut output = self.model.forward_pooled(
+            &batch,
+            &self.cache,
+            self.config.attention_backend,
+            &pooled,
+        )?;
         #[cfg(test)]
         if let Some(faults) = self.faults.as_mut() {
-            return faults.logits(&self.scheduler.ids_of(chunks), logits);
+            output.logits = faults.logits(&self.scheduler.ids_of(chunks), output.logits)?;
         }
-        Ok(logits)
+        Ok(output)
     }
 
     /// Ends the requests of `chunks` with an error event (their blocks are freed at retire).
@@ -393,6 +415,27 @@ impl EngineCore {
             .set_waiting(self.queued.load(Ordering::Relaxed));
         self.metrics.kv_blocks_used.set(o.blocks_used as i64);
         self.metrics.kv_blocks_total.set(o.blocks_total as i64);
+    }
+}
+
+/// The output rows of two halves of a step, in order.
+fn join_outputs(pieces: &[StepOutput]) -> Result<StepOutput> {
+    let logits: Vec<&Tensor> = pieces.iter().map(|p| &p.logits).collect();
+    let hidden: Vec<&Tensor> = pieces.iter().map(|p| &p.hidden).collect();
+    Ok(StepOutput {
+        logits: Tensor::cat(&logits, 0)?,
+        hidden: Tensor::cat(&hidden, 0)?,
+    })
+}
+
+/// Ends each pooling request of `rows` with its row of `hidden` (in order).
+fn deliver_pooled(rows: Vec<&mut Running>, hidden: &Tensor) {
+    for (i, Entry { core, data }) in rows.into_iter().enumerate() {
+        let row = hidden.get(i).and_then(|r| r.to_vec1::<f32>());
+        match row {
+            Ok(values) => data.pooled(core, values),
+            Err(e) => data.fail_with(&format!("engine error: pooling: {e}")),
+        }
     }
 }
 

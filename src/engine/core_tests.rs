@@ -163,6 +163,7 @@ fn run(
                 Event::Delta { token_ids, .. } => tokens.extend(token_ids),
                 Event::Finished { .. } => break Outcome::Tokens(tokens),
                 Event::Error(e) => break Outcome::Error(e),
+                Event::Pooled(_) => panic!("a generation request got a pooled result"),
             }
         };
         outcomes.insert(id, outcome);
@@ -517,6 +518,7 @@ fn a_parked_request_resumes_where_it_stopped_when_its_client_reads() {
                 Event::Delta { token_ids, .. } => tokens.extend(token_ids),
                 Event::Finished { .. } => finished = true,
                 Event::Error(e) => panic!("{e}"),
+                Event::Pooled(_) => panic!("a generation request got a pooled result"),
             }
         }
         if finished {

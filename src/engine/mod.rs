@@ -27,4 +27,6 @@ pub use checked::CheckedRequest;
 pub use config::EngineConfig;
 pub use handle::{EngineHandle, EventStream};
 pub use info::EngineInfo;
-pub use request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};
+pub use request::{
+    Event, FinishReason, GenerationRequest, Pooling, StopReason, TokenLogprob, Usage,
+};

@@ -23,7 +23,17 @@ pub struct GenerationRequest {
     /// Prefix-cache blocks are reused only between requests with the same salt (vLLM's
     /// `cache_salt`, possibly combined with the client's API key).
     pub cache_salt: Option<String>,
+    /// Read the prompt instead of continuing it: the request ends after its prefill with an
+    /// [`Event::Pooled`] (embeddings), generating nothing.
+    pub pooling: Option<Pooling>,
     pub arrival: Instant,
+}
+
+/// What a prefill-only request returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The final hidden state (after the last norm) of the prompt's last token, as f32.
+    LastHidden,
 }
 
 impl GenerationRequest {
@@ -40,7 +50,16 @@ impl GenerationRequest {
             skip_special_tokens: true,
             guided: None,
             cache_salt: None,
+            pooling: None,
             arrival: Instant::now(),
+        }
+    }
+
+    /// A prefill-only request for `prompt_ids` (see [`GenerationRequest::pooling`]).
+    pub fn pooled(prompt_ids: Vec<u32>, pooling: Pooling) -> Self {
+        Self {
+            pooling: Some(pooling),
+            ..Self::new(prompt_ids, SamplingParams::default())
         }
     }
 }
@@ -97,6 +116,8 @@ pub enum Event {
         token_ids: Vec<u32>,
         logprobs: Vec<TokenLogprob>,
     },
+    /// What a pooling request read from its prompt (see [`Pooling`]); a `Finished` follows.
+    Pooled(Vec<f32>),
     /// The request is over; always the last event.
     Finished {
         reason: FinishReason,

@@ -1,7 +1,9 @@
 //! Per-request state beside the scheduler's view: sampler, detokenizer, stop conditions, the
 //! client's event channel, and latency timestamps.
 
-use super::request::{Event, FinishReason, GenerationRequest, StopReason, TokenLogprob, Usage};
+use super::request::{
+    Event, FinishReason, GenerationRequest, Pooling, StopReason, TokenLogprob, Usage,
+};
 use super::scheduler::SequenceCore;
 use super::stop_strings::{StopScan, StopStrings};
 use crate::guided::GuidedMatcher;
@@ -39,6 +41,8 @@ pub struct RequestState {
     pub stalled_since: Option<Instant>,
     /// Whether usage reports the prompt tokens the prefix cache served (else 0).
     pub report_cached_tokens: bool,
+    /// A prefill-only request: what it returns instead of generating.
+    pub pooling: Option<Pooling>,
 }
 
 /// What one sampled token did to a request.
@@ -76,6 +80,7 @@ impl RequestState {
             guided,
             stalled_since: None,
             report_cached_tokens: true,
+            pooling: request.pooling,
         }
     }
 
@@ -243,6 +248,15 @@ impl RequestState {
     }
 
     /// Sends the final event (if the client still listens) and marks the request done.
+    /// Ends a pooling request with what it read from its prompt.
+    pub fn pooled(&mut self, core: &SequenceCore, values: Vec<f32>) {
+        if self.finished.is_some() {
+            return;
+        }
+        let _ = self.events.try_send(Event::Pooled(values));
+        self.finish(core, FinishReason::Stop, None);
+    }
+
     pub fn finish(
         &mut self,
         core: &SequenceCore,

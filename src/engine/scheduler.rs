@@ -341,6 +341,11 @@ impl<T> Scheduler<T> {
             .collect()
     }
 
+    /// The running sequence at `index` (a step's chunk's).
+    pub fn running_at(&self, index: usize) -> &Entry<T> {
+        &self.running[index]
+    }
+
     /// The running sequences at `indices` (e.g. [`StepPlan::admitted`], or a step's chunks).
     pub fn running_at_mut(&mut self, indices: &[usize]) -> impl Iterator<Item = &mut Entry<T>> {
         self.running

@@ -12,4 +12,4 @@ pub use crate::batch::{BatchInput, SequenceChunk};
 pub use attention::AttentionBackend;
 pub use kv_cache::KvCache;
 pub use loader::{LoadedModel, load_model, load_source};
-pub use qwen3::Qwen3Model;
+pub use qwen3::{Qwen3Model, StepOutput};

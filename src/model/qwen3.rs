@@ -143,7 +143,7 @@ impl Qwen3Model {
         )?;
         let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
         // Tied: the head owns the one copy and serves the lookups too.
-        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings {
+        let (embed_tokens, lm_head) = if cfg.tie_word_embeddings || store.is_headless_backbone() {
             let head = Projection::load(store, &["model.embed_tokens"], &[vocab], hidden, false)?;
             (None, head)
         } else {
@@ -197,6 +197,19 @@ impl Qwen3Model {
         cache: &KvCache,
         backend: AttentionBackend,
     ) -> Result<Tensor> {
+        Ok(self.forward_pooled(batch, cache, backend, &[])?.logits)
+    }
+
+    /// [`Self::forward`] for a step whose output rows (the last token of each chunk that asked
+    /// for output, in order) may be pooled: `pooled[i]` (false past its end) sends row `i` to
+    /// [`StepOutput::hidden`] as its final hidden state instead of through the head.
+    pub fn forward_pooled(
+        &self,
+        batch: &BatchInput,
+        cache: &KvCache,
+        backend: AttentionBackend,
+        pooled: &[bool],
+    ) -> Result<StepOutput> {
         batch
             .validate(cache.block_size(), cache.num_blocks())
             .map_err(|e| Error::Internal(format!("invalid batch: {e}")))?;
@@ -238,11 +251,49 @@ impl Qwen3Model {
             x = layer.forward(&x, &step, cache.layer(i), &self.cfg)?;
         }
         let rows = batch.logits_rows();
-        if rows.is_empty() {
-            return Ok(Tensor::zeros((0, self.cfg.vocab_size), DType::F32, device)?);
+        let normed = match rows.is_empty() {
+            true => Tensor::zeros((0, self.cfg.hidden_size), self.dtype, device)?,
+            false => self
+                .norm
+                .forward(&x.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?)?,
+        };
+        let is_pooled = |i: usize| pooled.get(i).copied().unwrap_or(false);
+        if !(0..rows.len()).any(is_pooled) {
+            return Ok(StepOutput {
+                logits: self.head(&normed)?,
+                hidden: Tensor::zeros((0, self.cfg.hidden_size), DType::F32, device)?,
+            });
         }
-        let last = x.index_select(&Tensor::new(rows, device)?, 0)?;
-        let logits = self.lm_head.forward(&self.norm.forward(&last)?)?;
-        Ok(logits.to_dtype(DType::F32)?)
+        let pick = |want: bool| -> Result<Tensor> {
+            let picked: Vec<u32> = (0..rows.len())
+                .filter(|&i| is_pooled(i) == want)
+                .map(|i| i as u32)
+                .collect();
+            Ok(normed.index_select(&Tensor::new(picked.as_slice(), device)?, 0)?)
+        };
+        Ok(StepOutput {
+            logits: self.head(&pick(false)?)?,
+            hidden: pick(true)?.to_dtype(DType::F32)?,
+        })
     }
+
+    /// The f32 logits of normed hidden rows.
+    fn head(&self, normed: &Tensor) -> Result<Tensor> {
+        if normed.dim(0)? == 0 {
+            return Ok(Tensor::zeros(
+                (0, self.cfg.vocab_size),
+                DType::F32,
+                &self.device,
+            )?);
+        }
+        Ok(self.lm_head.forward(normed)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// What one step computed for the chunks that asked for output.
+pub struct StepOutput {
+    /// `[rows that sample, vocab]`, f32.
+    pub logits: Tensor,
+    /// `[rows that pool, hidden]`: final hidden states (after the last norm), f32.
+    pub hidden: Tensor,
 }

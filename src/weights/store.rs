@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 pub struct WeightStore {
     source: Source,
+    /// Saved from the bare backbone (see [`backbone_names`]).
+    backbone: bool,
     device: Device,
     dtype: DType,
     progress: ProgressBar,
@@ -28,7 +30,9 @@ pub struct WeightStore {
 enum Source {
     Safetensors {
         shards: Vec<(PathBuf, MmapedSafetensors)>,
-        routing: HashMap<String, usize>,
+        /// transformers name → the shard holding it and the name it is stored under (they
+        /// differ in a checkpoint saved from the bare backbone, see [`backbone_names`]).
+        routing: HashMap<String, (usize, String)>,
     },
     Gguf(Arc<GgufFile>),
 }
@@ -66,11 +70,13 @@ impl WeightStore {
                 )
             })?;
             for (name, _) in st.tensors() {
-                routing.insert(name, index);
+                routing.insert(name.clone(), (index, name));
             }
             shards.push((path.clone(), st));
         }
+        let backbone = backbone_names(&mut routing);
         Ok(Self {
+            backbone,
             source: Source::Safetensors { shards, routing },
             device: device.clone(),
             dtype,
@@ -89,6 +95,7 @@ impl WeightStore {
     ) -> Self {
         let bytes = std::fs::metadata(file.path()).map(|m| m.len()).unwrap_or(0);
         Self {
+            backbone: false,
             source: Source::Gguf(file),
             device: device.clone(),
             dtype,
@@ -116,6 +123,13 @@ impl WeightStore {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// A bare backbone without an output head (`Qwen3-Embedding-8B` ships no `lm_head.weight`
+    /// although its config unties it): the input embedding stands in for the head, which such
+    /// a checkpoint's users (embedding) never read.
+    pub fn is_headless_backbone(&self) -> bool {
+        self.backbone && !self.contains("lm_head.weight")
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -240,32 +254,29 @@ impl WeightStore {
 
     /// A safetensors tensor of whatever shape it has, on the host (scale tensors).
     fn load_any_shape(&self, name: &str) -> Result<Tensor> {
-        let Source::Safetensors { shards, routing } = &self.source else {
-            return Err(Error::checkpoint(
-                self.describe_files(),
-                format!("missing tensor {name}"),
-            ));
-        };
-        let index = *routing.get(name).ok_or_else(|| {
-            Error::checkpoint(self.describe_files(), format!("missing tensor {name}"))
-        })?;
-        let (path, st) = &shards[index];
-        st.load(name, &Device::Cpu)
+        let (path, st, stored) = self.stored(name)?;
+        st.load(stored, &Device::Cpu)
             .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {}", root_cause(&e))))
     }
 
-    fn load(&self, name: &str, shape: &[usize], dtype: Option<DType>) -> Result<Tensor> {
-        let (path, st) = match &self.source {
-            Source::Gguf(file) => return self.load_gguf(file, name, shape, dtype),
-            Source::Safetensors { shards, routing } => {
-                let index = *routing.get(name).ok_or_else(|| {
-                    Error::checkpoint(self.describe_files(), format!("missing tensor {name}"))
-                })?;
-                &shards[index]
-            }
+    /// The safetensors shard holding transformers tensor `name`, and the name it has there.
+    fn stored(&self, name: &str) -> Result<(&PathBuf, &MmapedSafetensors, &str)> {
+        let missing = || Error::checkpoint(self.describe_files(), format!("missing tensor {name}"));
+        let Source::Safetensors { shards, routing } = &self.source else {
+            return Err(missing());
         };
+        let (index, stored) = routing.get(name).ok_or_else(missing)?;
+        let (path, st) = &shards[*index];
+        Ok((path, st, stored))
+    }
+
+    fn load(&self, name: &str, shape: &[usize], dtype: Option<DType>) -> Result<Tensor> {
+        if let Source::Gguf(file) = &self.source {
+            return self.load_gguf(file, name, shape, dtype);
+        }
+        let (path, st, stored) = self.stored(name)?;
         let view = st
-            .get(name)
+            .get(stored)
             .map_err(|e| Error::checkpoint(path, format!("tensor {name}: {}", root_cause(&e))))?;
         if view.shape() != shape {
             return Err(Error::checkpoint(
@@ -340,6 +351,25 @@ impl WeightStore {
             [] => PathBuf::new(),
         }
     }
+}
+
+/// A checkpoint saved from the bare backbone (`Qwen3Model`, as the published Qwen3-Embedding
+/// checkpoints are) names its tensors `embed_tokens.weight`, `layers.0.…`, `norm.weight`:
+/// they are found under the `model.` names the causal LM uses too.
+/// Returns whether the checkpoint is such a backbone.
+fn backbone_names(routing: &mut HashMap<String, (usize, String)>) -> bool {
+    let bare = !routing.contains_key("model.embed_tokens.weight")
+        && routing.contains_key("embed_tokens.weight");
+    if !bare {
+        return false;
+    }
+    let backbone: Vec<(String, (usize, String))> = routing
+        .iter()
+        .filter(|(name, _)| !name.starts_with("lm_head.") && !name.starts_with("model."))
+        .map(|(name, place)| (format!("model.{name}"), place.clone()))
+        .collect();
+    routing.extend(backbone);
+    true
 }
 
 /// A progress bar for loads of `SHOW_PROGRESS_FROM_BYTES` and more; hidden below.

@@ -92,6 +92,7 @@ fn run_to_stop(
                 return (text, tokens);
             }
             Event::Error(e) => panic!("{label}: engine error: {e}"),
+            Event::Pooled(_) => panic!("{label}: a pooled result"),
         }
     }
 }
@@ -456,6 +457,7 @@ fn state_with(
         finished: None,
         stalled_since: None,
         report_cached_tokens: true,
+        pooling: None,
         guided: Some(guided),
     };
     (state, rx)

@@ -51,6 +51,7 @@ fn run(request: GenerationRequest, tokens: &[u32]) -> (String, Option<FinishReas
             Event::Delta { text: t, .. } => text.push_str(&t),
             Event::Finished { reason: r, .. } => reason = Some(r),
             Event::Error(e) => panic!("{e}"),
+            Event::Pooled(_) => panic!("a generation request got a pooled result"),
         }
     }
     (text, reason)

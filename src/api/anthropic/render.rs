@@ -18,7 +18,7 @@ use super::error::error_object;
 use super::events::{BlockDelta, MessageEvent, StopDelta};
 use super::types::{MessageObject, MessageUsage};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::output::Renderer;
+use crate::api::output::{self, Renderer};
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockTracker};
 use crate::api::request_builder::random_id;
 use crate::engine::{Event, FinishReason, StopReason};
@@ -185,6 +185,7 @@ impl Renderer for MessageRenderer {
                 events
             }
             Event::Error(message) => self.fail(&ApiError::internal(message)),
+            Event::Pooled(_) => self.fail(&output::pooled_in_generation()),
         }
     }
 

@@ -58,6 +58,12 @@ pub trait Renderer: Send + 'static {
 
 const ENGINE_GONE: &str = "the engine stopped before the request finished";
 
+/// The failure of a generation response whose engine request was a pooling one: a bug, never
+/// the client's doing (pooling requests are rendered by the embeddings route alone).
+pub fn pooled_in_generation() -> ApiError {
+    ApiError::internal("a generation request received a pooled result")
+}
+
 /// Events of all `streams`, tagged with the stream's index, as they arrive.
 fn merge(streams: Vec<EventStream>) -> BoxStream<'static, (usize, Event)> {
     let tagged = streams.into_iter().enumerate().map(|(i, s)| {

@@ -7,4 +7,4 @@ pub mod blocks;
 mod driver;
 pub mod parser;
 
-pub use driver::{Renderer, collect, respond, stream};
+pub use driver::{Renderer, collect, pooled_in_generation, respond, stream};

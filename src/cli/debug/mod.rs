@@ -325,6 +325,7 @@ fn collect(mut stream: crate::engine::EventStream) -> Result<Vec<u32>> {
             Some(Event::Delta { token_ids, .. }) => tokens.extend(token_ids),
             Some(Event::Finished { .. }) => return Ok(tokens),
             Some(Event::Error(e)) => return Err(Error::Internal(format!("engine: {e}"))),
+            Some(Event::Pooled(_)) => return Err(Error::Internal("a pooled result".into())),
             None => return Err(Error::Internal("engine stopped".into())),
         }
     }

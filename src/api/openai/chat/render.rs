@@ -10,7 +10,7 @@ use axum::response::sse::Event as SseEvent;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::chat_entry;
 use crate::api::openai::delivery::{Delivery, Failure};
-use crate::api::output::Renderer;
+use crate::api::output::{self, Renderer};
 use crate::api::output::parser::{OutputDelta, OutputParser};
 use crate::api::request_builder::random_id;
 use crate::api::sse::{DataChunk, abort_error};
@@ -366,6 +366,7 @@ impl Renderer for ChatRenderer {
                 self.deliver(pieces)
             }
             Event::Error(message) => self.fail(&ApiError::internal(message)),
+            Event::Pooled(_) => self.fail(&output::pooled_in_generation()),
         }
     }
 

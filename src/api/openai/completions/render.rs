@@ -10,7 +10,7 @@ use super::Prompt;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::{clamp, token_text, top_map};
 use crate::api::openai::delivery::{Delivery, Failure};
-use crate::api::output::Renderer;
+use crate::api::output::{self, Renderer};
 use crate::api::sse::{DataChunk, abort_error};
 use crate::api::types::common::{StopReasonValue, UsageInfo};
 use crate::api::types::completions::{CompletionChoice, CompletionLogprobs, CompletionResponse};
@@ -231,6 +231,7 @@ impl Renderer for CompletionRenderer {
                 })
             }
             Event::Error(message) => self.fail(&ApiError::internal(message)),
+            Event::Pooled(_) => self.fail(&output::pooled_in_generation()),
         }
     }
 

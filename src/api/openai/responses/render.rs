@@ -29,7 +29,7 @@ use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsa
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::chat_entry;
-use crate::api::output::Renderer;
+use crate::api::output::{self, Renderer};
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
 use crate::api::request_builder::random_id;
 use crate::api::sse::abort_error;
@@ -418,6 +418,7 @@ impl Renderer for ResponseRenderer {
                 events
             }
             Event::Error(message) => self.fail(&ApiError::internal(message)),
+            Event::Pooled(_) => self.fail(&output::pooled_in_generation()),
         }
     }
 
