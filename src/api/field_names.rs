@@ -47,6 +47,11 @@ impl FieldNames {
         format: "text.format",
         tool_schema: "parameters",
     };
+    /// `/v1/embeddings`.
+    pub const EMBEDDINGS: Self = Self {
+        prompt: "input",
+        ..Self::COMPLETIONS
+    };
     /// Anthropic's Messages API (it has no logprobs; the name is never used).
     pub const MESSAGES: Self = Self {
         prompt: "messages",

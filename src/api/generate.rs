@@ -115,7 +115,8 @@ impl Generation {
 }
 
 /// Runs `work` (a request's conversion to a prompt, [`render`], [`build`]) on the blocking pool:
-/// the request goes there and comes back with the result.
+/// the request goes there and comes back with the result. Refused first when the served model
+/// does not generate (an embedding model).
 pub async fn prepare<T, U>(
     state: &AppState,
     ready: &Arc<Ready>,
@@ -126,6 +127,7 @@ where
     T: Send + 'static,
     U: Send + 'static,
 {
+    ready.task.check_generates()?;
     let (state, ready) = (state.clone(), ready.clone());
     blocking_pool::run(move || {
         let done = work(&ready, state.config(), &request)?;

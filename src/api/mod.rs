@@ -89,6 +89,7 @@ pub mod response_store;
 pub mod router;
 pub mod sse;
 pub mod state;
+pub mod task;
 pub mod tokenize;
 pub mod tools;
 pub mod transport;

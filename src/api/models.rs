@@ -20,6 +20,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ModelList>> {
             root: ready.model_path.clone(),
             parent: None,
             max_model_len: ready.max_model_len(),
+            task: ready.task.name(),
         })
         .collect();
     Ok(Json(ModelList {

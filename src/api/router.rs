@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/chat/completions", post(openai::chat::create))
         .route("/v1/completions", post(openai::completions::create))
+        .route("/v1/embeddings", post(openai::embeddings::create))
         .route("/v1/responses", post(openai::responses::handler::create))
         .route(
             "/v1/responses/{id}",

@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::http_metrics::HttpMetrics;
 use super::metrics_vllm::MetricsCompat;
 use super::response_store::{ResponseStore, StoreLimits};
+use super::task::ServedTask;
 use super::transport::{Registry, TransportLimits};
 use crate::engine::EngineHandle;
 use crate::guided::SchemaLimits;
@@ -33,6 +34,8 @@ pub struct Limits {
     pub max_prompts: usize,
     /// Engine requests one API request may become (prompts × `n`).
     pub max_choices: usize,
+    /// Inputs of one /v1/embeddings request.
+    pub max_embedding_inputs: usize,
     /// Logprob entries a non-streamed response may hold (choices × (1 + top) × tokens).
     pub max_logprob_entries: usize,
     /// Silence after which an SSE stream sends a comment line: keeps proxies from timing out
@@ -52,6 +55,7 @@ impl Default for Limits {
             max_tools: 128,
             max_prompts: 64,
             max_choices: 128,
+            max_embedding_inputs: 2048,
             max_logprob_entries: 1 << 20,
             sse_keep_alive: Duration::from_secs(5),
         }
@@ -122,6 +126,8 @@ pub struct Ready {
     pub model_path: String,
     /// Unix time the model became ready (`created` of `/v1/models`).
     pub created: i64,
+    /// Generation or embeddings (see [`super::task`]).
+    pub task: ServedTask,
 }
 
 impl Ready {
@@ -141,7 +147,13 @@ impl Ready {
             served_model_names,
             model_path,
             created: unix_now(),
+            task: ServedTask::Generate,
         }
+    }
+
+    /// This model served for `task`.
+    pub fn with_task(self, task: ServedTask) -> Self {
+        Self { task, ..self }
     }
 
     pub fn max_model_len(&self) -> usize {

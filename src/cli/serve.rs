@@ -33,6 +33,19 @@ pub struct ServeArgs {
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 
+    /// What the model is served for: generate, embed (`/v1/embeddings`), or auto (embed when
+    /// the checkpoint has sentence-transformers pooling files, as Qwen3-Embedding does).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub task: TaskChoice,
+
+    /// vLLM's spelling of `--task`: `pooling` serves embeddings, `generate` generation.
+    #[arg(long, value_enum, value_name = "auto|generate|pooling")]
+    pub runner: Option<RunnerChoice>,
+
+    /// vLLM's `--convert embed`: read a causal LM as an embedding model.
+    #[arg(long, value_enum, value_name = "auto|embed|none")]
+    pub convert: Option<ConvertChoice>,
+
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), float32, float16, bfloat16.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeChoice,
@@ -176,9 +189,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_prompts: usize,
 
-    /// Most engine requests one API request becomes (prompts × n).
+    /// Most engine requests one API request becomes (prompts × n); also how many inputs of
+    /// one /v1/embeddings request run at once.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_choices: usize,
+
+    /// Most inputs in one /v1/embeddings request (OpenAI's limit).
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    pub max_embedding_inputs: usize,
 
     /// Most stop strings.
     #[arg(long, default_value_t = 16, value_name = "N")]
@@ -281,7 +299,41 @@ pub struct ServeArgs {
     pub grammar_compile_timeout: f64,
 }
 
+/// `--task`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskChoice {
+    Auto,
+    Generate,
+    Embed,
+}
+
+/// vLLM's `--runner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerChoice {
+    Auto,
+    Generate,
+    Pooling,
+}
+
+/// vLLM's `--convert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvertChoice {
+    Auto,
+    Embed,
+    None,
+}
+
 impl ServeArgs {
+    /// The task the flags ask for, `--task` first, then vLLM's `--runner` / `--convert`.
+    pub fn task_choice(&self) -> TaskChoice {
+        match (self.task, self.runner, self.convert) {
+            (TaskChoice::Auto, Some(RunnerChoice::Pooling), _)
+            | (TaskChoice::Auto, _, Some(ConvertChoice::Embed)) => TaskChoice::Embed,
+            (TaskChoice::Auto, Some(RunnerChoice::Generate), _) => TaskChoice::Generate,
+            (task, _, _) => task,
+        }
+    }
+
     pub fn model_arg(&self) -> String {
         self.model
             .clone()

@@ -14,9 +14,14 @@ pub struct CheckedRequest(GenerationRequest);
 
 impl CheckedRequest {
     /// `request` if it fits the engine `info` describes: a prompt of at least one token that
-    /// leaves room for one more, and every prompt and stop token id in the vocabulary.
+    /// leaves room for one more (a pooling request's may fill the context), and every prompt
+    /// and stop token id in the vocabulary.
     pub fn new(request: GenerationRequest, info: &EngineInfo) -> Result<Self> {
-        rules::prompt_fits(request.prompt_ids.len(), info.max_model_len)?;
+        let (len, max) = (request.prompt_ids.len(), info.max_model_len);
+        match request.pooling {
+            Some(_) => rules::input_fits(len, max)?,
+            None => rules::prompt_fits(len, max)?,
+        }
         let vocab = info.vocab_size;
         for &id in &request.prompt_ids {
             rules::token_id(i64::from(id), vocab, RequestPart::Prompt)?;

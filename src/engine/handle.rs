@@ -105,6 +105,7 @@ impl EngineHandle {
         let info = EngineInfo {
             max_model_len: config.max_model_len,
             vocab_size: model.config().vocab_size,
+            hidden_size: model.config().hidden_size,
             num_blocks: config.num_blocks,
             block_size: config.block_size,
             eos_ids: eos_ids.clone(),

@@ -5,6 +5,8 @@
 pub struct EngineInfo {
     pub max_model_len: usize,
     pub vocab_size: usize,
+    /// Width of the final hidden state (what a pooling request returns).
+    pub hidden_size: usize,
     pub num_blocks: usize,
     pub block_size: usize,
     pub eos_ids: Vec<u32>,

@@ -47,6 +47,26 @@ pub fn prompt_fits(prompt_len: usize, max_model_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// The prompt of a prefill-only (pooling) request: at least one token, and within the context
+/// (it generates nothing, so it may fill it).
+pub fn input_fits(prompt_len: usize, max_model_len: usize) -> Result<()> {
+    if prompt_len == 0 {
+        return Err(Error::invalid(RequestPart::Prompt, "the input is empty"));
+    }
+    if prompt_len > max_model_len {
+        return Err(Error::ContextLength {
+            part: RequestPart::Prompt,
+            message: format!(
+                "This model's maximum context length is {max_model_len} tokens. However, your \
+                 input has {prompt_len} tokens. Please reduce the length of the input."
+            ),
+            tokens: prompt_len,
+            max_model_len,
+        });
+    }
+    Ok(())
+}
+
 /// A client's output limit: at least 1, and with the prompt within the context. Checked
 /// arithmetic: any 64-bit value gets an answer, never a wrap.
 pub fn completion_fits(requested: i64, prompt_len: usize, max_model_len: usize) -> Result<usize> {
@@ -123,6 +143,15 @@ mod tests {
             "{err}"
         );
     }
+    #[test]
+    fn pooled_inputs_may_fill_the_context_but_not_pass_it() {
+        assert!(input_fits(0, 8).is_err());
+        assert!(input_fits(8, 8).is_ok());
+        let err = input_fits(9, 8).unwrap_err();
+        assert_eq!(err.request_part(), Some(RequestPart::Prompt));
+        assert!(err.to_string().contains("input has 9 tokens"), "{err}");
+    }
+
     #[test]
     fn max_tokens_beyond_any_integer_width_is_refused_not_wrapped() {
         assert_eq!(completion_fits(5, 3, 8).unwrap(), 5);

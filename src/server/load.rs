@@ -39,6 +39,7 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         }
         other => other,
     };
+    let task = super::task::resolve(args.task_choice(), &source)?;
     let tokenizer = Arc::new(source.tokenizer()?);
     let template = chat_template(args, &source)?;
     let defaults = generation_defaults(&args.generation_config, &source, &tokenizer)?;
@@ -90,7 +91,8 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         defaults,
         served_model_names,
         model_arg,
-    ))
+    )
+    .with_task(task))
 }
 
 /// The GPU's KV budget: the weights are resident; a profiling step at the largest step the

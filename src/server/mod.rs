@@ -11,6 +11,7 @@
 pub mod config;
 pub mod lifecycle;
 pub mod load;
+pub mod task;
 
 pub use config::server_config;
 pub use load::load;

@@ -10,6 +10,7 @@ pub mod fp8;
 pub mod gguf;
 pub mod quantization;
 pub mod quantized;
+pub mod sentence_transformers;
 pub mod source;
 pub mod store;
 pub mod synthetic;

@@ -290,7 +290,9 @@ pub fn collect(mut stream: tealight::engine::EventStream) -> Collected {
                 return (text, tokens, reason, usage);
             }
             tealight::engine::Event::Error(e) => panic!("engine error: {e}"),
-            tealight::engine::Event::Pooled(_) => panic!("a generation request got a pooled result"),
+            tealight::engine::Event::Pooled(_) => {
+                panic!("a generation request got a pooled result")
+            }
         }
     }
 }

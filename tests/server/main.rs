@@ -1,13 +1,15 @@
 //! Integration tests: the HTTP API on an in-process server over the tiny model: the OpenAI,
-//! Responses and Anthropic routes, errors, transport limits, agent-client shapes, hostile requests.
+//! Responses, Anthropic and embeddings routes, errors, transport limits, agent-client shapes, hostile requests.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.
 
+mod embedding_checkpoint;
 mod http_client;
 
 mod api_agents;
 mod api_anthropic;
+mod api_embeddings;
 mod api_errors;
 mod api_http;
 mod api_transport;

@@ -18,8 +18,8 @@ use super::error::error_object;
 use super::events::{BlockDelta, MessageEvent, StopDelta};
 use super::types::{MessageObject, MessageUsage};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::output::{self, Renderer};
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockTracker};
+use crate::api::output::{self, Renderer};
 use crate::api::request_builder::random_id;
 use crate::engine::{Event, FinishReason, StopReason};
 

@@ -17,6 +17,8 @@ pub struct ModelCard {
     pub root: String,
     pub parent: Option<String>,
     pub max_model_len: usize,
+    /// What the model is served for: `generate` or `embed`.
+    pub task: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]

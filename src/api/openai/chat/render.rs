@@ -10,8 +10,8 @@ use axum::response::sse::Event as SseEvent;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::chat_entry;
 use crate::api::openai::delivery::{Delivery, Failure};
-use crate::api::output::{self, Renderer};
 use crate::api::output::parser::{OutputDelta, OutputParser};
+use crate::api::output::{self, Renderer};
 use crate::api::request_builder::random_id;
 use crate::api::sse::{DataChunk, abort_error};
 use crate::api::types::chat::{

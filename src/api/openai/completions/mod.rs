@@ -45,6 +45,7 @@ pub async fn create(
     let ready = state.ready()?;
     let config = state.config();
     let model = ready.check_model(req.model.as_deref())?;
+    ready.task.check_generates()?;
     req.unsupported.refuse()?;
     request_builder::check_stream_options(req.stream, req.stream_options.is_some())?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {

@@ -29,8 +29,8 @@ use super::types::{IncompleteDetails, ResponseError, ResponseObject, ResponseUsa
 use crate::api::conversation::{ToolCatalog, ToolOrigin, custom_tool_input};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::logprobs::chat_entry;
-use crate::api::output::{self, Renderer};
 use crate::api::output::blocks::{BlockEvent, BlockKind, BlockStatus, BlockTracker};
+use crate::api::output::{self, Renderer};
 use crate::api::request_builder::random_id;
 use crate::api::sse::abort_error;
 use crate::api::state::unix_now;
