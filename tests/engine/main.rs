@@ -1,5 +1,5 @@
 //! Integration tests: the engine and sampling: scheduling, metrics, sampling and its batch
-//! invariance, guided decoding and its bounds.
+//! invariance, guided decoding and its bounds, pooling requests.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.
@@ -11,5 +11,6 @@ mod engine;
 mod engine_metrics;
 mod guided;
 mod guided_bounds;
+mod pooling;
 mod sampling;
 mod sampling_batch_invariance;
