@@ -7,6 +7,9 @@
 //!   Messages API ([`anthropic`]), whose errors take Anthropic's shape
 //! - `GET|HEAD /`: 200 while listening (no key needed)
 //! - `GET /v1/models`
+//! - `POST /v1/embeddings` (an embedding model: [`openai::embeddings`]); `POST /v1/rerank`
+//!   (`/rerank`, `/v2/rerank`) and `POST /v1/score` (`/score`) (a reranker: [`rerank`]). A
+//!   route the served model does not serve answers 400 ([`task`]).
 //! - `POST /tokenize`, `POST /detokenize` (vLLM's shapes)
 //! - `GET /health` (200 ready; 503 while loading or draining), `GET|POST /ping`, `GET /version`,
 //!   `GET /metrics` (Prometheus text; see [`metrics`])
@@ -82,9 +85,11 @@ pub mod models;
 pub mod openai;
 pub mod openapi;
 pub mod output;
+pub mod pooled;
 pub mod prompt_length;
 pub mod prompt_tokens;
 pub mod request_builder;
+pub mod rerank;
 pub mod response_store;
 pub mod router;
 pub mod sse;

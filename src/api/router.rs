@@ -11,7 +11,9 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::{anthropic, auth, body_buffer, health, metrics, models, openai, openapi, tokenize};
+use super::{
+    anthropic, auth, body_buffer, health, metrics, models, openai, openapi, rerank, tokenize,
+};
 
 pub fn router(state: AppState) -> Router {
     let config = state.config().clone();
@@ -24,6 +26,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat::create))
         .route("/v1/completions", post(openai::completions::create))
         .route("/v1/embeddings", post(openai::embeddings::create))
+        .route("/v1/rerank", post(rerank::jina::rerank))
+        .route("/v2/rerank", post(rerank::jina::rerank))
+        .route("/rerank", post(rerank::jina::rerank))
+        .route("/v1/score", post(rerank::score::score))
+        .route("/score", post(rerank::score::score))
         .route("/v1/responses", post(openai::responses::handler::create))
         .route(
             "/v1/responses/{id}",

@@ -34,8 +34,9 @@ pub struct Limits {
     pub max_prompts: usize,
     /// Engine requests one API request may become (prompts × `n`).
     pub max_choices: usize,
-    /// Inputs of one /v1/embeddings request.
-    pub max_embedding_inputs: usize,
+    /// Inputs of one /v1/embeddings request, documents of one /v1/rerank, pairs of one
+    /// /v1/score.
+    pub max_pooling_inputs: usize,
     /// Logprob entries a non-streamed response may hold (choices × (1 + top) × tokens).
     pub max_logprob_entries: usize,
     /// Silence after which an SSE stream sends a comment line: keeps proxies from timing out
@@ -55,7 +56,7 @@ impl Default for Limits {
             max_tools: 128,
             max_prompts: 64,
             max_choices: 128,
-            max_embedding_inputs: 2048,
+            max_pooling_inputs: 2048,
             max_logprob_entries: 1 << 20,
             sse_keep_alive: Duration::from_secs(5),
         }

@@ -1,5 +1,6 @@
-//! What the served model does: generate (chat, completions, Responses, Messages) or embed
-//! (`/v1/embeddings`). A route the model does not serve answers a 400 that says which it is.
+//! What the served model does: generate (chat, completions, Responses, Messages), embed
+//! (`/v1/embeddings`) or score (`/v1/rerank`, `/v1/score`: a reranker). A route the model does
+//! not serve answers a 400 that says which it is.
 
 use super::error::{ApiError, ApiResult};
 use crate::weights::sentence_transformers::EmbeddingSpec;
@@ -10,6 +11,16 @@ pub enum ServedTask {
     Generate,
     /// Read as an embedding model: prefill-only requests, last-token pooling.
     Embed(EmbeddingSpec),
+    /// Read as a reranker: prefill-only requests scored by two tokens' logits.
+    Score(RerankSpec),
+}
+
+/// A causal LM read as Qwen3-Reranker is: the relevance of a pair is the softmax over the `no`
+/// and `yes` logits at the last position of its prompt, taken at `yes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RerankSpec {
+    pub yes: u32,
+    pub no: u32,
 }
 
 impl ServedTask {
@@ -18,6 +29,7 @@ impl ServedTask {
         match self {
             ServedTask::Generate => "generate",
             ServedTask::Embed(_) => "embed",
+            ServedTask::Score(_) => "score",
         }
     }
 
@@ -29,6 +41,10 @@ impl ServedTask {
                 "this server serves an embedding model (--task embed): it answers \
                  /v1/embeddings and does not generate text",
             )),
+            ServedTask::Score(_) => Err(ApiError::bad_request(
+                "this server serves a reranker (--task score): it answers /v1/rerank and \
+                 /v1/score and does not generate text",
+            )),
         }
     }
 
@@ -36,10 +52,23 @@ impl ServedTask {
     pub fn embedding(&self) -> ApiResult<&EmbeddingSpec> {
         match self {
             ServedTask::Embed(spec) => Ok(spec),
-            ServedTask::Generate => Err(ApiError::bad_request(
-                "this server serves a generation model: it does not compute embeddings. Serve \
-                 an embedding model (a Qwen3-Embedding checkpoint, or --task embed)",
-            )),
+            _ => Err(ApiError::bad_request(format!(
+                "this server serves a {} model: it does not compute embeddings. Serve an \
+                 embedding model (a Qwen3-Embedding checkpoint, or --task embed)",
+                self.name()
+            ))),
+        }
+    }
+
+    /// The scoring routes may run: how this model scores.
+    pub fn scoring(&self) -> ApiResult<RerankSpec> {
+        match self {
+            ServedTask::Score(spec) => Ok(*spec),
+            _ => Err(ApiError::bad_request(format!(
+                "this server serves a {} model: it does not score pairs. Serve a reranker (a \
+                 Qwen3-Reranker checkpoint with --task score)",
+                self.name()
+            ))),
         }
     }
 }

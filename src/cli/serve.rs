@@ -33,8 +33,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 
-    /// What the model is served for: generate, embed (`/v1/embeddings`), or auto (embed when
-    /// the checkpoint has sentence-transformers pooling files, as Qwen3-Embedding does).
+    /// What the model is served for: generate, embed (`/v1/embeddings`), score (a reranker:
+    /// `/v1/rerank`, `/v1/score`), or auto (embed when the checkpoint has sentence-transformers
+    /// pooling files, as Qwen3-Embedding does; else generate).
     #[arg(long, value_enum, default_value = "auto")]
     pub task: TaskChoice,
 
@@ -45,6 +46,12 @@ pub struct ServeArgs {
     /// vLLM's `--convert embed`: read a causal LM as an embedding model.
     #[arg(long, value_enum, value_name = "auto|embed|none")]
     pub convert: Option<ConvertChoice>,
+
+    /// vLLM's model-config overrides, as JSON. Read for one purpose: Qwen3-Reranker's
+    /// `{"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no",
+    /// "yes"], "is_original_qwen3_reranker": true}` serves the model as a reranker.
+    #[arg(long, value_name = "JSON")]
+    pub hf_overrides: Option<String>,
 
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), float32, float16, bfloat16.
     #[arg(long, value_enum, default_value = "auto")]
@@ -194,9 +201,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_choices: usize,
 
-    /// Most inputs in one /v1/embeddings request (OpenAI's limit).
+    /// Most inputs in one /v1/embeddings request (OpenAI's limit), documents in one
+    /// /v1/rerank request, or pairs in one /v1/score request.
     #[arg(long, default_value_t = 2048, value_name = "N")]
-    pub max_embedding_inputs: usize,
+    pub max_pooling_inputs: usize,
 
     /// Most stop strings.
     #[arg(long, default_value_t = 16, value_name = "N")]
@@ -305,6 +313,7 @@ pub enum TaskChoice {
     Auto,
     Generate,
     Embed,
+    Score,
 }
 
 /// vLLM's `--runner`.
@@ -324,14 +333,32 @@ pub enum ConvertChoice {
 }
 
 impl ServeArgs {
-    /// The task the flags ask for, `--task` first, then vLLM's `--runner` / `--convert`.
-    pub fn task_choice(&self) -> TaskChoice {
-        match (self.task, self.runner, self.convert) {
+    /// The task the flags ask for: `--task` first, then vLLM's `--hf-overrides` (a reranker),
+    /// `--runner` and `--convert`.
+    pub fn task_choice(&self) -> Result<TaskChoice, String> {
+        if self.task == TaskChoice::Auto && self.reranker_overrides()? {
+            return Ok(TaskChoice::Score);
+        }
+        Ok(match (self.task, self.runner, self.convert) {
             (TaskChoice::Auto, Some(RunnerChoice::Pooling), _)
             | (TaskChoice::Auto, _, Some(ConvertChoice::Embed)) => TaskChoice::Embed,
             (TaskChoice::Auto, Some(RunnerChoice::Generate), _) => TaskChoice::Generate,
             (task, _, _) => task,
-        }
+        })
+    }
+
+    /// Whether `--hf-overrides` reads the model as a sequence classifier from its tokens (how
+    /// vLLM serves Qwen3-Reranker).
+    fn reranker_overrides(&self) -> Result<bool, String> {
+        let Some(text) = &self.hf_overrides else {
+            return Ok(false);
+        };
+        let overrides: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("--hf-overrides is not JSON: {e}"))?;
+        Ok(
+            overrides.get("is_original_qwen3_reranker") == Some(&serde_json::Value::Bool(true))
+                || overrides.get("classifier_from_token").is_some(),
+        )
     }
 
     pub fn model_arg(&self) -> String {

@@ -12,7 +12,7 @@
 
 use super::config::EngineConfig;
 use super::metrics::EngineMetrics;
-use super::request::{Event, FinishReason};
+use super::request::{Event, FinishReason, Pooling};
 use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::wake::ReadWake;
@@ -137,18 +137,22 @@ impl EngineCore {
         let prompt_tokens = self.scheduler.commit(&computed);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
 
-        // Rows whose prompt is done: pooling requests end here with what they read, the
-        // others sample their next token. Both keep the order of the step's output rows.
-        let (pooled, mut rows): (Vec<_>, Vec<_>) = self
+        // Rows whose prompt is done: pooling requests end here with what they read (a hidden
+        // state, or chosen logits), the others sample their next token. Each group keeps the
+        // order of the step's output rows.
+        let (pooled, rows): (Vec<_>, Vec<_>) = self
             .scheduler
             .rows_to_sample(&computed)
             .into_iter()
-            .partition(|e| e.data.pooling.is_some());
+            .partition(|e| Pooling::is_hidden(&e.data.pooling));
         deliver_pooled(pooled, &output.hidden);
+        let (mut rows, logits) = match deliver_scores(rows, output.logits) {
+            Ok(rest) => rest,
+            Err(why) => return StepOutcome::Failed(why),
+        };
         if rows.is_empty() {
             return StepOutcome::Ran;
         }
-        let logits = output.logits;
         for Entry { core, data } in rows.iter_mut() {
             let banned = data.suppressed_tokens(core.output_len(), &self.eos_ids);
             data.sampler.set_suppressed(banned);
@@ -238,7 +242,7 @@ impl EngineCore {
             .iter()
             .zip(&batch.chunks)
             .filter(|(_, c)| c.needs_logits)
-            .map(|(c, _)| self.scheduler.running_at(c.index).data.pooling.is_some())
+            .map(|(c, _)| Pooling::is_hidden(&self.scheduler.running_at(c.index).data.pooling))
             .collect();
         #[allow(unused_mut)]
         let mut output = self.model.forward_pooled(
@@ -437,6 +441,40 @@ fn deliver_pooled(rows: Vec<&mut Running>, hidden: &Tensor) {
             Err(e) => data.fail_with(&format!("engine error: pooling: {e}")),
         }
     }
+}
+
+/// Ends each request of `rows` that asked for chosen logits with them (its row of `logits`);
+/// returns the rows left to sample and their logits.
+fn deliver_scores<'a>(
+    rows: Vec<&'a mut Running>,
+    logits: Tensor,
+) -> std::result::Result<(Vec<&'a mut Running>, Tensor), String> {
+    if !rows
+        .iter()
+        .any(|e| matches!(e.data.pooling, Some(Pooling::TokenLogits(_))))
+    {
+        return Ok((rows, logits));
+    }
+    let mut keep = Vec::with_capacity(rows.len());
+    let mut sampled = Vec::with_capacity(rows.len());
+    for (i, entry) in rows.into_iter().enumerate() {
+        let Some(Pooling::TokenLogits(ids)) = &entry.data.pooling else {
+            keep.push(i as u32);
+            sampled.push(entry);
+            continue;
+        };
+        let chosen = Tensor::new(ids.as_slice(), logits.device())
+            .and_then(|ids| logits.get(i)?.index_select(&ids, 0)?.to_vec1::<f32>());
+        let Entry { core, data } = entry;
+        match chosen {
+            Ok(values) => data.pooled(core, values),
+            Err(e) => data.fail_with(&format!("engine error: scoring: {e}")),
+        }
+    }
+    let kept = Tensor::new(keep.as_slice(), logits.device())
+        .and_then(|keep| logits.index_select(&keep, 0))
+        .map_err(|e| e.to_string())?;
+    Ok((sampled, kept))
 }
 
 /// Samples every row at once; if that fails, each row on its own (its random draws restored

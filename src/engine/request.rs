@@ -30,10 +30,19 @@ pub struct GenerationRequest {
 }
 
 /// What a prefill-only request returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pooling {
     /// The final hidden state (after the last norm) of the prompt's last token, as f32.
     LastHidden,
+    /// The logits of these tokens at the prompt's last position (a reranker's yes/no).
+    TokenLogits(Vec<u32>),
+}
+
+impl Pooling {
+    /// Whether the row skips the output head (its hidden state is the result).
+    pub fn is_hidden(pooling: &Option<Pooling>) -> bool {
+        matches!(pooling, Some(Pooling::LastHidden))
+    }
 }
 
 impl GenerationRequest {

@@ -80,7 +80,7 @@ impl RequestState {
             guided,
             stalled_since: None,
             report_cached_tokens: true,
-            pooling: request.pooling,
+            pooling: request.pooling.clone(),
         }
     }
 

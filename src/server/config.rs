@@ -20,7 +20,7 @@ fn check_sizes(args: &ServeArgs) -> Result<()> {
         ("--max-n", Some(args.max_n)),
         ("--max-prompts", Some(args.max_prompts)),
         ("--max-choices", Some(args.max_choices)),
-        ("--max-embedding-inputs", Some(args.max_embedding_inputs)),
+        ("--max-pooling-inputs", Some(args.max_pooling_inputs)),
         (
             "--max-request-body-bytes",
             Some(args.max_request_body_bytes.as_u64() as usize),
@@ -85,7 +85,7 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             max_n: args.max_n,
             max_prompts: args.max_prompts,
             max_choices: args.max_choices,
-            max_embedding_inputs: args.max_embedding_inputs,
+            max_pooling_inputs: args.max_pooling_inputs,
             max_stop: args.max_stop,
             max_stop_token_ids: args.max_stop_token_ids,
             max_logit_bias: args.max_logit_bias,

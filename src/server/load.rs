@@ -39,8 +39,9 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         }
         other => other,
     };
-    let task = super::task::resolve(args.task_choice(), &source)?;
     let tokenizer = Arc::new(source.tokenizer()?);
+    let choice = args.task_choice().map_err(Error::config)?;
+    let task = super::task::resolve(choice, &source, &tokenizer)?;
     let template = chat_template(args, &source)?;
     let defaults = generation_defaults(&args.generation_config, &source, &tokenizer)?;
     let eos_ids = eos_ids(&defaults, &tokenizer);

@@ -1,5 +1,5 @@
 //! Integration tests: the HTTP API on an in-process server over the tiny model: the OpenAI,
-//! Responses, Anthropic and embeddings routes, errors, transport limits, agent-client shapes, hostile requests.
+//! Responses, Anthropic, embeddings and scoring routes, errors, transport limits, agent-client shapes, hostile requests.
 //!
 //! One test binary per subject: each binary links the whole library, and on a small machine
 //! linking, not compiling, is most of `cargo test`'s time.
@@ -12,5 +12,6 @@ mod api_anthropic;
 mod api_embeddings;
 mod api_errors;
 mod api_http;
+mod api_rerank;
 mod api_transport;
 mod reliability;

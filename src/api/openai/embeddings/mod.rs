@@ -6,22 +6,20 @@
 pub mod types;
 pub mod vector;
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use futures_util::{StreamExt, TryStreamExt};
 
 use crate::api::blocking_pool;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::ApiJson;
 use crate::api::field_names::{FieldNames, Named};
+use crate::api::pooled;
 use crate::api::prompt_length;
 use crate::api::request_builder::{self, random_id};
 use crate::api::state::{AppState, Ready, unix_now};
 use crate::api::types::completions::PromptInput;
-use crate::engine::{CheckedRequest, Event, FinishReason, GenerationRequest, Pooling, rules};
+use crate::engine::{CheckedRequest, GenerationRequest, Pooling, rules};
 use crate::error::RequestPart;
 use types::{EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage};
 
@@ -37,13 +35,13 @@ pub async fn create(
     let model = ready.check_model(req.model.as_deref())?;
     let normalize = ready.task.embedding()?.normalize;
     let count = req.input.len();
-    let most = config.limits.max_embedding_inputs;
+    let most = config.limits.max_pooling_inputs;
     if count == 0 || count > most {
         return Err(ApiError::invalid(
             "input",
             format!(
                 "input must hold between 1 and {most} texts or token lists \
-                 (--max-embedding-inputs), got {count}"
+                 (--max-pooling-inputs), got {count}"
             ),
         ));
     }
@@ -55,7 +53,7 @@ pub async fn create(
         blocking_pool::run(move || requests(&ready, req.input, add_special_tokens, cache_salt))
             .await??
     };
-    let pooled = embed_all(&ready, requests, config.limits.max_choices).await?;
+    let pooled = pooled::run(&ready, requests, config.limits.max_choices).await?;
     let format = req.encoding_format.unwrap_or_default();
     let prompt_tokens = pooled.iter().map(|(_, tokens)| tokens).sum();
     let data = pooled
@@ -130,46 +128,4 @@ fn requests(
             CheckedRequest::new(request, ready.engine.info()).named(&NAMES)
         })
         .collect()
-}
-
-/// Every request's pooled state and prompt tokens, in order; at most `window` of them in the
-/// engine at once, so that one large request cannot fill the waiting queue. A failure drops
-/// the rest (their streams, which cancels them).
-async fn embed_all(
-    ready: &Arc<Ready>,
-    requests: Vec<CheckedRequest>,
-    window: usize,
-) -> ApiResult<Vec<(Vec<f32>, usize)>> {
-    futures_util::stream::iter(requests)
-        .map(|request| embed_one(ready, request))
-        .buffered(window.max(1))
-        .try_collect()
-        .await
-}
-
-async fn embed_one(ready: &Ready, request: CheckedRequest) -> ApiResult<(Vec<f32>, usize)> {
-    let mut stream = ready.engine.submit_checked(request, None)?;
-    let mut pooled = None;
-    loop {
-        match stream.recv().await {
-            Some(Event::Pooled(values)) => pooled = Some(values),
-            Some(Event::Finished { reason, usage, .. }) => {
-                return match (reason, pooled) {
-                    (FinishReason::Abort, _) | (_, None) => {
-                        Err(ApiError::unavailable("the server is shutting down"))
-                    }
-                    (_, Some(values)) => Ok((values, usage.prompt_tokens)),
-                };
-            }
-            Some(Event::Error(message)) => return Err(ApiError::internal(message)),
-            Some(Event::Delta { .. }) => {
-                return Err(ApiError::internal("an embedding request generated text"));
-            }
-            None => {
-                return Err(ApiError::internal(
-                    "the engine stopped before the request finished",
-                ));
-            }
-        }
-    }
 }
