@@ -445,10 +445,10 @@ fn deliver_pooled(rows: Vec<&mut Running>, hidden: &Tensor) {
 
 /// Ends each request of `rows` that asked for chosen logits with them (its row of `logits`);
 /// returns the rows left to sample and their logits.
-fn deliver_scores<'a>(
-    rows: Vec<&'a mut Running>,
+fn deliver_scores(
+    rows: Vec<&mut Running>,
     logits: Tensor,
-) -> std::result::Result<(Vec<&'a mut Running>, Tensor), String> {
+) -> std::result::Result<(Vec<&mut Running>, Tensor), String> {
     if !rows
         .iter()
         .any(|e| matches!(e.data.pooling, Some(Pooling::TokenLogits(_))))

@@ -1,15 +1,25 @@
-"""`/v1/embeddings` through the clients RAG pipelines use: the `openai` SDK (strict; its default
-base64 encoding and float), LangChain's `OpenAIEmbeddings` and LiteLLM's `embedding`, against
-a server reading the embedded model as an embedding model (`--task embed`)."""
+"""`/v1/embeddings` through the clients RAG pipelines use: the `openai` SDKs for Python (strict;
+its default base64 encoding and float) and Node, LangChain's `OpenAIEmbeddings` and LiteLLM's
+`embedding`, against a server reading the embedded model as an embedding model
+(`--task embed`)."""
 
+import json
 import math
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import requests
 from openai import OpenAI
 
 from conftest import API_KEY, BINARY, MODEL, ROOT, replicas
+
+# openai-node, installed from npm into a cache outside the clone (like the agent CLIs).
+NODE_PREFIX = Path(os.environ.get("TEALIGHT_NODE_CLIENTS",
+                                  Path.home() / ".cache/tealight/node-clients"))
+OPENAI_NODE = "openai@6"
 
 TEXTS = ["What is the capital of China?", "The capital of China is Beijing.", "Explain gravity"]
 
@@ -32,6 +42,12 @@ def floats(embedder):
     body = r.json()
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
     return [d["embedding"] for d in body["data"]]
+
+
+def test_the_key_is_required(embedder):
+    r = requests.post(f"{embedder}/embeddings", json={"input": "x"}, timeout=30)
+    assert r.status_code == 401
+    assert r.json()["error"]["type"] == "AuthenticationError"
 
 
 def close(a, b, tol=1e-6):
@@ -72,3 +88,18 @@ def test_litellm_embedding(embedder, floats):
     out = litellm.embedding(model=f"openai/{MODEL}", input=TEXTS, api_base=embedder,
                             api_key=API_KEY)
     assert all(close(d["embedding"], f) for d, f in zip(out.data, floats, strict=True))
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs node and npm")
+def test_openai_node_sdk(embedder, floats):
+    if not (NODE_PREFIX / "node_modules/openai").is_dir():
+        NODE_PREFIX.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--prefix", str(NODE_PREFIX), "--no-audit", "--no-fund",
+                        "--loglevel=error", OPENAI_NODE], check=True, capture_output=True)
+    script = ROOT / "tests/clients/node/embeddings.cjs"
+    out = subprocess.run(["node", str(script), str(NODE_PREFIX), embedder, API_KEY, MODEL, *TEXTS],
+                         check=True, capture_output=True, text=True, timeout=120)
+    got = json.loads(out.stdout)
+    for form in ["default", "float"]:
+        assert all(close(v, f) for v, f in zip(got[form], floats, strict=True)), form
+    assert got["prompt_tokens"] > len(TEXTS)

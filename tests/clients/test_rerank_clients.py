@@ -29,6 +29,12 @@ def scores(reranker):
     return [d["score"] for d in r.json()["data"]]
 
 
+def test_the_key_is_required(reranker):
+    for path in ["/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score"]:
+        r = requests.post(f"{reranker}{path}", json={"query": "q", "documents": ["d"]}, timeout=30)
+        assert r.status_code == 401, path
+
+
 def test_cohere_v2_client(reranker, scores):
     client = cohere.ClientV2(api_key=API_KEY, base_url=reranker)
     out = client.rerank(model=MODEL, query=QUERY, documents=DOCUMENTS, top_n=2)

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde_json::{Value, json};
 
+/// The embedded tiny model, its weights made if this checkout has not made them yet.
 pub fn source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/qwen3-tiny");
+    tealight::weights::embedded::ensure_weights(&dir).expect("embedded model weights")
 }
 
 /// Writes the layout into `dir`.

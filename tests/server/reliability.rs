@@ -240,6 +240,9 @@ fn the_openapi_document_names_real_routes() {
         "/v1/responses/{response_id}",
         "/v1/messages",
         "/v1/messages/count_tokens",
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/v1/score",
         "/tokenize",
         "/detokenize",
     ] {
