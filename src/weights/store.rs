@@ -395,3 +395,39 @@ fn root_cause(e: &candle_core::Error) -> String {
     let text = current.to_string();
     text.lines().next().unwrap_or_default().to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(shard: usize, name: &str) -> (usize, String) {
+        (shard, name.to_owned())
+    }
+
+    #[test]
+    fn a_bare_backbone_is_read_under_the_causal_lm_names() {
+        let mut routing: HashMap<String, (usize, String)> = [
+            "embed_tokens.weight",
+            "layers.0.mlp.up_proj.weight",
+            "norm.weight",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.to_string(), place(i, name)))
+        .collect();
+        assert!(backbone_names(&mut routing));
+        assert_eq!(
+            routing["model.layers.0.mlp.up_proj.weight"],
+            place(1, "layers.0.mlp.up_proj.weight")
+        );
+        assert_eq!(routing["model.norm.weight"], place(2, "norm.weight"));
+        // A causal LM's names are left as they are.
+        let mut lm: HashMap<String, (usize, String)> =
+            ["model.embed_tokens.weight", "lm_head.weight"]
+                .iter()
+                .map(|name| (name.to_string(), place(0, name)))
+                .collect();
+        assert!(!backbone_names(&mut lm));
+        assert_eq!(lm.len(), 2);
+    }
+}
