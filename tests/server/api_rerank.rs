@@ -119,6 +119,15 @@ fn scoring_refusals() {
     ] {
         assert_error(&s.post(path, &body), 400, "BadRequestError", Some(param));
     }
+    // A short body whose query repeats for every document expands past what a body may hold.
+    let query = "q".repeat(17_000);
+    let documents = vec!["d"; 2048];
+    let r = s.post(
+        "/v1/rerank",
+        &json!({"query": query, "documents": documents}),
+    );
+    assert_error(&r, 400, "BadRequestError", Some("documents"));
+    assert!(r.body.contains("--max-request-body-bytes"), "{}", r.body);
     // A reranker does not generate or embed; a generation model does not score.
     let chat = s.post("/v1/chat/completions", &json!({"messages": hello()}));
     assert_error(&chat, 400, "BadRequestError", None);

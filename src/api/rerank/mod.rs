@@ -11,7 +11,7 @@ pub mod score;
 use std::sync::Arc;
 
 use super::blocking_pool;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::field_names::{FieldNames, Named};
 use super::pooled;
 use super::prompt_length;
@@ -43,6 +43,7 @@ pub async fn score_pairs(
     instruction: Option<String>,
     names: FieldNames,
 ) -> ApiResult<Vec<Scored>> {
+    check_expanded_size(&pairs, instruction.as_deref(), config, names)?;
     let requests = {
         let ready = ready.clone();
         blocking_pool::run(move || requests(&ready, spec, &pairs, instruction.as_deref(), names))
@@ -56,6 +57,35 @@ pub async fn score_pairs(
             tokens,
         })
         .collect())
+}
+
+/// Every pair repeats the query (and the instruction): a short body can expand to far more
+/// text than it carries. The pairs' text may not exceed what one body may hold
+/// (`--max-request-body-bytes`), so tokenizing them costs no more than any request's body.
+fn check_expanded_size(
+    pairs: &[(String, String)],
+    instruction: Option<&str>,
+    config: &ServerConfig,
+    names: FieldNames,
+) -> ApiResult<()> {
+    let fixed = instruction.map_or(DEFAULT_INSTRUCTION.len(), str::len);
+    let bytes = pairs
+        .iter()
+        .map(|(q, d)| fixed.saturating_add(q.len()).saturating_add(d.len()))
+        .fold(0usize, usize::saturating_add);
+    let limit = config.limits.max_body_bytes;
+    if bytes > limit {
+        return Err(ApiError::invalid(
+            names.prompt,
+            format!(
+                "the {} pairs to score hold {bytes} bytes of text (the query and instruction \
+                 repeat in each), more than one request may carry ({limit} bytes, \
+                 --max-request-body-bytes); send fewer documents or a shorter query",
+                pairs.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The prefill-only requests for `pairs` (blocking work: tokenizing).
