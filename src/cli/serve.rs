@@ -75,6 +75,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE")]
     pub kv_cache_memory: Option<bytesize::ByteSize>,
 
+    /// The KV cache's element type (vLLM's names): auto (the model's dtype), bfloat16/bf16,
+    /// float16/fp16/half. On the CPU a 16-bit cache beside f32 activations holds twice the
+    /// tokens in the same memory; the CUDA kernels read the model's dtype only. fp8 is not
+    /// supported yet.
+    #[arg(long, default_value = "auto", value_name = "auto|bfloat16|float16")]
+    pub kv_cache_dtype: KvCacheDtype,
+
     /// Most sequences in one step.
     #[arg(long, default_value_t = 256)]
     pub max_num_seqs: usize,
@@ -305,6 +312,43 @@ pub struct ServeArgs {
     /// Seconds a request's output grammar may take to compile before it is refused (400).
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub grammar_compile_timeout: f64,
+}
+
+/// `--kv-cache-dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvCacheDtype {
+    Auto,
+    Bf16,
+    F16,
+}
+
+impl std::str::FromStr for KvCacheDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "bfloat16" | "bf16" => Ok(Self::Bf16),
+            "float16" | "fp16" | "half" => Ok(Self::F16),
+            "fp8" | "fp8_e4m3" | "fp8_e5m2" | "fp8_inc" => Err(format!(
+                "{s}: an fp8 KV cache is not supported yet; use auto, bfloat16 or float16"
+            )),
+            _ => Err(format!(
+                "{s}: expected auto, bfloat16 (bf16) or float16 (fp16)"
+            )),
+        }
+    }
+}
+
+impl KvCacheDtype {
+    /// The cache's dtype (`None`: the model's).
+    pub fn dtype(self) -> Option<candle_core::DType> {
+        match self {
+            Self::Auto => None,
+            Self::Bf16 => Some(candle_core::DType::BF16),
+            Self::F16 => Some(candle_core::DType::F16),
+        }
+    }
 }
 
 /// `--task`.

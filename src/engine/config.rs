@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub stream_stall_timeout: Option<Duration>,
     /// Whether usage reports the prompt tokens the prefix cache served.
     pub report_cached_tokens: bool,
+    /// The KV cache's element type (`--kv-cache-dtype`); `None`: the model's.
+    pub kv_cache_dtype: Option<candle_core::DType>,
 }
 
 /// Default of `--stream-buffer-events`.
@@ -52,6 +54,7 @@ impl EngineConfig {
             stream_buffer_events: DEFAULT_STREAM_BUFFER_EVENTS,
             stream_stall_timeout: Some(Duration::from_secs(DEFAULT_STREAM_STALL_TIMEOUT_S)),
             report_cached_tokens: true,
+            kv_cache_dtype: None,
         }
     }
 

@@ -50,6 +50,7 @@ fn engine() -> (EngineCore, Arc<Tokenizer>) {
         stream_buffer_events: 1024,
         stream_stall_timeout: None,
         report_cached_tokens: true,
+        kv_cache_dtype: None,
     };
     let cache = KvCache::new(
         model.config(),

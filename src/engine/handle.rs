@@ -88,16 +88,18 @@ impl EngineHandle {
             attention_backend: backend,
             ..config
         };
+        let kv_dtype = kv_cache_dtype(&config, &model)?;
         let cache = KvCache::new(
             model.config(),
             config.num_blocks,
             config.block_size,
-            model.dtype(),
+            kv_dtype,
             model.device(),
         )?;
         tracing::info!(
             blocks = config.num_blocks,
             tokens = config.pool_tokens(),
+            dtype = ?kv_dtype,
             "KV cache: {} blocks = {} tokens",
             config.num_blocks,
             config.pool_tokens()
@@ -322,4 +324,31 @@ impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
     }
+}
+
+/// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The
+/// CPU backends store f16/bf16 beside f32 activations (rounded as written, widened as read);
+/// the CUDA kernels read the model's dtype only.
+fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_core::DType> {
+    let model_dtype = model.dtype();
+    let Some(kv) = config.kv_cache_dtype.filter(|&kv| kv != model_dtype) else {
+        return Ok(model_dtype);
+    };
+    use crate::model::AttentionBackend;
+    let cpu_reads_it = matches!(kv, candle_core::DType::F16 | candle_core::DType::BF16)
+        && model_dtype == candle_core::DType::F32
+        && matches!(
+            config.attention_backend,
+            AttentionBackend::Cpu | AttentionBackend::Generic
+        )
+        && model.device().is_cpu();
+    if !cpu_reads_it {
+        return Err(Error::config(format!(
+            "--kv-cache-dtype {kv:?} beside a {model_dtype:?} model on {}: only the CPU \
+             backends store a 16-bit cache beside f32 activations; elsewhere the cache has the \
+             model's dtype (--kv-cache-dtype auto)",
+            crate::device::describe(model.device())
+        )));
+    }
+    Ok(kv)
 }

@@ -51,7 +51,8 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     device.synchronize()?;
 
     let cfg = model.config().clone();
-    let kv_dtype_size = model.dtype().size_in_bytes();
+    let kv_dtype = args.kv_cache_dtype.dtype().unwrap_or(model.dtype());
+    let kv_dtype_size = kv_dtype.size_in_bytes();
     let mut config = EngineConfig::for_model(&cfg, 0, kv_dtype_size);
     config.block_size = args.block_size;
     config.max_num_seqs = args.max_num_seqs;
@@ -65,6 +66,7 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     config.stream_buffer_events = args.stream_buffer_events;
     config.stream_stall_timeout = args.stream_stall_timeout().map_err(Error::config)?;
     config.report_cached_tokens = !args.no_report_cached_tokens;
+    config.kv_cache_dtype = args.kv_cache_dtype.dtype();
     let context_limit = args.max_model_len.unwrap_or(cfg.max_position_embeddings);
     let kv_bytes = match kv_bytes(budget, &cfg, kv_dtype_size) {
         Some(bytes) => bytes,

@@ -11,5 +11,6 @@ mod cuda_twins;
 mod device;
 mod fp8;
 mod gguf;
+mod kv_dtype;
 mod loader;
 mod model_parity;

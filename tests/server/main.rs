@@ -14,4 +14,5 @@ mod api_errors;
 mod api_http;
 mod api_rerank;
 mod api_transport;
+mod kv_cache_dtype;
 mod reliability;

@@ -157,6 +157,16 @@ impl candle_core::InplaceOp2 for WriteSlots<'_> {
                 dst[slot * row..(slot + 1) * row].copy_from_slice(&src[i * row..(i + 1) * row]);
             }
         }
+        /// f32 rows rounded into a 16-bit cache (`--kv-cache-dtype`).
+        fn narrow<T: Element>(dst: &mut [T], src: &[f32], slots: &[u32], row: usize) {
+            for (i, &slot) in slots.iter().enumerate() {
+                let slot = slot as usize;
+                dst[slot * row..(slot + 1) * row]
+                    .iter_mut()
+                    .zip(&src[i * row..(i + 1) * row])
+                    .for_each(|(d, &s)| *d = T::narrow(s));
+            }
+        }
         let (Some((d0, _)), Some((s0, _))) =
             (dst_l.contiguous_offsets(), src_l.contiguous_offsets())
         else {
@@ -180,7 +190,16 @@ impl candle_core::InplaceOp2 for WriteSlots<'_> {
             (CpuStorage::BF16(d), CpuStorage::BF16(s)) => {
                 copy(&mut d[d0..], &s[s0..], self.slots, row)
             }
-            _ => bail!("write-kv-slots: cache and source must share one of f32/f16/bf16"),
+            (CpuStorage::F16(d), CpuStorage::F32(s)) => {
+                narrow(&mut d[d0..], &s[s0..], self.slots, row)
+            }
+            (CpuStorage::BF16(d), CpuStorage::F32(s)) => {
+                narrow(&mut d[d0..], &s[s0..], self.slots, row)
+            }
+            _ => bail!(
+                "write-kv-slots: the cache must have the source's dtype (f32/f16/bf16), or be \
+                 16-bit beside f32"
+            ),
         }
         Ok(())
     }
@@ -235,11 +254,12 @@ impl CacheRows for f16 {}
 impl CacheRows for bf16 {}
 
 impl PagedDecode<'_> {
-    fn run<T: CacheRows>(
+    /// Queries (and the output) of type `T`; the cache of type `C`, widened to f32 as read.
+    fn run<T: Element, C: CacheRows>(
         &self,
         q: &[T],
-        k: &[T],
-        v: &[T],
+        k: &[C],
+        v: &[C],
         heads: usize,
         kv_heads: usize,
         d: usize,
@@ -262,7 +282,7 @@ impl PagedDecode<'_> {
                 let starts: Vec<usize> = (0..visible)
                     .map(|j| (slot_of(table, j, self.block_size) as usize * kv_heads + h) * d)
                     .collect();
-                let keys = T::rows_as_f32(k, &starts, d);
+                let keys = C::rows_as_f32(k, &starts, d);
                 let mut scores = vec![0f32; group * visible];
                 for j in 0..visible {
                     if j + vector::PREFETCH_AHEAD < visible {
@@ -276,7 +296,7 @@ impl PagedDecode<'_> {
                 for g in 0..group {
                     softmax_in_place(&mut scores[g * visible..][..visible]);
                 }
-                let values = T::rows_as_f32(v, &starts, d);
+                let values = C::rows_as_f32(v, &starts, d);
                 let mut acc = vec![0f32; group * d];
                 for g in 0..group {
                     vector::weighted_sum(
@@ -344,7 +364,17 @@ impl candle_core::CustomOp3 for PagedDecode<'_> {
             (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
                 CpuStorage::BF16(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
-            _ => bail!("paged-attention-cpu: q, k, v must share one of f32/f16/bf16"),
+            // f32 activations over a 16-bit cache (`--kv-cache-dtype`).
+            (CpuStorage::F32(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
+                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+            }
+            (CpuStorage::F32(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
+                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+            }
+            _ => bail!(
+                "paged-attention-cpu: k and v must share q's dtype (f32/f16/bf16), or be 16-bit \
+                 beside f32 queries"
+            ),
         };
         Ok((storage, q_l.shape().clone()))
     }

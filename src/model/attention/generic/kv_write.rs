@@ -83,8 +83,10 @@ impl KvWrite {
         }))
     }
 
-    /// Writes `k`, `v` (`[T, kv_heads, head_dim]`) into their slots of `cache`.
+    /// Writes `k`, `v` (`[T, kv_heads, head_dim]`) into their slots of `cache`, in the cache's
+    /// dtype (`--kv-cache-dtype` may store 16 bits beside f32 activations).
     pub fn apply(&self, k: &Tensor, v: &Tensor, cache: &LayerKv) -> Result<()> {
+        let (k, v) = (&k.to_dtype(cache.k.dtype())?, &v.to_dtype(cache.v.dtype())?);
         match self {
             KvWrite::Slots(index) => {
                 cache.k.scatter_set(index, k, 0)?;
