@@ -1,13 +1,15 @@
 //! Forward-pass throughput on a Qwen3-0.6B-shaped model with random weights: one decode step at
-//! batch 1 and 16 (context 128 each), and a 512-token prefill.
+//! batch 1 and 16 (context 128 each) and at batch 4 with 4,096 cached tokens each (where reading
+//! the KV cache weighs), and a 512-token prefill.
 //!
 //!     cargo bench --bench forward                      # f32 (the CPU default)
 //!     TEALIGHT_BENCH_DTYPE=f16 cargo bench --bench forward
+//!     TEALIGHT_BENCH_KV_DTYPE=f16 cargo bench --bench forward   # f32 activations, f16 cache
 //!
 //! The checkpoint is generated once into `target/bench-models/0.6b` (or `$TEALIGHT_BENCH_MODEL`).
 //! `scripts/bench/bench_forward.sh` runs this beside HF transformers on the same checkpoint.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +20,8 @@ use tealight::weights::synthetic::{SyntheticSpec, write_checkpoint};
 
 const BLOCK: usize = 16;
 const CONTEXT: usize = 128;
+/// The long-context decode case: sequences × cached tokens.
+const LONG: (usize, usize) = (4, 4096);
 
 fn model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TEALIGHT_BENCH_MODEL") {
@@ -41,6 +45,15 @@ fn dtype() -> DtypeChoice {
         Ok("f16") => DtypeChoice::F16,
         Ok("bf16") => DtypeChoice::Bf16,
         _ => DtypeChoice::F32,
+    }
+}
+
+/// `--kv-cache-dtype` for the run (`None`: the model's).
+fn kv_dtype() -> Option<DType> {
+    match std::env::var("TEALIGHT_BENCH_KV_DTYPE").as_deref() {
+        Ok("f16") => Some(DType::F16),
+        Ok("bf16") => Some(DType::BF16),
+        _ => None,
     }
 }
 
@@ -78,16 +91,21 @@ fn forward(c: &mut Criterion) {
     let files = CheckpointFiles::from_dir(&model_dir()).expect("checkpoint");
     let loaded = load_model(files, &Device::Cpu, dtype()).expect("load");
     let model = &loaded.model;
+    let kv = kv_dtype().unwrap_or(model.dtype());
+    let long_blocks = LONG.0 * (LONG.1 + 1).div_ceil(BLOCK);
     let cache = KvCache::new(
         model.config(),
-        16 * 16 + 64,
+        long_blocks.max(16 * 16 + 64),
         BLOCK,
-        model.dtype(),
+        kv,
         &Device::Cpu,
     )
     .expect("cache");
     let backend = AttentionBackend::Cpu;
-    let tag = format!("{:?}", model.dtype()).to_lowercase();
+    let mut tag = format!("{:?}", model.dtype()).to_lowercase();
+    if kv != model.dtype() {
+        tag = format!("{tag}-kv-{kv:?}").to_lowercase();
+    }
 
     let mut group = c.benchmark_group(format!("qwen3-0.6b-{tag}"));
     group
@@ -101,6 +119,11 @@ fn forward(c: &mut Criterion) {
             b.iter(|| model.forward(&batch, &cache, backend).expect("forward"))
         });
     }
+    let long = decode_batch(LONG.0, LONG.1);
+    group.throughput(Throughput::Elements(LONG.0 as u64));
+    group.bench_function(format!("decode_b{}_ctx{}", LONG.0, LONG.1), |b| {
+        b.iter(|| model.forward(&long, &cache, backend).expect("forward"))
+    });
     let prefill = prefill_batch(512);
     group.throughput(Throughput::Elements(512));
     group.bench_function("prefill_512", |b| {

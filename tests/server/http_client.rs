@@ -38,8 +38,12 @@ pub fn try_load(flags: &[&str]) -> Result<(), String> {
     let mut argv = vec!["serve"];
     argv.extend(BASE_FLAGS);
     argv.extend(flags);
-    let args = Wrapper::try_parse_from(argv).map_err(|e| e.to_string())?.args;
-    tealight::server::load(&args).map(drop).map_err(|e| e.to_string())
+    let args = Wrapper::try_parse_from(argv)
+        .map_err(|e| e.to_string())?
+        .args;
+    tealight::server::load(&args)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Starts a server with `flags` on a background runtime; it lives as long as the test process.

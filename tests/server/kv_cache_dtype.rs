@@ -41,7 +41,10 @@ fn a_16_bit_cache_holds_twice_the_blocks_and_the_same_text() {
 #[test]
 fn caches_the_backends_cannot_read_are_refused_at_start_up() {
     let fp8 = try_load(&["--kv-cache-dtype", "fp8"]).unwrap_err();
-    assert!(fp8.contains("fp8") && fp8.contains("not supported"), "{fp8}");
+    assert!(
+        fp8.contains("fp8") && fp8.contains("not supported"),
+        "{fp8}"
+    );
     let mixed = try_load(&["--dtype", "float16", "--kv-cache-dtype", "bfloat16"]).unwrap_err();
     assert!(mixed.contains("--kv-cache-dtype"), "{mixed}");
     // The model's own dtype is always accepted.

@@ -7,13 +7,12 @@
 //!   over its gathered context ([`GenericAttend`]), where gemm does the work.
 
 use super::generic::GenericAttend;
-use super::vector;
+use super::vector::{self, CacheElement};
 use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
 use crate::kernels::Element;
 use crate::model::kv_cache::LayerKv;
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, bail};
-use half::{bf16, f16};
 use rayon::prelude::*;
 
 /// Query rows per prefill tile: bounds the `[heads, tile, context]` score matrix.
@@ -213,49 +212,10 @@ struct PagedDecode<'a> {
     scale: f32,
 }
 
-/// How a cache's element type gives the kernel its rows as f32.
-trait CacheRows: Element {
-    /// The rows of length `d` at `starts`, as f32: the storage itself for f32, widened
-    /// into a copy otherwise.
-    fn rows_as_f32<'a>(data: &'a [Self], starts: &'a [usize], d: usize) -> Rows<'a> {
-        let mut widened = Vec::with_capacity(starts.len() * d);
-        for &s in starts {
-            widened.extend(data[s..s + d].iter().map(|x| x.widen()));
-        }
-        Rows::Widened(widened)
-    }
-}
-
-/// Rows of K or V for one (token, kv head), by position.
-enum Rows<'a> {
-    /// In the cache's own f32 storage, starting at the offsets.
-    InPlace(&'a [f32], &'a [usize]),
-    /// Widened copies, one after the other.
-    Widened(Vec<f32>),
-}
-
-impl Rows<'_> {
-    fn row(&self, j: usize, d: usize) -> &[f32] {
-        match self {
-            Rows::InPlace(data, starts) => &data[starts[j]..starts[j] + d],
-            Rows::Widened(rows) => &rows[j * d..(j + 1) * d],
-        }
-    }
-}
-
-impl CacheRows for f32 {
-    fn rows_as_f32<'a>(data: &'a [Self], starts: &'a [usize], _d: usize) -> Rows<'a> {
-        Rows::InPlace(data, starts)
-    }
-}
-
-impl CacheRows for f16 {}
-
-impl CacheRows for bf16 {}
-
 impl PagedDecode<'_> {
-    /// Queries (and the output) of type `T`; the cache of type `C`, widened to f32 as read.
-    fn run<T: Element, C: CacheRows>(
+    /// Queries (and the output) of type `T`; the cache of type `C`, widened to f32 in
+    /// registers as the vector loops read it.
+    fn run<T: Element, C: CacheElement>(
         &self,
         q: &[T],
         k: &[C],
@@ -282,27 +242,27 @@ impl PagedDecode<'_> {
                 let starts: Vec<usize> = (0..visible)
                     .map(|j| (slot_of(table, j, self.block_size) as usize * kv_heads + h) * d)
                     .collect();
-                let keys = C::rows_as_f32(k, &starts, d);
+                let key = |j: usize| &k[starts[j]..starts[j] + d];
+                let value = |j: usize| &v[starts[j]..starts[j] + d];
                 let mut scores = vec![0f32; group * visible];
                 for j in 0..visible {
                     if j + vector::PREFETCH_AHEAD < visible {
-                        vector::prefetch(keys.row(j + vector::PREFETCH_AHEAD, d));
+                        vector::prefetch(key(j + vector::PREFETCH_AHEAD));
                     }
-                    let key = keys.row(j, d);
+                    let row = key(j);
                     for g in 0..group {
-                        scores[g * visible + j] = vector::dot(&qs[g * d..][..d], key) * self.scale;
+                        scores[g * visible + j] = vector::dot(&qs[g * d..][..d], row) * self.scale;
                     }
                 }
                 for g in 0..group {
                     softmax_in_place(&mut scores[g * visible..][..visible]);
                 }
-                let values = C::rows_as_f32(v, &starts, d);
                 let mut acc = vec![0f32; group * d];
                 for g in 0..group {
                     vector::weighted_sum(
                         &mut acc[g * d..][..d],
                         &scores[g * visible..][..visible],
-                        |j| values.row(j, d),
+                        value,
                     );
                 }
                 out.iter_mut()

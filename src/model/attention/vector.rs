@@ -1,11 +1,61 @@
 //! The two vector loops of decode attention on the CPU: a query against a key (`dot`) and the
-//! probability-weighted sum of value rows (`weighted_sum`). With AVX2 and FMA (detected at run
-//! time) both keep several independent FMA chains in registers: a single add chain waits on
-//! each add's latency, and accumulating into memory key by key is one load and one store per
-//! eight products. Elsewhere, and for lengths that are not a multiple of 32, portable loops.
+//! probability-weighted sum of value rows (`weighted_sum`). Keys and values are read in the
+//! cache's own type ([`CacheElement`]: f32, or f16/bf16 under `--kv-cache-dtype`) and widened to
+//! f32 in registers, so a 16-bit cache is read in half the bytes. With AVX2, FMA and F16C
+//! (detected at run time) both keep several independent FMA chains in registers: a single add
+//! chain waits on each add's latency, and accumulating into memory key by key is one load and
+//! one store per eight products. Elsewhere, and for lengths that are not a multiple of 32,
+//! portable loops.
+
+use half::{bf16, f16};
+
+use crate::kernels::Widen;
+
+/// An element of the KV cache as the vector loops read it: eight at a time into f32 lanes.
+pub trait CacheElement: Widen {
+    /// Eight elements from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// Eight elements must be readable at `p`, and the CPU must have AVX2 and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl CacheElement for f32 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl CacheElement for f16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (16 readable bytes, F16C present).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
+impl CacheElement for bf16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // bf16 is the high half of an f32: widen each to 32 bits and shift it into place.
+        // SAFETY: the caller's contract (16 readable bytes, AVX2 present).
+        unsafe {
+            let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+        }
+    }
+}
 
 /// `a · b` (equal lengths).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot<R: CacheElement>(a: &[f32], b: &[R]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
     if a.len().is_multiple_of(LANES) && simd() {
@@ -18,9 +68,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Asks for `row` to be brought into the cache (a hint; no effect where there is none). The
 /// cache holds a kv head's rows one slot apart — 4 KiB for Qwen3-0.6B, a page each — which the
 /// hardware prefetcher does not follow: without the hint every row is a fresh miss.
-pub fn prefetch(row: &[f32]) {
+pub fn prefetch<R>(row: &[R]) {
     #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(16) {
+    for line in row.chunks((64 / std::mem::size_of::<R>().max(1)).max(1)) {
         // SAFETY: a prefetch of a valid address; it never faults.
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
@@ -34,7 +84,11 @@ pub fn prefetch(row: &[f32]) {
 pub const PREFETCH_AHEAD: usize = 4;
 
 /// `acc += Σ_j weights[j] · row(j)`, each row `acc.len()` long, rows in order.
-pub fn weighted_sum<'a>(acc: &mut [f32], weights: &[f32], row: impl Fn(usize) -> &'a [f32]) {
+pub fn weighted_sum<'a, R: CacheElement>(
+    acc: &mut [f32],
+    weights: &[f32],
+    row: impl Fn(usize) -> &'a [R],
+) {
     #[cfg(target_arch = "x86_64")]
     if acc.len().is_multiple_of(LANES) && simd() {
         // SAFETY: the features were detected; `acc` is a multiple of 32 long and every row
@@ -45,7 +99,9 @@ pub fn weighted_sum<'a>(acc: &mut [f32], weights: &[f32], row: impl Fn(usize) ->
         if j + PREFETCH_AHEAD < weights.len() {
             prefetch(row(j + PREFETCH_AHEAD));
         }
-        acc.iter_mut().zip(row(j)).for_each(|(a, x)| *a += w * x);
+        acc.iter_mut()
+            .zip(row(j))
+            .for_each(|(a, x)| *a += w * x.widen());
     }
 }
 
@@ -55,7 +111,9 @@ const LANES: usize = 32;
 fn simd() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -64,18 +122,18 @@ fn simd() -> bool {
 }
 
 /// Eight independent accumulators, so the compiler can vectorise it.
-fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
+fn portable_dot<R: CacheElement>(a: &[f32], b: &[R]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * y.widen())
         .sum();
     for (x, y) in ac.zip(bc) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * y[i].widen();
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -83,12 +141,12 @@ fn portable_dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::LANES;
+    use super::{CacheElement, LANES};
     use std::arch::x86_64::*;
 
     /// Four FMA chains of eight lanes.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot<R: CacheElement>(a: &[f32], b: &[R]) -> f32 {
         assert!(a.len() == b.len() && a.len().is_multiple_of(LANES));
         // SAFETY: every load is inside both slices (lengths checked above).
         unsafe {
@@ -96,7 +154,7 @@ mod avx2 {
             for i in (0..a.len()).step_by(LANES) {
                 for (c, acc) in acc.iter_mut().enumerate() {
                     let x = _mm256_loadu_ps(a.as_ptr().add(i + 8 * c));
-                    let y = _mm256_loadu_ps(b.as_ptr().add(i + 8 * c));
+                    let y = R::load8(b.as_ptr().add(i + 8 * c));
                     *acc = _mm256_fmadd_ps(x, y, *acc);
                 }
             }
@@ -109,11 +167,11 @@ mod avx2 {
     }
 
     /// 32 columns of `acc` at a time held in four registers across all rows.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_sum<'a>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted_sum<'a, R: CacheElement>(
         acc: &mut [f32],
         weights: &[f32],
-        row: impl Fn(usize) -> &'a [f32],
+        row: impl Fn(usize) -> &'a [R],
     ) {
         assert!(acc.len().is_multiple_of(LANES));
         for col in (0..acc.len()).step_by(LANES) {
@@ -131,8 +189,7 @@ mod avx2 {
                     assert_eq!(r.len(), acc.len(), "value row length");
                     let w = _mm256_set1_ps(w);
                     for (c, sum) in sum.iter_mut().enumerate() {
-                        *sum =
-                            _mm256_fmadd_ps(w, _mm256_loadu_ps(r.as_ptr().add(col + 8 * c)), *sum);
+                        *sum = _mm256_fmadd_ps(w, R::load8(r.as_ptr().add(col + 8 * c)), *sum);
                     }
                 }
                 for (c, sum) in sum.iter().enumerate() {
@@ -164,6 +221,40 @@ mod tests {
                 "{n}: {got} vs {want}"
             );
         }
+    }
+
+    /// 16-bit rows read by the SIMD loads equal the same rows widened one by one.
+    #[test]
+    fn sixteen_bit_rows_are_widened_exactly() {
+        use crate::kernels::Element;
+        fn check<R: CacheElement + Element>() {
+            for n in [32, 128, 40] {
+                let a = values(n, 3);
+                let b: Vec<R> = values(n, 4).into_iter().map(R::narrow).collect();
+                let widened: Vec<f32> = b.iter().map(|x| x.widen()).collect();
+                let (got, want) = (dot(&a, &b), dot(&a, &widened));
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{n}: {got} vs {want}"
+                );
+                let rows: Vec<Vec<R>> = (0..5)
+                    .map(|j| values(n, j).into_iter().map(R::narrow).collect())
+                    .collect();
+                let wide: Vec<Vec<f32>> = rows
+                    .iter()
+                    .map(|r| r.iter().map(|x| x.widen()).collect())
+                    .collect();
+                let weights = values(5, 8);
+                let (mut got, mut want) = (values(n, 6), values(n, 6));
+                weighted_sum(&mut got, &weights, |j| &rows[j]);
+                weighted_sum(&mut want, &weights, |j| &wide[j]);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{n}: {g} vs {w}");
+                }
+            }
+        }
+        check::<half::f16>();
+        check::<half::bf16>();
     }
 
     #[test]
