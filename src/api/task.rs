@@ -33,6 +33,15 @@ impl ServedTask {
         }
     }
 
+    /// What the model is, in a sentence ("a generation model").
+    fn described(&self) -> &'static str {
+        match self {
+            ServedTask::Generate => "a generation model",
+            ServedTask::Embed(_) => "an embedding model",
+            ServedTask::Score(_) => "a reranker",
+        }
+    }
+
     /// A generation route may run.
     pub fn check_generates(&self) -> ApiResult<()> {
         match self {
@@ -53,9 +62,9 @@ impl ServedTask {
         match self {
             ServedTask::Embed(spec) => Ok(spec),
             _ => Err(ApiError::bad_request(format!(
-                "this server serves a {} model: it does not compute embeddings. Serve an \
-                 embedding model (a Qwen3-Embedding checkpoint, or --task embed)",
-                self.name()
+                "this server serves {}: it does not compute embeddings. Serve an embedding \
+                 model (a Qwen3-Embedding checkpoint, or --task embed)",
+                self.described()
             ))),
         }
     }
@@ -65,9 +74,9 @@ impl ServedTask {
         match self {
             ServedTask::Score(spec) => Ok(*spec),
             _ => Err(ApiError::bad_request(format!(
-                "this server serves a {} model: it does not score pairs. Serve a reranker (a \
+                "this server serves {}: it does not score pairs. Serve a reranker (a \
                  Qwen3-Reranker checkpoint with --task score)",
-                self.name()
+                self.described()
             ))),
         }
     }

@@ -164,7 +164,7 @@ fn embedding_refusals() {
     let generator = server().post("/v1/embeddings", &json!({"input": "x"}));
     assert_error(&generator, 400, "BadRequestError", None);
     assert!(
-        generator.body.contains("generate model"),
+        generator.body.contains("generation model"),
         "{}",
         generator.body
     );
