@@ -432,13 +432,22 @@ fn join_outputs(pieces: &[StepOutput]) -> Result<StepOutput> {
     })
 }
 
-/// Ends each pooling request of `rows` with its row of `hidden` (in order).
+/// Ends each pooling request of `rows` with its row of `hidden` (in order). The rows come to
+/// the host in one copy, not one a request.
 fn deliver_pooled(rows: Vec<&mut Running>, hidden: &Tensor) {
-    for (i, Entry { core, data }) in rows.into_iter().enumerate() {
-        let row = hidden.get(i).and_then(|r| r.to_vec1::<f32>());
-        match row {
-            Ok(values) => data.pooled(core, values),
-            Err(e) => data.fail_with(&format!("engine error: pooling: {e}")),
+    if rows.is_empty() {
+        return;
+    }
+    match hidden.to_vec2::<f32>() {
+        Ok(values) => {
+            for (Entry { core, data }, values) in rows.into_iter().zip(values) {
+                data.pooled(core, values);
+            }
+        }
+        Err(e) => {
+            for Entry { data, .. } in rows {
+                data.fail_with(&format!("engine error: pooling: {e}"));
+            }
         }
     }
 }
@@ -471,10 +480,19 @@ fn deliver_scores(
             Err(e) => data.fail_with(&format!("engine error: scoring: {e}")),
         }
     }
-    let kept = Tensor::new(keep.as_slice(), logits.device())
+    match Tensor::new(keep.as_slice(), logits.device())
         .and_then(|keep| logits.index_select(&keep, 0))
-        .map_err(|e| e.to_string())?;
-    Ok((sampled, kept))
+    {
+        Ok(kept) => Ok((sampled, kept)),
+        // The rows left to sample get no token this step: they end with the error, as the
+        // requests of a failed forward do.
+        Err(e) => {
+            for Entry { data, .. } in sampled {
+                data.fail_with(&format!("engine error: {e}"));
+            }
+            Err(e.to_string())
+        }
+    }
 }
 
 /// Samples every row at once; if that fails, each row on its own (its random draws restored
