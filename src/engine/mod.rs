@@ -4,6 +4,7 @@
 //! `scheduler` + `block_manager` decide what runs and where its KV lives; `sequence` turns
 //! sampled tokens into text, stop decisions and events.
 
+pub mod block_digest;
 pub mod block_manager;
 pub mod checked;
 pub mod command;
@@ -12,7 +13,9 @@ pub mod core;
 pub mod handle;
 pub mod info;
 pub mod kv_budget;
+pub mod kv_offload;
 pub mod metrics;
+pub mod pool_events;
 pub mod request;
 pub mod request_state;
 pub mod rules;

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Shape, Tensor, WithDType};
 pub struct KvCache {
     block_size: usize,
     num_blocks: usize,
+    dtype: DType,
     layers: Vec<LayerKv>,
 }
 
@@ -42,6 +43,7 @@ impl KvCache {
         Ok(Self {
             block_size,
             num_blocks,
+            dtype,
             layers,
         })
     }
@@ -56,6 +58,28 @@ impl KvCache {
 
     pub fn layer(&self, index: usize) -> &LayerKv {
         &self.layers[index]
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The cache's element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// `[num_slots, num_kv_heads, head_dim]`.
+    pub fn slot_shape(&self) -> (usize, usize, usize) {
+        let dims = self
+            .layers
+            .first()
+            .map(|l| l.k.dims().to_vec())
+            .unwrap_or_default();
+        match dims[..] {
+            [slots, heads, dim] => (slots, heads, dim),
+            _ => (0, 0, 0),
+        }
     }
 }
 
