@@ -98,6 +98,25 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
 
+    /// Host memory, in GiB, for KV blocks the prefix cache evicts (vLLM's flag; 0: none).
+    /// A later prompt that continues into them gets them back instead of recomputing them.
+    #[arg(long, default_value_t = 0.0, value_name = "GiB")]
+    pub kv_offloading_size: f64,
+
+    /// vLLM's offloading backend; only `native` (tealight's own tiers) is available.
+    #[arg(long, default_value = "native", value_name = "native")]
+    pub kv_offloading_backend: String,
+
+    /// A directory for KV blocks the prefix cache (or the host tier) evicts: restored when a
+    /// prompt continues into them, and found again by a restarted server with the same model
+    /// and flags.
+    #[arg(long, value_name = "DIR")]
+    pub kv_offload_dir: Option<std::path::PathBuf>,
+
+    /// The most the `--kv-offload-dir` tier keeps; least recently used blocks go first.
+    #[arg(long, default_value = "16GiB", value_name = "SIZE")]
+    pub kv_offload_dir_size: bytesize::ByteSize,
+
     /// Reuse KV blocks of shared prompt prefixes (on by default).
     #[arg(long, overrides_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,
@@ -422,6 +441,36 @@ impl ServeArgs {
         !self.no_enable_prefix_caching
     }
 
+    /// The offload tiers' sizes and place (`model_identity` left for the loader).
+    pub fn kv_offload(&self) -> Result<crate::engine::kv_offload::KvOffloadConfig, String> {
+        if self.kv_offloading_backend != "native" {
+            return Err(format!(
+                "--kv-offloading-backend {}: only `native` is available",
+                self.kv_offloading_backend
+            ));
+        }
+        let gib = self.kv_offloading_size;
+        if !(gib.is_finite() && gib >= 0.0) {
+            return Err(format!(
+                "--kv-offloading-size must be a size in GiB (0 or more), got {gib}"
+            ));
+        }
+        let config = crate::engine::kv_offload::KvOffloadConfig {
+            host_bytes: (gib * (1u64 << 30) as f64) as usize,
+            dir: self.kv_offload_dir.clone(),
+            dir_bytes: self.kv_offload_dir_size.as_u64() as usize,
+            model_identity: Default::default(),
+        };
+        if config.enabled() && !self.prefix_caching() {
+            return Err(
+                "--kv-offloading-size and --kv-offload-dir keep prefix-cache blocks: they \
+                 need prefix caching (drop --no-enable-prefix-caching)"
+                    .into(),
+            );
+        }
+        Ok(config)
+    }
+
     /// `--stream-stall-timeout` (`None`: never).
     pub fn stream_stall_timeout(&self) -> Result<Option<std::time::Duration>, String> {
         let seconds = self.stream_stall_timeout;
@@ -431,5 +480,51 @@ impl ServeArgs {
             ));
         }
         Ok((seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn offload(flags: &[&str]) -> Result<crate::engine::kv_offload::KvOffloadConfig, String> {
+        let mut argv = vec!["serve"];
+        argv.extend(flags);
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .args
+            .kv_offload()
+    }
+
+    #[test]
+    fn offload_flags_take_vllms_names_and_refuse_what_cannot_work() {
+        let off = offload(&[]).unwrap();
+        assert!(!off.enabled());
+        let on = offload(&[
+            "--kv-offloading-size",
+            "1.5",
+            "--kv-offloading-backend",
+            "native",
+            "--kv-offload-dir",
+            "/tmp/kv",
+            "--kv-offload-dir-size",
+            "2GiB",
+        ])
+        .unwrap();
+        assert_eq!(on.host_bytes, 3 << 29);
+        assert_eq!(on.dir.as_deref(), Some(std::path::Path::new("/tmp/kv")));
+        assert_eq!(on.dir_bytes, 2 << 30);
+        assert!(offload(&["--kv-offloading-backend", "lmcache"]).is_err());
+        assert!(offload(&["--kv-offloading-size", "-1"]).is_err());
+        assert!(offload(&["--kv-offloading-size", "NaN"]).is_err());
+        let no_prefix = offload(&["--kv-offload-dir", "/tmp/kv", "--no-enable-prefix-caching"]);
+        assert!(no_prefix.unwrap_err().contains("prefix caching"));
     }
 }

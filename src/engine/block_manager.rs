@@ -448,6 +448,19 @@ impl BlockManager {
         self.free(&reserved[..filled]);
     }
 
+    /// Every block registered with a link: its slot, link and tokens (to save them all).
+    pub fn registered(&self) -> Vec<(BlockId, BlockLink, Vec<u32>)> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(id, block)| {
+                let link = block.link?;
+                block.hash?;
+                Some((id as BlockId, link, block.tokens.clone()))
+            })
+            .collect()
+    }
+
     /// Releases a sequence's blocks. Later blocks are evicted before earlier ones, which other
     /// prompts are more likely to share.
     pub fn free(&mut self, table: &[BlockId]) {

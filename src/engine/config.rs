@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub report_cached_tokens: bool,
     /// The KV cache's element type (`--kv-cache-dtype`); `None`: the model's.
     pub kv_cache_dtype: Option<candle_core::DType>,
+    /// The host and disk tiers under the pool (none by default).
+    pub kv_offload: super::kv_offload::KvOffloadConfig,
 }
 
 /// Default of `--stream-buffer-events`.
@@ -55,6 +57,7 @@ impl EngineConfig {
             stream_stall_timeout: Some(Duration::from_secs(DEFAULT_STREAM_STALL_TIMEOUT_S)),
             report_cached_tokens: true,
             kv_cache_dtype: None,
+            kv_offload: Default::default(),
         }
     }
 

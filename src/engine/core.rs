@@ -11,6 +11,7 @@
 //! on their own get an error.
 
 use super::config::EngineConfig;
+use super::kv_offload::offloader::Offloader;
 use super::metrics::EngineMetrics;
 use super::request::{Event, FinishReason, Pooling};
 use super::request_state::RequestState;
@@ -49,6 +50,8 @@ pub struct EngineCore {
     queued: Arc<AtomicUsize>,
     /// Signalled by clients' reads while the engine sleeps with only parked requests.
     wake: Arc<ReadWake>,
+    /// The host and disk tiers under the pool, when configured.
+    offload: Option<Offloader>,
     #[cfg(test)]
     faults: Option<Box<dyn tests::StepFaults>>,
 }
@@ -73,9 +76,17 @@ impl EngineCore {
             metrics,
             queued,
             wake: Arc::new(ReadWake::default()),
+            offload: None,
             #[cfg(test)]
             faults: None,
         }
+    }
+
+    /// Evicted blocks go to these tiers and come back from them (the pool must record
+    /// evictions with digests: [`super::block_manager::BlockManager::with_digests`]).
+    pub fn with_offload(mut self, offload: Offloader) -> Self {
+        self.offload = Some(offload);
+        self
     }
 
     /// The signal clients' reads raise (see [`ReadWake`]).
@@ -110,7 +121,10 @@ impl EngineCore {
     pub fn step(&mut self) -> StepOutcome {
         self.drop_cancelled();
         self.check_backpressure();
+        self.restore_from_tiers();
         let plan = self.scheduler.schedule_with(RequestState::is_parked);
+        // Admission may have evicted cached blocks this step's forward pass overwrites.
+        self.settle_pool_events();
         // Count the admitted requests as running before they leave the waiting count, so a
         // scrape during this step sees them (routers read both gauges every few ms).
         self.metrics
@@ -130,12 +144,16 @@ impl EngineCore {
     /// `Ran` when any request of the step got its token (faults isolated to some rows do not
     /// fail the step); `Failed` when none could (every forward or every sampled row failed).
     fn run(&mut self, plan: &StepPlan) -> StepOutcome {
+        let started = Instant::now();
         let (computed, output) = match self.forward_isolated(&plan.chunks) {
             Ok(done) => done,
             Err(why) => return StepOutcome::Failed(why),
         };
         let prompt_tokens = self.scheduler.commit(&computed);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
+        if let Some(offload) = &mut self.offload {
+            offload.observe_prefill(prompt_tokens, started.elapsed());
+        }
 
         // Rows whose prompt is done: pooling requests end here with what they read (a hidden
         // state, or chosen logits), the others sample their next token. Each group keeps the
@@ -183,6 +201,40 @@ impl EngineCore {
             }
         }
         StepOutcome::Ran
+    }
+
+    /// Restores the tier-held continuation of the next admission's prefix hit into the pool,
+    /// saving first what making room for it evicts.
+    fn restore_from_tiers(&mut self) {
+        let Some(offload) = &mut self.offload else {
+            return;
+        };
+        let Some(restore) = offload.plan(&mut self.scheduler, RequestState::is_parked) else {
+            return;
+        };
+        self.settle_pool_events();
+        if let Some(offload) = &mut self.offload {
+            offload.fill(restore, &mut self.scheduler, &self.cache);
+        }
+    }
+
+    /// Saves the prefix cache to the disk tier, if there is one (the engine is stopping).
+    pub fn persist_prefix_cache(&mut self) {
+        self.settle_pool_events();
+        if let Some(offload) = &mut self.offload {
+            offload.persist(self.scheduler.blocks_mut(), &self.cache);
+        }
+    }
+
+    /// Hands the pool's recorded events on: evicted blocks' KV to the tiers.
+    fn settle_pool_events(&mut self) {
+        let Some(offload) = &mut self.offload else {
+            return;
+        };
+        let events = self.scheduler.blocks_mut().drain_events();
+        if !events.is_empty() {
+            offload.save_evicted(&events, &self.cache);
+        }
     }
 
     /// Runs the model on `chunks`. If that fails, retries once as two halves and fails the

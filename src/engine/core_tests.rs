@@ -51,6 +51,7 @@ fn engine() -> (EngineCore, Arc<Tokenizer>) {
         stream_stall_timeout: None,
         report_cached_tokens: true,
         kv_cache_dtype: None,
+        kv_offload: Default::default(),
     };
     let cache = KvCache::new(
         model.config(),

@@ -12,7 +12,10 @@ use super::command::Command;
 use super::config::EngineConfig;
 use super::core::EngineCore;
 use super::info::EngineInfo;
+use super::kv_offload::offloader::Offloader;
+use super::kv_offload::{KvTiers, layout_of};
 use super::metrics::EngineMetrics;
+use super::pool_events::PoolJournal;
 use super::request::{Event, GenerationRequest};
 use super::request_state::RequestState;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
@@ -128,16 +131,21 @@ impl EngineHandle {
         }
         let metrics = Arc::new(EngineMetrics::new());
         let queued = Arc::new(AtomicUsize::new(0));
+        let tiers = open_tiers(&config, &cache)?;
+        let mut pool = BlockManager::new(
+            config.num_blocks,
+            config.block_size,
+            config.enable_prefix_caching,
+        );
+        if let Some(tiers) = &tiers {
+            pool = pool.with_digests(*tiers.namespace(), PoolJournal::new(false, true));
+        }
         let scheduler = Scheduler::new(
             SchedulerConfig {
                 max_num_seqs: config.max_num_seqs,
                 max_num_batched_tokens: config.max_num_batched_tokens,
             },
-            BlockManager::new(
-                config.num_blocks,
-                config.block_size,
-                config.enable_prefix_caching,
-            ),
+            pool,
         );
         let max_waiting = config.max_waiting;
         let stream_buffer_events = config.stream_buffer_events;
@@ -151,6 +159,10 @@ impl EngineHandle {
             metrics.clone(),
             queued.clone(),
         );
+        let core = match tiers {
+            Some(tiers) => core.with_offload(Offloader::new(tiers, metrics.clone())),
+            None => core,
+        };
         let liveness = Arc::new(Liveness::default());
         let wake = core.wake().clone();
         let (tx, thread) = worker::spawn(core, liveness.clone())?;
@@ -324,6 +336,27 @@ impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
     }
+}
+
+/// The offload tiers `config` asks for, over `cache`'s layout.
+fn open_tiers(config: &EngineConfig, cache: &KvCache) -> Result<Option<KvTiers>> {
+    let offload = &config.kv_offload;
+    if !offload.enabled() {
+        return Ok(None);
+    }
+    if !config.enable_prefix_caching {
+        return Err(Error::config(
+            "the KV offload tiers keep prefix-cache blocks: they need prefix caching",
+        ));
+    }
+    let tiers = KvTiers::open(offload, layout_of(cache))?;
+    tracing::info!(
+        host_bytes = offload.host_bytes,
+        dir = ?offload.dir,
+        dir_bytes = offload.dir_bytes,
+        "KV offload tiers on"
+    );
+    Ok(Some(tiers))
 }
 
 /// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The

@@ -13,6 +13,11 @@ pub struct EngineMetrics {
     pub prefix_cache_queries: IntCounter,
     pub prefix_cache_hits: IntCounter,
     pub preemptions: IntCounter,
+    /// Evicted blocks handed to the offload tiers, restored from them, and refused by their
+    /// checks.
+    pub kv_offload_stored: IntCounter,
+    pub kv_offload_restored: IntCounter,
+    pub kv_offload_rejected: IntCounter,
     pub prompt_tokens: IntCounter,
     pub generation_tokens: IntCounter,
     pub request_success: IntCounterVec,
@@ -75,6 +80,18 @@ impl EngineMetrics {
             preemptions: register!(counter(
                 "tealight:num_preemptions_total",
                 "Sequences preempted for KV space."
+            )),
+            kv_offload_stored: register!(counter(
+                "tealight:kv_offload_stored_blocks_total",
+                "Evicted KV blocks saved to the host or disk tier."
+            )),
+            kv_offload_restored: register!(counter(
+                "tealight:kv_offload_restored_blocks_total",
+                "KV blocks restored from the host or disk tier instead of recomputed."
+            )),
+            kv_offload_rejected: register!(counter(
+                "tealight:kv_offload_rejected_blocks_total",
+                "Stored KV blocks that failed their checks (deleted and recomputed)."
             )),
             prompt_tokens: register!(counter(
                 "tealight:prompt_tokens_total",

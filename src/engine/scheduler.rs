@@ -248,6 +248,24 @@ impl<T> Scheduler<T> {
         plan
     }
 
+    /// The pool (for the offload tiers and the KV event stream).
+    pub fn blocks_mut(&mut self) -> &mut BlockManager {
+        &mut self.blocks
+    }
+
+    /// The salt and tokens of the waiting sequence admission considers next (the first not
+    /// `parked`), if a sequence slot is free for it.
+    pub fn next_admission(
+        &self,
+        parked: impl Fn(&T) -> bool,
+    ) -> Option<(Option<Arc<str>>, Vec<u32>)> {
+        if self.running.len() >= self.cfg.max_num_seqs {
+            return None;
+        }
+        let next = self.waiting.iter().find(|e| !parked(&e.data))?;
+        Some((next.core.cache_salt.clone(), next.core.tokens.clone()))
+    }
+
     /// The newest running sequence that `parked` names.
     fn newest_parked(&self, parked: &impl Fn(&T) -> bool) -> Option<usize> {
         self.running.iter().rposition(|e| parked(&e.data))

@@ -118,7 +118,10 @@ fn run(core: EngineCore, commands: Receiver<Command>, liveness: &Liveness) {
         steps()
     };
     let why = match result {
-        Ok(None) => return,
+        Ok(None) => {
+            core.persist_prefix_cache();
+            return;
+        }
         Ok(Some(why)) => why,
         Err(panic) => format!("the engine panicked: {}", panic_message(&panic)),
     };

@@ -67,6 +67,21 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     config.stream_stall_timeout = args.stream_stall_timeout().map_err(Error::config)?;
     config.report_cached_tokens = !args.no_report_cached_tokens;
     config.kv_cache_dtype = args.kv_cache_dtype.dtype();
+    config.kv_offload = args.kv_offload().map_err(Error::config)?;
+    if config.kv_offload.enabled() {
+        // What the stored KV depends on besides the tokens and the pool's layout.
+        let settings = [
+            format!("{:?}", model.dtype()),
+            format!("{:?}", args.quantization),
+        ];
+        let identity = source.identity(&settings).map_err(|e| {
+            Error::config(format!(
+                "reading {} for the KV offload tiers: {e}",
+                model_arg
+            ))
+        })?;
+        config.kv_offload.model_identity = crate::engine::block_digest::BlockDigest(identity);
+    }
     let context_limit = args.max_model_len.unwrap_or(cfg.max_position_embeddings);
     let kv_bytes = match kv_bytes(budget, &cfg, kv_dtype_size) {
         Some(bytes) => bytes,

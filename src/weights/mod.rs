@@ -8,6 +8,7 @@ pub mod config;
 pub mod embedded;
 pub mod fp8;
 pub mod gguf;
+pub mod identity;
 pub mod quantization;
 pub mod quantized;
 pub mod sentence_transformers;

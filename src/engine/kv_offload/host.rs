@@ -31,6 +31,11 @@ impl HostTier {
         self.blocks.touch(key).map(Vec::as_slice)
     }
 
+    /// Takes every block out, least recently used first.
+    pub fn drain(&mut self) -> Vec<(BlockDigest, Vec<u8>)> {
+        std::iter::from_fn(|| self.blocks.pop_oldest()).collect()
+    }
+
     pub fn remove(&mut self, key: &BlockDigest) {
         self.blocks.remove(key);
     }

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod format;
 pub mod host;
 pub mod lru;
+pub mod offloader;
 pub mod restore_cost;
 
 use std::path::PathBuf;
@@ -120,6 +121,25 @@ impl KvTiers {
                     self.counters.write_errors += 1;
                     tracing::warn!(error = %e, "KV disk tier: a block was not written");
                 }
+            }
+        }
+    }
+
+    /// Whether blocks outlive the process here (a disk tier).
+    pub fn persists(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Moves what the host tier holds to disk (at shutdown: host memory does not outlive the
+    /// process).
+    pub fn spill_host(&mut self) {
+        let (Some(host), Some(disk)) = (&mut self.host, &mut self.disk) else {
+            return;
+        };
+        for (digest, stored) in host.drain() {
+            if let Err(e) = disk.put(digest, &stored) {
+                self.counters.write_errors += 1;
+                tracing::warn!(error = %e, "KV disk tier: a block was not written");
             }
         }
     }
