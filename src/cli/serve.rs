@@ -117,6 +117,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "16GiB", value_name = "SIZE")]
     pub kv_offload_dir_size: bytesize::ByteSize,
 
+    /// vLLM's KV event stream, as JSON: `{"enable_kv_cache_events": true, "publisher": "zmq",
+    /// "endpoint": "tcp://*:5557", "topic": "kv@POD@MODEL"}`. Stored and removed prefix-cache
+    /// blocks are published for cache-aware routers (llm-d); see docs/scale-out.md.
+    #[arg(long, value_name = "JSON")]
+    pub kv_events_config: Option<String>,
+
     /// Reuse KV blocks of shared prompt prefixes (on by default).
     #[arg(long, overrides_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,

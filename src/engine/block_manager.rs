@@ -311,7 +311,8 @@ impl BlockManager {
                 block.link = link;
                 self.cached.insert(h, b);
                 if let Some(link) = link {
-                    self.journal.stored(b, link, chunk);
+                    self.journal
+                        .stored(b, link, chunk, i == 0, salt.filter(|_| i == 0));
                 }
             }
         }
@@ -442,7 +443,9 @@ impl BlockManager {
         for &b in &reserved[..filled] {
             let block = &self.blocks[b as usize];
             if let Some(link) = block.link {
-                self.journal.stored(b, link, &block.tokens);
+                let first = block.parent.is_none();
+                self.journal
+                    .stored(b, link, &block.tokens, first, block.salt.as_ref());
             }
         }
         self.free(&reserved[..filled]);

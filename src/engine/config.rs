@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub kv_cache_dtype: Option<candle_core::DType>,
     /// The host and disk tiers under the pool (none by default).
     pub kv_offload: super::kv_offload::KvOffloadConfig,
+    /// The KV event stream (`--kv-events-config`; none by default).
+    pub kv_events: Option<super::kv_events::KvEventsConfig>,
 }
 
 /// Default of `--stream-buffer-events`.
@@ -58,6 +60,7 @@ impl EngineConfig {
             report_cached_tokens: true,
             kv_cache_dtype: None,
             kv_offload: Default::default(),
+            kv_events: None,
         }
     }
 

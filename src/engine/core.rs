@@ -11,6 +11,7 @@
 //! on their own get an error.
 
 use super::config::EngineConfig;
+use super::kv_events::KvEventSink;
 use super::kv_offload::offloader::Offloader;
 use super::metrics::EngineMetrics;
 use super::request::{Event, FinishReason, Pooling};
@@ -52,6 +53,8 @@ pub struct EngineCore {
     wake: Arc<ReadWake>,
     /// The host and disk tiers under the pool, when configured.
     offload: Option<Offloader>,
+    /// The KV event stream, when configured.
+    events: Option<KvEventSink>,
     #[cfg(test)]
     faults: Option<Box<dyn tests::StepFaults>>,
 }
@@ -77,9 +80,17 @@ impl EngineCore {
             queued,
             wake: Arc::new(ReadWake::default()),
             offload: None,
+            events: None,
             #[cfg(test)]
             faults: None,
         }
+    }
+
+    /// The pool's stored and removed blocks are published here (the pool must record them:
+    /// [`super::block_manager::BlockManager::with_digests`]).
+    pub fn with_events(mut self, events: KvEventSink) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Evicted blocks go to these tiers and come back from them (the pool must record
@@ -137,6 +148,8 @@ impl EngineCore {
         }
         let outcome = self.run(&plan);
         self.retire();
+        // The blocks this step registered, announced now rather than a step later.
+        self.settle_pool_events();
         self.update_gauges();
         outcome
     }
@@ -226,14 +239,21 @@ impl EngineCore {
         }
     }
 
-    /// Hands the pool's recorded events on: evicted blocks' KV to the tiers.
+    /// Hands the pool's recorded events on: evicted blocks' KV to the tiers, stored and
+    /// removed blocks to the event stream.
     fn settle_pool_events(&mut self) {
-        let Some(offload) = &mut self.offload else {
+        if self.offload.is_none() && self.events.is_none() {
             return;
-        };
+        }
         let events = self.scheduler.blocks_mut().drain_events();
-        if !events.is_empty() {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(offload) = &mut self.offload {
             offload.save_evicted(&events, &self.cache);
+        }
+        if let Some(sink) = &mut self.events {
+            sink.publish(&events);
         }
     }
 

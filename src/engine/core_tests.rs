@@ -52,6 +52,7 @@ fn engine() -> (EngineCore, Arc<Tokenizer>) {
         report_cached_tokens: true,
         kv_cache_dtype: None,
         kv_offload: Default::default(),
+        kv_events: None,
     };
     let cache = KvCache::new(
         model.config(),

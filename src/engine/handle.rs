@@ -12,6 +12,7 @@ use super::command::Command;
 use super::config::EngineConfig;
 use super::core::EngineCore;
 use super::info::EngineInfo;
+use super::kv_events::KvEventSink;
 use super::kv_offload::offloader::Offloader;
 use super::kv_offload::{KvTiers, layout_of};
 use super::metrics::EngineMetrics;
@@ -132,13 +133,16 @@ impl EngineHandle {
         let metrics = Arc::new(EngineMetrics::new());
         let queued = Arc::new(AtomicUsize::new(0));
         let tiers = open_tiers(&config, &cache)?;
+        let events = start_events(&config, model.device())?;
         let mut pool = BlockManager::new(
             config.num_blocks,
             config.block_size,
             config.enable_prefix_caching,
         );
-        if let Some(tiers) = &tiers {
-            pool = pool.with_digests(*tiers.namespace(), PoolJournal::new(false, true));
+        if tiers.is_some() || events.is_some() {
+            let namespace = tiers.as_ref().map(|t| *t.namespace()).unwrap_or_default();
+            let journal = PoolJournal::new(events.is_some(), true);
+            pool = pool.with_digests(namespace, journal);
         }
         let scheduler = Scheduler::new(
             SchedulerConfig {
@@ -161,6 +165,10 @@ impl EngineHandle {
         );
         let core = match tiers {
             Some(tiers) => core.with_offload(Offloader::new(tiers, metrics.clone())),
+            None => core,
+        };
+        let core = match events {
+            Some(events) => core.with_events(events),
             None => core,
         };
         let liveness = Arc::new(Liveness::default());
@@ -357,6 +365,24 @@ fn open_tiers(config: &EngineConfig, cache: &KvCache) -> Result<Option<KvTiers>>
         "KV offload tiers on"
     );
     Ok(Some(tiers))
+}
+
+/// The KV event stream `config` asks for.
+fn start_events(
+    config: &EngineConfig,
+    device: &candle_core::Device,
+) -> Result<Option<KvEventSink>> {
+    let Some(events) = &config.kv_events else {
+        return Ok(None);
+    };
+    if !config.enable_prefix_caching {
+        return Err(Error::config(
+            "--kv-events-config reports prefix-cache blocks: it needs prefix caching",
+        ));
+    }
+    // vLLM's name for where the blocks live.
+    let medium = if device.is_cpu() { "CPU" } else { "GPU" };
+    Ok(Some(KvEventSink::start(events, config.block_size, medium)?))
 }
 
 /// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The

@@ -13,6 +13,7 @@ pub mod core;
 pub mod handle;
 pub mod info;
 pub mod kv_budget;
+pub mod kv_events;
 pub mod kv_offload;
 pub mod metrics;
 pub mod pool_events;

@@ -2,6 +2,8 @@
 //! pool: the offload tiers (which save an evicted block's KV before it is overwritten) and the
 //! KV event stream (which tells routers what this replica holds).
 
+use std::sync::Arc;
+
 use super::block_digest::BlockLink;
 use super::block_manager::BlockId;
 
@@ -12,6 +14,10 @@ pub enum PoolEvent {
         block: BlockId,
         link: BlockLink,
         tokens: Vec<u32>,
+        /// The first block of its sequence (no parent block)?
+        first: bool,
+        /// The `cache_salt` of a first block's sequence.
+        salt: Option<Arc<str>>,
     },
     /// A registered block was taken for new contents. Its KV is still in the pool until the
     /// next forward pass writes into it.
@@ -39,12 +45,21 @@ impl PoolJournal {
         }
     }
 
-    pub(crate) fn stored(&mut self, block: BlockId, link: BlockLink, tokens: &[u32]) {
+    pub(crate) fn stored(
+        &mut self,
+        block: BlockId,
+        link: BlockLink,
+        tokens: &[u32],
+        first: bool,
+        salt: Option<&Arc<str>>,
+    ) {
         if self.record_stored {
             self.events.push(PoolEvent::Stored {
                 block,
                 link,
                 tokens: tokens.to_vec(),
+                first,
+                salt: salt.cloned(),
             });
         }
     }

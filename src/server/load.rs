@@ -68,6 +68,12 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
     config.report_cached_tokens = !args.no_report_cached_tokens;
     config.kv_cache_dtype = args.kv_cache_dtype.dtype();
     config.kv_offload = args.kv_offload().map_err(Error::config)?;
+    config.kv_events = match &args.kv_events_config {
+        Some(json) => {
+            crate::engine::kv_events::KvEventsConfig::parse(json).map_err(Error::config)?
+        }
+        None => None,
+    };
     if config.kv_offload.enabled() {
         // What the stored KV depends on besides the tokens and the pool's layout.
         let settings = [

@@ -11,6 +11,7 @@ mod engine;
 mod engine_metrics;
 mod guided;
 mod guided_bounds;
+mod kv_events;
 mod kv_offload;
 mod pooling;
 mod sampling;
