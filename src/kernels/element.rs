@@ -150,7 +150,10 @@ mod tests {
             check(f32::from_bits(bits));
         }
         for b in 0u8..0x7E {
-            let (lo, hi) = (F8E4M3::from_bits(b).to_f32(), F8E4M3::from_bits(b + 1).to_f32());
+            let (lo, hi) = (
+                F8E4M3::from_bits(b).to_f32(),
+                F8E4M3::from_bits(b + 1).to_f32(),
+            );
             let mid = (lo + hi) / 2.0;
             for x in [mid, mid.next_up(), mid.next_down(), lo, hi] {
                 check(x);
@@ -187,7 +190,11 @@ mod tests {
         assert_eq!(e4m3_bits(0.0), 0x00);
         assert_eq!(e4m3_bits(-0.0), 0x80);
         assert_eq!(e4m3_bits(-1e-9), 0x80);
-        assert_eq!(e4m3_bits(2f32.powi(-10)), 0x00, "a tie rounds to the even 0");
+        assert_eq!(
+            e4m3_bits(2f32.powi(-10)),
+            0x00,
+            "a tie rounds to the even 0"
+        );
         assert_eq!(e4m3_bits(2f32.powi(-10).next_up()), 0x01);
         let neg_zero = F8E4M3::narrow(-0.0).widen();
         assert!(neg_zero == 0.0 && neg_zero.is_sign_negative());
