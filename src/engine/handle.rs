@@ -89,13 +89,18 @@ impl EngineHandle {
             ..config
         };
         let kv_dtype = kv_cache_dtype(&config, &model)?;
-        let cache = KvCache::new(
+        let mut cache = KvCache::new(
             model.config(),
             config.num_blocks,
             config.block_size,
             kv_dtype,
             model.device(),
         )?;
+        // Only an fp8 cache is scaled (as in vLLM); a checkpoint's scales are its calibration.
+        if let (candle_core::DType::F8E4M3, Some(scales)) = (kv_dtype, model.kv_scales()) {
+            cache.set_scales(scales)?;
+            tracing::info!("fp8 KV cache: the checkpoint's k_scale/v_scale for each layer");
+        }
         tracing::info!(
             blocks = config.num_blocks,
             tokens = config.pool_tokens(),

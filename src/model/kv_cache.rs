@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::weights::config::Qwen3Config;
+use crate::weights::store::WeightStore;
 use candle_core::{DType, Device, Shape, Tensor, WithDType};
 
 pub struct KvCache {
@@ -50,6 +51,46 @@ impl Default for KvScales {
     fn default() -> Self {
         Self::UNIT
     }
+}
+
+/// Each layer's scales as an fp8-quantized checkpoint carries them, in the names vLLM loads:
+/// `model.layers.N.self_attn.{k,v}_scale` (llm-compressor), `….self_attn.{k,v}_proj.{k,v}_scale`
+/// (ModelOpt), `….self_attn.{k,v}_proj.output_scale` (compressed-tensors' older layout), and
+/// the deprecated `….self_attn.kv_scale` for both. A scale the checkpoint lacks is 1, as in
+/// vLLM; `None` when it has none at all.
+pub fn checkpoint_scales(store: &WeightStore, layers: usize) -> Result<Option<Vec<KvScales>>> {
+    let mut found = false;
+    let mut scales = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let attn = format!("model.layers.{i}.self_attn");
+        let mut one = |kv: char| -> Result<f32> {
+            let names = [
+                format!("{attn}.{kv}_scale"),
+                format!("{attn}.{kv}_proj.{kv}_scale"),
+                format!("{attn}.{kv}_proj.output_scale"),
+                format!("{attn}.kv_scale"),
+            ];
+            let Some(name) = names.iter().find(|n| store.contains(n)) else {
+                return Ok(1.0);
+            };
+            found = true;
+            scalar(store, name)
+        };
+        let (k, v) = (one('k')?, one('v')?);
+        scales.push(KvScales { k, v });
+    }
+    Ok(found.then_some(scales))
+}
+
+/// A one-element tensor (stored as a scalar or as `[1]`) as f32.
+fn scalar(store: &WeightStore, name: &str) -> Result<f32> {
+    let tensor = store
+        .get_stored(name, &[])
+        .or_else(|_| store.get_stored(name, &[1]))?;
+    Ok(tensor
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?[0])
 }
 
 impl KvCache {

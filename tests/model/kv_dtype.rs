@@ -159,3 +159,39 @@ fn fp8_batched_requests_equal_solo_runs() {
         }
     }
 }
+
+/// A checkpoint's KV scales, in the names vLLM loads (scalars or `[1]`, any float dtype), are
+/// read per layer; a layer without them keeps 1, and a checkpoint without any has none.
+#[test]
+fn checkpoint_kv_scales_are_read_per_layer() {
+    use candle_core::Tensor;
+    use tealight::weights::checkpoint::CheckpointFiles;
+    let src = checkpoint_dir("tiny");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let weights = dir.path().join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let cpu = &Device::Cpu;
+    let attn = |i: usize, name: &str| format!("model.layers.{i}.self_attn.{name}");
+    let scalar = |x: f32| Tensor::new(x, cpu).unwrap();
+    tensors.insert(attn(0, "k_scale"), scalar(0.5));
+    tensors.insert(attn(0, "v_scale"), scalar(0.25));
+    let bf16_one = Tensor::new(&[2f32], cpu)
+        .unwrap()
+        .to_dtype(DType::BF16)
+        .unwrap();
+    tensors.insert(attn(1, "k_proj.output_scale"), bf16_one);
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+
+    let files = CheckpointFiles::from_dir(dir.path()).unwrap();
+    let loaded = tealight::model::loader::load_model(files, &Device::Cpu, DtypeChoice::F32);
+    let model = loaded.unwrap().model;
+    let scales = model.kv_scales().expect("the checkpoint's scales");
+    assert_eq!(scales[0], KvScales { k: 0.5, v: 0.25 });
+    assert_eq!(scales[1], KvScales { k: 2.0, v: 1.0 });
+    assert!(scales[2..].iter().all(|&s| s == KvScales::UNIT));
+    assert!(load("tiny", DtypeChoice::F32).model.kv_scales().is_none());
+}
