@@ -133,9 +133,17 @@ impl KvCache {
         &self.layers[index]
     }
 
-    /// Sets each layer's scales (one per layer, in order). Scales must be finite and positive:
-    /// a zero or NaN scale would write NaN into every slot.
+    /// Sets each layer's scales (one per layer, in order). Only an fp8 cache is scaled (the
+    /// writes that copy a cache's own dtype have nothing to divide). Scales must be finite and
+    /// positive: a zero or NaN scale would write NaN into every slot.
     pub fn set_scales(&mut self, scales: &[KvScales]) -> Result<()> {
+        let dtype = self.layers.first().map(|l| l.k.dtype());
+        if dtype.is_some_and(|d| d != DType::F8E4M3) && scales.iter().any(|&s| s != KvScales::UNIT)
+        {
+            return Err(Error::config(format!(
+                "KV scales other than 1 need an fp8 cache, not {dtype:?}"
+            )));
+        }
         if scales.len() != self.layers.len() {
             return Err(Error::config(format!(
                 "{} KV scales for {} layers",
