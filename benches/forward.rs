@@ -5,6 +5,7 @@
 //!     cargo bench --bench forward                      # f32 (the CPU default)
 //!     TEALIGHT_BENCH_DTYPE=f16 cargo bench --bench forward
 //!     TEALIGHT_BENCH_KV_DTYPE=f16 cargo bench --bench forward   # f32 activations, f16 cache
+//!     TEALIGHT_BENCH_KV_DTYPE=fp8 cargo bench --bench forward   # … an fp8 (e4m3) cache
 //!
 //! The checkpoint is generated once into `target/bench-models/0.6b` (or `$TEALIGHT_BENCH_MODEL`).
 //! `scripts/bench/bench_forward.sh` runs this beside HF transformers on the same checkpoint.
@@ -53,6 +54,7 @@ fn kv_dtype() -> Option<DType> {
     match std::env::var("TEALIGHT_BENCH_KV_DTYPE").as_deref() {
         Ok("f16") => Some(DType::F16),
         Ok("bf16") => Some(DType::BF16),
+        Ok("fp8") => Some(DType::F8E4M3),
         _ => None,
     }
 }

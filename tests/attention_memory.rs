@@ -224,6 +224,7 @@ fn a_step_of_many_sequences_stays_within_the_tile_bound() {
     let cache = LayerKv {
         k: Tensor::randn(0f32, 1.0, (slots, KV_HEADS, HEAD_DIM), &device).unwrap(),
         v: Tensor::randn(0f32, 1.0, (slots, KV_HEADS, HEAD_DIM), &device).unwrap(),
+        scales: Default::default(),
     };
     const MIB: usize = 1 << 20;
     for (decodes, context) in [(63, 1100), (126, 550)] {

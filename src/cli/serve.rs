@@ -76,10 +76,10 @@ pub struct ServeArgs {
     pub kv_cache_memory: Option<bytesize::ByteSize>,
 
     /// The KV cache's element type (vLLM's names): auto (the model's dtype), bfloat16/bf16,
-    /// float16/fp16/half. On the CPU a 16-bit cache beside f32 activations holds twice the
-    /// tokens in the same memory; the CUDA kernels read the model's dtype only. fp8 is not
-    /// supported yet.
-    #[arg(long, default_value = "auto", value_name = "auto|bfloat16|float16")]
+    /// float16/fp16/half, fp8/fp8_e4m3. On the CPU a 16-bit cache beside f32 activations holds
+    /// twice the tokens in the same memory, fp8 four times; the CUDA kernels read the model's
+    /// dtype only.
+    #[arg(long, default_value = "auto", value_name = "auto|bfloat16|float16|fp8")]
     pub kv_cache_dtype: KvCacheDtype,
 
     /// Most sequences in one step.
@@ -345,6 +345,8 @@ pub enum KvCacheDtype {
     Auto,
     Bf16,
     F16,
+    /// e4m3 with vLLM's per-tensor scales (`fp8` means e4m3 in vLLM too).
+    Fp8E4m3,
 }
 
 impl std::str::FromStr for KvCacheDtype {
@@ -355,11 +357,13 @@ impl std::str::FromStr for KvCacheDtype {
             "auto" => Ok(Self::Auto),
             "bfloat16" | "bf16" => Ok(Self::Bf16),
             "float16" | "fp16" | "half" => Ok(Self::F16),
-            "fp8" | "fp8_e4m3" | "fp8_e5m2" | "fp8_inc" => Err(format!(
-                "{s}: an fp8 KV cache is not supported yet; use auto, bfloat16 or float16"
+            "fp8" | "fp8_e4m3" => Ok(Self::Fp8E4m3),
+            "fp8_e5m2" | "fp8_inc" | "fp8_ds_mla" => Err(format!(
+                "{s}: only the e4m3 fp8 cache is built; use fp8 (fp8_e4m3), auto, bfloat16 or \
+                 float16"
             )),
             _ => Err(format!(
-                "{s}: expected auto, bfloat16 (bf16) or float16 (fp16)"
+                "{s}: expected auto, bfloat16 (bf16), float16 (fp16) or fp8 (fp8_e4m3)"
             )),
         }
     }
@@ -372,6 +376,7 @@ impl KvCacheDtype {
             Self::Auto => None,
             Self::Bf16 => Some(candle_core::DType::BF16),
             Self::F16 => Some(candle_core::DType::F16),
+            Self::Fp8E4m3 => Some(candle_core::DType::F8E4M3),
         }
     }
 }

@@ -93,13 +93,18 @@ impl EngineHandle {
             ..config
         };
         let kv_dtype = kv_cache_dtype(&config, &model)?;
-        let cache = KvCache::new(
+        let mut cache = KvCache::new(
             model.config(),
             config.num_blocks,
             config.block_size,
             kv_dtype,
             model.device(),
         )?;
+        // Only an fp8 cache is scaled (as in vLLM); a checkpoint's scales are its calibration.
+        if let (candle_core::DType::F8E4M3, Some(scales)) = (kv_dtype, model.kv_scales()) {
+            cache.set_scales(scales)?;
+            tracing::info!("fp8 KV cache: the checkpoint's k_scale/v_scale for each layer");
+        }
         tracing::info!(
             blocks = config.num_blocks,
             tokens = config.pool_tokens(),
@@ -386,26 +391,31 @@ fn start_events(
 }
 
 /// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The
-/// CPU backends store f16/bf16 beside f32 activations (rounded as written, widened as read);
-/// the CUDA kernels read the model's dtype only.
+/// CPU backends store f16/bf16 or fp8 (e4m3) beside f32 activations (rounded as written, widened
+/// as read); the CUDA kernels read the model's dtype only.
 fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_core::DType> {
+    use candle_core::DType;
     let model_dtype = model.dtype();
     let Some(kv) = config.kv_cache_dtype.filter(|&kv| kv != model_dtype) else {
         return Ok(model_dtype);
     };
     use crate::model::AttentionBackend;
-    let cpu_reads_it = matches!(kv, candle_core::DType::F16 | candle_core::DType::BF16)
-        && model_dtype == candle_core::DType::F32
+    let cpu_reads_it = matches!(kv, DType::F16 | DType::BF16 | DType::F8E4M3)
+        && model_dtype == DType::F32
         && matches!(
             config.attention_backend,
             AttentionBackend::Cpu | AttentionBackend::Generic
         )
         && model.device().is_cpu();
     if !cpu_reads_it {
+        let name = match kv {
+            DType::F8E4M3 => "fp8 (e4m3)".to_owned(),
+            other => format!("{other:?}"),
+        };
         return Err(Error::config(format!(
-            "--kv-cache-dtype {kv:?} beside a {model_dtype:?} model on {}: only the CPU \
-             backends store a 16-bit cache beside f32 activations; elsewhere the cache has the \
-             model's dtype (--kv-cache-dtype auto)",
+            "--kv-cache-dtype {name} beside a {model_dtype:?} model on {}: only the CPU \
+             backends store a 16-bit or fp8 cache, and only beside f32 activations; elsewhere \
+             (the CUDA kernels included) the cache has the model's dtype (--kv-cache-dtype auto)",
             crate::device::describe(model.device())
         )));
     }

@@ -396,6 +396,7 @@ mod tests {
         let cache = LayerKv {
             k: rand((slots, kv_heads, d)),
             v: rand((slots, kv_heads, d)),
+            scales: Default::default(),
         };
         let problems = plan_of(&batch, heads, kv_heads * d, TileBudget::default());
         let tiles = problems

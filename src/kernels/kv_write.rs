@@ -92,7 +92,11 @@ impl candle_core::InplaceOp3 for WriteKv {
             (CpuStorage::BF16(d), CpuStorage::BF16(s)) => {
                 copy(&mut d[d0..d0 + d_len], &s[s0..s0 + rows * row], slots, row)
             }
-            _ => bail!("write-kv: cache and source must share one of f32/f16/bf16"),
+            // Restoring an fp8 cache's block from an offload tier: bytes as they were stored.
+            (CpuStorage::F8E4M3(d), CpuStorage::F8E4M3(s)) => {
+                copy(&mut d[d0..d0 + d_len], &s[s0..s0 + rows * row], slots, row)
+            }
+            _ => bail!("write-kv: cache and source must share one of f32/f16/bf16/fp8"),
         }
     }
 

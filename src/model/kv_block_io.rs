@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_block_round_trips_in_every_cache_dtype() {
-        for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for dtype in [DType::F32, DType::F16, DType::BF16, DType::F8E4M3] {
             let cache = KvCache::new(&config(), 4, 2, dtype, &Device::Cpu).unwrap();
             let bytes = cache.block_payload_bytes();
             assert_eq!(bytes, 2 * 2 * 2 * 4 * dtype.size_in_bytes());

@@ -1,9 +1,14 @@
 //! The paged KV cache: per layer one K and one V tensor of `num_blocks * block_size` slots, each
 //! slot holding `[num_kv_heads, head_dim]`. Which block belongs to which sequence is the engine's
 //! business (block tables); the cache only stores.
+//!
+//! An fp8 cache (`--kv-cache-dtype fp8`) stores each layer's K and V divided by a per-tensor
+//! scale and reads them multiplied by it, as vLLM does with its `k_scale`/`v_scale`: 1 unless
+//! set ([`KvCache::set_scales`]). The other dtypes keep their values as they are (scale 1).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::weights::config::Qwen3Config;
+use crate::weights::store::WeightStore;
 use candle_core::{DType, Device, Shape, Tensor, WithDType};
 
 pub struct KvCache {
@@ -17,6 +22,76 @@ pub struct KvCache {
 pub struct LayerKv {
     pub k: Tensor,
     pub v: Tensor,
+    pub scales: KvScales,
+}
+
+impl LayerKv {
+    /// K and V kept as they are (scales of 1).
+    pub fn new(k: Tensor, v: Tensor) -> Self {
+        Self {
+            k,
+            v,
+            scales: KvScales::UNIT,
+        }
+    }
+}
+
+/// A layer's per-tensor cache scales (vLLM's `k_scale`, `v_scale`): stored = x / scale, read =
+/// stored × scale. Only an fp8 cache needs other than 1, to fit ±448.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvScales {
+    pub k: f32,
+    pub v: f32,
+}
+
+impl KvScales {
+    pub const UNIT: Self = Self { k: 1.0, v: 1.0 };
+}
+
+impl Default for KvScales {
+    fn default() -> Self {
+        Self::UNIT
+    }
+}
+
+/// Each layer's scales as an fp8-quantized checkpoint carries them, in the names vLLM loads:
+/// `model.layers.N.self_attn.{k,v}_scale` (llm-compressor), `….self_attn.{k,v}_proj.{k,v}_scale`
+/// (ModelOpt), `….self_attn.{k,v}_proj.output_scale` (compressed-tensors' older layout), and
+/// the deprecated `….self_attn.kv_scale` for both. A scale the checkpoint lacks is 1, as in
+/// vLLM; `None` when it has none at all.
+pub fn checkpoint_scales(store: &WeightStore, layers: usize) -> Result<Option<Vec<KvScales>>> {
+    let mut found = false;
+    let mut scales = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let attn = format!("model.layers.{i}.self_attn");
+        let mut one = |kv: char| -> Result<f32> {
+            let names = [
+                format!("{attn}.{kv}_scale"),
+                format!("{attn}.{kv}_proj.{kv}_scale"),
+                format!("{attn}.{kv}_proj.output_scale"),
+                format!("{attn}.kv_scale"),
+            ];
+            let Some(name) = names.iter().find(|n| store.contains(n)) else {
+                return Ok(1.0);
+            };
+            found = true;
+            scalar(store, name)
+        };
+        let (k, v) = (one('k')?, one('v')?);
+        scales.push(KvScales { k, v });
+    }
+    Ok(found.then_some(scales))
+}
+
+/// A one-element tensor (stored as a scalar or as `[1]`) as f32.
+fn scalar(store: &WeightStore, name: &str) -> Result<f32> {
+    let tensor = store
+        .get_stored(name, &[])
+        .or_else(|_| store.get_stored(name, &[1]))?;
+    Ok(tensor
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?[0])
 }
 
 impl KvCache {
@@ -34,10 +109,10 @@ impl KvCache {
         );
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| {
-                Ok(LayerKv {
-                    k: resident_zeros(shape, dtype, device)?,
-                    v: resident_zeros(shape, dtype, device)?,
-                })
+                Ok(LayerKv::new(
+                    resident_zeros(shape, dtype, device)?,
+                    resident_zeros(shape, dtype, device)?,
+                ))
             })
             .collect::<Result<_>>()?;
         Ok(Self {
@@ -81,6 +156,38 @@ impl KvCache {
             _ => (0, 0, 0),
         }
     }
+
+    /// Sets each layer's scales (one per layer, in order). Only an fp8 cache is scaled (the
+    /// writes that copy a cache's own dtype have nothing to divide). Scales must be finite and
+    /// positive: a zero or NaN scale would write NaN into every slot.
+    pub fn set_scales(&mut self, scales: &[KvScales]) -> Result<()> {
+        let dtype = self.layers.first().map(|l| l.k.dtype());
+        if dtype.is_some_and(|d| d != DType::F8E4M3) && scales.iter().any(|&s| s != KvScales::UNIT)
+        {
+            return Err(Error::config(format!(
+                "KV scales other than 1 need an fp8 cache, not {dtype:?}"
+            )));
+        }
+        if scales.len() != self.layers.len() {
+            return Err(Error::config(format!(
+                "{} KV scales for {} layers",
+                scales.len(),
+                self.layers.len()
+            )));
+        }
+        if let Some(bad) = scales
+            .iter()
+            .find(|s| !(s.k.is_finite() && s.k > 0.0 && s.v.is_finite() && s.v > 0.0))
+        {
+            return Err(Error::config(format!(
+                "KV scales must be finite and positive: {bad:?}"
+            )));
+        }
+        for (layer, &s) in self.layers.iter_mut().zip(scales) {
+            layer.scales = s;
+        }
+        Ok(())
+    }
 }
 
 /// A zero tensor whose memory is resident from the start. On the CPU, `Tensor::zeros` gets
@@ -98,6 +205,7 @@ fn resident_zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Res
         DType::F32 => Tensor::from_vec(touched_zeros::<f32>(n), shape, device)?,
         DType::BF16 => Tensor::from_vec(touched_zeros::<half::bf16>(n), shape, device)?,
         DType::F16 => Tensor::from_vec(touched_zeros::<half::f16>(n), shape, device)?,
+        DType::F8E4M3 => Tensor::from_vec(touched_zeros::<float8::F8E4M3>(n), shape, device)?,
         _ => Tensor::zeros(shape, dtype, device)?,
     })
 }

@@ -11,6 +11,6 @@ pub mod swiglu;
 
 pub use crate::batch::{BatchInput, SequenceChunk};
 pub use attention::AttentionBackend;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvScales};
 pub use loader::{LoadedModel, load_model, load_source};
 pub use qwen3::{Qwen3Model, StepOutput};

@@ -4,7 +4,7 @@
 //! attention (GQA) → o_proj + residual → RMSNorm → fused gate|up → SwiGLU → down_proj + residual.
 
 use super::attention::{AttentionBackend, AttentionMetadata};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, KvScales};
 use super::layers::{Projection, RmsNorm, RotaryTables};
 use super::swiglu::swiglu;
 use crate::batch::BatchInput;
@@ -35,6 +35,8 @@ pub struct Qwen3Model {
     rotary: RotaryTables,
     device: Device,
     dtype: DType,
+    /// The checkpoint's fp8 KV-cache scales (vLLM's `k_scale`/`v_scale`), if it has any.
+    kv_scales: Option<Vec<KvScales>>,
 }
 
 impl DecoderLayer {
@@ -168,6 +170,7 @@ impl Qwen3Model {
             rotary,
             device,
             dtype,
+            kv_scales: super::kv_cache::checkpoint_scales(store, cfg.num_hidden_layers)?,
         })
     }
 
@@ -187,6 +190,12 @@ impl Qwen3Model {
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Per layer, the scales an fp8 KV cache is written and read with, if the checkpoint has
+    /// them (otherwise 1).
+    pub fn kv_scales(&self) -> Option<&[KvScales]> {
+        self.kv_scales.as_deref()
     }
 
     /// Runs one step: writes every token's K/V into its slot and returns the f32 logits of the

@@ -1,6 +1,6 @@
 //! `--kv-cache-dtype`: a 16-bit cache beside the CPU's f32 activations holds twice the blocks
-//! in the same memory and serves the same greedy text; what the backends cannot read is refused
-//! at start-up.
+//! in the same memory and serves the same greedy text, an fp8 cache four times; what the
+//! backends cannot read is refused at start-up.
 
 use std::sync::OnceLock;
 
@@ -38,15 +38,29 @@ fn a_16_bit_cache_holds_twice_the_blocks_and_the_same_text() {
     assert_eq!(f16, f32);
 }
 
+/// fp8 (e4m3) holds four times the f32 blocks in the same memory and serves; its text is not
+/// compared: fp8's rounding parts greedy runs of the random-weight model from f32's
+/// (tests/model/kv_dtype.rs measures how far).
+#[test]
+fn an_fp8_cache_holds_four_times_the_blocks() {
+    let fp8 = start(&["--kv-cache-dtype", "fp8_e4m3", "--api-key", KEY]);
+    assert_eq!(blocks(&fp8), 4.0 * blocks(server()));
+    let body = json!({"prompt": fixture_case("english_multi_turn")["prompt_ids"],
+        "max_tokens": 8, "temperature": 0, "ignore_eos": true});
+    let r = fp8.post("/v1/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 8);
+}
+
 #[test]
 fn caches_the_backends_cannot_read_are_refused_at_start_up() {
-    let fp8 = try_load(&["--kv-cache-dtype", "fp8"]).unwrap_err();
-    assert!(
-        fp8.contains("fp8") && fp8.contains("not supported"),
-        "{fp8}"
-    );
+    let e5m2 = try_load(&["--kv-cache-dtype", "fp8_e5m2"]).unwrap_err();
+    assert!(e5m2.contains("e4m3"), "{e5m2}");
     let mixed = try_load(&["--dtype", "float16", "--kv-cache-dtype", "bfloat16"]).unwrap_err();
     assert!(mixed.contains("--kv-cache-dtype"), "{mixed}");
+    // fp8 is read beside f32 activations only.
+    let fp8 = try_load(&["--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]).unwrap_err();
+    assert!(fp8.contains("fp8"), "{fp8}");
     // The model's own dtype is always accepted.
     try_load(&["--dtype", "bfloat16", "--kv-cache-dtype", "bf16"]).unwrap();
 }

@@ -45,6 +45,7 @@ pub fn time_backends(
         let cache = LayerKv {
             k: random_tensor(&mut rng, &[slots, 8, 128], 3.0, dtype)?.to_device(device)?,
             v: random_tensor(&mut rng, &[slots, 8, 128], 1.0, dtype)?.to_device(device)?,
+            scales: Default::default(),
         };
         let q = random_tensor(&mut rng, &[t, 32, 128], 1.0, dtype)?.to_device(device)?;
         let k = random_tensor(&mut rng, &[t, 8, 128], 3.0, dtype)?.to_device(device)?;

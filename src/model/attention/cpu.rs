@@ -11,7 +11,7 @@ use super::vector::{self, CacheElement};
 use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
 use crate::kernels::Element;
-use crate::model::kv_cache::LayerKv;
+use crate::model::kv_cache::{KvScales, LayerKv};
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -106,9 +106,16 @@ impl CpuMetadata {
         cache: &LayerKv,
         scale: f64,
     ) -> Result<Tensor> {
-        let write = WriteSlots { slots: &self.slots };
-        cache.k.inplace_op2(&k.contiguous()?, &write)?;
-        cache.v.inplace_op2(&v.contiguous()?, &write)?;
+        let write = |scale| WriteSlots {
+            slots: &self.slots,
+            scale,
+        };
+        cache
+            .k
+            .inplace_op2(&k.contiguous()?, &write(cache.scales.k))?;
+        cache
+            .v
+            .inplace_op2(&v.contiguous()?, &write(cache.scales.v))?;
         let (_, heads, d) = q.dims3()?;
         let mut pieces = Vec::with_capacity(self.tiles.len() + 1);
         if let Some(decode) = &self.decode {
@@ -117,6 +124,7 @@ impl CpuMetadata {
                 block_tables: &self.block_tables,
                 queries: &decode.queries,
                 scale: scale as f32,
+                kv_scales: cache.scales,
             };
             let dq = q.index_select(&decode.rows, 0)?.contiguous()?;
             let out = dq.apply_op3_no_bwd(&cache.k, &cache.v, &op)?;
@@ -136,6 +144,8 @@ impl CpuMetadata {
 /// Copies row `i` of the source (`[T, kv_heads, head_dim]`) into cache slot `slots[i]`.
 struct WriteSlots<'a> {
     slots: &'a [u32],
+    /// What an fp8 cache stores values divided by (vLLM's `k_scale`/`v_scale`); 1 elsewhere.
+    scale: f32,
 }
 
 impl candle_core::InplaceOp2 for WriteSlots<'_> {
@@ -156,14 +166,15 @@ impl candle_core::InplaceOp2 for WriteSlots<'_> {
                 dst[slot * row..(slot + 1) * row].copy_from_slice(&src[i * row..(i + 1) * row]);
             }
         }
-        /// f32 rows rounded into a 16-bit cache (`--kv-cache-dtype`).
-        fn narrow<T: Element>(dst: &mut [T], src: &[f32], slots: &[u32], row: usize) {
+        /// f32 rows divided by `scale` and rounded into a narrower cache (`--kv-cache-dtype`;
+        /// x / 1 is x, so a 16-bit cache is rounded from the values themselves).
+        fn narrow<T: Element>(dst: &mut [T], src: &[f32], slots: &[u32], row: usize, scale: f32) {
             for (i, &slot) in slots.iter().enumerate() {
                 let slot = slot as usize;
                 dst[slot * row..(slot + 1) * row]
                     .iter_mut()
                     .zip(&src[i * row..(i + 1) * row])
-                    .for_each(|(d, &s)| *d = T::narrow(s));
+                    .for_each(|(d, &s)| *d = T::narrow(s / scale));
             }
         }
         let (Some((d0, _)), Some((s0, _))) =
@@ -190,14 +201,17 @@ impl candle_core::InplaceOp2 for WriteSlots<'_> {
                 copy(&mut d[d0..], &s[s0..], self.slots, row)
             }
             (CpuStorage::F16(d), CpuStorage::F32(s)) => {
-                narrow(&mut d[d0..], &s[s0..], self.slots, row)
+                narrow(&mut d[d0..], &s[s0..], self.slots, row, self.scale)
             }
             (CpuStorage::BF16(d), CpuStorage::F32(s)) => {
-                narrow(&mut d[d0..], &s[s0..], self.slots, row)
+                narrow(&mut d[d0..], &s[s0..], self.slots, row, self.scale)
+            }
+            (CpuStorage::F8E4M3(d), CpuStorage::F32(s)) => {
+                narrow(&mut d[d0..], &s[s0..], self.slots, row, self.scale)
             }
             _ => bail!(
                 "write-kv-slots: the cache must have the source's dtype (f32/f16/bf16), or be \
-                 16-bit beside f32"
+                 16-bit or fp8 beside f32"
             ),
         }
         Ok(())
@@ -210,6 +224,37 @@ struct PagedDecode<'a> {
     block_tables: &'a [Vec<u32>],
     queries: &'a [QueryContext],
     scale: f32,
+    kv_scales: KvScales,
+}
+
+/// The multipliers the decode loops fold into as few places as they can: the cache's scales
+/// (fp8) and its lanes' factor ([`CacheElement`]) go into one multiply per score and one per
+/// output element, and the powers of two into the query and the probabilities, exactly.
+/// Each is 1 for an f32/f16/bf16 cache but the score's (the attention scale), and the loops
+/// skip a multiply by 1.
+struct Folds {
+    query: f32,
+    score: f32,
+    probability: f32,
+    output: f32,
+}
+
+impl Folds {
+    fn new<C: CacheElement>(scale: f32, kv: KvScales) -> Self {
+        Self {
+            query: C::INPUT_FACTOR,
+            score: scale * kv.k * C::output_factor(),
+            probability: C::INPUT_FACTOR,
+            output: kv.v * C::output_factor(),
+        }
+    }
+}
+
+/// `xs` × `by`, untouched when `by` is 1.
+fn scale_in_place(xs: &mut [f32], by: f32) {
+    if by != 1.0 {
+        xs.iter_mut().for_each(|x| *x *= by);
+    }
 }
 
 impl PagedDecode<'_> {
@@ -225,6 +270,7 @@ impl PagedDecode<'_> {
         d: usize,
     ) -> Vec<T> {
         let group = heads / kv_heads;
+        let folds = Folds::new::<C>(self.scale, self.kv_scales);
         let mut out = vec![T::zero(); self.queries.len() * heads * d];
         out.par_chunks_mut(group * d)
             .enumerate()
@@ -233,10 +279,11 @@ impl PagedDecode<'_> {
                 let ctx = &self.queries[t];
                 let table = &self.block_tables[ctx.sequence];
                 let visible = ctx.visible;
-                let qs: Vec<f32> = q[(t * heads + h * group) * d..][..group * d]
+                let mut qs: Vec<f32> = q[(t * heads + h * group) * d..][..group * d]
                     .iter()
                     .map(|x| x.widen())
                     .collect();
+                scale_in_place(&mut qs, folds.query);
                 // Where each visible position's row of this kv head starts, looked up once for
                 // both passes.
                 let starts: Vec<usize> = (0..visible)
@@ -251,12 +298,13 @@ impl PagedDecode<'_> {
                     }
                     let row = key(j);
                     for g in 0..group {
-                        scores[g * visible + j] = vector::dot(&qs[g * d..][..d], row) * self.scale;
+                        scores[g * visible + j] = vector::dot(&qs[g * d..][..d], row) * folds.score;
                     }
                 }
                 for g in 0..group {
                     softmax_in_place(&mut scores[g * visible..][..visible]);
                 }
+                scale_in_place(&mut scores, folds.probability);
                 let mut acc = vec![0f32; group * d];
                 for g in 0..group {
                     vector::weighted_sum(
@@ -265,6 +313,7 @@ impl PagedDecode<'_> {
                         value,
                     );
                 }
+                scale_in_place(&mut acc, folds.output);
                 out.iter_mut()
                     .zip(&acc)
                     .for_each(|(o, a)| *o = T::narrow(*a));
@@ -331,9 +380,13 @@ impl candle_core::CustomOp3 for PagedDecode<'_> {
             (CpuStorage::F32(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
                 CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
+            // f32 activations over an fp8 (e4m3) cache.
+            (CpuStorage::F32(q), CpuStorage::F8E4M3(k), CpuStorage::F8E4M3(v)) => {
+                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+            }
             _ => bail!(
                 "paged-attention-cpu: k and v must share q's dtype (f32/f16/bf16), or be 16-bit \
-                 beside f32 queries"
+                 or fp8 beside f32 queries"
             ),
         };
         Ok((storage, q_l.shape().clone()))

@@ -5,6 +5,10 @@
 //! Temporaries of one call: the gathered K (then V), `b·kv_heads·mk·head_dim` elements in the
 //! compute dtype, and the scores, `b·heads·mq·mk` f32 (two alive at a time). Nothing is padded
 //! across sequences but the keys of a decode group ([`super::tiling`] keeps them within budget).
+//!
+//! The cache may be narrower than the compute dtype (`--kv-cache-dtype`): the gather reads it in
+//! its own bytes and widens the gathered rows; an fp8 cache's scales are folded into the scores
+//! and the output.
 
 use crate::batch::{SequenceChunk, slot_of};
 use crate::error::Result;
@@ -170,7 +174,8 @@ impl GenericAttend {
             let k = gather(&cache.k)?;
             q.matmul(&k.t()?)?.to_dtype(DType::F32)?
         };
-        scores = scores.affine(scale, 0.0)?;
+        // An fp8 cache's keys are read × their scale: folded into the score's.
+        scores = scores.affine(scale * cache.scales.k as f64, 0.0)?;
         if let Some(mask) = &self.mask {
             // One additive bias over `[b, kv_heads · group, mq, mk]` (a binary op whose inner
             // `mq · mk` run is contiguous) instead of a three-input strided select.
@@ -185,7 +190,13 @@ impl GenericAttend {
         drop(scores);
         let out = {
             let v = gather(&cache.v)?;
-            probs.matmul(&v)? // [b, kv_heads, group · mq, d]
+            let out = probs.matmul(&v)?; // [b, kv_heads, group · mq, d]
+            // An fp8 cache's values are read × their scale: applied once to the weighted sum.
+            if cache.scales.v == 1.0 {
+                out
+            } else {
+                out.affine(cache.scales.v as f64, 0.0)?
+            }
         };
         drop(probs);
         let out = if mq == 1 {

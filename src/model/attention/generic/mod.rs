@@ -187,6 +187,7 @@ mod tests {
         let cache = LayerKv {
             k: seeded(1, (slots, KV_HEADS, HEAD_DIM)),
             v: seeded(2, (slots, KV_HEADS, HEAD_DIM)),
+            scales: Default::default(),
         };
         let q = seeded(3, (t, HEADS, HEAD_DIM));
         let k = seeded(4, (t, KV_HEADS, HEAD_DIM));
