@@ -75,11 +75,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE")]
     pub kv_cache_memory: Option<bytesize::ByteSize>,
 
-    /// The KV cache's element type (vLLM's names): auto (the model's dtype), bfloat16/bf16,
-    /// float16/fp16/half, fp8/fp8_e4m3. On the CPU a 16-bit cache beside f32 activations holds
-    /// twice the tokens in the same memory, fp8 four times; the CUDA kernels read the model's
-    /// dtype only.
-    #[arg(long, default_value = "auto", value_name = "auto|bfloat16|float16|fp8")]
+    /// The KV cache's element type (vLLM's names): auto, bfloat16/bf16, float16/fp16/half,
+    /// fp8/fp8_e4m3, and float32/fp32. auto is the model's dtype, except float16 for a
+    /// generation model computing in f32 on the CPU (twice the tokens of f32, logits within
+    /// 2.9e-3; docs/serving.md). fp8 holds four times f32's tokens; the CUDA kernels read the
+    /// model's dtype only.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|float32|bfloat16|float16|fp8"
+    )]
     pub kv_cache_dtype: KvCacheDtype,
 
     /// Most sequences in one step.
@@ -343,6 +348,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvCacheDtype {
     Auto,
+    /// An f32 cache (beside an f32 model: what `auto` was on the CPU before it chose float16).
+    F32,
     Bf16,
     F16,
     /// e4m3 with vLLM's per-tensor scales (`fp8` means e4m3 in vLLM too).
@@ -355,6 +362,7 @@ impl std::str::FromStr for KvCacheDtype {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
+            "float32" | "fp32" | "float" => Ok(Self::F32),
             "bfloat16" | "bf16" => Ok(Self::Bf16),
             "float16" | "fp16" | "half" => Ok(Self::F16),
             "fp8" | "fp8_e4m3" => Ok(Self::Fp8E4m3),
@@ -363,7 +371,8 @@ impl std::str::FromStr for KvCacheDtype {
                  float16"
             )),
             _ => Err(format!(
-                "{s}: expected auto, bfloat16 (bf16), float16 (fp16) or fp8 (fp8_e4m3)"
+                "{s}: expected auto, float32 (fp32), bfloat16 (bf16), float16 (fp16) or fp8 \
+                 (fp8_e4m3)"
             )),
         }
     }
@@ -374,6 +383,7 @@ impl KvCacheDtype {
     pub fn dtype(self) -> Option<candle_core::DType> {
         match self {
             Self::Auto => None,
+            Self::F32 => Some(candle_core::DType::F32),
             Self::Bf16 => Some(candle_core::DType::BF16),
             Self::F16 => Some(candle_core::DType::F16),
             Self::Fp8E4m3 => Some(candle_core::DType::F8E4M3),

@@ -1,6 +1,6 @@
 //! `--kv-cache-dtype`: a 16-bit cache beside the CPU's f32 activations holds twice the blocks
-//! in the same memory and serves the same greedy text, an fp8 cache four times; what the
-//! backends cannot read is refused at start-up.
+//! in the same memory and serves the same greedy text, an fp8 cache four times; `auto` is
+//! float16 for a CPU generation model; what the backends cannot read is refused at start-up.
 
 use std::sync::OnceLock;
 
@@ -11,6 +11,11 @@ use crate::http_client::*;
 fn f16_cache() -> &'static TestServer {
     static S: OnceLock<TestServer> = OnceLock::new();
     S.get_or_init(|| start(&["--kv-cache-dtype", "float16", "--api-key", KEY]))
+}
+
+fn f32_cache() -> &'static TestServer {
+    static S: OnceLock<TestServer> = OnceLock::new();
+    S.get_or_init(|| start(&["--kv-cache-dtype", "float32", "--api-key", KEY]))
 }
 
 fn blocks(s: &TestServer) -> f64 {
@@ -25,12 +30,13 @@ fn blocks(s: &TestServer) -> f64 {
 
 #[test]
 fn a_16_bit_cache_holds_twice_the_blocks_and_the_same_text() {
-    // Both servers get --kv-cache-memory 64MiB.
-    assert_eq!(blocks(f16_cache()), 2.0 * blocks(server()));
+    // Every server gets --kv-cache-memory 64MiB; the default one (`auto`) is float16.
+    assert_eq!(blocks(f16_cache()), 2.0 * blocks(f32_cache()));
+    assert_eq!(blocks(server()), blocks(f16_cache()));
     let case = fixture_case("english_multi_turn");
     let body = json!({"prompt": case["prompt_ids"], "max_tokens": 16, "temperature": 0,
         "ignore_eos": true});
-    let [f16, f32] = [f16_cache(), server()].map(|s| {
+    let [f16, f32] = [f16_cache(), f32_cache()].map(|s| {
         let r = s.post("/v1/completions", &body);
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()["choices"][0]["text"].clone()
@@ -44,7 +50,7 @@ fn a_16_bit_cache_holds_twice_the_blocks_and_the_same_text() {
 #[test]
 fn an_fp8_cache_holds_four_times_the_blocks() {
     let fp8 = start(&["--kv-cache-dtype", "fp8_e4m3", "--api-key", KEY]);
-    assert_eq!(blocks(&fp8), 4.0 * blocks(server()));
+    assert_eq!(blocks(&fp8), 4.0 * blocks(f32_cache()));
     let body = json!({"prompt": fixture_case("english_multi_turn")["prompt_ids"],
         "max_tokens": 8, "temperature": 0, "ignore_eos": true});
     let r = fp8.post("/v1/completions", &body);
@@ -63,4 +69,36 @@ fn caches_the_backends_cannot_read_are_refused_at_start_up() {
     assert!(fp8.contains("fp8"), "{fp8}");
     // The model's own dtype is always accepted.
     try_load(&["--dtype", "bfloat16", "--kv-cache-dtype", "bf16"]).unwrap();
+}
+
+/// The offload and event flags load, and what cannot work is refused with the flag's name.
+#[test]
+fn offload_and_event_flags_load_or_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let tiers = start(&[
+        "--kv-offload-dir",
+        path,
+        "--kv-offloading-size",
+        "0.01",
+        "--api-key",
+        KEY,
+    ]);
+    let metrics = tiers.get("/metrics").body;
+    assert!(metrics.contains("tealight:kv_offload_restored_blocks_total 0"));
+    // The tier's directory is created under the model's namespace.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    let events = r#"{"enable_kv_cache_events": true, "endpoint": "tcp://127.0.0.1:1",
+                     "replay_endpoint": "tcp://*:5558"}"#;
+    let replay = try_load(&["--kv-events-config", events]).unwrap_err();
+    assert!(replay.contains("replay_endpoint"), "{replay}");
+    let kafka = try_load(&["--kv-events-config", r#"{"publisher": "kafka"}"#]).unwrap_err();
+    assert!(kafka.contains("--kv-events-config"), "{kafka}");
+    let broken = try_load(&["--kv-events-config", "{"]).unwrap_err();
+    assert!(broken.contains("--kv-events-config"), "{broken}");
+    let no_cache = try_load(&["--kv-offload-dir", path, "--no-enable-prefix-caching"]);
+    assert!(no_cache.unwrap_err().contains("prefix caching"));
+    // Events switched off in the JSON are no events, not an error.
+    try_load(&["--kv-events-config", r#"{"enable_kv_cache_events": false}"#]).unwrap();
 }
