@@ -11,33 +11,14 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, seconds: float) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    sys.exit(f"{url}: not healthy after {seconds} s")
+# The server start-up helpers the other serving benchmarks use (this directory is on the path).
+from embeddings_reference import free_port, wait_healthy
 
 
 def first_token(url: str, ids: list[int]) -> tuple[float, dict]:

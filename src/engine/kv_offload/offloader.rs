@@ -18,6 +18,8 @@ pub struct Offloader {
     tiers: KvTiers,
     cost: RestoreCost,
     metrics: Arc<EngineMetrics>,
+    /// The tiers' rejection count already on `/metrics`.
+    rejected_reported: u64,
 }
 
 /// Blocks reserved in the pool for a restore, with what each must hold.
@@ -33,6 +35,7 @@ impl Offloader {
             tiers,
             cost: RestoreCost::default(),
             metrics,
+            rejected_reported: 0,
         }
     }
 
@@ -151,11 +154,11 @@ impl Offloader {
             }
             filled += 1;
         }
-        let rejected_before = self.metrics.kv_offload_rejected.get();
         let rejected = self.tiers.counters().rejected;
         self.metrics
             .kv_offload_rejected
-            .inc_by(rejected.saturating_sub(rejected_before));
+            .inc_by(rejected - self.rejected_reported);
+        self.rejected_reported = rejected;
         scheduler
             .blocks_mut()
             .finish_restored(&restore.blocks, filled);

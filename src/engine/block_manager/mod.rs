@@ -318,152 +318,6 @@ impl BlockManager {
         }
     }
 
-    /// The link of block `i` of a sequence with block table `table`: chained from the previous
-    /// block's (registered, or this block is not registered either) or from the salt's root.
-    fn link_after(
-        &self,
-        i: usize,
-        table: &[BlockId],
-        salt: Option<&Arc<str>>,
-        chunk: &[u32],
-    ) -> Option<BlockLink> {
-        let namespace = self.digest_namespace.as_ref()?;
-        let parent = match i {
-            0 => BlockDigest::root(namespace, salt.map(|s| &**s)),
-            _ => self.blocks[table[i - 1] as usize].link?.digest,
-        };
-        Some(BlockLink {
-            digest: parent.next(chunk),
-            parent,
-        })
-    }
-
-    /// The links of the blocks of `tokens` after its pool hits `hits` (as [`Self::lookup`]
-    /// returned them), up to the last block a hit may cover: the blocks a tier may hold. Empty
-    /// without digests.
-    pub fn links_after(
-        &self,
-        salt: Option<&str>,
-        tokens: &[u32],
-        hits: &[BlockId],
-    ) -> Vec<BlockLink> {
-        let Some(namespace) = &self.digest_namespace else {
-            return Vec::new();
-        };
-        if !self.prefix_caching || tokens.is_empty() {
-            return Vec::new();
-        }
-        let mut parent = match hits.last() {
-            Some(&last) => match self.blocks[last as usize].link {
-                Some(link) => link.digest,
-                None => return Vec::new(),
-            },
-            None => BlockDigest::root(namespace, salt),
-        };
-        let reusable = (tokens.len() - 1) / self.block_size;
-        tokens
-            .chunks(self.block_size)
-            .take(reusable)
-            .skip(hits.len())
-            .map(|chunk| {
-                let link = BlockLink {
-                    digest: parent.next(chunk),
-                    parent,
-                };
-                parent = link.digest;
-                link
-            })
-            .collect()
-    }
-
-    /// Takes a block for each of `links` (the blocks of `tokens` right after its pool hits
-    /// `hits`) and registers it in the prefix cache, held until [`Self::finish_restored`]:
-    /// the blocks to fill from a tier. Fewer than asked when the pool runs short.
-    pub fn reserve_restored(
-        &mut self,
-        salt: Option<&Arc<str>>,
-        tokens: &[u32],
-        hits: &[BlockId],
-        links: &[BlockLink],
-    ) -> Vec<BlockId> {
-        // Held while taking blocks, so the eviction this causes never takes a hit.
-        for &b in hits {
-            self.retain(b);
-        }
-        let mut parent_hash = match hits.last() {
-            Some(&last) => self.blocks[last as usize].hash,
-            None => salt.map(|s| self.hasher.salt_root(s)),
-        };
-        let mut parent = hits.last().map(|&b| Parent {
-            block: b,
-            generation: self.blocks[b as usize].generation,
-        });
-        let mut reserved = Vec::with_capacity(links.len());
-        for (chunk, link) in tokens.chunks(self.block_size).skip(hits.len()).zip(links) {
-            let h = self.chain_hash(parent_hash, chunk);
-            if chunk.len() < self.block_size || self.cached.contains_key(&h) {
-                break;
-            }
-            let Some(b) = self.take_free() else { break };
-            let first = parent.is_none();
-            let block = &mut self.blocks[b as usize];
-            block.hash = Some(h);
-            block.tokens = chunk.to_vec();
-            block.parent = parent;
-            block.salt = if first { salt.cloned() } else { None };
-            block.link = Some(*link);
-            self.cached.insert(h, b);
-            parent_hash = Some(h);
-            parent = Some(Parent {
-                block: b,
-                generation: block.generation,
-            });
-            reserved.push(b);
-        }
-        self.free(hits);
-        reserved
-    }
-
-    /// After filling [`Self::reserve_restored`]'s blocks: the first `filled` stay in the
-    /// prefix cache (free, found by the next lookup); the rest are dropped from it.
-    pub fn finish_restored(&mut self, reserved: &[BlockId], filled: usize) {
-        let filled = filled.min(reserved.len());
-        for &b in &reserved[filled..] {
-            let block = &mut self.blocks[b as usize];
-            if let Some(h) = block.hash.take() {
-                self.cached.remove(&h);
-            }
-            block.tokens.clear();
-            block.parent = None;
-            block.salt = None;
-            block.link = None;
-            block.ref_count = 0;
-            self.push_free(b, false);
-        }
-        for &b in &reserved[..filled] {
-            let block = &self.blocks[b as usize];
-            if let Some(link) = block.link {
-                let first = block.parent.is_none();
-                self.journal
-                    .stored(b, link, &block.tokens, first, block.salt.as_ref());
-            }
-        }
-        self.free(&reserved[..filled]);
-    }
-
-    /// Every block registered with a link: its slot, link and tokens (to save them all).
-    pub fn registered(&self) -> Vec<(BlockId, BlockLink, Vec<u32>)> {
-        self.blocks
-            .iter()
-            .enumerate()
-            .filter_map(|(id, block)| {
-                let link = block.link?;
-                block.hash?;
-                Some((id as BlockId, link, block.tokens.clone()))
-            })
-            .collect()
-    }
-
     /// Releases a sequence's blocks. Later blocks are evicted before earlier ones, which other
     /// prompts are more likely to share.
     pub fn free(&mut self, table: &[BlockId]) {
@@ -543,11 +397,13 @@ impl BlockManager {
     }
 }
 
+mod tiers;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn toks(n: usize, salt: u32) -> Vec<u32> {
+    pub(super) fn toks(n: usize, salt: u32) -> Vec<u32> {
         (0..n as u32).map(|i| i * 7 + salt).collect()
     }
 
@@ -612,78 +468,6 @@ mod tests {
         // Needs one fresh block: the uncached never-used one goes first, the cache survives.
         let _x = m.allocate(None, &toks(2, 50), 2).unwrap();
         assert_eq!(m.lookup(None, &prompt).len(), 2);
-    }
-
-    fn with_digests(blocks: usize, bs: usize) -> BlockManager {
-        BlockManager::new(blocks, bs, true)
-            .with_digests(BlockDigest([3; 32]), PoolJournal::new(true, true))
-    }
-
-    /// Computes a whole sequence and frees it: its full blocks stay cached.
-    fn compute_and_free(m: &mut BlockManager, salt: Option<&Arc<str>>, tokens: &[u32]) {
-        let a = m
-            .allocate(salt.map(|s| &**s), tokens, tokens.len())
-            .unwrap();
-        m.register_full_blocks(&a.blocks, salt, tokens, tokens.len(), &mut Vec::new());
-        m.free(&a.blocks);
-    }
-
-    #[test]
-    fn evictions_carry_the_links_a_later_lookup_computes() {
-        let mut m = with_digests(4, 4);
-        let salt: Arc<str> = "s".into();
-        let tokens = toks(13, 1); // three full blocks
-        compute_and_free(&mut m, Some(&salt), &tokens);
-        let stored = m.drain_events();
-        assert_eq!(stored.len(), 3);
-        assert!(stored.iter().all(|e| matches!(e, PoolEvent::Stored { .. })));
-        let links = m.links_after(Some("s"), &tokens, &[]);
-        assert_eq!(links.len(), 3);
-        // Another prompt takes the whole pool: the three cached blocks are evicted.
-        m.allocate(None, &toks(16, 50), 16).unwrap();
-        let evicted: Vec<_> = m
-            .drain_events()
-            .into_iter()
-            .filter_map(|e| match e {
-                PoolEvent::Evicted { link, tokens, .. } => Some((link, tokens)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(evicted.len(), 3);
-        for (link, chunk) in &evicted {
-            let at = links.iter().position(|l| l == link).unwrap();
-            assert_eq!(chunk[..], tokens[at * 4..at * 4 + 4]);
-        }
-        // Another salt, another chain.
-        assert!(
-            m.links_after(None, &tokens, &[])
-                .iter()
-                .all(|l| !links.contains(l))
-        );
-    }
-
-    #[test]
-    fn restored_blocks_become_hits_and_unfilled_ones_do_not() {
-        let mut m = with_digests(8, 4);
-        let tokens = toks(21, 1); // five full blocks, the fifth never reusable whole
-        compute_and_free(&mut m, None, &tokens[..9]); // two blocks cached
-        let hits = m.lookup(None, &tokens);
-        assert_eq!(hits.len(), 2);
-        let links = m.links_after(None, &tokens, &hits);
-        assert_eq!(links.len(), 3); // blocks 2, 3, 4 (the last token's block excluded)
-        m.drain_events();
-        let reserved = m.reserve_restored(None, &tokens, &hits, &links);
-        assert_eq!(reserved.len(), 3);
-        m.check_invariants().unwrap();
-        m.finish_restored(&reserved, 2);
-        m.check_invariants().unwrap();
-        assert_eq!(m.lookup(None, &tokens).len(), 4);
-        assert_eq!(m.num_used(), 0);
-        let stored = m.drain_events();
-        assert_eq!(stored.len(), 2);
-        // A later sequence over the same prompt reuses them and registers the rest itself.
-        let a = m.allocate(None, &tokens, tokens.len()).unwrap();
-        assert_eq!(a.cached_tokens, 16);
     }
 
     #[test]
