@@ -117,8 +117,9 @@ def test_every_sample_has_a_type_and_config_info_is_one_series(metrics_server):
         assert family(name, types), f"{name} has no # TYPE"
     for name in ("tealight:cache_config_info", "vllm:cache_config_info"):
         (info,) = [s for s in samples if s[0] == name]
-        # --kv-cache-memory 64MiB at 1 KiB per token (tiny model, f32) in 16-token blocks.
-        assert info[1] == {"block_size": "16", "num_gpu_blocks": "4096"}, info
+        # --kv-cache-memory 64MiB at 512 B per token (tiny model, float16 KV: the CPU default
+        # for generation) in 16-token blocks.
+        assert info[1] == {"block_size": "16", "num_gpu_blocks": "8192"}, info
         assert info[2] == 1
     vllm = {s[0] for s in samples if s[0].startswith("vllm:")}
     assert {"vllm:prompt_tokens_total", "vllm:generation_tokens_total",
