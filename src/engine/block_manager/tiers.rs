@@ -29,41 +29,38 @@ impl BlockManager {
     }
 
     /// The links of the blocks of `tokens` after its pool hits `hits` (as [`Self::lookup`]
-    /// returned them), up to the last block a hit may cover: the blocks a tier may hold. Empty
-    /// without digests.
-    pub fn links_after(
+    /// returned them), up to the last block a hit may cover: the blocks a tier may hold. Lazy,
+    /// so a caller that stops at the first block no tier holds hashes no further. Empty without
+    /// digests.
+    pub fn links_after<'a>(
         &self,
         salt: Option<&str>,
-        tokens: &[u32],
+        tokens: &'a [u32],
         hits: &[BlockId],
-    ) -> Vec<BlockLink> {
-        let Some(namespace) = &self.digest_namespace else {
-            return Vec::new();
+    ) -> impl Iterator<Item = BlockLink> + use<'a> {
+        let start = match (&self.digest_namespace, hits.last()) {
+            (None, _) => None,
+            (Some(_), Some(&last)) => self.blocks[last as usize].link.map(|l| l.digest),
+            (Some(namespace), None) => Some(BlockDigest::root(namespace, salt)),
         };
-        if !self.prefix_caching || tokens.is_empty() {
-            return Vec::new();
-        }
-        let mut parent = match hits.last() {
-            Some(&last) => match self.blocks[last as usize].link {
-                Some(link) => link.digest,
-                None => return Vec::new(),
-            },
-            None => BlockDigest::root(namespace, salt),
+        let reusable = match start {
+            Some(_) if self.prefix_caching && !tokens.is_empty() => {
+                (tokens.len() - 1) / self.block_size
+            }
+            _ => 0,
         };
-        let reusable = (tokens.len() - 1) / self.block_size;
         tokens
             .chunks(self.block_size)
             .take(reusable)
             .skip(hits.len())
-            .map(|chunk| {
+            .scan(start.unwrap_or_default(), |parent, chunk| {
                 let link = BlockLink {
                     digest: parent.next(chunk),
-                    parent,
+                    parent: *parent,
                 };
-                parent = link.digest;
-                link
+                *parent = link.digest;
+                Some(link)
             })
-            .collect()
     }
 
     /// Takes a block for each of `links` (the blocks of `tokens` right after its pool hits
@@ -184,7 +181,7 @@ mod tests {
         let stored = m.drain_events();
         assert_eq!(stored.len(), 3);
         assert!(stored.iter().all(|e| matches!(e, PoolEvent::Stored { .. })));
-        let links = m.links_after(Some("s"), &tokens, &[]);
+        let links: Vec<_> = m.links_after(Some("s"), &tokens, &[]).collect();
         assert_eq!(links.len(), 3);
         // Another prompt takes the whole pool: the three cached blocks are evicted.
         m.allocate(None, &toks(16, 50), 16).unwrap();
@@ -204,8 +201,7 @@ mod tests {
         // Another salt, another chain.
         assert!(
             m.links_after(None, &tokens, &[])
-                .iter()
-                .all(|l| !links.contains(l))
+                .all(|l| !links.contains(&l))
         );
     }
 
@@ -216,7 +212,7 @@ mod tests {
         compute_and_free(&mut m, None, &tokens[..9]); // two blocks cached
         let hits = m.lookup(None, &tokens);
         assert_eq!(hits.len(), 2);
-        let links = m.links_after(None, &tokens, &hits);
+        let links: Vec<_> = m.links_after(None, &tokens, &hits).collect();
         assert_eq!(links.len(), 3); // blocks 2, 3, 4 (the last token's block excluded)
         m.drain_events();
         let reserved = m.reserve_restored(None, &tokens, &hits, &links);

@@ -4,7 +4,6 @@
 //! queue and never waits: when subscribers cannot keep up and the queue is full, batches are
 //! dropped and counted (the sequence numbers show the gap, as with vLLM's high-water mark).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 
@@ -18,7 +17,7 @@ use crate::error::{Error, Result};
 
 pub struct Publisher {
     queue: Sender<Vec<u8>>,
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
 }
 
 impl Publisher {
@@ -36,7 +35,7 @@ impl Publisher {
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
                 queue,
-                dropped: Arc::new(AtomicU64::new(0)),
+                dropped: AtomicU64::new(0),
             }),
             Ok(Err(why)) => Err(Error::config(format!("--kv-events-config: {why}"))),
             Err(_) => Err(Error::config("--kv-events-config: the publisher stopped")),

@@ -45,7 +45,8 @@ impl BlockLayout {
         self.header_bytes() + self.payload_bytes()
     }
 
-    fn words(&self) -> [u32; 5] {
+    /// The fields in their stored order.
+    pub(super) fn words(&self) -> [u32; 5] {
         [
             self.layers,
             self.kv_heads,

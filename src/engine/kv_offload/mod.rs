@@ -147,23 +147,15 @@ impl KvTiers {
     /// The KV of the block `link` holding `tokens`, if a tier has an intact copy of it. A
     /// copy that fails its checks is deleted.
     pub fn load(&mut self, link: &BlockLink, tokens: &[u32]) -> Option<Vec<u8>> {
-        let layout = self.layout;
-        if let Some(host) = &mut self.host
-            && let Some(stored) = host.get(&link.digest)
-        {
-            match decode(stored, &layout, link, tokens) {
-                Ok(payload) => {
-                    self.counters.restored += 1;
-                    return Some(payload.to_vec());
-                }
-                Err(why) => {
-                    self.reject(link, &why);
-                    return None;
-                }
-            }
-        }
-        let stored = self.disk.as_mut()?.get(&link.digest)?;
-        match decode(&stored, &layout, link, tokens) {
+        let from_host = self
+            .host
+            .as_mut()
+            .and_then(|host| host.get(&link.digest).map(<[u8]>::to_vec));
+        let stored = match from_host {
+            Some(stored) => stored,
+            None => self.disk.as_mut()?.get(&link.digest)?,
+        };
+        match decode(&stored, &self.layout, link, tokens) {
             Ok(payload) => {
                 self.counters.restored += 1;
                 Some(payload.to_vec())
@@ -189,16 +181,11 @@ impl KvTiers {
 
 /// The model's identity and the pool's layout, as one digest (a tier's subdirectory).
 fn namespace(model_identity: &BlockDigest, layout: &BlockLayout) -> BlockDigest {
-    let words: Vec<u8> = [
-        layout.layers,
-        layout.kv_heads,
-        layout.head_dim,
-        layout.block_size,
-        layout.element,
-    ]
-    .iter()
-    .flat_map(|w| w.to_le_bytes())
-    .collect();
+    let words: Vec<u8> = layout
+        .words()
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
     BlockDigest::of_parts([
         b"tealight-kv-namespace-v1".as_slice(),
         &model_identity.0,

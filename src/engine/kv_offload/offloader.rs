@@ -111,24 +111,26 @@ impl Offloader {
         let (salt, tokens) = scheduler.next_admission(parked)?;
         let blocks = scheduler.blocks_mut();
         let hits = blocks.lookup(salt.as_deref(), &tokens);
-        let links = blocks.links_after(salt.as_deref(), &tokens, &hits);
-        let held = links
-            .iter()
-            .take_while(|l| self.tiers.holds(&l.digest))
-            .count();
         // Leave the slack admission keeps for running decodes.
         let slack = blocks.num_blocks() / 100 + 1;
-        let n = held.min(blocks.num_free().saturating_sub(slack));
-        if n == 0 {
+        let room = blocks.num_free().saturating_sub(slack);
+        // Hashed only as far as a tier holds the chain (and the pool has room for it).
+        let mut links: Vec<BlockLink> = blocks
+            .links_after(salt.as_deref(), &tokens, &hits)
+            .take(room)
+            .take_while(|l| self.tiers.holds(&l.digest))
+            .collect();
+        if links.is_empty() {
             return None;
         }
-        let reserved = blocks.reserve_restored(salt.as_ref(), &tokens, &hits, &links[..n]);
+        let reserved = blocks.reserve_restored(salt.as_ref(), &tokens, &hits, &links);
+        links.truncate(reserved.len());
         let bs = blocks.block_size();
         let chunks = (0..reserved.len())
             .map(|i| tokens[(hits.len() + i) * bs..][..bs].to_vec())
             .collect();
         Some(Restore {
-            links: links[..reserved.len()].to_vec(),
+            links,
             blocks: reserved,
             chunks,
         })
