@@ -71,7 +71,7 @@ fn decode_batch(n: usize, context: usize) -> BatchInput {
                 block_table: (0..blocks_per_seq as u32)
                     .map(|b| (s * blocks_per_seq) as u32 + b)
                     .collect(),
-                needs_logits: true,
+                logits_tokens: 1,
             })
             .collect(),
     }
@@ -84,7 +84,7 @@ fn prefill_batch(len: usize) -> BatchInput {
             num_query_tokens: len,
             context_len: len,
             block_table: (0..len.div_ceil(BLOCK) as u32).collect(),
-            needs_logits: true,
+            logits_tokens: 1,
         }],
     }
 }

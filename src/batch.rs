@@ -13,11 +13,19 @@ pub struct SequenceChunk {
     pub context_len: usize,
     /// Physical blocks holding the sequence's KV, in order; covers `context_len` tokens.
     pub block_table: Vec<u32>,
-    /// Whether the step must return logits for this sequence's last token.
-    pub needs_logits: bool,
+    /// How many of this chunk's last tokens the step returns logits for: 0 (a prefill chunk
+    /// that does not end the prompt), 1 (the next token is sampled), or 1 + the draft tokens
+    /// when the chunk verifies a speculation (each position's logits check the draft token
+    /// after it).
+    pub logits_tokens: usize,
 }
 
 impl SequenceChunk {
+    /// Whether the step returns any logits for this chunk.
+    pub fn needs_logits(&self) -> bool {
+        self.logits_tokens > 0
+    }
+
     /// Position of the first token fed this step.
     pub fn first_position(&self) -> usize {
         self.context_len - self.num_query_tokens
@@ -46,6 +54,12 @@ impl BatchInput {
             ));
         }
         for (i, c) in self.chunks.iter().enumerate() {
+            if c.logits_tokens > c.num_query_tokens {
+                return Err(format!(
+                    "chunk {i}: logits for {} of its {} tokens",
+                    c.logits_tokens, c.num_query_tokens
+                ));
+            }
             if c.num_query_tokens == 0 || c.num_query_tokens > c.context_len {
                 return Err(format!(
                     "chunk {i}: {} query tokens for context {}",
@@ -98,14 +112,13 @@ impl BatchInput {
         offsets
     }
 
-    /// Flat row of the last token of every chunk that needs logits, in chunk order.
+    /// Flat rows of the tokens that need logits (each chunk's last `logits_tokens`), in order.
     pub fn logits_rows(&self) -> Vec<u32> {
         let offsets = self.query_offsets();
         self.chunks
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.needs_logits)
-            .map(|(i, _)| (offsets[i + 1] - 1) as u32)
+            .flat_map(|(i, c)| (offsets[i + 1] - c.logits_tokens..offsets[i + 1]).map(|r| r as u32))
             .collect()
     }
 }
@@ -128,21 +141,21 @@ mod tests {
                     num_query_tokens: 3,
                     context_len: 3,
                     block_table: vec![5],
-                    needs_logits: true,
+                    logits_tokens: 1,
                 },
                 // decode at position 5 (6 tokens in cache), blocks [2, 0]
                 SequenceChunk {
                     num_query_tokens: 1,
                     context_len: 6,
                     block_table: vec![2, 0],
-                    needs_logits: true,
+                    logits_tokens: 1,
                 },
                 // second prefill chunk: positions 4..6, not the last chunk
                 SequenceChunk {
                     num_query_tokens: 2,
                     context_len: 6,
                     block_table: vec![1, 3],
-                    needs_logits: false,
+                    logits_tokens: 0,
                 },
             ],
         }
@@ -156,6 +169,20 @@ mod tests {
         assert_eq!(b.slot_mapping(4), vec![20, 21, 22, 1, 12, 13]);
         assert_eq!(b.query_offsets(), vec![0, 3, 4, 6]);
         assert_eq!(b.logits_rows(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_verify_chunk_returns_logits_for_its_last_token_and_each_draft() {
+        let mut b = sample();
+        // The decode carries two draft tokens: 3 tokens fed, logits for all 3.
+        b.token_ids = vec![1, 2, 3, 9, 10, 11, 7, 8];
+        b.chunks[1].num_query_tokens = 3;
+        b.chunks[1].context_len = 8;
+        b.chunks[1].logits_tokens = 3;
+        assert_eq!(b.validate(4, 8), Ok(()));
+        assert_eq!(b.logits_rows(), vec![2, 3, 4, 5]);
+        b.chunks[1].logits_tokens = 4;
+        assert!(b.validate(4, 8).unwrap_err().contains("logits for 4"));
     }
 
     #[test]

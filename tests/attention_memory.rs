@@ -137,7 +137,7 @@ fn step(decodes: usize, context: usize) -> BatchInput {
             num_query_tokens: q,
             context_len: ctx,
             block_table: (next..next + blocks).rev().collect(),
-            needs_logits: true,
+            logits_tokens: 1,
         });
         next += blocks;
     }

@@ -128,6 +128,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "JSON")]
     pub kv_events_config: Option<String>,
 
+    /// Speculative decoding, as vLLM's JSON: `{"method": "ngram", "num_speculative_tokens": 4,
+    /// "prompt_lookup_max": 4}` (prompt lookup) or `{"method": "suffix"}` (suffix decoding
+    /// over this request and recent outputs). Outputs are unchanged; drafts are used only
+    /// while they pay (see docs/serving.md).
+    #[arg(long, value_name = "JSON")]
+    pub speculative_config: Option<String>,
+
     /// Reuse KV blocks of shared prompt prefixes (on by default).
     #[arg(long, overrides_with = "no_enable_prefix_caching")]
     pub enable_prefix_caching: bool,

@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub kv_offload: super::kv_offload::KvOffloadConfig,
     /// The KV event stream (`--kv-events-config`; none by default).
     pub kv_events: Option<super::kv_events::KvEventsConfig>,
+    /// Speculative decoding (`--speculative-config`; none by default).
+    pub speculative: Option<super::speculative::config::SpeculativeConfig>,
 }
 
 /// Default of `--stream-buffer-events`.
@@ -61,6 +63,7 @@ impl EngineConfig {
             kv_cache_dtype: None,
             kv_offload: Default::default(),
             kv_events: None,
+            speculative: None,
         }
     }
 

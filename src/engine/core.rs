@@ -11,18 +11,20 @@
 //! on their own get an error.
 
 use super::config::EngineConfig;
+use super::emit::{EmitContext, emit};
 use super::kv_events::KvEventSink;
 use super::kv_offload::offloader::Offloader;
 use super::metrics::EngineMetrics;
 use super::request::{Event, FinishReason, Pooling};
 use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
+use super::speculative::gate::Offer;
+use super::speculative::{RequestSpeculation, Speculator};
 use super::wake::ReadWake;
 use crate::error::Result;
 use crate::model::{KvCache, Qwen3Model, StepOutput};
-use crate::sampling::{SampledToken, Sampler, SequenceSampler};
+use crate::sampling::Sampler;
 use candle_core::Tensor;
-use rayon::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +57,8 @@ pub struct EngineCore {
     offload: Option<Offloader>,
     /// The KV event stream, when configured.
     events: Option<KvEventSink>,
+    /// Speculative decoding, when configured.
+    speculator: Option<Speculator>,
     #[cfg(test)]
     faults: Option<Box<dyn tests::StepFaults>>,
 }
@@ -81,6 +85,7 @@ impl EngineCore {
             wake: Arc::new(ReadWake::default()),
             offload: None,
             events: None,
+            speculator: None,
             #[cfg(test)]
             faults: None,
         }
@@ -97,6 +102,12 @@ impl EngineCore {
     /// evictions with digests: [`super::block_manager::BlockManager::with_digests`]).
     pub fn with_offload(mut self, offload: Offloader) -> Self {
         self.offload = Some(offload);
+        self
+    }
+
+    /// Requests carry draft tokens from `speculator` into steps.
+    pub fn with_speculation(mut self, speculator: Speculator) -> Self {
+        self.speculator = Some(speculator);
         self
     }
 
@@ -133,6 +144,7 @@ impl EngineCore {
         self.drop_cancelled();
         self.check_backpressure();
         self.restore_from_tiers();
+        self.draft();
         let plan = self.scheduler.schedule_with(RequestState::is_parked);
         // Admission may have evicted cached blocks this step's forward pass overwrites.
         self.settle_pool_events();
@@ -177,43 +189,100 @@ impl EngineCore {
             .into_iter()
             .partition(|e| Pooling::is_hidden(&e.data.pooling));
         deliver_pooled(pooled, &output.hidden);
-        let (mut rows, logits) = match deliver_scores(rows, output.logits) {
+        let (rows, logits) = match deliver_scores(rows, output.logits) {
             Ok(rest) => rest,
             Err(why) => return StepOutcome::Failed(why),
         };
         if rows.is_empty() {
             return StepOutcome::Ran;
         }
-        for Entry { core, data } in rows.iter_mut() {
-            let banned = data.suppressed_tokens(core.output_len(), &self.eos_ids);
-            data.sampler.set_suppressed(banned);
-        }
-        constrain(&mut rows);
-        let tokens = match sample_isolated(&self.sampler, &logits, &mut rows) {
-            Ok(tokens) => tokens,
+        let ctx = EmitContext {
+            sampler: &self.sampler,
+            eos_ids: &self.eos_ids,
+            max_model_len: self.config.max_model_len,
+            metrics: &self.metrics,
+        };
+        let settled = match emit(&ctx, rows, &logits) {
+            Ok(settled) => settled,
             Err(why) => return StepOutcome::Failed(why),
         };
-
-        let max_model_len = self.config.max_model_len;
-        for (Entry { core, data }, sampled) in rows.into_iter().zip(tokens) {
-            let Some(sampled) = sampled else {
-                continue; // this row's sampling failed; its error is sent
-            };
-            if data.finished.is_some() {
-                // Failed while constraining (its error is sent): the token is not its own.
-                continue;
-            }
-            core.tokens.push(sampled.id);
-            self.metrics.generation_tokens.inc();
-            let outcome = data.on_token(core, &sampled, &self.eos_ids, max_model_len);
-            if let Some(t) = outcome.first_token {
-                self.metrics.time_to_first_token.observe(t);
-            }
-            if let Some(t) = outcome.inter_token {
-                self.metrics.inter_token_latency.observe(t);
-            }
+        self.settle_drafts(&computed, &settled);
+        if let Some(spec) = &mut self.speculator
+            && computed.iter().all(|c| c.num_tokens == 1)
+        {
+            let tokens = computed.iter().map(|c| 1 + c.draft_tokens).sum();
+            spec.observe_step(tokens, started.elapsed().as_secs_f64());
         }
         StepOutcome::Ran
+    }
+
+    /// Gives the running decodes their drafts for the next step, as far as they pay. None
+    /// while a prompt is being prefilled or a request waits to be admitted: drafts would take
+    /// budget from them.
+    fn draft(&mut self) {
+        let Some(spec) = &self.speculator else {
+            return;
+        };
+        let parked = RequestState::is_parked;
+        let runnable = |e: &&mut Running| e.data.finished.is_none() && !parked(&e.data);
+        let prefilling = self
+            .scheduler
+            .running_mut()
+            .filter(runnable)
+            .any(|e| e.core.pending() > 1);
+        let decoding = self.scheduler.running_mut().filter(runnable).count();
+        let blocked = prefilling
+            || self.scheduler.next_admission(parked).is_some()
+            || !spec.allowed_at(decoding);
+        let max_model_len = self.config.max_model_len;
+        let mut offers = Vec::new();
+        for Entry { core, data } in self.scheduler.running_mut() {
+            core.draft.clear();
+            let eligible = !blocked
+                && core.pending() == 1
+                && data.finished.is_none()
+                && data.pooling.is_none()
+                && !data.is_parked();
+            if !eligible {
+                continue;
+            }
+            // The step may emit the draft's tokens and one more: within the output limit,
+            // the context limit and the room in the client's channel.
+            let room = [
+                data.max_tokens.saturating_sub(core.output_len() + 1),
+                max_model_len.saturating_sub(core.tokens.len() + 1),
+                data.events
+                    .capacity()
+                    .saturating_sub(super::request_state::EVENTS_PER_STEP),
+            ]
+            .into_iter()
+            .min()
+            .unwrap_or(0);
+            let state = data
+                .speculation
+                .get_or_insert_with(RequestSpeculation::default);
+            core.draft = spec.propose(&core.tokens, state, room);
+            if !core.draft.is_empty() {
+                offers.push(Offer {
+                    draft: &mut core.draft,
+                    acceptance: &mut state.acceptance,
+                });
+            }
+        }
+        spec.choose(decoding, &mut offers);
+    }
+
+    /// Counts the accepted draft tokens of `chunks`' sequences as computed (see
+    /// [`Scheduler::settle_draft`]); a draft that was not verified counts none.
+    fn settle_drafts(&mut self, chunks: &[ScheduledChunk], settled: &[(u64, usize)]) {
+        for chunk in chunks.iter().filter(|c| c.draft_tokens > 0) {
+            let id = self.scheduler.running_at(chunk.index).core.id;
+            let accepted = settled
+                .iter()
+                .find(|(s, _)| *s == id)
+                .map_or(0, |&(_, n)| n);
+            self.scheduler.settle_draft(chunk.index, accepted);
+        }
     }
 
     /// Restores the tier-held continuation of the next admission's prefix hit into the pool,
@@ -310,11 +379,14 @@ impl EngineCore {
         if let Some(faults) = self.faults.as_mut() {
             faults.before_forward(&self.scheduler.ids_of(chunks))?;
         }
+        // One flag per output row: a chunk verifying a draft has several, never pooled.
         let pooled: Vec<bool> = chunks
             .iter()
             .zip(&batch.chunks)
-            .filter(|(_, c)| c.needs_logits)
-            .map(|(c, _)| Pooling::is_hidden(&self.scheduler.running_at(c.index).data.pooling))
+            .flat_map(|(c, b)| {
+                let hidden = Pooling::is_hidden(&self.scheduler.running_at(c.index).data.pooling);
+                std::iter::repeat_n(hidden, b.logits_tokens)
+            })
             .collect();
         #[allow(unused_mut)]
         let mut output = self.model.forward_pooled(
@@ -342,6 +414,11 @@ impl EngineCore {
     fn retire(&mut self) {
         let done = self.scheduler.retire(|e| e.data.finished.is_some());
         for entry in done {
+            if let Some(spec) = &mut self.speculator
+                && entry.data.finished != Some(FinishReason::Abort)
+            {
+                spec.finished(&entry.core.tokens[entry.core.prompt_len..]);
+            }
             if let Some(reason) = entry.data.finished {
                 self.metrics
                     .request_success
@@ -538,14 +615,19 @@ fn deliver_scores(
     }
     let mut keep = Vec::with_capacity(rows.len());
     let mut sampled = Vec::with_capacity(rows.len());
-    for (i, entry) in rows.into_iter().enumerate() {
+    let mut row = 0;
+    for entry in rows {
+        // A sampled request's rows: its pending token's and its draft's.
+        let own = 1 + entry.core.draft.len();
+        let first = row;
+        row += own;
         let Some(Pooling::TokenLogits(ids)) = &entry.data.pooling else {
-            keep.push(i as u32);
+            keep.extend((first..first + own).map(|r| r as u32));
             sampled.push(entry);
             continue;
         };
         let chosen = Tensor::new(ids.as_slice(), logits.device())
-            .and_then(|ids| logits.get(i)?.index_select(&ids, 0)?.to_vec1::<f32>());
+            .and_then(|ids| logits.get(first)?.index_select(&ids, 0)?.to_vec1::<f32>());
         let Entry { core, data } = entry;
         match chosen {
             Ok(values) => data.pooled(core, values),
@@ -564,71 +646,6 @@ fn deliver_scores(
             }
             Err(e.to_string())
         }
-    }
-}
-
-/// Samples every row at once; if that fails, each row on its own (its random draws restored
-/// first, so a seeded row draws what it would have), failing only the rows that fail alone.
-/// `None` marks a row that failed (its request has an error event); `Err` says why every row
-/// failed.
-fn sample_isolated(
-    sampler: &Sampler,
-    logits: &Tensor,
-    rows: &mut [&mut Running],
-) -> std::result::Result<Vec<Option<SampledToken>>, String> {
-    let draws: Vec<_> = rows.iter().map(|e| e.data.sampler.draws()).collect();
-    let batched = {
-        let mut samplers: Vec<&mut SequenceSampler> =
-            rows.iter_mut().map(|e| &mut e.data.sampler).collect();
-        sampler.sample(logits, &mut samplers)
-    };
-    let mut last_error = match batched {
-        Ok(tokens) => return Ok(tokens.into_iter().map(Some).collect()),
-        Err(e) => e.to_string(),
-    };
-    tracing::warn!(error = %last_error, rows = rows.len(), "sampling failed; sampling row by row");
-    let tokens: Vec<Option<SampledToken>> = rows
-        .iter_mut()
-        .zip(draws)
-        .enumerate()
-        .map(|(i, (entry, draws))| {
-            entry.data.sampler.restore_draws(draws);
-            let one = logits
-                .narrow(0, i, 1)
-                .map_err(crate::error::Error::from)
-                .and_then(|row| sampler.sample(&row, &mut [&mut entry.data.sampler]));
-            match one {
-                Ok(mut t) => t.pop(),
-                Err(e) => {
-                    tracing::error!(error = %e, request = entry.core.id, "sampling failed");
-                    entry.data.fail_with(&format!("sampling error: {e}"));
-                    last_error = e.to_string();
-                    None
-                }
-            }
-        })
-        .collect();
-    if tokens.iter().all(Option::is_none) {
-        return Err(last_error);
-    }
-    Ok(tokens)
-}
-
-/// Grammar masks for the constrained rows about to be sampled. Each mask depends only on its own
-/// request, so they are computed in parallel; this runs after the forward pass is queued, so on
-/// an accelerator it overlaps the model's work.
-fn constrain(rows: &mut [&mut Running]) {
-    let mut constrained: Vec<&mut RequestState> = rows
-        .iter_mut()
-        .filter(|e| e.data.guided.is_some())
-        .map(|e| &mut e.data)
-        .collect();
-    match constrained.len() {
-        0 => {}
-        1 => constrained[0].constrain_next_token(),
-        _ => constrained
-            .par_iter_mut()
-            .for_each(|d| d.constrain_next_token()),
     }
 }
 

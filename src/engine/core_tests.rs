@@ -53,6 +53,7 @@ fn engine() -> (EngineCore, Arc<Tokenizer>) {
         kv_cache_dtype: None,
         kv_offload: Default::default(),
         kv_events: None,
+        speculative: None,
     };
     let cache = KvCache::new(
         model.config(),

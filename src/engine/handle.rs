@@ -20,6 +20,7 @@ use super::pool_events::PoolJournal;
 use super::request::{Event, GenerationRequest};
 use super::request_state::RequestState;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
+use super::speculative::Speculator;
 use super::wake::ReadWake;
 use super::worker::{self, Liveness};
 use crate::error::{Error, RequestPart, Result};
@@ -159,6 +160,7 @@ impl EngineHandle {
         let max_waiting = config.max_waiting;
         let stream_buffer_events = config.stream_buffer_events;
         let report_cached_tokens = config.report_cached_tokens;
+        let speculative = config.speculative.clone();
         let core = EngineCore::new(
             model,
             cache,
@@ -174,6 +176,10 @@ impl EngineHandle {
         };
         let core = match events {
             Some(events) => core.with_events(events),
+            None => core,
+        };
+        let core = match speculative {
+            Some(spec) => core.with_speculation(Speculator::new(spec)),
             None => core,
         };
         let liveness = Arc::new(Liveness::default());

@@ -24,6 +24,12 @@ pub struct EngineMetrics {
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
     pub e2e_request_latency: Histogram,
+    /// Speculative decoding (vLLM's `spec_decode_*`): verified drafts, their tokens, the
+    /// accepted ones, and acceptances by draft position.
+    pub spec_drafts: IntCounter,
+    pub spec_draft_tokens: IntCounter,
+    pub spec_accepted_tokens: IntCounter,
+    pub spec_accepted_per_position: IntCounterVec,
     /// Preempted requests back in the waiting queue (set each step; not exported by itself:
     /// it is part of `requests_waiting`).
     preempted_waiting: AtomicUsize,
@@ -123,6 +129,28 @@ impl EngineMetrics {
                 "tealight:e2e_request_latency_seconds",
                 "Time from arrival to the finish of a request."
             )),
+            spec_drafts: register!(counter(
+                "tealight:spec_decode_num_drafts_total",
+                "Drafts verified (one per sequence per step that carried one)."
+            )),
+            spec_draft_tokens: register!(counter(
+                "tealight:spec_decode_num_draft_tokens_total",
+                "Draft tokens verified."
+            )),
+            spec_accepted_tokens: register!(counter(
+                "tealight:spec_decode_num_accepted_tokens_total",
+                "Draft tokens accepted."
+            )),
+            spec_accepted_per_position: register!(
+                IntCounterVec::new(
+                    Opts::new(
+                        "tealight:spec_decode_num_accepted_tokens_per_pos_total",
+                        "Draft tokens accepted, by position in the draft (from 0)."
+                    ),
+                    &["position"],
+                )
+                .expect("valid counter vec")
+            ),
             preempted_waiting: AtomicUsize::new(0),
             registry,
         }
@@ -146,6 +174,18 @@ impl EngineMetrics {
     /// Records how many preempted requests wait to resume (the engine, after each step).
     pub fn set_preempted_waiting(&self, n: usize) {
         self.preempted_waiting.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts one verified draft of `drafted` tokens, the first `accepted` of them accepted.
+    pub fn record_draft(&self, drafted: usize, accepted: usize) {
+        self.spec_drafts.inc();
+        self.spec_draft_tokens.inc_by(drafted as u64);
+        self.spec_accepted_tokens.inc_by(accepted as u64);
+        for position in 0..accepted {
+            self.spec_accepted_per_position
+                .with_label_values(&[&position.to_string()])
+                .inc();
+        }
     }
 
     /// Fraction of prompt tokens served by the prefix cache so far.

@@ -5,6 +5,7 @@ use super::request::{
     Event, FinishReason, GenerationRequest, Pooling, StopReason, TokenLogprob, Usage,
 };
 use super::scheduler::SequenceCore;
+use super::speculative::RequestSpeculation;
 use super::stop_strings::{StopScan, StopStrings};
 use crate::guided::GuidedMatcher;
 use crate::sampling::{SampledToken, SequenceSampler};
@@ -43,6 +44,8 @@ pub struct RequestState {
     pub report_cached_tokens: bool,
     /// A prefill-only request: what it returns instead of generating.
     pub pooling: Option<Pooling>,
+    /// Its speculation state, when the engine speculates and the request may carry drafts.
+    pub speculation: Option<RequestSpeculation>,
 }
 
 /// What one sampled token did to a request.
@@ -81,6 +84,7 @@ impl RequestState {
             stalled_since: None,
             report_cached_tokens: true,
             pooling: request.pooling.clone(),
+            speculation: None,
         }
     }
 

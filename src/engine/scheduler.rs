@@ -28,6 +28,9 @@ pub struct SequenceCore {
     pub preemptions: u32,
     /// Prefix-cache blocks are shared only between sequences with the same salt.
     pub cache_salt: Option<Arc<str>>,
+    /// Speculated continuation of `tokens`, fed after the pending token and checked by this
+    /// step's logits; never part of `tokens` (see [`Scheduler::settle_draft`]).
+    pub draft: Vec<u32>,
 }
 
 impl SequenceCore {
@@ -42,6 +45,7 @@ impl SequenceCore {
             cached_tokens: 0,
             preemptions: 0,
             cache_salt: None,
+            draft: Vec::new(),
         }
     }
 
@@ -67,12 +71,14 @@ pub struct SchedulerConfig {
     pub max_num_batched_tokens: usize,
 }
 
-/// One sequence's work in a step: feed `num_tokens` tokens starting at `num_computed`.
+/// One sequence's work in a step: feed `num_tokens` tokens starting at `num_computed`, then
+/// `draft_tokens` tokens of its draft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduledChunk {
     /// Index into `Scheduler::running` after `schedule` returns.
     pub index: usize,
     pub num_tokens: usize,
+    pub draft_tokens: usize,
 }
 
 #[derive(Debug, Default)]
@@ -158,19 +164,32 @@ impl<T> Scheduler<T> {
                 i += 1;
                 continue;
             }
-            let core = &self.running[i].core;
+            let core = &mut self.running[i].core;
             let want = core.pending().min(budget);
-            let target = core.num_computed + want;
+            // A draft rides only on the last pending token, in what the budget leaves.
+            let mut drafted = match want == core.pending() {
+                true => core.draft.len().min(budget - want),
+                false => 0,
+            };
+            core.draft.truncate(drafted);
             loop {
                 let entry = &mut self.running[i];
+                let target = entry.core.num_computed + want + drafted;
                 if self.blocks.grow(&mut entry.core.block_table, target) {
                     plan.chunks.push(ScheduledChunk {
                         index: i,
                         num_tokens: want,
+                        draft_tokens: drafted,
                     });
-                    budget -= want;
+                    budget -= want + drafted;
                     i += 1;
                     break;
+                }
+                // A draft never costs another sequence its place: without room, it is dropped.
+                if drafted > 0 {
+                    drafted = 0;
+                    entry.core.draft.clear();
+                    continue;
                 }
                 let victim = self
                     .newest_parked(&parked)
@@ -237,9 +256,11 @@ impl<T> Scheduler<T> {
             entry.core.cached_tokens = alloc.cached_tokens;
             entry.core.block_table = alloc.blocks;
             let want = entry.core.pending().min(budget);
+            entry.core.draft.clear();
             plan.chunks.push(ScheduledChunk {
                 index: self.running.len(),
                 num_tokens: want,
+                draft_tokens: 0,
             });
             budget -= want;
             plan.admitted.push(self.running.len());
@@ -303,6 +324,7 @@ impl<T> Scheduler<T> {
         entry.core.block_table.clear();
         entry.core.block_hashes.clear();
         entry.core.num_computed = 0;
+        entry.core.draft.clear();
         entry.core.preemptions += 1;
         self.waiting.push_front(entry);
     }
@@ -314,12 +336,15 @@ impl<T> Scheduler<T> {
             let core = &self.running[chunk.index].core;
             let start = core.num_computed;
             let end = start + chunk.num_tokens;
+            let draft = &core.draft[..chunk.draft_tokens];
             batch.token_ids.extend_from_slice(&core.tokens[start..end]);
+            batch.token_ids.extend_from_slice(draft);
+            let ends_input = end == core.tokens.len();
             batch.chunks.push(SequenceChunk {
-                num_query_tokens: chunk.num_tokens,
-                context_len: end,
+                num_query_tokens: chunk.num_tokens + draft.len(),
+                context_len: end + draft.len(),
                 block_table: core.block_table.clone(),
-                needs_logits: end == core.tokens.len(),
+                logits_tokens: if ends_input { 1 + draft.len() } else { 0 },
             });
         }
         batch
@@ -344,6 +369,28 @@ impl<T> Scheduler<T> {
             );
         }
         prompt_tokens
+    }
+
+    /// After a step's verification: the first `accepted` tokens of `core`'s draft were
+    /// confirmed (they are now the tokens after the verified position), so their KV, written
+    /// by the step, counts as computed and full blocks are registered for reuse. The rest of
+    /// the draft's KV lies past `num_computed`: the next step overwrites it, and no block
+    /// holding it is registered before then.
+    pub fn settle_draft(&mut self, index: usize, accepted: usize) {
+        let core = &mut self.running[index].core;
+        core.draft.clear();
+        if accepted == 0 {
+            return;
+        }
+        core.num_computed += accepted;
+        debug_assert!(core.num_computed <= core.tokens.len());
+        self.blocks.register_full_blocks(
+            &core.block_table,
+            core.cache_salt.as_ref(),
+            &core.tokens,
+            core.num_computed,
+            &mut core.block_hashes,
+        );
     }
 
     /// After [`Self::commit`]: the sequences of the step whose next token is to be sampled
@@ -520,7 +567,8 @@ mod tests {
             chunks,
             vec![ScheduledChunk {
                 index: 0,
-                num_tokens: 1
+                num_tokens: 1,
+                draft_tokens: 0,
             }]
         );
         assert_eq!(stats.prefix_hit_tokens, 4);

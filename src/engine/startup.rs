@@ -87,7 +87,7 @@ fn batch_of(shape: StepShape, table: Vec<u32>, vocab: usize) -> BatchInput {
             num_query_tokens: fed,
             context_len: context,
             block_table: table.clone(),
-            needs_logits: true,
+            logits_tokens: 1,
         });
     }
     batch
@@ -262,7 +262,7 @@ mod tests {
         let batch = dummy_batch(shape, 16, 8, 1000);
         assert_eq!(batch.num_tokens(), 100);
         assert_eq!(batch.chunks.len(), 10);
-        assert!(batch.chunks.iter().all(|c| c.needs_logits));
+        assert!(batch.chunks.iter().all(|c| c.needs_logits()));
         assert_eq!(batch.chunks[9].num_query_tokens, 91);
         batch.validate(16, 8).unwrap();
         // More rows than tokens: one token each.

@@ -82,7 +82,7 @@ pub fn batch_of(
             num_query_tokens: query,
             context_len: context,
             block_table: pool.drain(..n).collect(),
-            needs_logits: true,
+            logits_tokens: 1,
         });
         batch
             .token_ids

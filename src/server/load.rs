@@ -76,6 +76,13 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         }
         None => None,
     };
+    config.speculative = match &args.speculative_config {
+        Some(json) => Some(
+            crate::engine::speculative::config::SpeculativeConfig::parse(json)
+                .map_err(Error::config)?,
+        ),
+        None => None,
+    };
     if config.kv_offload.enabled() {
         // What the stored KV depends on besides the tokens and the pool's layout.
         let settings = [

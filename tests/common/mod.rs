@@ -183,7 +183,7 @@ pub fn greedy_run_model(
                 num_query_tokens: n,
                 context_len: fed + n,
                 block_table: blocks.to_vec(),
-                needs_logits: fed + n == prompt.len(),
+                logits_tokens: usize::from(fed + n == prompt.len()),
             }],
         };
         let logits = model.forward(&batch, cache, backend).unwrap();
@@ -201,7 +201,7 @@ pub fn greedy_run_model(
                 num_query_tokens: 1,
                 context_len: prompt.len() + tokens.len(),
                 block_table: blocks.to_vec(),
-                needs_logits: true,
+                logits_tokens: 1,
             }],
         };
         let logits = model.forward(&batch, cache, backend).unwrap();

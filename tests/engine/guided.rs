@@ -459,6 +459,7 @@ fn state_with(
         report_cached_tokens: true,
         pooling: None,
         guided: Some(guided),
+        speculation: None,
     };
     (state, rx)
 }

@@ -16,3 +16,4 @@ mod kv_offload;
 mod pooling;
 mod sampling;
 mod sampling_batch_invariance;
+mod speculative;

@@ -278,7 +278,7 @@ fn long_context_decode_is_split_and_merged() {
             num_query_tokens: 1,
             context_len: context,
             block_table: (0..context.div_ceil(16) as u32).rev().collect(),
-            needs_logits: true,
+            logits_tokens: 1,
         }],
     };
     let plan = AttentionPlan::new(&batch, 16, hs, true);
@@ -391,7 +391,7 @@ fn unsupported_head_dim_falls_back_to_generic() {
             num_query_tokens: 2,
             context_len: 2,
             block_table: vec![0],
-            needs_logits: true,
+            logits_tokens: 1,
         }],
     };
     let m = cuda_backend::metadata(&batch, 16, (2, 40), &Device::Cpu).unwrap();
@@ -512,7 +512,7 @@ fn cuda_backend_batched_step_equals_each_sequence_alone() {
                 num_query_tokens: ids.len(),
                 context_len: ctx,
                 block_table: tables[i].clone(),
-                needs_logits: true,
+                logits_tokens: 1,
             });
             batch.token_ids.extend(ids);
             order.push(i);

@@ -63,7 +63,7 @@ fn teacher_forced(model: &Qwen3Model, tokens: &[u32]) -> Vec<Vec<f32>> {
                     num_query_tokens: 1,
                     context_len: i + 1,
                     block_table: blocks.clone(),
-                    needs_logits: true,
+                    logits_tokens: 1,
                 }],
             };
             let logits = model

@@ -181,7 +181,7 @@ fn batched_step_equals_each_sequence_alone() {
                         num_query_tokens: ids.len(),
                         context_len: ctx,
                         block_table: tables[i].clone(),
-                        needs_logits: true,
+                        logits_tokens: 1,
                     });
                     batch.token_ids.extend(ids);
                     order.push(i);
@@ -242,7 +242,7 @@ fn decode_logits_with(
         num_query_tokens: 1,
         context_len: seq0.1 + 1,
         block_table: tables[0].clone(),
-        needs_logits: true,
+        logits_tokens: 1,
     });
     batch.token_ids.push(seq0.0);
     for (i, &(ids, cached)) in others.iter().enumerate() {
@@ -250,7 +250,7 @@ fn decode_logits_with(
             num_query_tokens: ids.len(),
             context_len: cached + ids.len(),
             block_table: tables[i + 1].clone(),
-            needs_logits: true,
+            logits_tokens: 1,
         });
         batch.token_ids.extend_from_slice(ids);
     }
@@ -278,7 +278,7 @@ fn decode_logits_are_bitwise_independent_of_the_batch() {
             num_query_tokens: prompt.len(),
             context_len: prompt.len(),
             block_table: table.clone(),
-            needs_logits: false,
+            logits_tokens: 0,
         });
         batch.token_ids.extend_from_slice(prompt);
     }

@@ -207,7 +207,7 @@ fn logits(args: LogitsArgs) -> Result<()> {
                 num_query_tokens: take,
                 context_len: fed[i] + take,
                 block_table: tables[i].clone(),
-                needs_logits: true,
+                logits_tokens: 1,
             });
             batch.token_ids.extend_from_slice(&p[fed[i]..fed[i] + take]);
             order.push((i, take));

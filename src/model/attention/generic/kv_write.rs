@@ -166,19 +166,19 @@ mod tests {
                     num_query_tokens: 30,
                     context_len: 32, // positions 2..32: blocks 7 (from row 2), 2, 5, 4
                     block_table: vec![7, 2, 5, 4],
-                    needs_logits: true,
+                    logits_tokens: 1,
                 },
                 SequenceChunk {
                     num_query_tokens: 1,
                     context_len: 6,
                     block_table: vec![0, 3],
-                    needs_logits: true,
+                    logits_tokens: 1,
                 },
                 SequenceChunk {
                     num_query_tokens: 1,
                     context_len: 1,
                     block_table: vec![1],
-                    needs_logits: true,
+                    logits_tokens: 1,
                 },
             ],
         };

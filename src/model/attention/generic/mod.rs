@@ -161,7 +161,7 @@ mod tests {
                 num_query_tokens: q,
                 context_len: ctx,
                 block_table: (0..blocks).map(|i| next + 2 * i).rev().collect(),
-                needs_logits: true,
+                logits_tokens: 1,
             });
             next += 2 * blocks + 1;
         }

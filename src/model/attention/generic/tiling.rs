@@ -161,7 +161,7 @@ mod tests {
             num_query_tokens: q,
             context_len: ctx,
             block_table: vec![0; ctx.div_ceil(16)],
-            needs_logits: true,
+            logits_tokens: 1,
         }
     }
 

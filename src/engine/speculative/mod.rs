@@ -1,0 +1,93 @@
+//! Speculative decoding: a sequence carries draft tokens into a step after its pending token;
+//! the step's logits at each of those positions check them, and every draft token the
+//! target model would have produced is accepted at once.
+//!
+//! The engine verifies a draft by sampling each position with the request's own sampler, in
+//! order, and accepting the draft token while it equals the sampled one ([`super::emit`]).
+//! Every emitted token is therefore the target's own sample: greedy and seeded requests give
+//! the tokens they give without speculation, and the output distribution is the target's.
+//! For a weightless draft (one token proposed with certainty) this is rejection sampling
+//! itself: a draft token is accepted with the target's probability of it.
+//!
+//! Drafts come from the request's tokens and recent outputs ([`ngram`], [`suffix`]); the
+//! [`gate`] keeps only the draft tokens that pay for the time they add to a step.
+
+pub mod config;
+pub mod gate;
+pub mod ngram;
+pub mod suffix;
+pub mod token_index;
+
+use config::{Method, SpeculativeConfig};
+use gate::{Acceptance, Gate, Offer};
+use suffix::{LocalIndex, SuffixCache};
+
+/// What a request keeps for speculation.
+#[derive(Debug, Default)]
+pub struct RequestSpeculation {
+    local: LocalIndex,
+    pub acceptance: Acceptance,
+}
+
+/// The engine's speculation: the method, the outputs suffix decoding drafts from, and the
+/// gate.
+pub struct Speculator {
+    config: SpeculativeConfig,
+    cache: Option<SuffixCache>,
+    gate: Gate,
+}
+
+impl Speculator {
+    pub fn new(config: SpeculativeConfig) -> Self {
+        let cache = match &config.method {
+            Method::Suffix(settings) => Some(SuffixCache::new(settings.clone())),
+            Method::Ngram { .. } => None,
+        };
+        Self {
+            config,
+            cache,
+            gate: Gate::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SpeculativeConfig {
+        &self.config
+    }
+
+    /// Whether a step with `decoding` sequences may carry drafts at all.
+    pub fn allowed_at(&self, decoding: usize) -> bool {
+        self.config
+            .disable_by_batch_size
+            .is_none_or(|limit| decoding < limit)
+    }
+
+    /// Up to `k` draft tokens after `tokens` (a request's prompt and output so far).
+    pub fn propose(&self, tokens: &[u32], state: &mut RequestSpeculation, k: usize) -> Vec<u32> {
+        let k = k.min(self.config.num_speculative_tokens);
+        if k == 0 {
+            return Vec::new();
+        }
+        match (&self.config.method, &self.cache) {
+            (Method::Ngram { min, max }, _) => ngram::propose(tokens, *min, *max, k),
+            (Method::Suffix(_), Some(cache)) => cache.propose(&mut state.local, tokens, k),
+            (Method::Suffix(_), None) => Vec::new(),
+        }
+    }
+
+    /// Trims the drafts of a step with `decoding` sequences to what pays (see [`gate`]).
+    pub fn choose(&self, decoding: usize, offers: &mut [Offer<'_>]) {
+        self.gate.choose(decoding, offers);
+    }
+
+    /// Records how long a step of `tokens` decode and draft tokens took.
+    pub fn observe_step(&mut self, tokens: usize, seconds: f64) {
+        self.gate.observe(tokens, seconds);
+    }
+
+    /// A request finished with `output`: suffix decoding keeps it for later requests.
+    pub fn finished(&mut self, output: &[u32]) {
+        if let Some(cache) = &mut self.cache {
+            cache.add_output(output);
+        }
+    }
+}
