@@ -10,6 +10,7 @@ use super::report::render;
 use super::request::{EndpointKind, RequestShape};
 use super::result::{BenchResult, RunConfig};
 use super::runner::{Load, run_load};
+use super::spec_stats::SpecCounters;
 use crate::client::Endpoint;
 use crate::error::{Error, Result};
 use serde_json::{Value, json};
@@ -118,9 +119,14 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
             .iter()
             .map(|p| p.ids.len() + overhead.unwrap_or(0))
             .collect();
+        let counters = spec_counters(&endpoint).await;
         let run = run_load(&endpoint, &shape, prompts, &load)
             .await
             .map_err(Error::config)?;
+        let spec = match (counters, spec_counters(&endpoint).await) {
+            (Some(before), Some(after)) => before.until(&after),
+            _ => None,
+        };
         let metrics = compute(&run.outcomes, &client_lens, run.duration, &opts.percentiles);
         let result = BenchResult {
             config: RunConfig {
@@ -139,6 +145,7 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
             },
             metrics,
             date,
+            spec,
         };
         let mut stdout = std::io::stdout().lock();
         let _ = write!(stdout, "{}", render(&result));
@@ -147,6 +154,12 @@ pub async fn run(opts: &Options) -> Result<Vec<BenchResult>> {
     }
     save(opts, &results)?;
     Ok(results)
+}
+
+/// The server's speculative decoding counters, if it exposes them.
+async fn spec_counters(endpoint: &Endpoint) -> Option<SpecCounters> {
+    let page = endpoint.server_metrics().await.ok()?;
+    SpecCounters::parse(&page)
 }
 
 /// Sends `num_warmups` requests one at a time before measuring. The first failure ends the

@@ -15,4 +15,5 @@ pub mod report;
 pub mod request;
 pub mod result;
 pub mod runner;
+pub mod spec_stats;
 pub mod stats;

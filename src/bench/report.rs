@@ -58,6 +58,18 @@ pub fn render(result: &BenchResult) -> String {
             );
         }
     }
+    if let Some(spec) = &result.spec {
+        line(&mut s, &banner("Speculative Decoding", '-'));
+        row(
+            &mut s,
+            "Acceptance rate (%):",
+            f2(spec.acceptance_rate() * 100.0),
+        );
+        row(&mut s, "Acceptance length:", f2(spec.acceptance_length()));
+        row(&mut s, "Drafts:", spec.drafts);
+        row(&mut s, "Draft tokens:", spec.draft_tokens);
+        row(&mut s, "Accepted tokens:", spec.accepted_tokens);
+    }
     line(&mut s, &"=".repeat(WIDTH));
     for warning in warnings(result) {
         line(&mut s, &format!("warning: {warning}"));

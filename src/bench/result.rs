@@ -33,6 +33,8 @@ pub struct BenchResult {
     pub metrics: Metrics,
     /// When the run started, local time.
     pub date: String,
+    /// The server's speculative decoding over the run, when it speculated.
+    pub spec: Option<super::spec_stats::SpecStats>,
 }
 
 impl BenchResult {
@@ -75,6 +77,11 @@ impl BenchResult {
             put(&format!("std_{name}_ms"), json!(s.std));
             for &(p, v) in &s.percentiles {
                 put(&format!("p{}_{name}_ms", percentile_label(p)), json!(v));
+            }
+        }
+        if let Some(Value::Object(spec)) = self.spec.as_ref().map(|s| s.to_json()) {
+            for (k, v) in spec {
+                put(&k, v);
             }
         }
         if include_details {

@@ -99,6 +99,16 @@ impl Endpoint {
         })
     }
 
+    /// The server's Prometheus page (`/metrics` beside `/v1`).
+    pub async fn server_metrics(&self) -> Result<String, ClientError> {
+        let url = format!("{}/metrics", self.base.trim_end_matches("/v1"));
+        let response = self.send(&url, self.http.get(&url)).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("{url}: {e}")))
+    }
+
     /// POSTs `body` to `path` and returns the response once its status is known to be 2xx.
     /// Errors say whether the server could not be reached, rejected the key, or answered with
     /// an error (its message included).

@@ -201,6 +201,10 @@ impl EngineCore {
             eos_ids: &self.eos_ids,
             max_model_len: self.config.max_model_len,
             metrics: &self.metrics,
+            reject_drafts: self
+                .speculator
+                .as_ref()
+                .is_some_and(|s| s.config().reject_all_drafts),
         };
         let settled = match emit(&ctx, rows, &logits) {
             Ok(settled) => settled,

@@ -23,6 +23,8 @@ pub struct EmitContext<'a> {
     pub eos_ids: &'a [u32],
     pub max_model_len: usize,
     pub metrics: &'a EngineMetrics,
+    /// Reject every draft (`tealight_reject_all_drafts`, a measuring aid).
+    pub reject_drafts: bool,
 }
 
 /// Samples, verifies and delivers the tokens of `rows`, whose logits rows (each request's
@@ -92,7 +94,8 @@ pub fn emit(
             let Some(sampled) = sampled else {
                 continue; // this row's sampling failed; its error is sent
             };
-            if deliver(ctx, entry, &sampled) && entry.core.draft.get(round) == Some(&sampled.id) {
+            let confirms = entry.core.draft.get(round) == Some(&sampled.id);
+            if deliver(ctx, entry, &sampled) && confirms && !ctx.reject_drafts {
                 accepted[i] += 1;
                 active[i] = true;
             }

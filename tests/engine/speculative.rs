@@ -178,3 +178,20 @@ fn guided_outputs_are_unchanged() {
     assert_eq!(got.2, want.2);
     assert!(accepted(&fast) > 0, "no draft token was accepted");
 }
+
+/// Drafts that are never right (every one rejected, the measuring aid) change no output, and
+/// the gate stops carrying them: after the first few, only a probe now and then.
+#[test]
+fn rejected_drafts_change_nothing_and_fade() {
+    let (plain, tok) = engine(None);
+    let spec = r#"{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_min":1,"prompt_lookup_max":3,"tealight_reject_all_drafts":true}"#;
+    let (fast, _) = engine(Some(spec));
+    let requests: Vec<GenerationRequest> = prompts(&tok).iter().map(|p| greedy(p, 64)).collect();
+    assert_eq!(solo(&fast, &requests), solo(&plain, &requests));
+    let m = fast.metrics();
+    assert_eq!(m.spec_accepted_tokens.get(), 0);
+    let drafts = m.spec_drafts.get();
+    // 5 requests × 63 decode steps: drafts on a small fraction of them.
+    assert!(drafts > 0, "nothing was drafted");
+    assert!(drafts < 5 * 63 / 4, "{drafts} drafts were carried");
+}

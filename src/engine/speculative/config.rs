@@ -34,6 +34,9 @@ pub struct SpeculativeConfig {
     pub num_speculative_tokens: usize,
     /// No drafts while this many sequences or more are running (vLLM's field; none: no limit).
     pub disable_by_batch_size: Option<usize>,
+    /// A measuring aid, not for serving: every draft is verified and rejected, so a benchmark
+    /// sees what drafts cost when none is ever right (tealight's own field).
+    pub reject_all_drafts: bool,
 }
 
 /// The fields as the JSON spells them (vLLM's). Unknown fields are refused, so a misspelt
@@ -52,6 +55,8 @@ struct Raw {
     suffix_decoding_max_cached_requests: Option<usize>,
     suffix_decoding_max_spec_factor: Option<f64>,
     suffix_decoding_min_token_prob: Option<f64>,
+    #[serde(rename = "tealight_reject_all_drafts")]
+    reject_all_drafts: Option<bool>,
 }
 
 /// Methods vLLM has that need weights this server does not load yet.
@@ -159,6 +164,7 @@ impl SpeculativeConfig {
             method,
             num_speculative_tokens,
             disable_by_batch_size: raw.disable_by_batch_size,
+            reject_all_drafts: raw.reject_all_drafts.unwrap_or(false),
         })
     }
 }
@@ -180,6 +186,12 @@ mod tests {
         .unwrap();
         assert_eq!(c.method, Method::Ngram { min: 4, max: 4 });
         assert_eq!(c.disable_by_batch_size, Some(8));
+        assert!(!c.reject_all_drafts);
+        let c = SpeculativeConfig::parse(
+            r#"{"method":"ngram","num_speculative_tokens":2,"tealight_reject_all_drafts":true}"#,
+        )
+        .unwrap();
+        assert!(c.reject_all_drafts);
         let c = SpeculativeConfig::parse(
             r#"{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_min":2,"prompt_lookup_max":5}"#,
         )

@@ -12,6 +12,9 @@
 
 /// Steps between probes of a request whose drafts are not used.
 pub const PROBE_EVERY: u32 = 16;
+/// The least gain in expected tokens per second for which a step carries drafts: noise in the
+/// step-time model must not make worthless drafts look free.
+const MIN_GAIN: f64 = 0.02;
 /// Weight of history in the acceptance and step-time averages.
 const DECAY: f64 = 0.8;
 /// Step sizes (tokens) the step-time model keeps apart; larger steps share the last bucket.
@@ -115,9 +118,25 @@ impl Gate {
         }
     }
 
+    /// Whether a step of `tokens` tokens or fewer was measured: the baseline a draft's worth
+    /// is judged against (extrapolating down from drafting steps would make drafts look free).
+    fn measured_up_to(&self, tokens: usize) -> bool {
+        self.steps
+            .iter()
+            .flatten()
+            .any(|&(n, _)| n <= tokens as f64 + 0.5)
+    }
+
     /// Trims each offer's draft to the tokens that pay this step; `decoding` sequences feed
-    /// one token each besides the drafts.
+    /// one token each besides the drafts. Until a step without drafts of about this size was
+    /// measured, none are kept (the next step measures it).
     pub fn choose(&self, decoding: usize, offers: &mut [Offer<'_>]) {
+        if !self.measured_up_to(decoding) {
+            for offer in offers.iter_mut() {
+                offer.draft.clear();
+            }
+            return;
+        }
         // Each draft token's worth: the chance it and every one before it are accepted.
         let mut items: Vec<(f64, usize)> = Vec::new();
         for (i, offer) in offers.iter_mut().enumerate() {
@@ -132,7 +151,7 @@ impl Gate {
         let mut keep = vec![0usize; offers.len()];
         if let Some(base) = self.step_time(decoding) {
             let mut expected = decoding as f64;
-            let mut best = expected / base;
+            let mut best = expected / base * (1.0 + MIN_GAIN);
             let mut best_len = 0;
             for (m, &(worth, _)) in items.iter().enumerate() {
                 expected += worth;
@@ -146,11 +165,6 @@ impl Gate {
             }
             for &(_, i) in &items[..best_len] {
                 keep[i] += 1;
-            }
-        } else {
-            // Nothing measured yet: the first steps try the drafts and measure them.
-            for (k, offer) in keep.iter_mut().zip(offers.iter()) {
-                *k = offer.draft.len();
             }
         }
         for (offer, &k) in offers.iter_mut().zip(&keep) {
@@ -231,6 +245,38 @@ mod tests {
         assert_eq!(d.len(), 4);
         let mut d = vec![1, 2, 3, 4];
         costly.choose(1, &mut [offer(&mut d, &mut a)]);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_drafted_before_a_plain_step_of_the_size_was_measured() {
+        let mut g = Gate::default();
+        let (mut d, mut a) = (vec![1, 2], Acceptance::default());
+        g.choose(1, &mut [offer(&mut d, &mut a)]);
+        assert!(d.is_empty());
+        // A drafting step was measured, but no plain one as small: still nothing.
+        g.observe(3, 0.010);
+        let mut d = vec![1, 2];
+        g.choose(1, &mut [offer(&mut d, &mut a)]);
+        assert!(d.is_empty());
+        g.observe(1, 0.010);
+        let mut d = vec![1, 2];
+        g.choose(1, &mut [offer(&mut d, &mut a)]);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn drafts_that_add_almost_nothing_are_not_carried() {
+        let mut g = Gate::default();
+        g.observe(1, 0.010);
+        g.observe(2, 0.010); // free, but the draft is almost never right
+        let mut a = Acceptance::default();
+        for _ in 0..16 {
+            a.record(1, 0);
+        }
+        assert!(a.rate() < 0.01);
+        let mut d = vec![1];
+        g.choose(1, &mut [offer(&mut d, &mut a)]);
         assert!(d.is_empty());
     }
 

@@ -1,5 +1,6 @@
 //! Attention on the CPU, in two parts chosen per chunk:
-//! - decode tokens (one query per sequence): paged attention reading K/V straight from the cache
+//! - decode tokens (one query per sequence, or each token of a chunk of at most
+//!   [`DECODE_CHUNK`]): paged attention reading K/V straight from the cache
 //!   through the block tables (no gather copies), one task per (token, kv head) on rayon. This is
 //!   also the CPU twin of a CUDA paged-decode kernel: same inputs, same index math
 //!   (`batch::slot_of`).
@@ -17,6 +18,11 @@ use rayon::prelude::*;
 
 /// Query rows per prefill tile: bounds the `[heads, tile, context]` score matrix.
 pub const PREFILL_TILE: usize = 256;
+
+/// Chunks of at most this many tokens (a decode carrying a speculative draft, a prompt's short
+/// tail) go through the paged decode path one query at a time: gathering and widening their
+/// whole context for a dense tile costs more than reading it a few times in place.
+pub const DECODE_CHUNK: usize = 8;
 
 /// One query token's view of its sequence: where its sequence's blocks are, and how many
 /// cached positions it may attend to (causal: up to and including its own).
@@ -58,12 +64,17 @@ impl CpuMetadata {
         let mut queries = Vec::new();
         let mut tiles = Vec::new();
         for (s, chunk) in batch.chunks.iter().enumerate() {
-            if chunk.num_query_tokens == 1 {
-                decode_rows.push(offsets[s] as u32);
-                queries.push(QueryContext {
-                    sequence: s,
-                    visible: chunk.context_len,
-                });
+            if chunk.num_query_tokens <= DECODE_CHUNK {
+                // Each token attends to the cache up to its own position, which the step
+                // writes before attention runs.
+                let first = chunk.first_position();
+                for i in 0..chunk.num_query_tokens {
+                    decode_rows.push((offsets[s] + i) as u32);
+                    queries.push(QueryContext {
+                        sequence: s,
+                        visible: first + i + 1,
+                    });
+                }
                 continue;
             }
             for start in (0..chunk.num_query_tokens).step_by(PREFILL_TILE) {
