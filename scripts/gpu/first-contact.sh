@@ -29,6 +29,10 @@
 #                    of the HBM roofline of the GPU found (H100 3.35, H200 4.8 TB/s). Skipped at
 #                    once when stage a's server never answered /health
 #   e streams   (40) 24 concurrent greedy streams through the engine equal to their solo runs (f32)
+#   g spec      (90) only with its need (60 s) left, reported beside the verdict like f: the 0.6B
+#                    checkpoint served with speculative decoding off and with `ngram`, `tealight
+#                    bench` at c=1 and c=16 on each; FAIL if a request fails or ngram makes c=16
+#                    more than 5 % slower (speculation must never cost throughput)
 #   f quant    (120) only with its need (100 s) left, and reported beside the a-e verdict: the
 #                    0.6B checkpoint as a Q4_K_M GGUF file (written in the background from the
 #                    start) and with `--quantization fp8`: logits on the device against the CPU's
@@ -39,7 +43,7 @@
 # or (--smoke) no torch for it.
 #
 # Results in $OUT (default $TEALIGHT_GPU_WORK/out): summary.json (rewritten after every stage;
-# "verdict" covers setup and a-e, stage f is in "other_stages"), first-contact.log (everything
+# "verdict" covers setup and a-e, stages f and g are in "other_stages"), first-contact.log (everything
 # printed), serve-a.log, serve-d.log, serve-f.log, bench.json. Exit 0 iff the verdict has no FAIL.
 # --follow-up: stage f alone within 85 s on the still-warm machine (scripts/gpu/follow-up.sh).
 # Environment: TEALIGHT_BIN, PYTHON (with torch), TEALIGHT_GPU_WORK (scratch, default
@@ -70,6 +74,7 @@ if [[ $SMOKE -eq 1 ]]; then
   DEVICE=cpu
   PORT="${PORT:-$((20000 + RANDOM % 20000))}"
   BENCH_IN=32 BENCH_OUT=4 BENCH_LEVELS="1 4" BENCH_EXTRA=""
+  SPEC_IN=32 SPEC_OUT=16 SPEC_LEVELS="1 4"
   STREAMS=8 STREAM_TOKENS=6
   LOGIT_BACKENDS="auto generic"
   KERNEL_FLAGS=(--small)
@@ -78,6 +83,7 @@ else
   DEVICE=cuda
   PORT="${PORT:-6666}"
   BENCH_IN=1024 BENCH_OUT=128 BENCH_LEVELS="1 16 64" BENCH_EXTRA=256
+  SPEC_IN=512 SPEC_OUT=128 SPEC_LEVELS="1 16"
   STREAMS=24 STREAM_TOKENS=24
   LOGIT_BACKENDS="auto cuda"
   KERNEL_FLAGS=(--bench --iters 10)
@@ -87,7 +93,7 @@ WANT_DEVICE="${WANT_DEVICE:-$DEVICE}"
 # The driver's JIT cache of PTX (candle's modules, the own kernels): large enough for all of
 # them, so that what the pre-flight and stage a compile is not compiled again.
 export CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-4294967296}"
-ALL_STAGES="a b c d e f"
+ALL_STAGES="a b c d e f g"
 if [[ $FOLLOW_UP -eq 1 ]]; then
   DEADLINE="${DEADLINE:-85}"
   STAGES="${STAGES:-f}"
@@ -147,18 +153,19 @@ trap 'stop_serve; jobs -p | xargs -r kill 2>/dev/null' EXIT
 
 # The user's command, on the device the stage is meant for (stage a, and the server stage d
 # measures). Sets SERVE_PID and READY_S; returns 1 when /health never answered.
-start_user_serve() { # checkpoint log
-  local started=$SECONDS
-  "$TL" serve --model "$1" --served-model-name "$SERVED" --port "$PORT" --api-key "$API_KEY" \
-    --device "$DEVICE" >"$2" 2>&1 &
+start_user_serve() { # checkpoint log [extra serve flags…]
+  local started=$SECONDS ckpt="$1" log="$2"
+  shift 2
+  "$TL" serve --model "$ckpt" --served-model-name "$SERVED" --port "$PORT" --api-key "$API_KEY" \
+    --device "$DEVICE" "$@" >"$log" 2>&1 &
   SERVE_PID=$!
   if ! "$PY_ANY" "$HERE/serve_client.py" wait --base "http://127.0.0.1:$PORT" --timeout "$(left)" \
     --pid "$SERVE_PID"; then
-    tail -20 "$2"
+    tail -20 "$log"
     return 1
   fi
   READY_S=$((SECONDS - started))
-  log "serve ready in ${READY_S}s: $(grep -m1 -o 'device: .*' "$2" || true); $(grep -m1 -o 'KV cache: .*' "$2" || true)"
+  log "serve ready in ${READY_S}s: $(grep -m1 -o 'device: .*' "$log" || true); $(grep -m1 -o 'KV cache: .*' "$log" || true)"
 }
 
 # The running server's own report of its device must be the one the stage is meant for: a
@@ -270,13 +277,13 @@ preflight() {
 
 write_meta() {
   "${PY_ANY:-python3}" - "$WORK/meta.json" "$SMOKE" "$DEVICE" "$GPU_NAME" "$GPU_LINE" "$TL" "$DEADLINE" \
-    "$SETUP_BUDGET" "$RESERVE" "${BUDGET[a]} ${BUDGET[b]} ${BUDGET[c]} ${BUDGET[d]} ${BUDGET[e]} ${BUDGET[f]}" <<'PY'
+    "$SETUP_BUDGET" "$RESERVE" "${BUDGET[a]} ${BUDGET[b]} ${BUDGET[c]} ${BUDGET[d]} ${BUDGET[e]} ${BUDGET[f]} ${BUDGET[g]}" <<'PY'
 import json, sys, time
 out, smoke, device, gpu, line, binary, deadline, setup, reserve, budgets = sys.argv[1:]
 json.dump({"script": "first-contact", "mode": "smoke" if smoke == "1" else "gpu", "device": device,
            "gpu": gpu, "nvidia_smi": line, "binary": binary, "deadline_s": int(deadline),
            "setup_budget_s": int(setup), "reserve_s": int(reserve),
-           "budgets_s": dict(zip("abcdef", map(int, budgets.split()))),
+           "budgets_s": dict(zip("abcdefg", map(int, budgets.split()))),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, open(out, "w"), indent=2)
 PY
 }
@@ -504,6 +511,61 @@ stage_e() {
   fi
 }
 
+stage_g() {
+  await_checkpoint 0.6b "$CKPT_06B" || return
+  local spec='{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_min":2,"prompt_lookup_max":4}'
+  local method c n rc failed=() extra=()
+  for method in off ngram; do
+    extra=()
+    [[ $method == ngram ]] && extra=(--speculative-config "$spec")
+    if ! start_user_serve "$CKPT_06B" "$OUT/serve-g-$method.log" "${extra[@]}"; then
+      stop_serve
+      fail "serve ($method) did not answer /health (see serve-g-$method.log)"
+      return
+    fi
+    for c in $SPEC_LEVELS; do
+      n=$((c == 1 ? 4 : 2 * c))
+      log "== g: speculation $method, concurrency $c, $n prompts"
+      within "$TL" bench --base-url "http://127.0.0.1:$PORT/v1" --api-key "$API_KEY" --model "$SERVED" \
+        --tokenizer "$CKPT_06B" --input-len "$SPEC_IN" --output-len "$SPEC_OUT" --num-prompts "$n" \
+        --max-concurrency "$c" --no-progress --result-file "$WORK/spec-$method-c$c.json" >/dev/null
+      rc=$?
+      if [[ $rc -ne 0 ]]; then
+        failed+=("$method c=$c (exit $rc)")
+        timed_out "$rc" && break
+      fi
+    done
+    stop_serve
+  done
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    fail "bench: ${failed[*]}"
+    return
+  fi
+  local verdict
+  # The rehearsal's tiny runs on a shared CPU are too short to judge speed by.
+  verdict="$("$PY_ANY" - "$WORK" "$SMOKE" $SPEC_LEVELS <<'PY'
+import json, pathlib, sys
+work, smoke, levels = pathlib.Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
+parts, slower = [], []
+for c in levels:
+    off = json.loads((work / f"spec-off-c{c}.json").read_text())
+    on = json.loads((work / f"spec-ngram-c{c}.json").read_text())
+    ratio = on["output_throughput"] / off["output_throughput"]
+    accept = on.get("spec_decode_acceptance_rate")
+    parts.append(f"c={c} {off['output_throughput']:.0f} -> {on['output_throughput']:.0f} tok/s "
+                 f"({ratio:.2f}x, acceptance {'-' if accept is None else f'{accept:.0f}%'})")
+    if c != "1" and ratio < 0.95 and not smoke:
+        slower.append(f"c={c}")
+print(("SLOWER at " + ", ".join(slower) + ": " if slower else "") + "; ".join(parts))
+PY
+)"
+  if [[ $verdict == SLOWER* ]]; then
+    fail "ngram $verdict"
+  else
+    pass "ngram: $verdict"
+  fi
+}
+
 stage_f() {
   await_checkpoint 0.6b "$CKPT_06B" || return
   has_module "$PY" numpy || { fail "no numpy for the comparison"; return; }
@@ -568,13 +630,13 @@ PY
   fi
 }
 
-declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant)
+declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec)
 # SETUP_BUDGET + a..e + RESERVE = 478 s: within 8 minutes (tests/clients/test_first_contact.py).
-declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120)
+declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90)
 # The least time worth starting a stage with; f's is what it really needs on a GPU (five
 # `debug logits` runs, a serve and a short bench).
-declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100)
-[[ $SMOKE -eq 1 ]] && NEEDS[f]=30
+declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60)
+[[ $SMOKE -eq 1 ]] && NEEDS[f]=30 NEEDS[g]=20
 # On the still-warm machine the GGUF file, the checkpoints and the JIT cache are there already.
 [[ $FOLLOW_UP -eq 1 ]] && NEEDS[f]=50
 

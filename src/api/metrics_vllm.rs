@@ -59,6 +59,22 @@ const TWINS: &[(&str, &str)] = &[
         "tealight:e2e_request_latency_seconds",
         "vllm:e2e_request_latency_seconds",
     ),
+    (
+        "tealight:spec_decode_num_drafts_total",
+        "vllm:spec_decode_num_drafts_total",
+    ),
+    (
+        "tealight:spec_decode_num_draft_tokens_total",
+        "vllm:spec_decode_num_draft_tokens_total",
+    ),
+    (
+        "tealight:spec_decode_num_accepted_tokens_total",
+        "vllm:spec_decode_num_accepted_tokens_total",
+    ),
+    (
+        "tealight:spec_decode_num_accepted_tokens_per_pos_total",
+        "vllm:spec_decode_num_accepted_tokens_per_pos_total",
+    ),
 ];
 
 /// vLLM's copies of the families in `families` that have a vLLM twin. vLLM labels its

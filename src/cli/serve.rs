@@ -129,8 +129,9 @@ pub struct ServeArgs {
     pub kv_events_config: Option<String>,
 
     /// Speculative decoding, as vLLM's JSON: `{"method": "ngram", "num_speculative_tokens": 4,
-    /// "prompt_lookup_max": 4}` (prompt lookup) or `{"method": "suffix"}` (suffix decoding
-    /// over this request and recent outputs). Outputs are unchanged; drafts are used only
+    /// "prompt_lookup_max": 4}` (prompt lookup), `{"method": "suffix"}` (suffix decoding over
+    /// this request and recent outputs) or `{"model": "./Qwen3-0.6B", "num_speculative_tokens":
+    /// 4}` (a draft model with the same tokenizer). Outputs are unchanged; drafts are used only
     /// while they pay (see docs/serving.md).
     #[arg(long, value_name = "JSON")]
     pub speculative_config: Option<String>,

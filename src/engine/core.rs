@@ -18,6 +18,7 @@ use super::metrics::EngineMetrics;
 use super::request::{Event, FinishReason, Pooling};
 use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
+use super::speculative::draft_model::DraftJob;
 use super::speculative::gate::Offer;
 use super::speculative::{RequestSpeculation, Speculator};
 use super::wake::ReadWake;
@@ -59,6 +60,8 @@ pub struct EngineCore {
     events: Option<KvEventSink>,
     /// Speculative decoding, when configured.
     speculator: Option<Speculator>,
+    /// Seconds the draft model took to propose this step's drafts (part of the step's cost).
+    draft_seconds: f64,
     #[cfg(test)]
     faults: Option<Box<dyn tests::StepFaults>>,
 }
@@ -86,6 +89,7 @@ impl EngineCore {
             offload: None,
             events: None,
             speculator: None,
+            draft_seconds: 0.0,
             #[cfg(test)]
             faults: None,
         }
@@ -215,7 +219,8 @@ impl EngineCore {
             && computed.iter().all(|c| c.num_tokens == 1)
         {
             let tokens = computed.iter().map(|c| 1 + c.draft_tokens).sum();
-            spec.observe_step(tokens, started.elapsed().as_secs_f64());
+            let seconds = started.elapsed().as_secs_f64() + self.draft_seconds;
+            spec.observe_step(tokens, seconds);
         }
         StepOutcome::Ran
     }
@@ -224,6 +229,7 @@ impl EngineCore {
     /// while a prompt is being prefilled or a request waits to be admitted: drafts would take
     /// budget from them.
     fn draft(&mut self) {
+        self.draft_seconds = 0.0;
         let Some(spec) = &self.speculator else {
             return;
         };
@@ -239,9 +245,12 @@ impl EngineCore {
             || self.scheduler.next_admission(parked).is_some()
             || !spec.allowed_at(decoding);
         let max_model_len = self.config.max_model_len;
-        let mut offers = Vec::new();
-        for Entry { core, data } in self.scheduler.running_mut() {
+        // Each eligible sequence's running index and the most tokens it may draft.
+        let mut rooms = Vec::new();
+        for (i, Entry { core, data }) in self.scheduler.running_mut().enumerate() {
             core.draft.clear();
+            // A draft model's KV past the computed tokens belongs to rejected drafts.
+            core.draft_computed = core.draft_computed.min(core.num_computed);
             let eligible = !blocked
                 && core.pending() == 1
                 && data.finished.is_none()
@@ -262,18 +271,97 @@ impl EngineCore {
             .into_iter()
             .min()
             .unwrap_or(0);
-            let state = data
-                .speculation
+            data.speculation
                 .get_or_insert_with(RequestSpeculation::default);
-            core.draft = spec.propose(&core.tokens, state, room);
-            if !core.draft.is_empty() {
-                offers.push(Offer {
-                    draft: &mut core.draft,
-                    acceptance: &mut state.acceptance,
-                });
+            rooms.push((i, room));
+        }
+        if spec.draft_model().is_some() {
+            self.draft_with_model(decoding, &rooms);
+            return;
+        }
+        for &(i, room) in &rooms {
+            let Entry { core, data } = self.scheduler.running_entry_mut(i);
+            if let Some(state) = data.speculation.as_mut() {
+                core.draft = spec.propose(&core.tokens, state, room);
             }
         }
+        let mut offers = offers_of(&mut self.scheduler);
         spec.choose(decoding, &mut offers);
+    }
+
+    /// [`Self::draft`] with a draft model: the gate chooses each sequence's draft length first
+    /// (a draft model's tokens cost a forward pass each), then one batched proposal fills them.
+    fn draft_with_model(&mut self, decoding: usize, rooms: &[(usize, usize)]) {
+        let Some(spec) = &self.speculator else {
+            return;
+        };
+        let Some(model) = spec.draft_model() else {
+            return;
+        };
+        let limit = spec.config().num_speculative_tokens;
+        for &(i, room) in rooms {
+            let core = &mut self.scheduler.running_entry_mut(i).core;
+            let fits = model.max_positions().saturating_sub(core.tokens.len());
+            core.draft = vec![0; room.min(limit).min(fits)];
+        }
+        let mut offers = offers_of(&mut self.scheduler);
+        spec.choose(decoding, &mut offers);
+        drop(offers);
+        // Blocks for the positions the proposal writes: through the pending token, then all
+        // but the last draft token.
+        let mut chosen = Vec::new();
+        for &(i, _) in rooms {
+            let core = &self.scheduler.running_at(i).core;
+            let (len, k) = (core.tokens.len(), core.draft.len());
+            if k == 0 {
+                continue;
+            }
+            if self.scheduler.reserve(i, len + k - 1) {
+                chosen.push(i);
+            } else {
+                self.scheduler.running_entry_mut(i).core.draft.clear();
+            }
+        }
+        if chosen.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let proposals = {
+            let jobs: Vec<DraftJob<'_>> = chosen
+                .iter()
+                .map(|&i| {
+                    let core = &self.scheduler.running_at(i).core;
+                    DraftJob {
+                        tokens: &core.tokens,
+                        computed: core.draft_computed,
+                        block_table: &core.block_table,
+                        k: core.draft.len(),
+                    }
+                })
+                .collect();
+            model.propose(&jobs, self.config.max_num_batched_tokens)
+        };
+        let proposals = match proposals {
+            Ok(p) => p,
+            Err(e) => {
+                // The target decodes on without drafts; the requests are not at fault.
+                tracing::warn!(error = %e, "the draft model failed; this step carries no drafts");
+                for &i in &chosen {
+                    self.scheduler.running_entry_mut(i).core.draft.clear();
+                }
+                return;
+            }
+        };
+        let mut drafted = false;
+        for (&i, proposal) in chosen.iter().zip(proposals) {
+            let core = &mut self.scheduler.running_entry_mut(i).core;
+            drafted |= !proposal.draft.is_empty();
+            core.draft = proposal.draft;
+            core.draft_computed = proposal.computed;
+        }
+        if drafted {
+            self.draft_seconds = started.elapsed().as_secs_f64();
+        }
     }
 
     /// Counts the accepted draft tokens of `chunks`' sequences as computed (see
@@ -573,6 +661,21 @@ impl EngineCore {
         self.metrics.kv_blocks_used.set(o.blocks_used as i64);
         self.metrics.kv_blocks_total.set(o.blocks_total as i64);
     }
+}
+
+/// The drafts the running sequences carry, each with its request's acceptance, for the gate.
+fn offers_of(scheduler: &mut Scheduler<RequestState>) -> Vec<Offer<'_>> {
+    scheduler
+        .running_mut()
+        .filter(|e| !e.core.draft.is_empty())
+        .filter_map(|Entry { core, data }| {
+            let state = data.speculation.as_mut()?;
+            Some(Offer {
+                draft: &mut core.draft,
+                acceptance: &mut state.acceptance,
+            })
+        })
+        .collect()
 }
 
 /// The output rows of two halves of a step, in order.

@@ -21,10 +21,13 @@ use super::request::{Event, GenerationRequest};
 use super::request_state::RequestState;
 use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::speculative::Speculator;
+use super::speculative::config::{Method, SpeculativeConfig};
+use super::speculative::draft_model::DraftModel;
 use super::wake::ReadWake;
 use super::worker::{self, Liveness};
 use crate::error::{Error, RequestPart, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
+use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{KvCache, Qwen3Model};
 use crate::tokenizer::Tokenizer;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -160,7 +163,10 @@ impl EngineHandle {
         let max_waiting = config.max_waiting;
         let stream_buffer_events = config.stream_buffer_events;
         let report_cached_tokens = config.report_cached_tokens;
-        let speculative = config.speculative.clone();
+        let speculator = match config.speculative.clone() {
+            Some(spec) => Some(speculator_for(spec, &model, &config, kv_dtype)?),
+            None => None,
+        };
         let core = EngineCore::new(
             model,
             cache,
@@ -178,8 +184,8 @@ impl EngineHandle {
             Some(events) => core.with_events(events),
             None => core,
         };
-        let core = match speculative {
-            Some(spec) => core.with_speculation(Speculator::new(spec)),
+        let core = match speculator {
+            Some(speculator) => core.with_speculation(speculator),
             None => core,
         };
         let liveness = Arc::new(Liveness::default());
@@ -358,6 +364,41 @@ impl Drop for EngineHandle {
 }
 
 /// The offload tiers `config` asks for, over `cache`'s layout.
+/// The speculation `spec` configures; a draft model is loaded beside `model` (its device and
+/// dtype), its cache of the pool's blocks in the pool's KV dtype.
+fn speculator_for(
+    spec: SpeculativeConfig,
+    model: &Qwen3Model,
+    config: &EngineConfig,
+    kv_dtype: candle_core::DType,
+) -> Result<Speculator> {
+    let Method::DraftModel { model: path } = &spec.method else {
+        return Ok(Speculator::new(spec));
+    };
+    let source = crate::weights::ModelSource::resolve(path)?;
+    let dtype = match model.dtype() {
+        candle_core::DType::F16 => DtypeChoice::F16,
+        candle_core::DType::BF16 => DtypeChoice::Bf16,
+        _ => DtypeChoice::F32,
+    };
+    let draft = load_source(&source, model.device(), dtype, None)?;
+    tracing::info!(
+        model = %path,
+        layers = draft.config().num_hidden_layers,
+        hidden = draft.config().hidden_size,
+        "draft model loaded"
+    );
+    let draft = DraftModel::new(
+        draft,
+        model.config().vocab_size,
+        config.num_blocks,
+        config.block_size,
+        kv_dtype,
+        config.attention_backend,
+    )?;
+    Ok(Speculator::new(spec).with_model(draft))
+}
+
 fn open_tiers(config: &EngineConfig, cache: &KvCache) -> Result<Option<KvTiers>> {
     let offload = &config.kv_offload;
     if !offload.enabled() {

@@ -31,6 +31,9 @@ pub struct SequenceCore {
     /// Speculated continuation of `tokens`, fed after the pending token and checked by this
     /// step's logits; never part of `tokens` (see [`Scheduler::settle_draft`]).
     pub draft: Vec<u32>,
+    /// Leading tokens whose KV in a draft model's cache is valid (never more than
+    /// `num_computed`, once a step has settled).
+    pub draft_computed: usize,
 }
 
 impl SequenceCore {
@@ -46,6 +49,7 @@ impl SequenceCore {
             preemptions: 0,
             cache_salt: None,
             draft: Vec::new(),
+            draft_computed: 0,
         }
     }
 
@@ -267,6 +271,23 @@ impl<T> Scheduler<T> {
             self.running.push(entry);
         }
         plan
+    }
+
+    /// Gives running sequence `index` blocks for `tokens` tokens if the pool has them free,
+    /// preempting nothing (a draft model writes its KV ahead of the step).
+    pub fn reserve(&mut self, index: usize, tokens: usize) -> bool {
+        let entry = &mut self.running[index];
+        self.blocks.grow(&mut entry.core.block_table, tokens)
+    }
+
+    /// Running sequences.
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// The running sequence at `index`, to change.
+    pub fn running_entry_mut(&mut self, index: usize) -> &mut Entry<T> {
+        &mut self.running[index]
     }
 
     /// The pool (for the offload tiers and the KV event stream).

@@ -102,6 +102,7 @@ pub fn load(args: &ServeArgs) -> Result<Ready> {
         Some(bytes) => bytes,
         None => profiled_kv_bytes(&model, &config, budget, context_limit)?,
     };
+    let kv_bytes = without_draft_share(&config, kv_bytes, &cfg, kv_dtype_size, &device)?;
     config.num_blocks = blocks_in(kv_bytes, &cfg, kv_dtype_size, args.block_size);
     config.max_model_len = args
         .max_model_len
@@ -149,6 +150,50 @@ fn kv_cache_dtype(
         && matches!(backend, AttentionBackend::Cpu | AttentionBackend::Generic)
         && matches!(task, crate::api::task::ServedTask::Generate);
     cpu_f32_generation.then_some(candle_core::DType::F16)
+}
+
+/// The target's part of `kv_bytes` when a draft model shares the pool: its KV takes the same
+/// blocks (its bytes per token beside the target's), and on a GPU its weights, not loaded yet
+/// when the budget was profiled, come out of the pool first.
+fn without_draft_share(
+    config: &EngineConfig,
+    kv_bytes: usize,
+    cfg: &crate::weights::Qwen3Config,
+    kv_dtype_size: usize,
+    device: &candle_core::Device,
+) -> Result<usize> {
+    use crate::engine::speculative::config::Method;
+    let Some(Method::DraftModel { model }) = config.speculative.as_ref().map(|s| &s.method) else {
+        return Ok(kv_bytes);
+    };
+    let source = ModelSource::resolve(model)?;
+    let draft = source.config()?;
+    let weights = match (&source, device.is_cpu()) {
+        (_, true) => 0,
+        (ModelSource::Checkpoint(files), false) => files
+            .weights
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len() as usize)
+            .sum(),
+        (ModelSource::Gguf(_), false) => std::fs::metadata(source.path())
+            .map(|m| m.len() as usize)
+            .unwrap_or(0),
+    };
+    let ours = cfg.kv_bytes_per_token(kv_dtype_size);
+    let theirs = draft.kv_bytes_per_token(kv_dtype_size);
+    let left = kv_bytes.checked_sub(weights).ok_or_else(|| {
+        Error::config(format!(
+            "--speculative-config: the draft model's weights ({weights} bytes) do not fit in \
+             the KV budget of {kv_bytes} bytes"
+        ))
+    })?;
+    let share = (left as u128 * ours as u128 / (ours + theirs).max(1) as u128) as usize;
+    tracing::info!(
+        "KV pool shared with the draft model: {ours} and {theirs} bytes a token; the served \
+         model's part {share} of {kv_bytes} bytes"
+    );
+    Ok(share)
 }
 
 /// The GPU's KV budget: the weights are resident; a profiling step at the largest step the

@@ -195,3 +195,136 @@ fn rejected_drafts_change_nothing_and_fade() {
     assert!(drafts > 0, "nothing was drafted");
     assert!(drafts < 5 * 63 / 4, "{drafts} drafts were carried");
 }
+
+fn draft_model_config(dir: &std::path::Path, k: usize) -> String {
+    serde_json::json!({"model": dir.to_str().unwrap(), "num_speculative_tokens": k}).to_string()
+}
+
+/// A draft model proposing for a target: the target itself (every greedy draft right: the
+/// bookkeeping of the draft model's KV must be exact for that) and a different model of the
+/// same vocabulary (drafts mostly wrong). Outputs are unchanged either way, solo and batched,
+/// greedy and seeded.
+#[test]
+fn draft_model_outputs_are_unchanged() {
+    let (plain, tok) = engine(None);
+    let own = draft_model_config(&tiny_model_dir(), 4);
+    let other = draft_model_config(&checkpoint_dir("tiny-untied"), 3);
+    let mut requests: Vec<GenerationRequest> =
+        prompts(&tok).iter().map(|p| greedy(p, 40)).collect();
+    requests.extend(
+        prompts(&tok)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| seeded(p, 300 + i as u64)),
+    );
+    let want = solo(&plain, &requests);
+    for spec in [own, other] {
+        let (fast, _) = engine(Some(&spec));
+        assert_eq!(solo(&fast, &requests), want, "solo, {spec}");
+        let runs = solo_then_batched(&fast, &requests);
+        for (i, (_, (_, batched, ..))) in runs.iter().enumerate() {
+            assert_eq!(batched, &want[i], "request {i} batched, {spec}");
+        }
+        let m = fast.metrics();
+        assert!(m.spec_drafts.get() > 0, "nothing was drafted ({spec})");
+        if spec.contains("qwen3-tiny") {
+            // Its own drafts: nearly every greedy one is accepted.
+            let rate = m.spec_accepted_tokens.get() as f64 / m.spec_draft_tokens.get() as f64;
+            assert!(
+                rate > 0.7,
+                "acceptance {rate} with the target as its own draft"
+            );
+        }
+    }
+}
+
+/// A draft model whose vocabulary is not the target's is refused at start-up.
+#[test]
+fn a_draft_model_of_another_vocabulary_is_refused() {
+    let dir = checkpoint_dir("tiny");
+    let loaded = load("tiny", tealight::model::loader::DtypeChoice::Auto);
+    let mut config = tealight::engine::EngineConfig::for_model(loaded.model.config(), 64 << 20, 4);
+    config.max_model_len = 1024;
+    // The same checkpoint, with a vocabulary the target's is not.
+    let other = process_scratch_dir("draft-other-vocab");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, other.join(path.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = other.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["vocab_size"] = serde_json::json!(cfg["vocab_size"].as_u64().unwrap() + 1);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    config.speculative = Some(SpeculativeConfig::parse(&draft_model_config(&other, 2)).unwrap());
+    let tokenizer =
+        std::sync::Arc::new(Tokenizer::from_file(tiny_model_dir().join("tokenizer.json")).unwrap());
+    let err = EngineHandle::start(loaded.model, tokenizer, vec![151645], config)
+        .err()
+        .expect("a vocabulary mismatch is refused")
+        .to_string();
+    assert!(err.contains("vocabulary") || err.contains("shape"), "{err}");
+}
+
+/// The draft model's proposals are its greedy continuations, through its catch-up, its own
+/// draft tokens' KV, and a rejection (the next proposal catches up from the accepted part:
+/// the KV of the rejected draft tokens is recomputed, not reused).
+#[test]
+fn draft_model_proposals_are_its_greedy_continuations() {
+    use tealight::engine::speculative::draft_model::{DraftJob, DraftModel};
+    use tealight::model::AttentionBackend;
+    let loaded = load("tiny", tealight::model::loader::DtypeChoice::Auto);
+    let reference = load("tiny", tealight::model::loader::DtypeChoice::Auto);
+    let vocab = loaded.model.config().vocab_size;
+    let dtype = dtype_of(&loaded);
+    let draft = DraftModel::new(loaded.model, vocab, 16, 16, dtype, AttentionBackend::Cpu).unwrap();
+    let table: Vec<u32> = (0..16).rev().collect();
+    let tok = Tokenizer::from_file(tiny_model_dir().join("tokenizer.json")).unwrap();
+    let prompt = tok
+        .encode("Speculative decoding checks several tokens at once.", false)
+        .unwrap();
+    let (_, greedy) = greedy_model(&reference.model, &prompt, 6);
+    // First proposal: the prompt is caught up (in pieces of 5), then 4 tokens.
+    let job = DraftJob {
+        tokens: &prompt,
+        computed: 0,
+        block_table: &table,
+        k: 4,
+    };
+    let first = draft.propose(&[job], 5).unwrap();
+    // A catch-up cut short proposes nothing.
+    assert!(first[0].draft.is_empty() && first[0].computed == 5);
+    let mut computed = first[0].computed;
+    let mut proposal = None;
+    for _ in 0..prompt.len() {
+        let job = DraftJob {
+            tokens: &prompt,
+            computed,
+            block_table: &table,
+            k: 4,
+        };
+        let p = draft.propose(&[job], 5).unwrap().remove(0);
+        computed = p.computed;
+        if !p.draft.is_empty() {
+            proposal = Some(p);
+            break;
+        }
+    }
+    let proposal = proposal.expect("the catch-up ends");
+    assert_eq!(proposal.draft, greedy[..4].to_vec());
+    assert_eq!(proposal.computed, prompt.len() + 3);
+    // The target accepted two draft tokens and sampled another third token: the draft's KV
+    // is valid for the prompt and the two accepted tokens only.
+    let other = (greedy[2] + 1) % vocab as u32;
+    let tokens: Vec<u32> = [prompt.clone(), vec![greedy[0], greedy[1], other]].concat();
+    let job = DraftJob {
+        tokens: &tokens,
+        computed: prompt.len() + 2,
+        block_table: &table,
+        k: 3,
+    };
+    let next = draft.propose(&[job], 512).unwrap().remove(0);
+    let (_, want) = greedy_model(&reference.model, &tokens, 3);
+    assert_eq!(next.draft, want);
+    assert_eq!(next.computed, tokens.len() + 2);
+}

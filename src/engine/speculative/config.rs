@@ -11,6 +11,9 @@ pub enum Method {
     /// Suffix decoding: the most frequent continuation of the context's longest matching
     /// suffix, in this request and in the outputs of recent requests.
     Suffix(SuffixSettings),
+    /// A smaller checkpoint with the same tokenizer (a directory, GGUF file or hub id), its
+    /// greedy tokens.
+    DraftModel { model: String },
 }
 
 /// vLLM's `suffix_decoding_*` fields.
@@ -60,8 +63,7 @@ struct Raw {
 }
 
 /// Methods vLLM has that need weights this server does not load yet.
-const MODEL_METHODS: [&str; 7] = [
-    "draft_model",
+const MODEL_METHODS: [&str; 6] = [
     "eagle",
     "eagle3",
     "mtp",
@@ -124,32 +126,37 @@ impl SpeculativeConfig {
                 }
                 Method::Suffix(settings)
             }
+            // vLLM infers the draft-model method from a `model` path without a method.
+            Some("draft_model") | None if raw.model.is_some() => Method::DraftModel {
+                model: raw.model.clone().unwrap_or_default(),
+            },
+            Some("draft_model") => return fail("method \"draft_model\" needs \"model\"".into()),
             Some(m) if MODEL_METHODS.contains(&m) => {
                 return fail(format!(
-                    "method {m:?} needs draft weights, which this server does not load yet; \
-                     the weightless methods \"ngram\" and \"suffix\" are available"
+                    "method {m:?} needs draft heads, which this server does not load yet; \
+                     \"ngram\", \"suffix\" and \"draft_model\" are available"
                 ));
             }
             Some(m) => {
                 return fail(format!(
-                    "unknown method {m:?}; the available ones are \"ngram\" and \"suffix\""
+                    "unknown method {m:?}; the available ones are \"ngram\", \"suffix\" and \
+                     \"draft_model\""
                 ));
             }
-            None if raw.model.is_some() => {
+            None => {
                 return fail(
-                    "a draft model needs weights this server does not load yet; the weightless \
-                     methods \"ngram\" and \"suffix\" are available"
+                    "\"method\" is required (\"ngram\", \"suffix\" or \"draft_model\" with \
+                     \"model\")"
                         .into(),
                 );
             }
-            None => return fail("\"method\" is required (\"ngram\" or \"suffix\")".into()),
         };
         let num_speculative_tokens = match (&method, raw.num_speculative_tokens) {
             (_, Some(k)) => k,
             // vLLM's suffix default: as deep as the tree.
             (Method::Suffix(s), None) => s.max_tree_depth.min(MAX_SPECULATIVE_TOKENS),
-            (Method::Ngram { .. }, None) => {
-                return fail("\"num_speculative_tokens\" is required with method \"ngram\"".into());
+            (Method::Ngram { .. } | Method::DraftModel { .. }, None) => {
+                return fail("\"num_speculative_tokens\" is required".into());
             }
         };
         if !(1..=MAX_SPECULATIVE_TOKENS).contains(&num_speculative_tokens) {
@@ -200,6 +207,22 @@ mod tests {
     }
 
     #[test]
+    fn a_model_path_means_a_draft_model() {
+        for json in [
+            r#"{"model":"./Qwen3-0.6B","num_speculative_tokens":3}"#,
+            r#"{"method":"draft_model","model":"./Qwen3-0.6B","num_speculative_tokens":3}"#,
+        ] {
+            let c = SpeculativeConfig::parse(json).unwrap();
+            assert_eq!(
+                c.method,
+                Method::DraftModel {
+                    model: "./Qwen3-0.6B".into()
+                }
+            );
+        }
+    }
+
+    #[test]
     fn suffix_defaults_follow_vllm() {
         let c = SpeculativeConfig::parse(r#"{"method":"suffix"}"#).unwrap();
         assert_eq!(c.num_speculative_tokens, 24);
@@ -222,12 +245,10 @@ mod tests {
         let err = |j: &str| SpeculativeConfig::parse(j).unwrap_err();
         assert!(
             err(r#"{"method":"eagle3","model":"x","num_speculative_tokens":3}"#)
-                .contains("draft weights")
+                .contains("draft heads")
         );
-        assert!(
-            err(r#"{"model":"Qwen/Qwen3-0.6B","num_speculative_tokens":3}"#)
-                .contains("draft model")
-        );
+        assert!(err(r#"{"method":"draft_model","num_speculative_tokens":3}"#).contains("needs"));
+        assert!(err(r#"{"model":"Qwen/Qwen3-0.6B"}"#).contains("num_speculative_tokens"));
         assert!(err(r#"{"method":"ngram"}"#).contains("num_speculative_tokens"));
         assert!(err(r#"{"method":"ngram","num_speculative_tokens":0}"#).contains("1 to"));
         assert!(err(r#"{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_min":4,"prompt_lookup_max":2}"#)

@@ -9,16 +9,19 @@
 //! For a weightless draft (one token proposed with certainty) this is rejection sampling
 //! itself: a draft token is accepted with the target's probability of it.
 //!
-//! Drafts come from the request's tokens and recent outputs ([`ngram`], [`suffix`]); the
-//! [`gate`] keeps only the draft tokens that pay for the time they add to a step.
+//! Drafts come from the request's tokens and recent outputs ([`ngram`], [`suffix`]) or from a
+//! smaller model ([`draft_model`]); the [`gate`] keeps only the draft tokens that pay for the
+//! time they add to a step.
 
 pub mod config;
+pub mod draft_model;
 pub mod gate;
 pub mod ngram;
 pub mod suffix;
 pub mod token_index;
 
 use config::{Method, SpeculativeConfig};
+use draft_model::DraftModel;
 use gate::{Acceptance, Gate, Offer};
 use suffix::{LocalIndex, SuffixCache};
 
@@ -34,6 +37,8 @@ pub struct RequestSpeculation {
 pub struct Speculator {
     config: SpeculativeConfig,
     cache: Option<SuffixCache>,
+    /// The draft model, for [`Method::DraftModel`].
+    model: Option<DraftModel>,
     gate: Gate,
 }
 
@@ -41,13 +46,26 @@ impl Speculator {
     pub fn new(config: SpeculativeConfig) -> Self {
         let cache = match &config.method {
             Method::Suffix(settings) => Some(SuffixCache::new(settings.clone())),
-            Method::Ngram { .. } => None,
+            Method::Ngram { .. } | Method::DraftModel { .. } => None,
         };
         Self {
             config,
             cache,
+            model: None,
             gate: Gate::default(),
         }
+    }
+
+    /// The loaded draft model of a [`Method::DraftModel`] configuration.
+    pub fn with_model(mut self, model: DraftModel) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// The draft model, when drafts come from one (proposed in a batch, not by
+    /// [`Self::propose`]).
+    pub fn draft_model(&self) -> Option<&DraftModel> {
+        self.model.as_ref()
     }
 
     pub fn config(&self) -> &SpeculativeConfig {
@@ -70,7 +88,7 @@ impl Speculator {
         match (&self.config.method, &self.cache) {
             (Method::Ngram { min, max }, _) => ngram::propose(tokens, *min, *max, k),
             (Method::Suffix(_), Some(cache)) => cache.propose(&mut state.local, tokens, k),
-            (Method::Suffix(_), None) => Vec::new(),
+            (Method::Suffix(_), None) | (Method::DraftModel { .. }, _) => Vec::new(),
         }
     }
 
