@@ -20,7 +20,7 @@ use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::speculative::draft_model::DraftJob;
 use super::speculative::gate::Offer;
-use super::speculative::{RequestSpeculation, Speculator};
+use super::speculative::Speculator;
 use super::wake::ReadWake;
 use crate::error::Result;
 use crate::model::{KvCache, Qwen3Model, StepOutput};
@@ -271,8 +271,9 @@ impl EngineCore {
             .into_iter()
             .min()
             .unwrap_or(0);
-            data.speculation
-                .get_or_insert_with(RequestSpeculation::default);
+            if data.speculation.is_none() {
+                data.speculation = Some(spec.new_request());
+            }
             rooms.push((i, room));
         }
         if spec.draft_model().is_some() {
@@ -374,6 +375,9 @@ impl EngineCore {
                 .find(|(s, _)| *s == id)
                 .map_or(0, |&(_, n)| n);
             self.scheduler.settle_draft(chunk.index, accepted);
+            if let Some(spec) = &mut self.speculator {
+                spec.record(chunk.draft_tokens, accepted);
+            }
         }
     }
 

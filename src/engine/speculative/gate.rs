@@ -15,6 +15,10 @@ pub const PROBE_EVERY: u32 = 16;
 /// The least gain in expected tokens per second for which a step carries drafts: noise in the
 /// step-time model must not make worthless drafts look free.
 const MIN_GAIN: f64 = 0.02;
+/// A probe is sent only where one more token costs at most this share of a step (a decode
+/// bound by reading the weights); where every token costs compute, probes of every request
+/// at once would be a step's worth of work.
+const PROBE_COST: f64 = 0.05;
 /// Weight of history in the acceptance and step-time averages.
 const DECAY: f64 = 0.8;
 /// Step sizes (tokens) the step-time model keeps apart; larger steps share the last bucket.
@@ -50,6 +54,14 @@ impl Acceptance {
             return 1.0;
         }
         self.accepted / seen
+    }
+
+    /// The same estimate for a new request (not yet idle).
+    pub fn fresh(&self) -> Self {
+        Self {
+            idle_steps: 0,
+            ..self.clone()
+        }
     }
 
     /// Records a verification: `accepted` of `drafted` tokens were accepted.
@@ -102,8 +114,9 @@ impl Gate {
     }
 
     /// Estimated seconds for a step of `tokens` tokens: interpolated between the nearest
-    /// measured sizes; past the largest, as long as it (optimistic, so larger steps get
-    /// tried and measured once); `None` before any step was measured.
+    /// measured sizes; past the largest, as long as it (optimistic, so a larger step gets
+    /// tried and measured — [`Self::explore_limit`] keeps that step near what was measured);
+    /// `None` before any step was measured.
     pub fn step_time(&self, tokens: usize) -> Option<f64> {
         let x = tokens as f64;
         let known: Vec<(f64, f64)> = self.steps.iter().flatten().copied().collect();
@@ -116,6 +129,19 @@ impl Gate {
             (Some((_, t)), _) | (None, Some((_, t))) => Some(t),
             (None, None) => None,
         }
+    }
+
+    /// The largest step the gate may choose: a quarter (at least one token) past the largest
+    /// measured, so learning what larger steps cost never costs more than a quarter of a step.
+    fn explore_limit(&self) -> usize {
+        let largest = self
+            .steps
+            .iter()
+            .flatten()
+            .map(|&(n, _)| n.round() as usize)
+            .max()
+            .unwrap_or(0);
+        largest + (largest / 4).max(1)
     }
 
     /// Whether a step of `tokens` tokens or fewer was measured: the baseline a draft's worth
@@ -148,8 +174,13 @@ impl Gate {
             }
         }
         items.sort_by(|a, b| b.0.total_cmp(&a.0));
+        items.truncate(self.explore_limit().saturating_sub(decoding));
         let mut keep = vec![0usize; offers.len()];
+        let mut probes_cheap = false;
         if let Some(base) = self.step_time(decoding) {
+            probes_cheap = self
+                .step_time(decoding + 1)
+                .is_some_and(|t| t <= base * (1.0 + PROBE_COST));
             let mut expected = decoding as f64;
             let mut best = expected / base * (1.0 + MIN_GAIN);
             let mut best_len = 0;
@@ -168,7 +199,7 @@ impl Gate {
             }
         }
         for (offer, &k) in offers.iter_mut().zip(&keep) {
-            let probe = k == 0 && offer.acceptance.idle_steps >= PROBE_EVERY;
+            let probe = k == 0 && probes_cheap && offer.acceptance.idle_steps >= PROBE_EVERY;
             let k = if probe { k.max(1) } else { k };
             offer.draft.truncate(k);
             if offer.draft.is_empty() {
@@ -278,6 +309,38 @@ mod tests {
         let mut d = vec![1];
         g.choose(1, &mut [offer(&mut d, &mut a)]);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn larger_steps_are_learned_a_quarter_at_a_time() {
+        let mut g = Gate::default();
+        g.observe(16, 0.100);
+        let mut drafts: Vec<Vec<u32>> = (0..16).map(|_| vec![1, 2, 3, 4]).collect();
+        let mut accept: Vec<Acceptance> = (0..16).map(|_| Acceptance::default()).collect();
+        let mut offers: Vec<Offer<'_>> = drafts
+            .iter_mut()
+            .zip(accept.iter_mut())
+            .map(|(d, a)| offer(d, a))
+            .collect();
+        g.choose(16, &mut offers);
+        let carried: usize = drafts.iter().map(Vec::len).sum();
+        assert_eq!(carried, 4, "16 measured: at most 20 tokens");
+    }
+
+    #[test]
+    fn no_probes_where_a_token_costs_compute() {
+        let mut g = Gate::default();
+        g.observe(16, 0.100);
+        g.observe(32, 0.200); // every token costs as much as the others
+        let mut a = Acceptance::default();
+        for _ in 0..30 {
+            a.record(1, 0);
+        }
+        for _ in 0..3 * PROBE_EVERY {
+            let mut d = vec![9];
+            g.choose(16, &mut [offer(&mut d, &mut a)]);
+            assert!(d.is_empty());
+        }
     }
 
     #[test]

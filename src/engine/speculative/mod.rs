@@ -40,6 +40,8 @@ pub struct Speculator {
     /// The draft model, for [`Method::DraftModel`].
     model: Option<DraftModel>,
     gate: Gate,
+    /// Acceptance over every request's recent drafts: where a new request's estimate starts.
+    recent: Acceptance,
 }
 
 impl Speculator {
@@ -53,7 +55,22 @@ impl Speculator {
             cache,
             model: None,
             gate: Gate::default(),
+            recent: Acceptance::default(),
         }
+    }
+
+    /// A new request's speculation state: its acceptance starts from the server's recent one,
+    /// so where drafts have been failing a new request does not try them at full length.
+    pub fn new_request(&self) -> RequestSpeculation {
+        RequestSpeculation {
+            local: LocalIndex::default(),
+            acceptance: self.recent.fresh(),
+        }
+    }
+
+    /// Records a verification in the server's recent acceptance.
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        self.recent.record(drafted, accepted);
     }
 
     /// The loaded draft model of a [`Method::DraftModel`] configuration.
