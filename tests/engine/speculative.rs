@@ -225,7 +225,10 @@ fn draft_model_outputs_are_unchanged() {
         for (i, (_, (_, batched, ..))) in runs.iter().enumerate() {
             assert_eq!(batched, &want[i], "request {i} batched, {spec}");
         }
-        assert!(fast.metrics().spec_drafts.get() > 0, "nothing was drafted ({spec})");
+        assert!(
+            fast.metrics().spec_drafts.get() > 0,
+            "nothing was drafted ({spec})"
+        );
     }
     // The target as its own draft, greedy: every draft token is the target's own greedy token
     // (up to the last bits of a batched forward), so nearly all are accepted.
@@ -234,7 +237,10 @@ fn draft_model_outputs_are_unchanged() {
     assert_eq!(solo(&fast, greedy_only), want[..greedy_only.len()].to_vec());
     let m = fast.metrics();
     let rate = m.spec_accepted_tokens.get() as f64 / m.spec_draft_tokens.get() as f64;
-    assert!(rate > 0.9, "acceptance {rate} with the target as its own greedy draft");
+    assert!(
+        rate > 0.9,
+        "acceptance {rate} with the target as its own greedy draft"
+    );
 }
 
 /// A draft model whose vocabulary is not the target's is refused at start-up.

@@ -1,6 +1,6 @@
 //! Attention on the CPU, in two parts chosen per chunk:
-//! - decode tokens (one query per sequence, or each token of a chunk of at most
-//!   [`DECODE_CHUNK`]): paged attention reading K/V straight from the cache
+//! - decode tokens (one query per sequence, or each token of a chunk verifying a draft):
+//!   paged attention reading K/V straight from the cache
 //!   through the block tables (no gather copies), one task per (token, kv head) on rayon. This is
 //!   also the CPU twin of a CUDA paged-decode kernel: same inputs, same index math
 //!   (`batch::slot_of`).
@@ -19,10 +19,14 @@ use rayon::prelude::*;
 /// Query rows per prefill tile: bounds the `[heads, tile, context]` score matrix.
 pub const PREFILL_TILE: usize = 256;
 
-/// Chunks of at most this many tokens (a decode carrying a speculative draft, a prompt's short
-/// tail) go through the paged decode path one query at a time: gathering and widening their
-/// whole context for a dense tile costs more than reading it a few times in place.
-pub const DECODE_CHUNK: usize = 8;
+/// Whether a chunk verifies a speculative draft (logits for every token it feeds). Such a chunk
+/// goes through the paged decode path one query at a time: gathering and widening its whole
+/// context for a dense tile cost 1.6× a decode step for one draft token, and each of its
+/// tokens then computes exactly as it would decoding alone. Prompt chunks stay on the tiles,
+/// whatever their length, so a prompt's numbers do not depend on how it was cut.
+fn is_verify(chunk: &crate::batch::SequenceChunk) -> bool {
+    chunk.logits_tokens > 1 && chunk.logits_tokens == chunk.num_query_tokens
+}
 
 /// One query token's view of its sequence: where its sequence's blocks are, and how many
 /// cached positions it may attend to (causal: up to and including its own).
@@ -64,7 +68,7 @@ impl CpuMetadata {
         let mut queries = Vec::new();
         let mut tiles = Vec::new();
         for (s, chunk) in batch.chunks.iter().enumerate() {
-            if chunk.num_query_tokens <= DECODE_CHUNK {
+            if chunk.num_query_tokens == 1 || is_verify(chunk) {
                 // Each token attends to the cache up to its own position, which the step
                 // writes before attention runs.
                 let first = chunk.first_position();
