@@ -12,34 +12,18 @@
 
 use candle_core::{DType, Device};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::path::PathBuf;
 use std::time::Duration;
 use tealight::model::loader::{DtypeChoice, load_model};
 use tealight::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use tealight::weights::checkpoint::CheckpointFiles;
-use tealight::weights::synthetic::{SyntheticSpec, write_checkpoint};
+
+mod common;
+use common::model_dir;
 
 const BLOCK: usize = 16;
 const CONTEXT: usize = 128;
 /// The long-context decode case: sequences × cached tokens.
 const LONG: (usize, usize) = (4, 4096);
-
-fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("TEALIGHT_BENCH_MODEL") {
-        return PathBuf::from(dir);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/bench-models/0.6b");
-    if !dir.join("model.safetensors").is_file() {
-        write_checkpoint(
-            &SyntheticSpec::qwen3_0_6b(),
-            &dir,
-            &root.join("models/qwen3-tiny"),
-        )
-        .expect("write checkpoint");
-    }
-    dir
-}
 
 fn dtype() -> DtypeChoice {
     match std::env::var("TEALIGHT_BENCH_DTYPE").as_deref() {

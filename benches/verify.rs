@@ -10,33 +10,17 @@
 
 use candle_core::{DType, Device};
 use criterion::{Criterion, criterion_group, criterion_main};
-use std::path::PathBuf;
 use std::time::Duration;
 use tealight::model::loader::{DtypeChoice, load_model};
 use tealight::model::{AttentionBackend, BatchInput, KvCache, SequenceChunk};
 use tealight::weights::checkpoint::CheckpointFiles;
-use tealight::weights::synthetic::{SyntheticSpec, write_checkpoint};
+
+mod common;
+use common::model_dir;
 
 const BLOCK: usize = 16;
 const CONTEXT: usize = 512;
 const MAX_DRAFT: usize = 6;
-
-fn model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("TEALIGHT_BENCH_MODEL") {
-        return PathBuf::from(dir);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/bench-models/0.6b");
-    if !dir.join("model.safetensors").is_file() {
-        write_checkpoint(
-            &SyntheticSpec::qwen3_0_6b(),
-            &dir,
-            &root.join("models/qwen3-tiny"),
-        )
-        .expect("write checkpoint");
-    }
-    dir
-}
 
 /// `n` sequences with `CONTEXT` tokens cached, each feeding its pending token and `draft`
 /// draft tokens, with logits for all of them (as a verifying step asks).

@@ -381,15 +381,21 @@ impl<T> Scheduler<T> {
                 prompt_tokens += chunk.num_tokens;
             }
             core.num_computed += chunk.num_tokens;
-            self.blocks.register_full_blocks(
-                &core.block_table,
-                core.cache_salt.as_ref(),
-                &core.tokens,
-                core.num_computed,
-                &mut core.block_hashes,
-            );
+            self.register_computed(chunk.index);
         }
         prompt_tokens
+    }
+
+    /// Registers the full blocks of running sequence `index`'s computed tokens for reuse.
+    fn register_computed(&mut self, index: usize) {
+        let core = &mut self.running[index].core;
+        self.blocks.register_full_blocks(
+            &core.block_table,
+            core.cache_salt.as_ref(),
+            &core.tokens,
+            core.num_computed,
+            &mut core.block_hashes,
+        );
     }
 
     /// After a step's verification: the first `accepted` tokens of `core`'s draft were
@@ -405,13 +411,7 @@ impl<T> Scheduler<T> {
         }
         core.num_computed += accepted;
         debug_assert!(core.num_computed <= core.tokens.len());
-        self.blocks.register_full_blocks(
-            &core.block_table,
-            core.cache_salt.as_ref(),
-            &core.tokens,
-            core.num_computed,
-            &mut core.block_hashes,
-        );
+        self.register_computed(index);
     }
 
     /// After [`Self::commit`]: the sequences of the step whose next token is to be sampled
