@@ -34,7 +34,7 @@ pub struct BenchResult {
     /// When the run started, local time.
     pub date: String,
     /// The server's speculative decoding over the run, when it speculated.
-    pub spec: Option<super::spec_stats::SpecStats>,
+    pub spec: Option<super::spec_stats::SpecCounters>,
 }
 
 impl BenchResult {

@@ -1,10 +1,11 @@
 //! Speculative decoding's acceptance over a run, from the server's `/metrics` before and after
-//! it (vLLM's `spec_decode_*` counters, under `vllm:` or `tealight:`), reported as
-//! `vllm bench serve` reports it. Servers that do not speculate report nothing here.
+//! it (vLLM's `spec_decode_*` counters, under `tealight:` or else `vllm:` — a tealight server
+//! with `--metrics-compat vllm` has both, counted once), reported as `vllm bench serve` reports
+//! it. Servers that do not speculate report nothing here.
 
 use serde_json::{Value, json};
 
-/// The counters at one moment.
+/// The counters at one moment, or what changed over a run ([`SpecCounters::until`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SpecCounters {
     pub drafts: f64,
@@ -12,17 +13,14 @@ pub struct SpecCounters {
     pub accepted_tokens: f64,
 }
 
-/// What a run's drafts did.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SpecStats {
-    pub drafts: f64,
-    pub draft_tokens: f64,
-    pub accepted_tokens: f64,
-}
-
 impl SpecCounters {
-    /// Reads the counters from a Prometheus text page; `None` when the page has none.
+    /// Reads the counters from a Prometheus text page: `tealight:`'s if it has them, else
+    /// `vllm:`'s; `None` when the page has neither.
     pub fn parse(page: &str) -> Option<Self> {
+        Self::parse_prefix(page, "tealight:").or_else(|| Self::parse_prefix(page, "vllm:"))
+    }
+
+    fn parse_prefix(page: &str, prefix: &str) -> Option<Self> {
         let mut found = false;
         let mut c = Self::default();
         for line in page.lines().filter(|l| !l.starts_with('#')) {
@@ -33,10 +31,7 @@ impl SpecCounters {
                 continue;
             };
             let name = name.split('{').next().unwrap_or(name);
-            let Some(metric) = name
-                .strip_prefix("vllm:")
-                .or_else(|| name.strip_prefix("tealight:"))
-            else {
+            let Some(metric) = name.strip_prefix(prefix) else {
                 continue;
             };
             let slot = match metric.trim_end_matches("_total") {
@@ -53,17 +48,15 @@ impl SpecCounters {
     }
 
     /// What happened between `self` and `later`; `None` when nothing was drafted.
-    pub fn until(&self, later: &Self) -> Option<SpecStats> {
-        let stats = SpecStats {
+    pub fn until(&self, later: &Self) -> Option<Self> {
+        let stats = Self {
             drafts: later.drafts - self.drafts,
             draft_tokens: later.draft_tokens - self.draft_tokens,
             accepted_tokens: later.accepted_tokens - self.accepted_tokens,
         };
         (stats.drafts > 0.0 && stats.draft_tokens > 0.0).then_some(stats)
     }
-}
 
-impl SpecStats {
     /// Accepted draft tokens over draft tokens.
     pub fn acceptance_rate(&self) -> f64 {
         self.accepted_tokens / self.draft_tokens
@@ -110,6 +103,16 @@ mod tests {
         assert!((s.acceptance_rate() - 30.0 / 80.0).abs() < 1e-12);
         assert!((s.acceptance_length() - (1.0 + 30.0 / 20.0)).abs() < 1e-12);
         assert_eq!(s.to_json()["spec_decode_acceptance_rate"], json!(37.5));
+    }
+
+    #[test]
+    fn a_page_with_both_names_is_counted_once() {
+        let page = "tealight:spec_decode_num_drafts_total 4\n\
+                    tealight:spec_decode_num_draft_tokens_total 8\n\
+                    vllm:spec_decode_num_drafts_total{model_name=\"m\"} 4\n\
+                    vllm:spec_decode_num_draft_tokens_total{model_name=\"m\"} 8\n";
+        let c = SpecCounters::parse(page).unwrap();
+        assert_eq!((c.drafts, c.draft_tokens), (4.0, 8.0));
     }
 
     #[test]

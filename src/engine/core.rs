@@ -11,7 +11,7 @@
 //! on their own get an error.
 
 use super::config::EngineConfig;
-use super::emit::{EmitContext, emit};
+use super::emit::{EmitContext, emit, first_logits_rows};
 use super::kv_events::KvEventSink;
 use super::kv_offload::offloader::Offloader;
 use super::metrics::EngineMetrics;
@@ -726,12 +726,10 @@ fn deliver_scores(
     }
     let mut keep = Vec::with_capacity(rows.len());
     let mut sampled = Vec::with_capacity(rows.len());
-    let mut row = 0;
-    for entry in rows {
+    let firsts = first_logits_rows(&rows);
+    for (entry, first) in rows.into_iter().zip(firsts) {
         // A sampled request's rows: its pending token's and its draft's.
         let own = 1 + entry.core.draft.len();
-        let first = row;
-        row += own;
         let Some(Pooling::TokenLogits(ids)) = &entry.data.pooling else {
             keep.extend((first..first + own).map(|r| r as u32));
             sampled.push(entry);

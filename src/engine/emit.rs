@@ -36,14 +36,7 @@ pub fn emit(
     mut rows: Vec<&mut Running>,
     logits: &Tensor,
 ) -> Result<Vec<(u64, usize)>, String> {
-    let first: Vec<usize> = rows
-        .iter()
-        .scan(0, |next, e| {
-            let at = *next;
-            *next += 1 + e.core.draft.len();
-            Some(at)
-        })
-        .collect();
+    let first = first_logits_rows(&rows);
     let drafted = rows.iter().any(|e| !e.core.draft.is_empty());
     let mut accepted = vec![0usize; rows.len()];
     let mut active: Vec<bool> = vec![true; rows.len()];
@@ -102,6 +95,18 @@ pub fn emit(
         }
     }
     Ok(record_drafts(ctx.metrics, &mut rows, &accepted))
+}
+
+/// The first logits row of each of `rows`: a request has one row for its pending token and
+/// one for each draft token, in order.
+pub fn first_logits_rows(rows: &[&mut Running]) -> Vec<usize> {
+    rows.iter()
+        .scan(0, |next, e| {
+            let at = *next;
+            *next += 1 + e.core.draft.len();
+            Some(at)
+        })
+        .collect()
 }
 
 /// Appends a sampled token to its request and sends it; whether the request goes on.

@@ -260,7 +260,6 @@ impl<T> Scheduler<T> {
             entry.core.cached_tokens = alloc.cached_tokens;
             entry.core.block_table = alloc.blocks;
             let want = entry.core.pending().min(budget);
-            entry.core.draft.clear();
             plan.chunks.push(ScheduledChunk {
                 index: self.running.len(),
                 num_tokens: want,
@@ -278,11 +277,6 @@ impl<T> Scheduler<T> {
     pub fn reserve(&mut self, index: usize, tokens: usize) -> bool {
         let entry = &mut self.running[index];
         self.blocks.grow(&mut entry.core.block_table, tokens)
-    }
-
-    /// Running sequences.
-    pub fn num_running(&self) -> usize {
-        self.running.len()
     }
 
     /// The running sequence at `index`, to change.

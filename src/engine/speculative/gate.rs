@@ -115,49 +115,36 @@ impl Gate {
 
     /// Estimated seconds for a step of `tokens` tokens: interpolated between the nearest
     /// measured sizes; past the largest, as long as it (optimistic, so a larger step gets
-    /// tried and measured — [`Self::explore_limit`] keeps that step near what was measured);
+    /// tried and measured — `explore_limit` keeps that step near what was measured);
     /// `None` before any step was measured.
     pub fn step_time(&self, tokens: usize) -> Option<f64> {
-        let x = tokens as f64;
-        let known: Vec<(f64, f64)> = self.steps.iter().flatten().copied().collect();
-        let below = known.iter().rev().find(|(n, _)| *n <= x).copied();
-        let above = known.iter().find(|(n, _)| *n >= x).copied();
-        match (below, above) {
-            (Some((n0, t0)), Some((n1, t1))) if n1 > n0 => {
-                Some(t0 + (t1 - t0) * (x - n0) / (n1 - n0))
-            }
-            (Some((_, t)), _) | (None, Some((_, t))) => Some(t),
-            (None, None) => None,
-        }
+        interpolate(&self.measured(), tokens)
+    }
+
+    /// The measured (tokens, seconds), by size.
+    fn measured(&self) -> Vec<(f64, f64)> {
+        self.steps.iter().flatten().copied().collect()
     }
 
     /// The largest step the gate may choose: a quarter (at least one token) past the largest
     /// measured, so learning what larger steps cost never costs more than a quarter of a step.
-    fn explore_limit(&self) -> usize {
-        let largest = self
-            .steps
+    fn explore_limit(known: &[(f64, f64)]) -> usize {
+        let largest = known
             .iter()
-            .flatten()
             .map(|&(n, _)| n.round() as usize)
             .max()
             .unwrap_or(0);
         largest + (largest / 4).max(1)
     }
 
-    /// Whether a step of `tokens` tokens or fewer was measured: the baseline a draft's worth
-    /// is judged against (extrapolating down from drafting steps would make drafts look free).
-    fn measured_up_to(&self, tokens: usize) -> bool {
-        self.steps
-            .iter()
-            .flatten()
-            .any(|&(n, _)| n <= tokens as f64 + 0.5)
-    }
-
     /// Trims each offer's draft to the tokens that pay this step; `decoding` sequences feed
     /// one token each besides the drafts. Until a step without drafts of about this size was
     /// measured, none are kept (the next step measures it).
     pub fn choose(&self, decoding: usize, offers: &mut [Offer<'_>]) {
-        if !self.measured_up_to(decoding) {
+        let known = self.measured();
+        // The baseline a draft's worth is judged against: extrapolating down from drafting
+        // steps would make drafts look free.
+        if !known.iter().any(|&(n, _)| n <= decoding as f64 + 0.5) {
             for offer in offers.iter_mut() {
                 offer.draft.clear();
             }
@@ -174,19 +161,18 @@ impl Gate {
             }
         }
         items.sort_by(|a, b| b.0.total_cmp(&a.0));
-        items.truncate(self.explore_limit().saturating_sub(decoding));
+        items.truncate(Self::explore_limit(&known).saturating_sub(decoding));
         let mut keep = vec![0usize; offers.len()];
         let mut probes_cheap = false;
-        if let Some(base) = self.step_time(decoding) {
-            probes_cheap = self
-                .step_time(decoding + 1)
-                .is_some_and(|t| t <= base * (1.0 + PROBE_COST));
+        if let Some(base) = interpolate(&known, decoding) {
+            probes_cheap =
+                interpolate(&known, decoding + 1).is_some_and(|t| t <= base * (1.0 + PROBE_COST));
             let mut expected = decoding as f64;
             let mut best = expected / base * (1.0 + MIN_GAIN);
             let mut best_len = 0;
             for (m, &(worth, _)) in items.iter().enumerate() {
                 expected += worth;
-                let Some(t) = self.step_time(decoding + m + 1) else {
+                let Some(t) = interpolate(&known, decoding + m + 1) else {
                     break;
                 };
                 if expected / t > best {
@@ -208,6 +194,19 @@ impl Gate {
                 offer.acceptance.idle_steps = 0;
             }
         }
+    }
+}
+
+/// Seconds for a step of `tokens` tokens from the measured (tokens, seconds), ascending (see
+/// [`Gate::step_time`]).
+fn interpolate(known: &[(f64, f64)], tokens: usize) -> Option<f64> {
+    let x = tokens as f64;
+    let below = known.iter().rev().find(|(n, _)| *n <= x).copied();
+    let above = known.iter().find(|(n, _)| *n >= x).copied();
+    match (below, above) {
+        (Some((n0, t0)), Some((n1, t1))) if n1 > n0 => Some(t0 + (t1 - t0) * (x - n0) / (n1 - n0)),
+        (Some((_, t)), _) | (None, Some((_, t))) => Some(t),
+        (None, None) => None,
     }
 }
 
