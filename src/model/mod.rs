@@ -6,7 +6,10 @@ pub mod kv_block_io;
 pub mod kv_cache;
 pub mod layers;
 pub mod loader;
+pub mod mlp;
+pub mod moe;
 pub mod qwen3;
+pub mod routing;
 pub mod swiglu;
 
 pub use crate::batch::{BatchInput, SequenceChunk};

@@ -1,12 +1,13 @@
 //! The Qwen3 decoder over a varlen batch and a paged KV cache.
 //!
 //! Per layer: RMSNorm → fused q|k|v projection → per-head RMSNorm of q and k → RoPE → paged
-//! attention (GQA) → o_proj + residual → RMSNorm → fused gate|up → SwiGLU → down_proj + residual.
+//! attention (GQA) → o_proj + residual → RMSNorm → feed-forward (a fused gate|up → SwiGLU →
+//! down_proj MLP, or Qwen3-MoE's routed experts) + residual.
 
 use super::attention::{AttentionBackend, AttentionMetadata};
 use super::kv_cache::{KvCache, KvScales};
 use super::layers::{Projection, RmsNorm, RotaryTables};
-use super::swiglu::swiglu;
+use super::mlp::FeedForward;
 use crate::batch::BatchInput;
 use crate::error::{Error, Result};
 use crate::weights::config::Qwen3Config;
@@ -20,8 +21,7 @@ struct DecoderLayer {
     k_norm: RmsNorm,
     o_proj: Projection,
     post_attention_norm: RmsNorm,
-    gate_up: Projection,
-    down: Projection,
+    feed_forward: FeedForward,
 }
 
 pub struct Qwen3Model {
@@ -45,7 +45,6 @@ impl DecoderLayer {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let (q_out, kv_out) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
         let attn = |name: &str| format!("{p}.self_attn.{name}");
-        let mlp = |name: &str| format!("{p}.mlp.{name}");
         let eps = cfg.rms_norm_eps;
         Ok(Self {
             input_norm: RmsNorm::load(store, &format!("{p}.input_layernorm.weight"), h, eps)?,
@@ -65,20 +64,7 @@ impl DecoderLayer {
                 h,
                 eps,
             )?,
-            gate_up: Projection::load(
-                store,
-                &[&mlp("gate_proj"), &mlp("up_proj")],
-                &[cfg.intermediate_size, cfg.intermediate_size],
-                h,
-                false,
-            )?,
-            down: Projection::load(
-                store,
-                &[&mlp("down_proj")],
-                &[h],
-                cfg.intermediate_size,
-                false,
-            )?,
+            feed_forward: FeedForward::load(store, cfg, i)?,
         })
     }
 
@@ -117,8 +103,7 @@ impl DecoderLayer {
         let x = (x + self.o_proj.forward(&attn)?)?;
 
         let h = self.post_attention_norm.forward(&x)?;
-        let act = swiglu(&self.gate_up.forward(&h)?)?;
-        Ok((x + self.down.forward(&act)?)?)
+        Ok((x + self.feed_forward.forward(&h)?)?)
     }
 }
 
@@ -176,8 +161,11 @@ impl Qwen3Model {
 
     /// Checkpoint tensors the model reads (sizes the load progress bar).
     pub fn tensor_count(cfg: &Qwen3Config) -> u64 {
-        let per_layer = 11 + if cfg.attention_bias { 4 } else { 0 };
-        (2 + per_layer * cfg.num_hidden_layers + usize::from(!cfg.tie_word_embeddings)) as u64
+        let attention = 8 + if cfg.attention_bias { 4 } else { 0 };
+        let layers: usize = (0..cfg.num_hidden_layers)
+            .map(|i| attention + FeedForward::tensor_count(cfg, i))
+            .sum();
+        (2 + layers + usize::from(!cfg.tie_word_embeddings)) as u64
     }
 
     pub fn config(&self) -> &Qwen3Config {

@@ -6,6 +6,8 @@ use serde::Deserialize;
 use std::path::Path;
 
 pub const QWEN3_ARCHITECTURE: &str = "Qwen3ForCausalLM";
+/// The mixture-of-experts variant (Qwen3-30B-A3B, Qwen3-Coder-30B-A3B).
+pub const QWEN3_MOE_ARCHITECTURE: &str = "Qwen3MoeForCausalLM";
 
 /// The fields of config.json the model needs, resolved (defaults applied, rope found).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,32 @@ pub struct Qwen3Config {
     /// Block-scaled FP8 weights (`quantization_config.quant_method = "fp8"`): the block shape
     /// `[rows, cols]` of one `weight_scale_inv` entry.
     pub fp8_block: Option<[usize; 2]>,
+    /// Sparse feed-forward layers, for `Qwen3MoeForCausalLM`.
+    pub moe: Option<MoeConfig>,
+}
+
+/// The mixture-of-experts fields of a `Qwen3MoeForCausalLM` config, as transformers reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    /// Width of one expert's gate/up projections.
+    pub moe_intermediate_size: usize,
+    /// Renormalize the top-k routing weights to sum to 1 (Qwen3-30B-A3B: true).
+    pub norm_topk_prob: bool,
+    /// Every `decoder_sparse_step`-th layer is sparse (layer `i` when `(i + 1) % step == 0`).
+    pub decoder_sparse_step: usize,
+    /// Layers that keep a dense MLP of `intermediate_size` whatever the step says.
+    pub mlp_only_layers: Vec<usize>,
+}
+
+impl MoeConfig {
+    /// Whether layer `i` routes its tokens to experts (transformers' `Qwen3MoeDecoderLayer` rule).
+    pub fn is_sparse(&self, layer: usize) -> bool {
+        !self.mlp_only_layers.contains(&layer)
+            && self.num_experts > 0
+            && (layer + 1).is_multiple_of(self.decoder_sparse_step)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +124,51 @@ struct RawConfig {
     torch_dtype: Option<String>,
     dtype: Option<String>,
     quantization_config: Option<RawQuantization>,
+    num_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    moe_intermediate_size: Option<usize>,
+    norm_topk_prob: Option<bool>,
+    decoder_sparse_step: Option<usize>,
+    #[serde(default)]
+    mlp_only_layers: Vec<usize>,
+}
+
+impl RawConfig {
+    /// The MoE block of a `Qwen3MoeForCausalLM` config; transformers' defaults where a field is
+    /// absent (8 of 128 experts, width 768, step 1, renormalized weights off).
+    fn moe(&self, is_moe: bool) -> std::result::Result<Option<MoeConfig>, String> {
+        if !is_moe {
+            return Ok(None);
+        }
+        let moe = MoeConfig {
+            num_experts: self.num_experts.unwrap_or(128),
+            num_experts_per_tok: self.num_experts_per_tok.unwrap_or(8),
+            moe_intermediate_size: self.moe_intermediate_size.unwrap_or(768),
+            norm_topk_prob: self.norm_topk_prob.unwrap_or(false),
+            decoder_sparse_step: self.decoder_sparse_step.unwrap_or(1),
+            mlp_only_layers: self.mlp_only_layers.clone(),
+        };
+        if moe.num_experts_per_tok == 0 || moe.num_experts_per_tok > moe.num_experts {
+            return Err(format!(
+                "num_experts_per_tok {} must be between 1 and num_experts {}",
+                moe.num_experts_per_tok, moe.num_experts
+            ));
+        }
+        if moe.moe_intermediate_size == 0 || moe.decoder_sparse_step == 0 {
+            return Err("moe_intermediate_size and decoder_sparse_step must be positive".into());
+        }
+        if let Some(layer) = moe
+            .mlp_only_layers
+            .iter()
+            .find(|&&l| l >= self.num_hidden_layers)
+        {
+            return Err(format!(
+                "mlp_only_layers names layer {layer} of a {}-layer model",
+                self.num_hidden_layers
+            ));
+        }
+        Ok(Some(moe))
+    }
 }
 
 impl Qwen3Config {
@@ -109,13 +182,15 @@ impl Qwen3Config {
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let raw: RawConfig =
             serde_json::from_str(text).map_err(|e| format!("invalid config JSON: {e}"))?;
-        if let Some(archs) = &raw.architectures
-            && !archs.iter().any(|a| a == QWEN3_ARCHITECTURE)
-        {
-            return Err(format!(
-                "architecture {archs:?} is not supported: tealight runs {QWEN3_ARCHITECTURE}"
-            ));
-        }
+        let is_moe = match &raw.architectures {
+            Some(archs) if archs.iter().any(|a| a == QWEN3_MOE_ARCHITECTURE) => true,
+            Some(archs) if !archs.iter().any(|a| a == QWEN3_ARCHITECTURE) => {
+                return Err(format!(
+                    "architecture {archs:?} is not supported: tealight runs {QWEN3_ARCHITECTURE} and {QWEN3_MOE_ARCHITECTURE}"
+                ));
+            }
+            _ => false,
+        };
         if let Some(act) = &raw.hidden_act
             && act != "silu"
         {
@@ -178,7 +253,9 @@ impl Qwen3Config {
             .as_ref()
             .map(RawQuantization::fp8_block)
             .transpose()?;
+        let moe = raw.moe(is_moe)?;
         Ok(Self {
+            moe,
             fp8_block,
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -199,6 +276,11 @@ impl Qwen3Config {
     /// Query heads that share one key/value head.
     pub fn kv_group_size(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
+    }
+
+    /// Whether layer `i` has a sparse (expert-routed) feed-forward block.
+    pub fn is_sparse_layer(&self, layer: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| m.is_sparse(layer))
     }
 
     /// Bytes of K+V one token occupies across all layers at `dtype_size` bytes per element.
@@ -269,6 +351,40 @@ mod tests {
         let err = parse(r#","quantization_config":{"quant_method":"fp8","activation_scheme":"static","weight_block_size":[128,128]}"#).unwrap_err();
         assert!(err.contains("static"), "{err}");
         assert!(parse(r#","quantization_config":{"quant_method":"fp8"}"#).is_err());
+    }
+
+    #[test]
+    fn moe_fields_as_transformers_reads_them() {
+        let moe = |extra: &str| {
+            Qwen3Config::from_json(&format!(
+                "{}{extra}}}",
+                BASE.replace("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+            ))
+        };
+        let c = moe(r#","num_experts":16,"num_experts_per_tok":4,"moe_intermediate_size":32,"norm_topk_prob":true,"decoder_sparse_step":1,"mlp_only_layers":[1]"#).unwrap();
+        let m = c.moe.clone().unwrap();
+        assert_eq!(
+            (
+                m.num_experts,
+                m.num_experts_per_tok,
+                m.moe_intermediate_size
+            ),
+            (16, 4, 32)
+        );
+        assert!(m.norm_topk_prob);
+        assert!(c.is_sparse_layer(0) && !c.is_sparse_layer(1));
+        let c = moe(r#","decoder_sparse_step":2"#).unwrap();
+        assert!(!c.is_sparse_layer(0) && c.is_sparse_layer(1));
+        assert_eq!(c.moe.unwrap().num_experts, 128);
+        assert!(moe(r#","num_experts":4,"num_experts_per_tok":5"#).is_err());
+        assert!(
+            moe(r#","mlp_only_layers":[7]"#)
+                .unwrap_err()
+                .contains("layer 7")
+        );
+        assert!(moe(r#","decoder_sparse_step":0"#).is_err());
+        assert_eq!(parse("").unwrap().moe, None);
+        assert!(!parse("").unwrap().is_sparse_layer(0));
     }
 
     #[test]

@@ -41,6 +41,25 @@ pub struct SyntheticSpec {
     pub storage: Storage,
     pub shards: usize,
     pub seed: u64,
+    /// Sparse layers: a `Qwen3MoeForCausalLM` checkpoint.
+    pub moe: Option<SyntheticMoe>,
+}
+
+/// The mixture-of-experts fields of a synthetic `Qwen3MoeForCausalLM` (see `MoeConfig`).
+#[derive(Debug, Clone)]
+pub struct SyntheticMoe {
+    pub num_experts: usize,
+    pub num_experts_per_tok: usize,
+    pub moe_intermediate_size: usize,
+    pub norm_topk_prob: bool,
+    pub decoder_sparse_step: usize,
+    pub mlp_only_layers: Vec<usize>,
+}
+
+impl SyntheticMoe {
+    fn is_sparse(&self, layer: usize) -> bool {
+        !self.mlp_only_layers.contains(&layer) && (layer + 1) % self.decoder_sparse_step == 0
+    }
 }
 
 impl SyntheticSpec {
@@ -59,6 +78,7 @@ impl SyntheticSpec {
             storage: Storage::Bf16,
             shards: 1,
             seed: 1,
+            moe: None,
         }
     }
 
@@ -77,6 +97,7 @@ impl SyntheticSpec {
             storage: Storage::F16,
             shards: 2,
             seed: 2,
+            moe: None,
         }
     }
 
@@ -96,6 +117,7 @@ impl SyntheticSpec {
             storage: Storage::Bf16,
             shards: 1,
             seed: 5,
+            moe: None,
         }
     }
 
@@ -114,6 +136,115 @@ impl SyntheticSpec {
             storage: Storage::Bf16,
             shards: 1,
             seed: 3,
+            moe: None,
+        }
+    }
+
+    /// A small MoE with dense layers between sparse ones: `decoder_sparse_step` 2 makes layers
+    /// 1, 3 and 5 sparse and `mlp_only_layers` turns 3 back to a dense MLP. Renormalized top-2
+    /// of 8 experts.
+    pub fn moe_tiny() -> Self {
+        Self {
+            hidden_size: 128,
+            intermediate_size: 256,
+            num_hidden_layers: 6,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 32,
+            tie_word_embeddings: true,
+            rope_theta: 1_000_000.0,
+            layout: ConfigLayout::Legacy,
+            storage: Storage::Bf16,
+            shards: 1,
+            seed: 11,
+            moe: Some(SyntheticMoe {
+                num_experts: 8,
+                num_experts_per_tok: 2,
+                moe_intermediate_size: 64,
+                norm_topk_prob: true,
+                decoder_sparse_step: 2,
+                mlp_only_layers: vec![3],
+            }),
+        }
+    }
+
+    /// Every layer sparse, top-4 of 16 experts without renormalization, untied, f16 on disk in
+    /// two shards.
+    pub fn moe_tiny_b() -> Self {
+        Self {
+            hidden_size: 64,
+            intermediate_size: 160,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            num_key_value_heads: 1,
+            head_dim: 48,
+            tie_word_embeddings: false,
+            rope_theta: 10_000.0,
+            layout: ConfigLayout::RopeParameters,
+            storage: Storage::F16,
+            shards: 2,
+            seed: 12,
+            moe: Some(SyntheticMoe {
+                num_experts: 16,
+                num_experts_per_tok: 4,
+                moe_intermediate_size: 32,
+                norm_topk_prob: false,
+                decoder_sparse_step: 1,
+                mlp_only_layers: vec![],
+            }),
+        }
+    }
+
+    /// Rows of 256 so every matrix K-quantizes: the MoE GGUF tests' model.
+    pub fn moe_tiny_k() -> Self {
+        Self {
+            hidden_size: 256,
+            intermediate_size: 512,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            tie_word_embeddings: true,
+            rope_theta: 1_000_000.0,
+            layout: ConfigLayout::Legacy,
+            storage: Storage::Bf16,
+            shards: 1,
+            seed: 13,
+            moe: Some(SyntheticMoe {
+                num_experts: 8,
+                num_experts_per_tok: 2,
+                moe_intermediate_size: 256,
+                norm_topk_prob: true,
+                decoder_sparse_step: 1,
+                mlp_only_layers: vec![],
+            }),
+        }
+    }
+
+    /// Qwen3-30B-A3B's per-layer shapes (128 experts, 8 active, hidden 2048, expert width 768,
+    /// 32/4 heads) with `layers` layers instead of 48: the MoE benchmarks' model.
+    pub fn qwen3_30b_a3b(layers: usize) -> Self {
+        Self {
+            hidden_size: 2048,
+            intermediate_size: 6144,
+            num_hidden_layers: layers,
+            num_attention_heads: 32,
+            num_key_value_heads: 4,
+            head_dim: 128,
+            tie_word_embeddings: false,
+            rope_theta: 1_000_000.0,
+            layout: ConfigLayout::Legacy,
+            storage: Storage::Bf16,
+            shards: 1,
+            seed: 14,
+            moe: Some(SyntheticMoe {
+                num_experts: 128,
+                num_experts_per_tok: 8,
+                moe_intermediate_size: 768,
+                norm_topk_prob: true,
+                decoder_sparse_step: 1,
+                mlp_only_layers: vec![],
+            }),
         }
     }
 
@@ -123,6 +254,10 @@ impl SyntheticSpec {
             "tiny-untied" => Some(Self::tiny_untied()),
             "tiny-k" => Some(Self::tiny_k()),
             "0.6b" => Some(Self::qwen3_0_6b()),
+            "moe-tiny" => Some(Self::moe_tiny()),
+            "moe-tiny-b" => Some(Self::moe_tiny_b()),
+            "moe-tiny-k" => Some(Self::moe_tiny_k()),
+            "30b-a3b-2l" => Some(Self::qwen3_30b_a3b(2)),
             _ => None,
         }
     }
@@ -192,10 +327,37 @@ fn tensor_specs(s: &SyntheticSpec) -> Vec<(String, Vec<usize>, Kind)> {
             t("self_attn.q_norm.weight", vec![d], Kind::Norm),
             t("self_attn.k_norm.weight", vec![d], Kind::Norm),
             t("post_attention_layernorm.weight", vec![h], Kind::Norm),
-            t("mlp.gate_proj.weight", vec![inter, h], Kind::Linear),
-            t("mlp.up_proj.weight", vec![inter, h], Kind::Linear),
-            t("mlp.down_proj.weight", vec![h, inter], Kind::Linear),
         ]);
+        match &s.moe {
+            Some(moe) if moe.is_sparse(i) => {
+                let (e, w) = (moe.num_experts, moe.moe_intermediate_size);
+                specs.push(t("mlp.gate.weight", vec![e, h], Kind::Linear));
+                for x in 0..e {
+                    specs.extend([
+                        t(
+                            &format!("mlp.experts.{x}.gate_proj.weight"),
+                            vec![w, h],
+                            Kind::Linear,
+                        ),
+                        t(
+                            &format!("mlp.experts.{x}.up_proj.weight"),
+                            vec![w, h],
+                            Kind::Linear,
+                        ),
+                        t(
+                            &format!("mlp.experts.{x}.down_proj.weight"),
+                            vec![h, w],
+                            Kind::Linear,
+                        ),
+                    ]);
+                }
+            }
+            _ => specs.extend([
+                t("mlp.gate_proj.weight", vec![inter, h], Kind::Linear),
+                t("mlp.up_proj.weight", vec![inter, h], Kind::Linear),
+                t("mlp.down_proj.weight", vec![h, inter], Kind::Linear),
+            ]),
+        }
     }
     specs.push(("model.norm.weight".to_owned(), vec![h], Kind::Norm));
     if !s.tie_word_embeddings {
@@ -289,6 +451,23 @@ fn config_json(s: &SyntheticSpec) -> serde_json::Value {
     };
     if let (Some(cfg), Some(extra)) = (cfg.as_object_mut(), extra.as_object()) {
         cfg.extend(extra.clone());
+    }
+    if let (Some(moe), Some(cfg)) = (&s.moe, cfg.as_object_mut()) {
+        let fields = json!({
+            "architectures": ["Qwen3MoeForCausalLM"],
+            "model_type": "qwen3_moe",
+            "num_experts": moe.num_experts,
+            "num_experts_per_tok": moe.num_experts_per_tok,
+            "moe_intermediate_size": moe.moe_intermediate_size,
+            "norm_topk_prob": moe.norm_topk_prob,
+            "decoder_sparse_step": moe.decoder_sparse_step,
+            "mlp_only_layers": moe.mlp_only_layers,
+            "output_router_logits": false,
+            "router_aux_loss_coef": 0.001,
+        });
+        if let Some(fields) = fields.as_object() {
+            cfg.extend(fields.clone());
+        }
     }
     cfg
 }

@@ -32,6 +32,9 @@ pub struct Fixtures {
 #[derive(Debug, Deserialize)]
 pub struct ModelFixtures {
     pub shape: String,
+    /// SHA-256 of each safetensors file the reference ran on (recorded for the MoE shapes).
+    #[serde(default)]
+    pub weights_sha256: std::collections::BTreeMap<String, String>,
     pub cases: Vec<Case>,
 }
 
@@ -49,12 +52,19 @@ pub struct Case {
     pub greedy: Vec<u32>,
 }
 
+/// The transformers references of every shape: the dense ones (reference.json) and the
+/// mixture-of-experts ones (reference-moe.json).
 pub fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
     F.get_or_init(|| {
-        let text =
-            std::fs::read_to_string(repo_path("tests/fixtures/reference.json")).expect("fixtures");
-        serde_json::from_str(&text).expect("fixture JSON")
+        let read = |file: &str| -> Fixtures {
+            let text = std::fs::read_to_string(repo_path(&format!("tests/fixtures/{file}")))
+                .expect("fixtures");
+            serde_json::from_str(&text).expect("fixture JSON")
+        };
+        let mut all = read("reference.json");
+        all.models.extend(read("reference-moe.json").models);
+        all
     })
 }
 

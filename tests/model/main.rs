@@ -14,3 +14,4 @@ mod gguf;
 mod kv_dtype;
 mod loader;
 mod model_parity;
+mod moe;

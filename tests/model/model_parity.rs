@@ -7,7 +7,9 @@ use common::*;
 use tealight::model::loader::DtypeChoice;
 use tealight::model::{AttentionBackend, BatchInput, SequenceChunk};
 
-const SHAPES: [&str; 2] = ["tiny", "tiny-untied"];
+/// The dense shapes and the mixture-of-experts ones (`moe-tiny`: sparse layers between dense
+/// ones, renormalized top-2 of 8; `moe-tiny-b`: all sparse, top-4 of 16, not renormalized).
+const SHAPES: [&str; 4] = ["tiny", "tiny-untied", "moe-tiny", "moe-tiny-b"];
 const LOGITS_TOLERANCE: f32 = 1e-3;
 
 /// The embedded model's weights are made on first use: they must be the bytes the fixtures

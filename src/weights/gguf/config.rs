@@ -126,5 +126,6 @@ pub fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
         attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
         stored_dtype,
         fp8_block: None,
+        moe: None,
     })
 }
