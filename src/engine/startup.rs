@@ -240,17 +240,46 @@ pub fn estimate_activation_bytes(cfg: &Qwen3Config, dtype: DType, shape: StepSha
     let heads = cfg.num_attention_heads;
     let kv = cfg.num_key_value_heads;
     let d = cfg.head_dim;
-    let per_token =
-        3 * cfg.hidden_size + (heads + 2 * kv) * d + heads * d + 3 * cfg.intermediate_size;
+    let per_token = 3 * cfg.hidden_size + (heads + 2 * kv) * d + heads * d + mlp_width(cfg);
     let layer = t * per_token * e;
     let scores = heads * 64.min(t) * shape.context * 4;
     let logits = shape.rows * cfg.vocab_size * (e + 3 * 4);
     layer + scores + logits
 }
 
+/// Activations a token keeps alive in the widest feed-forward block: gate|up and the SwiGLU
+/// product of a dense MLP; in a sparse block, for each of its `k` experts its gathered input,
+/// gate|up, product, output and weighted output, plus the router's logits and probabilities.
+fn mlp_width(cfg: &Qwen3Config) -> usize {
+    let dense = 3 * cfg.intermediate_size;
+    let Some(moe) = &cfg.moe else {
+        return dense;
+    };
+    let sparse = moe.num_experts_per_tok * (3 * cfg.hidden_size + 3 * moe.moe_intermediate_size)
+        + 2 * moe.num_experts;
+    dense.max(sparse)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparse_block_counts_its_experts_activations() {
+        let dense = qwen3(2048, 6144, 4, 32);
+        let mut moe = dense.clone();
+        moe.moe = Some(crate::weights::config::MoeConfig {
+            num_experts: 128,
+            num_experts_per_tok: 8,
+            moe_intermediate_size: 768,
+            norm_topk_prob: true,
+            decoder_sparse_step: 1,
+            mlp_only_layers: vec![],
+        });
+        // 8 × (3 × 2048 + 3 × 768) + 256 = 67,840 > 3 × 6144.
+        assert_eq!(mlp_width(&moe), 67_840);
+        assert_eq!(mlp_width(&dense), 18_432);
+    }
 
     #[test]
     fn dummy_batches_have_the_shape_asked_for_and_validate() {

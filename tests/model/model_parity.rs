@@ -266,8 +266,15 @@ fn decode_logits_with(
 /// is enough to move a draw on a flat distribution.
 #[test]
 fn decode_logits_are_bitwise_independent_of_the_batch() {
-    let loaded = load("tiny", DtypeChoice::F32);
-    let cases = &model_fixtures("tiny").cases;
+    // The MoE shape too: a token's experts are summed in one order whatever shares the step.
+    for shape in ["tiny", "moe-tiny"] {
+        decode_logits_bitwise(shape);
+    }
+}
+
+fn decode_logits_bitwise(shape: &str) {
+    let loaded = load(shape, DtypeChoice::F32);
+    let cases = &model_fixtures(shape).cases;
     let prompt = &cases[0].prompt_ids;
     let tables: Vec<Vec<u32>> = (0..4)
         .map(|s| scattered_blocks(s * 64, blocks_needed(prompt.len() + 2), 1))

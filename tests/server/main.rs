@@ -15,4 +15,5 @@ mod api_http;
 mod api_rerank;
 mod api_transport;
 mod kv_cache_dtype;
+mod moe;
 mod reliability;
