@@ -21,7 +21,7 @@ fn is_linear(name: &str) -> bool {
 
 /// `shape`'s checkpoint with every linear weight in FP8 (scales stored as `scale_dtype`), and
 /// the same weights dequantized to f32: `(fp8 dir, f32 dir)`.
-fn fp8_checkpoints(
+pub(crate) fn fp8_checkpoints(
     shape: &str,
     scale_dtype: DType,
     root: &Path,
@@ -84,12 +84,12 @@ fn fp8_checkpoints(
     (a, b)
 }
 
-fn load_dir(dir: &Path, quantization: Option<Quantization>) -> Qwen3Model {
+pub(crate) fn load_dir(dir: &Path, quantization: Option<Quantization>) -> Qwen3Model {
     let source = ModelSource::resolve(dir.to_str().unwrap()).unwrap();
     load_source(&source, &Device::Cpu, DtypeChoice::Auto, quantization).unwrap()
 }
 
-const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 264, 56698, 20538, 30];
+pub(crate) const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 264, 56698, 20538, 30];
 
 #[test]
 fn fp8_checkpoint_is_its_dequantized_weights() {
