@@ -37,6 +37,13 @@ enum Source {
     Gguf(Arc<GgufFile>),
 }
 
+/// A tensor's bytes in a GGUF file (for an expert, its slice of the stacked tensor).
+struct GgufTensor<'f> {
+    name: String,
+    dtype: GgmlType,
+    bytes: &'f [u8],
+}
+
 /// A projection weight as stored: dense (any float dtype) or in a GGML block format.
 /// Blocks of `--quantization fp8`, as Qwen's FP8 checkpoints use.
 const FP8_BLOCK: [usize; 2] = [128, 128];
@@ -135,9 +142,10 @@ impl WeightStore {
     pub fn contains(&self, name: &str) -> bool {
         match &self.source {
             Source::Safetensors { routing, .. } => routing.contains_key(name),
-            Source::Gguf(file) => {
-                super::gguf::names::to_gguf(name).is_some_and(|n| file.tensor(&n).is_some())
-            }
+            Source::Gguf(file) => super::gguf::names::expert_slice(name)
+                .map(|(stacked, _)| stacked)
+                .or_else(|| super::gguf::names::to_gguf(name))
+                .is_some_and(|n| file.tensor(&n).is_some()),
         }
     }
 
@@ -212,34 +220,55 @@ impl WeightStore {
     }
 
     fn gguf_weight(&self, file: &GgufFile, name: &str, shape: &[usize]) -> Result<StoredWeight> {
-        let (gguf_name, info) = self.gguf_info(file, name, shape)?;
-        if info.dtype.is_float() {
+        let tensor = self.gguf_tensor(file, name, shape)?;
+        if tensor.dtype.is_float() {
             return Ok(StoredWeight::Dense(self.load(name, shape, None)?));
         }
-        let weight =
-            QuantizedWeight::new(info.dtype, shape[0], shape[1], file.bytes(&info).to_vec())
-                .map_err(|m| file.error(format!("tensor {gguf_name}: {m}")))?;
+        let weight = QuantizedWeight::new(tensor.dtype, shape[0], shape[1], tensor.bytes.to_vec())
+            .map_err(|m| file.error(format!("tensor {}: {m}", tensor.name)))?;
         self.progress.inc(1);
         Ok(StoredWeight::Quantized(weight))
     }
 
-    /// The GGUF entry of transformers tensor `name`, checked for shape and for a type tealight
-    /// reads.
-    fn gguf_info(
+    /// The GGUF bytes of transformers tensor `name` — a tensor of the file, or one expert's
+    /// slice of a stacked `[experts, out, in]` expert tensor — checked for shape and for a type
+    /// tealight reads.
+    fn gguf_tensor<'f>(
         &self,
-        file: &GgufFile,
+        file: &'f GgufFile,
         name: &str,
         shape: &[usize],
-    ) -> Result<(String, super::gguf::TensorInfo)> {
-        let gguf_name = super::gguf::names::to_gguf(name)
-            .ok_or_else(|| file.error(format!("no GGUF name for tensor {name}")))?;
+    ) -> Result<GgufTensor<'f>> {
+        let (gguf_name, expert) = match super::gguf::names::expert_slice(name) {
+            Some((stacked, expert)) => (stacked, Some(expert)),
+            None => (
+                super::gguf::names::to_gguf(name)
+                    .ok_or_else(|| file.error(format!("no GGUF name for tensor {name}")))?,
+                None,
+            ),
+        };
         let info = file
             .tensor(&gguf_name)
             .ok_or_else(|| file.error(format!("missing tensor {gguf_name}")))?;
-        if info.dims != shape {
+        let all = file.bytes(info);
+        let (dims, bytes) = match expert {
+            None => (&info.dims[..], all),
+            Some(e) => match &info.dims[..] {
+                [experts, rest @ ..] if e < *experts => {
+                    let per = all.len() / experts;
+                    (rest, &all[e * per..(e + 1) * per])
+                }
+                dims => {
+                    return Err(file.error(format!(
+                        "tensor {gguf_name} of shape {dims:?} has no expert {e}"
+                    )));
+                }
+            },
+        };
+        if dims != shape {
+            let what = expert.map_or(String::new(), |e| format!(" (expert {e})"));
             return Err(file.error(format!(
-                "tensor {gguf_name} has shape {:?}, expected {shape:?}",
-                info.dims
+                "tensor {gguf_name}{what} has shape {dims:?}, expected {shape:?}"
             )));
         }
         if info.dtype.candle().is_none() {
@@ -249,7 +278,11 @@ impl WeightStore {
                 GgmlType::supported_names()
             )));
         }
-        Ok((gguf_name, info.clone()))
+        Ok(GgufTensor {
+            name: gguf_name,
+            dtype: info.dtype,
+            bytes,
+        })
     }
 
     /// A safetensors tensor of whatever shape it has, on the host (scale tensors).
@@ -307,11 +340,14 @@ impl WeightStore {
         shape: &[usize],
         dtype: Option<DType>,
     ) -> Result<Tensor> {
-        let (gguf_name, info) = self.gguf_info(file, name, shape)?;
+        let GgufTensor {
+            name: gguf_name,
+            dtype: stored,
+            bytes,
+        } = self.gguf_tensor(file, name, shape)?;
         let fail =
             |e: candle_core::Error| file.error(format!("tensor {gguf_name}: {}", root_cause(&e)));
-        let bytes = file.bytes(&info);
-        let host = match info.dtype {
+        let host = match stored {
             GgmlType::F32 => Tensor::from_raw_buffer(bytes, DType::F32, shape, &Device::Cpu),
             GgmlType::F16 => Tensor::from_raw_buffer(bytes, DType::F16, shape, &Device::Cpu),
             GgmlType::BF16 => Tensor::from_raw_buffer(bytes, DType::BF16, shape, &Device::Cpu),

@@ -86,7 +86,13 @@ fn prompt_ids() -> Vec<u32> {
 #[test]
 fn float_gguf_is_the_safetensors_model() {
     // tiny: bf16 on disk, tied. tiny-untied: f16 on disk, untied, GQA 4:1.
-    for (shape, plan) in [("tiny", "bf16"), ("tiny-untied", "f16")] {
+    // moe-tiny: sparse layers between dense ones; moe-tiny-b: every layer sparse, untied.
+    for (shape, plan) in [
+        ("tiny", "bf16"),
+        ("tiny-untied", "f16"),
+        ("moe-tiny", "bf16"),
+        ("moe-tiny-b", "f16"),
+    ] {
         let from_safetensors = load(shape, DtypeChoice::Auto).model;
         let from_gguf = load_path(&gguf_file(shape, plan));
         assert_eq!(
@@ -108,6 +114,9 @@ fn config_comes_from_the_metadata() {
         ("tiny", "bf16"),
         ("tiny-untied", "f16"),
         ("tiny-k", "q4_k_m"),
+        ("moe-tiny", "bf16"),
+        ("moe-tiny-b", "f16"),
+        ("moe-tiny-k", "q4_k_m"),
     ] {
         let dir = checkpoint_dir(shape);
         let want = tealight::weights::Qwen3Config::from_file(&dir.join("config.json")).unwrap();
@@ -118,6 +127,19 @@ fn config_comes_from_the_metadata() {
         // eps and rope_theta are f32 in GGUF; the model uses them as f32 either way.
         assert_eq!(got.rms_norm_eps as f32, want.rms_norm_eps as f32);
         got.rms_norm_eps = want.rms_norm_eps;
+        // GGUF has no layer schedule: which layers are sparse comes from the routers present,
+        // as a list of dense layers with a step of 1.
+        if let (Some(g), Some(w)) = (&mut got.moe, &want.moe) {
+            for layer in 0..want.num_hidden_layers {
+                assert_eq!(
+                    g.is_sparse(layer),
+                    w.is_sparse(layer),
+                    "{shape} layer {layer}"
+                );
+            }
+            g.decoder_sparse_step = w.decoder_sparse_step;
+            g.mlp_only_layers = w.mlp_only_layers.clone();
+        }
         assert_eq!(got, want, "{shape}");
     }
 }
@@ -178,11 +200,14 @@ fn tokenizer_template_and_defaults_come_from_the_metadata() {
 
 /// Every matrix dequantized to f32, as a safetensors checkpoint beside the tokenizer files:
 /// the model the quantized file stands for, run through the f32 path.
+/// Stacked expert tensors come apart into each expert's projection.
 fn dequantized_checkpoint(path: &Path, out: &Path, shape: &str) {
     let file = GgufFile::open(path).unwrap();
     let mut tensors = HashMap::new();
     for name in file.tensor_names() {
         let info = file.tensor(name).unwrap();
+        let cols = *info.dims.last().unwrap();
+        let rows: usize = info.dims.iter().rev().skip(1).product();
         let t = match info.dtype {
             gguf::GgmlType::F32 => {
                 Tensor::from_raw_buffer(file.bytes(info), DType::F32, &info.dims, &Device::Cpu)
@@ -190,14 +215,23 @@ fn dequantized_checkpoint(path: &Path, out: &Path, shape: &str) {
             }
             kind => tealight::weights::quantized::QuantizedWeight::new(
                 kind,
-                info.dims[0],
-                info.dims[1],
+                rows,
+                cols,
                 file.bytes(info).to_vec(),
             )
             .unwrap()
             .dequantize()
+            .unwrap()
+            .reshape(info.dims.as_slice())
             .unwrap(),
         };
+        if info.dims.len() == 3 {
+            for e in 0..info.dims[0] {
+                let expert = t.get(e).unwrap().contiguous().unwrap();
+                tensors.insert(gguf::names::expert_name(name, e).unwrap(), expert);
+            }
+            continue;
+        }
         tensors.insert(gguf::names::from_gguf(name).unwrap(), t);
     }
     std::fs::create_dir_all(out).unwrap();
@@ -210,6 +244,11 @@ fn dequantized_checkpoint(path: &Path, out: &Path, shape: &str) {
 /// The quantized model against the same weights dequantized and run in f32: the logits agree
 /// within 5 % of their range (the activations' 8-bit quantization; measured up to 3.2 % on
 /// these files) and the greedy choice agrees wherever the lead is beyond that noise.
+///
+/// A mixture of experts is held to the same bound at all but one position in ten: routing is a
+/// step function, and a token whose k-th and (k+1)-th experts are nearly tied may take the other
+/// one under quantization noise (measured: Q8_0 within 1.8 % everywhere; Q4_K_M within 2.9 %
+/// but at one position of 27, 24.7 %, where a layer's top-2 changed).
 #[test]
 fn quantized_gguf_follows_its_dequantized_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -218,6 +257,8 @@ fn quantized_gguf_follows_its_dequantized_weights() {
         ("tiny-k", "q4_k_m", 0.05),
         ("tiny-k", "q5_k", 0.05),
         ("tiny-untied", "q8_0", 0.05),
+        ("moe-tiny-k", "q8_0", 0.05),
+        ("moe-tiny-k", "q4_k_m", 0.05),
     ] {
         let path = gguf_file(shape, plan);
         let reference_dir = tmp.path().join(format!("{shape}-{plan}"));
@@ -229,14 +270,23 @@ fn quantized_gguf_follows_its_dequantized_weights() {
         let tokens: Vec<u32> = prompt.iter().chain(&continuation).copied().collect();
         let want = teacher_forced(&reference, &tokens);
         let got = teacher_forced(&quantized, &tokens);
-        let mut decisive = 0;
+        let rerouted_allowed = if shape.starts_with("moe") {
+            tokens.len() / 10
+        } else {
+            0
+        };
+        let (mut decisive, mut rerouted) = (0, 0);
         for (i, (w, g)) in want.iter().zip(&got).enumerate() {
             let spread = w.iter().fold(0f32, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(w, g);
-            assert!(
-                diff <= tolerance * spread,
-                "{shape} {plan} position {i}: logits differ by {diff} (spread {spread})"
-            );
+            if diff > tolerance * spread {
+                rerouted += 1;
+                assert!(
+                    rerouted <= rerouted_allowed,
+                    "{shape} {plan} position {i}: logits differ by {diff} (spread {spread})"
+                );
+                continue;
+            }
             // Where the reference's lead is beyond the quantization noise, the choice agrees.
             let mut sorted = w.clone();
             sorted.sort_by(|a, b| b.total_cmp(a));

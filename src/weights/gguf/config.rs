@@ -4,10 +4,12 @@
 use super::GgufFile;
 use super::types::GgmlType;
 use crate::error::Result;
-use crate::weights::config::Qwen3Config;
+use crate::weights::config::{MoeConfig, Qwen3Config};
 use candle_core::quantized::gguf_file::Value;
 
 pub const ARCHITECTURE: &str = "qwen3";
+/// llama.cpp's name for Qwen3-MoE (`Qwen3MoeForCausalLM`).
+pub const MOE_ARCHITECTURE: &str = "qwen3moe";
 
 /// An unsigned metadata value of any integer width.
 fn unsigned(value: &Value) -> Option<u64> {
@@ -38,9 +40,9 @@ pub fn architecture(file: &GgufFile) -> Result<String> {
         Some(_) => return Err(file.error("general.architecture is not a string")),
         None => return Err(file.error("no general.architecture: not a model file")),
     };
-    if arch != ARCHITECTURE {
+    if arch != ARCHITECTURE && arch != MOE_ARCHITECTURE {
         return Err(file.error(format!(
-            "architecture {arch:?} is not supported: tealight runs {ARCHITECTURE:?} (Qwen3)"
+            "architecture {arch:?} is not supported: tealight runs {ARCHITECTURE:?} (Qwen3) and {MOE_ARCHITECTURE:?} (Qwen3-MoE)"
         )));
     }
     Ok(arch)
@@ -108,11 +110,23 @@ pub fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
         GgmlType::F16 => Some("float16".to_owned()),
         _ => None,
     };
+    let layers = get("block_count")? as usize;
+    let moe = if arch == MOE_ARCHITECTURE {
+        Some(moe_config(file, &arch, layers)?)
+    } else {
+        None
+    };
+    // A Qwen3-MoE file may leave the (unused) dense width out.
+    let intermediate_size = match (get_opt("feed_forward_length"), &moe) {
+        (Some(width), _) => width as usize,
+        (None, Some(moe)) => moe.moe_intermediate_size,
+        (None, None) => get("feed_forward_length")? as usize,
+    };
     Ok(Qwen3Config {
         vocab_size,
         hidden_size,
-        intermediate_size: get("feed_forward_length")? as usize,
-        num_hidden_layers: get("block_count")? as usize,
+        intermediate_size,
+        num_hidden_layers: layers,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
@@ -126,6 +140,43 @@ pub fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
         attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
         stored_dtype,
         fp8_block: None,
-        moe: None,
+        moe,
     })
+}
+
+/// The expert keys of a `qwen3moe` file. llama.cpp has no per-layer schedule: a layer is
+/// sparse when it has a router (`blk.{i}.ffn_gate_inp`), else it keeps a dense MLP (listed in
+/// `mlp_only_layers`). llama.cpp always renormalizes Qwen3-MoE's top-k weights; a file that
+/// says otherwise (`expert_weights_norm` false) is read as it says.
+fn moe_config(file: &GgufFile, arch: &str, layers: usize) -> Result<MoeConfig> {
+    let get = |k: &str| -> Result<usize> {
+        let k = format!("{arch}.{k}");
+        file.get(&k)
+            .and_then(unsigned)
+            .map(|v| v as usize)
+            .ok_or_else(|| file.error(format!("missing metadata {k}")))
+    };
+    let moe = MoeConfig {
+        num_experts: get("expert_count")?,
+        num_experts_per_tok: get("expert_used_count")?,
+        moe_intermediate_size: get("expert_feed_forward_length")?,
+        norm_topk_prob: !matches!(
+            file.get(&format!("{arch}.expert_weights_norm")),
+            Some(Value::Bool(false))
+        ),
+        decoder_sparse_step: 1,
+        mlp_only_layers: (0..layers)
+            .filter(|i| {
+                file.tensor(&format!("blk.{i}.ffn_gate_inp.weight"))
+                    .is_none()
+            })
+            .collect(),
+    };
+    if moe.num_experts_per_tok == 0 || moe.num_experts_per_tok > moe.num_experts {
+        return Err(file.error(format!(
+            "{arch}.expert_used_count {} must be between 1 and expert_count {}",
+            moe.num_experts_per_tok, moe.num_experts
+        )));
+    }
+    Ok(moe)
 }

@@ -11,7 +11,7 @@ use crate::weights::config::Qwen3Config;
 use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 use std::path::Path;
 
@@ -43,7 +43,8 @@ impl TypePlan {
 
     /// The type of GGUF tensor `name` (`dims` row-major) in a model of `layers` layers.
     fn type_of(self, name: &str, dims: &[usize], layers: usize) -> GgmlType {
-        if dims.len() < 2 {
+        // Norms, and the MoE router: llama.cpp's quantizer keeps `ffn_gate_inp` in F32.
+        if dims.len() < 2 || name.ends_with("ffn_gate_inp.weight") {
             return GgmlType::F32;
         }
         match self {
@@ -55,7 +56,9 @@ impl TypePlan {
                     .strip_prefix("blk.")
                     .and_then(|r| r.split('.').next())
                     .and_then(|i| i.parse::<usize>().ok());
-                let bumped = name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight");
+                let bumped = name.ends_with("attn_v.weight")
+                    || name.ends_with("ffn_down.weight")
+                    || name.ends_with("ffn_down_exps.weight");
                 let head = name == "output.weight" || name == "token_embd.weight";
                 if head || (bumped && layer.is_some_and(more_bits)) {
                     GgmlType::Q6_K
@@ -171,9 +174,13 @@ fn vocabulary(files: &CheckpointFiles, vocab_size: usize) -> Result<Vec<(String,
 }
 
 fn model_keys(cfg: &Qwen3Config, name: &str) -> Vec<(String, Value)> {
-    let a = |k: &str| format!("qwen3.{k}");
-    vec![
-        ("general.architecture".into(), Value::String("qwen3".into())),
+    let arch = match cfg.moe {
+        Some(_) => super::config::MOE_ARCHITECTURE,
+        None => super::config::ARCHITECTURE,
+    };
+    let a = |k: &str| format!("{arch}.{k}");
+    let mut keys = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(name.to_owned())),
         ("general.quantization_version".into(), Value::U32(2)),
         (a("block_count"), u32v(cfg.num_hidden_layers)),
@@ -189,7 +196,21 @@ fn model_keys(cfg: &Qwen3Config, name: &str) -> Vec<(String, Value)> {
             a("attention.layer_norm_rms_epsilon"),
             Value::F32(cfg.rms_norm_eps as f32),
         ),
-    ]
+    ];
+    if let Some(moe) = &cfg.moe {
+        keys.extend([
+            (a("expert_count"), u32v(moe.num_experts)),
+            (a("expert_used_count"), u32v(moe.num_experts_per_tok)),
+            (
+                a("expert_feed_forward_length"),
+                u32v(moe.moe_intermediate_size),
+            ),
+            // llama.cpp renormalizes Qwen3-MoE's weights regardless; this says so for readers
+            // that look.
+            (a("expert_weights_norm"), Value::Bool(moe.norm_topk_prob)),
+        ]);
+    }
+    keys
 }
 
 /// Converts the checkpoint in `dir` to `out`, each tensor in the type `plan` picks.
@@ -200,14 +221,18 @@ pub fn write_gguf(dir: &Path, out: &Path, plan: TypePlan) -> Result<()> {
     let st = unsafe { MmapedSafetensors::multi(&files.weights) }
         .map_err(|e| Error::checkpoint(dir, format!("cannot map the weights: {e}")))?;
     let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    let mut hf_names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
-    hf_names.sort_by_key(|n| tensor_order(n));
-    for hf in hf_names {
-        let Some(name) = names::to_gguf(&hf) else {
-            continue;
+    for (name, parts) in gguf_tensors(st.tensors().into_iter().map(|(n, _)| n)) {
+        let fail = |e: candle_core::Error| Error::checkpoint(dir, format!("tensor {name}: {e}"));
+        let loaded = parts
+            .iter()
+            .map(|hf| st.load(hf, &Device::Cpu))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(fail)?;
+        let tensor = match names::expert_slice(&parts[0]) {
+            // Experts stack into one `[experts, out, in]` tensor, as llama.cpp's converter does.
+            Some(_) => Tensor::stack(&loaded, 0).map_err(fail)?,
+            None => loaded[0].clone(),
         };
-        let fail = |e: candle_core::Error| Error::checkpoint(dir, format!("tensor {hf}: {e}"));
-        let tensor = st.load(&hf, &Device::Cpu).map_err(fail)?;
         let kind = plan.type_of(&name, tensor.dims(), cfg.num_hidden_layers);
         let tensor = if kind.is_float() {
             tensor.to_dtype(DType::F32).map_err(fail)?
@@ -221,7 +246,14 @@ pub fn write_gguf(dir: &Path, out: &Path, plan: TypePlan) -> Result<()> {
         tensors.push((name, q));
     }
     // A fixed name: the same checkpoint gives the same bytes wherever it sits.
-    let mut keys = model_keys(&cfg, "Qwen3");
+    let mut keys = model_keys(
+        &cfg,
+        if cfg.moe.is_some() {
+            "Qwen3-MoE"
+        } else {
+            "Qwen3"
+        },
+    );
     keys.extend(vocabulary(&files, cfg.vocab_size)?);
     let metadata: Vec<(&str, &Value)> = keys.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -234,6 +266,38 @@ pub fn write_gguf(dir: &Path, out: &Path, plan: TypePlan) -> Result<()> {
     drop(file);
     std::fs::rename(&partial, out).map_err(|e| Error::checkpoint(out, e.to_string()))?;
     Ok(())
+}
+
+/// The GGUF tensors of a checkpoint's tensors, in llama.cpp's order, each with the checkpoint
+/// tensors it is made of: one, or every expert's projection in expert order.
+fn gguf_tensors(hf_names: impl Iterator<Item = String>) -> Vec<(String, Vec<String>)> {
+    let mut grouped: std::collections::BTreeMap<String, Vec<(usize, String)>> = Default::default();
+    let mut order: Vec<(String, (usize, usize, String))> = Vec::new();
+    for hf in hf_names {
+        let (name, expert) = match names::expert_slice(&hf) {
+            Some((stacked, e)) => (stacked, e),
+            None => match names::to_gguf(&hf) {
+                Some(name) => (name, 0),
+                None => continue,
+            },
+        };
+        let parts = grouped.entry(name.clone()).or_default();
+        if parts.is_empty() {
+            // Experts sort among their layer's tensors by the projection's name.
+            let key = tensor_order(&hf.replace(&format!(".experts.{expert}."), ".experts."));
+            order.push((name, key));
+        }
+        parts.push((expert, hf));
+    }
+    order.sort_by(|a, b| a.1.cmp(&b.1));
+    order
+        .into_iter()
+        .map(|(name, _)| {
+            let mut parts = grouped.remove(&name).unwrap_or_default();
+            parts.sort();
+            (name, parts.into_iter().map(|(_, hf)| hf).collect())
+        })
+        .collect()
 }
 
 /// llama.cpp's order: the embedding, then layer by layer, then the output norm and head.
