@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tealight and llama.cpp on the same GGUF files, side by side, on this machine's CPU:
-# one Qwen3-0.6B-shaped random checkpoint, written as GGUF BF16 by `tealight debug gguf` and
-# quantized to Q8_0 and Q4_K_M by llama.cpp's own `llama-quantize`. For each file:
+# one random checkpoint of SHAPE (scripts/fixtures/synthetic_qwen3.py: 0.6b, the default, or
+# 30b-a3b-4l, Qwen3-30B-A3B's layers four times), written as GGUF BF16 by `tealight debug gguf`
+# (or with CONVERTER=llama.cpp by llama.cpp's convert_hf_to_gguf.py) and quantized to Q8_0 and
+# Q4_K_M by llama.cpp's own `llama-quantize`. For each file:
 #   - llama-bench (-p PREFILL -n DECODE, THREADS threads): llama.cpp's own measure;
 #   - tealight serve and llama-server under `tealight bench` (completions endpoint, prompt ids,
 #     ignore_eos): decode tok/s at concurrency 1 (1000 / mean TPOT), prefill tok/s of one
@@ -12,7 +14,9 @@
 #
 #   PYTHON=/path/to/python-with-numpy scripts/compare/gguf.sh [RESULTS_DIR]
 #
-# Knobs: THREADS (2), PREFILL (512), DECODE (64), TYPES ("q8_0 q4_k_m"), REPEATS (3: prompts
+# Knobs: SHAPE (0.6b), CONVERTER (tealight | llama.cpp: which tool writes the BF16 GGUF;
+# llama.cpp's needs torch and transformers in $PYTHON), THREADS (2), PREFILL (512), DECODE (64),
+# TYPES ("q8_0 q4_k_m"), REPEATS (3: prompts
 # per single-stream measure), PEERS_DIR (.cache/peers: llama.cpp sources, build, GGUF files; kept
 # out of git), TEALIGHT_BIN (default: a release build made here), SKIP (any of "llamacpp
 # llama-bench tealight bf16 fp8").
@@ -30,7 +34,9 @@ python="${PYTHON:-python3}"
 peers="${PEERS_DIR:-$repo/.cache/peers}"
 out="${1:-$repo/target/compare-gguf/$(date +%Y%m%d-%H%M%S)}"
 models="$peers/models"
-checkpoint="$models/qwen3-0.6b"
+shape="${SHAPE:-0.6b}"
+converter="${CONVERTER:-tealight}"
+checkpoint="$models/qwen3-$shape"
 mkdir -p "$out" "$models"
 out="$(cd "$out" && pwd)"
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -42,6 +48,7 @@ started=$SECONDS
   echo "cores: $(nproc) available"
   echo "flags: $(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "shape: $shape; BF16 GGUF written by $converter"
   echo "threads per engine: $threads; prefill $prefill tokens; decode $decode tokens"
 } >"$out/machine.txt"
 cat "$out/machine.txt" >&2
@@ -54,18 +61,24 @@ if [ -z "${TEALIGHT_BIN:-}" ]; then
 fi
 server=$(scripts/compare/build_llama_server.sh "$peers")
 llama_bin="$(dirname "$server")"
-if [ ! -f "$checkpoint/model.safetensors" ]; then
-  log "writing the Qwen3-0.6B-shaped checkpoint"
-  "$python" scripts/fixtures/synthetic_qwen3.py --shape 0.6b --out "$checkpoint" >&2
+if [ ! -f "$checkpoint/config.json" ]; then
+  log "writing the $shape-shaped checkpoint"
+  "$python" scripts/fixtures/synthetic_qwen3.py --shape "$shape" --out "$checkpoint" >&2
 fi
-if [ ! -f "$models/qwen3-0.6b-bf16.gguf" ]; then
-  "$bin" debug gguf --model "$checkpoint" --out "$models/qwen3-0.6b-bf16.gguf" --type bf16
+bf16_gguf="$models/qwen3-$shape-bf16-$converter.gguf"
+if [ ! -f "$bf16_gguf" ]; then
+  log "$converter writes $bf16_gguf"
+  if [ "$converter" = llama.cpp ]; then
+    PYTHON="$python" scripts/compare/convert_gguf.sh "$peers" "$checkpoint" bf16 "$bf16_gguf"
+  else
+    "$bin" debug gguf --model "$checkpoint" --out "$bf16_gguf" --type bf16
+  fi
 fi
 for t in "${types[@]}"; do
-  f="$models/qwen3-0.6b-$t.gguf"
+  f="$models/qwen3-$shape-$t-$converter.gguf"
   if [ ! -f "$f" ]; then
     log "llama-quantize → $t"
-    "$llama_bin/llama-quantize" "$models/qwen3-0.6b-bf16.gguf" "$f.partial" "${t^^}" "$threads" >"$out/quantize-$t.log" 2>&1
+    "$llama_bin/llama-quantize" "$bf16_gguf" "$f.partial" "${t^^}" "$threads" >"$out/quantize-$t.log" 2>&1
     mv "$f.partial" "$f"
   fi
 done
@@ -129,7 +142,7 @@ serve_llamacpp() { # NAME MODEL
 }
 
 for t in "${types[@]}"; do
-  f="$models/qwen3-0.6b-$t.gguf"
+  f="$models/qwen3-$shape-$t-$converter.gguf"
   if ! skipped llama-bench; then
     log "llama-bench $t"
     "$llama_bin/llama-bench" -m "$f" -t "$threads" -p "$prefill" -n "$decode" -r 3 -o json \
