@@ -33,6 +33,13 @@
 #                    checkpoint served with speculative decoding off and with `ngram`, `tealight
 #                    bench` at c=1 and c=16 on each; FAIL if a request fails or ngram makes c=16
 #                    more than 5 % slower (speculation must never cost throughput)
+#   h moe       (60) only with its need (30 s) left, reported beside the verdict like f: a random-
+#                    weight Qwen3-MoE checkpoint (128 experts' routing width: 64 experts, top-8,
+#                    4 layers of hidden 1024; written by scripts/fixtures/synthetic_qwen3.py in the
+#                    background from the start) through `debug logits` on the device in bf16 against
+#                    the CPU's f32 and bf16 runs (compare_devices.py: the device within 2 × the CPU's
+#                    own bf16 noise, top-1 agreeing on decisive rows; routing and expert grouping on
+#                    the device)
 #   f quant    (120) only with its need (100 s) left, and reported beside the a-e verdict: the
 #                    0.6B checkpoint as a Q4_K_M GGUF file (written in the background from the
 #                    start) and with `--quantization fp8`: logits on the device against the CPU's
@@ -43,7 +50,7 @@
 # or (--smoke) no torch for it.
 #
 # Results in $OUT (default $TEALIGHT_GPU_WORK/out): summary.json (rewritten after every stage;
-# "verdict" covers setup and a-e, stages f and g are in "other_stages"), first-contact.log (everything
+# "verdict" covers setup and a-e, stages f, g and h are in "other_stages"), first-contact.log (everything
 # printed), serve-a.log, serve-d.log, serve-f.log, bench.json. Exit 0 iff the verdict has no FAIL.
 # --follow-up: stage f alone within 85 s on the still-warm machine (scripts/gpu/follow-up.sh).
 # Environment: TEALIGHT_BIN, PYTHON (with torch), TEALIGHT_GPU_WORK (scratch, default
@@ -93,7 +100,7 @@ WANT_DEVICE="${WANT_DEVICE:-$DEVICE}"
 # The driver's JIT cache of PTX (candle's modules, the own kernels): large enough for all of
 # them, so that what the pre-flight and stage a compile is not compiled again.
 export CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-4294967296}"
-ALL_STAGES="a b c d e f g"
+ALL_STAGES="a b c d e f g h"
 if [[ $FOLLOW_UP -eq 1 ]]; then
   DEADLINE="${DEADLINE:-85}"
   STAGES="${STAGES:-f}"
@@ -179,7 +186,7 @@ served_device() { # out.json
 }
 
 # ---- setup --------------------------------------------------------------------------------------
-PY_ANY="" PY_TORCH="" PY_SDK="" SETUP_OK=1 SETUP_WHY="" CKPT_4B="" CKPT_06B="" CKPT_JOB=""
+PY_ANY="" PY_TORCH="" PY_SDK="" SETUP_OK=1 SETUP_WHY="" CKPT_4B="" CKPT_06B="" CKPT_JOB="" CKPT_MOE=""
 GGUF="" GGUF_JOB="" SERVE_DEAD="" GPU_NAME="cpu" GPU_LINE=""
 
 has_module() { "$1" -c "import $2" >/dev/null 2>&1; }
@@ -198,6 +205,7 @@ setup() {
   done
   [[ -n "$PY_ANY" ]] || { setup_fail "no python at all"; return 1; }
   export PY="${PY_TORCH:-$PY_ANY}" # lib.sh's helpers use $PY
+  make_moe_checkpoint_bg
   if [[ $SMOKE -eq 1 ]]; then
     CKPT_4B="$REPO/models/qwen3-tiny" CKPT_06B="$REPO/models/qwen3-tiny"
   else
@@ -277,13 +285,13 @@ preflight() {
 
 write_meta() {
   "${PY_ANY:-python3}" - "$WORK/meta.json" "$SMOKE" "$DEVICE" "$GPU_NAME" "$GPU_LINE" "$TL" "$DEADLINE" \
-    "$SETUP_BUDGET" "$RESERVE" "${BUDGET[a]} ${BUDGET[b]} ${BUDGET[c]} ${BUDGET[d]} ${BUDGET[e]} ${BUDGET[f]} ${BUDGET[g]}" <<'PY'
+    "$SETUP_BUDGET" "$RESERVE" "${BUDGET[a]} ${BUDGET[b]} ${BUDGET[c]} ${BUDGET[d]} ${BUDGET[e]} ${BUDGET[f]} ${BUDGET[g]} ${BUDGET[h]}" <<'PY'
 import json, sys, time
 out, smoke, device, gpu, line, binary, deadline, setup, reserve, budgets = sys.argv[1:]
 json.dump({"script": "first-contact", "mode": "smoke" if smoke == "1" else "gpu", "device": device,
            "gpu": gpu, "nvidia_smi": line, "binary": binary, "deadline_s": int(deadline),
            "setup_budget_s": int(setup), "reserve_s": int(reserve),
-           "budgets_s": dict(zip("abcdefg", map(int, budgets.split()))),
+           "budgets_s": dict(zip("abcdefgh", map(int, budgets.split()))),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, open(out, "w"), indent=2)
 PY
 }
@@ -302,6 +310,21 @@ make_checkpoints_bg() {
     echo $? >"$WORK/checkpoints.rc"
   ) &
   CKPT_JOB=1
+}
+
+# Stage h's MoE checkpoint (numpy only, one core: ~20 s at moe-small, the tiny one in a rehearsal);
+# its exit status lands in moe.rc.
+make_moe_checkpoint_bg() {
+  [[ " $STAGES " == *" h "* ]] || return 0
+  local shape=moe-small
+  [[ $SMOKE -eq 1 ]] && shape=moe-tiny
+  CKPT_MOE="$WORK/qwen3-$shape"
+  [[ -s "$WORK/moe.rc" && "$(cat "$WORK/moe.rc")" == 0 && -f "$CKPT_MOE/config.json" ]] && return 0
+  rm -f "$WORK/moe.rc"
+  (
+    "$PY_ANY" "$REPO/scripts/fixtures/synthetic_qwen3.py" --shape "$shape" --out "$CKPT_MOE" >"$WORK/moe.log" 2>&1
+    echo $? >"$WORK/moe.rc"
+  ) &
 }
 
 # Stage f's GGUF file, written in the background as soon as the 0.6B checkpoint is complete
@@ -566,6 +589,39 @@ PY
   fi
 }
 
+stage_h() {
+  has_module "$PY" numpy || { fail "no numpy for the checkpoint and the comparison"; return; }
+  log "== h: waiting for the MoE checkpoint written in the background"
+  while [[ ! -s "$WORK/moe.rc" ]] && ((SECONDS < STAGE_END)); do sleep 1; done
+  if [[ "$(cat "$WORK/moe.rc" 2>/dev/null)" != 0 ]]; then
+    tail -5 "$WORK/moe.log" 2>/dev/null
+    fail "the MoE checkpoint was not written $([[ -s "$WORK/moe.rc" ]] && echo "(exit $(cat "$WORK/moe.rc"))" || echo "within the stage's time")"
+    return
+  fi
+  local prompts="$WORK/prompts-h.json" failed=() report="$WORK/compare-h.txt"
+  "$PY_ANY" -c 'import json, random, sys
+random.seed(9)
+json.dump([[random.randrange(151643) for _ in range(n)] for n in (96, 80)], open(sys.argv[1], "w"))' "$prompts"
+  logits() { # name device dtype: $WORK/h-name.npy
+    log "== h: MoE logits $1"
+    within "$TL" debug logits --model "$CKPT_MOE" --device "$2" --dtype "$3" --prompts "$prompts" \
+      --prefill 32 --chunk 16 --out "$WORK/h-$1" || failed+=("logits $1")
+  }
+  logits f32-cpu cpu f32
+  logits bf16-cpu cpu bf16
+  logits bf16-dev "$DEVICE" bf16
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    fail "debug logits failed: ${failed[*]}"
+  elif within "$PY" "$HERE/compare_devices.py" --label "moe bf16:" --max-ratio 2.0 \
+      --dense "$WORK/h-f32-cpu.npy" --cpu "$WORK/h-bf16-cpu.npy" --got "$DEVICE=$WORK/h-bf16-dev.npy" |
+      tee "$report"; then
+    pass "MoE logits on $DEVICE within the CPU's bf16 noise: $(tail -1 "$report")"
+  else
+    fail "MoE logits on $DEVICE differ from the CPU's: $(tail -1 "$report")"
+  fi
+  rm -f "$WORK"/h-*.npy
+}
+
 stage_f() {
   await_checkpoint 0.6b "$CKPT_06B" || return
   has_module "$PY" numpy || { fail "no numpy for the comparison"; return; }
@@ -630,13 +686,13 @@ PY
   fi
 }
 
-declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec)
+declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec [h]=moe)
 # SETUP_BUDGET + a..e + RESERVE = 478 s: within 8 minutes (tests/clients/test_first_contact.py).
-declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90)
+declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90 [h]=60)
 # The least time worth starting a stage with; f's is what it really needs on a GPU (five
 # `debug logits` runs, a serve and a short bench).
-declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60)
-[[ $SMOKE -eq 1 ]] && NEEDS[f]=30 NEEDS[g]=20
+declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60 [h]=30)
+[[ $SMOKE -eq 1 ]] && NEEDS[f]=30 NEEDS[g]=20 NEEDS[h]=15
 # On the still-warm machine the GGUF file, the checkpoints and the JIT cache are there already.
 [[ $FOLLOW_UP -eq 1 ]] && NEEDS[f]=50
 
