@@ -169,6 +169,19 @@ impl Projection {
         Self::dense(cat_rows(dense)?, compute)
     }
 
+    /// From checkpoint parts stacked along the output (q|k|v, gate|up) as a store would give
+    /// them, without bias: benchmarks and tests build layers without a checkpoint this way.
+    pub fn from_stored_parts(
+        parts: Vec<StoredWeight>,
+        device: &Device,
+        compute: DType,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: Self::from_parts(parts, device, compute)?,
+            bias: None,
+        })
+    }
+
     /// From one `[out, in]` weight, without bias, computing in the weight's dtype.
     pub fn from_weight(weight: Tensor) -> Result<Self> {
         let compute = weight.dtype();

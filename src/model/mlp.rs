@@ -16,6 +16,11 @@ pub struct DenseMlp {
 }
 
 impl DenseMlp {
+    /// From its fused gate|up projection and its down projection.
+    pub fn new(gate_up: Projection, down: Projection) -> Self {
+        Self { gate_up, down }
+    }
+
     /// The MLP whose `gate_proj`/`up_proj`/`down_proj` live under `prefix`, `inter` wide.
     pub fn load(store: &WeightStore, prefix: &str, inter: usize, hidden: usize) -> Result<Self> {
         let name = |n: &str| format!("{prefix}.{n}");

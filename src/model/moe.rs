@@ -46,6 +46,21 @@ impl SparseMoe {
         })
     }
 
+    /// From its router (`[experts, hidden]`) and experts: for benchmarks and tests.
+    pub fn new(
+        router: Projection,
+        experts: Vec<DenseMlp>,
+        top_k: usize,
+        renormalize: bool,
+    ) -> Self {
+        Self {
+            router,
+            experts,
+            top_k,
+            renormalize,
+        }
+    }
+
     /// `x`: `[tokens, hidden]` → `[tokens, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let device = x.device();

@@ -257,7 +257,7 @@ impl SyntheticSpec {
             "moe-tiny" => Some(Self::moe_tiny()),
             "moe-tiny-b" => Some(Self::moe_tiny_b()),
             "moe-tiny-k" => Some(Self::moe_tiny_k()),
-            "30b-a3b-2l" => Some(Self::qwen3_30b_a3b(2)),
+            "30b-a3b-4l" => Some(Self::qwen3_30b_a3b(4)),
             _ => None,
         }
     }
