@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::jinja;
 use super::messages::template_messages;
 use crate::error::{Error, RequestPart, Result};
+use crate::parsers::ToolCallFormat;
 
 /// The named special tokens transformers passes to every template (`special_tokens_map`).
 const SPECIAL_TOKEN_NAMES: [&str; 7] = [
@@ -165,6 +166,11 @@ impl ChatTemplate {
     /// The source of the template used without tools.
     pub fn source(&self) -> &str {
         self.pick(false).1
+    }
+
+    /// The tool-call format this template teaches its model (any of its named templates).
+    pub fn tool_call_format(&self) -> ToolCallFormat {
+        ToolCallFormat::of_template(self.sources.iter().map(|(_, source)| source.as_str()))
     }
 
     /// Renders a conversation to the prompt text.
