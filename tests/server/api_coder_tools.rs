@@ -52,12 +52,12 @@ fn the_coder_template_selects_its_format() {
             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "21 C"}
     ]);
-    let t = s
-        .post(
-            "/tokenize",
-            &json!({"messages": messages, "tools": [weather_tool()]}),
-        )
-        .json();
+    let t = s.post(
+        "/tokenize",
+        &json!({"messages": messages, "tools": [weather_tool()]}),
+    );
+    assert_eq!(t.status, 200, "{}", t.body);
+    let t = t.json();
     let prompt = tokenizer().decode(&ids(&t["tokens"]), false).unwrap();
     assert!(
         prompt.contains(
