@@ -345,6 +345,37 @@ mod tests {
     }
 
     #[test]
+    fn the_coder_format_forces_and_reads_coder_calls() {
+        let t = vec![
+            json!({"type": "function", "function": {"name": "f", "parameters":
+            {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}),
+        ];
+        let named = json!({"type": "function", "function": {"name": "f"}});
+        let p = plan(
+            Some(&t),
+            Some(&named),
+            None,
+            None,
+            &config(false),
+            ToolCallFormat::Qwen3Coder,
+            &FieldNames::CHAT,
+        )
+        .unwrap();
+        assert!(
+            matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.contains("<function=f>"))
+        );
+        let syntax = p.calls.expect("calls are parsed");
+        assert_eq!(syntax.format, ToolCallFormat::Qwen3Coder);
+        let mut parser = syntax.parser();
+        let mut out = parser.push(
+            "<tool_call>\n<function=f>\n<parameter=n>\n5\n</parameter>\n</function>\n</tool_call>",
+        );
+        out.extend(parser.finish());
+        let arguments: String = out.calls.iter().map(|c| c.arguments.as_str()).collect();
+        assert_eq!(arguments, r#"{"n": 5}"#, "typed by the request's schema");
+    }
+
+    #[test]
     fn schemas_past_the_bounds_are_refused_naming_field_and_flag() {
         let props: serde_json::Map<String, Value> = (0..300)
             .map(|i| (format!("p{i}"), json!({"type": "string"})))

@@ -62,6 +62,9 @@ struct Param {
     streamed: bool,
     /// The value's first character has been seen (its leading newline is dropped).
     started: bool,
+    /// Bytes of a held value already searched for its end: a long typed value arriving in
+    /// small deltas is scanned once, not once per delta.
+    searched: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -269,7 +272,8 @@ impl Qwen3CoderToolParser {
                     }
                     param.started = true;
                 }
-                match first_of(&self.buf, &VALUE_ENDS) {
+                let from = param.searched;
+                match first_of(&self.buf[from..], &VALUE_ENDS).map(|(at, tag)| (from + at, tag)) {
                     Some((at, tag)) => {
                         let value = &self.buf[..at];
                         let value = value.strip_suffix('\n').unwrap_or(value).to_owned();
@@ -283,6 +287,8 @@ impl Qwen3CoderToolParser {
                         true
                     }
                     None => {
+                        // Only a partial tag at the end can still become a value end.
+                        param.searched = self.buf.len() - partial_suffix(&self.buf, &VALUE_ENDS);
                         if param.streamed {
                             let mut release =
                                 self.buf.len() - partial_suffix(&self.buf, &VALUE_ENDS);
@@ -294,6 +300,7 @@ impl Qwen3CoderToolParser {
                             let piece = escape_fragment(&self.buf[..release]);
                             self.arguments(&piece, out);
                             self.buf.drain(..release);
+                            param.searched = 0;
                         }
                         self.state = State::Value {
                             function,
@@ -374,6 +381,7 @@ impl Qwen3CoderToolParser {
                 types,
                 streamed,
                 started: false,
+                searched: 0,
             },
         };
     }
