@@ -67,7 +67,11 @@ impl Prompt {
     /// The block parser for this prompt's output: reasoning split when the reasoning parser is
     /// on, tool calls parsed when the tool plan says so.
     pub fn tracker(&self, config: &ServerConfig, never_empty: bool) -> BlockTracker {
-        BlockTracker::new(self.reasoning(config), self.plan.parse_calls, never_empty)
+        BlockTracker::new(
+            self.reasoning(config),
+            self.plan.calls.as_ref(),
+            never_empty,
+        )
     }
 }
 
@@ -145,6 +149,7 @@ pub fn render(ready: &Ready, config: &ServerConfig, spec: &PromptSpec<'_>) -> Ap
         spec.parallel_tool_calls,
         spec.response_format,
         config,
+        ready.tool_call_format(config),
         &spec.names,
     )?;
     let mut kwargs = spec.template_kwargs.cloned().unwrap_or_default();

@@ -18,6 +18,7 @@ use super::task::ServedTask;
 use super::transport::{Registry, TransportLimits};
 use crate::engine::EngineHandle;
 use crate::guided::SchemaLimits;
+use crate::parsers::ToolCallFormat;
 use crate::sampling::{GenerationDefaults, MAX_LOGPROBS};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -72,8 +73,11 @@ pub struct ServerConfig {
     pub log_requests: bool,
     /// The qwen3 reasoning parser (on unless `--reasoning-parser none`).
     pub reasoning_parser: bool,
-    /// Hermes tool-call parsing (on unless `--tool-call-parser none`).
+    /// Tool-call parsing (on unless `--tool-call-parser none`).
     pub tool_parser: bool,
+    /// The tool-call format `--tool-call-parser` names; `None`: the chat template's
+    /// ([`Ready::tool_call_format`]).
+    pub tool_call_format: Option<ToolCallFormat>,
     /// `tool_choice: "auto"` allowed (unless `--disable-auto-tool-choice`).
     pub auto_tool_choice: bool,
     /// `--seed`: used by requests that set none.
@@ -129,6 +133,8 @@ pub struct Ready {
     pub created: i64,
     /// Generation or embeddings (see [`super::task`]).
     pub task: ServedTask,
+    /// The tool-call format the chat template teaches.
+    pub template_tool_format: ToolCallFormat,
 }
 
 impl Ready {
@@ -143,6 +149,7 @@ impl Ready {
         Self {
             engine,
             tokenizer,
+            template_tool_format: template.tool_call_format(),
             template,
             defaults,
             served_model_names,
@@ -155,6 +162,13 @@ impl Ready {
     /// This model served for `task`.
     pub fn with_task(self, task: ServedTask) -> Self {
         Self { task, ..self }
+    }
+
+    /// The format tool calls are read and forced in: `--tool-call-parser`'s, else the one the
+    /// chat template teaches (Qwen3-Coder's template writes `<function=…>` markup, every other
+    /// Qwen3 template hermes JSON), so a Coder checkpoint works without the flag.
+    pub fn tool_call_format(&self, config: &ServerConfig) -> ToolCallFormat {
+        config.tool_call_format.unwrap_or(self.template_tool_format)
     }
 
     pub fn max_model_len(&self) -> usize {

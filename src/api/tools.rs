@@ -2,10 +2,12 @@
 //! given, whether the output is parsed for calls, and which constraint (if any) the sampler
 //! enforces.
 //!
-//! `auto` is the default when tools are given and needs the hermes parser and automatic tool
+//! `auto` is the default when tools are given and needs the tool-call parser and automatic tool
 //! choice, both on unless turned off (vLLM needs `--enable-auto-tool-choice --tool-call-parser
 //! hermes` for it); `required` and a named function are forced by a grammar and
-//! their output is always parsed as Hermes calls; `none` renders the tools but parses nothing.
+//! their output is always parsed; `none` renders the tools but parses nothing. Calls are read,
+//! and forced, in the model's format ([`ToolCallFormat`]): hermes JSON, or Qwen3-Coder's
+//! `<function=…>` markup, whose arguments are typed by the request's tool schemas.
 
 use std::sync::Arc;
 
@@ -16,7 +18,10 @@ use super::field_names::FieldNames;
 use super::grammar::{GuidedSpec, check_schema};
 use super::state::ServerConfig;
 use super::types::chat::ResponseFormat;
-use crate::guided::{GuidedDecoding, SchemaBudget, ToolSpec, hermes_tool_call_grammar};
+use crate::guided::{
+    GuidedDecoding, SchemaBudget, ToolSpec, hermes_tool_call_grammar, qwen3_coder_tool_call_grammar,
+};
+use crate::parsers::{ToolCallFormat, ToolCallSyntax, ToolSchemas};
 
 /// A function the request declares.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,20 +44,21 @@ pub enum ToolChoice {
 #[derive(Debug, Clone)]
 pub struct ToolPlan {
     pub choice: ToolChoice,
-    /// Parse the output for Hermes tool calls.
-    pub parse_calls: bool,
+    /// How the output is parsed for tool calls (`None`: it is not).
+    pub calls: Option<ToolCallSyntax>,
     /// The output constraint, its schemas checked against `--max-schema-*`.
     pub guided: Option<GuidedSpec>,
 }
 
-/// Checks the tool fields and decides how the request runs; `fields`: the API's names, for
-/// errors about its schemas.
+/// Checks the tool fields and decides how the request runs; `format`: how the model writes
+/// calls; `fields`: the API's names, for errors about its schemas.
 pub fn plan(
     tools: Option<&[Value]>,
     tool_choice: Option<&Value>,
     parallel_tool_calls: Option<bool>,
     response_format: Option<&ResponseFormat>,
     config: &ServerConfig,
+    format: ToolCallFormat,
     fields: &FieldNames,
 ) -> ApiResult<ToolPlan> {
     let tools = tools.unwrap_or_default();
@@ -126,15 +132,28 @@ pub fn plan(
                 parameters: Some(&f.parameters).filter(|p| !p.is_null()),
             })
             .collect();
-        let grammar = hermes_tool_call_grammar(&specs, parallel)
-            .map_err(|e| ApiError::invalid("tools", e))?;
+        let grammar = match format {
+            ToolCallFormat::Hermes => hermes_tool_call_grammar(&specs, parallel),
+            ToolCallFormat::Qwen3Coder => qwen3_coder_tool_call_grammar(&specs, parallel),
+        }
+        .map_err(|e| ApiError::invalid("tools", e))?;
         Some(GuidedSpec {
             spec: Arc::new(GuidedDecoding::Lark(grammar)),
             param: "tools".into(),
         })
     };
+    let calls = (choice != ToolChoice::None).then(|| ToolCallSyntax {
+        format,
+        schemas: Arc::new(match format {
+            // Only the Coder format types its arguments by the schemas.
+            ToolCallFormat::Hermes => ToolSchemas::default(),
+            ToolCallFormat::Qwen3Coder => {
+                ToolSchemas::new(functions.iter().map(|f| (f.name.as_str(), &f.parameters)))
+            }
+        }),
+    });
     Ok(ToolPlan {
-        parse_calls: choice != ToolChoice::None,
+        calls,
         choice,
         guided,
     })
@@ -260,6 +279,7 @@ mod tests {
             parallel_tool_calls,
             response_format,
             config,
+            ToolCallFormat::Hermes,
             &FieldNames::CHAT,
         )
     }
@@ -275,7 +295,7 @@ mod tests {
         let t = tools();
         let p = chat_plan(Some(&t), None, None, None, &config(true)).unwrap();
         assert_eq!(p.choice, ToolChoice::Auto);
-        assert!(p.parse_calls && p.guided.is_none());
+        assert!(p.calls.is_some() && p.guided.is_none());
         assert_eq!(
             chat_plan(Some(&t), None, None, None, &config(false))
                 .unwrap_err()
@@ -300,7 +320,7 @@ mod tests {
             matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.starts_with("start: call\n"))
         );
         let p = chat_plan(Some(&t), Some(&json!("none")), None, None, &config(false)).unwrap();
-        assert!(!p.parse_calls);
+        assert!(p.calls.is_none());
         let missing = json!({"type": "function", "function": {"name": "g"}});
         assert!(chat_plan(Some(&t), Some(&missing), None, None, &config(false)).is_err());
         assert!(chat_plan(None, Some(&json!("required")), None, None, &config(false)).is_err());
@@ -322,6 +342,37 @@ mod tests {
                 .as_deref(),
             Some("tools[0]")
         );
+    }
+
+    #[test]
+    fn the_coder_format_forces_and_reads_coder_calls() {
+        let t = vec![
+            json!({"type": "function", "function": {"name": "f", "parameters":
+            {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}),
+        ];
+        let named = json!({"type": "function", "function": {"name": "f"}});
+        let p = plan(
+            Some(&t),
+            Some(&named),
+            None,
+            None,
+            &config(false),
+            ToolCallFormat::Qwen3Coder,
+            &FieldNames::CHAT,
+        )
+        .unwrap();
+        assert!(
+            matches!(p.guided.as_ref().map(|g| &*g.spec), Some(GuidedDecoding::Lark(g)) if g.contains("<function=f>"))
+        );
+        let syntax = p.calls.expect("calls are parsed");
+        assert_eq!(syntax.format, ToolCallFormat::Qwen3Coder);
+        let mut parser = syntax.parser();
+        let mut out = parser.push(
+            "<tool_call>\n<function=f>\n<parameter=n>\n5\n</parameter>\n</function>\n</tool_call>",
+        );
+        out.extend(parser.finish());
+        let arguments: String = out.calls.iter().map(|c| c.arguments.as_str()).collect();
+        assert_eq!(arguments, r#"{"n": 5}"#, "typed by the request's schema");
     }
 
     #[test]
@@ -354,6 +405,7 @@ mod tests {
             None,
             Some(&format),
             &config(false),
+            ToolCallFormat::Hermes,
             &FieldNames::RESPONSES,
         )
         .unwrap_err();

@@ -163,7 +163,8 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "enable_auto_tool_choice")]
     pub disable_auto_tool_choice: bool,
 
-    /// Tool-call format of the model's output: hermes (the default, Qwen3's), or none.
+    /// Tool-call format of the model's output: hermes (Qwen3's), qwen3_coder (Qwen3-Coder's
+    /// `<function=…>` markup), or none. Default: the format the chat template teaches.
     #[arg(long, value_name = "NAME")]
     pub tool_call_parser: Option<String>,
 

@@ -4,7 +4,8 @@
 //!
 //! - [`vocab`]: every token id as the bytes it appends, and the tokenizer view llguidance needs.
 //! - [`grammar`]: a request's [`GuidedDecoding`] ([`spec`]) as an llguidance grammar with
-//!   bounded JSON whitespace, and the Lark grammar for forced (hermes) tool calls.
+//!   bounded JSON whitespace, and the Lark grammar for forced (hermes) tool calls;
+//!   [`coder_grammar`]: the one for forced calls in Qwen3-Coder's format.
 //! - [`matcher`]: [`GuidedFactory`] (one per server, shared) compiles a request's constraint
 //!   into a [`GuidedMatcher`], which gives the allowed-token mask before each draw and advances
 //!   after it.
@@ -26,6 +27,7 @@
 //! (`maxLength`) and arrays (`maxItems`); `max_tokens` remains the backstop.
 
 pub mod bounds;
+pub mod coder_grammar;
 pub mod compile_thread;
 pub mod grammar;
 pub mod matcher;
@@ -33,6 +35,7 @@ pub mod spec;
 pub mod vocab;
 
 pub use bounds::{SchemaBudget, SchemaLimits, compile_stack_bytes};
+pub use coder_grammar::qwen3_coder_tool_call_grammar;
 pub use compile_thread::CompileJob;
 pub use grammar::{
     ToolSpec, bounded_json_schema, hermes_tool_call_grammar, json_defaults, top_level_grammar,

@@ -9,6 +9,7 @@ use crate::api::{Limits, ServerConfig};
 use crate::cli::serve::ServeArgs;
 use crate::error::{Error, Result};
 use crate::guided::SchemaLimits;
+use crate::parsers::ToolCallFormat;
 
 /// Sizes that must be positive, checked before anything is loaded or divided by them.
 fn check_sizes(args: &ServeArgs) -> Result<()> {
@@ -36,7 +37,8 @@ fn check_sizes(args: &ServeArgs) -> Result<()> {
 
 /// Reads and checks the API-related flags (and the sizes every part relies on). The server runs
 /// Qwen3 only, so its parsers are on unless turned off: the reasoning parser
-/// (`--reasoning-parser none`), hermes tool calls (`--tool-call-parser none`) and automatic tool
+/// (`--reasoning-parser none`), tool calls (`--tool-call-parser none`; `hermes` or
+/// `qwen3_coder` picks the format, which is otherwise the chat template's) and automatic tool
 /// choice (`--disable-auto-tool-choice`).
 pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     check_sizes(args)?;
@@ -49,18 +51,21 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             )));
         }
     };
-    let tool_parser = match args.tool_call_parser.as_deref() {
-        None | Some("hermes") => true,
-        Some("none") => false,
-        Some(other) => {
-            return Err(Error::config(format!(
-                "--tool-call-parser {other}: unknown parser (available: hermes, none)"
-            )));
-        }
+    let (tool_parser, tool_call_format) = match args.tool_call_parser.as_deref() {
+        None => (true, None),
+        Some("none") => (false, None),
+        Some(name) => match ToolCallFormat::from_name(name) {
+            Some(format) => (true, Some(format)),
+            None => {
+                return Err(Error::config(format!(
+                    "--tool-call-parser {name}: unknown parser (available: hermes, qwen3_coder, none)"
+                )));
+            }
+        },
     };
     if args.enable_auto_tool_choice && !tool_parser {
         return Err(Error::config(
-            "--enable-auto-tool-choice needs a tool-call parser (hermes)",
+            "--enable-auto-tool-choice needs a tool-call parser (hermes or qwen3_coder)",
         ));
     }
     Ok(ServerConfig {
@@ -73,6 +78,7 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         log_requests: !args.disable_log_requests,
         reasoning_parser,
         tool_parser,
+        tool_call_format,
         auto_tool_choice: tool_parser && !args.disable_auto_tool_choice,
         default_seed: args.seed,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
@@ -224,6 +230,7 @@ mod tests {
     fn qwen3_parsers_are_on_unless_turned_off() {
         let c = config(&[]).unwrap();
         assert!(c.reasoning_parser && c.tool_parser && c.auto_tool_choice);
+        assert_eq!(c.tool_call_format, None, "the chat template's");
         assert!(!c.strict_model_name);
         // vLLM's spelling still works and changes nothing.
         let c = config(&[
@@ -235,6 +242,11 @@ mod tests {
         ])
         .unwrap();
         assert!(c.reasoning_parser && c.tool_parser && c.auto_tool_choice);
+        assert_eq!(c.tool_call_format, Some(ToolCallFormat::Hermes));
+        let c = config(&["--tool-call-parser", "qwen3_coder"]).unwrap();
+        assert!(c.tool_parser && c.auto_tool_choice);
+        assert_eq!(c.tool_call_format, Some(ToolCallFormat::Qwen3Coder));
+        assert!(config(&["--tool-call-parser", "qwen3_xml"]).is_err());
         let c = config(&["--reasoning-parser", "none", "--tool-call-parser", "none"]).unwrap();
         assert!(!c.reasoning_parser && !c.tool_parser && !c.auto_tool_choice);
         let c = config(&["--disable-auto-tool-choice", "--strict-model-name"]).unwrap();

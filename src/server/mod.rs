@@ -51,6 +51,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     }
     tracing::info!("model loaded; serving");
+    if let Some(ready) = state.loaded() {
+        let config = state.config();
+        if config.tool_parser {
+            // Said once, since without the flag the format follows the chat template.
+            let source = if config.tool_call_format.is_some() {
+                "--tool-call-parser"
+            } else {
+                "the chat template"
+            };
+            tracing::info!(
+                parser = ready.tool_call_format(config).name(),
+                from = source,
+                "tool-call parser"
+            );
+        }
+    }
     let liveness = match state.loaded() {
         Some(ready) => ready.engine.liveness().clone(),
         None => return Err(Error::Internal("ready without a model".into())),

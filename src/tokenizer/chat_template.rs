@@ -12,8 +12,9 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::jinja;
-use super::messages::template_messages;
+use super::messages::{parse_call_arguments, template_messages};
 use crate::error::{Error, RequestPart, Result};
+use crate::parsers::ToolCallFormat;
 
 /// The named special tokens transformers passes to every template (`special_tokens_map`).
 const SPECIAL_TOKEN_NAMES: [&str; 7] = [
@@ -42,6 +43,8 @@ pub struct ChatTemplate {
     sources: Vec<(String, String)>,
     /// `bos_token`, `eos_token`, ... as strings; absent when the config has them as null.
     special_tokens: Map<String, Value>,
+    /// The tool-call format the templates teach.
+    tool_format: ToolCallFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -150,10 +153,12 @@ impl ChatTemplate {
             env.add_template_owned(name.clone(), source.clone())
                 .map_err(|e| format!("template {name:?} does not compile: {e}"))?;
         }
+        let tool_format = ToolCallFormat::of_template(sources.iter().map(|(_, s)| s.as_str()));
         Ok(Self {
             env,
             sources,
             special_tokens,
+            tool_format,
         })
     }
 
@@ -165,6 +170,11 @@ impl ChatTemplate {
     /// The source of the template used without tools.
     pub fn source(&self) -> &str {
         self.pick(false).1
+    }
+
+    /// The tool-call format this template teaches its model (any of its named templates).
+    pub fn tool_call_format(&self) -> ToolCallFormat {
+        self.tool_format
     }
 
     /// Renders a conversation to the prompt text.
@@ -248,11 +258,17 @@ impl ChatTemplate {
 
     fn render_chat(
         &self,
-        chat: Vec<Value>,
+        mut chat: Vec<Value>,
         tools: Option<&[Value]>,
         add_generation_prompt: bool,
         extra: &Map<String, Value>,
     ) -> Result<String> {
+        // Qwen3-Coder's template iterates a call's arguments as a mapping and fails on the
+        // string OpenAI clients send; Qwen3's renders the string as sent (as transformers
+        // passes it), so only the Coder template gets them parsed.
+        if self.tool_call_format() == ToolCallFormat::Qwen3Coder {
+            parse_call_arguments(&mut chat);
+        }
         let mut ctx = self.special_tokens.clone();
         for (key, value) in extra {
             ctx.insert(key.clone(), value.clone());

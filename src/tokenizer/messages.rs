@@ -131,6 +131,34 @@ pub fn template_messages(messages: &[Value]) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// Replaces each assistant tool call's `arguments` given as a JSON object string by the object,
+/// as vLLM does before rendering. For templates that walk the arguments as a mapping
+/// (Qwen3-Coder's `tool_call.arguments|items`); a string that is not a JSON object is kept.
+pub fn parse_call_arguments(chat: &mut [Value]) {
+    for message in chat {
+        if message.get("role").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        let Some(Value::Array(calls)) = message.get_mut("tool_calls") else {
+            continue;
+        };
+        for call in calls {
+            let holder = match call.get("function") {
+                Some(Value::Object(_)) => call.get_mut("function"),
+                _ => Some(call),
+            };
+            let Some(Value::Object(holder)) = holder else {
+                continue;
+            };
+            if let Some(Value::String(text)) = holder.get("arguments")
+                && let Ok(object @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+            {
+                holder.insert("arguments".into(), object);
+            }
+        }
+    }
+}
+
 fn invalid(message: String) -> Error {
     Error::invalid(RequestPart::Prompt, message)
 }
@@ -139,6 +167,24 @@ fn invalid(message: String) -> Error {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn call_arguments_strings_become_objects() {
+        let mut chat = vec![
+            json!({"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "f", "arguments": "{\"a\": [1]}"}},
+                {"type": "function", "function": {"name": "g", "arguments": "not json"}},
+                {"name": "h", "arguments": "{}"}
+            ]}),
+            json!({"role": "tool", "content": "{\"a\": 1}"}),
+        ];
+        parse_call_arguments(&mut chat);
+        let calls = &chat[0]["tool_calls"];
+        assert_eq!(calls[0]["function"]["arguments"], json!({"a": [1]}));
+        assert_eq!(calls[1]["function"]["arguments"], "not json");
+        assert_eq!(calls[2]["arguments"], json!({}));
+        assert_eq!(chat[1]["content"], "{\"a\": 1}");
+    }
 
     #[test]
     fn content_parts_are_joined_and_null_content_is_empty() {

@@ -9,6 +9,7 @@ mod http_client;
 
 mod api_agents;
 mod api_anthropic;
+mod api_coder_tools;
 mod api_embeddings;
 mod api_errors;
 mod api_http;

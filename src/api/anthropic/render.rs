@@ -220,6 +220,7 @@ mod tests {
     use super::*;
     use crate::api::sse::{self, WireEvent};
     use crate::engine::Usage;
+    use crate::parsers::ToolCallSyntax;
     use serde_json::json;
 
     fn wire(events: Vec<MessageEvent>) -> Vec<WireEvent> {
@@ -235,7 +236,7 @@ mod tests {
         reason: FinishReason,
         stop: Option<StopReason>,
     ) -> (Vec<WireEvent>, MessageObject) {
-        let tracker = BlockTracker::new(Some(false), true, false);
+        let tracker = BlockTracker::new(Some(false), Some(&ToolCallSyntax::hermes()), false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 12, tracker, false);
         let mut events = wire(r.start());
         for p in pieces {
@@ -391,7 +392,7 @@ mod tests {
 
     #[test]
     fn omitted_thinking_and_failures() {
-        let tracker = BlockTracker::new(Some(false), false, false);
+        let tracker = BlockTracker::new(Some(false), None, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, true);
         let mut events = wire(r.start());
         events.extend(on_engine(
@@ -417,7 +418,7 @@ mod tests {
     /// as the error responses.
     #[test]
     fn an_aborted_stream_ends_overloaded() {
-        let tracker = BlockTracker::new(Some(false), false, false);
+        let tracker = BlockTracker::new(Some(false), None, false);
         let mut r = MessageRenderer::new("msg_1".into(), "m".into(), 3, tracker, false);
         let mut events = wire(r.start());
         events.extend(on_engine(

@@ -13,7 +13,7 @@
 //! the order Qwen3 writes them in.
 
 use super::parser::{OutputDelta, OutputParser};
-use crate::parsers::ToolCallDelta;
+use crate::parsers::{ToolCallDelta, ToolCallSyntax};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockKind {
@@ -74,9 +74,10 @@ pub struct BlockTracker {
 }
 
 impl BlockTracker {
-    /// `reasoning`: parse `<think>` (`Some(prompt_opened)`); `tools`: parse Hermes tool calls;
+    /// `reasoning`: parse `<think>` (`Some(prompt_opened)`); `tools`: parse tool calls written
+    /// in this syntax;
     /// `never_empty`: a turn without output still gets one (empty) text block.
-    pub fn new(reasoning: Option<bool>, tools: bool, never_empty: bool) -> Self {
+    pub fn new(reasoning: Option<bool>, tools: Option<&ToolCallSyntax>, never_empty: bool) -> Self {
         Self {
             parser: OutputParser::new(reasoning, tools),
             blocks: Vec::new(),
@@ -231,7 +232,7 @@ mod tests {
     use super::*;
 
     fn run(chunks: &[&str], cut: bool) -> (Vec<BlockEvent>, Vec<Block>) {
-        let mut t = BlockTracker::new(Some(false), true, true);
+        let mut t = BlockTracker::new(Some(false), Some(&ToolCallSyntax::hermes()), true);
         let mut events = Vec::new();
         for c in chunks {
             events.extend(t.push(c));
@@ -332,7 +333,7 @@ mod tests {
         let (events, blocks) = run(&[], false);
         assert_eq!(summary(&blocks), [("text".into(), String::new())]);
         assert_eq!(events.len(), 2);
-        let mut t = BlockTracker::new(None, false, false);
+        let mut t = BlockTracker::new(None, None, false);
         assert!(t.finish(false).is_empty());
     }
 }

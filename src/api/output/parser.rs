@@ -5,7 +5,9 @@
 //! concatenation of the deltas), so both always agree. Tool calls carry their index and name but
 //! no id: each protocol mints ids in its own style (`call_…`, `toolu_…`).
 
-use crate::parsers::{HermesDelta, HermesToolParser, Qwen3ReasoningParser, ToolCallDelta};
+use crate::parsers::{
+    Qwen3ReasoningParser, ToolCallDelta, ToolCallParser, ToolCallSyntax, ToolCallsDelta,
+};
 
 #[derive(Debug, Default)]
 pub struct OutputDelta {
@@ -23,17 +25,18 @@ impl OutputDelta {
 
 pub struct OutputParser {
     reasoning: Option<Qwen3ReasoningParser>,
-    tools: Option<HermesToolParser>,
+    tools: Option<ToolCallParser>,
     /// How many calls have started.
     calls: usize,
 }
 
 impl OutputParser {
-    /// `reasoning`: split `<think>` blocks (`Some(prompt_opened)`); `tools`: parse tool calls.
-    pub fn new(reasoning: Option<bool>, tools: bool) -> Self {
+    /// `reasoning`: split `<think>` blocks (`Some(prompt_opened)`); `tools`: parse tool calls
+    /// written in this syntax.
+    pub fn new(reasoning: Option<bool>, tools: Option<&ToolCallSyntax>) -> Self {
         Self {
             reasoning: reasoning.map(Qwen3ReasoningParser::new),
-            tools: tools.then(HermesToolParser::new),
+            tools: tools.map(ToolCallSyntax::parser),
             calls: 0,
         }
     }
@@ -99,7 +102,7 @@ impl OutputParser {
         self.delta_from(reasoning, d)
     }
 
-    fn delta_from(&mut self, reasoning: String, d: HermesDelta) -> OutputDelta {
+    fn delta_from(&mut self, reasoning: String, d: ToolCallsDelta) -> OutputDelta {
         self.calls += d.calls.iter().filter(|c| c.name.is_some()).count();
         OutputDelta {
             reasoning,
@@ -137,7 +140,7 @@ mod tests {
     }
 
     fn run(text: &str, cuts: &[usize]) -> Whole {
-        let mut parser = OutputParser::new(Some(false), true);
+        let mut parser = OutputParser::new(Some(false), Some(&ToolCallSyntax::hermes()));
         let mut message = Whole::default();
         let mut points: Vec<usize> = cuts
             .iter()

@@ -24,6 +24,7 @@
 //! dropped; text before the first call is content.
 
 use super::tags::partial_tag_suffix;
+use super::tool_calls::{ToolCallDelta, ToolCallsDelta};
 use syntax::{Header, Scan, parse_call, parse_header};
 
 mod syntax;
@@ -32,56 +33,6 @@ mod tests;
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
-
-/// Part of one tool call: `name` on its first delta, then argument text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolCallDelta {
-    pub index: usize,
-    pub name: Option<String>,
-    pub arguments: String,
-}
-
-/// What one step releases.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HermesDelta {
-    pub content: String,
-    pub calls: Vec<ToolCallDelta>,
-}
-
-impl HermesDelta {
-    pub fn is_empty(&self) -> bool {
-        self.content.is_empty() && self.calls.is_empty()
-    }
-
-    /// Appends `other`, merging argument fragments of the same call.
-    pub fn extend(&mut self, other: HermesDelta) {
-        self.content.push_str(&other.content);
-        for call in other.calls {
-            self.push_call(call);
-        }
-    }
-
-    fn push_call(&mut self, call: ToolCallDelta) {
-        match self.calls.last_mut() {
-            Some(last)
-                if last.index == call.index && last.name.is_none() && call.name.is_none() =>
-            {
-                last.arguments.push_str(&call.arguments)
-            }
-            _ => self.calls.push(call),
-        }
-    }
-
-    fn arguments(&mut self, index: usize, text: &str) {
-        if !text.is_empty() {
-            self.push_call(ToolCallDelta {
-                index,
-                name: None,
-                arguments: text.to_owned(),
-            });
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -137,7 +88,7 @@ impl HermesToolParser {
     }
 
     /// Parses a complete output at once.
-    pub fn parse(text: &str) -> HermesDelta {
+    pub fn parse(text: &str) -> ToolCallsDelta {
         let mut parser = Self::new();
         let mut out = parser.push(text);
         out.extend(parser.finish());
@@ -149,8 +100,8 @@ impl HermesToolParser {
         self.calls
     }
 
-    pub fn push(&mut self, delta: &str) -> HermesDelta {
-        let mut out = HermesDelta::default();
+    pub fn push(&mut self, delta: &str) -> ToolCallsDelta {
+        let mut out = ToolCallsDelta::default();
         self.buf.push_str(delta);
         while self.step(&mut out) {}
         out
@@ -158,8 +109,8 @@ impl HermesToolParser {
 
     /// Ends the output, releasing held text; an unterminated block that never became a call is
     /// content, a call cut short keeps the arguments released so far.
-    pub fn finish(&mut self) -> HermesDelta {
-        let mut out = HermesDelta::default();
+    pub fn finish(&mut self) -> ToolCallsDelta {
+        let mut out = ToolCallsDelta::default();
         let buf = std::mem::take(&mut self.buf);
         match self.state {
             State::Text => self.release_text(&buf, &mut out),
@@ -179,8 +130,8 @@ impl HermesToolParser {
     /// Ends an output cut by the token limit. Nothing of an unfinished call's markup becomes
     /// content: a block whose name was not out yet is dropped, as is a partial `<tool_call>`
     /// tag at the very end; a call whose name was released keeps the arguments it has.
-    pub fn finish_cut(&mut self) -> HermesDelta {
-        let mut out = HermesDelta::default();
+    pub fn finish_cut(&mut self) -> ToolCallsDelta {
+        let mut out = ToolCallsDelta::default();
         let buf = std::mem::take(&mut self.buf);
         match self.state {
             State::Text => {
@@ -198,7 +149,7 @@ impl HermesToolParser {
     }
 
     /// Advances one state; false when more input is needed.
-    fn step(&mut self, out: &mut HermesDelta) -> bool {
+    fn step(&mut self, out: &mut ToolCallsDelta) -> bool {
         match self.state.clone() {
             State::Text => {
                 if let Some(at) = self.buf.find(OPEN) {
@@ -320,7 +271,7 @@ impl HermesToolParser {
         self.calls > 0 && !self.text_since_call
     }
 
-    fn release_text(&mut self, text: &str, out: &mut HermesDelta) {
+    fn release_text(&mut self, text: &str, out: &mut ToolCallsDelta) {
         if self.drops_whitespace() && text.trim().is_empty() {
             return;
         }
@@ -332,7 +283,7 @@ impl HermesToolParser {
 
     /// A block parsed whole (`body` is the text between the tags). If its name was already
     /// released only the arguments are added.
-    fn close_whole(&mut self, body: &str, begun: bool, out: &mut HermesDelta) {
+    fn close_whole(&mut self, body: &str, begun: bool, out: &mut ToolCallsDelta) {
         let parsed = parse_call(body.trim());
         if begun {
             let index = self.calls - 1;

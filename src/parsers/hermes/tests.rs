@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 /// Collected result: content, and per call (name, concatenated arguments).
-fn collect(deltas: impl IntoIterator<Item = HermesDelta>) -> (String, Vec<(String, String)>) {
+fn collect(deltas: impl IntoIterator<Item = ToolCallsDelta>) -> (String, Vec<(String, String)>) {
     let mut content = String::new();
     let mut calls: Vec<(String, String)> = Vec::new();
     for d in deltas {

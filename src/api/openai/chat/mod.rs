@@ -94,7 +94,7 @@ pub async fn create(
         model,
         tokenizer: ready.tokenizer.clone(),
         reasoning: prompt.reasoning(config),
-        parse_tools: prompt.plan.parse_calls,
+        tool_calls: prompt.plan.calls.clone(),
         logprobs,
         echo: req
             .echo

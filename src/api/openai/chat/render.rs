@@ -20,7 +20,7 @@ use crate::api::types::chat::{
 };
 use crate::api::types::common::{StopReasonValue, UsageInfo};
 use crate::engine::{Event, FinishReason, TokenLogprob, Usage};
-use crate::parsers::ToolCallDelta;
+use crate::parsers::{ToolCallDelta, ToolCallSyntax};
 use crate::tokenizer::Tokenizer;
 
 /// What every choice of one response shares.
@@ -31,7 +31,8 @@ pub struct ChatContext {
     pub tokenizer: Arc<Tokenizer>,
     /// `Some(prompt_opened)` when the reasoning parser is on.
     pub reasoning: Option<bool>,
-    pub parse_tools: bool,
+    /// How the output is read for tool calls (`None`: it is not).
+    pub tool_calls: Option<ToolCallSyntax>,
     pub logprobs: bool,
     /// `echo`: the final assistant message's text, repeated before the output.
     pub echo: Option<String>,
@@ -119,7 +120,7 @@ impl ChatRenderer {
     pub fn new(ctx: ChatContext, n: usize, delivery: Delivery) -> Self {
         let choices = (0..n)
             .map(|_| Choice {
-                parser: OutputParser::new(ctx.reasoning, ctx.parse_tools),
+                parser: OutputParser::new(ctx.reasoning, ctx.tool_calls.as_ref()),
                 pending_logprobs: Vec::new(),
                 tokens: 0,
                 usage: None,
@@ -426,7 +427,7 @@ mod tests {
             model: "m".into(),
             tokenizer: Arc::new(Tokenizer::from_file(path).expect("tokenizer")),
             reasoning: Some(false),
-            parse_tools: true,
+            tool_calls: Some(ToolCallSyntax::hermes()),
             logprobs: false,
             echo: Some("Sure: ".into()),
             prompt_tokens: 7,

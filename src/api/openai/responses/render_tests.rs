@@ -11,6 +11,7 @@ use crate::api::output::Renderer;
 use crate::api::output::blocks::BlockTracker;
 use crate::api::sse::{self, WireEvent};
 use crate::engine::{Event, FinishReason, Usage};
+use crate::parsers::ToolCallSyntax;
 
 fn catalog() -> ToolCatalog {
     let mut c = ToolCatalog::default();
@@ -60,7 +61,11 @@ fn finished(reason: FinishReason, tokens: usize) -> Event {
 /// Runs `pieces` through a renderer; returns the events and the final object.
 fn run(pieces: &[&str], reason: FinishReason) -> (Vec<WireEvent>, ResponseObject) {
     let shell = ResponseObject::in_progress("resp_1".into(), "m".into(), 1);
-    let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(Some(false), true, true));
+    let mut r = ResponseRenderer::new(
+        shell,
+        catalog(),
+        BlockTracker::new(Some(false), Some(&ToolCallSyntax::hermes()), true),
+    );
     let mut events = wire(r.start());
     for p in pieces {
         events.extend(wire(r.on_engine(0, delta(p))));
@@ -231,7 +236,7 @@ fn a_length_cut_is_incomplete_and_failures_are_failed() {
     assert_eq!(response.status, "completed");
 
     let shell = ResponseObject::in_progress("resp_2".into(), "m".into(), 1);
-    let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(None, false, true));
+    let mut r = ResponseRenderer::new(shell, catalog(), BlockTracker::new(None, None, true));
     let mut events = wire(r.start());
     events.extend(wire(r.on_engine(0, delta("partial"))));
     events.extend(wire(r.on_engine(0, Event::Error("device lost".into()))));
