@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::weights::config::MoeConfig;
 use crate::weights::store::WeightStore;
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 pub struct SparseMoe {
     /// `[experts, hidden]`, kept dense (unquantized) as every peer keeps it: routing decides
@@ -70,13 +71,18 @@ impl SparseMoe {
         }
         let plan = ExpertPlan::new(&routing, self.experts.len())?;
         let gathered = x.index_select(&Tensor::new(plan.tokens.as_slice(), device)?, 0)?;
-        let outputs = plan
-            .groups
-            .iter()
-            .map(|&(expert, first, count)| {
-                self.experts[expert].forward(&gathered.narrow(0, first, count)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let run = |&(expert, first, count): &(usize, usize, usize)| {
+            self.experts[expert].forward(&gathered.narrow(0, first, count)?)
+        };
+        // On the CPU the experts run side by side, each product on the thread that took it:
+        // a step's experts are many small products (a decode's 8 of one row, a prefill's
+        // hundred-odd of a few dozen), and splitting each across the threads made every one a
+        // fork and a join. Each expert's arithmetic is the same wherever it runs.
+        let outputs = if device.is_cpu() {
+            plan.groups.par_iter().map(run).collect::<Result<Vec<_>>>()?
+        } else {
+            plan.groups.iter().map(run).collect::<Result<Vec<_>>>()?
+        };
         let weights = Tensor::new(plan.weights.as_slice(), device)?
             .to_dtype(x.dtype())?
             .unsqueeze(1)?;
