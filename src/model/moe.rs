@@ -79,7 +79,10 @@ impl SparseMoe {
         // hundred-odd of a few dozen), and splitting each across the threads made every one a
         // fork and a join. Each expert's arithmetic is the same wherever it runs.
         let outputs = if device.is_cpu() {
-            plan.groups.par_iter().map(run).collect::<Result<Vec<_>>>()?
+            plan.groups
+                .par_iter()
+                .map(run)
+                .collect::<Result<Vec<_>>>()?
         } else {
             plan.groups.iter().map(run).collect::<Result<Vec<_>>>()?
         };

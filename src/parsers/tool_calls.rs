@@ -77,7 +77,8 @@ impl ToolCallFormat {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "hermes" => Some(Self::Hermes),
-            "qwen3_coder" => Some(Self::Qwen3Coder),
+            // vLLM's second parser of the same markup (streaming-oriented) goes by this name.
+            "qwen3_coder" | "qwen3_xml" => Some(Self::Qwen3Coder),
             _ => None,
         }
     }
@@ -176,6 +177,10 @@ mod tests {
         );
         assert_eq!(
             ToolCallFormat::from_name("qwen3_coder"),
+            Some(ToolCallFormat::Qwen3Coder)
+        );
+        assert_eq!(
+            ToolCallFormat::from_name("qwen3_xml"),
             Some(ToolCallFormat::Qwen3Coder)
         );
         assert_eq!(ToolCallFormat::from_name("none"), None);

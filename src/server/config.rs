@@ -58,7 +58,7 @@ pub fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             Some(format) => (true, Some(format)),
             None => {
                 return Err(Error::config(format!(
-                    "--tool-call-parser {name}: unknown parser (available: hermes, qwen3_coder, none)"
+                    "--tool-call-parser {name}: unknown parser (available: hermes, qwen3_coder (or qwen3_xml), none)"
                 )));
             }
         },
@@ -246,7 +246,9 @@ mod tests {
         let c = config(&["--tool-call-parser", "qwen3_coder"]).unwrap();
         assert!(c.tool_parser && c.auto_tool_choice);
         assert_eq!(c.tool_call_format, Some(ToolCallFormat::Qwen3Coder));
-        assert!(config(&["--tool-call-parser", "qwen3_xml"]).is_err());
+        let c = config(&["--tool-call-parser", "qwen3_xml"]).unwrap();
+        assert_eq!(c.tool_call_format, Some(ToolCallFormat::Qwen3Coder));
+        assert!(config(&["--tool-call-parser", "qwen3"]).is_err());
         let c = config(&["--reasoning-parser", "none", "--tool-call-parser", "none"]).unwrap();
         assert!(!c.reasoning_parser && !c.tool_parser && !c.auto_tool_choice);
         let c = config(&["--disable-auto-tool-choice", "--strict-model-name"]).unwrap();
