@@ -268,14 +268,7 @@ mod tests {
     fn a_sparse_block_counts_its_experts_activations() {
         let dense = qwen3(2048, 6144, 4, 32);
         let mut moe = dense.clone();
-        moe.moe = Some(crate::weights::config::MoeConfig {
-            num_experts: 128,
-            num_experts_per_tok: 8,
-            moe_intermediate_size: 768,
-            norm_topk_prob: true,
-            decoder_sparse_step: 1,
-            mlp_only_layers: vec![],
-        });
+        moe.moe = crate::weights::synthetic::SyntheticSpec::qwen3_30b_a3b(4).moe;
         // 8 × (3 × 2048 + 3 × 768) + 256 = 67,840 > 3 × 6144.
         assert_eq!(mlp_width(&moe), 67_840);
         assert_eq!(mlp_width(&dense), 18_432);

@@ -49,17 +49,7 @@ pub fn qwen3_coder_tool_call_grammar(
     tools: &[ToolSpec<'_>],
     parallel: bool,
 ) -> Result<String, String> {
-    if tools.is_empty() {
-        return Err("a forced tool call needs at least one tool".into());
-    }
-    let mut out = String::new();
-    out.push_str(if parallel {
-        "start: call (\"\\n\" call)*\n"
-    } else {
-        "start: call\n"
-    });
-    let alternatives: Vec<String> = (0..tools.len()).map(|i| format!("call_{i}")).collect();
-    out.push_str(&format!("call: {}\n", alternatives.join(" | ")));
+    let mut out = super::grammar::tool_call_start(tools, parallel)?;
     for (i, tool) in tools.iter().enumerate() {
         if tool.name.contains(['>', '\n', '<']) {
             return Err(format!(

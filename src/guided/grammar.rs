@@ -87,6 +87,22 @@ pub struct ToolSpec<'a> {
     pub parameters: Option<&'a Value>,
 }
 
+/// The rules every forced tool-call grammar starts with: one call (or, with `parallel`, one or
+/// more separated by newlines), each an alternative `call_{i}` per tool, which the caller defines.
+pub(crate) fn tool_call_start(tools: &[ToolSpec<'_>], parallel: bool) -> Result<String, String> {
+    if tools.is_empty() {
+        return Err("a forced tool call needs at least one tool".into());
+    }
+    let mut out = String::from(if parallel {
+        "start: call (\"\\n\" call)*\n"
+    } else {
+        "start: call\n"
+    });
+    let alternatives: Vec<String> = (0..tools.len()).map(|i| format!("call_{i}")).collect();
+    out.push_str(&format!("call: {}\n", alternatives.join(" | ")));
+    Ok(out)
+}
+
 /// A Lark grammar for Qwen3's (hermes) tool-call output: one call, or with `parallel` one or
 /// more calls separated by a newline, each exactly as the chat template renders calls:
 ///
@@ -109,17 +125,7 @@ pub struct ToolSpec<'a> {
 /// assert!(lark.contains("%json"));
 /// ```
 pub fn hermes_tool_call_grammar(tools: &[ToolSpec<'_>], parallel: bool) -> Result<String, String> {
-    if tools.is_empty() {
-        return Err("a forced tool call needs at least one tool".into());
-    }
-    let mut out = String::new();
-    out.push_str(if parallel {
-        "start: call (\"\\n\" call)*\n"
-    } else {
-        "start: call\n"
-    });
-    let alternatives: Vec<String> = (0..tools.len()).map(|i| format!("call_{i}")).collect();
-    out.push_str(&format!("call: {}\n", alternatives.join(" | ")));
+    let mut out = tool_call_start(tools, parallel)?;
     for (i, tool) in tools.iter().enumerate() {
         let object = json!({"type": "object"});
         let schema = bounded_json_schema(tool.parameters.unwrap_or(&object))

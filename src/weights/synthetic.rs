@@ -3,6 +3,7 @@
 //! seed instead of committing them; the reference script loads the same files in transformers.
 
 use crate::error::{Error, Result};
+use crate::weights::config::MoeConfig;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -42,25 +43,7 @@ pub struct SyntheticSpec {
     pub shards: usize,
     pub seed: u64,
     /// Sparse layers: a `Qwen3MoeForCausalLM` checkpoint.
-    pub moe: Option<SyntheticMoe>,
-}
-
-/// The mixture-of-experts fields of a synthetic `Qwen3MoeForCausalLM` (see `MoeConfig`).
-#[derive(Debug, Clone)]
-pub struct SyntheticMoe {
-    pub num_experts: usize,
-    pub num_experts_per_tok: usize,
-    pub moe_intermediate_size: usize,
-    pub norm_topk_prob: bool,
-    pub decoder_sparse_step: usize,
-    pub mlp_only_layers: Vec<usize>,
-}
-
-impl SyntheticMoe {
-    fn is_sparse(&self, layer: usize) -> bool {
-        !self.mlp_only_layers.contains(&layer)
-            && (layer + 1).is_multiple_of(self.decoder_sparse_step)
-    }
+    pub moe: Option<MoeConfig>,
 }
 
 impl SyntheticSpec {
@@ -158,7 +141,7 @@ impl SyntheticSpec {
             storage: Storage::Bf16,
             shards: 1,
             seed: 11,
-            moe: Some(SyntheticMoe {
+            moe: Some(MoeConfig {
                 num_experts: 8,
                 num_experts_per_tok: 2,
                 moe_intermediate_size: 64,
@@ -185,7 +168,7 @@ impl SyntheticSpec {
             storage: Storage::F16,
             shards: 2,
             seed: 12,
-            moe: Some(SyntheticMoe {
+            moe: Some(MoeConfig {
                 num_experts: 16,
                 num_experts_per_tok: 4,
                 moe_intermediate_size: 32,
@@ -211,7 +194,7 @@ impl SyntheticSpec {
             storage: Storage::Bf16,
             shards: 1,
             seed: 13,
-            moe: Some(SyntheticMoe {
+            moe: Some(MoeConfig {
                 num_experts: 8,
                 num_experts_per_tok: 2,
                 moe_intermediate_size: 256,
@@ -238,7 +221,7 @@ impl SyntheticSpec {
             storage: Storage::Bf16,
             shards: 1,
             seed: 14,
-            moe: Some(SyntheticMoe {
+            moe: Some(MoeConfig {
                 num_experts: 128,
                 num_experts_per_tok: 8,
                 moe_intermediate_size: 768,

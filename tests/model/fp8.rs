@@ -21,7 +21,7 @@ fn is_linear(name: &str) -> bool {
 
 /// `shape`'s checkpoint with every linear weight in FP8 (scales stored as `scale_dtype`), and
 /// the same weights dequantized to f32: `(fp8 dir, f32 dir)`.
-pub(crate) fn fp8_checkpoints(
+fn fp8_checkpoints(
     shape: &str,
     scale_dtype: DType,
     root: &Path,
@@ -91,23 +91,33 @@ pub(crate) fn load_dir(dir: &Path, quantization: Option<Quantization>) -> Qwen3M
 
 pub(crate) const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 264, 56698, 20538, 30];
 
+/// `shape`'s FP8 checkpoint (written under `root`) served against its dequantized twin: one
+/// model up to f32 rounding (logits within 1e-4 of their spread, the same greedy tokens).
+/// Returns the FP8 model's logits after the prompt.
+pub(crate) fn check_fp8_against_dequantized(
+    shape: &str,
+    scale_dtype: DType,
+    root: &Path,
+) -> Vec<f32> {
+    let (fp8_dir, f32_dir) = fp8_checkpoints(shape, scale_dtype, root);
+    let (logits_fp8, tokens_fp8) = greedy_model(&load_dir(&fp8_dir, None), &PROMPT, 6);
+    let (logits_ref, tokens_ref) = greedy_model(&load_dir(&f32_dir, None), &PROMPT, 6);
+    let spread = logits_ref.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&logits_fp8, &logits_ref);
+    assert!(
+        diff < 1e-4 * spread,
+        "{shape} {scale_dtype:?}: {diff} of {spread}"
+    );
+    assert_eq!(tokens_fp8, tokens_ref, "{shape} {scale_dtype:?}");
+    logits_fp8
+}
+
 #[test]
 fn fp8_checkpoint_is_its_dequantized_weights() {
     let tmp = tempfile::tempdir().unwrap();
     for scale_dtype in [DType::BF16, DType::F32] {
-        let (fp8_dir, f32_dir) = fp8_checkpoints(
-            "tiny-k",
-            scale_dtype,
-            &tmp.path().join(format!("{scale_dtype:?}")),
-        );
-        let fp8 = load_dir(&fp8_dir, None);
-        let reference = load_dir(&f32_dir, None);
-        let (logits_fp8, tokens_fp8) = greedy_model(&fp8, &PROMPT, 6);
-        let (logits_ref, tokens_ref) = greedy_model(&reference, &PROMPT, 6);
-        let spread = logits_ref.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = max_abs_diff(&logits_fp8, &logits_ref);
-        assert!(diff < 1e-4 * spread, "{scale_dtype:?}: {diff} of {spread}");
-        assert_eq!(tokens_fp8, tokens_ref);
+        let root = tmp.path().join(format!("{scale_dtype:?}"));
+        check_fp8_against_dequantized("tiny-k", scale_dtype, &root);
     }
 }
 

@@ -29,17 +29,10 @@ fn generated_moe_weights_are_the_ones_the_reference_ran_on() {
 /// `--quantization fp8` at load makes the same model.
 #[test]
 fn an_fp8_moe_checkpoint_is_its_dequantized_weights() {
-    use crate::fp8::{PROMPT, fp8_checkpoints, load_dir};
+    use crate::fp8::{PROMPT, check_fp8_against_dequantized, load_dir};
     let tmp = tempfile::tempdir().unwrap();
-    let (fp8_dir, f32_dir) = fp8_checkpoints("moe-tiny-k", candle_core::DType::F32, tmp.path());
-    let fp8 = load_dir(&fp8_dir, None);
-    let reference = load_dir(&f32_dir, None);
-    let (logits_fp8, tokens_fp8) = greedy_model(&fp8, &PROMPT, 6);
-    let (logits_ref, tokens_ref) = greedy_model(&reference, &PROMPT, 6);
-    let spread = logits_ref.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = max_abs_diff(&logits_fp8, &logits_ref);
-    assert!(diff < 1e-4 * spread, "{diff} of {spread}");
-    assert_eq!(tokens_fp8, tokens_ref);
+    let logits_fp8 =
+        check_fp8_against_dequantized("moe-tiny-k", candle_core::DType::F32, tmp.path());
     let at_load = load_dir(
         &checkpoint_dir("moe-tiny-k"),
         Some(tealight::weights::Quantization::Fp8),
