@@ -33,13 +33,14 @@
 #                    checkpoint served with speculative decoding off and with `ngram`, `tealight
 #                    bench` at c=1 and c=16 on each; FAIL if a request fails or ngram makes c=16
 #                    more than 5 % slower (speculation must never cost throughput)
-#   h moe       (60) only with its need (30 s) left, reported beside the verdict like f: a random-
+#   h moe       (90) only with its need (45 s) left, reported beside the verdict like f: a random-
 #                    weight Qwen3-MoE checkpoint (128 experts' routing width: 64 experts, top-8,
 #                    4 layers of hidden 1024; written by scripts/fixtures/synthetic_qwen3.py in the
 #                    background from the start) through `debug logits` on the device in bf16 against
 #                    the CPU's f32 and bf16 runs (compare_devices.py: the device within 2 × the CPU's
 #                    own bf16 noise, top-1 agreeing on decisive rows; routing and expert grouping on
-#                    the device)
+#                    the device); then served with the user's command on the device it must report
+#                    and benched (128 in / 32 out, c=2)
 #   f quant    (120) only with its need (100 s) left, and reported beside the a-e verdict: the
 #                    0.6B checkpoint as a Q4_K_M GGUF file (written in the background from the
 #                    start) and with `--quantization fp8`: logits on the device against the CPU's
@@ -610,16 +611,52 @@ json.dump([[random.randrange(151643) for _ in range(n)] for n in (96, 80)], open
   logits f32-cpu cpu f32
   logits bf16-cpu cpu bf16
   logits bf16-dev "$DEVICE" bf16
+  rm_logits() { rm -f "$WORK"/h-*.npy; }
   if [[ ${#failed[@]} -gt 0 ]]; then
+    rm_logits
     fail "debug logits failed: ${failed[*]}"
-  elif within "$PY" "$HERE/compare_devices.py" --label "moe bf16:" --max-ratio 2.0 \
+    return
+  fi
+  if ! within "$PY" "$HERE/compare_devices.py" --label "moe bf16:" --max-ratio 2.0 \
       --dense "$WORK/h-f32-cpu.npy" --cpu "$WORK/h-bf16-cpu.npy" --got "$DEVICE=$WORK/h-bf16-dev.npy" |
       tee "$report"; then
-    pass "MoE logits on $DEVICE within the CPU's bf16 noise: $(tail -1 "$report")"
-  else
+    rm_logits
     fail "MoE logits on $DEVICE differ from the CPU's: $(tail -1 "$report")"
+    return
   fi
-  rm -f "$WORK"/h-*.npy
+  rm_logits
+  # Served: the user's command on the MoE checkpoint, the device it reports, a short bench.
+  local served="not served: no time left" rc
+  if (($(left) > 20)); then
+    if start_user_serve "$CKPT_MOE" "$WORK/serve-h.log" && check_served_device "$WORK/device-h.json"; then
+      within "$TL" bench --base-url "http://127.0.0.1:$PORT/v1" --api-key "$API_KEY" --model "$SERVED" \
+        --tokenizer "$CKPT_MOE" --input-len 128 --output-len 32 --num-prompts 4 --max-concurrency 2 \
+        --no-progress --result-file "$WORK/bench-h.json" >/dev/null
+      rc=$?
+      if [[ $rc -ne 0 ]]; then
+        stop_serve
+        fail "MoE logits agree ($(tail -1 "$report")), but its bench failed (exit $rc; see serve-h.log)"
+        return
+      fi
+      if ! served="$("$PY_ANY" -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+if d["failed"] or d["completed"] != d["num_prompts"]:
+    print("{} of {} requests failed".format(d["failed"], d["num_prompts"]))
+    sys.exit(1)
+print("served on {}: {} requests, {:.0f} out tok/s at c=2".format(sys.argv[2], d["completed"], d["output_throughput"]))' \
+        "$WORK/bench-h.json" "$(served_device "$WORK/device-h.json")")"; then
+        stop_serve
+        fail "MoE logits agree ($(tail -1 "$report")), but serving it: ${served:-no bench report}"
+        return
+      fi
+    else
+      stop_serve
+      fail "MoE logits agree ($(tail -1 "$report")), but the server did not come up on $WANT_DEVICE"
+      return
+    fi
+    stop_serve
+  fi
+  pass "MoE logits on $DEVICE within the CPU's bf16 noise: $(tail -1 "$report"); $served"
 }
 
 stage_f() {
@@ -688,10 +725,10 @@ PY
 
 declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec [h]=moe)
 # SETUP_BUDGET + a..e + RESERVE = 478 s: within 8 minutes (tests/clients/test_first_contact.py).
-declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90 [h]=60)
+declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90 [h]=90)
 # The least time worth starting a stage with; f's is what it really needs on a GPU (five
 # `debug logits` runs, a serve and a short bench).
-declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60 [h]=30)
+declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60 [h]=45)
 [[ $SMOKE -eq 1 ]] && NEEDS[f]=30 NEEDS[g]=20 NEEDS[h]=15
 # On the still-warm machine the GGUF file, the checkpoints and the JIT cache are there already.
 [[ $FOLLOW_UP -eq 1 ]] && NEEDS[f]=50
