@@ -49,6 +49,26 @@ pub struct MoeConfig {
 }
 
 impl MoeConfig {
+    /// The sizes every reader of a MoE (config.json or GGUF metadata) must find consistent in a
+    /// model of `layers` layers.
+    pub fn check(&self, layers: usize) -> std::result::Result<(), String> {
+        if self.num_experts_per_tok == 0 || self.num_experts_per_tok > self.num_experts {
+            return Err(format!(
+                "num_experts_per_tok {} must be between 1 and num_experts {}",
+                self.num_experts_per_tok, self.num_experts
+            ));
+        }
+        if self.moe_intermediate_size == 0 || self.decoder_sparse_step == 0 {
+            return Err("moe_intermediate_size and decoder_sparse_step must be positive".into());
+        }
+        if let Some(layer) = self.mlp_only_layers.iter().find(|&&l| l >= layers) {
+            return Err(format!(
+                "mlp_only_layers names layer {layer} of a {layers}-layer model"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether layer `i` routes its tokens to experts (transformers' `Qwen3MoeDecoderLayer` rule).
     pub fn is_sparse(&self, layer: usize) -> bool {
         !self.mlp_only_layers.contains(&layer)
@@ -148,25 +168,7 @@ impl RawConfig {
             decoder_sparse_step: self.decoder_sparse_step.unwrap_or(1),
             mlp_only_layers: self.mlp_only_layers.clone(),
         };
-        if moe.num_experts_per_tok == 0 || moe.num_experts_per_tok > moe.num_experts {
-            return Err(format!(
-                "num_experts_per_tok {} must be between 1 and num_experts {}",
-                moe.num_experts_per_tok, moe.num_experts
-            ));
-        }
-        if moe.moe_intermediate_size == 0 || moe.decoder_sparse_step == 0 {
-            return Err("moe_intermediate_size and decoder_sparse_step must be positive".into());
-        }
-        if let Some(layer) = moe
-            .mlp_only_layers
-            .iter()
-            .find(|&&l| l >= self.num_hidden_layers)
-        {
-            return Err(format!(
-                "mlp_only_layers names layer {layer} of a {}-layer model",
-                self.num_hidden_layers
-            ));
-        }
+        moe.check(self.num_hidden_layers)?;
         Ok(Some(moe))
     }
 }

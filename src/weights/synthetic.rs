@@ -129,17 +129,8 @@ impl SyntheticSpec {
     /// of 8 experts.
     pub fn moe_tiny() -> Self {
         Self {
-            hidden_size: 128,
             intermediate_size: 256,
             num_hidden_layers: 6,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            head_dim: 32,
-            tie_word_embeddings: true,
-            rope_theta: 1_000_000.0,
-            layout: ConfigLayout::Legacy,
-            storage: Storage::Bf16,
-            shards: 1,
             seed: 11,
             moe: Some(MoeConfig {
                 num_experts: 8,
@@ -149,24 +140,14 @@ impl SyntheticSpec {
                 decoder_sparse_step: 2,
                 mlp_only_layers: vec![3],
             }),
+            ..Self::tiny()
         }
     }
 
-    /// Every layer sparse, top-4 of 16 experts without renormalization, untied, f16 on disk in
-    /// two shards.
+    /// `tiny-untied`'s layout (untied, f16 on disk in two shards) with every layer sparse: top-4
+    /// of 16 experts without renormalization.
     pub fn moe_tiny_b() -> Self {
         Self {
-            hidden_size: 64,
-            intermediate_size: 160,
-            num_hidden_layers: 3,
-            num_attention_heads: 4,
-            num_key_value_heads: 1,
-            head_dim: 48,
-            tie_word_embeddings: false,
-            rope_theta: 10_000.0,
-            layout: ConfigLayout::RopeParameters,
-            storage: Storage::F16,
-            shards: 2,
             seed: 12,
             moe: Some(MoeConfig {
                 num_experts: 16,
@@ -176,23 +157,14 @@ impl SyntheticSpec {
                 decoder_sparse_step: 1,
                 mlp_only_layers: vec![],
             }),
+            ..Self::tiny_untied()
         }
     }
 
-    /// Rows of 256 so every matrix K-quantizes: the MoE GGUF tests' model.
+    /// `tiny-k` with every layer sparse (rows of 256, so every matrix K-quantizes): the MoE GGUF
+    /// tests' model.
     pub fn moe_tiny_k() -> Self {
         Self {
-            hidden_size: 256,
-            intermediate_size: 512,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            head_dim: 64,
-            tie_word_embeddings: true,
-            rope_theta: 1_000_000.0,
-            layout: ConfigLayout::Legacy,
-            storage: Storage::Bf16,
-            shards: 1,
             seed: 13,
             moe: Some(MoeConfig {
                 num_experts: 8,
@@ -202,6 +174,7 @@ impl SyntheticSpec {
                 decoder_sparse_step: 1,
                 mlp_only_layers: vec![],
             }),
+            ..Self::tiny_k()
         }
     }
 

@@ -172,11 +172,10 @@ fn moe_config(file: &GgufFile, arch: &str, layers: usize) -> Result<MoeConfig> {
             })
             .collect(),
     };
-    if moe.num_experts_per_tok == 0 || moe.num_experts_per_tok > moe.num_experts {
-        return Err(file.error(format!(
-            "{arch}.expert_used_count {} must be between 1 and expert_count {}",
-            moe.num_experts_per_tok, moe.num_experts
-        )));
-    }
+    moe.check(layers).map_err(|e| {
+        file.error(format!(
+            "{arch} expert metadata (expert_count, expert_used_count, expert_feed_forward_length): {e}"
+        ))
+    })?;
     Ok(moe)
 }
