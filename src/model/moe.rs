@@ -98,6 +98,11 @@ impl SparseMoe {
                 Some(acc) => (acc + part)?,
             });
         }
-        Ok(sum.unwrap_or(x.zeros_like()?))
+        // `unwrap_or` would allocate the zeros on every call; top-k is at least 1, so there is
+        // always a column.
+        match sum {
+            Some(sum) => Ok(sum),
+            None => Ok(x.zeros_like()?),
+        }
     }
 }
