@@ -92,22 +92,14 @@ def test_metrics_count_accepted_drafts_under_both_names(servers):
 
 
 def test_bench_reports_the_acceptance(servers, tmp_path):
-    """The bench reports exactly the drafts the server counted while it ran. Whether the server
-    drafts at all in a 48-step window is its gate's call on measured step times, which a loaded
-    machine can tip; when it did not, the bench must say nothing rather than a rate of 0/0."""
     _, fast = servers
     result = tmp_path / "bench.json"
-    drafts_before = counter(fast, "tealight:spec_decode_num_drafts_total")
     subprocess.run([str(BINARY), "bench", "--base-url", f"{fast}/v1", "--api-key", API_KEY,
                     "--tokenizer", str(ROOT / "models" / "qwen3-tiny"), "--input-len", "32",
                     "--output-len", "24", "--num-prompts", "2", "--max-concurrency", "1",
                     "--no-progress", "--result-file", str(result)],
                    check=True, capture_output=True, timeout=300)
     r = json.loads(result.read_text())
-    drafted = counter(fast, "tealight:spec_decode_num_drafts_total") - drafts_before
-    if drafted == 0:
-        assert "spec_decode_num_drafts" not in r, r
-        return
-    assert r["spec_decode_num_drafts"] == drafted
+    assert r["spec_decode_num_drafts"] > 0
     assert 0 <= r["spec_decode_acceptance_rate"] <= 100
     assert r["spec_decode_acceptance_length"] >= 1
