@@ -38,6 +38,9 @@ pub fn emit(
 ) -> Result<Vec<(u64, usize)>, String> {
     let first = first_logits_rows(&rows);
     let drafted = rows.iter().any(|e| !e.core.draft.is_empty());
+    rows.iter()
+        .filter(|e| !e.core.draft.is_empty())
+        .for_each(|e| ctx.metrics.record_draft(e.core.draft.len()));
     let mut accepted = vec![0usize; rows.len()];
     let mut active: Vec<bool> = vec![true; rows.len()];
     for round in 0.. {
@@ -87,14 +90,19 @@ pub fn emit(
             let Some(sampled) = sampled else {
                 continue; // this row's sampling failed; its error is sent
             };
-            let confirms = entry.core.draft.get(round) == Some(&sampled.id);
-            if deliver(ctx, entry, &sampled) && confirms && !ctx.reject_drafts {
+            let confirms = entry.core.draft.get(round) == Some(&sampled.id) && !ctx.reject_drafts;
+            if confirms {
+                ctx.metrics.record_accepted(round);
+            }
+            // A request that ends on a confirmed token keeps no more than before it: the
+            // token is delivered, not computed into its KV.
+            if deliver(ctx, entry, &sampled) && confirms {
                 accepted[i] += 1;
                 active[i] = true;
             }
         }
     }
-    Ok(record_drafts(ctx.metrics, &mut rows, &accepted))
+    Ok(settle_acceptance(&mut rows, &accepted))
 }
 
 /// The first logits row of each of `rows`: a request has one row for its pending token and
@@ -128,20 +136,14 @@ fn deliver(ctx: &EmitContext<'_>, entry: &mut Running, sampled: &SampledToken) -
     outcome.finished.is_none()
 }
 
-/// Counts the step's drafts in the metrics and the requests' acceptance; returns each
-/// drafting request's id and accepted tokens.
-fn record_drafts(
-    metrics: &EngineMetrics,
-    rows: &mut [&mut Running],
-    accepted: &[usize],
-) -> Vec<(u64, usize)> {
+/// Records each drafting request's acceptance; returns its id and accepted tokens.
+fn settle_acceptance(rows: &mut [&mut Running], accepted: &[usize]) -> Vec<(u64, usize)> {
     let mut settled = Vec::new();
     for (Entry { core, data }, &ok) in rows.iter_mut().zip(accepted) {
         let drafted = core.draft.len();
         if drafted == 0 {
             continue;
         }
-        metrics.record_draft(drafted, ok);
         if let Some(spec) = data.speculation.as_mut() {
             spec.acceptance.record(drafted, ok);
         }

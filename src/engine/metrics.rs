@@ -176,16 +176,21 @@ impl EngineMetrics {
         self.preempted_waiting.store(n, Ordering::Relaxed);
     }
 
-    /// Counts one verified draft of `drafted` tokens, the first `accepted` of them accepted.
-    pub fn record_draft(&self, drafted: usize, accepted: usize) {
+    /// Counts one draft of `drafted` tokens about to be verified. Counted before any of the
+    /// step's tokens reach a client, so a client that reads `/metrics` after its last token
+    /// sees every draft of its request.
+    pub fn record_draft(&self, drafted: usize) {
         self.spec_drafts.inc();
         self.spec_draft_tokens.inc_by(drafted as u64);
-        self.spec_accepted_tokens.inc_by(accepted as u64);
-        for position in 0..accepted {
-            self.spec_accepted_per_position
-                .with_label_values(&[&position.to_string()])
-                .inc();
-        }
+    }
+
+    /// Counts the draft token at `position` as accepted (the target sampled it), before the
+    /// token is delivered — whether or not it then ends the request, as vLLM counts it.
+    pub fn record_accepted(&self, position: usize) {
+        self.spec_accepted_tokens.inc();
+        self.spec_accepted_per_position
+            .with_label_values(&[&position.to_string()])
+            .inc();
     }
 
     /// Fraction of prompt tokens served by the prefix cache so far.
