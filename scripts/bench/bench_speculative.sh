@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Speculative decoding served, side by side in one run: output tok/s of `tealight bench` with
-# --speculative-config off, ngram, suffix, and ngram with every draft rejected, on the Qwen3-0.6B shape (random weights, CPU
-# serving defaults), for three workloads:
+# --speculative-config off, ngram, suffix, ngram with every draft rejected, and a random-weight
+# EAGLE-3 head (its drafts all but never right: what the head costs) on the Qwen3-0.6B shape
+# (random weights, CPU serving defaults), for three workloads:
 #   c1-greedy   one stream, temperature 0 (a random-weight model's greedy output repeats
 #               itself: drafts are found and accepted)
 #   c1-sampled  one stream, temperature 1
@@ -10,6 +11,7 @@
 # /metrics.
 #
 #   scripts/bench/bench_speculative.sh [prompts per workload (4)] [output tokens (96)]
+#   METHODS="off eagle3" scripts/bench/bench_speculative.sh   (a subset; "off" is the baseline)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 prompts="${1:-4}"
@@ -19,6 +21,11 @@ model=target/bench-models/0.6b
 if [ ! -f "$model/model.safetensors" ]; then
   "$python" scripts/fixtures/synthetic_qwen3.py --shape 0.6b --out "$model"
 fi
+head=target/bench-models/0.6b-eagle3
+if [ ! -f "$head/model.safetensors" ]; then
+  "$python" scripts/fixtures/random_eagle3_head.py --shape 0.6b --out "$head"
+fi
+methods="${METHODS:-off ngram suffix rejected eagle3}"
 cargo build --release --quiet
 bin=target/release/tealight
 out=$(mktemp -d)
@@ -30,8 +37,9 @@ declare -A configs=(
   [suffix]='{"method":"suffix","num_speculative_tokens":6}'
   # The worst case: ngram's drafts, every one rejected (a measuring aid).
   [rejected]='{"method":"ngram","num_speculative_tokens":4,"prompt_lookup_min":2,"prompt_lookup_max":4,"tealight_reject_all_drafts":true}'
+  [eagle3]="{\"method\":\"eagle3\",\"model\":\"$head\",\"num_speculative_tokens\":3}"
 )
-for method in off ngram suffix rejected; do
+for method in $methods; do
   args=(serve --model "$model" --port "$port")
   if [ -n "${configs[$method]}" ]; then
     args+=(--speculative-config "${configs[$method]}")
@@ -54,13 +62,14 @@ for method in off ngram suffix rejected; do
   wait "$server" 2>/dev/null || true
 done
 
-"$python" - "$out" <<'PY'
+"$python" - "$out" $methods <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
+methods = sys.argv[2:]
 print(f"{'workload':<12}{'method':<8}{'out tok/s':>10}{'vs off':>8}{'accept %':>10}{'accept len':>12}")
 for workload in ["c1-greedy", "c1-sampled", "c16-greedy"]:
     base = json.loads((out / f"off-{workload}.json").read_text())["output_throughput"]
-    for method in ["off", "ngram", "suffix", "rejected"]:
+    for method in methods:
         r = json.loads((out / f"{method}-{workload}.json").read_text())
         rate = r.get("spec_decode_acceptance_rate")
         length = r.get("spec_decode_acceptance_length")

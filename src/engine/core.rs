@@ -20,6 +20,7 @@ use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::speculative::Speculator;
 use super::speculative::draft_model::DraftJob;
+use super::speculative::eagle3::{CatchUp, EagleJob};
 use super::speculative::gate::Offer;
 use super::wake::ReadWake;
 use crate::error::Result;
@@ -178,6 +179,12 @@ impl EngineCore {
             Ok(done) => done,
             Err(why) => return StepOutcome::Failed(why),
         };
+        let StepOutput {
+            logits,
+            hidden,
+            aux,
+        } = output;
+        let spans = self.step_spans(&computed);
         let prompt_tokens = self.scheduler.commit(&computed);
         self.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
         if let Some(offload) = &mut self.offload {
@@ -192,12 +199,13 @@ impl EngineCore {
             .rows_to_sample(&computed)
             .into_iter()
             .partition(|e| Pooling::is_hidden(&e.data.pooling));
-        deliver_pooled(pooled, &output.hidden);
-        let (rows, logits) = match deliver_scores(rows, output.logits) {
+        deliver_pooled(pooled, &hidden);
+        let (rows, logits) = match deliver_scores(rows, logits) {
             Ok(rest) => rest,
             Err(why) => return StepOutcome::Failed(why),
         };
         if rows.is_empty() {
+            self.catch_up_head(&spans, aux.as_ref());
             return StepOutcome::Ran;
         }
         let ctx = EmitContext {
@@ -215,6 +223,7 @@ impl EngineCore {
             Err(why) => return StepOutcome::Failed(why),
         };
         self.settle_drafts(&computed, &settled);
+        self.catch_up_head(&spans, aux.as_ref());
         if let Some(spec) = &mut self.speculator
             && computed.iter().all(|c| c.num_tokens == 1)
         {
@@ -280,6 +289,10 @@ impl EngineCore {
             self.draft_with_model(decoding, &rooms);
             return;
         }
+        if spec.eagle3().is_some() {
+            self.draft_with_eagle(decoding, &rooms);
+            return;
+        }
         for &(i, room) in &rooms {
             let Entry { core, data } = self.scheduler.running_entry_mut(i);
             if let Some(state) = data.speculation.as_mut() {
@@ -293,39 +306,22 @@ impl EngineCore {
     /// [`Self::draft`] with a draft model: the gate chooses each sequence's draft length first
     /// (a draft model's tokens cost a forward pass each), then one batched proposal fills them.
     fn draft_with_model(&mut self, decoding: usize, rooms: &[(usize, usize)]) {
-        let Some(spec) = &self.speculator else {
+        let Some(reach) = self
+            .speculator
+            .as_ref()
+            .and_then(|s| s.draft_model())
+            .map(|m| m.max_positions())
+        else {
             return;
         };
-        let Some(model) = spec.draft_model() else {
-            return;
-        };
-        let limit = spec.config().num_speculative_tokens;
-        for &(i, room) in rooms {
-            let core = &mut self.scheduler.running_entry_mut(i).core;
-            let fits = model.max_positions().saturating_sub(core.tokens.len());
-            core.draft = vec![0; room.min(limit).min(fits)];
-        }
-        let mut offers = offers_of(&mut self.scheduler);
-        spec.choose(decoding, &mut offers);
-        drop(offers);
-        // Blocks for the positions the proposal writes: through the pending token, then all
-        // but the last draft token.
-        let mut chosen = Vec::new();
-        for &(i, _) in rooms {
-            let core = &self.scheduler.running_at(i).core;
-            let (len, k) = (core.tokens.len(), core.draft.len());
-            if k == 0 {
-                continue;
-            }
-            if self.scheduler.reserve(i, len + k - 1) {
-                chosen.push(i);
-            } else {
-                self.scheduler.running_entry_mut(i).core.draft.clear();
-            }
-        }
+        // The proposal writes through the pending token, then all but the last draft token.
+        let chosen = self.choose_model_drafts(decoding, rooms, reach, 1, |_| true);
         if chosen.is_empty() {
             return;
         }
+        let Some(model) = self.speculator.as_ref().and_then(|s| s.draft_model()) else {
+            return;
+        };
         let started = Instant::now();
         let proposals = {
             let jobs: Vec<DraftJob<'_>> = chosen
@@ -362,6 +358,174 @@ impl EngineCore {
         }
         if drafted {
             self.draft_seconds = started.elapsed().as_secs_f64();
+        }
+    }
+
+    /// The gate's draft lengths for a drafter whose tokens cost a pass each: each eligible
+    /// sequence (`rooms`, those `can_draft` accepts) offers as many as fit below `reach`
+    /// positions, the gate keeps what pays, and blocks are reserved for the positions the
+    /// proposal writes (through `len + k - 1 - short_of`). Returns the running indices that
+    /// draft.
+    fn choose_model_drafts(
+        &mut self,
+        decoding: usize,
+        rooms: &[(usize, usize)],
+        reach: usize,
+        short_of: usize,
+        can_draft: impl Fn(&Running) -> bool,
+    ) -> Vec<usize> {
+        let Some(spec) = &self.speculator else {
+            return Vec::new();
+        };
+        let limit = spec.config().num_speculative_tokens;
+        for &(i, room) in rooms {
+            let entry = self.scheduler.running_entry_mut(i);
+            let fits = reach.saturating_sub(entry.core.tokens.len());
+            let k = match can_draft(entry) {
+                true => room.min(limit).min(fits),
+                false => 0,
+            };
+            entry.core.draft = vec![0; k];
+        }
+        let mut offers = offers_of(&mut self.scheduler);
+        spec.choose(decoding, &mut offers);
+        drop(offers);
+        let mut chosen = Vec::new();
+        for &(i, _) in rooms {
+            let core = &self.scheduler.running_at(i).core;
+            let (len, k) = (core.tokens.len(), core.draft.len());
+            if k == 0 {
+                continue;
+            }
+            if self.scheduler.reserve(i, len + k - short_of) {
+                chosen.push(i);
+            } else {
+                self.scheduler.running_entry_mut(i).core.draft.clear();
+            }
+        }
+        chosen
+    }
+
+    /// [`Self::draft`] with an EAGLE-3 head: like a draft model's, from each sequence's seed
+    /// (the head's first token, drafted when it caught up after the last step).
+    fn draft_with_eagle(&mut self, decoding: usize, rooms: &[(usize, usize)]) {
+        let Some(reach) = self
+            .speculator
+            .as_ref()
+            .and_then(|s| s.eagle3())
+            .map(|d| d.head().config().max_position_embeddings)
+        else {
+            return;
+        };
+        let seeded = |e: &Running| {
+            e.data
+                .speculation
+                .as_ref()
+                .is_some_and(|s| s.seed.is_some())
+        };
+        // The passes after the seed write positions len - 1 through len + k - 3.
+        let chosen = self.choose_model_drafts(decoding, rooms, reach, 2, seeded);
+        if chosen.is_empty() {
+            return;
+        }
+        let Some(drafter) = self.speculator.as_ref().and_then(|s| s.eagle3()) else {
+            return;
+        };
+        let started = Instant::now();
+        let model = &self.model;
+        let embed = |ids: &Tensor| model.embed(ids);
+        let (drafting, drafts) = {
+            let (drafting, jobs): (Vec<usize>, Vec<EagleJob<'_>>) = chosen
+                .iter()
+                .filter_map(|&i| {
+                    let Entry { core, data } = self.scheduler.running_at(i);
+                    let job = EagleJob {
+                        seed: data.speculation.as_ref()?.seed.as_ref()?,
+                        len: core.tokens.len(),
+                        block_table: &core.block_table,
+                        k: core.draft.len(),
+                    };
+                    Some((i, job))
+                })
+                .unzip();
+            (drafting, drafter.propose(&jobs, &embed))
+        };
+        match drafts {
+            Ok(drafts) => {
+                for &i in chosen.iter().filter(|i| !drafting.contains(i)) {
+                    self.scheduler.running_entry_mut(i).core.draft.clear();
+                }
+                for (&i, draft) in drafting.iter().zip(drafts) {
+                    self.scheduler.running_entry_mut(i).core.draft = draft;
+                }
+                self.draft_seconds = started.elapsed().as_secs_f64();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the EAGLE-3 head failed; this step carries no drafts");
+                for &i in &chosen {
+                    self.scheduler.running_entry_mut(i).core.draft.clear();
+                }
+            }
+        }
+    }
+
+    /// Each chunk of a step the model ran: its running index, first position and rows (its
+    /// input tokens and draft), before [`Scheduler::commit`] moves the positions on.
+    fn step_spans(&self, chunks: &[ScheduledChunk]) -> Vec<(usize, usize, usize)> {
+        if self.speculator.as_ref().and_then(|s| s.eagle3()).is_none() {
+            return Vec::new();
+        }
+        chunks
+            .iter()
+            .map(|c| {
+                let start = self.scheduler.running_at(c.index).core.num_computed;
+                (c.index, start, c.num_tokens + c.draft_tokens)
+            })
+            .collect()
+    }
+
+    /// Feeds the EAGLE-3 head the step's standing rows (`spans`, their hidden states `aux`)
+    /// and keeps each sequence's seed for its next draft. A failure only costs drafts.
+    fn catch_up_head(&mut self, spans: &[(usize, usize, usize)], aux: Option<&Tensor>) {
+        let (Some(spec), Some(aux)) = (&self.speculator, aux) else {
+            return;
+        };
+        let Some(drafter) = spec.eagle3() else {
+            return;
+        };
+        let mut owners = Vec::with_capacity(spans.len());
+        let mut jobs = Vec::with_capacity(spans.len());
+        let mut offset = 0;
+        for &(index, start, rows) in spans {
+            let first = offset;
+            offset += rows;
+            let Entry { core, data } = self.scheduler.running_at(index);
+            if data.finished.is_some() || data.pooling.is_some() {
+                continue;
+            }
+            jobs.push(CatchUp {
+                tokens: &core.tokens,
+                start,
+                // Rows whose next token is known: a draft's stand as far as it was accepted.
+                rows: rows.min(core.tokens.len().saturating_sub(start + 1)),
+                offset: first,
+                block_table: &core.block_table,
+            });
+            owners.push(index);
+        }
+        let model = &self.model;
+        let embed = |ids: &Tensor| model.embed(ids);
+        let seeds = drafter.catch_up(&jobs, aux, &embed);
+        drop(jobs);
+        let seeds = seeds.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the EAGLE-3 head failed to catch up; drafts wait");
+            vec![None; owners.len()]
+        });
+        for (index, seed) in owners.into_iter().zip(seeds) {
+            let data = &mut self.scheduler.running_entry_mut(index).data;
+            data.speculation
+                .get_or_insert_with(|| spec.new_request())
+                .seed = seed;
         }
     }
 
@@ -686,9 +850,11 @@ fn offers_of(scheduler: &mut Scheduler<RequestState>) -> Vec<Offer<'_>> {
 fn join_outputs(pieces: &[StepOutput]) -> Result<StepOutput> {
     let logits: Vec<&Tensor> = pieces.iter().map(|p| &p.logits).collect();
     let hidden: Vec<&Tensor> = pieces.iter().map(|p| &p.hidden).collect();
+    let aux: Option<Vec<&Tensor>> = pieces.iter().map(|p| p.aux.as_ref()).collect();
     Ok(StepOutput {
         logits: Tensor::cat(&logits, 0)?,
         hidden: Tensor::cat(&hidden, 0)?,
+        aux: aux.map(|a| Tensor::cat(&a, 0)).transpose()?,
     })
 }
 

@@ -23,13 +23,16 @@ use super::scheduler::{Entry, Scheduler, SchedulerConfig, SequenceCore};
 use super::speculative::Speculator;
 use super::speculative::config::{Method, SpeculativeConfig};
 use super::speculative::draft_model::DraftModel;
+use super::speculative::eagle3::Eagle3Drafter;
 use super::wake::ReadWake;
 use super::worker::{self, Liveness};
 use crate::error::{Error, RequestPart, Result};
 use crate::guided::{GuidedFactory, GuidedMatcher};
+use crate::model::eagle3::{Eagle3Config, Eagle3Head};
 use crate::model::loader::{DtypeChoice, load_source};
 use crate::model::{KvCache, Qwen3Model};
 use crate::tokenizer::Tokenizer;
+use crate::weights::store::WeightStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -83,7 +86,7 @@ impl EventStream {
 impl EngineHandle {
     /// Starts the engine thread; it owns the model and the KV cache from here on.
     pub fn start(
-        model: Qwen3Model,
+        mut model: Qwen3Model,
         tokenizer: Arc<Tokenizer>,
         eos_ids: Vec<u32>,
         config: EngineConfig,
@@ -164,7 +167,7 @@ impl EngineHandle {
         let stream_buffer_events = config.stream_buffer_events;
         let report_cached_tokens = config.report_cached_tokens;
         let speculator = match config.speculative.clone() {
-            Some(spec) => Some(speculator_for(spec, &model, &config, kv_dtype)?),
+            Some(spec) => Some(speculator_for(spec, &mut model, &config, kv_dtype)?),
             None => None,
         };
         let core = EngineCore::new(
@@ -368,12 +371,17 @@ impl Drop for EngineHandle {
 /// dtype), its cache of the pool's blocks in the pool's KV dtype.
 fn speculator_for(
     spec: SpeculativeConfig,
-    model: &Qwen3Model,
+    model: &mut Qwen3Model,
     config: &EngineConfig,
     kv_dtype: candle_core::DType,
 ) -> Result<Speculator> {
-    let Method::DraftModel { model: path } = &spec.method else {
-        return Ok(Speculator::new(spec));
+    let path = match &spec.method {
+        Method::DraftModel { model: path } => path,
+        Method::Eagle3 { model: path } => {
+            let drafter = eagle3_drafter(path, model, config, kv_dtype)?;
+            return Ok(Speculator::new(spec).with_eagle3(drafter));
+        }
+        Method::Ngram { .. } | Method::Suffix(_) => return Ok(Speculator::new(spec)),
     };
     let source = crate::weights::ModelSource::resolve(path)?;
     let dtype = match model.dtype() {
@@ -397,6 +405,56 @@ fn speculator_for(
         config.attention_backend,
     )?;
     Ok(Speculator::new(spec).with_model(draft))
+}
+
+/// The EAGLE-3 head at `path` (directory or hub id) for `model`, which from now on returns the
+/// hidden states the head reads; its cache is one layer of the pool's blocks.
+fn eagle3_drafter(
+    path: &str,
+    model: &mut Qwen3Model,
+    config: &EngineConfig,
+    kv_dtype: candle_core::DType,
+) -> Result<Eagle3Drafter> {
+    let fail = |why: String| Error::config(format!("--speculative-config: {why}"));
+    let (config_file, weights) = crate::weights::checkpoint::resolve_head(path)?;
+    let cfg = Eagle3Config::from_file(&config_file)?;
+    let target = model.config();
+    if cfg.vocab_size != target.vocab_size {
+        return Err(fail(format!(
+            "the EAGLE-3 head's vocabulary has {} tokens, the served model's {}: a head is              trained for one model",
+            cfg.vocab_size, target.vocab_size
+        )));
+    }
+    if cfg.target_hidden_size != target.hidden_size {
+        return Err(fail(format!(
+            "the EAGLE-3 head reads hidden states of {} values, the served model's have {}",
+            cfg.target_hidden_size, target.hidden_size
+        )));
+    }
+    let layers = cfg.aux_layer_ids(target.num_hidden_layers).map_err(fail)?;
+    let store = WeightStore::open(
+        &weights,
+        model.device(),
+        model.dtype(),
+        Eagle3Head::tensor_count(),
+    )?;
+    let head = Eagle3Head::load(&store, &cfg)?;
+    store.finish_progress();
+    if !head.has_own_embedding() && cfg.hidden_size != target.hidden_size {
+        return Err(fail(format!(
+            "the EAGLE-3 head has no embedding and its width {} is not the served model's {}",
+            cfg.hidden_size, target.hidden_size
+        )));
+    }
+    let cache = head.new_cache(config.num_blocks, config.block_size, kv_dtype)?;
+    tracing::info!(
+        model = %path,
+        layers = ?layers,
+        draft_vocab = cfg.draft_vocab_size,
+        "EAGLE-3 head loaded"
+    );
+    model.capture_hidden_states(layers);
+    Ok(Eagle3Drafter::new(head, cache, config.attention_backend))
 }
 
 fn open_tiers(config: &EngineConfig, cache: &KvCache) -> Result<Option<KvTiers>> {

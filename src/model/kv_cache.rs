@@ -102,12 +102,28 @@ impl KvCache {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let shape = (
-            num_blocks * block_size,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
-        let layers = (0..cfg.num_hidden_layers)
+        Self::with_layout(
+            cfg.num_hidden_layers,
+            (cfg.num_key_value_heads, cfg.head_dim),
+            num_blocks,
+            block_size,
+            dtype,
+            device,
+        )
+    }
+
+    /// A cache of `layers` layers of `(kv_heads, head_dim)` slots (a draft head's, beside the
+    /// model's).
+    pub fn with_layout(
+        layers: usize,
+        (kv_heads, head_dim): (usize, usize),
+        num_blocks: usize,
+        block_size: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = (num_blocks * block_size, kv_heads, head_dim);
+        let layers = (0..layers)
             .map(|_| {
                 Ok(LayerKv::new(
                     resident_zeros(shape, dtype, device)?,

@@ -289,6 +289,25 @@ fn cat_rows(weights: Vec<Tensor>) -> Result<Tensor> {
     Ok(Tensor::cat(&widened, 0)?)
 }
 
+/// A fused q|k|v projection's output `[tokens, (heads + 2 × kv_heads) × head_dim]` as q
+/// `[tokens, heads, head_dim]`, k and v `[tokens, kv_heads, head_dim]`.
+pub fn split_qkv(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (t, d) = (qkv.dim(0)?, head_dim);
+    let q = qkv.narrow(1, 0, heads * d)?.reshape((t, heads, d))?;
+    let k = qkv
+        .narrow(1, heads * d, kv_heads * d)?
+        .reshape((t, kv_heads, d))?;
+    let v = qkv
+        .narrow(1, (heads + kv_heads) * d, kv_heads * d)?
+        .reshape((t, kv_heads, d))?;
+    Ok((q, k, v))
+}
+
 /// cos/sin of every position up to the model's limit, `[max_positions, head_dim / 2]`.
 pub struct RotaryTables {
     cos: Tensor,

@@ -2,6 +2,7 @@
 //! KV cache. Weights come from [`crate::weights`]; the kernels it runs from [`crate::kernels`].
 
 pub mod attention;
+pub mod eagle3;
 pub mod kv_block_io;
 pub mod kv_cache;
 pub mod layers;

@@ -6,7 +6,7 @@
 
 use super::attention::{AttentionBackend, AttentionMetadata};
 use super::kv_cache::{KvCache, KvScales};
-use super::layers::{Projection, RmsNorm, RotaryTables};
+use super::layers::{Projection, RmsNorm, RotaryTables, split_qkv};
 use super::mlp::FeedForward;
 use crate::batch::BatchInput;
 use crate::error::{Error, Result};
@@ -37,6 +37,9 @@ pub struct Qwen3Model {
     dtype: DType,
     /// The checkpoint's fp8 KV-cache scales (vLLM's `k_scale`/`v_scale`), if it has any.
     kv_scales: Option<Vec<KvScales>>,
+    /// Layers whose input hidden states every step returns (an EAGLE-3 head reads them),
+    /// ascending; empty: none.
+    aux_layers: Vec<usize>,
 }
 
 impl DecoderLayer {
@@ -75,7 +78,6 @@ impl DecoderLayer {
         layer_kv: &super::kv_cache::LayerKv,
         cfg: &Qwen3Config,
     ) -> Result<Tensor> {
-        let t = x.dim(0)?;
         let (heads, kv_heads, d) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -84,13 +86,7 @@ impl DecoderLayer {
 
         let h = self.input_norm.forward(x)?;
         let qkv = self.qkv.forward(&h)?;
-        let q = qkv.narrow(1, 0, heads * d)?.reshape((t, heads, d))?;
-        let k = qkv
-            .narrow(1, heads * d, kv_heads * d)?
-            .reshape((t, kv_heads, d))?;
-        let v = qkv
-            .narrow(1, (heads + kv_heads) * d, kv_heads * d)?
-            .reshape((t, kv_heads, d))?;
+        let (q, k, v) = split_qkv(&qkv, heads, kv_heads, d)?;
         let q = step
             .rotary
             .apply(&self.q_norm.forward(&q)?, &step.cos, &step.sin)?;
@@ -156,6 +152,7 @@ impl Qwen3Model {
             device,
             dtype,
             kv_scales: super::kv_cache::checkpoint_scales(store, cfg.num_hidden_layers)?,
+            aux_layers: Vec::new(),
         })
     }
 
@@ -184,6 +181,18 @@ impl Qwen3Model {
     /// them (otherwise 1).
     pub fn kv_scales(&self) -> Option<&[KvScales]> {
         self.kv_scales.as_deref()
+    }
+
+    /// Every step also returns, for every token it feeds, the hidden states entering `layers`
+    /// (ascending, repeats allowed) side by side: [`StepOutput::aux`].
+    pub fn capture_hidden_states(&mut self, layers: Vec<usize>) {
+        self.aux_layers = layers;
+    }
+
+    /// The input embeddings of `ids`, in the compute dtype.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let table = self.embed_tokens.as_ref().unwrap_or(&self.lm_head);
+        Ok(table.weight_rows(ids)?.to_dtype(self.dtype)?)
     }
 
     /// Runs one step: writes every token's K/V into its slot and returns the f32 logits of the
@@ -239,14 +248,18 @@ impl Qwen3Model {
             scale: 1.0 / (self.cfg.head_dim as f64).sqrt(),
         };
 
-        let mut x = match &self.embed_tokens {
-            Some(table) => table.weight_rows(&ids)?,
-            None => self.lm_head.weight_rows(&ids)?,
-        }
-        .to_dtype(self.dtype)?;
+        let mut x = self.embed(&ids)?;
+        let mut captured = Vec::with_capacity(self.aux_layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
+            for _ in self.aux_layers.iter().filter(|&&l| l == i) {
+                captured.push(x.clone());
+            }
             x = layer.forward(&x, &step, cache.layer(i), &self.cfg)?;
         }
+        let aux = match captured.is_empty() {
+            true => None,
+            false => Some(Tensor::cat(&captured, 1)?),
+        };
         let rows = batch.logits_rows();
         let normed = match rows.is_empty() {
             true => Tensor::zeros((0, self.cfg.hidden_size), self.dtype, device)?,
@@ -259,6 +272,7 @@ impl Qwen3Model {
             return Ok(StepOutput {
                 logits: self.head(&normed)?,
                 hidden: Tensor::zeros((0, self.cfg.hidden_size), DType::F32, device)?,
+                aux,
             });
         }
         let pick = |want: bool| -> Result<Tensor> {
@@ -271,6 +285,7 @@ impl Qwen3Model {
         Ok(StepOutput {
             logits: self.head(&pick(false)?)?,
             hidden: pick(true)?.to_dtype(DType::F32)?,
+            aux,
         })
     }
 
@@ -293,4 +308,7 @@ pub struct StepOutput {
     pub logits: Tensor,
     /// `[rows that pool, hidden]`: final hidden states (after the last norm), f32.
     pub hidden: Tensor,
+    /// `[every token fed, layers × hidden]`: the hidden states entering the layers
+    /// [`Qwen3Model::capture_hidden_states`] names, in the compute dtype; `None` when none are.
+    pub aux: Option<Tensor>,
 }

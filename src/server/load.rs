@@ -152,9 +152,9 @@ fn kv_cache_dtype(
     cpu_f32_generation.then_some(candle_core::DType::F16)
 }
 
-/// The target's part of `kv_bytes` when a draft model shares the pool: its KV takes the same
-/// blocks (its bytes per token beside the target's), and on a GPU its weights, not loaded yet
-/// when the budget was profiled, come out of the pool first.
+/// The target's part of `kv_bytes` when a draft model or EAGLE-3 head shares the pool: its KV
+/// takes the same blocks (its bytes per token beside the target's), and on a GPU its weights,
+/// not loaded yet when the budget was profiled, come out of the pool first.
 fn without_draft_share(
     config: &EngineConfig,
     kv_bytes: usize,
@@ -163,25 +163,32 @@ fn without_draft_share(
     device: &candle_core::Device,
 ) -> Result<usize> {
     use crate::engine::speculative::config::Method;
-    let Some(Method::DraftModel { model }) = config.speculative.as_ref().map(|s| &s.method) else {
-        return Ok(kv_bytes);
-    };
-    let source = ModelSource::resolve(model)?;
-    let draft = source.config()?;
-    let weights = match (&source, device.is_cpu()) {
-        (_, true) => 0,
-        (ModelSource::Checkpoint(files), false) => files
-            .weights
+    let file_bytes = |files: &[std::path::PathBuf]| -> usize {
+        files
             .iter()
             .filter_map(|f| std::fs::metadata(f).ok())
             .map(|m| m.len() as usize)
-            .sum(),
-        (ModelSource::Gguf(_), false) => std::fs::metadata(source.path())
-            .map(|m| m.len() as usize)
-            .unwrap_or(0),
+            .sum()
     };
+    let (weights, theirs) = match config.speculative.as_ref().map(|s| &s.method) {
+        Some(Method::DraftModel { model }) => {
+            let source = ModelSource::resolve(model)?;
+            let weights = match &source {
+                ModelSource::Checkpoint(files) => file_bytes(&files.weights),
+                ModelSource::Gguf(_) => file_bytes(&[source.path()]),
+            };
+            (weights, source.config()?.kv_bytes_per_token(kv_dtype_size))
+        }
+        Some(Method::Eagle3 { model }) => {
+            let (config_file, files) = crate::weights::checkpoint::resolve_head(model)?;
+            let head = crate::model::eagle3::Eagle3Config::from_file(&config_file)?;
+            let per_token = 2 * head.num_key_value_heads * head.head_dim * kv_dtype_size;
+            (file_bytes(&files), per_token)
+        }
+        _ => return Ok(kv_bytes),
+    };
+    let weights = if device.is_cpu() { 0 } else { weights };
     let ours = cfg.kv_bytes_per_token(kv_dtype_size);
-    let theirs = draft.kv_bytes_per_token(kv_dtype_size);
     let left = kv_bytes.checked_sub(weights).ok_or_else(|| {
         Error::config(format!(
             "--speculative-config: the draft model's weights ({weights} bytes) do not fit in \

@@ -65,6 +65,27 @@ impl CheckpointFiles {
     }
 }
 
+/// A draft head's files — its config.json and weights; it has no tokenizer of its own — from
+/// a directory or a hub id (the hub cache first, as for a checkpoint).
+pub fn resolve_head(model: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let path = Path::new(model);
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else if looks_like_repo_id(model) {
+        hub::head_dir(model)?
+    } else {
+        return Err(Error::checkpoint(
+            path,
+            "no such directory, and not a Hugging Face repo id (org/name)",
+        ));
+    };
+    let config = dir.join(CONFIG_FILE);
+    if !config.is_file() {
+        return Err(Error::checkpoint(&config, "missing file"));
+    }
+    Ok((config, weight_files(&dir)?))
+}
+
 /// `model.safetensors`, or the shards named by `model.safetensors.index.json`.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join(WEIGHTS_INDEX_FILE);
@@ -210,8 +231,40 @@ mod hub {
         download(repo_id, cache_root)
     }
 
+    /// The directory of a draft head's files in the hub cache, fetched into it when they are
+    /// missing and downloads are allowed.
+    pub fn head_dir(repo_id: &str) -> Result<PathBuf> {
+        let cache_root = cache_dir().ok_or_else(|| {
+            Error::checkpoint(
+                repo_id,
+                "no hub cache directory (set HF_HUB_CACHE or HF_HOME)",
+            )
+        })?;
+        let cache = Cache::new(cache_root.clone());
+        let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
+        if let Some(config) = cached.get(CONFIG_FILE)
+            && let Some(dir) = config.parent()
+            && super::weight_files(dir).is_ok()
+        {
+            return Ok(dir.to_path_buf());
+        }
+        if offline() {
+            return Err(Error::checkpoint(
+                cache_root.join(format!("models--{}", repo_id.replace('/', "--"))),
+                format!("{repo_id} is not complete in the hub cache and HF_HUB_OFFLINE is set"),
+            ));
+        }
+        download_files(repo_id, cache_root, false)
+    }
+
     /// Fetches the checkpoint's files into the cache, then reads them from there.
     fn download(repo_id: &str, cache_root: PathBuf) -> Result<CheckpointFiles> {
+        CheckpointFiles::from_dir(&download_files(repo_id, cache_root, true)?)
+    }
+
+    /// Fetches config.json, the weights and (`with_tokenizer`) the tokenizer files into the
+    /// cache; returns the directory they are in.
+    fn download_files(repo_id: &str, cache_root: PathBuf, with_tokenizer: bool) -> Result<PathBuf> {
         let fail = |e: hf_hub::api::sync::ApiError| {
             Error::checkpoint(
                 repo_id,
@@ -225,9 +278,11 @@ mod hub {
             .map_err(fail)?;
         let repo = api.model(repo_id.to_owned());
         let config = repo.get(CONFIG_FILE).map_err(fail)?;
-        repo.get(TOKENIZER_FILE).map_err(fail)?;
-        for optional in [GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE] {
-            let _ = repo.get(optional);
+        if with_tokenizer {
+            repo.get(TOKENIZER_FILE).map_err(fail)?;
+            for optional in [GENERATION_CONFIG_FILE, TOKENIZER_CONFIG_FILE] {
+                let _ = repo.get(optional);
+            }
         }
         match repo.get(WEIGHTS_INDEX_FILE) {
             Ok(index) => {
@@ -239,10 +294,10 @@ mod hub {
                 repo.get(SINGLE_WEIGHTS_FILE).map_err(fail)?;
             }
         }
-        let dir = config
+        config
             .parent()
-            .ok_or_else(|| Error::checkpoint(&config, "downloaded file has no directory"))?;
-        CheckpointFiles::from_dir(dir)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| Error::checkpoint(&config, "downloaded file has no directory"))
     }
 }
 

@@ -91,6 +91,23 @@ def test_metrics_count_accepted_drafts_under_both_names(servers):
     assert counter(plain, "tealight:spec_decode_num_drafts_total") == 0
 
 
+def test_an_eagle3_head_serves_the_same_chat(servers):
+    """`--speculative-config` with an EAGLE-3 head in the published layout (the tiny model's,
+    tests/fixtures/eagle3-tiny): the SDK's chats, streamed and not, are those without it."""
+    plain, _ = servers
+    spec = json.dumps({"method": "eagle3", "model": str(ROOT / "tests" / "fixtures" / "eagle3-tiny"),
+                       "num_speculative_tokens": 3})
+    eagle = start_replica(LOG_DIR, FLAGS + ["--speculative-config", spec], "eagle3", threads=1,
+                          binary=BINARY)
+    try:
+        for stream in (False, True):
+            assert chat(eagle.url, stream, temperature=0) == chat(plain, stream, temperature=0)
+        assert chat(eagle.url, False, temperature=0.7, seed=5) == chat(plain, False, temperature=0.7,
+                                                                       seed=5)
+    finally:
+        eagle.stop()
+
+
 def test_bench_reports_the_acceptance(servers, tmp_path):
     """The bench reports exactly the drafts the server counted while it ran: the engine counts a
     step's drafts before any of its tokens reach a client, so the bench's reading of /metrics

@@ -333,3 +333,84 @@ fn draft_model_proposals_are_its_greedy_continuations() {
     assert_eq!(next.draft, want);
     assert_eq!(next.computed, tokens.len() + 2);
 }
+
+fn eagle3_config(k: usize) -> String {
+    let head = repo_path("tests/fixtures/eagle3-tiny");
+    serde_json::json!({"method": "eagle3", "model": head.to_str().unwrap(),
+        "num_speculative_tokens": k})
+    .to_string()
+}
+
+/// An EAGLE-3 head trained for the tiny model (tests/fixtures/eagle3-tiny): greedy and seeded
+/// outputs are unchanged, solo and batched beside requests that cannot draft, with a stop
+/// string, a short limit and prefix-cache continuations; and the trained head's drafts are
+/// accepted — its catch-up after prompt chunks, decode steps and partly accepted drafts keeps
+/// its KV and hidden states in step with the served model.
+#[test]
+fn eagle3_outputs_are_unchanged_and_its_drafts_accepted() {
+    let spec = eagle3_config(4);
+    check_method(&spec);
+    let (plain, tok) = engine(None);
+    let (fast, _) = engine(Some(&spec));
+    let greedy_requests: Vec<GenerationRequest> =
+        prompts(&tok).iter().map(|p| greedy(p, 40)).collect();
+    let want = solo(&plain, &greedy_requests);
+    assert_eq!(solo(&fast, &greedy_requests), want);
+    let m = fast.metrics();
+    let rate = m.spec_accepted_tokens.get() as f64 / m.spec_draft_tokens.get() as f64;
+    assert!(rate > 0.3, "acceptance {rate} of the trained head's drafts");
+    let seeded_requests: Vec<GenerationRequest> = prompts(&tok)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| seeded(p, 500 + i as u64))
+        .collect();
+    assert_eq!(
+        solo(&fast, &seeded_requests),
+        solo(&plain, &seeded_requests)
+    );
+}
+
+/// A head whose config does not fit the served model is refused at start-up, saying why.
+#[test]
+fn an_eagle3_head_for_another_model_is_refused() {
+    let head = repo_path("tests/fixtures/eagle3-tiny");
+    for (field, value, says) in [
+        ("vocab_size", serde_json::json!(151937), "vocabulary"),
+        (
+            "target_hidden_size",
+            serde_json::json!(256),
+            "hidden states",
+        ),
+        (
+            "eagle_config",
+            serde_json::json!({"eagle_aux_hidden_state_layer_ids": [0, 1, 5]}),
+            "layer 5",
+        ),
+    ] {
+        let other = process_scratch_dir(&format!("eagle3-{field}"));
+        for entry in std::fs::read_dir(&head).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, other.join(path.file_name().unwrap())).unwrap();
+        }
+        let cfg_path = other.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        cfg[field] = value;
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let spec = serde_json::json!({"method": "eagle3", "model": other.to_str().unwrap(),
+            "num_speculative_tokens": 2})
+        .to_string();
+        let loaded = load("tiny", tealight::model::loader::DtypeChoice::Auto);
+        let mut config =
+            tealight::engine::EngineConfig::for_model(loaded.model.config(), 64 << 20, 4);
+        config.speculative = Some(SpeculativeConfig::parse(&spec).unwrap());
+        let tokenizer = std::sync::Arc::new(
+            Tokenizer::from_file(tiny_model_dir().join("tokenizer.json")).unwrap(),
+        );
+        let err = EngineHandle::start(loaded.model, tokenizer, vec![151645], config)
+            .err()
+            .expect("a mismatched head is refused")
+            .to_string();
+        assert!(err.contains(says), "{field}: {err}");
+    }
+}

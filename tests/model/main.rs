@@ -9,6 +9,7 @@ mod common;
 
 mod cuda_twins;
 mod device;
+mod eagle3;
 mod fp8;
 mod gguf;
 mod kv_dtype;

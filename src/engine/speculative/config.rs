@@ -14,6 +14,9 @@ pub enum Method {
     /// A smaller checkpoint with the same tokenizer (a directory, GGUF file or hub id), its
     /// greedy tokens.
     DraftModel { model: String },
+    /// An EAGLE-3 head (a directory or hub id in the published layout) reading the served
+    /// model's hidden states, its greedy tokens.
+    Eagle3 { model: String },
 }
 
 /// vLLM's `suffix_decoding_*` fields.
@@ -63,14 +66,7 @@ struct Raw {
 }
 
 /// Methods vLLM has that need weights this server does not load yet.
-const MODEL_METHODS: [&str; 6] = [
-    "eagle",
-    "eagle3",
-    "mtp",
-    "medusa",
-    "mlp_speculator",
-    "qwen3_next_mtp",
-];
+const MODEL_METHODS: [&str; 5] = ["eagle", "mtp", "medusa", "mlp_speculator", "qwen3_next_mtp"];
 
 /// The most draft tokens a step may carry for one sequence.
 pub const MAX_SPECULATIVE_TOKENS: usize = 32;
@@ -131,16 +127,20 @@ impl SpeculativeConfig {
                 model: raw.model.clone().unwrap_or_default(),
             },
             Some("draft_model") => return fail("method \"draft_model\" needs \"model\"".into()),
+            Some("eagle3") => match raw.model.clone() {
+                Some(model) => Method::Eagle3 { model },
+                None => return fail("method \"eagle3\" needs \"model\" (the head)".into()),
+            },
             Some(m) if MODEL_METHODS.contains(&m) => {
                 return fail(format!(
-                    "method {m:?} needs draft heads, which this server does not load yet; \
-                     \"ngram\", \"suffix\" and \"draft_model\" are available"
+                    "method {m:?} needs draft heads this server does not load; \"ngram\", \
+                     \"suffix\", \"draft_model\" and \"eagle3\" are available"
                 ));
             }
             Some(m) => {
                 return fail(format!(
-                    "unknown method {m:?}; the available ones are \"ngram\", \"suffix\" and \
-                     \"draft_model\""
+                    "unknown method {m:?}; the available ones are \"ngram\", \"suffix\", \
+                     \"draft_model\" and \"eagle3\""
                 ));
             }
             None => {
@@ -155,7 +155,7 @@ impl SpeculativeConfig {
             (_, Some(k)) => k,
             // vLLM's suffix default: as deep as the tree.
             (Method::Suffix(s), None) => s.max_tree_depth.min(MAX_SPECULATIVE_TOKENS),
-            (Method::Ngram { .. } | Method::DraftModel { .. }, None) => {
+            (Method::Ngram { .. } | Method::DraftModel { .. } | Method::Eagle3 { .. }, None) => {
                 return fail("\"num_speculative_tokens\" is required".into());
             }
         };
@@ -223,6 +223,20 @@ mod tests {
     }
 
     #[test]
+    fn eagle3_names_its_head() {
+        let c = SpeculativeConfig::parse(
+            r#"{"method":"eagle3","model":"AngelSlim/Qwen3-8B_eagle3","num_speculative_tokens":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.method,
+            Method::Eagle3 {
+                model: "AngelSlim/Qwen3-8B_eagle3".into()
+            }
+        );
+    }
+
+    #[test]
     fn suffix_defaults_follow_vllm() {
         let c = SpeculativeConfig::parse(r#"{"method":"suffix"}"#).unwrap();
         assert_eq!(c.num_speculative_tokens, 24);
@@ -244,9 +258,11 @@ mod tests {
     fn refusals_say_why() {
         let err = |j: &str| SpeculativeConfig::parse(j).unwrap_err();
         assert!(
-            err(r#"{"method":"eagle3","model":"x","num_speculative_tokens":3}"#)
+            err(r#"{"method":"eagle","model":"x","num_speculative_tokens":3}"#)
                 .contains("draft heads")
         );
+        assert!(err(r#"{"method":"eagle3","num_speculative_tokens":3}"#).contains("needs"));
+        assert!(err(r#"{"method":"eagle3","model":"x"}"#).contains("num_speculative_tokens"));
         assert!(err(r#"{"method":"draft_model","num_speculative_tokens":3}"#).contains("needs"));
         assert!(err(r#"{"model":"Qwen/Qwen3-0.6B"}"#).contains("num_speculative_tokens"));
         assert!(err(r#"{"method":"ngram"}"#).contains("num_speculative_tokens"));

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod draft_model;
+pub mod eagle3;
 pub mod gate;
 pub mod ngram;
 pub mod suffix;
@@ -22,6 +23,7 @@ pub mod token_index;
 
 use config::{Method, SpeculativeConfig};
 use draft_model::DraftModel;
+use eagle3::{Eagle3Drafter, Seed};
 use gate::{Acceptance, Gate, Offer};
 use suffix::{LocalIndex, SuffixCache};
 
@@ -30,6 +32,8 @@ use suffix::{LocalIndex, SuffixCache};
 pub struct RequestSpeculation {
     local: LocalIndex,
     pub acceptance: Acceptance,
+    /// With an EAGLE-3 head: where the next draft starts (none until the head has caught up).
+    pub seed: Option<Seed>,
 }
 
 /// The engine's speculation: the method, the outputs suffix decoding drafts from, and the
@@ -39,6 +43,8 @@ pub struct Speculator {
     cache: Option<SuffixCache>,
     /// The draft model, for [`Method::DraftModel`].
     model: Option<DraftModel>,
+    /// The draft head, for [`Method::Eagle3`].
+    eagle: Option<Eagle3Drafter>,
     gate: Gate,
     /// Acceptance over every request's recent drafts: where a new request's estimate starts.
     recent: Acceptance,
@@ -48,12 +54,13 @@ impl Speculator {
     pub fn new(config: SpeculativeConfig) -> Self {
         let cache = match &config.method {
             Method::Suffix(settings) => Some(SuffixCache::new(settings.clone())),
-            Method::Ngram { .. } | Method::DraftModel { .. } => None,
+            Method::Ngram { .. } | Method::DraftModel { .. } | Method::Eagle3 { .. } => None,
         };
         Self {
             config,
             cache,
             model: None,
+            eagle: None,
             gate: Gate::default(),
             recent: Acceptance::default(),
         }
@@ -65,6 +72,7 @@ impl Speculator {
         RequestSpeculation {
             local: LocalIndex::default(),
             acceptance: self.recent.fresh(),
+            seed: None,
         }
     }
 
@@ -83,6 +91,17 @@ impl Speculator {
     /// [`Self::propose`]).
     pub fn draft_model(&self) -> Option<&DraftModel> {
         self.model.as_ref()
+    }
+
+    /// The loaded head of a [`Method::Eagle3`] configuration.
+    pub fn with_eagle3(mut self, drafter: Eagle3Drafter) -> Self {
+        self.eagle = Some(drafter);
+        self
+    }
+
+    /// The EAGLE-3 head, when drafts come from one (proposed in a batch).
+    pub fn eagle3(&self) -> Option<&Eagle3Drafter> {
+        self.eagle.as_ref()
     }
 
     pub fn config(&self) -> &SpeculativeConfig {
@@ -105,7 +124,9 @@ impl Speculator {
         match (&self.config.method, &self.cache) {
             (Method::Ngram { min, max }, _) => ngram::propose(tokens, *min, *max, k),
             (Method::Suffix(_), Some(cache)) => cache.propose(&mut state.local, tokens, k),
-            (Method::Suffix(_), None) | (Method::DraftModel { .. }, _) => Vec::new(),
+            (Method::Suffix(_), None) | (Method::DraftModel { .. } | Method::Eagle3 { .. }, _) => {
+                Vec::new()
+            }
         }
     }
 

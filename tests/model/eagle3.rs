@@ -1,0 +1,185 @@
+//! EAGLE-3 heads: a head trained for the embedded tiny model, in the published layout
+//! (tests/fixtures/eagle3-tiny, made by scripts/fixtures/eagle3_head.py), drafts what the
+//! PyTorch reference of the head's forward drafts — through the served model's hidden states,
+//! the head's catch-up and its further passes — whether it catches up in one pass or in pieces.
+
+use crate::common;
+
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use serde::Deserialize;
+use tealight::engine::speculative::eagle3::{CatchUp, Eagle3Drafter, EagleJob};
+use tealight::model::eagle3::{Eagle3Config, Eagle3Head};
+use tealight::model::loader::DtypeChoice;
+use tealight::model::{AttentionBackend, BatchInput, KvCache, Qwen3Model, SequenceChunk};
+use tealight::weights::store::WeightStore;
+
+#[derive(Deserialize)]
+struct Reference {
+    aux_layer_ids: Vec<usize>,
+    k: usize,
+    weights_sha256: String,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    tokens: Vec<u32>,
+    draft: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/eagle3-reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn head_dir() -> std::path::PathBuf {
+    repo_path("tests/fixtures/eagle3-tiny")
+}
+
+fn target(layers: &[usize]) -> Qwen3Model {
+    let mut model = load("tiny", DtypeChoice::F32).model;
+    model.capture_hidden_states(layers.to_vec());
+    model
+}
+
+fn load_head() -> Eagle3Head {
+    let cfg = Eagle3Config::from_file(&head_dir().join("config.json")).unwrap();
+    let store = WeightStore::open(
+        &[head_dir().join("model.safetensors")],
+        &Device::Cpu,
+        DType::F32,
+        0,
+    )
+    .unwrap();
+    Eagle3Head::load(&store, &cfg).unwrap()
+}
+
+/// The served model's hidden states for every token of `tokens` (one prefill pass).
+fn aux_states(model: &Qwen3Model, tokens: &[u32], blocks: &[u32]) -> Tensor {
+    let num_blocks = 2 * blocks.len() + 2;
+    let cache = KvCache::new(
+        model.config(),
+        num_blocks,
+        BLOCK_SIZE,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let batch = BatchInput {
+        token_ids: tokens.to_vec(),
+        chunks: vec![SequenceChunk {
+            num_query_tokens: tokens.len(),
+            context_len: tokens.len(),
+            block_table: blocks.to_vec(),
+            logits_tokens: 1,
+        }],
+    };
+    model
+        .forward_pooled(&batch, &cache, AttentionBackend::Generic, &[])
+        .unwrap()
+        .aux
+        .expect("the model returns the hidden states the head reads")
+}
+
+#[test]
+fn the_head_file_is_the_one_the_reference_ran_on() {
+    use sha2::Digest;
+    let bytes = std::fs::read(head_dir().join("model.safetensors")).unwrap();
+    let got: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(got, reference().weights_sha256);
+}
+
+/// The head's logits at the last caught-up position match the reference's, and its k drafts
+/// (catch-up, then k - 1 passes fed back) are the reference's tokens.
+#[test]
+fn drafts_equal_the_pytorch_reference() {
+    let r = reference();
+    let model = target(&r.aux_layer_ids);
+    let config = Eagle3Config::from_file(&head_dir().join("config.json")).unwrap();
+    assert_eq!(
+        config
+            .aux_layer_ids(model.config().num_hidden_layers)
+            .unwrap(),
+        r.aux_layer_ids
+    );
+    let embed = |ids: &Tensor| model.embed(ids);
+    for (n, case) in r.cases.iter().enumerate() {
+        let len = case.tokens.len();
+        let blocks: Vec<u32> = scattered_blocks(1, blocks_needed(len + r.k), 2);
+        let aux = aux_states(&model, &case.tokens, &blocks);
+
+        // The first draft's logits, straight from the head.
+        let head = load_head();
+        let cache = head
+            .new_cache(2 * blocks.len() + 2, BLOCK_SIZE, DType::F32)
+            .unwrap();
+        let rows = Tensor::arange(0u32, (len - 1) as u32, &Device::Cpu).unwrap();
+        let hidden = head.fuse(&aux.index_select(&rows, 0).unwrap()).unwrap();
+        let next = Tensor::new(&case.tokens[1..], &Device::Cpu).unwrap();
+        let batch = BatchInput {
+            token_ids: case.tokens[1..].to_vec(),
+            chunks: vec![SequenceChunk {
+                num_query_tokens: len - 1,
+                context_len: len - 1,
+                block_table: blocks.clone(),
+                logits_tokens: 1,
+            }],
+        };
+        let out = head
+            .forward(
+                &batch,
+                &model.embed(&next).unwrap(),
+                &hidden,
+                &cache,
+                AttentionBackend::Generic,
+            )
+            .unwrap();
+        let logits = out.logits.get(0).unwrap().to_vec1::<f32>().unwrap();
+        let diff = max_abs_diff(&logits, &case.logits[0]);
+        assert!(diff < 2e-3, "case {n}: first draft logits differ by {diff}");
+
+        // The whole proposal, caught up in one pass and in two pieces.
+        for pieces in [vec![len - 1], vec![(len - 1) / 2, len - 1 - (len - 1) / 2]] {
+            let head = load_head();
+            let cache = head
+                .new_cache(2 * blocks.len() + 2, BLOCK_SIZE, DType::F32)
+                .unwrap();
+            let drafter = Eagle3Drafter::new(head, cache, AttentionBackend::Generic);
+            let mut start = 0;
+            let mut seed = None;
+            for rows in pieces.iter().copied().filter(|&r| r > 0) {
+                let job = CatchUp {
+                    tokens: &case.tokens,
+                    start,
+                    rows,
+                    offset: start,
+                    block_table: &blocks,
+                };
+                seed = drafter.catch_up(&[job], &aux, &embed).unwrap().remove(0);
+                start += rows;
+            }
+            let seed = seed.expect("the last piece reaches the pending token");
+            let job = EagleJob {
+                seed: &seed,
+                len,
+                block_table: &blocks,
+                k: r.k,
+            };
+            let drafts = drafter.propose(&[job], &embed).unwrap();
+            assert_eq!(drafts[0], case.draft, "case {n}, catch-up in {pieces:?}");
+        }
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
