@@ -358,7 +358,13 @@ fn eagle3_outputs_are_unchanged_and_its_drafts_accepted() {
     assert_eq!(solo(&fast, &greedy_requests), want);
     let m = fast.metrics();
     let rate = m.spec_accepted_tokens.get() as f64 / m.spec_draft_tokens.get() as f64;
-    assert!(rate > 0.3, "acceptance {rate} of the trained head's drafts");
+    // The head knows these prompts' continuations by heart (1.0 measured): a catch-up fed the
+    // wrong token, position or hidden state shows as rejected drafts (0.73 with each position
+    // fed its own token instead of the next).
+    assert!(
+        rate > 0.95,
+        "acceptance {rate} of the trained head's drafts"
+    );
     let seeded_requests: Vec<GenerationRequest> = prompts(&tok)
         .iter()
         .enumerate()
