@@ -20,7 +20,7 @@ use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::speculative::Speculator;
 use super::speculative::draft_model::DraftJob;
-use super::speculative::eagle3::{CatchUp, EagleJob};
+use super::speculative::eagle3::{CATCH_UP_ROWS, CatchUp, EagleJob};
 use super::speculative::gate::Offer;
 use super::wake::ReadWake;
 use crate::error::Result;
@@ -406,8 +406,8 @@ impl EngineCore {
         chosen
     }
 
-    /// [`Self::draft`] with an EAGLE-3 head: like a draft model's, from each sequence's seed
-    /// (the head's first token, drafted when it caught up after the last step).
+    /// [`Self::draft`] with an EAGLE-3 head: like a draft model's, after the head is fed the
+    /// drafting sequences' pending positions (their seeds come from there).
     fn draft_with_eagle(&mut self, decoding: usize, rooms: &[(usize, usize)]) {
         let Some(reach) = self
             .speculator
@@ -417,45 +417,22 @@ impl EngineCore {
         else {
             return;
         };
-        let seeded = |e: &Running| {
+        let ready = |e: &Running| {
             e.data
                 .speculation
                 .as_ref()
-                .is_some_and(|s| s.seed.is_some())
+                .is_some_and(|s| s.eagle.can_draft())
         };
         // The passes after the seed write positions len - 1 through len + k - 3.
-        let chosen = self.choose_model_drafts(decoding, rooms, reach, 2, seeded);
+        let chosen = self.choose_model_drafts(decoding, rooms, reach, 2, ready);
         if chosen.is_empty() {
             return;
         }
-        let Some(drafter) = self.speculator.as_ref().and_then(|s| s.eagle3()) else {
-            return;
-        };
         let started = Instant::now();
-        let model = &self.model;
-        let embed = |ids: &Tensor| model.embed(ids);
-        let (drafting, drafts) = {
-            let (drafting, jobs): (Vec<usize>, Vec<EagleJob<'_>>) = chosen
-                .iter()
-                .filter_map(|&i| {
-                    let Entry { core, data } = self.scheduler.running_at(i);
-                    let job = EagleJob {
-                        seed: data.speculation.as_ref()?.seed.as_ref()?,
-                        len: core.tokens.len(),
-                        block_table: &core.block_table,
-                        k: core.draft.len(),
-                    };
-                    Some((i, job))
-                })
-                .unzip();
-            (drafting, drafter.propose(&jobs, &embed))
-        };
+        let drafts = self.propose_with_eagle(&chosen);
         match drafts {
             Ok(drafts) => {
-                for &i in chosen.iter().filter(|i| !drafting.contains(i)) {
-                    self.scheduler.running_entry_mut(i).core.draft.clear();
-                }
-                for (&i, draft) in drafting.iter().zip(drafts) {
+                for (&i, draft) in chosen.iter().zip(drafts) {
                     self.scheduler.running_entry_mut(i).core.draft = draft;
                 }
                 self.draft_seconds = started.elapsed().as_secs_f64();
@@ -467,6 +444,45 @@ impl EngineCore {
                 }
             }
         }
+    }
+
+    /// Catches the head up on the `chosen` sequences' pending positions, then drafts each the
+    /// length the gate gave it.
+    fn propose_with_eagle(&mut self, chosen: &[usize]) -> Result<Vec<Vec<u32>>> {
+        let Some(drafter) = self.speculator.as_ref().and_then(|s| s.eagle3()) else {
+            return Ok(vec![Vec::new(); chosen.len()]);
+        };
+        let model = &self.model;
+        let embed = |ids: &Tensor| model.embed(ids);
+        let mut catching: Vec<CatchUp<'_>> = self
+            .scheduler
+            .running_at_mut(chosen)
+            .filter_map(|Entry { core, data }| {
+                Some(CatchUp {
+                    tokens: &core.tokens,
+                    block_table: &core.block_table,
+                    state: &mut data.speculation.as_mut()?.eagle,
+                })
+            })
+            .collect();
+        drafter.catch_up(&mut catching, &embed)?;
+        drop(catching);
+        let jobs: Vec<EagleJob<'_>> = chosen
+            .iter()
+            .filter_map(|&i| {
+                let Entry { core, data } = self.scheduler.running_at(i);
+                Some(EagleJob {
+                    state: &data.speculation.as_ref()?.eagle,
+                    len: core.tokens.len(),
+                    block_table: &core.block_table,
+                    k: core.draft.len(),
+                })
+            })
+            .collect();
+        if jobs.len() != chosen.len() {
+            return Ok(vec![Vec::new(); chosen.len()]);
+        }
+        drafter.propose(&jobs, &embed)
     }
 
     /// Each chunk of a step the model ran: its running index, first position and rows (its
@@ -484,48 +500,62 @@ impl EngineCore {
             .collect()
     }
 
-    /// Feeds the EAGLE-3 head the step's standing rows (`spans`, their hidden states `aux`)
-    /// and keeps each sequence's seed for its next draft. A failure only costs drafts.
+    /// Keeps the step's standing rows (`spans`, their hidden states `aux`) for the EAGLE-3
+    /// head, and feeds it those of the sequences that gathered [`CATCH_UP_ROWS`] (a prompt
+    /// chunk at once). A failure only costs drafts.
     fn catch_up_head(&mut self, spans: &[(usize, usize, usize)], aux: Option<&Tensor>) {
         let (Some(spec), Some(aux)) = (&self.speculator, aux) else {
             return;
         };
-        let Some(drafter) = spec.eagle3() else {
+        if spec.eagle3().is_none() {
             return;
-        };
-        let mut owners = Vec::with_capacity(spans.len());
-        let mut jobs = Vec::with_capacity(spans.len());
+        }
+        let mut full = Vec::new();
         let mut offset = 0;
         for &(index, start, rows) in spans {
             let first = offset;
             offset += rows;
-            let Entry { core, data } = self.scheduler.running_at(index);
+            let Entry { core, data } = self.scheduler.running_entry_mut(index);
             if data.finished.is_some() || data.pooling.is_some() {
                 continue;
             }
-            jobs.push(CatchUp {
-                tokens: &core.tokens,
-                start,
-                // Rows whose next token is known: a draft's stand as far as it was accepted.
-                rows: rows.min(core.tokens.len().saturating_sub(start + 1)),
-                offset: first,
-                block_table: &core.block_table,
-            });
-            owners.push(index);
+            // Rows whose next token is known: a draft's stand as far as it was accepted.
+            let standing = rows.min(core.tokens.len().saturating_sub(start + 1));
+            // A copy: the step's hidden states are not kept alive by a row of them.
+            let kept = aux.narrow(0, first, standing).and_then(|rows| rows.copy());
+            let state = &mut data
+                .speculation
+                .get_or_insert_with(|| spec.new_request())
+                .eagle;
+            match kept {
+                Ok(kept) => state.push(start, kept, standing),
+                Err(e) => tracing::warn!(error = %e, "EAGLE-3: a step's hidden states are lost"),
+            }
+            if state.pending_rows() >= CATCH_UP_ROWS {
+                full.push(index);
+            }
         }
+        if full.is_empty() {
+            return;
+        }
+        let Some(drafter) = spec.eagle3() else {
+            return;
+        };
         let model = &self.model;
         let embed = |ids: &Tensor| model.embed(ids);
-        let seeds = drafter.catch_up(&jobs, aux, &embed);
-        drop(jobs);
-        let seeds = seeds.unwrap_or_else(|e| {
+        let mut jobs: Vec<CatchUp<'_>> = self
+            .scheduler
+            .running_at_mut(&full)
+            .filter_map(|Entry { core, data }| {
+                Some(CatchUp {
+                    tokens: &core.tokens,
+                    block_table: &core.block_table,
+                    state: &mut data.speculation.as_mut()?.eagle,
+                })
+            })
+            .collect();
+        if let Err(e) = drafter.catch_up(&mut jobs, &embed) {
             tracing::warn!(error = %e, "the EAGLE-3 head failed to catch up; drafts wait");
-            vec![None; owners.len()]
-        });
-        for (index, seed) in owners.into_iter().zip(seeds) {
-            let data = &mut self.scheduler.running_entry_mut(index).data;
-            data.speculation
-                .get_or_insert_with(|| spec.new_request())
-                .seed = seed;
         }
     }
 

@@ -8,7 +8,7 @@ use crate::common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use serde::Deserialize;
-use tealight::engine::speculative::eagle3::{CatchUp, Eagle3Drafter, EagleJob};
+use tealight::engine::speculative::eagle3::{CatchUp, Eagle3Drafter, EagleJob, EagleState};
 use tealight::model::eagle3::{Eagle3Config, Eagle3Head};
 use tealight::model::loader::DtypeChoice;
 use tealight::model::{AttentionBackend, BatchInput, KvCache, Qwen3Model, SequenceChunk};
@@ -139,7 +139,13 @@ fn drafts_equal_the_pytorch_reference() {
                 AttentionBackend::Generic,
             )
             .unwrap();
-        let logits = out.logits.get(0).unwrap().to_vec1::<f32>().unwrap();
+        let logits = head
+            .logits(&out)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let diff = max_abs_diff(&logits, &case.logits[0]);
         assert!(diff < 2e-3, "case {n}: first draft logits differ by {diff}");
 
@@ -150,22 +156,20 @@ fn drafts_equal_the_pytorch_reference() {
                 .new_cache(2 * blocks.len() + 2, BLOCK_SIZE, DType::F32)
                 .unwrap();
             let drafter = Eagle3Drafter::new(head, cache, AttentionBackend::Generic);
+            let mut state = EagleState::default();
             let mut start = 0;
-            let mut seed = None;
             for rows in pieces.iter().copied().filter(|&r| r > 0) {
-                let job = CatchUp {
+                state.push(start, aux.narrow(0, start, rows).unwrap(), rows);
+                let mut job = [CatchUp {
                     tokens: &case.tokens,
-                    start,
-                    rows,
-                    offset: start,
                     block_table: &blocks,
-                };
-                seed = drafter.catch_up(&[job], &aux, &embed).unwrap().remove(0);
+                    state: &mut state,
+                }];
+                drafter.catch_up(&mut job, &embed).unwrap();
                 start += rows;
             }
-            let seed = seed.expect("the last piece reaches the pending token");
             let job = EagleJob {
-                seed: &seed,
+                state: &state,
                 len,
                 block_table: &blocks,
                 k: r.k,

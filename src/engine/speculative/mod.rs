@@ -23,7 +23,7 @@ pub mod token_index;
 
 use config::{Method, SpeculativeConfig};
 use draft_model::DraftModel;
-use eagle3::{Eagle3Drafter, Seed};
+use eagle3::{Eagle3Drafter, EagleState};
 use gate::{Acceptance, Gate, Offer};
 use suffix::{LocalIndex, SuffixCache};
 
@@ -32,8 +32,9 @@ use suffix::{LocalIndex, SuffixCache};
 pub struct RequestSpeculation {
     local: LocalIndex,
     pub acceptance: Acceptance,
-    /// With an EAGLE-3 head: where the next draft starts (none until the head has caught up).
-    pub seed: Option<Seed>,
+    /// With an EAGLE-3 head: the positions it has not been fed yet, and where its next draft
+    /// starts.
+    pub eagle: EagleState,
 }
 
 /// The engine's speculation: the method, the outputs suffix decoding drafts from, and the
@@ -72,7 +73,7 @@ impl Speculator {
         RequestSpeculation {
             local: LocalIndex::default(),
             acceptance: self.recent.fresh(),
-            seed: None,
+            eagle: EagleState::default(),
         }
     }
 

@@ -38,14 +38,6 @@ pub struct Eagle3Head {
     dtype: DType,
 }
 
-/// What one pass computed for the rows that asked for output.
-pub struct HeadOutput {
-    /// `[rows, draft vocab]`, f32.
-    pub logits: Tensor,
-    /// `[rows, hidden]`: the layer's output before the final norm, the next pass's hidden state.
-    pub hidden: Tensor,
-}
-
 impl Eagle3Head {
     /// Loads the head's weights (names as published: `fc`, `midlayer.*`, `norm`, `lm_head`,
     /// `d2t`; a `model.` prefix or `layers.0` for `midlayer` is read as well).
@@ -197,7 +189,7 @@ impl Eagle3Head {
     }
 
     /// The served model's id of each draft-vocabulary id.
-    pub fn to_target(&self, draft_ids: &[u32]) -> Vec<u32> {
+    fn to_target(&self, draft_ids: &[u32]) -> Vec<u32> {
         draft_ids
             .iter()
             .map(|&i| self.draft_to_target.get(i as usize).copied().unwrap_or(0))
@@ -206,8 +198,10 @@ impl Eagle3Head {
 
     /// One pass over `batch` (its token ids: each position's next token, whose embeddings are
     /// `embeds`; `hidden`: each position's hidden state, `[tokens, hidden]`): writes the
-    /// positions' K/V into `cache` and returns the output of each chunk's last
-    /// `logits_tokens` rows.
+    /// positions' K/V into `cache` and returns the output (before the final norm: the next
+    /// pass's hidden state, and what [`Self::logits`] reads) of each chunk's last
+    /// `logits_tokens` rows. The logits are left to the caller: the head catches up far more
+    /// often than it drafts.
     pub fn forward(
         &self,
         batch: &BatchInput,
@@ -215,7 +209,7 @@ impl Eagle3Head {
         hidden: &Tensor,
         cache: &KvCache,
         backend: AttentionBackend,
-    ) -> Result<HeadOutput> {
+    ) -> Result<Tensor> {
         batch
             .validate(cache.block_size(), cache.num_blocks())
             .map_err(|e| Error::Internal(format!("invalid draft batch: {e}")))?;
@@ -260,25 +254,33 @@ impl Eagle3Head {
         let k = self.rotary.apply(&k, &cos, &sin)?;
         let scale = 1.0 / (d as f64).sqrt();
         let attn = attention.forward(&q, &k, &v.contiguous()?, cache.layer(0), scale)?;
-        let x = (residual + self.o_proj.forward(&attn)?)?;
-        let x = (&x + self.mlp.forward(&self.post_attention_norm.forward(&x)?)?)?;
-
+        // Every row's K/V is written; the rest of the layer is row by row, and only the output
+        // rows' results are read: a catch-up over a prompt chunk skips o_proj and the MLP for
+        // all its other rows.
         let rows = batch.logits_rows();
         if rows.is_empty() {
-            return Ok(HeadOutput {
-                logits: Tensor::zeros((0, cfg.draft_vocab_size), DType::F32, device)?,
-                hidden: Tensor::zeros((0, cfg.hidden_size), self.dtype, device)?,
-            });
+            return Ok(Tensor::zeros((0, cfg.hidden_size), self.dtype, device)?);
         }
-        let out = x.index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
-        let logits = self
+        let rows = Tensor::new(rows.as_slice(), device)?;
+        let x = (residual.index_select(&rows, 0)?
+            + self.o_proj.forward(&attn.index_select(&rows, 0)?)?)?;
+        Ok((&x + self.mlp.forward(&self.post_attention_norm.forward(&x)?)?)?)
+    }
+
+    /// The draft-vocabulary logits (f32) of output rows of [`Self::forward`].
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self
             .lm_head
-            .forward(&self.norm.forward(&out)?)?
-            .to_dtype(DType::F32)?;
-        Ok(HeadOutput {
-            logits,
-            hidden: out,
-        })
+            .forward(&self.norm.forward(hidden)?)?
+            .to_dtype(DType::F32)?)
+    }
+
+    /// The greedy draft token (the served model's id) of each output row of [`Self::forward`].
+    pub fn draft_tokens(&self, hidden: &Tensor) -> Result<Vec<u32>> {
+        if hidden.dim(0)? == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.to_target(&crate::sampling::greedy_ids(&self.logits(hidden)?)?))
     }
 }
 

@@ -4,4 +4,4 @@ pub mod config;
 pub mod head;
 
 pub use config::Eagle3Config;
-pub use head::{Eagle3Head, HeadOutput};
+pub use head::Eagle3Head;
