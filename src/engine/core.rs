@@ -20,7 +20,7 @@ use super::request_state::RequestState;
 use super::scheduler::{Entry, ScheduledChunk, Scheduler, StepPlan};
 use super::speculative::Speculator;
 use super::speculative::draft_model::DraftJob;
-use super::speculative::eagle3::{CATCH_UP_ROWS, CatchUp, EagleJob};
+use super::speculative::eagle3::{CATCH_UP_ROWS, CatchUp, Eagle3Drafter, EagleJob};
 use super::speculative::gate::Offer;
 use super::wake::ReadWake;
 use crate::error::Result;
@@ -452,21 +452,9 @@ impl EngineCore {
         let Some(drafter) = self.speculator.as_ref().and_then(|s| s.eagle3()) else {
             return Ok(vec![Vec::new(); chosen.len()]);
         };
+        feed_head(drafter, &self.model, &mut self.scheduler, chosen)?;
         let model = &self.model;
         let embed = |ids: &Tensor| model.embed(ids);
-        let mut catching: Vec<CatchUp<'_>> = self
-            .scheduler
-            .running_at_mut(chosen)
-            .filter_map(|Entry { core, data }| {
-                Some(CatchUp {
-                    tokens: &core.tokens,
-                    block_table: &core.block_table,
-                    state: &mut data.speculation.as_mut()?.eagle,
-                })
-            })
-            .collect();
-        drafter.catch_up(&mut catching, &embed)?;
-        drop(catching);
         let jobs: Vec<EagleJob<'_>> = chosen
             .iter()
             .filter_map(|&i| {
@@ -541,20 +529,7 @@ impl EngineCore {
         let Some(drafter) = spec.eagle3() else {
             return;
         };
-        let model = &self.model;
-        let embed = |ids: &Tensor| model.embed(ids);
-        let mut jobs: Vec<CatchUp<'_>> = self
-            .scheduler
-            .running_at_mut(&full)
-            .filter_map(|Entry { core, data }| {
-                Some(CatchUp {
-                    tokens: &core.tokens,
-                    block_table: &core.block_table,
-                    state: &mut data.speculation.as_mut()?.eagle,
-                })
-            })
-            .collect();
-        if let Err(e) = drafter.catch_up(&mut jobs, &embed) {
+        if let Err(e) = feed_head(drafter, &self.model, &mut self.scheduler, &full) {
             tracing::warn!(error = %e, "the EAGLE-3 head failed to catch up; drafts wait");
         }
     }
@@ -874,6 +849,27 @@ fn offers_of(scheduler: &mut Scheduler<RequestState>) -> Vec<Offer<'_>> {
             })
         })
         .collect()
+}
+
+/// Feeds the EAGLE-3 head the pending positions of the running sequences at `indices`.
+fn feed_head(
+    drafter: &Eagle3Drafter,
+    model: &Qwen3Model,
+    scheduler: &mut Scheduler<RequestState>,
+    indices: &[usize],
+) -> Result<()> {
+    let embed = |ids: &Tensor| model.embed(ids);
+    let mut jobs: Vec<CatchUp<'_>> = scheduler
+        .running_at_mut(indices)
+        .filter_map(|Entry { core, data }| {
+            Some(CatchUp {
+                tokens: &core.tokens,
+                block_table: &core.block_table,
+                state: &mut data.speculation.as_mut()?.eagle,
+            })
+        })
+        .collect();
+    drafter.catch_up(&mut jobs, &embed)
 }
 
 /// The output rows of two halves of a step, in order.
