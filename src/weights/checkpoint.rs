@@ -83,7 +83,16 @@ pub fn resolve_head(model: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
     if !config.is_file() {
         return Err(Error::checkpoint(&config, "missing file"));
     }
-    Ok((config, weight_files(&dir)?))
+    Ok((config, head_weight_files(&dir)?))
+}
+
+/// A draft head's weights: safetensors, or else a `pytorch_model.bin` converted to it.
+fn head_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let bin = dir.join(super::pytorch_bin::PYTORCH_WEIGHTS_FILE);
+    match weight_files(dir) {
+        Err(_) if bin.is_file() => Ok(vec![super::pytorch_bin::as_safetensors(&bin)?]),
+        found => found,
+    }
 }
 
 /// `model.safetensors`, or the shards named by `model.safetensors.index.json`.
@@ -244,7 +253,7 @@ mod hub {
         let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
         if let Some(config) = cached.get(CONFIG_FILE)
             && let Some(dir) = config.parent()
-            && super::weight_files(dir).is_ok()
+            && super::head_weight_files(dir).is_ok()
         {
             return Ok(dir.to_path_buf());
         }
@@ -290,9 +299,16 @@ mod hub {
                     repo.get(&shard).map_err(fail)?;
                 }
             }
-            Err(_) => {
-                repo.get(SINGLE_WEIGHTS_FILE).map_err(fail)?;
-            }
+            // A draft head may ship PyTorch weights only.
+            Err(_) => match repo.get(SINGLE_WEIGHTS_FILE) {
+                Err(_) if !with_tokenizer => {
+                    repo.get(super::super::pytorch_bin::PYTORCH_WEIGHTS_FILE)
+                        .map_err(fail)?;
+                }
+                other => {
+                    other.map_err(fail)?;
+                }
+            },
         }
         config
             .parent()

@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod fp8;
 pub mod gguf;
 pub mod identity;
+pub mod pytorch_bin;
 pub mod quantization;
 pub mod quantized;
 pub mod sentence_transformers;

@@ -45,15 +45,35 @@ fn target(layers: &[usize]) -> Qwen3Model {
 }
 
 fn load_head() -> Eagle3Head {
-    let cfg = Eagle3Config::from_file(&head_dir().join("config.json")).unwrap();
-    let store = WeightStore::open(
-        &[head_dir().join("model.safetensors")],
-        &Device::Cpu,
-        DType::F32,
-        0,
-    )
-    .unwrap();
+    load_head_from(&head_dir())
+}
+
+/// The head in `dir`, its files found as the server finds them.
+fn load_head_from(dir: &std::path::Path) -> Eagle3Head {
+    let (config, weights) =
+        tealight::weights::checkpoint::resolve_head(dir.to_str().unwrap()).unwrap();
+    let cfg = Eagle3Config::from_file(&config).unwrap();
+    let store = WeightStore::open(&weights, &Device::Cpu, DType::F32, 0).unwrap();
     Eagle3Head::load(&store, &cfg).unwrap()
+}
+
+/// A head shipped as `pytorch_model.bin` (as many published ones are; this is the fixture head
+/// saved by `torch.save`, its boolean `t2d` included) is read through a safetensors copy and is
+/// the same head: the same logits, bit for bit (its drafts: `drafts_equal_the_pytorch_reference`).
+#[test]
+fn a_pytorch_bin_head_is_the_same_head() {
+    let bin_dir = repo_path("tests/fixtures/eagle3-tiny-bin");
+    let (_, files) =
+        tealight::weights::checkpoint::resolve_head(bin_dir.to_str().unwrap()).unwrap();
+    assert!(
+        files[0].extension().is_some_and(|e| e == "safetensors"),
+        "{files:?}"
+    );
+    let hidden = Tensor::randn(0f32, 1.0, (3, 128), &Device::Cpu).unwrap();
+    let want = load_head().logits(&hidden).unwrap();
+    let got = load_head_from(&bin_dir).logits(&hidden).unwrap();
+    let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
 }
 
 /// The served model's hidden states for every token of `tokens` (one prefill pass).
@@ -150,8 +170,15 @@ fn drafts_equal_the_pytorch_reference() {
         assert!(diff < 2e-3, "case {n}: first draft logits differ by {diff}");
 
         // The whole proposal, caught up in one pass and in two pieces.
-        for pieces in [vec![len - 1], vec![(len - 1) / 2, len - 1 - (len - 1) / 2]] {
-            let head = load_head();
+        // The head as published (safetensors) caught up in one pass and in two pieces, and as
+        // a PyTorch checkpoint.
+        let bin_dir = repo_path("tests/fixtures/eagle3-tiny-bin");
+        for (dir, pieces) in [
+            (head_dir(), vec![len - 1]),
+            (head_dir(), vec![(len - 1) / 2, len - 1 - (len - 1) / 2]),
+            (bin_dir, vec![len - 1]),
+        ] {
+            let head = load_head_from(&dir);
             let cache = head
                 .new_cache(2 * blocks.len() + 2, BLOCK_SIZE, DType::F32)
                 .unwrap();
@@ -175,7 +202,10 @@ fn drafts_equal_the_pytorch_reference() {
                 k: r.k,
             };
             let drafts = drafter.propose(&[job], &embed).unwrap();
-            assert_eq!(drafts[0], case.draft, "case {n}, catch-up in {pieces:?}");
+            assert_eq!(
+                drafts[0], case.draft,
+                "case {n}, {dir:?}, catch-up in {pieces:?}"
+            );
         }
     }
 }
