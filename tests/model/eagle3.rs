@@ -217,3 +217,34 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A draft layer with per-head q/k norms (Qwen3-style) is refused rather than run without them.
+#[test]
+fn a_head_with_qk_norms_is_refused() {
+    let dir = process_scratch_dir("eagle3-qk-norm");
+    // SAFETY: a fixture file, mapped read-only.
+    let stored = unsafe {
+        candle_core::safetensors::MmapedSafetensors::new(head_dir().join("model.safetensors"))
+    }
+    .unwrap();
+    // Everything candle reads (not the boolean t2d, which nothing reads).
+    let mut tensors: std::collections::HashMap<String, Tensor> = stored
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, _)| Some((name.clone(), stored.load(&name, &Device::Cpu).ok()?)))
+        .collect();
+    let norm = Tensor::ones(32, DType::BF16, &Device::Cpu).unwrap();
+    tensors.insert("midlayer.self_attn.q_norm.weight".into(), norm.clone());
+    tensors.insert("midlayer.self_attn.k_norm.weight".into(), norm);
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    std::fs::copy(head_dir().join("config.json"), dir.join("config.json")).unwrap();
+    let (config, weights) =
+        tealight::weights::checkpoint::resolve_head(dir.to_str().unwrap()).unwrap();
+    let cfg = Eagle3Config::from_file(&config).unwrap();
+    let store = WeightStore::open(&weights, &Device::Cpu, DType::F32, 0).unwrap();
+    let err = Eagle3Head::load(&store, &cfg)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("q_norm"), "{err}");
+}

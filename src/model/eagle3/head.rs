@@ -48,6 +48,14 @@ impl Eagle3Head {
         let layer = |n: &str| name(&format!("midlayer.{n}"));
         let eps = cfg.rms_norm_eps;
         let attn = |n: &str| layer(&format!("self_attn.{n}"));
+        // A Qwen3-style draft layer normalizes q and k per head; this head is a Llama layer, and
+        // a norm left unread would draft from another function than the one trained.
+        if store.contains(&format!("{}.weight", attn("q_norm"))) {
+            return Err(Error::config(
+                "the EAGLE-3 head's layer has q_norm/k_norm (a Qwen3-style draft layer); only \
+                 Llama-style EAGLE-3 layers are supported",
+            ));
+        }
         let embed_tokens = match store.contains(&format!("{}.weight", name("embed_tokens"))) {
             true => Some(Projection::load(
                 store,
