@@ -495,9 +495,9 @@ impl EngineCore {
         let (Some(spec), Some(aux)) = (&self.speculator, aux) else {
             return;
         };
-        if spec.eagle3().is_none() {
+        let Some(drafter) = spec.eagle3() else {
             return;
-        }
+        };
         let mut full = Vec::new();
         let mut offset = 0;
         for &(index, start, rows) in spans {
@@ -516,7 +516,7 @@ impl EngineCore {
                 .get_or_insert_with(|| spec.new_request())
                 .eagle;
             match kept {
-                Ok(kept) => state.push(start, kept, standing),
+                Ok(kept) => state.push(start, kept),
                 Err(e) => tracing::warn!(error = %e, "EAGLE-3: a step's hidden states are lost"),
             }
             if state.pending_rows() >= CATCH_UP_ROWS {
@@ -526,9 +526,6 @@ impl EngineCore {
         if full.is_empty() {
             return;
         }
-        let Some(drafter) = spec.eagle3() else {
-            return;
-        };
         if let Err(e) = feed_head(drafter, &self.model, &mut self.scheduler, &full) {
             tracing::warn!(error = %e, "the EAGLE-3 head failed to catch up; drafts wait");
         }

@@ -421,7 +421,8 @@ fn eagle3_drafter(
     let target = model.config();
     if cfg.vocab_size != target.vocab_size {
         return Err(fail(format!(
-            "the EAGLE-3 head's vocabulary has {} tokens, the served model's {}: a head is              trained for one model",
+            "the EAGLE-3 head's vocabulary has {} tokens, the served model's {}: a head is \
+             trained for one model",
             cfg.vocab_size, target.vocab_size
         )));
     }

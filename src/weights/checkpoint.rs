@@ -207,13 +207,17 @@ mod hub {
     }
 
     pub fn resolve(repo_id: &str) -> Result<CheckpointFiles> {
-        let cache_root = cache_dir().ok_or_else(|| {
+        resolve_in(repo_id, cache_root(repo_id)?, offline())
+    }
+
+    /// The hub cache root, or why there is none.
+    fn cache_root(repo_id: &str) -> Result<PathBuf> {
+        cache_dir().ok_or_else(|| {
             Error::checkpoint(
                 repo_id,
                 "no hub cache directory (set HF_HUB_CACHE or HF_HOME)",
             )
-        })?;
-        resolve_in(repo_id, cache_root, offline())
+        })
     }
 
     /// Resolves `repo_id` in the hub cache at `cache_root`; downloads into it only when the
@@ -223,13 +227,41 @@ mod hub {
         cache_root: PathBuf,
         offline: bool,
     ) -> Result<CheckpointFiles> {
+        cached_or_fetched(
+            repo_id,
+            cache_root,
+            offline,
+            true,
+            CheckpointFiles::from_dir,
+        )
+    }
+
+    /// The directory of a draft head's files in the hub cache, fetched into it when they are
+    /// missing and downloads are allowed.
+    pub fn head_dir(repo_id: &str) -> Result<PathBuf> {
+        cached_or_fetched(repo_id, cache_root(repo_id)?, offline(), false, |dir| {
+            super::head_weight_files(dir)?;
+            Ok(dir.to_path_buf())
+        })
+    }
+
+    /// What `complete` makes of `repo_id`'s directory in the hub cache at `cache_root`; when it
+    /// refuses the cached one, the files are fetched first (with the tokenizer's when
+    /// `with_tokenizer`) unless `offline`.
+    fn cached_or_fetched<T>(
+        repo_id: &str,
+        cache_root: PathBuf,
+        offline: bool,
+        with_tokenizer: bool,
+        complete: impl Fn(&Path) -> Result<T>,
+    ) -> Result<T> {
         let cache = Cache::new(cache_root.clone());
         let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
         if let Some(config) = cached.get(CONFIG_FILE)
             && let Some(dir) = config.parent()
-            && let Ok(files) = CheckpointFiles::from_dir(dir)
+            && let Ok(found) = complete(dir)
         {
-            return Ok(files);
+            return Ok(found);
         }
         if offline {
             return Err(Error::checkpoint(
@@ -237,38 +269,7 @@ mod hub {
                 format!("{repo_id} is not complete in the hub cache and HF_HUB_OFFLINE is set"),
             ));
         }
-        download(repo_id, cache_root)
-    }
-
-    /// The directory of a draft head's files in the hub cache, fetched into it when they are
-    /// missing and downloads are allowed.
-    pub fn head_dir(repo_id: &str) -> Result<PathBuf> {
-        let cache_root = cache_dir().ok_or_else(|| {
-            Error::checkpoint(
-                repo_id,
-                "no hub cache directory (set HF_HUB_CACHE or HF_HOME)",
-            )
-        })?;
-        let cache = Cache::new(cache_root.clone());
-        let cached = cache.repo(Repo::new(repo_id.to_owned(), RepoType::Model));
-        if let Some(config) = cached.get(CONFIG_FILE)
-            && let Some(dir) = config.parent()
-            && super::head_weight_files(dir).is_ok()
-        {
-            return Ok(dir.to_path_buf());
-        }
-        if offline() {
-            return Err(Error::checkpoint(
-                cache_root.join(format!("models--{}", repo_id.replace('/', "--"))),
-                format!("{repo_id} is not complete in the hub cache and HF_HUB_OFFLINE is set"),
-            ));
-        }
-        download_files(repo_id, cache_root, false)
-    }
-
-    /// Fetches the checkpoint's files into the cache, then reads them from there.
-    fn download(repo_id: &str, cache_root: PathBuf) -> Result<CheckpointFiles> {
-        CheckpointFiles::from_dir(&download_files(repo_id, cache_root, true)?)
+        complete(&download_files(repo_id, cache_root, with_tokenizer)?)
     }
 
     /// Fetches config.json, the weights and (`with_tokenizer`) the tokenizer files into the

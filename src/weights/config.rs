@@ -173,11 +173,20 @@ impl RawConfig {
     }
 }
 
+/// Reads the config file at `path` and makes of its text what `parse` does; either failure is
+/// an error naming the file.
+pub fn read_config<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> std::result::Result<T, String>,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
+    parse(&text).map_err(|message| Error::checkpoint(path, message))
+}
+
 impl Qwen3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
-        Self::from_json(&text).map_err(|message| Error::checkpoint(path, message))
+        read_config(path, Self::from_json)
     }
 
     /// Parses and checks config.json text; the error is a sentence without the path.

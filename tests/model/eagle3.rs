@@ -186,7 +186,7 @@ fn drafts_equal_the_pytorch_reference() {
             let mut state = EagleState::default();
             let mut start = 0;
             for rows in pieces.iter().copied().filter(|&r| r > 0) {
-                state.push(start, aux.narrow(0, start, rows).unwrap(), rows);
+                state.push(start, aux.narrow(0, start, rows).unwrap());
                 let mut job = [CatchUp {
                     tokens: &case.tokens,
                     block_table: &blocks,

@@ -48,10 +48,11 @@ pub struct EagleState {
 }
 
 impl EagleState {
-    /// Keeps `rows` standing positions from `start` (hidden states `aux`, `[rows, 3 × hidden]`).
-    /// Positions that do not continue the kept ones (a preempted sequence computing again) start
-    /// afresh.
-    pub fn push(&mut self, start: usize, aux: Tensor, rows: usize) {
+    /// Keeps the standing positions from `start` whose hidden states are `aux`
+    /// (`[rows, 3 × hidden]`). Positions that do not continue the kept ones (a preempted
+    /// sequence computing again) start afresh.
+    pub fn push(&mut self, start: usize, aux: Tensor) {
+        let rows = aux.dims().first().copied().unwrap_or(0);
         if rows == 0 {
             return;
         }

@@ -2,7 +2,7 @@
 //! and the engines that load them spell it: a one-layer Llama config with `draft_vocab_size`
 //! and, optionally, `eagle_config.eagle_aux_hidden_state_layer_ids` and `target_hidden_size`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -68,9 +68,7 @@ struct RawEagleConfig {
 
 impl Eagle3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::checkpoint(path, format!("cannot read: {e}")))?;
-        Self::from_json(&text).map_err(|message| Error::checkpoint(path, message))
+        crate::weights::config::read_config(path, Self::from_json)
     }
 
     /// Parses and checks the head's config.json text; the error is a sentence without the path.
