@@ -4,10 +4,10 @@
 //!   through the block tables (no gather copies), one task per (token, kv head) on rayon. This is
 //!   also the CPU twin of a CUDA paged-decode kernel: same inputs, same index math
 //!   (`batch::slot_of`).
-//! - prefill chunks: query tiles of at most [`PREFILL_TILE`] tokens, each a dense matmul problem
-//!   over its gathered context ([`GenericAttend`]), where gemm does the work.
+//! - prefill chunks: each chunk's query tokens over its cached keys, a block of keys at a time
+//!   with an online softmax ([`PagedPrefill`]): no gathered context, no score matrix.
 
-use super::generic::GenericAttend;
+use super::prefill::PagedPrefill;
 use super::vector::{self, CacheElement};
 use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
@@ -15,9 +15,6 @@ use crate::kernels::Element;
 use crate::model::kv_cache::{KvScales, LayerKv};
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, bail};
 use rayon::prelude::*;
-
-/// Query rows per prefill tile: bounds the `[heads, tile, context]` score matrix.
-pub const PREFILL_TILE: usize = 256;
 
 /// Whether a chunk verifies a speculative draft (logits for every token it feeds). Such a chunk
 /// goes through the paged decode path one query at a time: gathering and widening its whole
@@ -43,11 +40,13 @@ struct DecodeQueries {
     queries: Vec<QueryContext>,
 }
 
-/// A run of prefill query rows attended as one dense problem.
-struct PrefillTile {
+/// The query rows of one prefill chunk.
+struct PrefillRows {
     first_row: usize,
     len: usize,
-    attend: GenericAttend,
+    sequence: usize,
+    /// The position of its first token.
+    first_position: usize,
 }
 
 pub struct CpuMetadata {
@@ -55,8 +54,8 @@ pub struct CpuMetadata {
     slots: Vec<u32>,
     block_tables: Vec<Vec<u32>>,
     decode: Option<DecodeQueries>,
-    tiles: Vec<PrefillTile>,
-    /// Maps output rows (decodes first, then tiles) back to token order; `None` if equal.
+    prefills: Vec<PrefillRows>,
+    /// Maps output rows (decodes first, then prefills) back to token order; `None` if equal.
     order: Option<Tensor>,
 }
 
@@ -66,7 +65,7 @@ impl CpuMetadata {
         let offsets = batch.query_offsets();
         let mut decode_rows = Vec::new();
         let mut queries = Vec::new();
-        let mut tiles = Vec::new();
+        let mut prefills = Vec::new();
         for (s, chunk) in batch.chunks.iter().enumerate() {
             if chunk.num_query_tokens == 1 || is_verify(chunk) {
                 // Each token attends to the cache up to its own position, which the step
@@ -81,17 +80,15 @@ impl CpuMetadata {
                 }
                 continue;
             }
-            for start in (0..chunk.num_query_tokens).step_by(PREFILL_TILE) {
-                let len = PREFILL_TILE.min(chunk.num_query_tokens - start);
-                tiles.push(PrefillTile {
-                    first_row: offsets[s] + start,
-                    len,
-                    attend: GenericAttend::tile(chunk, start, len, block_size, &device)?.in_f32(),
-                });
-            }
+            prefills.push(PrefillRows {
+                first_row: offsets[s],
+                len: chunk.num_query_tokens,
+                sequence: s,
+                first_position: chunk.first_position(),
+            });
         }
         let mut produced: Vec<u32> = decode_rows.clone();
-        for t in &tiles {
+        for t in &prefills {
             produced.extend((t.first_row..t.first_row + t.len).map(|r| r as u32));
         }
         let order = super::token_order(&produced, &device)?;
@@ -108,7 +105,7 @@ impl CpuMetadata {
             slots: batch.slot_mapping(block_size),
             block_tables: batch.chunks.iter().map(|c| c.block_table.clone()).collect(),
             decode,
-            tiles,
+            prefills,
             order,
         })
     }
@@ -132,7 +129,7 @@ impl CpuMetadata {
             .v
             .inplace_op2(&v.contiguous()?, &write(cache.scales.v))?;
         let (_, heads, d) = q.dims3()?;
-        let mut pieces = Vec::with_capacity(self.tiles.len() + 1);
+        let mut pieces = Vec::with_capacity(self.prefills.len() + 1);
         if let Some(decode) = &self.decode {
             let op = PagedDecode {
                 block_size: self.block_size,
@@ -142,15 +139,20 @@ impl CpuMetadata {
                 kv_scales: cache.scales,
             };
             let dq = q.index_select(&decode.rows, 0)?.contiguous()?;
-            let out = dq.apply_op3_no_bwd(&cache.k, &cache.v, &op)?;
+            let out = dq.apply_op3_no_bwd(&cache.k, &cache.v, &CacheOp(&op))?;
             pieces.push(out.reshape((decode.queries.len(), heads * d))?);
         }
-        for tile in &self.tiles {
-            pieces.push(tile.attend.forward(
-                &q.narrow(0, tile.first_row, tile.len)?,
-                cache,
-                scale,
-            )?);
+        for rows in &self.prefills {
+            let op = PagedPrefill {
+                block_size: self.block_size,
+                block_table: &self.block_tables[rows.sequence],
+                first_position: rows.first_position,
+                scale: scale as f32,
+                kv_scales: cache.scales,
+            };
+            let chunk_q = q.narrow(0, rows.first_row, rows.len)?.contiguous()?;
+            let out = chunk_q.apply_op3_no_bwd(&cache.k, &cache.v, &CacheOp(&op))?;
+            pieces.push(out.reshape((rows.len, heads * d))?);
         }
         super::in_token_order(pieces, self.order.as_ref())
     }
@@ -348,9 +350,72 @@ fn softmax_in_place(s: &mut [f32]) {
     s.iter_mut().for_each(|x| *x *= inv);
 }
 
-impl candle_core::CustomOp3 for PagedDecode<'_> {
+/// An attention kernel over the paged cache, for every pairing of query and cache dtypes the
+/// CPU serves: `q` `[tokens, heads, d]` against `k`, `v` `[slots, kv_heads, d]`.
+trait CacheKernel {
+    const NAME: &'static str;
+
+    /// The query tokens this kernel was planned for.
+    fn tokens(&self) -> usize;
+
+    fn run<T: Element, C: CacheElement>(
+        &self,
+        q: &[T],
+        k: &[C],
+        v: &[C],
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+    ) -> Vec<T>;
+}
+
+impl CacheKernel for PagedDecode<'_> {
+    const NAME: &'static str = "paged-attention-cpu";
+
+    fn tokens(&self) -> usize {
+        self.queries.len()
+    }
+
+    fn run<T: Element, C: CacheElement>(
+        &self,
+        q: &[T],
+        k: &[C],
+        v: &[C],
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+    ) -> Vec<T> {
+        PagedDecode::run(self, q, k, v, heads, kv_heads, d)
+    }
+}
+
+impl CacheKernel for PagedPrefill<'_> {
+    const NAME: &'static str = "paged-prefill-cpu";
+
+    fn tokens(&self) -> usize {
+        // Any number of query tokens: the chunk is the query.
+        usize::MAX
+    }
+
+    fn run<T: Element, C: CacheElement>(
+        &self,
+        q: &[T],
+        k: &[C],
+        v: &[C],
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+    ) -> Vec<T> {
+        PagedPrefill::run(self, q, k, v, heads, kv_heads, d)
+    }
+}
+
+/// The candle op around a [`CacheKernel`].
+struct CacheOp<'a, K>(&'a K);
+
+impl<K: CacheKernel> candle_core::CustomOp3 for CacheOp<'_, K> {
     fn name(&self) -> &'static str {
-        "paged-attention-cpu"
+        K::NAME
     }
 
     fn cpu_fwd(
@@ -362,46 +427,49 @@ impl candle_core::CustomOp3 for PagedDecode<'_> {
         v: &CpuStorage,
         v_l: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = K::NAME;
+        let kernel = self.0;
         let (t, heads, d) = q_l.shape().dims3()?;
         let (_, kv_heads, kd) = k_l.shape().dims3()?;
-        if kd != d || heads % kv_heads != 0 || t != self.queries.len() {
+        let planned = kernel.tokens();
+        if kd != d || heads % kv_heads != 0 || (planned != usize::MAX && t != planned) {
             bail!(
-                "paged-attention-cpu: q {:?} does not fit cache {:?}",
+                "{name}: q {:?} does not fit cache {:?}",
                 q_l.shape(),
                 k_l.shape()
             )
         }
-        let (Some((q0, _)), Some((k0, _)), Some((v0, _))) = (
+        let (Some((q0, q1)), Some((k0, _)), Some((v0, _))) = (
             q_l.contiguous_offsets(),
             k_l.contiguous_offsets(),
             v_l.contiguous_offsets(),
         ) else {
-            bail!("paged-attention-cpu needs contiguous tensors")
+            bail!("{name} needs contiguous tensors")
         };
         let storage = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
             (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F16(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+                CpuStorage::F16(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
             (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+                CpuStorage::BF16(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
             // f32 activations over a 16-bit cache (`--kv-cache-dtype`).
             (CpuStorage::F32(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
             (CpuStorage::F32(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
             // f32 activations over an fp8 (e4m3) cache.
             (CpuStorage::F32(q), CpuStorage::F8E4M3(k), CpuStorage::F8E4M3(v)) => {
-                CpuStorage::F32(self.run(&q[q0..], &k[k0..], &v[v0..], heads, kv_heads, d))
+                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
             }
             _ => bail!(
-                "paged-attention-cpu: k and v must share q's dtype (f32/f16/bf16), or be 16-bit \
-                 or fp8 beside f32 queries"
+                "{name}: k and v must share q's dtype (f32/f16/bf16), or be 16-bit or fp8 beside \
+                 f32 queries"
             ),
         };
         Ok((storage, q_l.shape().clone()))

@@ -11,6 +11,8 @@
 pub mod cpu;
 pub mod cuda;
 pub mod generic;
+mod key_block;
+mod prefill;
 mod vector;
 
 use super::kv_cache::LayerKv;

@@ -28,9 +28,6 @@ pub struct GenericAttend {
     key_rows: OnceCell<Tensor>,
     /// `None` when every query row sees all `mk` keys.
     mask: Option<Visibility>,
-    /// Run the matmuls in f32 whatever the model dtype (the CPU has no fast half-precision gemm,
-    /// and f32 keeps its scores as exact as the paged kernel's).
-    compute_f32: bool,
 }
 
 /// Which keys each query row sees: key `j` is visible to row `r` iff `j <= last[r]`.
@@ -111,14 +108,7 @@ impl GenericAttend {
             slots: Tensor::from_vec(slots, (b, 1, mk), device)?,
             key_rows: OnceCell::new(),
             mask,
-            compute_f32: false,
         })
-    }
-
-    /// The same problem, computed in f32 (see `compute_f32`).
-    pub fn in_f32(mut self) -> Self {
-        self.compute_f32 = true;
-        self
     }
 
     /// Query rows this problem takes (`b · mq`).
@@ -146,8 +136,8 @@ impl GenericAttend {
         let (slots, kv_heads, _) = cache.k.dims3()?;
         let group = heads / kv_heads;
         let (b, mq, mk) = (self.sequences, self.queries, self.keys);
-        let dtype = q.dtype();
-        let work = if self.compute_f32 { DType::F32 } else { dtype };
+        let work = q.dtype();
+
         let key_rows = self.key_rows(kv_heads)?;
         let gather = |cache: &Tensor| -> Result<Tensor> {
             Ok(cache
@@ -207,6 +197,6 @@ impl GenericAttend {
                 .contiguous()?
                 .reshape((b * mq, heads * head_dim))?
         };
-        Ok(out.to_dtype(dtype)?)
+        Ok(out)
     }
 }
