@@ -21,7 +21,8 @@ pub const KEY_BLOCK: usize = 64;
 pub struct RowState {
     pub rows: usize,
     pub head_dim: usize,
-    /// `[head_dim][rows]`: the queries, already multiplied by the score scale.
+    /// `[head_dim][rows]`: the queries, already multiplied by the score scale and by log2(e):
+    /// scores are in base 2, so the softmax's exponentials are `2^x` (`e^s = 2^(s·log2 e)`).
     pub queries: Vec<f32>,
     /// The position of each row's token: it sees keys `0..=position`.
     pub positions: Vec<f32>,
@@ -80,14 +81,14 @@ impl RowState {
                 .map(|j| self.scores[j * rows + r])
                 .fold(f32::NEG_INFINITY, f32::max);
             let new_max = self.max[r].max(block_max);
-            let alpha = (self.max[r] - new_max).exp();
+            let alpha = (self.max[r] - new_max).exp2();
             let mut block_sum = 0f32;
             for j in 0..n {
                 let s = self.scores[j * rows + r];
                 let p = if s == f32::NEG_INFINITY {
                     0.0
                 } else {
-                    (s - new_max).exp()
+                    (s - new_max).exp2()
                 };
                 self.scores[j * rows + r] = p;
                 block_sum += p;
@@ -176,7 +177,9 @@ mod avx2 {
                 }
             }
 
-            // The online softmax, eight rows a register.
+            // The online softmax, eight rows a register. Rows come in order of position, so a
+            // register's first row has the least: when it sees the block's last key, every row
+            // of the register sees the whole block and nothing needs hiding.
             let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
             let zero = _mm256_setzero_ps();
             for r in (0..rows).step_by(8) {
@@ -184,21 +187,29 @@ mod avx2 {
                 let visible = |j: usize| {
                     _mm256_cmp_ps::<_CMP_LE_OQ>(_mm256_set1_ps((first + j) as f32), position)
                 };
+                let whole = (first + n - 1) as f32 <= st.positions[r];
                 let mut block_max = neg_inf;
                 for j in 0..n {
                     let at = s.add(j * rows + r);
-                    let masked = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(at), visible(j));
-                    _mm256_storeu_ps(at, masked);
-                    block_max = _mm256_max_ps(block_max, masked);
+                    let score = if whole {
+                        _mm256_loadu_ps(at)
+                    } else {
+                        let masked = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(at), visible(j));
+                        _mm256_storeu_ps(at, masked);
+                        masked
+                    };
+                    block_max = _mm256_max_ps(block_max, score);
                 }
                 let old_max = _mm256_loadu_ps(st.max.as_ptr().add(r));
                 let new_max = _mm256_max_ps(old_max, block_max);
-                let alpha = exp(_mm256_sub_ps(old_max, new_max));
+                let alpha = exp2(_mm256_sub_ps(old_max, new_max));
                 let mut block_sum = zero;
                 for j in 0..n {
                     let at = s.add(j * rows + r);
-                    let p = exp(_mm256_sub_ps(_mm256_loadu_ps(at), new_max));
-                    let p = _mm256_blendv_ps(zero, p, visible(j));
+                    let mut p = exp2(_mm256_sub_ps(_mm256_loadu_ps(at), new_max));
+                    if !whole {
+                        p = _mm256_blendv_ps(zero, p, visible(j));
+                    }
                     _mm256_storeu_ps(at, p);
                     block_sum = _mm256_add_ps(block_sum, p);
                 }
@@ -243,38 +254,21 @@ mod avx2 {
         }
     }
 
-    /// `e^x` lane by lane to within a few ulp (Cephes' `expf`: `x = n·ln 2 + r`, a degree-6
-    /// polynomial in `r`, `2^n` built in the exponent bits). `e^0` is exactly 1; inputs below
-    /// −87 give `e^−87` (callers zero what they hide themselves), above 88 give `e^88`.
+    /// `2^x` lane by lane for `x ≤ 0`, to within 3 · 10⁻⁷ relative: `x = n + f` with `n` the
+    /// nearest integer (so `|f| ≤ ½`, exactly), the degree-6 Taylor polynomial of `2^f`
+    /// (truncation ≤ 1.2 · 10⁻⁷), `2^n` built in the exponent bits. `2^0` is exactly 1; inputs
+    /// below −126 give `2^−126` (callers zero what they hide themselves).
     #[inline(always)]
-    pub unsafe fn exp(x: __m256) -> __m256 {
+    pub unsafe fn exp2(x: __m256) -> __m256 {
         // SAFETY: register arithmetic only; the caller has AVX2 and FMA.
         unsafe {
-            let x = _mm256_min_ps(
-                _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-                _mm256_set1_ps(88.0),
-            );
-            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-            );
-            // ln 2 in two parts, so `n · ln 2` is taken off without rounding away `r`.
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-            let mut y = _mm256_set1_ps(1.987_569_1e-4);
-            for c in [
-                1.398_199_9e-3,
-                8.333_452e-3,
-                4.166_579_6e-2,
-                0.166_666_65,
-                0.5,
-            ] {
-                y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+            let x = _mm256_max_ps(x, _mm256_set1_ps(-126.0));
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+            let f = _mm256_sub_ps(x, n);
+            let mut y = _mm256_set1_ps(super::EXP2_TAYLOR[6]);
+            for c in super::EXP2_TAYLOR[..6].iter().rev() {
+                y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(*c));
             }
-            let y = _mm256_fmadd_ps(
-                y,
-                _mm256_mul_ps(r, r),
-                _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-            );
             let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
                 _mm256_cvtps_epi32(n),
                 _mm256_set1_epi32(127),
@@ -283,6 +277,18 @@ mod avx2 {
         }
     }
 }
+
+/// `(ln 2)^i / i!`: the Taylor coefficients of `2^f`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const EXP2_TAYLOR: [f32; 7] = [
+    1.0,
+    0.693_147_2,
+    0.240_226_5,
+    0.055_504_11,
+    0.009_618_129,
+    0.001_333_355_8,
+    0.000_154_035_3,
+];
 
 #[cfg(test)]
 mod tests {
@@ -334,29 +340,32 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn exp_is_close_and_exact_at_zero() {
+    fn exp2_is_close_and_exact_at_zero() {
         if !simd() {
             return;
         }
         use std::arch::x86_64::*;
-        let xs: Vec<f32> = (-8700..=8800).map(|i| i as f32 * 0.01).collect();
+        let xs: Vec<f32> = (-12600..=0).map(|i| i as f32 * 0.01).collect();
         for chunk in xs.chunks_exact(8) {
             let mut got = [0f32; 8];
             // SAFETY: AVX2 and FMA were detected.
             unsafe {
-                _mm256_storeu_ps(got.as_mut_ptr(), avx2::exp(_mm256_loadu_ps(chunk.as_ptr())))
+                _mm256_storeu_ps(
+                    got.as_mut_ptr(),
+                    avx2::exp2(_mm256_loadu_ps(chunk.as_ptr())),
+                )
             };
             for (x, g) in chunk.iter().zip(got) {
-                let want = (*x as f64).exp();
+                let want = (*x as f64).exp2();
                 assert!(
-                    ((g as f64 - want) / want).abs() < 4e-7,
-                    "e^{x}: {g} vs {want}"
+                    ((g as f64 - want) / want).abs() < 3e-7,
+                    "2^{x}: {g} vs {want}"
                 );
             }
         }
         let mut one = [0f32; 8];
         // SAFETY: as above.
-        unsafe { _mm256_storeu_ps(one.as_mut_ptr(), avx2::exp(_mm256_setzero_ps())) };
+        unsafe { _mm256_storeu_ps(one.as_mut_ptr(), avx2::exp2(_mm256_setzero_ps())) };
         assert_eq!(one, [1.0; 8]);
     }
 }

@@ -84,7 +84,8 @@ impl PagedPrefill<'_> {
         let rows = count * group;
         let mut state = RowState::new(rows.next_multiple_of(ROW_LANES), d);
         let padded = state.rows;
-        let query_scale = self.scale * self.kv_scales.k;
+        // Base-2 scores (see `RowState::queries`).
+        let query_scale = self.scale * self.kv_scales.k * std::f32::consts::LOG2_E;
         for t in 0..count {
             let position = (self.first_position + first + t) as f32;
             for g in 0..group {
