@@ -497,32 +497,35 @@ fn start_events(
 }
 
 /// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The
-/// CPU backends store f16/bf16 or fp8 (e4m3) beside f32 activations (rounded as written, widened
-/// as read); the CUDA kernels read the model's dtype only.
+/// `cpu` backend stores f16/bf16 or fp8 (e4m3) beside f32 activations and widens in registers;
+/// the `generic` backend (candle ops, CUDA's default) beside any float model on any device: it
+/// rounds as it writes and widens what it gathers. The own CUDA kernels (`cuda`) read the
+/// model's dtype only.
 fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_core::DType> {
+    use crate::model::AttentionBackend;
     use candle_core::DType;
     let model_dtype = model.dtype();
     let Some(kv) = config.kv_cache_dtype.filter(|&kv| kv != model_dtype) else {
         return Ok(model_dtype);
     };
-    use crate::model::AttentionBackend;
-    let cpu_reads_it = matches!(kv, DType::F16 | DType::BF16 | DType::F8E4M3)
-        && model_dtype == DType::F32
-        && matches!(
-            config.attention_backend,
-            AttentionBackend::Cpu | AttentionBackend::Generic
-        )
-        && model.device().is_cpu();
-    if !cpu_reads_it {
+    let narrow = matches!(kv, DType::F16 | DType::BF16 | DType::F8E4M3);
+    let reads_it = match config.attention_backend {
+        AttentionBackend::Cpu => narrow && model_dtype == DType::F32 && model.device().is_cpu(),
+        AttentionBackend::Generic => narrow,
+        AttentionBackend::Cuda | AttentionBackend::Auto => false,
+    };
+    if !reads_it {
         let name = match kv {
             DType::F8E4M3 => "fp8 (e4m3)".to_owned(),
             other => format!("{other:?}"),
         };
         return Err(Error::config(format!(
-            "--kv-cache-dtype {name} beside a {model_dtype:?} model on {}: only the CPU \
-             backends store a 16-bit or fp8 cache, and only beside f32 activations; elsewhere \
-             (the CUDA kernels included) the cache has the model's dtype (--kv-cache-dtype auto)",
-            crate::device::describe(model.device())
+            "--kv-cache-dtype {name} beside a {model_dtype:?} model on {} with the {:?} attention \
+             backend: a 16-bit or fp8 cache is read by the `generic` backend (any model dtype) \
+             and the `cpu` backend (f32 activations); the `cuda` kernels read the model's dtype \
+             only (--kv-cache-dtype auto, or --attention-backend generic)",
+            crate::device::describe(model.device()),
+            config.attention_backend
         )));
     }
     Ok(kv)

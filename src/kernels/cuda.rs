@@ -162,6 +162,10 @@ pub(super) fn write_kv(
         DType::BF16 => launch::<bf16>(
             &stream, &func, dst, d0, src, s0, &slots, row_words, rows, cfg,
         ),
+        // An fp8 cache (the `generic` backend's write, an offload tier's restore): bytes.
+        DType::F8E4M3 => launch::<float8::F8E4M3>(
+            &stream, &func, dst, d0, src, s0, &slots, row_words, rows, cfg,
+        ),
         other => bail!("write-kv: unsupported dtype {other:?}"),
     }
 }

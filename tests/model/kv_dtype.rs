@@ -37,7 +37,18 @@ fn run_cases(
     kv: DType,
     scales: KvScales,
 ) -> Vec<(Vec<f32>, Vec<u32>)> {
-    let loaded = load(shape, DtypeChoice::F32);
+    run_cases_in(shape, DtypeChoice::F32, backend, kv, scales)
+}
+
+/// [`run_cases`] with the model computing in `dtype`.
+fn run_cases_in(
+    shape: &str,
+    dtype: DtypeChoice,
+    backend: AttentionBackend,
+    kv: DType,
+    scales: KvScales,
+) -> Vec<(Vec<f32>, Vec<u32>)> {
+    let loaded = load(shape, dtype);
     let model = &loaded.model;
     model_fixtures(shape)
         .cases
@@ -92,6 +103,32 @@ fn a_narrow_cache_keeps_transformers_parity() {
             }
         }
     }
+}
+
+/// The `generic` backend (CUDA's default) reads a narrower cache beside a 16-bit model too. A
+/// bf16 model's keys and values fit f16 exactly (8 mantissa bits in 11, well inside its range
+/// here), so an f16 cache gives the bf16 cache's logits bit for bit; an fp8 cache moves them
+/// by its own rounding and the bf16 arithmetic on top of it: 4.8e-1 measured, held to 1.5×
+/// the f32 model's fp8 tolerance (a wrong read of the cache moves them by whole units).
+#[test]
+fn the_generic_backend_reads_a_narrow_cache_beside_a_bf16_model() {
+    let generic = AttentionBackend::Generic;
+    let run = |kv| run_cases_in("tiny", DtypeChoice::Bf16, generic, kv, KvScales::UNIT);
+    let own = run(DType::BF16);
+    let worst = |kv| {
+        let runs = run(kv);
+        let worst = own
+            .iter()
+            .zip(&runs)
+            .map(|((want, _), (got, _))| max_abs_diff(got, want))
+            .fold(0f32, f32::max);
+        eprintln!("bf16 model, {kv:?} cache: worst logits difference {worst:.2e}");
+        worst
+    };
+    assert_eq!(worst(DType::F16), 0.0);
+    let fp8 = worst(DType::F8E4M3);
+    let bound = 1.5 * tolerance(DType::F8E4M3);
+    assert!(fp8 > 0.0 && fp8 <= bound, "fp8: logits differ by {fp8}");
 }
 
 /// Scales are applied as written and as read: a power of two keeps e4m3's relative rounding

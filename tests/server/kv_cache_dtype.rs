@@ -62,11 +62,15 @@ fn an_fp8_cache_holds_four_times_the_blocks() {
 fn caches_the_backends_cannot_read_are_refused_at_start_up() {
     let e5m2 = try_load(&["--kv-cache-dtype", "fp8_e5m2"]).unwrap_err();
     assert!(e5m2.contains("e4m3"), "{e5m2}");
+    // The `cpu` backend reads a narrower cache beside f32 activations only.
     let mixed = try_load(&["--dtype", "float16", "--kv-cache-dtype", "bfloat16"]).unwrap_err();
     assert!(mixed.contains("--kv-cache-dtype"), "{mixed}");
-    // fp8 is read beside f32 activations only.
     let fp8 = try_load(&["--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]).unwrap_err();
-    assert!(fp8.contains("fp8"), "{fp8}");
+    assert!(fp8.contains("fp8") && fp8.contains("generic"), "{fp8}");
+    // The `generic` backend (CUDA's default) reads them beside any model dtype.
+    let generic = ["--attention-backend", "generic", "--dtype", "bfloat16"];
+    try_load(&[&generic[..], &["--kv-cache-dtype", "fp8"]].concat()).unwrap();
+    try_load(&[&generic[..], &["--kv-cache-dtype", "float16"]].concat()).unwrap();
     // The model's own dtype is always accepted.
     try_load(&["--dtype", "bfloat16", "--kv-cache-dtype", "bf16"]).unwrap();
 }

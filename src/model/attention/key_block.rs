@@ -282,7 +282,7 @@ mod avx2 {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const EXP2_TAYLOR: [f32; 7] = [
     1.0,
-    0.693_147_2,
+    std::f32::consts::LN_2,
     0.240_226_5,
     0.055_504_11,
     0.009_618_129,

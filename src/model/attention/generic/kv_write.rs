@@ -9,17 +9,29 @@
 //! `[old rows; new rows]`), and the blocks scattered back with `block_size ×` wider rows and
 //! `block_size ×` fewer iterations. Rows of a touched block that the step does not write are
 //! written back with the values they had, so both paths leave the same cache.
+//!
+//! An fp8 cache is written by tealight's slot-mapped row copy instead ([`WriteKv`]: candle has
+//! no fp8 scatter kernel on CUDA), on the CPU through that op's CPU twin, so the tests run the
+//! same path.
 
 use crate::batch::BatchInput;
 use crate::error::Result;
+use crate::kernels::kv_write::WriteKv;
 use crate::model::kv_cache::LayerKv;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
 /// Whole blocks are rewritten when that cuts the scatter's serial loop at least this many times.
 const BLOCKS_WIN: usize = 4;
 
-pub enum KvWrite {
+pub struct KvWrite {
+    scatter: Scatter,
+    /// `[T]` u32: each token's slot (the fp8 write).
+    slots: Tensor,
+}
+
+/// How candle's `scatter_set` writes a 16- or 32-bit cache.
+enum Scatter {
     /// `[T, kv_heads, head_dim]` u32: each token's slot, repeated along its row.
     Slots(Tensor),
     Blocks(BlockWrite),
@@ -43,12 +55,25 @@ impl KvWrite {
         kv_shape: (usize, usize),
         device: &Device,
     ) -> Result<Self> {
-        let (kv_heads, head_dim) = kv_shape;
         let slots = batch.slot_mapping(block_size);
+        let slot_rows = Tensor::new(slots.as_slice(), device)?;
+        let scatter = Self::scatter(&slots, block_size, kv_shape, device)?;
+        Ok(Self {
+            scatter,
+            slots: slot_rows,
+        })
+    }
+
+    fn scatter(
+        slots: &[u32],
+        block_size: usize,
+        (kv_heads, head_dim): (usize, usize),
+        device: &Device,
+    ) -> Result<Scatter> {
         let t = slots.len();
         let mut touched: Vec<u32> = Vec::new();
         let mut index_of: HashMap<u32, usize> = HashMap::new();
-        for &slot in &slots {
+        for &slot in slots {
             let block = slot / block_size as u32;
             index_of.entry(block).or_insert_with(|| {
                 touched.push(block);
@@ -60,7 +85,7 @@ impl KvWrite {
                 .reshape((t, 1, 1))?
                 .broadcast_as((t, kv_heads, head_dim))?
                 .contiguous()?;
-            return Ok(KvWrite::Slots(slots));
+            return Ok(Scatter::Slots(slots));
         }
         let u = touched.len();
         let mut pick: Vec<u32> = (0..(u * block_size) as u32).collect();
@@ -75,7 +100,7 @@ impl KvWrite {
             .reshape((u, 1))?
             .broadcast_as((u, row))?
             .contiguous()?;
-        Ok(KvWrite::Blocks(BlockWrite {
+        Ok(Scatter::Blocks(BlockWrite {
             block_size,
             blocks,
             pick: Tensor::new(pick, device)?,
@@ -88,12 +113,18 @@ impl KvWrite {
     pub fn apply(&self, k: &Tensor, v: &Tensor, cache: &LayerKv) -> Result<()> {
         let k = &in_cache_dtype(k, &cache.k, cache.scales.k)?;
         let v = &in_cache_dtype(v, &cache.v, cache.scales.v)?;
-        match self {
-            KvWrite::Slots(index) => {
+        if cache.k.dtype() == DType::F8E4M3 {
+            let rows = 0..self.slots.elem_count();
+            WriteKv::apply(&cache.k, k, &self.slots, rows.clone())?;
+            WriteKv::apply(&cache.v, v, &self.slots, rows)?;
+            return Ok(());
+        }
+        match &self.scatter {
+            Scatter::Slots(index) => {
                 cache.k.scatter_set(index, k, 0)?;
                 cache.v.scatter_set(index, v, 0)?;
             }
-            KvWrite::Blocks(b) => {
+            Scatter::Blocks(b) => {
                 b.apply(&cache.k, k)?;
                 b.apply(&cache.v, v)?;
             }
@@ -135,7 +166,6 @@ impl BlockWrite {
 mod tests {
     use super::*;
     use crate::batch::SequenceChunk;
-    use candle_core::DType;
 
     fn cache(slots: usize, device: &Device) -> LayerKv {
         let k = Tensor::arange(0f32, (slots * 6) as f32, device)
@@ -197,11 +227,28 @@ mod tests {
             want_v[s * 6..][..6].copy_from_slice(&values(&v.get(i).unwrap()));
         }
         let blocks = KvWrite::new(&batch, bs, (2, 3), &device).unwrap();
-        assert!(matches!(blocks, KvWrite::Blocks(_)));
+        assert!(matches!(blocks.scatter, Scatter::Blocks(_)));
         let c = cache(64, &device);
         blocks.apply(&k, &v, &c).unwrap();
         assert_eq!(values(&c.k), want_k);
         assert_eq!(values(&c.v), want_v);
+
+        // An fp8 cache takes the slot copy whatever the plan: the same rows, rounded to e4m3.
+        let fp8 = |t: &Tensor| t.to_dtype(DType::F8E4M3).unwrap();
+        let wide = |t: &Tensor| values(&t.to_dtype(DType::F32).unwrap());
+        let (k8, v8) = ((&k / 8.0).unwrap(), (&v / -8.0).unwrap());
+        let c = LayerKv {
+            k: fp8(&cache(64, &device).k),
+            v: fp8(&cache(64, &device).v),
+            scales: Default::default(),
+        };
+        blocks.apply(&k8, &v8, &c).unwrap();
+        let mut want = wide(&fp8(&cache(64, &device).k));
+        for (i, slot) in batch.slot_mapping(bs).into_iter().enumerate() {
+            want[slot as usize * 6..][..6].copy_from_slice(&wide(&fp8(&k8.get(i).unwrap())));
+        }
+        assert_eq!(wide(&c.k), want);
+        assert_eq!(c.k.dtype(), DType::F8E4M3);
 
         // A decode-only step takes the slot path, with the same result.
         let decodes = BatchInput {
@@ -209,7 +256,7 @@ mod tests {
             chunks: batch.chunks[1..].to_vec(),
         };
         let write = KvWrite::new(&decodes, bs, (2, 3), &device).unwrap();
-        assert!(matches!(write, KvWrite::Slots(_)));
+        assert!(matches!(write.scatter, Scatter::Slots(_)));
         let c = cache(64, &device);
         let (k2, v2) = (k.narrow(0, 30, 2).unwrap(), v.narrow(0, 30, 2).unwrap());
         write.apply(&k2, &v2, &c).unwrap();
