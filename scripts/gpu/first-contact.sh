@@ -41,6 +41,12 @@
 #                    own bf16 noise, top-1 agreeing on decisive rows; routing and expert grouping on
 #                    the device); then served with the user's command on the device it must report
 #                    and benched (128 in / 32 out, c=2)
+#   i kv-fp8    (60) only with its need (30 s) left, reported beside the verdict like f: the 0.6B
+#                    checkpoint's logits with an fp8 (e4m3) KV cache through the `generic` backend
+#                    (CUDA's default; fp8 rows written by the own slot-copy kernel, read by candle's
+#                    gather and cast) on the device in bf16, against the CPU's f32 run on its own
+#                    fp8 cache and the CPU's bf16 run through the same backend (compare_devices.py:
+#                    within 2 × the CPU's own bf16 noise)
 #   f quant    (120) only with its need (100 s) left, and reported beside the a-e verdict: the
 #                    0.6B checkpoint as a Q4_K_M GGUF file (written in the background from the
 #                    start) and with `--quantization fp8`: logits on the device against the CPU's
@@ -51,7 +57,7 @@
 # or (--smoke) no torch for it.
 #
 # Results in $OUT (default $TEALIGHT_GPU_WORK/out): summary.json (rewritten after every stage;
-# "verdict" covers setup and a-e, stages f, g and h are in "other_stages"), first-contact.log (everything
+# "verdict" covers setup and a-e, stages f, g, h and i are in "other_stages"), first-contact.log (everything
 # printed), serve-a.log, serve-d.log, serve-f.log, bench.json. Exit 0 iff the verdict has no FAIL.
 # --follow-up: stage f alone within 85 s on the still-warm machine (scripts/gpu/follow-up.sh).
 # Environment: TEALIGHT_BIN, PYTHON (with torch), TEALIGHT_GPU_WORK (scratch, default
@@ -101,7 +107,7 @@ WANT_DEVICE="${WANT_DEVICE:-$DEVICE}"
 # The driver's JIT cache of PTX (candle's modules, the own kernels): large enough for all of
 # them, so that what the pre-flight and stage a compile is not compiled again.
 export CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-4294967296}"
-ALL_STAGES="a b c d e f g h"
+ALL_STAGES="a b c d e f g h i"
 if [[ $FOLLOW_UP -eq 1 ]]; then
   DEADLINE="${DEADLINE:-85}"
   STAGES="${STAGES:-f}"
@@ -286,13 +292,13 @@ preflight() {
 
 write_meta() {
   "${PY_ANY:-python3}" - "$WORK/meta.json" "$SMOKE" "$DEVICE" "$GPU_NAME" "$GPU_LINE" "$TL" "$DEADLINE" \
-    "$SETUP_BUDGET" "$RESERVE" "${BUDGET[a]} ${BUDGET[b]} ${BUDGET[c]} ${BUDGET[d]} ${BUDGET[e]} ${BUDGET[f]} ${BUDGET[g]} ${BUDGET[h]}" <<'PY'
+    "$SETUP_BUDGET" "$RESERVE" "${BUDGET[a]} ${BUDGET[b]} ${BUDGET[c]} ${BUDGET[d]} ${BUDGET[e]} ${BUDGET[f]} ${BUDGET[g]} ${BUDGET[h]} ${BUDGET[i]}" <<'PY'
 import json, sys, time
 out, smoke, device, gpu, line, binary, deadline, setup, reserve, budgets = sys.argv[1:]
 json.dump({"script": "first-contact", "mode": "smoke" if smoke == "1" else "gpu", "device": device,
            "gpu": gpu, "nvidia_smi": line, "binary": binary, "deadline_s": int(deadline),
            "setup_budget_s": int(setup), "reserve_s": int(reserve),
-           "budgets_s": dict(zip("abcdefgh", map(int, budgets.split()))),
+           "budgets_s": dict(zip("abcdefghi", map(int, budgets.split()))),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, open(out, "w"), indent=2)
 PY
 }
@@ -659,6 +665,38 @@ print("served on {}: {} requests, {:.0f} out tok/s at c=2".format(sys.argv[2], d
   pass "MoE logits on $DEVICE within the CPU's bf16 noise: $(tail -1 "$report"); $served"
 }
 
+stage_i() {
+  has_module "$PY" numpy || { fail "no numpy for the comparison"; return; }
+  local prompts="$WORK/prompts-i.json" failed=() report="$WORK/compare-i.txt"
+  "$PY_ANY" -c 'import json, random, sys
+random.seed(10)
+json.dump([[random.randrange(151643) for _ in range(n)] for n in (96, 72)], open(sys.argv[1], "w"))' "$prompts"
+  logits() { # name device dtype backend: $WORK/i-name.npy
+    log "== i: logits with an fp8 KV cache, $1"
+    within "$TL" debug logits --model "$CKPT_06B" --device "$2" --dtype "$3" --attention-backend "$4" \
+      --kv-cache-dtype fp8 --prompts "$prompts" --prefill 32 --chunk 16 --out "$WORK/i-$1" ||
+      failed+=("logits $1")
+  }
+  logits f32-cpu cpu f32 auto
+  logits bf16-cpu cpu bf16 generic
+  logits bf16-dev "$DEVICE" bf16 generic
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    rm -f "$WORK"/i-*.npy
+    fail "debug logits failed: ${failed[*]}"
+    return
+  fi
+  local ok=1
+  within "$PY" "$HERE/compare_devices.py" --label "fp8 kv:" --max-ratio 2.0 \
+    --dense "$WORK/i-f32-cpu.npy" --cpu "$WORK/i-bf16-cpu.npy" --got "$DEVICE=$WORK/i-bf16-dev.npy" |
+    tee "$report" || ok=0
+  rm -f "$WORK"/i-*.npy
+  if [[ $ok -eq 0 ]]; then
+    fail "logits with an fp8 KV cache on $DEVICE differ from the CPU's: $(tail -1 "$report")"
+    return
+  fi
+  pass "fp8 KV cache on $DEVICE within the CPU's bf16 noise: $(tail -1 "$report")"
+}
+
 stage_f() {
   await_checkpoint 0.6b "$CKPT_06B" || return
   has_module "$PY" numpy || { fail "no numpy for the comparison"; return; }
@@ -723,13 +761,13 @@ PY
   fi
 }
 
-declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec [h]=moe)
+declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec [h]=moe [i]=kv-fp8)
 # SETUP_BUDGET + a..e + RESERVE = 478 s: within 8 minutes (tests/clients/test_first_contact.py).
-declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90 [h]=90)
+declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90 [h]=90 [i]=60)
 # The least time worth starting a stage with; f's is what it really needs on a GPU (five
 # `debug logits` runs, a serve and a short bench).
-declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60 [h]=45)
-[[ $SMOKE -eq 1 ]] && NEEDS[f]=30 NEEDS[g]=20 NEEDS[h]=15
+declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60 [h]=45 [i]=30)
+[[ $SMOKE -eq 1 ]] && NEEDS[f]=30 NEEDS[g]=20 NEEDS[h]=15 NEEDS[i]=10
 # On the still-warm machine the GGUF file, the checkpoints and the JIT cache are there already.
 [[ $FOLLOW_UP -eq 1 ]] && NEEDS[f]=50
 

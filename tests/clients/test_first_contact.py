@@ -43,13 +43,14 @@ def test_smoke_runs_every_stage_it_can(tmp_path):
     proc, summary, stages = smoke(tmp_path)
     log = proc.stdout + proc.stderr
     assert summary["mode"] == "smoke" and summary["device"] == "cpu"
-    assert list(stages) == ["setup", "a", "b", "c", "d", "e", "f", "g", "h"], log
-    for stage in ["setup", *"acdefgh"]:
+    assert list(stages) == ["setup", "a", "b", "c", "d", "e", "f", "g", "h", "i"], log
+    for stage in ["setup", *"acdefghi"]:
         assert stages[stage]["status"] == "PASS", (stages[stage], log[-3000:])
     # The pre-flight ran every check on the device (here the CPU) during the setup.
     assert "pre-flight all ok" in stages["setup"]["detail"], stages["setup"]
     assert summary["verdict"] == ("PASS" if has_torch() else "INCOMPLETE"), summary["verdict"]
-    assert summary["other_stages"] == {"f": "PASS", "g": "PASS", "h": "PASS"}
+    assert summary["other_stages"] == {"f": "PASS", "g": "PASS", "h": "PASS", "i": "PASS"}
+    assert "fp8 KV cache on cpu" in stages["i"]["detail"], stages["i"]
     assert "MoE logits" in stages["h"]["detail"] and "served on cpu" in stages["h"]["detail"], stages["h"]
     assert "ngram: c=1" in stages["g"]["detail"], stages["g"]
     if has_torch():

@@ -86,6 +86,14 @@ pub struct LogitsArgs {
     /// Output prefix: PREFIX.npy (f32 [rows, vocab]) and PREFIX.json ({"rows": [[prompt, position]]}).
     #[arg(long)]
     pub out: PathBuf,
+    /// The KV cache's dtype, as `serve --kv-cache-dtype` (here unchecked: a backend that cannot
+    /// read it fails at the first step).
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|float32|bfloat16|float16|fp8"
+    )]
+    pub kv_cache_dtype: crate::cli::serve::KvCacheDtype,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -181,7 +189,8 @@ fn logits(args: LogitsArgs) -> Result<()> {
     // Block j of prompt i is j * n + i: every table is scattered across the pool.
     let n = prompts.len();
     let per = prompts.iter().map(|p| p.len().div_ceil(bs)).max().unwrap();
-    let cache = KvCache::new(model.config(), per * n, bs, model.dtype(), model.device())?;
+    let kv_dtype = args.kv_cache_dtype.dtype().unwrap_or(model.dtype());
+    let cache = KvCache::new(model.config(), per * n, bs, kv_dtype, model.device())?;
     let tables: Vec<Vec<u32>> = (0..n)
         .map(|i| (0..per).map(|j| (j * n + i) as u32).collect())
         .collect();
