@@ -7,13 +7,14 @@
 //! - prefill chunks: each chunk's query tokens over its cached keys, a block of keys at a time
 //!   with an online softmax ([`PagedPrefill`]): no gathered context, no score matrix.
 
+use super::cache_op::{CacheKernel, CacheOp};
 use super::prefill::PagedPrefill;
 use super::vector::{self, CacheElement};
 use crate::batch::{BatchInput, slot_of};
 use crate::error::Result;
 use crate::kernels::Element;
 use crate::model::kv_cache::{KvScales, LayerKv};
-use candle_core::{CpuStorage, DType, Device, Layout, Shape, Tensor, bail};
+use candle_core::{CpuStorage, DType, Device, Layout, Tensor, bail};
 use rayon::prelude::*;
 
 /// Whether a chunk verifies a speculative draft (logits for every token it feeds). Such a chunk
@@ -274,7 +275,13 @@ fn scale_in_place(xs: &mut [f32], by: f32) {
     }
 }
 
-impl PagedDecode<'_> {
+impl CacheKernel for PagedDecode<'_> {
+    const NAME: &'static str = "paged-attention-cpu";
+
+    fn tokens(&self) -> Option<usize> {
+        Some(self.queries.len())
+    }
+
     /// Queries (and the output) of type `T`; the cache of type `C`, widened to f32 in
     /// registers as the vector loops read it.
     fn run<T: Element, C: CacheElement>(
@@ -348,132 +355,6 @@ fn softmax_in_place(s: &mut [f32]) {
     }
     let inv = 1.0 / sum;
     s.iter_mut().for_each(|x| *x *= inv);
-}
-
-/// An attention kernel over the paged cache, for every pairing of query and cache dtypes the
-/// CPU serves: `q` `[tokens, heads, d]` against `k`, `v` `[slots, kv_heads, d]`.
-trait CacheKernel {
-    const NAME: &'static str;
-
-    /// The query tokens this kernel was planned for.
-    fn tokens(&self) -> usize;
-
-    fn run<T: Element, C: CacheElement>(
-        &self,
-        q: &[T],
-        k: &[C],
-        v: &[C],
-        heads: usize,
-        kv_heads: usize,
-        d: usize,
-    ) -> Vec<T>;
-}
-
-impl CacheKernel for PagedDecode<'_> {
-    const NAME: &'static str = "paged-attention-cpu";
-
-    fn tokens(&self) -> usize {
-        self.queries.len()
-    }
-
-    fn run<T: Element, C: CacheElement>(
-        &self,
-        q: &[T],
-        k: &[C],
-        v: &[C],
-        heads: usize,
-        kv_heads: usize,
-        d: usize,
-    ) -> Vec<T> {
-        PagedDecode::run(self, q, k, v, heads, kv_heads, d)
-    }
-}
-
-impl CacheKernel for PagedPrefill<'_> {
-    const NAME: &'static str = "paged-prefill-cpu";
-
-    fn tokens(&self) -> usize {
-        // Any number of query tokens: the chunk is the query.
-        usize::MAX
-    }
-
-    fn run<T: Element, C: CacheElement>(
-        &self,
-        q: &[T],
-        k: &[C],
-        v: &[C],
-        heads: usize,
-        kv_heads: usize,
-        d: usize,
-    ) -> Vec<T> {
-        PagedPrefill::run(self, q, k, v, heads, kv_heads, d)
-    }
-}
-
-/// The candle op around a [`CacheKernel`].
-struct CacheOp<'a, K>(&'a K);
-
-impl<K: CacheKernel> candle_core::CustomOp3 for CacheOp<'_, K> {
-    fn name(&self) -> &'static str {
-        K::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        q: &CpuStorage,
-        q_l: &Layout,
-        k: &CpuStorage,
-        k_l: &Layout,
-        v: &CpuStorage,
-        v_l: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = K::NAME;
-        let kernel = self.0;
-        let (t, heads, d) = q_l.shape().dims3()?;
-        let (_, kv_heads, kd) = k_l.shape().dims3()?;
-        let planned = kernel.tokens();
-        if kd != d || heads % kv_heads != 0 || (planned != usize::MAX && t != planned) {
-            bail!(
-                "{name}: q {:?} does not fit cache {:?}",
-                q_l.shape(),
-                k_l.shape()
-            )
-        }
-        let (Some((q0, q1)), Some((k0, _)), Some((v0, _))) = (
-            q_l.contiguous_offsets(),
-            k_l.contiguous_offsets(),
-            v_l.contiguous_offsets(),
-        ) else {
-            bail!("{name} needs contiguous tensors")
-        };
-        let storage = match (q, k, v) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F16(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            // f32 activations over a 16-bit cache (`--kv-cache-dtype`).
-            (CpuStorage::F32(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            (CpuStorage::F32(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            // f32 activations over an fp8 (e4m3) cache.
-            (CpuStorage::F32(q), CpuStorage::F8E4M3(k), CpuStorage::F8E4M3(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            _ => bail!(
-                "{name}: k and v must share q's dtype (f32/f16/bf16), or be 16-bit or fp8 beside \
-                 f32 queries"
-            ),
-        };
-        Ok((storage, q_l.shape().clone()))
-    }
 }
 
 /// The dtypes this backend handles.

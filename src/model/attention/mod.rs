@@ -8,6 +8,7 @@
 //! - `cpu`: paged attention reading the block tables directly (no gather copies), multithreaded.
 //! - `cuda`: tealight's own CUDA kernels (`crate::kernels`); opt-in until proven on a GPU.
 
+mod cache_op;
 pub mod cpu;
 pub mod cuda;
 pub mod generic;

@@ -8,7 +8,9 @@
 //! widened once per task and then serves all of the task's query rows. An fp8 cache's scales go
 //! into the queries (keys) and the output (values).
 
+use super::cache_op::CacheKernel;
 use super::key_block::{KEY_BLOCK, ROW_LANES, RowState};
+use super::vector::CacheElement;
 use crate::batch::slot_of;
 use crate::kernels::{Element, Widen};
 use crate::model::kv_cache::KvScales;
@@ -27,10 +29,16 @@ pub struct PagedPrefill<'a> {
     pub kv_scales: KvScales,
 }
 
-impl PagedPrefill<'_> {
+impl CacheKernel for PagedPrefill<'_> {
+    const NAME: &'static str = "paged-prefill-cpu";
+
+    fn tokens(&self) -> Option<usize> {
+        None
+    }
+
     /// `q`: `[tokens, heads, d]`; `k`, `v`: the cache, `[slots, kv_heads, d]`. Returns the
     /// attention output in `q`'s layout.
-    pub fn run<T: Element, C: Widen>(
+    fn run<T: Element, C: CacheElement>(
         &self,
         q: &[T],
         k: &[C],
@@ -67,7 +75,9 @@ impl PagedPrefill<'_> {
         }
         out
     }
+}
 
+impl PagedPrefill<'_> {
     /// KV head `h` for query tokens `first..first + count`: `[count · group, d]` f32.
     #[allow(clippy::too_many_arguments)]
     fn task<T: Element, C: Widen>(
@@ -217,7 +227,7 @@ mod tests {
         out
     }
 
-    fn check<C: Element>(heads: usize, kv_heads: usize, kv: KvScales, tolerance: f64) {
+    fn check<C: Element + CacheElement>(heads: usize, kv_heads: usize, kv: KvScales, tolerance: f64) {
         for (tokens, first_position) in [(1, 0), (5, 0), (33, 0), (70, 0), (40, 95), (130, 17)] {
             let context = first_position + tokens;
             let (table, k) = cache::<C>(context, kv_heads, 1);
