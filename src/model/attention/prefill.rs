@@ -227,7 +227,12 @@ mod tests {
         out
     }
 
-    fn check<C: Element + CacheElement>(heads: usize, kv_heads: usize, kv: KvScales, tolerance: f64) {
+    fn check<C: Element + CacheElement>(
+        heads: usize,
+        kv_heads: usize,
+        kv: KvScales,
+        tolerance: f64,
+    ) {
         for (tokens, first_position) in [(1, 0), (5, 0), (33, 0), (70, 0), (40, 95), (130, 17)] {
             let context = first_position + tokens;
             let (table, k) = cache::<C>(context, kv_heads, 1);
