@@ -136,8 +136,8 @@ impl GenericAttend {
         let (slots, kv_heads, _) = cache.k.dims3()?;
         let group = heads / kv_heads;
         let (b, mq, mk) = (self.sequences, self.queries, self.keys);
+        // The queries' dtype: a narrower cache is widened to it as it is gathered.
         let work = q.dtype();
-
         let key_rows = self.key_rows(kv_heads)?;
         let gather = |cache: &Tensor| -> Result<Tensor> {
             Ok(cache
@@ -152,7 +152,6 @@ impl GenericAttend {
         // sequence is already in that order.
         // Each step replaces the previous tensor, so at most two score matrices are alive.
         let mut scores = {
-            let q = q.to_dtype(work)?;
             let q = if mq == 1 {
                 q.reshape((b, kv_heads, group, head_dim))?
             } else {

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::kernels::kv_write::WriteKv;
 use crate::model::kv_cache::LayerKv;
 use candle_core::{DType, Device, Tensor};
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 /// Whole blocks are rewritten when that cuts the scatter's serial loop at least this many times.
@@ -26,8 +27,10 @@ const BLOCKS_WIN: usize = 4;
 
 pub struct KvWrite {
     scatter: Scatter,
-    /// `[T]` u32: each token's slot (the fp8 write).
-    slots: Tensor,
+    /// Each token's slot, for the fp8 write.
+    slots: Vec<u32>,
+    /// `slots` on the device: made at the first fp8 write, so other caches never copy it there.
+    slot_rows: OnceCell<Tensor>,
 }
 
 /// How candle's `scatter_set` writes a 16- or 32-bit cache.
@@ -56,11 +59,11 @@ impl KvWrite {
         device: &Device,
     ) -> Result<Self> {
         let slots = batch.slot_mapping(block_size);
-        let slot_rows = Tensor::new(slots.as_slice(), device)?;
         let scatter = Self::scatter(&slots, block_size, kv_shape, device)?;
         Ok(Self {
             scatter,
-            slots: slot_rows,
+            slots,
+            slot_rows: OnceCell::new(),
         })
     }
 
@@ -114,9 +117,16 @@ impl KvWrite {
         let k = &in_cache_dtype(k, &cache.k, cache.scales.k)?;
         let v = &in_cache_dtype(v, &cache.v, cache.scales.v)?;
         if cache.k.dtype() == DType::F8E4M3 {
-            let rows = 0..self.slots.elem_count();
-            WriteKv::apply(&cache.k, k, &self.slots, rows.clone())?;
-            WriteKv::apply(&cache.v, v, &self.slots, rows)?;
+            let slot_rows = match self.slot_rows.get() {
+                Some(rows) => rows,
+                None => {
+                    let rows = Tensor::new(self.slots.as_slice(), cache.k.device())?;
+                    self.slot_rows.get_or_init(|| rows)
+                }
+            };
+            let rows = 0..self.slots.len();
+            WriteKv::apply(&cache.k, k, slot_rows, rows.clone())?;
+            WriteKv::apply(&cache.v, v, slot_rows, rows)?;
             return Ok(());
         }
         match &self.scatter {
