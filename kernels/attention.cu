@@ -1,5 +1,8 @@
 // Paged attention over tealight's KV cache (`[num_blocks * block_size, kv_heads, head_dim]` per
-// layer, block tables per sequence). Every kernel here has a CPU twin of the same algorithm in
+// layer, block tables per sequence). The cache may be narrower than the activations (q and out):
+// f16/bf16, or fp8 e4m3 with per-layer scales (vLLM's `k_scale`/`v_scale`: stored = x / scale),
+// so every kernel is templated on both types; the host folds `k_scale` into the score scale, and
+// `v_scale` multiplies the output. Every kernel here has a CPU twin of the same algorithm in
 // src/kernels/paged_attention.rs; the index arrays come from `AttentionPlan` (src/kernels/plan.rs),
 // built once per step on the host and read by both.
 //
@@ -11,7 +14,7 @@
 //    its unnormalised sum and its (max, sum of exponentials) and `tl_paged_reduce_*` merges them
 //    (flash-decoding).
 // 2. `tl_prefill_attention_*`: prefill chunks on the tensor cores (mma.sync m16n8k16, bf16/f16 in,
-//    f32 accumulate), FlashAttention-2 style: one CTA per (tile of 64 query rows, kv head), where a
+//    f32 accumulate; the operand type is the cache's when it is 16-bit, else the activations'), FlashAttention-2 style: one CTA per (tile of 64 query rows, kv head), where a
 //    row is one (token, query head) pair of one chunk, so the heads of a GQA group share every K/V
 //    tile. Keys stream through shared memory in blocks of 64 (looked up through the block table),
 //    with an online softmax; causal: row (token at position p) sees keys 0..=p, cached prefix
@@ -37,8 +40,10 @@ __host__ __device__ constexpr int tpk_for(int d, int vec) {
   return t;
 }
 
-template <typename T, int D> struct PagedShape {
-  static constexpr int VEC = 16 / (int)sizeof(T);
+// C: the cache's element. Loads of 16 bytes, but at most 8 elements (an fp8 row slice of 16
+// would double the registers that hold keys in flight).
+template <typename C, int D> struct PagedShape {
+  static constexpr int VEC = 16 / (int)sizeof(C) < 8 ? 16 / (int)sizeof(C) : 8;
   static constexpr int TPK = tpk_for(D, VEC);  // threads per key (QK phase)
   static constexpr int EPT = D / TPK;          // elements per thread per key
   static constexpr int KPW = 32 / TPK;         // keys per warp per step
@@ -49,15 +54,16 @@ template <typename T, int D> struct PagedShape {
 
 // Shared memory (floats): [2 * kMaxGroup] stats, then the larger of the score rows
 // [kMaxGroup][partition] and the cross-warp sums [kPagedWarps][kMaxGroup][D].
-template <typename T, int D>
+// `scale` includes the cache's k_scale; the output is multiplied by `v_scale`.
+template <typename T, typename C, int D>
 __device__ __forceinline__ void paged_attention(
     T* __restrict__ out, float* __restrict__ part_acc, float* __restrict__ part_ml,
-    const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+    const T* __restrict__ q, const C* __restrict__ k_cache, const C* __restrict__ v_cache,
     const uint32_t* __restrict__ work_tokens, const uint32_t* __restrict__ token_seq,
     const uint32_t* __restrict__ token_visible, const uint32_t* __restrict__ block_tables,
     uint32_t max_blocks, uint32_t block_size, uint32_t num_heads, uint32_t num_kv_heads,
-    uint32_t partition_size, uint32_t max_partitions, float scale) {
-  using S = PagedShape<T, D>;
+    uint32_t partition_size, uint32_t max_partitions, float scale, float v_scale) {
+  using S = PagedShape<C, D>;
   constexpr int TPK = S::TPK, EPT = S::EPT, KPW = S::KPW, DPL = S::DPL;
   constexpr int NT = kPagedWarps * 32;
 
@@ -106,7 +112,7 @@ __device__ __forceinline__ void paged_attention(
       const int j = j0 + u * kPagedWarps * KPW + kw;
       if (j < n) {
         const uint32_t slot = tl_slot_of(table, start + j, block_size);
-        tl_load_f32<T, EPT>(k_cache + ((size_t)slot * num_kv_heads + h) * D + lk * EPT, kv[u]);
+        tl_load_f32<C, EPT>(k_cache + ((size_t)slot * num_kv_heads + h) * D + lk * EPT, kv[u]);
       } else {
         tl_zero(kv[u]);
       }
@@ -162,7 +168,7 @@ __device__ __forceinline__ void paged_attention(
       const int j = j0 + u * kPagedWarps;
       if (j < n && lane_active) {
         const uint32_t slot = tl_slot_of(table, start + j, block_size);
-        tl_load_f32<T, DPL>(v_cache + ((size_t)slot * num_kv_heads + h) * D + d0, vv[u]);
+        tl_load_f32<C, DPL>(v_cache + ((size_t)slot * num_kv_heads + h) * D + d0, vv[u]);
       } else {
         tl_zero(vv[u]);
       }
@@ -202,7 +208,7 @@ __device__ __forceinline__ void paged_attention(
 #pragma unroll
     for (int wi = 0; wi < kPagedWarps; ++wi) v += sums[(wi * kMaxGroup + g) * D + d];
     if (direct) {
-      out[(q_row + g) * D + d] = tl_from_float<T>(v / stats[kMaxGroup + g]);
+      out[(q_row + g) * D + d] = tl_from_float<T>(v / stats[kMaxGroup + g] * v_scale);
     } else {
       part_acc[(item * kMaxGroup + g) * D + d] = v;
     }
@@ -223,7 +229,7 @@ __device__ __forceinline__ void paged_reduce(T* __restrict__ out,
                                              const uint32_t* __restrict__ token_visible,
                                              uint32_t num_heads, uint32_t num_kv_heads,
                                              uint32_t head_dim, uint32_t partition_size,
-                                             uint32_t max_partitions) {
+                                             uint32_t max_partitions, float v_scale) {
   const uint32_t group = num_heads / num_kv_heads;
   const uint32_t head_chunks = (group + kMaxGroup - 1) / kMaxGroup;
   const uint32_t w = blockIdx.x;
@@ -248,7 +254,7 @@ __device__ __forceinline__ void paged_reduce(T* __restrict__ out,
       l = fmaf(wgt, part_ml[at * 2 + 1], l);
       acc = fmaf(wgt, part_acc[at * head_dim + d], acc);
     }
-    out[(q_row + g) * head_dim + d] = tl_from_float<T>(acc / l);
+    out[(q_row + g) * head_dim + d] = tl_from_float<T>(acc / l * v_scale);
   }
 }
 
@@ -284,28 +290,45 @@ __device__ __forceinline__ uint32_t pack_u16(uint16_t lo, uint16_t hi) {
   return (uint32_t)lo | ((uint32_t)hi << 16);
 }
 
+// The tensor cores' operand type for activations T over a cache of C: the cache's when it is
+// 16-bit (its values reach the mma unrounded; only q is rounded, once), else (fp8, which widens
+// exactly to either) the activations'.
+template <typename T, typename C> struct MmaOf { using type = C; };
+template <typename T> struct MmaOf<T, __nv_fp8_e4m3> { using type = T; };
+
+// Eight cache elements widened to the mma type, stored as 16 bytes of shared memory.
+template <typename C, typename M, typename E>
+__device__ __forceinline__ void stage_widened(E* dst, const C* src) {
+  float x[8];
+  tl_load_f32<C, 8>(src, x);
+  *reinterpret_cast<uint4*>(dst) =
+      make_uint4(M::pack(x[0], x[1]), M::pack(x[2], x[3]), M::pack(x[4], x[5]), M::pack(x[6], x[7]));
+}
+
 // Rows of the tile: r in [0, 64) is row `row0 + r` of its chunk, i.e. token (row0 + r) / group,
 // query head (row0 + r) % group. Warp w owns rows 16w..16w+15; in the mma fragments thread
 // (gid = lane / 4, tig = lane % 4) holds rows 16w + gid ("a") and 16w + gid + 8 ("b").
-template <typename T, int D>
+// `scale_log2` includes the cache's k_scale; the output is multiplied by `v_scale`.
+template <typename T, typename C, int D>
 __device__ __forceinline__ void prefill_attention(
-    T* __restrict__ out, const T* __restrict__ q, const T* __restrict__ k_cache,
-    const T* __restrict__ v_cache, const uint32_t* __restrict__ tile_seq,
+    T* __restrict__ out, const T* __restrict__ q, const C* __restrict__ k_cache,
+    const C* __restrict__ v_cache, const uint32_t* __restrict__ tile_seq,
     const uint32_t* __restrict__ tile_row0, const uint32_t* __restrict__ seq_q_start,
     const uint32_t* __restrict__ seq_q_len, const uint32_t* __restrict__ seq_ctx_len,
     const uint32_t* __restrict__ block_tables, uint32_t max_blocks, uint32_t block_size,
-    uint32_t num_heads, uint32_t num_kv_heads, float scale_log2) {
+    uint32_t num_heads, uint32_t num_kv_heads, float scale_log2, float v_scale) {
   static_assert(D % 16 == 0 && D <= 128, "head_dim must be a multiple of 16, at most 128");
   constexpr int KS = D / 16;           // k-steps of Q·Kᵀ
   constexpr int NK = kTileKeys / 8;    // n-tiles of S (8 keys each)
   constexpr int ND = D / 8;            // n-tiles of O (8 dims each)
   constexpr int LD = D + 8;            // padded shared row (elements): conflict-free fragments
-  constexpr int CHUNKS = D / 8;        // 16-byte pieces per row
+  constexpr int CHUNKS = D / 8;        // pieces of 8 elements (16 shared bytes) per row
   constexpr int NT = kPrefillWarps * 32;
-  using M = Mma<T>;
+  using E = typename MmaOf<T, C>::type;  // what the shared stage holds and the mma reads
+  using M = Mma<E>;
 
-  __shared__ __align__(16) T sk[kTileKeys * LD];
-  __shared__ __align__(16) T sv[kTileKeys * LD];
+  __shared__ __align__(16) E sk[kTileKeys * LD];
+  __shared__ __align__(16) E sv[kTileKeys * LD];
 
   const uint32_t group = num_heads / num_kv_heads;
   const uint32_t seq = tile_seq[blockIdx.x];
@@ -336,17 +359,24 @@ __device__ __forceinline__ void prefill_attention(
     row_index[i] = ((size_t)(q_start + token) * num_heads + (size_t)h * group + g) * D;
   }
 
-  // Q fragments (A operand, row-major 16×16 per k-step).
+  // Q fragments (A operand, row-major 16×16 per k-step): columns (2tig, 2tig+1) of rows a and b,
+  // then the same 8 columns on.
   uint32_t qf[KS][4];
-  const uint32_t* q32[2] = {reinterpret_cast<const uint32_t*>(q + row_index[0]),
-                            reinterpret_cast<const uint32_t*>(q + row_index[1])};
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {
-    const int c = (ks * 16 + 2 * tig) / 2;  // 32-bit word of columns (2tig, 2tig+1)
-    qf[ks][0] = valid[0] ? q32[0][c] : 0u;
-    qf[ks][1] = valid[1] ? q32[1][c] : 0u;
-    qf[ks][2] = valid[0] ? q32[0][c + 4] : 0u;  // columns + 8
-    qf[ks][3] = valid[1] ? q32[1][c + 4] : 0u;
+#pragma unroll
+    for (int f = 0; f < 4; ++f) {
+      const int i = f & 1;
+      const int col = ks * 16 + 2 * tig + (f >> 1) * 8;
+      const T* src = q + row_index[i] + col;
+      if (!valid[i]) {
+        qf[ks][f] = 0u;
+      } else if constexpr (std::is_same_v<T, E>) {
+        qf[ks][f] = *reinterpret_cast<const uint32_t*>(src);
+      } else {
+        qf[ks][f] = M::pack(tl_to_float(src[0]), tl_to_float(src[1]));
+      }
+    }
   }
 
   float o[ND][4];
@@ -359,17 +389,23 @@ __device__ __forceinline__ void prefill_attention(
   const uint16_t* sv16 = reinterpret_cast<const uint16_t*>(sv);
 
   for (uint32_t kb = 0; kb < kmax; kb += kTileKeys) {
-    // K and V blocks into shared memory; keys past kmax are zero (never NaN times zero).
+    // K and V blocks into shared memory; keys past kmax are zero (never NaN times zero). A cache
+    // of the mma's type is copied as it is; an fp8 one is widened on the way (exactly).
     for (int c = threadIdx.x; c < kTileKeys * CHUNKS; c += NT) {
       const int key = c / CHUNKS, part = c % CHUNKS;
       const uint32_t kp = kb + key;
-      T* dk = sk + key * LD + part * 8;
-      T* dv = sv + key * LD + part * 8;
+      E* dk = sk + key * LD + part * 8;
+      E* dv = sv + key * LD + part * 8;
       if (kp < kmax) {
         const size_t off =
             ((size_t)tl_slot_of(table, kp, block_size) * num_kv_heads + h) * D + part * 8;
-        tl_cp_async_16(dk, k_cache + off);
-        tl_cp_async_16(dv, v_cache + off);
+        if constexpr (std::is_same_v<C, E>) {
+          tl_cp_async_16(dk, k_cache + off);
+          tl_cp_async_16(dv, v_cache + off);
+        } else {
+          stage_widened<C, M>(dk, k_cache + off);
+          stage_widened<C, M>(dv, v_cache + off);
+        }
       } else {
         *reinterpret_cast<uint4*>(dk) = make_uint4(0, 0, 0, 0);
         *reinterpret_cast<uint4*>(dv) = make_uint4(0, 0, 0, 0);
@@ -459,7 +495,7 @@ __device__ __forceinline__ void prefill_attention(
     l += __shfl_xor_sync(TL_FULL_MASK, l, 1);
     l += __shfl_xor_sync(TL_FULL_MASK, l, 2);
     if (valid[i]) {
-      const float inv = 1.f / l;
+      const float inv = v_scale / l;
       T* dst = out + row_index[i];
 #pragma unroll
       for (int dt = 0; dt < ND; ++dt) {
@@ -474,69 +510,96 @@ __device__ __forceinline__ void prefill_attention(
 }  // namespace
 
 // ---- entry points ----------------------------------------------------------------------------
+// NAME is the activation dtype, then `_kv` and the cache's where that differs: bf16, bf16_kvfp8.
 
-#define TL_PAGED(NAME, T, D)                                                                     \
+#define TL_PAGED(NAME, T, C, D)                                                                  \
   extern "C" __global__ void __launch_bounds__(kPagedWarps * 32) tl_paged_attention_##NAME##_d##D( \
-      T* out, float* part_acc, float* part_ml, const T* q, const T* k_cache, const T* v_cache,   \
+      T* out, float* part_acc, float* part_ml, const T* q, const C* k_cache, const C* v_cache,   \
       const uint32_t* work_tokens, const uint32_t* token_seq, const uint32_t* token_visible,    \
       const uint32_t* block_tables, uint32_t max_blocks, uint32_t block_size,                   \
       uint32_t num_heads, uint32_t num_kv_heads, uint32_t partition_size,                       \
-      uint32_t max_partitions, float scale) {                                                   \
-    paged_attention<T, D>(out, part_acc, part_ml, q, k_cache, v_cache, work_tokens, token_seq,  \
-                          token_visible, block_tables, max_blocks, block_size, num_heads,       \
-                          num_kv_heads, partition_size, max_partitions, scale);                 \
+      uint32_t max_partitions, float scale, float v_scale) {                                    \
+    paged_attention<T, C, D>(out, part_acc, part_ml, q, k_cache, v_cache, work_tokens,         \
+                             token_seq, token_visible, block_tables, max_blocks, block_size,   \
+                             num_heads, num_kv_heads, partition_size, max_partitions, scale,   \
+                             v_scale);                                                         \
   }
 
 #define TL_REDUCE(NAME, T)                                                                     \
   extern "C" __global__ void tl_paged_reduce_##NAME(                                           \
       T* out, const float* part_acc, const float* part_ml, const uint32_t* work_tokens,        \
       const uint32_t* token_visible, uint32_t num_heads, uint32_t num_kv_heads,                \
-      uint32_t head_dim, uint32_t partition_size, uint32_t max_partitions) {                   \
+      uint32_t head_dim, uint32_t partition_size, uint32_t max_partitions, float v_scale) {    \
     paged_reduce<T>(out, part_acc, part_ml, work_tokens, token_visible, num_heads,             \
-                    num_kv_heads, head_dim, partition_size, max_partitions);                   \
+                    num_kv_heads, head_dim, partition_size, max_partitions, v_scale);          \
   }
 
-#define TL_PREFILL(NAME, T, D)                                                                   \
+#define TL_PREFILL(NAME, T, C, D)                                                                \
   extern "C" __global__ void __launch_bounds__(kPrefillWarps * 32)                               \
       tl_prefill_attention_##NAME##_d##D(                                                        \
-          T* out, const T* q, const T* k_cache, const T* v_cache, const uint32_t* tile_seq,      \
+          T* out, const T* q, const C* k_cache, const C* v_cache, const uint32_t* tile_seq,      \
           const uint32_t* tile_row0, const uint32_t* seq_q_start, const uint32_t* seq_q_len,     \
           const uint32_t* seq_ctx_len, const uint32_t* block_tables, uint32_t max_blocks,        \
-          uint32_t block_size, uint32_t num_heads, uint32_t num_kv_heads, float scale_log2) {    \
-    prefill_attention<T, D>(out, q, k_cache, v_cache, tile_seq, tile_row0, seq_q_start,         \
-                            seq_q_len, seq_ctx_len, block_tables, max_blocks, block_size,       \
-                            num_heads, num_kv_heads, scale_log2);                               \
+          uint32_t block_size, uint32_t num_heads, uint32_t num_kv_heads, float scale_log2,      \
+          float v_scale) {                                                                       \
+    prefill_attention<T, C, D>(out, q, k_cache, v_cache, tile_seq, tile_row0, seq_q_start,      \
+                               seq_q_len, seq_ctx_len, block_tables, max_blocks, block_size,    \
+                               num_heads, num_kv_heads, scale_log2, v_scale);                   \
   }
 
 // Head dims with kernels (src/kernels/mod.rs lists the same); others fall back to `generic`.
-#define TL_PAGED_ALL(NAME, T) \
-  TL_PAGED(NAME, T, 32)       \
-  TL_PAGED(NAME, T, 48)       \
-  TL_PAGED(NAME, T, 64)       \
-  TL_PAGED(NAME, T, 128)      \
-  TL_PAGED(NAME, T, 256)
+#define TL_PAGED_ALL(NAME, T, C) \
+  TL_PAGED(NAME, T, C, 32)       \
+  TL_PAGED(NAME, T, C, 48)       \
+  TL_PAGED(NAME, T, C, 64)       \
+  TL_PAGED(NAME, T, C, 128)      \
+  TL_PAGED(NAME, T, C, 256)      \
+  TL_REDUCE(NAME, T)
 
-#define TL_PREFILL_ALL(NAME, T) \
-  TL_PREFILL(NAME, T, 32)       \
-  TL_PREFILL(NAME, T, 48)       \
-  TL_PREFILL(NAME, T, 64)       \
-  TL_PREFILL(NAME, T, 128)
+#define TL_PREFILL_ALL(NAME, T, C) \
+  TL_PREFILL(NAME, T, C, 32)       \
+  TL_PREFILL(NAME, T, C, 48)       \
+  TL_PREFILL(NAME, T, C, 64)       \
+  TL_PREFILL(NAME, T, C, 128)
 
-// build.rs compiles this file once per element type (-DTL_DTYPE_F32 / _F16 / _BF16), so a
-// process loads (and the driver JIT-compiles) only the module of the dtype it runs.
-#if defined(TL_DTYPE_F32)
-TL_PAGED_ALL(f32, float)
-TL_REDUCE(f32, float)
+// build.rs compiles this file once per (activation, cache) pair, `-DTL_UNIT_<NAME>`, so a process
+// loads (and the driver JIT-compiles) only the module it runs; the emulator defines them all.
+// Tensor cores for 16-bit activations only (src/kernels/mod.rs: `prefill_supported`).
+#if defined(TL_UNIT_f32)
+TL_PAGED_ALL(f32, float, float)
+#endif
+#if defined(TL_UNIT_f32_kvf16)
+TL_PAGED_ALL(f32_kvf16, float, __half)
+#endif
+#if defined(TL_UNIT_f32_kvbf16)
+TL_PAGED_ALL(f32_kvbf16, float, __nv_bfloat16)
+#endif
+#if defined(TL_UNIT_f32_kvfp8)
+TL_PAGED_ALL(f32_kvfp8, float, __nv_fp8_e4m3)
 #endif
 
-#if defined(TL_DTYPE_F16)
-TL_PAGED_ALL(f16, __half)
-TL_REDUCE(f16, __half)
-TL_PREFILL_ALL(f16, __half)
+#if defined(TL_UNIT_f16)
+TL_PAGED_ALL(f16, __half, __half)
+TL_PREFILL_ALL(f16, __half, __half)
+#endif
+#if defined(TL_UNIT_f16_kvbf16)
+TL_PAGED_ALL(f16_kvbf16, __half, __nv_bfloat16)
+TL_PREFILL_ALL(f16_kvbf16, __half, __nv_bfloat16)
+#endif
+#if defined(TL_UNIT_f16_kvfp8)
+TL_PAGED_ALL(f16_kvfp8, __half, __nv_fp8_e4m3)
+TL_PREFILL_ALL(f16_kvfp8, __half, __nv_fp8_e4m3)
 #endif
 
-#if defined(TL_DTYPE_BF16)
-TL_PAGED_ALL(bf16, __nv_bfloat16)
-TL_REDUCE(bf16, __nv_bfloat16)
-TL_PREFILL_ALL(bf16, __nv_bfloat16)
+#if defined(TL_UNIT_bf16)
+TL_PAGED_ALL(bf16, __nv_bfloat16, __nv_bfloat16)
+TL_PREFILL_ALL(bf16, __nv_bfloat16, __nv_bfloat16)
+#endif
+#if defined(TL_UNIT_bf16_kvf16)
+TL_PAGED_ALL(bf16_kvf16, __nv_bfloat16, __half)
+TL_PREFILL_ALL(bf16_kvf16, __nv_bfloat16, __half)
+#endif
+#if defined(TL_UNIT_bf16_kvfp8)
+TL_PAGED_ALL(bf16_kvfp8, __nv_bfloat16, __nv_fp8_e4m3)
+TL_PREFILL_ALL(bf16_kvfp8, __nv_bfloat16, __nv_fp8_e4m3)
 #endif

@@ -1,8 +1,9 @@
 // Shared helpers of tealight's CUDA kernels: element conversions and widening vector loads.
 //
-// Every kernel computes in f32 whatever the storage type (f32, f16, bf16). Loads are as wide as
-// the element count and alignment allow (16, 8, 4 or 2 bytes); callers guarantee that a load of
-// N elements starts at a multiple of N elements from a 16-byte-aligned base.
+// Every kernel computes in f32 whatever the storage type (f32, f16, bf16, and fp8 e4m3 for the KV
+// cache). Loads are as wide as the element count and alignment allow (16, 8, 4, 2 or 1 bytes);
+// callers guarantee that a load of N elements starts at a multiple of N elements from a
+// 16-byte-aligned base.
 #pragma once
 
 #if defined(TL_EMULATE)
@@ -11,7 +12,10 @@
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <stdint.h>
+
+#include <type_traits>
 #endif
 
 #define TL_FULL_MASK 0xffffffffu
@@ -61,6 +65,8 @@ __device__ __forceinline__ void tl_cp_async_wait_all() {
 __device__ __forceinline__ float tl_to_float(float x) { return x; }
 __device__ __forceinline__ float tl_to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float tl_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+// e4m3 ("fn": no infinities) widens exactly; sm_89+ convert in hardware.
+__device__ __forceinline__ float tl_to_float(__nv_fp8_e4m3 x) { return static_cast<float>(x); }
 
 template <typename T> __device__ __forceinline__ T tl_from_float(float x);
 template <> __device__ __forceinline__ float tl_from_float<float>(float x) { return x; }
@@ -71,9 +77,9 @@ template <> __device__ __forceinline__ __nv_bfloat16 tl_from_float<__nv_bfloat16
   return __float2bfloat16_rn(x);
 }
 
-// Widest access (bytes) that divides `bytes`; elements are at least 2 bytes wide.
+// Widest access (bytes) that divides `bytes`.
 __host__ __device__ constexpr int tl_access_bytes(int bytes) {
-  return bytes % 16 == 0 ? 16 : bytes % 8 == 0 ? 8 : bytes % 4 == 0 ? 4 : 2;
+  return bytes % 16 == 0 ? 16 : bytes % 8 == 0 ? 8 : bytes % 4 == 0 ? 4 : bytes % 2 == 0 ? 2 : 1;
 }
 
 template <int BYTES> struct TlWord;
@@ -81,6 +87,7 @@ template <> struct TlWord<16> { using type = uint4; };
 template <> struct TlWord<8> { using type = uint2; };
 template <> struct TlWord<4> { using type = uint32_t; };
 template <> struct TlWord<2> { using type = uint16_t; };
+template <> struct TlWord<1> { using type = uint8_t; };
 
 // Loads N consecutive elements at `p` and widens them to f32.
 template <typename T, int N>

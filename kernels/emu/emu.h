@@ -72,6 +72,19 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
 inline __half2 __floats2half2_rn(float lo, float hi) {
   return {__float2half_rn(lo), __float2half_rn(hi)};
 }
+// e4m3 "fn" (vLLM's fp8 KV cache): 4 exponent bits (bias 7), 3 mantissa bits, no infinities,
+// 0x7f/0xff NaN. Only the widening is modelled: the kernels never write fp8.
+struct __nv_fp8_e4m3 {
+  uint8_t __x;
+  explicit operator float() const {
+    const int e = (__x >> 3) & 0xf, m = __x & 7;
+    const float sign = (__x & 0x80) ? -1.f : 1.f;
+    if ((__x & 0x7f) == 0x7f) return std::nanf("");
+    if (e == 0) return sign * std::ldexp((float)m, -9);
+    return sign * std::ldexp(1.f + m / 8.f, e - 7);
+  }
+};
+
 inline float __int_as_float(int i) {
   float f;
   std::memcpy(&f, &i, 4);

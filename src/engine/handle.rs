@@ -499,8 +499,8 @@ fn start_events(
 /// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The
 /// `cpu` backend stores f16/bf16 or fp8 (e4m3) beside f32 activations and widens in registers;
 /// the `generic` backend (candle ops, CUDA's default) beside any float model on any device: it
-/// rounds as it writes and widens what it gathers. The own CUDA kernels (`cuda`) read the
-/// model's dtype only.
+/// rounds as it writes and widens what it gathers. The own CUDA kernels (`cuda`) read every pair
+/// they are built for (`kernels::kernel_name`: a 16-bit or fp8 cache beside any float model).
 fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_core::DType> {
     use crate::model::AttentionBackend;
     use candle_core::DType;
@@ -512,7 +512,8 @@ fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_co
     let reads_it = match config.attention_backend {
         AttentionBackend::Cpu => narrow && model_dtype == DType::F32 && model.device().is_cpu(),
         AttentionBackend::Generic => narrow,
-        AttentionBackend::Cuda | AttentionBackend::Auto => false,
+        AttentionBackend::Cuda => narrow && crate::kernels::kernel_name(model_dtype, kv).is_some(),
+        AttentionBackend::Auto => false,
     };
     if !reads_it {
         let name = match kv {
@@ -521,9 +522,8 @@ fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_co
         };
         return Err(Error::config(format!(
             "--kv-cache-dtype {name} beside a {model_dtype:?} model on {} with the {:?} attention \
-             backend: a 16-bit or fp8 cache is read by the `generic` backend (any model dtype) \
-             and the `cpu` backend (f32 activations); the `cuda` kernels read the model's dtype \
-             only (--kv-cache-dtype auto, or --attention-backend generic)",
+             backend: a 16-bit or fp8 cache is read by the `generic` and `cuda` backends (any \
+             float model) and the `cpu` backend (f32 activations)",
             crate::device::describe(model.device()),
             config.attention_backend
         )));

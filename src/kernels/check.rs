@@ -21,7 +21,10 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Debug, Clone)]
 pub struct KernelCase {
     pub name: String,
+    /// The activations' dtype (q, out).
     pub dtype: DType,
+    /// The cache's dtype (`--kv-cache-dtype`); fp8 caches get scales other than 1.
+    pub cache_dtype: DType,
     pub shape: HeadShape,
     pub block_size: usize,
     pub num_blocks: usize,
@@ -45,7 +48,7 @@ pub struct CaseReport {
 }
 
 /// Relative-error bound of device against twin: the same algorithm, so only summation order and
-/// the last rounding differ.
+/// the last rounding differ. `dtype`: the tensor cores' operand type ([`super::mma_dtype`]).
 pub fn tolerance(dtype: DType) -> f64 {
     match dtype {
         DType::F32 => 1e-5,
@@ -110,12 +113,35 @@ pub fn random_specs(
         .collect()
 }
 
-/// The fixed list of cases for every dtype.
+/// The (activations, cache) pairs the checks cover: each dtype over its own cache, then every
+/// narrower cache the kernels read ([`super::kernel_name`]).
+pub const PAIRS: [(DType, DType); 10] = [
+    (DType::BF16, DType::BF16),
+    (DType::F16, DType::F16),
+    (DType::F32, DType::F32),
+    (DType::BF16, DType::F8E4M3),
+    (DType::BF16, DType::F16),
+    (DType::F16, DType::F8E4M3),
+    (DType::F16, DType::BF16),
+    (DType::F32, DType::F8E4M3),
+    (DType::F32, DType::F16),
+    (DType::F32, DType::BF16),
+];
+
+/// A case's name: what it is, then its pair's kernel name (`bf16`, `bf16_kvfp8`).
+fn case_name(name: &str, dtype: DType, cache_dtype: DType) -> String {
+    let pair = super::kernel_name(dtype, cache_dtype).unwrap_or_else(|| "unbuilt".into());
+    format!("{name} {pair}").to_lowercase()
+}
+
+/// The fixed list of cases: every shape for each dtype over its own cache, and the Qwen3-4B
+/// shapes over every narrower cache.
 pub fn cases(seed: u64) -> Vec<KernelCase> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let qwen4b = shape(32, 8, 128);
     let mut out = Vec::new();
-    for dtype in [DType::BF16, DType::F16, DType::F32] {
+    for (dtype, cache_dtype) in PAIRS {
+        let same = dtype == cache_dtype;
         let mut add = |name: &str,
                        hs: HeadShape,
                        bs: usize,
@@ -123,8 +149,9 @@ pub fn cases(seed: u64) -> Vec<KernelCase> {
                        rng: &mut ChaCha8Rng| {
             let (batch, num_blocks) = batch_of(rng, &specs, bs);
             out.push(KernelCase {
-                name: format!("{name} {dtype:?}").to_lowercase(),
+                name: case_name(name, dtype, cache_dtype),
                 dtype,
+                cache_dtype,
                 shape: hs,
                 block_size: bs,
                 num_blocks,
@@ -149,6 +176,9 @@ pub fn cases(seed: u64) -> Vec<KernelCase> {
         );
         let specs = random_specs(&mut rng, 12, 600);
         add("4b mixed 12 seqs", qwen4b, 16, specs, &mut rng);
+        if !same {
+            continue;
+        }
         let specs = random_specs(&mut rng, 6, 300);
         add("tiny d32 g2 mixed", shape(4, 2, 32), 16, specs, &mut rng);
         let specs = random_specs(&mut rng, 6, 300);
@@ -181,12 +211,13 @@ pub fn cases(seed: u64) -> Vec<KernelCase> {
 pub fn small_cases(seed: u64) -> Vec<KernelCase> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
-    for dtype in [DType::BF16, DType::F16, DType::F32] {
+    for (dtype, cache_dtype) in PAIRS {
         let mut add = |name: &str, hs: HeadShape, bs: usize, specs: Vec<(usize, usize)>| {
             let (batch, num_blocks) = batch_of(&mut rng, &specs, bs);
             out.push(KernelCase {
-                name: format!("{name} {dtype:?}").to_lowercase(),
+                name: case_name(name, dtype, cache_dtype),
                 dtype,
+                cache_dtype,
                 shape: hs,
                 block_size: bs,
                 num_blocks,
@@ -253,10 +284,23 @@ fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
         .to_vec1::<f64>()?)
 }
 
-/// The random inputs of a case and its plan.
+/// The scales (k, v) a case's cache is read with: an fp8 cache's are other than 1, so that the
+/// kernels' folding of them is checked too.
+fn cache_scales(cache_dtype: DType) -> (f32, f32) {
+    if cache_dtype == DType::F8E4M3 {
+        (1.5, 0.25)
+    } else {
+        (1.0, 1.0)
+    }
+}
+
+/// The random inputs of a case and its plan. The caches and the new K/V rows are in the cache's
+/// dtype (stored values: what is read is them × the scales); q is in the activations'.
 struct Inputs {
     plan: AttentionPlan,
+    /// The softmax scale times the cache's k_scale.
     scale: f32,
+    v_scale: f32,
     k_cache: Tensor,
     v_cache: Tensor,
     k_new: Tensor,
@@ -274,16 +318,26 @@ impl Inputs {
         } = case.shape;
         let t = case.batch.num_tokens();
         let slots = case.num_blocks * case.block_size;
-        let dtype = case.dtype;
+        let (dtype, cache) = (case.dtype, case.cache_dtype);
+        let (k_scale, v_scale) = cache_scales(cache);
         let cache_dims = [slots, num_kv_heads, head_dim];
-        let tensor_cores = super::prefill_supported(dtype, head_dim);
+        let new_dims = [t, num_kv_heads, head_dim];
+        let tensor_cores = super::prefill_supported(dtype, cache, head_dim);
+        // The new rows as the model's write stores them: activations divided by the scale,
+        // rounded to the cache's dtype.
+        let mut stored = |amplitude: f32, scale: f32| -> Result<Tensor> {
+            let x = random_tensor(&mut rng, &new_dims, amplitude, dtype)?;
+            Ok((x.to_dtype(DType::F32)? / scale as f64)?.to_dtype(cache)?)
+        };
+        let (k_new, v_new) = (stored(3.0, k_scale)?, stored(1.0, v_scale)?);
         Ok(Self {
-            k_cache: random_tensor(&mut rng, &cache_dims, 3.0, dtype)?,
-            v_cache: random_tensor(&mut rng, &cache_dims, 1.0, dtype)?,
-            k_new: random_tensor(&mut rng, &[t, num_kv_heads, head_dim], 3.0, dtype)?,
-            v_new: random_tensor(&mut rng, &[t, num_kv_heads, head_dim], 1.0, dtype)?,
+            k_new,
+            v_new,
+            k_cache: random_tensor(&mut rng, &cache_dims, 3.0, cache)?,
+            v_cache: random_tensor(&mut rng, &cache_dims, 1.0, cache)?,
             q: random_tensor(&mut rng, &[t, num_heads, head_dim], 1.0, dtype)?,
-            scale: 1.0 / (head_dim as f32).sqrt(),
+            scale: k_scale / (head_dim as f32).sqrt(),
+            v_scale,
             plan: AttentionPlan::new(&case.batch, case.block_size, case.shape, tensor_cores),
         })
     }
@@ -302,6 +356,7 @@ impl Inputs {
             plan,
             meta: &meta,
             scale: self.scale,
+            v_scale: self.v_scale,
             poison,
         };
         let out = op.forward(&self.q.to_device(dev)?, &kc, &vc)?;
@@ -326,7 +381,7 @@ pub fn run_case(case: &KernelCase, device: &Device, seed: u64) -> Result<CaseRep
     let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
     let den: f64 = b.iter().map(|y| y * y).sum();
     let rel_err = (num / den).sqrt();
-    let tol = tolerance(dtype);
+    let tol = tolerance(super::mma_dtype(dtype, case.cache_dtype));
     Ok(CaseReport {
         name: case.name.clone(),
         tokens: t,
@@ -360,6 +415,11 @@ fn raw_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .iter()
             .flat_map(|x| x.to_bits().to_le_bytes())
             .collect(),
+        DType::F8E4M3 => t
+            .to_vec1::<float8::F8E4M3>()?
+            .iter()
+            .map(|x| x.to_bits())
+            .collect(),
         other => return Err(crate::Error::Internal(format!("no raw dump for {other:?}"))),
     })
 }
@@ -372,16 +432,19 @@ pub fn dump_case(case: &KernelCase, seed: u64, path: &std::path::Path) -> Result
     let plan = &inputs.plan;
     let (k_after, v_after, out) = inputs.run(&Device::Cpu, false)?;
     let (gx, gy, gz) = plan.paged_grid();
-    let dtype_code = match case.dtype {
-        DType::F32 => 0u32,
-        DType::F16 => 1,
-        DType::BF16 => 2,
-        other => return Err(crate::Error::Internal(format!("no kernels for {other:?}"))),
+    let code = |dtype: DType| -> Result<u32> {
+        Ok(match dtype {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::BF16 => 2,
+            DType::F8E4M3 => 3,
+            other => return Err(crate::Error::Internal(format!("no kernels for {other:?}"))),
+        })
     };
     let r = &plan.ranges;
     let mut header: Vec<u32> = vec![
-        0x3143_4c54, // "TLC1"
-        dtype_code,
+        0x3243_4c54, // "TLC2"
+        code(case.dtype)?,
         case.shape.num_heads as u32,
         case.shape.num_kv_heads as u32,
         case.shape.head_dim as u32,
@@ -412,7 +475,11 @@ pub fn dump_case(case: &KernelCase, seed: u64, path: &std::path::Path) -> Result
     ] {
         header.extend([range.start as u32, range.end as u32]);
     }
-    header.push(inputs.scale.to_bits());
+    header.extend([
+        inputs.scale.to_bits(),
+        code(case.cache_dtype)?,
+        inputs.v_scale.to_bits(),
+    ]);
     let mut bytes: Vec<u8> = header.iter().flat_map(|x| x.to_le_bytes()).collect();
     bytes.extend(plan.packed.iter().flat_map(|x| x.to_le_bytes()));
     for t in [

@@ -13,21 +13,40 @@ use half::{bf16, f16};
 use std::ops::Range;
 
 const KV_CACHE_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kv_cache.ptx"));
-const ATTENTION_F32_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_f32.ptx"));
-const ATTENTION_F16_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_f16.ptx"));
-const ATTENTION_BF16_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_bf16.ptx"));
+
+/// The attention units build.rs compiles, by [`super::kernel_name`]: (module name, PTX).
+macro_rules! attention_units {
+    ($($name:literal),*) => {
+        &[$(($name, concat!("tealight_attention_", $name), include_str!(concat!(
+            env!("OUT_DIR"),
+            "/attention_",
+            $name,
+            ".ptx"
+        )))),*]
+    };
+}
+const ATTENTION_UNITS: &[(&str, &str, &str)] = attention_units!(
+    "f32",
+    "f32_kvf16",
+    "f32_kvbf16",
+    "f32_kvfp8",
+    "f16",
+    "f16_kvbf16",
+    "f16_kvfp8",
+    "bf16",
+    "bf16_kvf16",
+    "bf16_kvfp8"
+);
 
 const KV_CACHE_MODULE: &str = "tealight_kv_cache";
 const THREADS: u32 = 128;
 
-/// (module name, PTX) of the attention kernels of a dtype.
-fn attention_module(dtype: DType) -> Result<(&'static str, &'static str)> {
-    Ok(match dtype {
-        DType::F32 => ("tealight_attention_f32", ATTENTION_F32_PTX),
-        DType::F16 => ("tealight_attention_f16", ATTENTION_F16_PTX),
-        DType::BF16 => ("tealight_attention_bf16", ATTENTION_BF16_PTX),
-        other => bail!("tealight attention kernels: no kernels for {other:?}"),
-    })
+/// (module name, PTX) of the attention kernels named `name` ([`super::kernel_name`]).
+fn attention_module(name: &str) -> Result<(&'static str, &'static str)> {
+    match ATTENTION_UNITS.iter().find(|(unit, _, _)| *unit == name) {
+        Some(&(_, module, ptx)) => Ok((module, ptx)),
+        None => bail!("tealight attention kernels: no unit {name}"),
+    }
 }
 
 /// Fills `n16` 16-bit words of `dst` with NaN bits (0xffff).
@@ -69,7 +88,10 @@ pub(super) struct AttentionLaunch<'a> {
     pub plan: &'a AttentionPlan,
     /// The plan's packed arrays on the device (`plan.packed`, u32).
     pub meta: &'a candle_core::Tensor,
+    /// The softmax scale times the cache's k_scale.
     pub scale: f32,
+    /// The cache's v_scale (multiplies the output).
+    pub v_scale: f32,
     /// Fill the output with NaN before the kernels run.
     pub poison: bool,
 }
@@ -179,16 +201,24 @@ pub(super) fn paged_attention(
     v: &CudaStorage,
     v_l: &Layout,
 ) -> Result<CudaStorage> {
-    let dtype = q.dtype();
-    if k.dtype() != dtype || v.dtype() != dtype {
-        bail!("paged-attention: q, k, v must share one dtype")
+    use float8::F8E4M3 as Fp8;
+    if k.dtype() != v.dtype() {
+        bail!("paged-attention: the K and V caches must share one dtype")
     }
     let args = (op, q, q_l, k, k_l, v, v_l);
-    match dtype {
-        DType::F32 => run::<f32>(args),
-        DType::F16 => run::<f16>(args),
-        DType::BF16 => run::<bf16>(args),
-        other => bail!("paged-attention: unsupported dtype {other:?}"),
+    // The pairs build.rs compiles (`super::kernel_name`).
+    match (q.dtype(), k.dtype()) {
+        (DType::F32, DType::F32) => run::<f32, f32>(args),
+        (DType::F32, DType::F16) => run::<f32, f16>(args),
+        (DType::F32, DType::BF16) => run::<f32, bf16>(args),
+        (DType::F32, DType::F8E4M3) => run::<f32, Fp8>(args),
+        (DType::F16, DType::F16) => run::<f16, f16>(args),
+        (DType::F16, DType::BF16) => run::<f16, bf16>(args),
+        (DType::F16, DType::F8E4M3) => run::<f16, Fp8>(args),
+        (DType::BF16, DType::BF16) => run::<bf16, bf16>(args),
+        (DType::BF16, DType::F16) => run::<bf16, f16>(args),
+        (DType::BF16, DType::F8E4M3) => run::<bf16, Fp8>(args),
+        (a, c) => bail!("paged-attention: no kernels for {a:?} activations over a {c:?} cache"),
     }
 }
 
@@ -202,7 +232,8 @@ type Args<'a> = (
     &'a Layout,
 );
 
-fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
+/// T: the activations (q, out); C: the cache.
+fn run<T: CudaDType + DeviceRepr, C: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
     let (op, q, q_l, k, k_l, v, v_l) = args;
     let plan = op.plan;
     let HeadShape {
@@ -210,22 +241,26 @@ fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
         num_kv_heads,
         head_dim,
     } = plan.shape;
-    let dtype = q.dtype();
-    let suffix = super::dtype_suffix(dtype).expect("checked dtype");
-    if !super::attention_supported(dtype, head_dim) {
-        bail!("paged-attention: no kernel for {dtype:?} with head_dim {head_dim}")
+    let (dtype, cache) = (q.dtype(), k.dtype());
+    let suffix = super::kernel_name(dtype, cache).expect("checked pair");
+    if !super::attention_supported(dtype, cache, head_dim) {
+        bail!("paged-attention: no kernel for {suffix} with head_dim {head_dim}")
     }
     let size = dtype.size_in_bytes();
-    for (name, l) in [("q", q_l), ("k cache", k_l), ("v cache", v_l)] {
-        if (l.start_offset() * size) % 16 != 0 {
+    for (name, l, bytes) in [
+        ("q", q_l, size),
+        ("k cache", k_l, cache.size_in_bytes()),
+        ("v cache", v_l, cache.size_in_bytes()),
+    ] {
+        if (l.start_offset() * bytes) % 16 != 0 {
             bail!("paged-attention: {name} does not start on a 16-byte boundary")
         }
     }
     let dev = q.device().clone();
-    let (module, ptx) = attention_module(dtype)?;
+    let (module, ptx) = attention_module(&suffix)?;
     let q = q.as_cuda_slice::<T>()?.slice(q_l.start_offset()..);
-    let k = k.as_cuda_slice::<T>()?.slice(k_l.start_offset()..);
-    let v = v.as_cuda_slice::<T>()?.slice(v_l.start_offset()..);
+    let k = k.as_cuda_slice::<C>()?.slice(k_l.start_offset()..);
+    let v = v.as_cuda_slice::<C>()?.slice(v_l.start_offset()..);
     let (meta_storage, meta_l) = op.meta.storage_and_layout();
     let Storage::Cuda(meta) = &*meta_storage else {
         bail!("paged-attention: the plan is not on the GPU")
@@ -275,7 +310,7 @@ fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
             meta.view(&r.block_tables),
         );
         let (psize, pmax) = (plan.partition_size as u32, plan.max_partitions as u32);
-        let scale = op.scale;
+        let (scale, v_scale) = (op.scale, op.v_scale);
         {
             let mut b = func.builder();
             b.arg(&mut out);
@@ -303,6 +338,7 @@ fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
             b.arg(&psize);
             b.arg(&pmax);
             b.arg(&scale);
+            b.arg(&v_scale);
             let cfg = LaunchConfig {
                 grid_dim: (gx as u32, gy as u32, gz as u32),
                 block_dim: (THREADS, 1, 1),
@@ -326,6 +362,7 @@ fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
             b.arg(&hd);
             b.arg(&psize);
             b.arg(&pmax);
+            b.arg(&v_scale);
             let cfg = LaunchConfig {
                 grid_dim: (gx as u32, gy as u32, 1),
                 block_dim: (THREADS, 1, 1),
@@ -338,7 +375,7 @@ fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
 
     let tiles = plan.num_tiles();
     if tiles > 0 {
-        if !super::prefill_supported(dtype, head_dim) {
+        if !super::prefill_supported(dtype, cache, head_dim) {
             bail!("paged-attention: the plan has prefill tiles but no prefill kernel applies")
         }
         let func = dev.get_or_load_custom_func(
@@ -371,6 +408,7 @@ fn run<T: CudaDType + DeviceRepr>(args: Args) -> Result<CudaStorage> {
         b.arg(&heads);
         b.arg(&kv_heads);
         b.arg(&scale_log2);
+        b.arg(&op.v_scale);
         let cfg = LaunchConfig {
             grid_dim: (tiles as u32, kv_heads, 1),
             block_dim: (THREADS, 1, 1),

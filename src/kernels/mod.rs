@@ -10,8 +10,11 @@
 //! | kernel (kernels/) | op | CPU twin |
 //! | --- | --- | --- |
 //! | `tl_write_kv_w{16,8,4,2}` (kv_cache.cu) | [`kv_write::WriteKv`] | `WriteKv::cpu_fwd` |
-//! | `tl_paged_attention_{dtype}_d{D}` + `tl_paged_reduce_{dtype}` (attention.cu) | [`paged_attention::PagedAttention`] | `paged_attention::twin_paged` |
-//! | `tl_prefill_attention_{f16,bf16}_d{D}` (attention.cu) | [`paged_attention::PagedAttention`] | `paged_attention::twin_prefill` |
+//! | `tl_paged_attention_{name}_d{D}` + `tl_paged_reduce_{name}` (attention.cu) | [`paged_attention::PagedAttention`] | `paged_attention::twin_paged` |
+//! | `tl_prefill_attention_{name}_d{D}` (attention.cu) | [`paged_attention::PagedAttention`] | `paged_attention::twin_prefill` |
+//!
+//! `{name}` is [`kernel_name`]: the activations' dtype, then the KV cache's where it differs
+//! (`bf16`, `bf16_kvfp8`).
 //!
 //! # Why own kernels, and not a crate
 //! Evaluated against tealight's constraints (candle 0.11.1, a paged cache of 16-token blocks,
@@ -60,22 +63,48 @@ pub const PAGED_HEAD_DIMS: [usize; 5] = [32, 48, 64, 128, 256];
 /// Head dims the tensor-core prefill kernel is built for (f16 and bf16 only).
 pub const PREFILL_HEAD_DIMS: [usize; 4] = [32, 48, 64, 128];
 
-/// Whether the `cuda` attention backend has kernels for this dtype and head_dim.
-pub fn attention_supported(dtype: DType, head_dim: usize) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16) && PAGED_HEAD_DIMS.contains(&head_dim)
+/// Whether the `cuda` attention backend has kernels for activations of `dtype` over a cache of
+/// `cache` with this head_dim.
+pub fn attention_supported(dtype: DType, cache: DType, head_dim: usize) -> bool {
+    kernel_name(dtype, cache).is_some() && PAGED_HEAD_DIMS.contains(&head_dim)
 }
 
-/// Whether prefill chunks can run on the tensor-core kernel (else they use the paged kernel).
-pub fn prefill_supported(dtype: DType, head_dim: usize) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16) && PREFILL_HEAD_DIMS.contains(&head_dim)
+/// Whether prefill chunks can run on the tensor-core kernel (else they use the paged kernel):
+/// 16-bit activations over any cache the kernels read.
+pub fn prefill_supported(dtype: DType, cache: DType, head_dim: usize) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+        && kernel_name(dtype, cache).is_some()
+        && PREFILL_HEAD_DIMS.contains(&head_dim)
 }
 
-/// The kernels' name suffix of a dtype.
-pub fn dtype_suffix(dtype: DType) -> Option<&'static str> {
-    match dtype {
-        DType::F32 => Some("f32"),
-        DType::F16 => Some("f16"),
-        DType::BF16 => Some("bf16"),
-        _ => None,
+/// The type the tensor cores read in the prefill kernel (`MmaOf` in kernels/attention.cu): the
+/// cache's when it is 16-bit (its values reach the mma unrounded), else the activations' (fp8
+/// widens to either exactly).
+pub fn mma_dtype(dtype: DType, cache: DType) -> DType {
+    match cache {
+        DType::F16 | DType::BF16 => cache,
+        _ => dtype,
     }
+}
+
+/// The kernels' name suffix for activations of `dtype` over a cache of `cache`: the activations'
+/// dtype, then `_kv` and the cache's where it differs (the units build.rs compiles).
+pub fn kernel_name(dtype: DType, cache: DType) -> Option<String> {
+    let activations = match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => return None,
+    };
+    if cache == dtype {
+        return Some(activations.to_owned());
+    }
+    // A narrower cache, or the other 16-bit type.
+    let kv = match cache {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F8E4M3 => "fp8",
+        _ => return None,
+    };
+    Some(format!("{activations}_kv{kv}"))
 }

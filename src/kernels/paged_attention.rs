@@ -1,15 +1,17 @@
 //! Causal varlen attention over the paged KV cache, as one candle op: `q` `[T, heads, head_dim]`
-//! against the layer's cache → `[T, heads, head_dim]`. The step's [`AttentionPlan`] decides which
+//! against the layer's cache → `[T, heads, head_dim]`. The cache may be stored narrower than the
+//! activations (f16/bf16, or fp8 e4m3 with the layer's scales): [`super::kernel_name`] lists the
+//! pairs. The step's [`AttentionPlan`] decides which
 //! tokens the paged kernel computes and which prefill tiles the tensor-core kernel computes; every
 //! token is written by exactly one of them.
 //!
 //! CUDA (kernels/attention.cu): `tl_paged_attention_*` (+ `tl_paged_reduce_*` when a token's keys
 //! span several partitions) and `tl_prefill_attention_*`. CPU twins: [`twin_paged`] and
 //! [`twin_prefill`], the same algorithms step for step: per-partition softmax then the
-//! flash-decoding merge; per-64-key-block online softmax with the probabilities rounded to the
-//! storage type before P·V, as the tensor cores see them.
+//! flash-decoding merge; per-64-key-block online softmax with q, K, V and the probabilities
+//! rounded to the tensor cores' operand type ([`super::mma_dtype`]) before the products.
 
-use super::Element;
+use super::{Element, Widen};
 use super::plan::{AttentionPlan, HeadShape, MAX_GROUP, PREFILL_TILE_KEYS, PREFILL_TILE_ROWS};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -18,13 +20,17 @@ pub struct PagedAttention<'a> {
     pub plan: &'a AttentionPlan,
     /// The plan's packed arrays on the op's device (`plan.packed`, u32).
     pub meta: &'a Tensor,
+    /// The softmax scale times the cache's `k_scale` (what a stored key is read multiplied by).
     pub scale: f32,
+    /// The cache's `v_scale`: the output is multiplied by it (1 but for an fp8 cache).
+    pub v_scale: f32,
     /// Fill the output with NaN before the kernels run, so a row no kernel wrote shows up.
     pub poison: bool,
 }
 
 impl PagedAttention<'_> {
-    /// `q`: `[T, heads, head_dim]`; caches `[slots, kv_heads, head_dim]`.
+    /// `q`: `[T, heads, head_dim]`; caches `[slots, kv_heads, head_dim]`, of one dtype that
+    /// [`super::kernel_name`] pairs with q's.
     pub fn forward(&self, q: &Tensor, k_cache: &Tensor, v_cache: &Tensor) -> Result<Tensor> {
         q.contiguous()?.apply_op3_no_bwd(k_cache, v_cache, self)
     }
@@ -56,6 +62,11 @@ impl PagedAttention<'_> {
         }
         Ok(())
     }
+
+    /// The twin over one pair of element types.
+    fn twin<T: Element, C: Element>(&self, q: &[T], k: &[C], v: &[C]) -> Vec<T> {
+        twin(self.plan, self.scale, self.v_scale, q, k, v)
+    }
 }
 
 impl candle_core::CustomOp3 for PagedAttention<'_> {
@@ -72,35 +83,39 @@ impl candle_core::CustomOp3 for PagedAttention<'_> {
         v: &CpuStorage,
         v_l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
         self.check(q_l, k_l, v_l)?;
-        let (q0, k0, v0) = (q_l.start_offset(), k_l.start_offset(), v_l.start_offset());
-        let (nq, nk) = (q_l.shape().elem_count(), k_l.shape().elem_count());
-        let storage = match (q, k, v) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => CpuStorage::F32(twin(
-                self.plan,
-                self.scale,
-                &q[q0..q0 + nq],
-                &k[k0..k0 + nk],
-                &v[v0..v0 + nk],
-            )),
-            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => CpuStorage::F16(twin(
-                self.plan,
-                self.scale,
-                &q[q0..q0 + nq],
-                &k[k0..k0 + nk],
-                &v[v0..v0 + nk],
-            )),
-            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(twin(
-                    self.plan,
-                    self.scale,
-                    &q[q0..q0 + nq],
-                    &k[k0..k0 + nk],
-                    &v[v0..v0 + nk],
-                ))
-            }
-            _ => bail!("paged-attention: q, k, v must share one of f32/f16/bf16"),
-        };
+        fn part<'s, E>(x: &'s [E], l: &Layout) -> &'s [E] {
+            &x[l.start_offset()..][..l.shape().elem_count()]
+        }
+        // The pairs the kernels are built for (`super::kernel_name`).
+        macro_rules! twin_of {
+            ($(($act:ident, $kv:ident)),*) => {
+                match (q, k, v) {
+                    $((CpuStorage::$act(q), CpuStorage::$kv(k), CpuStorage::$kv(v)) => {
+                        CpuStorage::$act(self.twin(part(q, q_l), part(k, k_l), part(v, v_l)))
+                    })*
+                    _ => bail!(
+                        "paged-attention: no kernels for {:?} activations over a {:?}/{:?} cache",
+                        q.dtype(),
+                        k.dtype(),
+                        v.dtype()
+                    ),
+                }
+            };
+        }
+        let storage = twin_of!(
+            (F32, F32),
+            (F32, F16),
+            (F32, BF16),
+            (F32, F8E4M3),
+            (F16, F16),
+            (F16, BF16),
+            (F16, F8E4M3),
+            (BF16, BF16),
+            (BF16, F16),
+            (BF16, F8E4M3)
+        );
         Ok((storage, q_l.shape().clone()))
     }
 
@@ -119,6 +134,7 @@ impl candle_core::CustomOp3 for PagedAttention<'_> {
             plan: self.plan,
             meta: self.meta,
             scale: self.scale,
+            v_scale: self.v_scale,
             poison: self.poison,
         };
         let storage = super::cuda::paged_attention(&launch, q, q_l, k, k_l, v, v_l)?;
@@ -129,8 +145,17 @@ impl candle_core::CustomOp3 for PagedAttention<'_> {
 /// One computed output row: `(token * heads + head, values)`.
 type Row = (usize, Vec<f32>);
 
-/// The CPU twin of the whole op. Rows no kernel would write stay NaN.
-pub fn twin<T: Element>(plan: &AttentionPlan, scale: f32, q: &[T], k: &[T], v: &[T]) -> Vec<T> {
+/// The CPU twin of the whole op: activations `T` (q, out) over a cache of `C`; `scale` includes
+/// the cache's k_scale, and the output is multiplied by `v_scale`. Rows no kernel would write
+/// stay NaN.
+pub fn twin<T: Element, C: Element>(
+    plan: &AttentionPlan,
+    scale: f32,
+    v_scale: f32,
+    q: &[T],
+    k: &[C],
+    v: &[C],
+) -> Vec<T> {
     let d = plan.shape.head_dim;
     let mut out = vec![T::narrow(f32::NAN); plan.num_tokens * plan.shape.num_heads * d];
     let rows = twin_paged(plan, scale, q, k, v)
@@ -138,30 +163,39 @@ pub fn twin<T: Element>(plan: &AttentionPlan, scale: f32, q: &[T], k: &[T], v: &
         .chain(twin_prefill(plan, scale, q, k, v));
     for (row, values) in rows {
         for (o, x) in out[row * d..][..d].iter_mut().zip(values) {
-            *o = T::narrow(x);
+            *o = T::narrow(x * v_scale);
         }
     }
     out
 }
 
-fn dot<T: Element>(q: &[f32], k: &[T]) -> f32 {
+fn dot<C: Widen>(q: &[f32], k: &[C]) -> f32 {
     q.iter().zip(k).map(|(a, b)| a * b.widen()).sum()
 }
 
-fn widen<T: Element>(x: &[T]) -> Vec<f32> {
+fn widen<T: Widen>(x: &[T]) -> Vec<f32> {
     x.iter().map(|e| e.widen()).collect()
+}
+
+/// Rounding to the tensor cores' operand type of the prefill kernel (f32 where none applies).
+fn operand_rounding(dtype: candle_core::DType) -> fn(f32) -> f32 {
+    match dtype {
+        candle_core::DType::F16 => <half::f16 as Element>::round,
+        candle_core::DType::BF16 => <half::bf16 as Element>::round,
+        _ => |x| x,
+    }
 }
 
 /// Twin of `tl_paged_attention_*` + `tl_paged_reduce_*`: for each (work token, kv head, head
 /// chunk) and each of the token's partitions, the softmax of the partition (max, sum of
 /// exponentials, unnormalised P·V); then either the single partition normalised (when the whole
 /// step has one partition per token) or the flash-decoding merge of all of them.
-pub fn twin_paged<T: Element>(
+pub fn twin_paged<T: Element, C: Element>(
     plan: &AttentionPlan,
     scale: f32,
     q: &[T],
-    k: &[T],
-    v: &[T],
+    k: &[C],
+    v: &[C],
 ) -> Vec<Row> {
     let HeadShape {
         num_heads,
@@ -238,15 +272,18 @@ pub fn twin_paged<T: Element>(
 
 /// Twin of `tl_prefill_attention_*`: for each tile row (token, query head), keys in blocks of
 /// [`PREFILL_TILE_KEYS`] up to the tile's last visible key, masked causally, with the online
-/// softmax of the kernel; probabilities are rounded to `T` before P·V (the tensor cores' A
-/// operand), the row sum uses them unrounded.
-pub fn twin_prefill<T: Element>(
+/// softmax of the kernel. q, K, V and the probabilities are rounded to the tensor cores' operand
+/// type ([`super::mma_dtype`]) before their products; the row sum uses the probabilities
+/// unrounded.
+pub fn twin_prefill<T: Element, C: Element>(
     plan: &AttentionPlan,
     scale: f32,
     q: &[T],
-    k: &[T],
-    v: &[T],
+    k: &[C],
+    v: &[C],
 ) -> Vec<Row> {
+    let round = operand_rounding(super::mma_dtype(T::DTYPE, C::DTYPE));
+    let operand = |x: &[C]| -> Vec<f32> { x.iter().map(|e| round(e.widen())).collect() };
     let HeadShape {
         num_heads,
         num_kv_heads,
@@ -271,7 +308,7 @@ pub fn twin_prefill<T: Element>(
                 let (token, g) = (r / group, r % group);
                 let limit = first_pos + token;
                 let row = (q_start + token) * num_heads + h * group + g;
-                let qv = widen(&q[row * d..][..d]);
+                let qv: Vec<f32> = q[row * d..][..d].iter().map(|e| round(e.widen())).collect();
                 let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
                 let mut acc = vec![0f32; d];
                 for kb in (0..kmax).step_by(PREFILL_TILE_KEYS) {
@@ -281,7 +318,8 @@ pub fn twin_prefill<T: Element>(
                         .map(|pos| {
                             if pos <= limit {
                                 let slot = plan.slot(seq, pos);
-                                dot(&qv, &k[(slot * num_kv_heads + h) * d..][..d]) * scale
+                                let kr = operand(&k[(slot * num_kv_heads + h) * d..][..d]);
+                                dot(&qv, &kr) * scale
                             } else {
                                 f32::NEG_INFINITY
                             }
@@ -302,11 +340,11 @@ pub fn twin_prefill<T: Element>(
                         if p[j] == 0.0 {
                             continue;
                         }
-                        let pr = T::round(p[j]);
+                        let pr = round(p[j]);
                         let slot = plan.slot(seq, pos);
-                        let vr = &v[(slot * num_kv_heads + h) * d..][..d];
+                        let vr = operand(&v[(slot * num_kv_heads + h) * d..][..d]);
                         for (a, x) in acc.iter_mut().zip(vr) {
-                            *a += pr * x.widen();
+                            *a += pr * x;
                         }
                     }
                     m = m_new;

@@ -34,6 +34,22 @@ impl LayerKv {
             scales: KvScales::UNIT,
         }
     }
+
+    /// A step's `k`, `v` (`[T, kv_heads, head_dim]`) as this layer stores them: divided by its
+    /// scales (vLLM's stored = x / scale; only an fp8 cache has other than 1), then rounded to
+    /// the cache's dtype (e4m3: to nearest even, saturated at ±448, as the `cpu` backend's write).
+    pub fn as_stored(&self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let stored = |x: &Tensor, scale: f32| -> Result<Tensor> {
+            let x = if scale == 1.0 {
+                x.clone()
+            } else {
+                let scale = Tensor::new(scale, x.device())?.to_dtype(x.dtype())?;
+                x.broadcast_div(&scale)?
+            };
+            Ok(x.to_dtype(self.k.dtype())?)
+        };
+        Ok((stored(k, self.scales.k)?, stored(v, self.scales.v)?))
+    }
 }
 
 /// A layer's per-tensor cache scales (vLLM's `k_scale`, `v_scale`): stored = x / scale, read =

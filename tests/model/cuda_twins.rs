@@ -148,13 +148,14 @@ fn host_constants_match_the_kernel_sources() {
         "paged_shared_bytes assumes 4 warps"
     );
     let dims = |macro_name: &str| -> Vec<usize> {
-        let start = src.find(&format!("#define {macro_name}(NAME, T)")).unwrap();
+        let start = src.find(&format!("#define {macro_name}(NAME, T, C)")).unwrap();
         src[start..]
             .lines()
             .skip(1)
             .take_while(|l| l.trim_start().starts_with("TL_"))
+            .filter(|l| !l.trim_start().starts_with("TL_REDUCE"))
             .map(|l| {
-                let d = l.split(',').nth(2).unwrap();
+                let d = l.split(',').nth(3).unwrap();
                 d.trim()
                     .trim_end_matches(|c: char| !c.is_ascii_digit())
                     .parse()
@@ -164,6 +165,30 @@ fn host_constants_match_the_kernel_sources() {
     };
     assert_eq!(dims("TL_PAGED_ALL"), PAGED_HEAD_DIMS.to_vec());
     assert_eq!(dims("TL_PREFILL_ALL"), PREFILL_HEAD_DIMS.to_vec());
+}
+
+/// Every (activations, cache) pair the checks cover has its unit: compiled by build.rs, guarded
+/// in attention.cu, embedded by the launcher, and picked by the emulator; and no unit is unnamed.
+#[test]
+fn every_dtype_pair_has_its_kernel_unit() {
+    let read = |p: &str| std::fs::read_to_string(repo_path(p)).unwrap();
+    let (build, cu, launch, emu) = (
+        read("build.rs"),
+        read("kernels/attention.cu"),
+        read("src/kernels/cuda.rs"),
+        read("kernels/emu/run_case.cpp"),
+    );
+    let pairs = tealight::kernels::check::PAIRS;
+    for (dtype, cache) in pairs {
+        let name = tealight::kernels::kernel_name(dtype, cache).unwrap();
+        assert!(build.contains(&format!("\"-DTL_UNIT_{name}\"")), "build.rs: {name}");
+        assert!(cu.contains(&format!("defined(TL_UNIT_{name})")), "attention.cu: {name}");
+        assert!(launch.contains(&format!("\"{name}\",")) || launch.contains(&format!("\"{name}\"\n")), "cuda.rs: {name}");
+        assert!(emu.contains(&format!("#define TL_UNIT_{name} 1")), "run_case.cpp: {name}");
+        assert!(emu.contains(&format!("TL_PICK({name},")), "run_case.cpp: {name}");
+    }
+    assert_eq!(build.matches("-DTL_UNIT_").count(), pairs.len());
+    assert_eq!(cu.matches("defined(TL_UNIT_").count(), pairs.len());
 }
 
 // ---- the twins against a plain softmax --------------------------------------------------------
@@ -195,7 +220,10 @@ fn relative_error<T: Element>(out: &[T], reference: &[f64]) -> (f64, bool) {
     ((num / den).sqrt(), nan)
 }
 
-fn check_twin<T: Element>(
+/// The twins of activations `T` over a cache of `C`, read with `kv_scales` (k, v), against the
+/// f64 softmax of exactly the values they read.
+#[allow(clippy::too_many_arguments)]
+fn check_twin<T: Element, C: Element>(
     rng: &mut ChaCha8Rng,
     hs: HeadShape,
     block_size: usize,
@@ -203,6 +231,7 @@ fn check_twin<T: Element>(
     max_context: usize,
     tensor_cores: bool,
     tolerance: f64,
+    kv_scales: (f32, f32),
 ) -> AttentionPlan {
     let (batch, num_blocks) = random_batch(rng, chunks, block_size, max_context);
     let d = hs.head_dim;
@@ -212,12 +241,15 @@ fn check_twin<T: Element>(
         batch.num_tokens() * hs.num_heads * d,
         1.0,
     ));
-    // Keys large enough that the softmax is far from uniform.
-    let (k, kf) = through::<T>(&random_values(rng, slots * hs.num_kv_heads * d, 3.0));
-    let (v, vf) = through::<T>(&random_values(rng, slots * hs.num_kv_heads * d, 1.0));
+    // Keys large enough that the softmax is far from uniform; what is read is stored × scale.
+    let (k_scale, v_scale) = kv_scales;
+    let (k, kf) = through::<C>(&random_values(rng, slots * hs.num_kv_heads * d, 3.0));
+    let (v, vf) = through::<C>(&random_values(rng, slots * hs.num_kv_heads * d, 1.0));
+    let read = |x: Vec<f32>, scale: f32| -> Vec<f32> { x.iter().map(|v| v * scale).collect() };
+    let (kf, vf) = (read(kf, k_scale), read(vf, v_scale));
     let scale = 1.0 / (d as f64).sqrt();
     let plan = AttentionPlan::new(&batch, block_size, hs, tensor_cores);
-    let out = twin(&plan, scale as f32, &q, &k, &v);
+    let out = twin(&plan, scale as f32 * k_scale, v_scale, &q, &k, &v);
     let want = reference(&batch, block_size, hs, scale, &qf, &kf, &vf);
     let (err, nan) = relative_error(&out, &want);
     assert!(!nan, "{hs:?}: an output row was never written");
@@ -250,20 +282,54 @@ fn twins_equal_a_plain_softmax_in_every_dtype() {
         for block_size in [16, 32] {
             let tc = PREFILL_HEAD_DIMS.contains(&hs.head_dim);
             let chunks = 1 + (i + block_size) % 5;
-            let p = check_twin::<f32>(&mut rng, hs, block_size, chunks, 400, false, 1e-5);
+            let p = check_twin::<f32, f32>(&mut rng, hs, block_size, chunks, 400, false, 1e-5, UNIT);
             saw_split |= p.max_partitions > 1;
             saw_direct |= p.max_partitions == 1 && !p.work_tokens().is_empty();
-            let p = check_twin::<f16>(&mut rng, hs, block_size, chunks, 400, tc, 3e-3);
+            let p = check_twin::<f16, f16>(&mut rng, hs, block_size, chunks, 400, tc, 3e-3, UNIT);
             saw_tiles |= p.num_tiles() > 0;
-            check_twin::<bf16>(&mut rng, hs, block_size, chunks, 400, tc, 2e-2);
+            check_twin::<bf16, bf16>(&mut rng, hs, block_size, chunks, 400, tc, 2e-2, UNIT);
         }
     }
     // Many short decodes: one partition each, no merge step.
     for _ in 0..3 {
-        let p = check_twin::<bf16>(&mut rng, shape(32, 8, 128), 16, 40, 60, true, 2e-2);
+        let p = check_twin::<bf16, bf16>(&mut rng, shape(32, 8, 128), 16, 40, 60, true, 2e-2, UNIT);
         saw_direct |= p.max_partitions == 1 && !p.work_tokens().is_empty();
     }
     assert!(saw_split && saw_direct && saw_tiles);
+}
+
+/// Scales of 1: a cache that stores the values as they are.
+const UNIT: (f32, f32) = (1.0, 1.0);
+
+/// A cache narrower than the activations (`--kv-cache-dtype`): 16-bit beside f32 and the other
+/// 16-bit type, fp8 beside all three with scales other than 1 (what is read is stored × scale).
+/// The reference reads exactly the cached values, so the bounds are the activations' and the
+/// tensor cores' operand rounding, as for a cache of the model's own dtype.
+#[test]
+fn twins_read_a_narrower_cache() {
+    use float8::F8E4M3;
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let fp8 = (1.5, 0.25);
+    for (i, hs) in [shape(32, 8, 128), shape(4, 1, 48), shape(12, 1, 64)]
+        .into_iter()
+        .enumerate()
+    {
+        let tc = PREFILL_HEAD_DIMS.contains(&hs.head_dim);
+        for block_size in [16, 32] {
+            let c = 1 + (i + block_size) % 4;
+            let r = &mut rng;
+            check_twin::<f32, f16>(r, hs, block_size, c, 300, false, 1e-5, UNIT);
+            check_twin::<f32, bf16>(r, hs, block_size, c, 300, false, 1e-5, UNIT);
+            check_twin::<f32, F8E4M3>(r, hs, block_size, c, 300, false, 1e-5, fp8);
+            // Tensor-core operands: q rounded to the cache's 16-bit type, or (fp8) K/V widened
+            // exactly to the activations'.
+            let p = check_twin::<bf16, f16>(r, hs, block_size, c, 300, tc, 2e-2, UNIT);
+            assert_eq!(p.num_tiles() > 0, tc && p.num_tokens > p.work_tokens().len());
+            check_twin::<f16, bf16>(r, hs, block_size, c, 300, tc, 2e-2, UNIT);
+            check_twin::<bf16, F8E4M3>(r, hs, block_size, c, 300, tc, 2e-2, fp8);
+            check_twin::<f16, F8E4M3>(r, hs, block_size, c, 300, tc, 3e-3, fp8);
+        }
+    }
 }
 
 /// A single long decode: the work is split over many partitions and merged.
@@ -292,7 +358,7 @@ fn long_context_decode_is_split_and_merged() {
     let k = random_values(&mut rng, slots * 8 * 128, 3.0);
     let v = random_values(&mut rng, slots * 8 * 128, 1.0);
     let scale = 1.0 / (128f64).sqrt();
-    let out = twin(&plan, scale as f32, &q, &k, &v);
+    let out = twin(&plan, scale as f32, 1.0, &q, &k, &v);
     let want = reference(&batch, 16, hs, scale, &q, &k, &v);
     let (err, nan) = relative_error(&out, &want);
     assert!(!nan && err < 1e-5, "{err:e}");
@@ -359,12 +425,13 @@ fn attention_op_on_cpu_is_the_twin() {
         plan: &plan,
         meta: &meta,
         scale: 0.125,
+        v_scale: 1.0,
         poison: true,
     };
     let out = op.forward(&qt, &kt, &vt).unwrap();
     assert_eq!(out.dims(), &[t, 8, 64]);
     let got: Vec<bf16> = out.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(got, twin(&plan, 0.125, &q, &k, &v));
+    assert_eq!(got, twin(&plan, 0.125, 1.0, &q, &k, &v));
     // A query that does not match the plan is refused.
     let wrong = qt.narrow(1, 0, 4).unwrap();
     assert!(op.forward(&wrong, &kt, &vt).is_err());
@@ -379,8 +446,18 @@ fn backend_resolution() {
         AttentionBackend::Auto.resolve(&Device::Cpu).unwrap(),
         AttentionBackend::Cpu
     );
-    assert!(attention_supported(DType::BF16, 128));
-    assert!(!attention_supported(DType::BF16, 40));
+    assert!(attention_supported(DType::BF16, DType::BF16, 128));
+    assert!(!attention_supported(DType::BF16, DType::BF16, 40));
+    // Narrower caches beside any float model; never a wider one, nor fp8 activations.
+    assert!(attention_supported(DType::BF16, DType::F8E4M3, 128));
+    assert!(attention_supported(DType::F32, DType::F16, 128));
+    assert!(attention_supported(DType::F16, DType::BF16, 64));
+    assert!(!attention_supported(DType::BF16, DType::F32, 128));
+    assert!(!attention_supported(DType::F8E4M3, DType::F8E4M3, 128));
+    assert_eq!(
+        tealight::kernels::kernel_name(DType::BF16, DType::F8E4M3).as_deref(),
+        Some("bf16_kvfp8")
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The `cuda` attention backend: tealight's own kernels ([`crate::kernels`]) — KV write by slot
 //! mapping, paged attention for decode tokens (split over key partitions for long contexts), and
-//! tensor-core varlen attention for prefill chunks over their cached prefix.
+//! tensor-core varlen attention for prefill chunks over their cached prefix. The cache may be
+//! narrower than the activations (`--kv-cache-dtype`: f16/bf16, or fp8 with the layer's scales):
+//! the step's K/V are rounded to it as they are written, and the kernels widen what they read.
 //!
 //! Opt-in (`--attention-backend cuda`): `auto` resolves to `generic` on CUDA until
 //! scripts/gpu/check.sh has shown this backend equal to `generic` and to transformers on a GPU;
@@ -70,11 +72,11 @@ fn poison_outputs() -> bool {
 }
 
 impl CudaMetadata {
-    fn plan(&self, shape: HeadShape, dtype: DType) -> Result<&(AttentionPlan, Tensor)> {
+    fn plan(&self, shape: HeadShape, dtype: DType, cache: DType) -> Result<&(AttentionPlan, Tensor)> {
         if let Some(p) = self.plan.get() {
             return Ok(p.as_ref());
         }
-        let tensor_cores = crate::kernels::prefill_supported(dtype, shape.head_dim);
+        let tensor_cores = crate::kernels::prefill_supported(dtype, cache, shape.head_dim);
         let plan = AttentionPlan::new(&self.batch, self.block_size, shape, tensor_cores);
         let meta = Tensor::new(plan.packed.as_slice(), &self.device)?;
         Ok(self.plan.get_or_init(|| Box::new((plan, meta))).as_ref())
@@ -95,13 +97,15 @@ impl CudaMetadata {
             num_kv_heads: kv_heads,
             head_dim,
         };
-        let (plan, meta) = self.plan(shape, q.dtype())?;
-        WriteKv::apply(&cache.k, k, meta, plan.ranges.slots.clone())?;
-        WriteKv::apply(&cache.v, v, meta, plan.ranges.slots.clone())?;
+        let (plan, meta) = self.plan(shape, q.dtype(), cache.k.dtype())?;
+        let (k, v) = cache.as_stored(k, v)?;
+        WriteKv::apply(&cache.k, &k, meta, plan.ranges.slots.clone())?;
+        WriteKv::apply(&cache.v, &v, meta, plan.ranges.slots.clone())?;
         let op = PagedAttention {
             plan,
             meta,
-            scale: scale as f32,
+            scale: scale as f32 * cache.scales.k,
+            v_scale: cache.scales.v,
             poison: self.poison,
         };
         let out = op.forward(q, &cache.k, &cache.v)?;

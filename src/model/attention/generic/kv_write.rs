@@ -114,8 +114,7 @@ impl KvWrite {
     /// Writes `k`, `v` (`[T, kv_heads, head_dim]`) into their slots of `cache`, in the cache's
     /// dtype (`--kv-cache-dtype` may store 16 or 8 bits beside f32 activations).
     pub fn apply(&self, k: &Tensor, v: &Tensor, cache: &LayerKv) -> Result<()> {
-        let k = &in_cache_dtype(k, &cache.k, cache.scales.k)?;
-        let v = &in_cache_dtype(v, &cache.v, cache.scales.v)?;
+        let (k, v) = &cache.as_stored(k, v)?;
         if cache.k.dtype() == DType::F8E4M3 {
             let slot_rows = match self.slot_rows.get() {
                 Some(rows) => rows,
@@ -141,19 +140,6 @@ impl KvWrite {
         }
         Ok(())
     }
-}
-
-/// `x` as `cache` stores it: divided by the cache's scale (vLLM's stored = x / scale; only an
-/// fp8 cache has other than 1), then rounded to the cache's dtype (e4m3: to nearest even,
-/// saturated at ±448, as the `cpu` backend's write).
-fn in_cache_dtype(x: &Tensor, cache: &Tensor, scale: f32) -> Result<Tensor> {
-    let x = if scale == 1.0 {
-        x.clone()
-    } else {
-        let scale = Tensor::new(scale, x.device())?.to_dtype(x.dtype())?;
-        x.broadcast_div(&scale)?
-    };
-    Ok(x.to_dtype(cache.dtype())?)
 }
 
 impl BlockWrite {
