@@ -17,15 +17,43 @@ use std::process::Command;
 const UNITS: &[(&str, &str, &[&str])] = &[
     ("kv_cache.cu", "kv_cache", &[]),
     ("attention.cu", "attention_f32", &["-DTL_UNIT_f32"]),
-    ("attention.cu", "attention_f32_kvf16", &["-DTL_UNIT_f32_kvf16"]),
-    ("attention.cu", "attention_f32_kvbf16", &["-DTL_UNIT_f32_kvbf16"]),
-    ("attention.cu", "attention_f32_kvfp8", &["-DTL_UNIT_f32_kvfp8"]),
+    (
+        "attention.cu",
+        "attention_f32_kvf16",
+        &["-DTL_UNIT_f32_kvf16"],
+    ),
+    (
+        "attention.cu",
+        "attention_f32_kvbf16",
+        &["-DTL_UNIT_f32_kvbf16"],
+    ),
+    (
+        "attention.cu",
+        "attention_f32_kvfp8",
+        &["-DTL_UNIT_f32_kvfp8"],
+    ),
     ("attention.cu", "attention_f16", &["-DTL_UNIT_f16"]),
-    ("attention.cu", "attention_f16_kvbf16", &["-DTL_UNIT_f16_kvbf16"]),
-    ("attention.cu", "attention_f16_kvfp8", &["-DTL_UNIT_f16_kvfp8"]),
+    (
+        "attention.cu",
+        "attention_f16_kvbf16",
+        &["-DTL_UNIT_f16_kvbf16"],
+    ),
+    (
+        "attention.cu",
+        "attention_f16_kvfp8",
+        &["-DTL_UNIT_f16_kvfp8"],
+    ),
     ("attention.cu", "attention_bf16", &["-DTL_UNIT_bf16"]),
-    ("attention.cu", "attention_bf16_kvf16", &["-DTL_UNIT_bf16_kvf16"]),
-    ("attention.cu", "attention_bf16_kvfp8", &["-DTL_UNIT_bf16_kvfp8"]),
+    (
+        "attention.cu",
+        "attention_bf16_kvf16",
+        &["-DTL_UNIT_bf16_kvf16"],
+    ),
+    (
+        "attention.cu",
+        "attention_bf16_kvfp8",
+        &["-DTL_UNIT_bf16_kvfp8"],
+    ),
 ];
 
 /// Newest PTX ISA the CUDA 13.0 driver (580) loads.

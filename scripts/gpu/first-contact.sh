@@ -23,8 +23,10 @@
 #                    twice (the device sampler; same text both times)
 #   b logits    (80) Qwen3-0.6B shape, bf16: tealight's logits (default backend, then `cuda`) in a
 #                    chunked-prefill + decode schedule against transformers bf16 and f32
-#   c kernels   (50) the own CUDA kernels against their CPU twins (`tealight debug kernels`)
-#   d bench    (120) `tealight bench` 1024 in / 128 out at concurrency 1, 16, 64 (and 256 when
+#   c kernels   (60) the own CUDA kernels against their CPU twins (`tealight debug kernels`), over
+#                    caches of the activations' dtype and narrower ones (fp8 beside bf16/f16, f16
+#                    beside bf16); one layer's attention timed: generic, cuda, cuda over fp8 KV
+#   d bench    (110) `tealight bench` 1024 in / 128 out at concurrency 1, 16, 64 (and 256 when
 #                    time is left) against the user's command; the c=1 decode rate as a fraction
 #                    of the HBM roofline of the GPU found (H100 3.35, H200 4.8 TB/s). Skipped at
 #                    once when stage a's server never answered /health
@@ -42,11 +44,12 @@
 #                    the device); then served with the user's command on the device it must report
 #                    and benched (128 in / 32 out, c=2)
 #   i kv-fp8    (60) only with its need (30 s) left, reported beside the verdict like f: the 0.6B
-#                    checkpoint's logits with an fp8 (e4m3) KV cache through the `generic` backend
-#                    (CUDA's default; fp8 rows written by the own slot-copy kernel, read by candle's
-#                    gather and cast) on the device in bf16, against the CPU's f32 run on its own
-#                    fp8 cache and the CPU's bf16 run through the same backend (compare_devices.py:
-#                    within 2 × the CPU's own bf16 noise)
+#                    checkpoint's logits with an fp8 (e4m3) KV cache on the device in bf16 through
+#                    the `generic` backend (CUDA's default; fp8 rows written by the own slot-copy
+#                    kernel, read by candle's gather and cast) and the `cuda` backend (the own
+#                    kernels widen the fp8 rows), against the CPU's f32 run on its own fp8 cache
+#                    and the CPU's bf16 run through `generic` (compare_devices.py: within 2 × the
+#                    CPU's own bf16 noise)
 #   f quant    (120) only with its need (100 s) left, and reported beside the a-e verdict: the
 #                    0.6B checkpoint as a Q4_K_M GGUF file (written in the background from the
 #                    start) and with `--quantization fp8`: logits on the device against the CPU's
@@ -194,7 +197,7 @@ served_device() { # out.json
 
 # ---- setup --------------------------------------------------------------------------------------
 PY_ANY="" PY_TORCH="" PY_SDK="" SETUP_OK=1 SETUP_WHY="" CKPT_4B="" CKPT_06B="" CKPT_JOB="" CKPT_MOE=""
-GGUF="" GGUF_JOB="" SERVE_DEAD="" GPU_NAME="cpu" GPU_LINE=""
+GGUF="" SERVE_DEAD="" GPU_NAME="cpu" GPU_LINE=""
 
 has_module() { "$1" -c "import $2" >/dev/null 2>&1; }
 setup_fail() { SETUP_WHY="$*"; log "setup: FAIL: $*"; return 1; }
@@ -349,7 +352,6 @@ make_gguf_bg() {
     "$TL" debug gguf --model "$CKPT_06B" --out "$GGUF" --type "$GGUF_TYPE" >"$WORK/gguf.log" 2>&1
     echo $? >"$WORK/gguf.rc"
   ) &
-  GGUF_JOB=1
 }
 
 # Waits for a checkpoint of the background job within the stage's time.
@@ -680,6 +682,12 @@ json.dump([[random.randrange(151643) for _ in range(n)] for n in (96, 72)], open
   logits f32-cpu cpu f32 auto
   logits bf16-cpu cpu bf16 generic
   logits bf16-dev "$DEVICE" bf16 generic
+  local got=("$DEVICE=$WORK/i-bf16-dev.npy")
+  # The own kernels run on a GPU only (the CPU device refuses `--attention-backend cuda`).
+  if [[ $SMOKE -eq 0 ]]; then
+    logits bf16-dev-cuda "$DEVICE" bf16 cuda
+    got+=("$DEVICE-cuda=$WORK/i-bf16-dev-cuda.npy")
+  fi
   if [[ ${#failed[@]} -gt 0 ]]; then
     rm -f "$WORK"/i-*.npy
     fail "debug logits failed: ${failed[*]}"
@@ -687,7 +695,7 @@ json.dump([[random.randrange(151643) for _ in range(n)] for n in (96, 72)], open
   fi
   local ok=1
   within "$PY" "$HERE/compare_devices.py" --label "fp8 kv:" --max-ratio 2.0 \
-    --dense "$WORK/i-f32-cpu.npy" --cpu "$WORK/i-bf16-cpu.npy" --got "$DEVICE=$WORK/i-bf16-dev.npy" |
+    --dense "$WORK/i-f32-cpu.npy" --cpu "$WORK/i-bf16-cpu.npy" --got "${got[@]}" |
     tee "$report" || ok=0
   rm -f "$WORK"/i-*.npy
   if [[ $ok -eq 0 ]]; then
@@ -763,7 +771,7 @@ PY
 
 declare -A NAME=([a]=serve [b]=logits [c]=kernels [d]=bench [e]=streams [f]=quant [g]=spec [h]=moe [i]=kv-fp8)
 # SETUP_BUDGET + a..e + RESERVE = 478 s: within 8 minutes (tests/clients/test_first_contact.py).
-declare -A BUDGET=([a]=120 [b]=80 [c]=50 [d]=120 [e]=40 [f]=120 [g]=90 [h]=90 [i]=60)
+declare -A BUDGET=([a]=120 [b]=80 [c]=60 [d]=110 [e]=40 [f]=120 [g]=90 [h]=90 [i]=60)
 # The least time worth starting a stage with; f's is what it really needs on a GPU (five
 # `debug logits` runs, a serve and a short bench).
 declare -A NEEDS=([a]=45 [b]=40 [c]=20 [d]=60 [e]=25 [f]=100 [g]=60 [h]=45 [i]=30)

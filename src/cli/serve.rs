@@ -79,8 +79,8 @@ pub struct ServeArgs {
     /// fp8/fp8_e4m3, and float32/fp32. auto is the model's dtype, except float16 for a
     /// generation model computing in f32 on the CPU (twice the tokens of f32, logits within
     /// 2.9e-3; docs/serving.md). fp8 holds four times f32's tokens. Read by the `generic`
-    /// attention backend (CUDA's default) beside any model dtype and by the `cpu` backend beside
-    /// f32 activations; the own `cuda` kernels read the model's dtype only.
+    /// attention backend (CUDA's default) and the own `cuda` kernels beside any model dtype, and
+    /// by the `cpu` backend beside f32 activations.
     #[arg(
         long,
         default_value = "auto",

@@ -496,25 +496,42 @@ fn start_events(
     Ok(Some(KvEventSink::start(events, config.block_size, medium)?))
 }
 
+/// Whether `backend` reads a cache of `kv` beside a model computing in `model_dtype` (a cache
+/// of the model's own dtype is read by every backend).
+fn backend_reads_cache(
+    backend: crate::model::AttentionBackend,
+    model_dtype: candle_core::DType,
+    on_cpu: bool,
+    kv: candle_core::DType,
+) -> bool {
+    use crate::model::AttentionBackend;
+    use candle_core::DType;
+    let narrow = matches!(kv, DType::F16 | DType::BF16 | DType::F8E4M3);
+    match backend {
+        AttentionBackend::Cpu => narrow && model_dtype == DType::F32 && on_cpu,
+        AttentionBackend::Generic => narrow,
+        AttentionBackend::Cuda => crate::kernels::kernel_name(model_dtype, kv).is_some(),
+        AttentionBackend::Auto => false,
+    }
+}
+
 /// The KV cache's dtype: the model's, or `--kv-cache-dtype`'s where the backend reads it. The
 /// `cpu` backend stores f16/bf16 or fp8 (e4m3) beside f32 activations and widens in registers;
 /// the `generic` backend (candle ops, CUDA's default) beside any float model on any device: it
 /// rounds as it writes and widens what it gathers. The own CUDA kernels (`cuda`) read every pair
 /// they are built for (`kernels::kernel_name`: a 16-bit or fp8 cache beside any float model).
 fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_core::DType> {
-    use crate::model::AttentionBackend;
     use candle_core::DType;
     let model_dtype = model.dtype();
     let Some(kv) = config.kv_cache_dtype.filter(|&kv| kv != model_dtype) else {
         return Ok(model_dtype);
     };
-    let narrow = matches!(kv, DType::F16 | DType::BF16 | DType::F8E4M3);
-    let reads_it = match config.attention_backend {
-        AttentionBackend::Cpu => narrow && model_dtype == DType::F32 && model.device().is_cpu(),
-        AttentionBackend::Generic => narrow,
-        AttentionBackend::Cuda => narrow && crate::kernels::kernel_name(model_dtype, kv).is_some(),
-        AttentionBackend::Auto => false,
-    };
+    let reads_it = backend_reads_cache(
+        config.attention_backend,
+        model_dtype,
+        model.device().is_cpu(),
+        kv,
+    );
     if !reads_it {
         let name = match kv {
             DType::F8E4M3 => "fp8 (e4m3)".to_owned(),
@@ -529,4 +546,28 @@ fn kv_cache_dtype(config: &EngineConfig, model: &Qwen3Model) -> Result<candle_co
         )));
     }
     Ok(kv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backend_reads_cache;
+    use crate::model::AttentionBackend::{Cpu, Cuda, Generic};
+    use candle_core::DType::{BF16, F8E4M3, F16, F32};
+
+    #[test]
+    fn which_backend_reads_which_cache() {
+        // The CPU kernels widen 16-bit and fp8 rows beside f32 activations only.
+        assert!(backend_reads_cache(Cpu, F32, true, F16));
+        assert!(backend_reads_cache(Cpu, F32, true, F8E4M3));
+        assert!(!backend_reads_cache(Cpu, BF16, true, F8E4M3));
+        // candle's ops and the own CUDA kernels: any narrower cache beside any float model.
+        for model in [F32, F16, BF16] {
+            assert!(backend_reads_cache(Generic, model, false, F8E4M3));
+            assert!(backend_reads_cache(Cuda, model, false, F8E4M3));
+        }
+        assert!(backend_reads_cache(Cuda, BF16, false, F16));
+        assert!(backend_reads_cache(Cuda, F16, false, BF16));
+        // Never a wider cache than the kernels are built for.
+        assert!(!backend_reads_cache(Cuda, BF16, false, F32));
+    }
 }

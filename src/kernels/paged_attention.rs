@@ -11,8 +11,8 @@
 //! flash-decoding merge; per-64-key-block online softmax with q, K, V and the probabilities
 //! rounded to the tensor cores' operand type ([`super::mma_dtype`]) before the products.
 
-use super::{Element, Widen};
 use super::plan::{AttentionPlan, HeadShape, MAX_GROUP, PREFILL_TILE_KEYS, PREFILL_TILE_ROWS};
+use super::{Element, Widen};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 

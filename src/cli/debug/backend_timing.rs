@@ -15,16 +15,19 @@ use std::time::Instant;
 pub struct Timing {
     pub name: String,
     pub backend: AttentionBackend,
+    /// The KV cache's dtype (the activations are bf16).
+    pub kv_dtype: DType,
     pub median_us: f64,
     /// K and V bytes the step must read at least once, over the median time.
     pub kv_gbps: f64,
 }
 
 /// Times one layer's attention (KV write + attention) of Qwen3-4B-shaped bf16 steps for each
-/// backend: host clock around a synchronised step, after warm-up; median of `iters`.
+/// (backend, KV-cache dtype): host clock around a synchronised step, after warm-up; median of
+/// `iters`.
 pub fn time_backends(
     device: &Device,
-    backends: &[AttentionBackend],
+    variants: &[(AttentionBackend, DType)],
     iters: usize,
 ) -> Result<Vec<Timing>> {
     let dtype = DType::BF16;
@@ -42,20 +45,20 @@ pub fn time_backends(
         let (batch, num_blocks) = batch_of(&mut rng, &specs, 16);
         let slots = num_blocks * 16;
         let t = batch.num_tokens();
-        let cache = LayerKv {
-            k: random_tensor(&mut rng, &[slots, 8, 128], 3.0, dtype)?.to_device(device)?,
-            v: random_tensor(&mut rng, &[slots, 8, 128], 1.0, dtype)?.to_device(device)?,
-            scales: Default::default(),
-        };
+        let k_cache = random_tensor(&mut rng, &[slots, 8, 128], 3.0, dtype)?;
+        let v_cache = random_tensor(&mut rng, &[slots, 8, 128], 1.0, dtype)?;
         let q = random_tensor(&mut rng, &[t, 32, 128], 1.0, dtype)?.to_device(device)?;
         let k = random_tensor(&mut rng, &[t, 8, 128], 3.0, dtype)?.to_device(device)?;
         let v = random_tensor(&mut rng, &[t, 8, 128], 1.0, dtype)?.to_device(device)?;
-        let kv_bytes: usize = batch
-            .chunks
-            .iter()
-            .map(|c| c.context_len * 8 * 128 * 2 * dtype.size_in_bytes())
-            .sum();
-        for &backend in backends {
+        let context: usize = batch.chunks.iter().map(|c| c.context_len).sum();
+        for &(backend, kv_dtype) in variants {
+            // Converted on the host: the timing is of the step, not of a cast.
+            let cache = LayerKv {
+                k: k_cache.to_dtype(kv_dtype)?.to_device(device)?,
+                v: v_cache.to_dtype(kv_dtype)?.to_device(device)?,
+                scales: Default::default(),
+            };
+            let kv_bytes = context * 8 * 128 * 2 * kv_dtype.size_in_bytes();
             // Metadata once per step, as in the model (shared by the layers).
             let meta = AttentionMetadata::new(backend, &batch, 16, (8, 128), device)?;
             let mut times = Vec::with_capacity(iters);
@@ -74,6 +77,7 @@ pub fn time_backends(
             out.push(Timing {
                 name: name.clone(),
                 backend,
+                kv_dtype,
                 median_us: median * 1e6,
                 kv_gbps: kv_bytes as f64 / median / 1e9,
             });

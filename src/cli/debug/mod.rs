@@ -102,7 +102,7 @@ pub struct KernelsArgs {
     pub device: DeviceChoice,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Also time one layer's attention of Qwen3-4B-shaped bf16 steps, generic vs cuda.
+    /// Also time one layer's attention of Qwen3-4B-shaped bf16 steps: generic, cuda, and cuda over an fp8 KV cache.
     #[arg(long)]
     pub bench: bool,
     #[arg(long, default_value_t = 20)]
@@ -299,19 +299,24 @@ fn kernels(args: KernelsArgs) -> Result<()> {
     if args.bench {
         let timings = backend_timing::time_backends(
             &device,
-            &[AttentionBackend::Generic, AttentionBackend::Cuda],
+            &[
+                (AttentionBackend::Generic, candle_core::DType::BF16),
+                (AttentionBackend::Cuda, candle_core::DType::BF16),
+                (AttentionBackend::Cuda, candle_core::DType::F8E4M3),
+            ],
             args.iters,
         )?;
         println!("\none layer's attention (KV write + attention), Qwen3-4B shape, bf16:");
         println!(
-            "{:<24} {:>8} {:>12} {:>10}",
-            "step", "backend", "median_us", "KV_GB/s"
+            "{:<24} {:>8} {:>6} {:>12} {:>10}",
+            "step", "backend", "kv", "median_us", "KV_GB/s"
         );
         for t in timings {
             println!(
-                "{:<24} {:>8} {:>12.1} {:>10.1}",
+                "{:<24} {:>8} {:>6} {:>12.1} {:>10.1}",
                 t.name,
                 format!("{:?}", t.backend).to_lowercase(),
+                format!("{:?}", t.kv_dtype).to_lowercase(),
                 t.median_us,
                 t.kv_gbps
             );

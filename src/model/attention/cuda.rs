@@ -72,7 +72,12 @@ fn poison_outputs() -> bool {
 }
 
 impl CudaMetadata {
-    fn plan(&self, shape: HeadShape, dtype: DType, cache: DType) -> Result<&(AttentionPlan, Tensor)> {
+    fn plan(
+        &self,
+        shape: HeadShape,
+        dtype: DType,
+        cache: DType,
+    ) -> Result<&(AttentionPlan, Tensor)> {
         if let Some(p) = self.plan.get() {
             return Ok(p.as_ref());
         }
