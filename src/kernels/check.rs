@@ -288,10 +288,14 @@ pub fn random_tensor(
 }
 
 fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?)
+    let t = t.to_device(&Device::Cpu)?.flatten_all()?;
+    if t.dtype() == DType::F8E4M3 {
+        // candle's fp8 → f64 cast takes minutes for a small cache; the exact widening is ours.
+        use super::Widen;
+        let codes = t.to_vec1::<float8::F8E4M3>()?;
+        return Ok(codes.into_iter().map(|x| x.widen() as f64).collect());
+    }
+    Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
 }
 
 /// The scales (k, v) a case's cache is read with: an fp8 cache's are other than 1, so that the
