@@ -14,7 +14,8 @@
 //    its unnormalised sum and its (max, sum of exponentials) and `tl_paged_reduce_*` merges them
 //    (flash-decoding).
 // 2. `tl_prefill_attention_*`: prefill chunks on the tensor cores (mma.sync m16n8k16, bf16/f16 in,
-//    f32 accumulate; the operand type is the cache's when it is 16-bit, else the activations'), FlashAttention-2 style: one CTA per (tile of 64 query rows, kv head), where a
+//    f32 accumulate; the operand type is the cache's when it is 16-bit, else the activations'),
+//    FlashAttention-2 style: one CTA per (tile of 64 query rows, kv head), where a
 //    row is one (token, query head) pair of one chunk, so the heads of a GQA group share every K/V
 //    tile. Keys stream through shared memory in blocks of 64 (looked up through the block table),
 //    with an online softmax; causal: row (token at position p) sees keys 0..=p, cached prefix
@@ -301,8 +302,8 @@ template <typename C, typename M, typename E>
 __device__ __forceinline__ void stage_widened(E* dst, const C* src) {
   float x[8];
   tl_load_f32<C, 8>(src, x);
-  *reinterpret_cast<uint4*>(dst) =
-      make_uint4(M::pack(x[0], x[1]), M::pack(x[2], x[3]), M::pack(x[4], x[5]), M::pack(x[6], x[7]));
+  *reinterpret_cast<uint4*>(dst) = make_uint4(M::pack(x[0], x[1]), M::pack(x[2], x[3]),
+                                              M::pack(x[4], x[5]), M::pack(x[6], x[7]));
 }
 
 // Rows of the tile: r in [0, 64) is row `row0 + r` of its chunk, i.e. token (row0 + r) / group,

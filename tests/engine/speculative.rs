@@ -68,6 +68,20 @@ fn accepted(engine: &EngineHandle) -> u64 {
     engine.metrics().spec_accepted_tokens.get()
 }
 
+/// Runs `pass` (which checks its outputs) until `engine` has accepted a draft token, at most
+/// three times. The gate keeps drafts only where the step times it measured say they pay, and
+/// on a machine loaded by the other tests one pass may measure none that do; every pass must
+/// still give the outputs of the engine without speculation.
+fn until_drafts_are_accepted(engine: &EngineHandle, what: &str, mut pass: impl FnMut()) {
+    for _ in 0..3 {
+        pass();
+        if accepted(engine) > 0 {
+            return;
+        }
+    }
+    panic!("no draft token was accepted in three passes ({what})");
+}
+
 fn check_method(spec: &str) {
     let (plain, tok) = engine(None);
     let (fast, _) = engine(Some(spec));
@@ -77,9 +91,9 @@ fn check_method(spec: &str) {
     requests[1].stop = vec!["four one".into()];
     requests[4].max_tokens = Some(5);
     let want = solo(&plain, &requests);
-    assert_eq!(solo(&fast, &requests), want, "solo, {spec}");
-    let solo_accepted = accepted(&fast);
-    assert!(solo_accepted > 0, "no draft token was accepted ({spec})");
+    until_drafts_are_accepted(&fast, spec, || {
+        assert_eq!(solo(&fast, &requests), want, "solo, {spec}");
+    });
     // All at once, beside requests that cannot draft (a one-token prompt, fresh each time).
     let runs = solo_then_batched(&fast, &requests);
     for (i, (alone, (_, batched, ..))) in runs.iter().enumerate() {
@@ -146,14 +160,15 @@ fn seeded_samples_and_logprobs_are_unchanged() {
             .collect()
     };
     let want = logprobs(&plain);
-    let got = logprobs(&fast);
-    assert!(accepted(&fast) > 0, "no draft token was accepted");
-    for (i, ((ids, lps), (want_ids, want_lps))) in got.iter().zip(&want).enumerate() {
-        assert_eq!(ids, want_ids, "request {i}");
-        assert_eq!(lps.len(), want_lps.len());
-        let worst = max_abs_diff(lps, want_lps);
-        assert!(worst < 1e-3, "request {i}: logprobs differ by {worst}");
-    }
+    until_drafts_are_accepted(&fast, "seeded", || {
+        let got = logprobs(&fast);
+        for (i, ((ids, lps), (want_ids, want_lps))) in got.iter().zip(&want).enumerate() {
+            assert_eq!(ids, want_ids, "request {i}");
+            assert_eq!(lps.len(), want_lps.len());
+            let worst = max_abs_diff(lps, want_lps);
+            assert!(worst < 1e-3, "request {i}: logprobs differ by {worst}");
+        }
+    });
 }
 
 /// A guided request's drafts are checked against the grammar as they are sampled: the output
