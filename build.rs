@@ -85,42 +85,56 @@ fn main() {
         .map(|s| s.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();
 
-    // The units are independent: compile them side by side.
+    // The units are independent: compile them side by side, as many at once as cargo's job
+    // count (eleven nvcc processes at once on a 2-core machine only slow everything beside them).
+    let jobs = std::env::var("NUM_JOBS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(2)
+        .clamp(1, UNITS.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let compile = |&(src, name, defines): &(&str, &str, &[&str])| -> Result<(), String> {
+        let out = out_dir.join(format!("{name}.ptx"));
+        let output = Command::new(&nvcc)
+            .arg("--ptx")
+            .arg(format!("-arch=sm_{cap}"))
+            .args(["-O3", "-std=c++17", "-lineinfo"])
+            .args(defines)
+            .args(&extra)
+            .arg("-I")
+            .arg(&kernels)
+            .arg("-o")
+            .arg(&out)
+            .arg(kernels.join(src))
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "nvcc failed on kernels/{src} ({name}):\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        check_ptx_isa(&out)
+    };
     let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = UNITS
-            .iter()
-            .map(|&(src, name, defines)| {
-                let (nvcc, kernels, out_dir, cap, extra) =
-                    (&nvcc, &kernels, &out_dir, &cap, &extra);
-                scope.spawn(move || {
-                    let out = out_dir.join(format!("{name}.ptx"));
-                    let output = Command::new(nvcc)
-                        .arg("--ptx")
-                        .arg(format!("-arch=sm_{cap}"))
-                        .args(["-O3", "-std=c++17", "-lineinfo"])
-                        .args(defines)
-                        .args(extra)
-                        .arg("-I")
-                        .arg(kernels)
-                        .arg("-o")
-                        .arg(&out)
-                        .arg(kernels.join(src))
-                        .output()
-                        .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
-                    if !output.status.success() {
-                        return Err(format!(
-                            "nvcc failed on kernels/{src} ({name}):\n{}{}",
-                            String::from_utf8_lossy(&output.stdout),
-                            String::from_utf8_lossy(&output.stderr)
-                        ));
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(unit) = UNITS.get(i) else {
+                            return done;
+                        };
+                        done.push(compile(unit));
                     }
-                    check_ptx_isa(&out)
                 })
             })
             .collect();
-        handles
+        workers
             .into_iter()
-            .map(|h| h.join().expect("nvcc thread"))
+            .flat_map(|w| w.join().expect("nvcc thread"))
             .collect()
     });
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
