@@ -13,6 +13,7 @@ use super::paged_attention::PagedAttention;
 use super::plan::{AttentionPlan, HeadShape, PREFILL_MIN_QUERY};
 use crate::batch::{BatchInput, SequenceChunk, slot_of};
 use crate::error::Result;
+use crate::model::kv_cache::{KvScales, LayerKv};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -287,24 +288,23 @@ pub fn random_tensor(
     Ok(Tensor::from_vec(values, dims, &Device::Cpu)?.to_dtype(dtype)?)
 }
 
+/// Through f32, which holds every element type here exactly: candle 0.11's direct fp8 → f64
+/// cast did not finish in minutes on a small cache.
 fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
-    let t = t.to_device(&Device::Cpu)?.flatten_all()?;
-    if t.dtype() == DType::F8E4M3 {
-        // candle's fp8 → f64 cast takes minutes for a small cache; the exact widening is ours.
-        use super::Widen;
-        let codes = t.to_vec1::<float8::F8E4M3>()?;
-        return Ok(codes.into_iter().map(|x| x.widen() as f64).collect());
-    }
-    Ok(t.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
 }
 
-/// The scales (k, v) a case's cache is read with: an fp8 cache's are other than 1, so that the
+/// The scales a case's cache is read with: an fp8 cache's are other than 1, so that the
 /// kernels' folding of them is checked too.
-fn cache_scales(cache_dtype: DType) -> (f32, f32) {
+fn cache_scales(cache_dtype: DType) -> KvScales {
     if cache_dtype == DType::F8E4M3 {
-        (1.5, 0.25)
+        KvScales { k: 1.5, v: 0.25 }
     } else {
-        (1.0, 1.0)
+        KvScales::UNIT
     }
 }
 
@@ -333,25 +333,27 @@ impl Inputs {
         let t = case.batch.num_tokens();
         let slots = case.num_blocks * case.block_size;
         let (dtype, cache) = (case.dtype, case.cache_dtype);
-        let (k_scale, v_scale) = cache_scales(cache);
         let cache_dims = [slots, num_kv_heads, head_dim];
         let new_dims = [t, num_kv_heads, head_dim];
         let tensor_cores = super::prefill_supported(dtype, cache, head_dim);
-        // The new rows as the model's write stores them: activations divided by the scale,
-        // rounded to the cache's dtype.
-        let mut stored = |amplitude: f32, scale: f32| -> Result<Tensor> {
-            let x = random_tensor(&mut rng, &new_dims, amplitude, dtype)?;
-            Ok((x.to_dtype(DType::F32)? / scale as f64)?.to_dtype(cache)?)
+        let layer = LayerKv {
+            k: random_tensor(&mut rng, &cache_dims, 3.0, cache)?,
+            v: random_tensor(&mut rng, &cache_dims, 1.0, cache)?,
+            scales: cache_scales(cache),
         };
-        let (k_new, v_new) = (stored(3.0, k_scale)?, stored(1.0, v_scale)?);
+        // The new rows as the model's write stores them.
+        let (k_new, v_new) = layer.as_stored(
+            &random_tensor(&mut rng, &new_dims, 3.0, dtype)?,
+            &random_tensor(&mut rng, &new_dims, 1.0, dtype)?,
+        )?;
         Ok(Self {
             k_new,
             v_new,
-            k_cache: random_tensor(&mut rng, &cache_dims, 3.0, cache)?,
-            v_cache: random_tensor(&mut rng, &cache_dims, 1.0, cache)?,
             q: random_tensor(&mut rng, &[t, num_heads, head_dim], 1.0, dtype)?,
-            scale: k_scale / (head_dim as f32).sqrt(),
-            v_scale,
+            scale: layer.scales.k / (head_dim as f32).sqrt(),
+            v_scale: layer.scales.v,
+            k_cache: layer.k,
+            v_cache: layer.v,
             plan: AttentionPlan::new(&case.batch, case.block_size, case.shape, tensor_cores),
         })
     }

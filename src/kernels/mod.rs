@@ -43,6 +43,29 @@
 //! opt-in (`--attention-backend cuda`): `auto` keeps `generic` on CUDA until
 //! scripts/gpu/check.sh has passed on a GPU.
 
+/// Matches CPU storages of q, k and v against a list of (activations, cache) dtype pairs (k and
+/// v share the cache's): for the pair they hold, `$body` runs over the three slices and its
+/// output becomes storage of the activations' dtype; any other combination gives `$otherwise`.
+/// The attention ops' CPU sides dispatch to their generic bodies through it.
+macro_rules! match_dtype_pair {
+    (
+        ($q:expr, $k:expr, $v:expr),
+        [$(($act:ident, $kv:ident)),* $(,)?],
+        |$qs:ident, $ks:ident, $vs:ident| $body:expr,
+        $otherwise:expr $(,)?
+    ) => {
+        match ($q, $k, $v) {
+            $((
+                candle_core::CpuStorage::$act($qs),
+                candle_core::CpuStorage::$kv($ks),
+                candle_core::CpuStorage::$kv($vs),
+            ) => candle_core::CpuStorage::$act($body),)*
+            _ => $otherwise,
+        }
+    };
+}
+pub(crate) use match_dtype_pair;
+
 pub mod check;
 pub mod cpu_linear;
 pub mod element;

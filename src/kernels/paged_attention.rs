@@ -89,32 +89,27 @@ impl candle_core::CustomOp3 for PagedAttention<'_> {
             &x[l.start_offset()..][..l.shape().elem_count()]
         }
         // The pairs the kernels are built for (`super::kernel_name`).
-        macro_rules! twin_of {
-            ($(($act:ident, $kv:ident)),*) => {
-                match (q, k, v) {
-                    $((CpuStorage::$act(q), CpuStorage::$kv(k), CpuStorage::$kv(v)) => {
-                        CpuStorage::$act(self.twin(part(q, q_l), part(k, k_l), part(v, v_l)))
-                    })*
-                    _ => bail!(
-                        "paged-attention: no kernels for {:?} activations over a {:?}/{:?} cache",
-                        q.dtype(),
-                        k.dtype(),
-                        v.dtype()
-                    ),
-                }
-            };
-        }
-        let storage = twin_of!(
-            (F32, F32),
-            (F32, F16),
-            (F32, BF16),
-            (F32, F8E4M3),
-            (F16, F16),
-            (F16, BF16),
-            (F16, F8E4M3),
-            (BF16, BF16),
-            (BF16, F16),
-            (BF16, F8E4M3)
+        let storage = super::match_dtype_pair!(
+            (q, k, v),
+            [
+                (F32, F32),
+                (F32, F16),
+                (F32, BF16),
+                (F32, F8E4M3),
+                (F16, F16),
+                (F16, BF16),
+                (F16, F8E4M3),
+                (BF16, BF16),
+                (BF16, F16),
+                (BF16, F8E4M3),
+            ],
+            |q, k, v| self.twin(part(q, q_l), part(k, k_l), part(v, v_l)),
+            bail!(
+                "paged-attention: no kernels for {:?} activations over a {:?}/{:?} cache",
+                q.dtype(),
+                k.dtype(),
+                v.dtype()
+            ),
         );
         Ok((storage, q_l.shape().clone()))
     }
@@ -283,7 +278,6 @@ pub fn twin_prefill<T: Element, C: Element>(
     v: &[C],
 ) -> Vec<Row> {
     let round = operand_rounding(super::mma_dtype(T::DTYPE, C::DTYPE));
-    let operand = |x: &[C]| -> Vec<f32> { x.iter().map(|e| round(e.widen())).collect() };
     let HeadShape {
         num_heads,
         num_kv_heads,
@@ -318,8 +312,10 @@ pub fn twin_prefill<T: Element, C: Element>(
                         .map(|pos| {
                             if pos <= limit {
                                 let slot = plan.slot(seq, pos);
-                                let kr = operand(&k[(slot * num_kv_heads + h) * d..][..d]);
-                                dot(&qv, &kr) * scale
+                                let kr = &k[(slot * num_kv_heads + h) * d..][..d];
+                                let qk: f32 =
+                                    qv.iter().zip(kr).map(|(a, b)| a * round(b.widen())).sum();
+                                qk * scale
                             } else {
                                 f32::NEG_INFINITY
                             }
@@ -342,9 +338,9 @@ pub fn twin_prefill<T: Element, C: Element>(
                         }
                         let pr = round(p[j]);
                         let slot = plan.slot(seq, pos);
-                        let vr = operand(&v[(slot * num_kv_heads + h) * d..][..d]);
+                        let vr = &v[(slot * num_kv_heads + h) * d..][..d];
                         for (a, x) in acc.iter_mut().zip(vr) {
-                            *a += pr * x;
+                            *a += pr * round(x.widen());
                         }
                     }
                     m = m_new;

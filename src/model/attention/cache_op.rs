@@ -60,32 +60,24 @@ impl<K: CacheKernel> candle_core::CustomOp3 for CacheOp<'_, K> {
         ) else {
             bail!("{name} needs contiguous tensors")
         };
-        let storage = match (q, k, v) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F16(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            // f32 activations over a 16-bit cache (`--kv-cache-dtype`).
-            (CpuStorage::F32(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            (CpuStorage::F32(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            // f32 activations over an fp8 (e4m3) cache.
-            (CpuStorage::F32(q), CpuStorage::F8E4M3(k), CpuStorage::F8E4M3(v)) => {
-                CpuStorage::F32(kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d))
-            }
-            _ => bail!(
+        // Each dtype over its own cache; f32 activations over a 16-bit or fp8 (e4m3) cache
+        // (`--kv-cache-dtype`).
+        let storage = crate::kernels::match_dtype_pair!(
+            (q, k, v),
+            [
+                (F32, F32),
+                (F16, F16),
+                (BF16, BF16),
+                (F32, BF16),
+                (F32, F16),
+                (F32, F8E4M3),
+            ],
+            |q, k, v| kernel.run(&q[q0..q1], &k[k0..], &v[v0..], heads, kv_heads, d),
+            bail!(
                 "{name}: k and v must share q's dtype (f32/f16/bf16), or be 16-bit or fp8 beside \
                  f32 queries"
             ),
-        };
+        );
         Ok((storage, q_l.shape().clone()))
     }
 }
